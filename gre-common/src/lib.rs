@@ -1,0 +1,14 @@
+//! Types shared by the eBPF datapath (`gre-ebpf`) and the loader (`gre-user`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so both sides agree on
+//! the byte layout of every map key and value.
+#![no_std]
+
+pub mod drop;
+pub mod gre;
+pub mod maps;
+pub mod names;
+
+pub use drop::DropReason;
+pub use gre::GreHdr;
+pub use maps::*;

@@ -1,0 +1,209 @@
+//! Keys and values of the datapath's maps.
+//!
+//! One datapath (one set of programs and maps) serves every tunnel of a
+//! network namespace, because a link can hold only one XDP program and
+//! tenants share links. Tunnels are told apart by their device ifindex on
+//! transmit and by their GRE key on receive.
+//!
+//! Addresses are 16 bytes: an IPv4 address is stored IPv4-mapped
+//! (`::ffff:a.b.c.d`) so one key type serves both families.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Most paths one peer can stripe across.
+pub const MAX_PATHS: usize = 8;
+/// Slots of a peer's weighted round-robin schedule (see `Peer::schedule`).
+pub const SCHEDULE_LEN: usize = 128;
+/// Most peers in one network namespace (sizes the peer and counter maps).
+pub const MAX_PEERS: u32 = 16384;
+/// Most tunnels in one network namespace.
+pub const MAX_TUNNELS: u32 = 256;
+/// Most inner routes in one network namespace.
+pub const MAX_ROUTES: u32 = 65536;
+/// Most links in one network namespace.
+pub const MAX_LINKS: u32 = 64;
+
+/// `Tunnel::mode`
+pub const MODE_GRE: u32 = 1;
+pub const MODE_GRETAP: u32 = 2;
+
+/// `Tunnel::flags`
+pub const TUN_KEY: u32 = 1 << 0;
+pub const TUN_SEQ: u32 = 1 << 1;
+pub const TUN_CSUM: u32 = 1 << 2;
+
+/// `Path::flags`
+pub const PATH_UP: u32 = 1 << 0;
+/// Outer header is IPv6.
+pub const PATH_V6: u32 = 1 << 1;
+
+/// `LinkUse::hook`
+pub const HOOK_XDP: u32 = 1;
+pub const HOOK_TC: u32 = 2;
+
+/// Version of the map layout; a loader refuses a datapath of another version.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// One entry describing the datapath instance itself.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Meta {
+    /// Inode of the network namespace this datapath serves; a loader in
+    /// another namespace ignores it.
+    pub netns_ino: u64,
+    pub layout: u32,
+    pub _pad: u32,
+}
+
+/// A tunnel device, keyed by its ifindex.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, Pod, Zeroable)]
+pub struct Tunnel {
+    pub ifindex: u32,
+    /// The hidden veth end paired with the tunnel device: XDP redirects
+    /// decapsulated frames to it so they arrive on the tunnel device.
+    pub peer_ifindex: u32,
+    pub mode: u32,
+    pub flags: u32,
+    /// GRE key in host order (meaningful with `TUN_KEY`).
+    pub key: u32,
+    /// MAC of the tunnel device: decapsulated frames are addressed to it.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+    /// Device name, NUL-padded, so a tunnel can be found and reported even
+    /// after its device is gone.
+    pub name: [u8; 16],
+    pub _pad2: u32,
+    /// Fingerprint of the config that brought it up: `up` with the same
+    /// file again is a no-op.
+    pub config_hash: u64,
+}
+
+/// Receive-side lookup from GRE key to tunnel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct KeyLookup {
+    pub key: u32,
+    /// 1 when the packet carries a key, 0 when not.
+    pub has_key: u32,
+}
+
+/// One way to reach a peer: a local link and the outer addresses on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Path {
+    /// Link the path leaves by.
+    pub ifindex: u32,
+    pub flags: u32,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub weight: u32,
+}
+
+/// A peer as the transmit program sees it. Replaced whole by one map update,
+/// so the datapath never sees a half-written path set.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct Peer {
+    /// Dense id: indexes the counter, sequence and round-robin maps.
+    pub id: u32,
+    pub tunnel_ifindex: u32,
+    pub npaths: u32,
+    /// Used slots of `schedule`; 0 means no path is up.
+    pub sched_len: u32,
+    pub paths: [Path; MAX_PATHS],
+    /// Weighted round-robin: slot i names the path for the i-th packet.
+    pub schedule: [u8; SCHEDULE_LEN],
+    /// Peer name from the config, NUL-padded (for status and `show`).
+    pub name: [u8; 32],
+}
+
+impl Default for Peer {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
+/// Receive-side lookup: which peer and path a GRE packet came by.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct RxKey {
+    pub tunnel_ifindex: u32,
+    pub remote: [u8; 16],
+    pub local: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct RxPath {
+    pub peer_id: u32,
+    pub path: u32,
+}
+
+/// Key of the IPv4 route trie: tunnel ifindex (big-endian) then the address,
+/// so one trie holds every tunnel's routes. Prefix length counts the 32
+/// tunnel bits too.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Route4 {
+    pub tunnel: [u8; 4],
+    pub addr: [u8; 4],
+}
+
+/// A (link, tunnel) pair in use: how the link receives, and the outer
+/// address this tunnel uses on it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct LinkUseKey {
+    pub link_ifindex: u32,
+    pub tunnel_ifindex: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LinkUse {
+    pub hook: u32,
+    /// 1 when xgre added the link's clsact qdisc (and so removes it).
+    pub own_clsact: u32,
+    pub addr: [u8; 16],
+}
+
+/// Per-path counters, one slot per (peer id, path index).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PathStats {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+/// Index of a path's counters in `XGRE_PATH_STATS`.
+#[inline(always)]
+pub const fn path_slot(peer_id: u32, path: u32) -> u32 {
+    peer_id * MAX_PATHS as u32 + path
+}
+
+/// Store an IPv4 address IPv4-mapped.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    unsafe impl aya::Pod for Meta {}
+    unsafe impl aya::Pod for Tunnel {}
+    unsafe impl aya::Pod for KeyLookup {}
+    unsafe impl aya::Pod for Path {}
+    unsafe impl aya::Pod for Peer {}
+    unsafe impl aya::Pod for RxKey {}
+    unsafe impl aya::Pod for RxPath {}
+    unsafe impl aya::Pod for Route4 {}
+    unsafe impl aya::Pod for LinkUseKey {}
+    unsafe impl aya::Pod for LinkUse {}
+    unsafe impl aya::Pod for PathStats {}
+}

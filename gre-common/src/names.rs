@@ -1,0 +1,45 @@
+//! Program and map names. The kernel keeps 15 characters of an object name, so
+//! every name here fits in 15; the loader finds a running datapath by them.
+
+/// TC egress on the tunnel device: encapsulate and send out of a link.
+pub const PROG_TX: &str = "xgre_tx";
+/// XDP receive on a link.
+pub const PROG_RX_XDP: &str = "xgre_rx_xdp";
+/// TC ingress receive on a link.
+pub const PROG_RX_TC: &str = "xgre_rx_tc";
+/// TC ingress on a link received by XDP: hands frames XDP decapsulated to
+/// the tunnel device.
+pub const PROG_RX_HANDOFF: &str = "xgre_rx_handoff";
+/// XDP_PASS on the tunnel device, so that veth gives it a NAPI context to
+/// receive frames redirected from XDP.
+pub const PROG_TUN_NAPI: &str = "xgre_tun_napi";
+
+pub const MAP_META: &str = "XGRE_META";
+pub const MAP_TUNNELS: &str = "XGRE_TUNNELS";
+pub const MAP_TUNNEL_BY_KEY: &str = "XGRE_TUN_KEY";
+pub const MAP_PEERS: &str = "XGRE_PEERS";
+pub const MAP_ROUTES4: &str = "XGRE_ROUTES4";
+pub const MAP_RX_PATHS: &str = "XGRE_RX_PATHS";
+pub const MAP_LOCAL_ADDRS: &str = "XGRE_LOCAL";
+pub const MAP_LINK_USERS: &str = "XGRE_LINK_USERS";
+pub const MAP_PATH_STATS: &str = "XGRE_PATH_STATS";
+pub const MAP_DROPS: &str = "XGRE_DROPS";
+pub const MAP_TX_SEQ: &str = "XGRE_TX_SEQ";
+pub const MAP_RR: &str = "XGRE_RR";
+pub const MAP_SCRATCH: &str = "XGRE_SCRATCH";
+
+/// Every map the loader expects to find in a running datapath.
+pub const ALL_MAPS: &[&str] = &[
+    MAP_META,
+    MAP_TUNNELS,
+    MAP_TUNNEL_BY_KEY,
+    MAP_PEERS,
+    MAP_ROUTES4,
+    MAP_RX_PATHS,
+    MAP_LOCAL_ADDRS,
+    MAP_LINK_USERS,
+    MAP_PATH_STATS,
+    MAP_DROPS,
+    MAP_TX_SEQ,
+    MAP_RR,
+];

@@ -1,0 +1,92 @@
+//! xgre datapath: GRE encapsulation on the tunnel device's TC egress and
+//! decapsulation on each link's XDP or TC ingress.
+//!
+//! Each program is a thin entry point around a `try_*` function; an `Err`
+//! is counted under its reason and the packet is dropped, never passed.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+mod counters;
+mod csum;
+mod maps;
+mod packet;
+mod parse;
+mod path;
+mod rx;
+mod tx;
+
+use aya_ebpf::{
+    bindings::{xdp_action, TC_ACT_SHOT},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+
+use crate::counters::count_drop;
+
+/// Never true at run time, but the compiler cannot know: it makes every
+/// program reference the loader-only maps, so they live as long as any
+/// program does, and the loader finds the whole datapath again through
+/// any one program's map ids.
+#[inline(always)]
+fn keep_maps(data: usize) {
+    if data == 0 {
+        let _ = maps::META.get(0);
+        let _ = unsafe { maps::LINK_USERS.get(&gre_common::LinkUseKey::default()) };
+    }
+}
+
+#[classifier]
+pub fn xgre_tx(ctx: TcContext) -> i32 {
+    keep_maps(ctx.data());
+    tx::try_tx(&ctx).unwrap_or_else(|reason| {
+        count_drop(reason);
+        TC_ACT_SHOT
+    })
+}
+
+#[classifier]
+pub fn xgre_rx_tc(ctx: TcContext) -> i32 {
+    keep_maps(ctx.data());
+    rx::try_rx_tc(&ctx).unwrap_or_else(|reason| {
+        count_drop(reason);
+        TC_ACT_SHOT
+    })
+}
+
+#[classifier]
+pub fn xgre_rx_handoff(ctx: TcContext) -> i32 {
+    keep_maps(ctx.data());
+    rx::try_rx_handoff(&ctx).unwrap_or_else(|reason| {
+        count_drop(reason);
+        TC_ACT_SHOT
+    })
+}
+
+#[xdp]
+pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
+    keep_maps(ctx.data());
+    rx::try_rx_xdp(&ctx).unwrap_or_else(|reason| {
+        count_drop(reason);
+        xdp_action::XDP_DROP
+    })
+}
+
+/// Attached to the tunnel device only so that veth gives it the NAPI
+/// context XDP redirects need.
+#[xdp]
+pub fn xgre_tun_napi(ctx: XdpContext) -> u32 {
+    keep_maps(ctx.data());
+    xdp_action::XDP_PASS
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

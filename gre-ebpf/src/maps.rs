@@ -1,0 +1,64 @@
+//! Every map of the datapath. Names come from `gre_common::names` through the
+//! `#[map(name = ...)]` attributes so the loader finds them by the same text.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+};
+use gre_common::{
+    drop::DROP_REASONS, KeyLookup, LinkUse, LinkUseKey, Meta, Peer, PathStats, Route4, RxKey,
+    RxPath, Tunnel, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+};
+
+use crate::csum::Scratch;
+
+#[map(name = "XGRE_META")]
+pub static META: Array<Meta> = Array::with_max_entries(1, 0);
+
+#[map(name = "XGRE_TUNNELS")]
+pub static TUNNELS: HashMap<u32, Tunnel> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+#[map(name = "XGRE_TUN_KEY")]
+pub static TUNNEL_BY_KEY: HashMap<KeyLookup, u32> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
+/// Not preallocated: an update then swaps in a new element and frees the old
+/// one after an RCU grace period, so a reader never sees a half-written peer.
+#[map(name = "XGRE_PEERS")]
+pub static PEERS: HashMap<u32, Peer> = HashMap::with_max_entries(MAX_PEERS, BPF_F_NO_PREALLOC);
+
+#[map(name = "XGRE_ROUTES4")]
+pub static ROUTES4: LpmTrie<Route4, u32> = LpmTrie::with_max_entries(MAX_ROUTES, BPF_F_NO_PREALLOC);
+
+#[map(name = "XGRE_RX_PATHS")]
+pub static RX_PATHS: HashMap<RxKey, RxPath> =
+    HashMap::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
+/// Outer addresses of our links: GRE to anything else is not ours.
+#[map(name = "XGRE_LOCAL")]
+pub static LOCAL_ADDRS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_LINKS * 4, 0);
+
+/// Bookkeeping for the loader only; the programs never read it, but keeping
+/// it referenced ties its lifetime to theirs.
+#[map(name = "XGRE_LINK_USERS")]
+pub static LINK_USERS: HashMap<LinkUseKey, LinkUse> =
+    HashMap::with_max_entries(MAX_LINKS * MAX_TUNNELS, 0);
+
+#[map(name = "XGRE_PATH_STATS")]
+pub static PATH_STATS: PerCpuArray<PathStats> =
+    PerCpuArray::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
+#[map(name = "XGRE_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS as u32, 0);
+
+/// Next transmit sequence number of each peer; shared by all CPUs so the
+/// numbers are unique (atomic add).
+#[map(name = "XGRE_TX_SEQ")]
+pub static TX_SEQ: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
+
+/// Round-robin position of each peer, per CPU: no shared cache line, no race.
+#[map(name = "XGRE_RR")]
+pub static RR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
+
+#[map(name = "XGRE_SCRATCH")]
+pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

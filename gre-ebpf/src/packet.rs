@@ -1,0 +1,73 @@
+//! Byte access to a packet, the same for XDP and TC, so that parsing and
+//! checksumming are written once. Reads go through the load_bytes helpers:
+//! they bound-check for us and work on non-linear buffers too.
+
+use aya_ebpf::{
+    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    programs::{TcContext, XdpContext},
+};
+use core::{
+    ffi::c_void,
+    mem::{size_of, MaybeUninit},
+};
+use gre_common::DropReason;
+
+pub trait Packet {
+    /// Bytes in the packet, from the Ethernet header on.
+    fn len(&self) -> usize;
+    /// The program context (`__sk_buff` or `xdp_md`), for callbacks.
+    fn raw(&self) -> *mut c_void;
+    /// Copy `len` bytes at `off` of the packet behind context `ctx`;
+    /// non-zero when they are not all there.
+    unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64;
+
+    #[inline(always)]
+    fn load_raw(&self, off: usize, dst: *mut u8, len: u32) -> Result<(), DropReason> {
+        if unsafe { Self::load_ptr(self.raw(), off as u32, dst, len) } == 0 {
+            Ok(())
+        } else {
+            Err(DropReason::Truncated)
+        }
+    }
+
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Result<T, DropReason> {
+        let mut v = MaybeUninit::<T>::uninit();
+        self.load_raw(off, v.as_mut_ptr().cast(), size_of::<T>() as u32)?;
+        Ok(unsafe { v.assume_init() })
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        unsafe { (*self.skb.skb).len as usize }
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.skb.skb.cast()
+    }
+
+    #[inline(always)]
+    unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64 {
+        unsafe { bpf_skb_load_bytes(ctx as *const _, off, dst.cast(), len) }
+    }
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.data_end() - self.data()
+    }
+
+    #[inline(always)]
+    fn raw(&self) -> *mut c_void {
+        self.ctx.cast()
+    }
+
+    #[inline(always)]
+    unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64 {
+        unsafe { bpf_xdp_load_bytes(ctx.cast(), off, dst.cast(), len) }
+    }
+}

@@ -1,0 +1,121 @@
+//! Receive: decapsulate GRE of ours and deliver the inner packet to the
+//! tunnel device.
+//!
+//! TC decapsulates and redirects straight to the tunnel device's ingress.
+//! XDP decapsulates, tags the frame with the tunnel in XDP metadata and
+//! passes it on; the link's TC ingress hands tagged frames to the tunnel
+//! device. Passing, not redirecting, keeps the skb the driver built, and so
+//! its checksum state: a veth peer sends TCP with CHECKSUM_PARTIAL, and an
+//! XDP redirect would turn that into a packet with a bad checksum. Drivers
+//! without XDP metadata get a redirect into the hidden veth end instead,
+//! which is right for NICs, whose frames carry full checksums.
+
+use aya_ebpf::{
+    bindings::{xdp_action, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT},
+    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    programs::{TcContext, XdpContext},
+};
+use gre_common::{DropReason, MODE_GRETAP};
+use network_types::eth::EthHdr;
+
+use crate::{
+    counters::count_rx,
+    packet::Packet,
+    parse::{classify, Rx, Verdict},
+};
+
+/// The Ethernet header the inner packet is delivered with: addressed to the
+/// tunnel device so the stack takes it as its own.
+#[inline(always)]
+fn inner_eth(rx: &Rx, outer: &EthHdr) -> EthHdr {
+    EthHdr {
+        dst_addr: rx.tunnel.mac,
+        src_addr: outer.src_addr,
+        ether_type: rx.inner_proto.to_be(),
+    }
+}
+
+pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
+    let rx = match classify(ctx)? {
+        Verdict::Pass => return Ok(xdp_action::XDP_PASS),
+        Verdict::Decap(rx) => rx,
+    };
+    let outer: EthHdr = ctx.read(0)?;
+    let tap = rx.tunnel.mode == MODE_GRETAP;
+    // gretap: the inner frame has its own Ethernet header; drop ours too.
+    let delta = if tap { rx.outer_len + EthHdr::LEN } else { rx.outer_len };
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta as i32) } != 0 {
+        return Err(DropReason::HelperFailed);
+    }
+    // adjust_head invalidated every packet pointer: reload and re-check.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + EthHdr::LEN > end {
+        return Err(DropReason::Truncated);
+    }
+    if !tap {
+        unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
+    }
+    count_rx(rx.path.peer_id, rx.path.path, rx.inner_len as u64);
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(HandoffMeta::LEN as i32)) } == 0 {
+        // adjust_meta moved data_meta: reload and re-check before writing.
+        let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
+        if meta + HandoffMeta::LEN <= data {
+            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: rx.tunnel.ifindex };
+            unsafe { (meta as *mut HandoffMeta).write_unaligned(m) };
+            return Ok(xdp_action::XDP_PASS);
+        }
+    }
+    let r = unsafe { bpf_redirect(rx.tunnel.peer_ifindex, 0) };
+    Ok(r as u32)
+}
+
+/// XDP metadata in front of a decapsulated frame: which tunnel it is for.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct HandoffMeta {
+    pub magic: u32,
+    pub tunnel_ifindex: u32,
+}
+
+impl HandoffMeta {
+    pub const LEN: usize = 8;
+    pub const MAGIC: u32 = 0x7867_7265; // "xgre"
+}
+
+/// TC ingress on a link whose receive hook is XDP: deliver the frames XDP
+/// decapsulated and tagged; leave everything else alone.
+pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
+    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    if meta + HandoffMeta::LEN > data {
+        return Ok(TC_ACT_OK);
+    }
+    let m = unsafe { (meta as *const HandoffMeta).read_unaligned() };
+    if m.magic != HandoffMeta::MAGIC {
+        return Ok(TC_ACT_OK);
+    }
+    let r = unsafe { bpf_redirect(m.tunnel_ifindex, BPF_F_INGRESS as u64) };
+    Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+}
+
+pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
+    let rx = match classify(ctx)? {
+        Verdict::Pass => return Ok(TC_ACT_OK),
+        Verdict::Decap(rx) => rx,
+    };
+    let outer: EthHdr = ctx.read(0)?;
+    if rx.tunnel.mode == MODE_GRETAP {
+        // Remove outer IP + GRE and the inner Ethernet header that follows
+        // our MAC header, then put the inner header back in its place.
+        let inner: EthHdr = ctx.read(EthHdr::LEN + rx.outer_len)?;
+        let shrink = (rx.outer_len + EthHdr::LEN) as i32;
+        ctx.adjust_room(-shrink, BPF_ADJ_ROOM_MAC, 0).map_err(|_| DropReason::HelperFailed)?;
+        ctx.store(0, &inner, 0).map_err(|_| DropReason::HelperFailed)?;
+    } else {
+        ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, 0)
+            .map_err(|_| DropReason::HelperFailed)?;
+        ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
+    }
+    count_rx(rx.path.peer_id, rx.path.path, rx.inner_len as u64);
+    let r = unsafe { bpf_redirect(rx.tunnel.ifindex, BPF_F_INGRESS as u64) };
+    Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+}

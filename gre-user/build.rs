@@ -1,0 +1,46 @@
+//! Builds the eBPF object (`gre-ebpf`) with the nightly toolchain for
+//! bpfel-unknown-none and leaves it at `$OUT_DIR/xgre.bpf.o` for
+//! `include_bytes_aligned!`.
+//!
+//! Not aya-build: the datapath needs BPF CPU v3 (atomic fetch-and-add for
+//! sequence numbers) and aya-build 0.2.0 gives no way to pass it.
+use std::{
+    env, fs,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
+
+fn main() {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap());
+    for p in ["gre-ebpf/src", "gre-ebpf/Cargo.toml", "gre-ebpf/Cargo.lock", "gre-common/src"] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    let target_dir = out.join("ebpf-target");
+    let flags = ["-Ctarget-cpu=v3", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .arg("--manifest-path")
+        .arg(root.join("gre-ebpf/Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env("CARGO_ENCODED_RUSTFLAGS", flags)
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    // The outer build's toolchain and wrappers must not leak into the
+    // nightly build.
+    for k in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
+        cmd.env_remove(k);
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("cannot run `rustup run nightly cargo`: {e}; run `cargo xtask setup` first")
+    });
+    if !status.success() {
+        panic!("building gre-ebpf failed ({status}); `cargo xtask setup` installs the nightly rust-src component and bpf-linker");
+    }
+    let obj = target_dir.join("bpfel-unknown-none/release/gre");
+    fs::copy(&obj, out.join("xgre.bpf.o"))
+        .unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
+}

@@ -1,0 +1,479 @@
+//! The TOML config file: the contract users and tests write against.
+//! Fields may be added; none is ever renamed.
+//!
+//! Parsing (serde) checks types and rejects unknown fields; `validate` checks
+//! everything that needs more than one field. Every error names the file,
+//! the field and the reason.
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    fmt,
+    hash::{Hash, Hasher},
+    net::{IpAddr, Ipv4Addr},
+    path::{Path, PathBuf},
+};
+
+use gre_common::MAX_PATHS;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {field}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub field: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub tunnel: TunnelConfig,
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkConfig>,
+    #[serde(default, rename = "peer")]
+    pub peers: Vec<PeerConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// IP over GRE.
+    #[default]
+    Gre,
+    /// Ethernet over GRE.
+    Gretap,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    pub name: String,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub address: Vec<IpNet>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u32>,
+    #[serde(default)]
+    pub sequence: bool,
+    #[serde(default)]
+    pub checksum: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RxHook {
+    Xdp,
+    Tc,
+    /// TC on virtual devices (veth, bridges, macvlan), where XDP costs GRO;
+    /// XDP in native mode elsewhere, falling back to TC.
+    #[default]
+    Auto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    pub dev: String,
+    pub address: IpAddr,
+    #[serde(default)]
+    pub rx: RxHook,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    pub name: String,
+    #[serde(default)]
+    pub routes: Vec<IpNet>,
+    #[serde(default, rename = "path")]
+    pub paths: Vec<PathConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct PathConfig {
+    pub link: String,
+    pub remote: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+/// Largest weight a path may have; weights are shares, not rates.
+pub const MAX_WEIGHT: u32 = 1000;
+
+/// An Ethernet address written `02:00:00:00:00:20`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl fmt::Debug for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("`{s}` is not a MAC address (want six hex pairs like 02:00:00:00:00:20)"));
+        }
+        let mut m = [0u8; 6];
+        for (i, p) in parts.iter().enumerate() {
+            if p.len() != 2 {
+                return Err(format!("`{s}` is not a MAC address (want six hex pairs like 02:00:00:00:00:20)"));
+            }
+            m[i] = u8::from_str_radix(p, 16)
+                .map_err(|_| format!("`{s}` is not a MAC address (`{p}` is not hex)"))?;
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            field: "-".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, e))?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    /// Fingerprint of the whole config: `up` with an unchanged file is a no-op.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
+
+    pub fn link(&self, dev: &str) -> Option<&LinkConfig> {
+        self.links.iter().find(|l| l.dev == dev)
+    }
+
+    /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE).
+    pub fn overhead(&self) -> u32 {
+        let t = &self.tunnel;
+        20 + gre_common::GreHdr::len_for(t.checksum, t.key.is_some(), t.sequence) as u32
+    }
+
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
+        let t = &self.tunnel;
+        validate_ifname(&t.name).map_err(|r| err("tunnel.name".into(), r))?;
+        if t.mode == Mode::Gretap {
+            return Err(err(
+                "tunnel.mode".into(),
+                "\"gretap\" is not supported yet; use \"gre\"".into(),
+            ));
+        }
+        for (i, a) in t.address.iter().enumerate() {
+            if !matches!(a, IpNet::V4(_)) {
+                return Err(err(format!("tunnel.address[{i}]"), format!("{a}: only IPv4 inner addresses are supported yet")));
+            }
+        }
+        if let Some(mtu) = t.mtu {
+            if !(68..=65535).contains(&mtu) {
+                return Err(err("tunnel.mtu".into(), format!("{mtu} is outside 68..=65535")));
+            }
+        }
+        if self.links.is_empty() {
+            return Err(err("link".into(), "at least one [[link]] is required".into()));
+        }
+        let mut devs = HashSet::new();
+        let mut addrs = HashSet::new();
+        for (i, l) in self.links.iter().enumerate() {
+            validate_ifname(&l.dev).map_err(|r| err(format!("link[{i}].dev"), r))?;
+            if !devs.insert(l.dev.as_str()) {
+                return Err(err(format!("link[{i}].dev"), format!("`{}` is listed twice", l.dev)));
+            }
+            match l.address {
+                IpAddr::V4(a) => check_unicast_v4(a).map_err(|r| err(format!("link[{i}].address"), r))?,
+                IpAddr::V6(a) => {
+                    return Err(err(format!("link[{i}].address"), format!("{a}: an IPv6 underlay is not supported yet")))
+                }
+            }
+            if !addrs.insert(l.address) {
+                return Err(err(format!("link[{i}].address"), format!("{} is used by another link", l.address)));
+            }
+        }
+        let mut names = HashSet::new();
+        let mut routes: BTreeSet<IpNet> = BTreeSet::new();
+        let mut pairs = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            if p.name.is_empty() || p.name.len() > 31 {
+                return Err(err(format!("peer[{i}].name"), "must be 1 to 31 characters".into()));
+            }
+            if !names.insert(p.name.as_str()) {
+                return Err(err(format!("peer[{i}].name"), format!("`{}` names two peers", p.name)));
+            }
+            for (j, r) in p.routes.iter().enumerate() {
+                let field = format!("peer[{i}].routes[{j}]");
+                if !matches!(r, IpNet::V4(_)) {
+                    return Err(err(field, format!("{r}: only IPv4 inner routes are supported yet")));
+                }
+                if r.trunc() != *r {
+                    return Err(err(field, format!("{r} has host bits set (did you mean {}?)", r.trunc())));
+                }
+                if !routes.insert(*r) {
+                    return Err(err(field, format!("{r} is routed to another peer already")));
+                }
+            }
+            if p.paths.is_empty() {
+                return Err(err(format!("peer[{i}].path"), "at least one [[peer.path]] is required".into()));
+            }
+            if p.paths.len() > MAX_PATHS {
+                return Err(err(format!("peer[{i}].path"), format!("{} paths; at most {MAX_PATHS}", p.paths.len())));
+            }
+            for (j, path) in p.paths.iter().enumerate() {
+                let f = |n: &str| format!("peer[{i}].path[{j}].{n}");
+                let Some(link) = self.link(&path.link) else {
+                    return Err(err(f("link"), format!("`{}` is not a [[link]] dev of this tunnel", path.link)));
+                };
+                match path.remote {
+                    IpAddr::V4(a) => check_unicast_v4(a).map_err(|r| err(f("remote"), r))?,
+                    IpAddr::V6(a) => {
+                        return Err(err(f("remote"), format!("{a}: an IPv6 underlay is not supported yet")))
+                    }
+                }
+                if path.remote.is_ipv4() != link.address.is_ipv4() {
+                    return Err(err(f("remote"), "address family differs from the link's address".into()));
+                }
+                if addrs.contains(&path.remote) {
+                    return Err(err(f("remote"), format!("{} is one of our own link addresses", path.remote)));
+                }
+                if let Some(mac) = path.mac {
+                    if mac.0 == [0; 6] || mac.0[0] & 1 == 1 {
+                        return Err(err(f("mac"), format!("{mac} is not a unicast MAC address")));
+                    }
+                }
+                if path.weight == 0 || path.weight > MAX_WEIGHT {
+                    return Err(err(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", path.weight)));
+                }
+                if !pairs.insert((path.link.clone(), path.remote)) {
+                    return Err(err(
+                        f("remote"),
+                        format!("{} over link {} is already a path (of this or another peer)", path.remote, path.link),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_unicast_v4(a: Ipv4Addr) -> Result<(), String> {
+    if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+        return Err(format!("{a} is not a unicast address"));
+    }
+    Ok(())
+}
+
+/// Linux interface names: 1-15 bytes, no '/', ':' or white space.
+pub fn validate_ifname(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 15 {
+        return Err(format!("`{name}` must be 1 to 15 characters"));
+    }
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
+        return Err(format!("`{name}` is not a valid interface name"));
+    }
+    Ok(())
+}
+
+/// Turn a toml/serde error into file + field + reason, with the line.
+fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
+    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let msg = e.message().to_string();
+    // serde reports the failing path only in the message; the span tells the line.
+    let field = e
+        .span()
+        .and_then(|s| field_at(text, s.start))
+        .unwrap_or_else(|| "-".into());
+    ConfigError {
+        file: match line {
+            Some(l) => format!("{file}:{l}"),
+            None => file.to_string(),
+        },
+        field,
+        reason: msg,
+    }
+}
+
+/// Best-effort dotted name of the key whose value starts at byte `pos`.
+fn field_at(text: &str, pos: usize) -> Option<String> {
+    let before = &text[..pos.min(text.len())];
+    let mut table = String::new();
+    for l in before.lines() {
+        let l = l.trim();
+        if let Some(t) = l.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
+            table = t.trim().to_string();
+        } else if let Some(t) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            table = t.trim().to_string();
+        }
+    }
+    let line = before.rsplit('\n').next().unwrap_or("");
+    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(k) if table.is_empty() => Some(k.to_string()),
+        Some(k) => Some(format!("{table}.{k}")),
+        None if !table.is_empty() => Some(table),
+        None => None,
+    }
+}
+
+/// Where config files live for `xgre down NAME` and the systemd unit.
+pub fn default_path(name: &str) -> PathBuf {
+    PathBuf::from(format!("/etc/xgre/{name}.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[tunnel]
+name = "gre0"
+mode = "gre"
+address = ["198.19.100.1/32"]
+mtu = 1476
+key = 42
+sequence = false
+checksum = false
+
+[[link]]
+dev = "eth0"
+address = "198.18.0.10"
+rx = "auto"
+
+[[peer]]
+name = "site2"
+routes = ["198.19.100.2/32"]
+[[peer.path]]
+link = "eth0"
+remote = "198.18.0.20"
+mac = "02:00:00:00:00:20"
+weight = 1
+"#;
+
+    fn bad(edit: impl Fn(&str) -> String) -> ConfigError {
+        Config::parse(&edit(GOOD), "t.toml").expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn parses_the_documented_example() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.tunnel.name, "gre0");
+        assert_eq!(c.tunnel.key, Some(42));
+        assert_eq!(c.links[0].rx, RxHook::Auto);
+        assert_eq!(c.peers[0].paths[0].mac, Some(Mac([2, 0, 0, 0, 0, 0x20])));
+        assert_eq!(c.overhead(), 28);
+    }
+
+    #[test]
+    fn defaults() {
+        let text = "[tunnel]\nname='t'\n[[link]]\ndev='e'\naddress='198.18.0.1'\n[[peer]]\nname='p'\n[[peer.path]]\nlink='e'\nremote='198.18.0.2'\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(c.tunnel.mode, Mode::Gre);
+        assert_eq!(c.tunnel.mtu, None);
+        assert!(!c.tunnel.sequence && !c.tunnel.checksum);
+        assert_eq!(c.peers[0].paths[0].weight, 1);
+        assert_eq!(c.overhead(), 24, "1500 - 24 = 1476 with no key and no sequence");
+    }
+
+    #[test]
+    fn fingerprint_follows_content() {
+        let a = Config::parse(GOOD, "a").unwrap();
+        let b = Config::parse(&GOOD.replace("key = 42", "key = 43"), "a").unwrap();
+        assert_eq!(a.fingerprint(), Config::parse(GOOD, "b").unwrap().fingerprint());
+        assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[track_caller]
+    fn expect(e: ConfigError, field: &str, reason_part: &str) {
+        assert_eq!(e.field, field, "wrong field in: {e}");
+        assert!(e.reason.contains(reason_part), "reason `{}` lacks `{reason_part}`", e.reason);
+        assert!(e.to_string().starts_with("t.toml"), "no file name in: {e}");
+    }
+
+    #[test]
+    fn every_validation_error_names_file_field_reason() {
+        expect(bad(|s| s.replace("name = \"gre0\"", "name = \"a-very-long-device-name\"")), "tunnel.name", "1 to 15");
+        expect(bad(|s| s.replace("name = \"gre0\"", "name = \"gre/0\"")), "tunnel.name", "not a valid");
+        expect(bad(|s| s.replace("mode = \"gre\"", "mode = \"gretap\"")), "tunnel.mode", "not supported");
+        expect(bad(|s| s.replace("mtu = 1476", "mtu = 20")), "tunnel.mtu", "68");
+        expect(bad(|s| s.replace("198.19.100.1/32", "2001:db8::1/128")), "tunnel.address[0]", "IPv4");
+        expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
+        expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");
+        expect(bad(|s| s.replace("link = \"eth0\"", "link = \"eth1\"")), "peer[0].path[0].link", "not a [[link]]");
+        expect(bad(|s| s.replace("remote = \"198.18.0.20\"", "remote = \"198.18.0.10\"")), "peer[0].path[0].remote", "our own");
+        expect(bad(|s| s.replace("02:00:00:00:00:20", "01:00:5e:00:00:01")), "peer[0].path[0].mac", "unicast");
+        expect(bad(|s| s.replace("weight = 1", "weight = 0")), "peer[0].path[0].weight", "1..=");
+        expect(bad(|s| s.replace("198.19.100.2/32", "198.19.100.2/24")), "peer[0].routes[0]", "host bits");
+        expect(bad(|s| s.replace("name = \"site2\"", "name = \"\"")), "peer[0].name", "1 to 31");
+        let two_paths = GOOD.to_string() + "[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.20\"\n";
+        expect(Config::parse(&two_paths, "t.toml").unwrap_err(), "peer[0].path[1].remote", "already a path");
+        let dup_peer = GOOD.to_string()
+            + "[[peer]]\nname = \"site2\"\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n";
+        expect(Config::parse(&dup_peer, "t.toml").unwrap_err(), "peer[1].name", "two peers");
+        let dup_route = GOOD.to_string()
+            + "[[peer]]\nname = \"x\"\nroutes = [\"198.19.100.2/32\"]\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n";
+        expect(Config::parse(&dup_route, "t.toml").unwrap_err(), "peer[1].routes[0]", "another peer");
+        let no_path = GOOD.replace("[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.20\"\nmac = \"02:00:00:00:00:20\"\nweight = 1\n", "");
+        expect(Config::parse(&no_path, "t.toml").unwrap_err(), "peer[0].path", "at least one");
+    }
+
+    #[test]
+    fn type_and_unknown_field_errors_point_at_the_line() {
+        let e = bad(|s| s.replace("mac = \"02:00:00:00:00:20\"", "mac = \"02:00\""));
+        assert!(e.file.starts_with("t.toml:"), "{e}");
+        assert_eq!(e.field, "peer.path.mac");
+        assert!(e.reason.contains("MAC"), "{e}");
+        let e = bad(|s| s.replace("sequence = false", "sequense = false"));
+        assert!(e.reason.contains("unknown field"), "{e}");
+        assert_eq!(e.field, "tunnel.sequense");
+        let e = bad(|s| s.replace("rx = \"auto\"", "rx = \"fast\""));
+        assert_eq!(e.field, "link.rx");
+        let e = bad(|s| s.replace("key = 42", "key = -1"));
+        assert_eq!(e.field, "tunnel.key");
+        let e = bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"198.18.0\""));
+        assert_eq!(e.field, "link.address");
+    }
+}

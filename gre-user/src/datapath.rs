@@ -1,0 +1,169 @@
+//! The datapath of one network namespace: its programs and maps, loaded
+//! fresh or found again in the kernel through BPF object ids.
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::{
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray},
+    programs::{loaded_programs, ProgramFd, SchedClassifier, Xdp},
+    Ebpf, EbpfLoader,
+};
+use gre_common::{names::*, Meta, LAYOUT_VERSION};
+
+use crate::sys;
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
+
+const PROGS: [&str; 5] = [PROG_TX, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_TUN_NAPI];
+
+pub struct Datapath {
+    progs: BTreeMap<&'static str, ProgramFd>,
+    prog_ids: BTreeMap<&'static str, u32>,
+    maps: BTreeMap<String, u32>,
+    /// Set when this process loaded the programs: they must stay loaded
+    /// until attached.
+    _ebpf: Option<Ebpf>,
+}
+
+fn static_name(n: &str) -> Option<&'static str> {
+    PROGS.iter().copied().find(|p| *p == n)
+}
+
+fn map_name(id: u32) -> Option<String> {
+    MapInfo::from_id(id).ok().and_then(|i| i.name_as_str().map(str::to_string))
+}
+
+fn open(id: u32) -> Result<Map> {
+    let data = MapData::from_id(id).with_context(|| format!("opening map #{id}"))?;
+    Map::from_map_data(data).map_err(|e| anyhow!("map #{id}: {e}"))
+}
+
+impl Datapath {
+    /// The datapath serving this network namespace, if one is loaded.
+    pub fn find() -> Result<Option<Datapath>> {
+        let ns = sys::netns_ino()?;
+        let mut progs = BTreeMap::new();
+        let mut prog_ids = BTreeMap::new();
+        let mut maps = BTreeMap::new();
+        for info in loaded_programs() {
+            let Ok(info) = info else { continue };
+            let Some(name) = info.name_as_str().and_then(static_name) else { continue };
+            let Ok(Some(ids)) = info.map_ids() else { continue };
+            let named: Vec<(String, u32)> = ids.iter().filter_map(|&id| map_name(id).map(|n| (n, id))).collect();
+            let Some(&(_, meta_id)) = named.iter().find(|(n, _)| n == MAP_META) else { continue };
+            let meta: Array<MapData, Meta> = open(meta_id)?.try_into()?;
+            let m = meta.get(&0, 0)?;
+            if m.netns_ino != ns {
+                continue;
+            }
+            if m.layout != LAYOUT_VERSION {
+                bail!("a datapath of map layout {} is loaded here; this xgre speaks layout {LAYOUT_VERSION}. Run `xgre down` with the old binary first", m.layout);
+            }
+            if let Ok(fd) = info.fd() {
+                progs.insert(name, fd);
+                prog_ids.insert(name, info.id());
+            }
+            maps.extend(named);
+        }
+        if progs.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Datapath { progs, prog_ids, maps, _ebpf: None }))
+    }
+
+    /// Load fresh programs and maps for this namespace.
+    pub fn load() -> Result<Datapath> {
+        let ns = sys::netns_ino()?;
+        let mut ebpf = EbpfLoader::new()
+            .load(OBJECT)
+            .context("loading the BPF object (is this kernel new enough, with BTF?)")?;
+        for name in [PROG_TX, PROG_RX_TC, PROG_RX_HANDOFF] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
+            p.load().with_context(|| format!("verifying {name}"))?;
+        }
+        for name in [PROG_RX_XDP, PROG_TUN_NAPI] {
+            let p: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
+            p.load().with_context(|| format!("verifying {name}"))?;
+        }
+        {
+            let mut meta: Array<&mut MapData, Meta> =
+                ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
+            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, _pad: 0 }, 0)?;
+        }
+        let mut progs = BTreeMap::new();
+        let mut prog_ids = BTreeMap::new();
+        let mut maps = BTreeMap::new();
+        for (name, prog) in ebpf.programs() {
+            let Some(name) = static_name(name) else { continue };
+            let info = prog.info()?;
+            progs.insert(name, info.fd()?);
+            prog_ids.insert(name, info.id());
+            if let Some(ids) = info.map_ids()? {
+                for id in ids {
+                    if let Some(n) = map_name(id) {
+                        maps.insert(n, id);
+                    }
+                }
+            }
+        }
+        Ok(Datapath { progs, prog_ids, maps, _ebpf: Some(ebpf) })
+    }
+
+    pub fn prog(&self, name: &str) -> Result<&ProgramFd> {
+        self.progs.get(name).ok_or_else(|| anyhow!("program {name} is not loaded"))
+    }
+
+    pub fn prog_id(&self, name: &str) -> Option<u32> {
+        self.prog_ids.get(name).copied()
+    }
+
+    fn map(&self, name: &str) -> Result<Map> {
+        let id = *self.maps.get(name).ok_or_else(|| anyhow!("map {name} not found in the datapath"))?;
+        open(id)
+    }
+
+    pub fn hash<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<HashMap<MapData, K, V>> {
+        Ok(self.map(name)?.try_into()?)
+    }
+
+    pub fn array<V: aya::Pod>(&self, name: &str) -> Result<Array<MapData, V>> {
+        Ok(self.map(name)?.try_into()?)
+    }
+
+    pub fn per_cpu<V: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<MapData, V>> {
+        Ok(self.map(name)?.try_into()?)
+    }
+
+    pub fn lpm<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<LpmTrie<MapData, K, V>> {
+        Ok(self.map(name)?.try_into()?)
+    }
+
+    /// Pin every map under the namespace's pin directory, for bpftool users.
+    /// Best effort: the datapath does not depend on pins.
+    pub fn pin_maps(&self) -> Result<()> {
+        let dir = sys::pin_dir(sys::netns_ino()?);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, &id) in &self.maps {
+            let path = dir.join(name);
+            if path.exists() {
+                continue;
+            }
+            MapData::from_id(id)?.pin(&path).map_err(|e| anyhow!("pinning {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Remove this namespace's pins (the maps themselves go with the programs).
+pub fn unpin_maps() -> Result<()> {
+    let dir = sys::pin_dir(sys::netns_ino()?);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    let parent = dir.parent().unwrap();
+    if parent.exists() && std::fs::read_dir(parent).map(|mut d| d.next().is_none()).unwrap_or(false) {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
+}

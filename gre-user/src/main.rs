@@ -1,0 +1,135 @@
+//! `xgre`: GRE tunnels and per-packet link aggregation in eBPF.
+
+mod config;
+mod datapath;
+mod netlink;
+mod schedule;
+mod status;
+mod sys;
+mod tunnel;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::{config::Config, tunnel::UpOutcome};
+
+#[derive(Parser)]
+#[command(name = "xgre", version, about = "GRE tunnels and per-packet link aggregation in eBPF")]
+struct Cli {
+    /// More log output (repeat for more).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate the config, create the tunnel, load and attach the datapath,
+    /// and return with it running.
+    Up {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Remove everything `up` made: programs, device, map entries, pins.
+    Down {
+        #[arg(short, long, conflicts_with = "name")]
+        config: Option<PathBuf>,
+        /// Tunnel name (instead of -c).
+        name: Option<String>,
+    },
+    /// Show tunnels, links, peers, paths and counters.
+    Status {
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Validate a config file and the devices it names; change nothing.
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("xgre: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xgre: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Up { config } => {
+            let cfg = Config::load(&config)?;
+            match tunnel::up(&cfg, &config.display().to_string()).await? {
+                UpOutcome::AlreadyUp => println!("{}: already up with this configuration", cfg.tunnel.name),
+                UpOutcome::Created { ifindex, mtu, hooks } => {
+                    let hooks: Vec<String> = hooks.iter().map(|(d, h)| format!("{d}:{h}")).collect();
+                    println!(
+                        "{}: up (ifindex {ifindex}, mtu {mtu}, {} peer(s), rx {})",
+                        cfg.tunnel.name,
+                        cfg.peers.len(),
+                        hooks.join(" ")
+                    );
+                }
+            }
+        }
+        Cmd::Down { config, name } => {
+            let name = match (config, name) {
+                (Some(c), _) => Config::load(&c)?.tunnel.name,
+                (None, Some(n)) => n,
+                (None, None) => bail!("down: give -c FILE or a tunnel NAME"),
+            };
+            if tunnel::down(&name).await? {
+                println!("{name}: down");
+            } else {
+                println!("{name}: not up; nothing to do");
+            }
+        }
+        Cmd::Status { name, json } => {
+            sys::require_root("status")?;
+            let s = status::collect(name.as_deref()).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s).context("encoding JSON")?);
+            } else {
+                print!("{}", status::render(&s));
+            }
+        }
+        Cmd::Check { config } => {
+            let file = config.display().to_string();
+            let cfg = Config::load(&config)?;
+            let nl = netlink::Netlink::new()?;
+            for (i, l) in cfg.links.iter().enumerate() {
+                if nl.link(&l.dev).await?.is_none() {
+                    bail!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev);
+                }
+            }
+            println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,361 @@
+//! Devices, addresses, routes, neighbours and program attachment, all over
+//! rtnetlink.
+//!
+//! Programs are attached through netlink (XDP via IFLA_XDP, TC as a clsact
+//! `bpf` filter) rather than as bpf_link objects: such an attachment lives
+//! as long as the device, so the datapath keeps forwarding after `xgre`
+//! exits without any pin, even under `ip netns exec` where a bpffs mounted
+//! by the process vanishes with it.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    os::fd::RawFd,
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use netlink_packet_route::{
+    link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+    tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption},
+    RouteNetlinkMessage,
+};
+use rtnetlink::{
+    packet_core::{
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+        NLM_F_REQUEST,
+    },
+    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+/// XDP attach modes (include/uapi/linux/if_link.h).
+pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
+pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
+pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
+
+/// Priority and handle of our TC filters, so we find and remove exactly ours.
+const FILTER_PRIO: u16 = 0x2e47; // "GRE"-ish; anything stable works
+const FILTER_HANDLE: u32 = 1;
+const ETH_P_ALL: u16 = 0x0003;
+
+/// What we need to know about a network device.
+#[derive(Debug, Clone)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    pub mac: [u8; 6],
+    /// rtnetlink kind (`veth`, `bridge`, ...); `None` for physical NICs.
+    pub kind: Option<String>,
+    pub up: bool,
+    pub lower_up: bool,
+    pub xdp_prog_id: Option<u32>,
+}
+
+impl Link {
+    fn from_message(m: &LinkMessage) -> Link {
+        let mut l = Link {
+            index: m.header.index,
+            name: String::new(),
+            mtu: 0,
+            mac: [0; 6],
+            kind: None,
+            up: m.header.flags.contains(LinkFlags::Up),
+            lower_up: m.header.flags.contains(LinkFlags::LowerUp),
+            xdp_prog_id: None,
+        };
+        for a in &m.attributes {
+            match a {
+                LinkAttribute::IfName(n) => l.name = n.clone(),
+                LinkAttribute::Mtu(v) => l.mtu = *v,
+                LinkAttribute::Address(a) if a.len() == 6 => l.mac.copy_from_slice(a),
+                LinkAttribute::LinkInfo(infos) => {
+                    for i in infos {
+                        if let LinkInfo::Kind(k) = i {
+                            l.kind = Some(k.to_string());
+                        }
+                    }
+                }
+                LinkAttribute::Xdp(x) => {
+                    for i in x {
+                        if let LinkXdp::ProgId(id) = i {
+                            if *id != 0 {
+                                l.xdp_prog_id = Some(*id);
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+}
+
+/// A filter found on a device's clsact hook.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    pub prio: u16,
+    pub handle: u32,
+    pub name: String,
+    pub prog_id: u32,
+}
+
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -errno)
+}
+
+impl Netlink {
+    /// Open a netlink socket in the current network namespace. Needs a tokio
+    /// runtime: the connection runs as a task.
+    pub fn new() -> Result<Netlink> {
+        let (conn, handle, _) = rtnetlink::new_connection().context("opening an rtnetlink socket")?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<Link>> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up device {name}")),
+        }
+    }
+
+    pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
+        let mut s = self.handle.link().get().match_index(index).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(Link::from_message(&m))),
+            Ok(None) => Ok(None),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("looking up device #{index}")),
+        }
+    }
+
+    /// Create a veth pair: `name` is the device users see, `peer` the hidden
+    /// end. `gso_max_segs` bounds the GSO packets the stack builds for it.
+    pub async fn create_veth(&self, name: &str, peer: &str, mtu: u32, gso_max_segs: Option<u32>) -> Result<()> {
+        let mut b = LinkVeth::new(name, peer).mtu(mtu);
+        if let Some(s) = gso_max_segs {
+            b = b.append_extra_attribute(LinkAttribute::GsoMaxSegs(s));
+        }
+        self.handle
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .with_context(|| format!("creating device {name}"))
+    }
+
+    pub async fn set_link(&self, index: u32, up: bool, arp: bool, mtu: u32) -> Result<()> {
+        let b = LinkUnspec::new_with_index(index).arp(arp).mtu(mtu);
+        let b = if up { b.up() } else { b.down() };
+        self.handle.link().set(b.build()).execute().await.with_context(|| format!("configuring device #{index}"))
+    }
+
+    pub async fn del_link(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("deleting device #{index}")),
+        }
+    }
+
+    pub async fn add_address(&self, index: u32, net: IpNet) -> Result<()> {
+        match self.handle.address().add(index, net.addr(), net.prefix_len()).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("adding address {net}")),
+        }
+    }
+
+    pub async fn add_route(&self, dst: IpNet, oif: u32) -> Result<()> {
+        let msg = match dst {
+            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .output_interface(oif)
+                .build(),
+            IpNet::V6(n) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .output_interface(oif)
+                .build(),
+        };
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("adding route {dst}")),
+        }
+    }
+
+    /// The MAC the kernel's neighbour table holds for `ip` on `ifindex`.
+    pub async fn neighbour(&self, ifindex: u32, ip: IpAddr) -> Result<Option<[u8; 6]>> {
+        let mut s = self.handle.neighbours().get().execute();
+        while let Some(m) = s.try_next().await.context("reading the neighbour table")? {
+            if m.header.ifindex != ifindex {
+                continue;
+            }
+            if matches!(m.header.state, NeighbourState::Incomplete | NeighbourState::Failed | NeighbourState::None) {
+                continue;
+            }
+            let mut dst = None;
+            let mut lladdr = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => dst = Some(IpAddr::V4(*v4)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => dst = Some(IpAddr::V6(*v6)),
+                    NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                        let mut mac = [0; 6];
+                        mac.copy_from_slice(l);
+                        lladdr = Some(mac);
+                    }
+                    _ => {}
+                }
+            }
+            if dst == Some(ip) {
+                if let Some(mac) = lladdr {
+                    return Ok(Some(mac));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Attach (or with `fd = -1`, detach) an XDP program through IFLA_XDP.
+    pub async fn xdp_set(&self, ifindex: u32, fd: RawFd, flags: u32) -> Result<()> {
+        let msg = LinkUnspec::new_with_index(ifindex)
+            .append_extra_attribute(LinkAttribute::Xdp(vec![LinkXdp::Fd(fd), LinkXdp::Flags(flags)]))
+            .build();
+        self.handle.link().set(msg).execute().await.map_err(|e| anyhow!("{e}"))
+    }
+
+    async fn tc_request(&self, msg: RouteNetlinkMessage, flags: u16) -> Result<Vec<TcMessage>, rtnetlink::Error> {
+        let mut req = NetlinkMessage::from(msg);
+        req.header.flags = NLM_F_REQUEST | flags;
+        let mut handle = self.handle.clone();
+        let mut resp = handle.request(req)?;
+        let mut out = Vec::new();
+        use futures::StreamExt;
+        while let Some(m) = resp.next().await {
+            match m.payload {
+                NetlinkPayload::Error(e) => return Err(rtnetlink::Error::NetlinkError(e)),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewTrafficFilter(t)) => out.push(t),
+                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewQueueDiscipline(t)) => out.push(t),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// Add a clsact qdisc; `Ok(false)` when the device has one already.
+    pub async fn clsact_add(&self, ifindex: u32) -> Result<bool> {
+        let mut m = TcMessage::with_index(ifindex as i32);
+        m.header.parent = TcHandle::CLSACT;
+        m.header.handle = TcHandle { major: 0xffff, minor: 0 };
+        m.attributes.push(TcAttribute::Kind("clsact".into()));
+        match self
+            .tc_request(RouteNetlinkMessage::NewQueueDiscipline(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if is_errno(&e, libc::EEXIST) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("adding a clsact qdisc to device #{ifindex}")),
+        }
+    }
+
+    pub async fn clsact_del(&self, ifindex: u32) -> Result<()> {
+        let mut m = TcMessage::with_index(ifindex as i32);
+        m.header.parent = TcHandle::CLSACT;
+        m.header.handle = TcHandle { major: 0xffff, minor: 0 };
+        m.attributes.push(TcAttribute::Kind("clsact".into()));
+        match self.tc_request(RouteNetlinkMessage::DelQueueDiscipline(m), NLM_F_ACK).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_errno(&e, libc::ENOENT) || is_errno(&e, libc::EINVAL) || is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing the clsact qdisc of device #{ifindex}")),
+        }
+    }
+
+    fn filter_parent(egress: bool) -> TcHandle {
+        TcHandle { major: 0xffff, minor: if egress { TcHandle::MIN_EGRESS } else { TcHandle::MIN_INGRESS } }
+    }
+
+    /// Attach a TC program in direct-action mode (replacing ours if present).
+    pub async fn bpf_filter_add(&self, ifindex: u32, egress: bool, fd: RawFd, name: &str) -> Result<()> {
+        let mut m = TcMessage::with_index(ifindex as i32);
+        m.header.parent = Self::filter_parent(egress);
+        m.header.handle = TcHandle::from(FILTER_HANDLE);
+        m.header.info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
+        m.attributes.push(TcAttribute::Kind("bpf".into()));
+        m.attributes.push(TcAttribute::Options(vec![
+            TcOption::Bpf(TcFilterBpfOption::ProgFd(fd as u32)),
+            TcOption::Bpf(TcFilterBpfOption::ProgName(name.into())),
+            TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
+        ]));
+        self.tc_request(RouteNetlinkMessage::NewTrafficFilter(m), NLM_F_ACK | NLM_F_CREATE)
+            .await
+            .with_context(|| format!("attaching {name} to device #{ifindex}"))?;
+        Ok(())
+    }
+
+    pub async fn bpf_filter_del(&self, ifindex: u32, egress: bool) -> Result<()> {
+        let mut m = TcMessage::with_index(ifindex as i32);
+        m.header.parent = Self::filter_parent(egress);
+        m.header.handle = TcHandle::from(FILTER_HANDLE);
+        m.header.info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
+        m.attributes.push(TcAttribute::Kind("bpf".into()));
+        match self.tc_request(RouteNetlinkMessage::DelTrafficFilter(m), NLM_F_ACK).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_errno(&e, libc::ENOENT) || is_errno(&e, libc::EINVAL) || is_errno(&e, libc::ENODEV) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("detaching the TC program of device #{ifindex}")),
+        }
+    }
+
+    /// The bpf filters on a device's ingress or egress hook.
+    pub async fn bpf_filters(&self, ifindex: u32, egress: bool) -> Result<Vec<Filter>> {
+        let mut m = TcMessage::with_index(ifindex as i32);
+        m.header.parent = Self::filter_parent(egress);
+        let msgs = match self.tc_request(RouteNetlinkMessage::GetTrafficFilter(m), NLM_F_DUMP).await {
+            Ok(v) => v,
+            Err(e) if is_errno(&e, libc::EINVAL) || is_errno(&e, libc::ENODEV) => return Ok(vec![]),
+            Err(e) => return Err(e).with_context(|| format!("listing the filters of device #{ifindex}")),
+        };
+        let mut out = Vec::new();
+        for t in msgs {
+            let mut f = Filter { prio: (t.header.info >> 16) as u16, handle: t.header.handle.into(), name: String::new(), prog_id: 0 };
+            for a in &t.attributes {
+                if let TcAttribute::Options(opts) = a {
+                    for o in opts {
+                        match o {
+                            TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => f.name = n.clone(),
+                            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => f.prog_id = *id,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            if f.prog_id != 0 {
+                out.push(f);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Virtual devices (veth, bridge, macvlan, ...) report a kind; NICs do not.
+pub fn is_virtual(link: &Link) -> bool {
+    link.kind.is_some()
+}
+
+pub fn bail_if_missing(link: Option<Link>, name: &str, field: &str) -> Result<Link> {
+    match link {
+        Some(l) => Ok(l),
+        None => bail!("{field}: no device named `{name}` in this network namespace"),
+    }
+}
+

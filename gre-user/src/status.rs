@@ -1,0 +1,269 @@
+//! `xgre status`: the running state read back from the kernel's maps, as a
+//! table for people or JSON for scripts.
+
+use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
+
+use anyhow::{bail, Result};
+use aya::maps::lpm_trie::Key;
+use gre_common::{
+    names::*, path_slot, DropReason, LinkUse, LinkUseKey, PathStats, Peer, Route4, Tunnel, PATH_UP,
+    TUN_CSUM, TUN_KEY, TUN_SEQ,
+};
+use serde::Serialize;
+
+use crate::{
+    datapath::Datapath,
+    netlink::Netlink,
+    tunnel::{cstr, hook_name},
+};
+
+#[derive(Debug, Serialize, Default, Clone, Copy)]
+pub struct Counters {
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+}
+
+impl std::ops::AddAssign<Counters> for Counters {
+    fn add_assign(&mut self, s: Counters) {
+        self.tx_packets += s.tx_packets;
+        self.tx_bytes += s.tx_bytes;
+        self.rx_packets += s.rx_packets;
+        self.rx_bytes += s.rx_bytes;
+    }
+}
+
+impl From<&PathStats> for Counters {
+    fn from(s: &PathStats) -> Counters {
+        Counters { tx_packets: s.tx_packets, tx_bytes: s.tx_bytes, rx_packets: s.rx_packets, rx_bytes: s.rx_bytes }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PathStatus {
+    pub link: String,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub mac: String,
+    pub weight: u32,
+    pub up: bool,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub id: u32,
+    pub routes: Vec<String>,
+    pub paths: Vec<PathStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LinkStatus {
+    pub dev: String,
+    pub address: IpAddr,
+    pub rx: &'static str,
+    pub present: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TunnelStatus {
+    pub name: String,
+    pub ifindex: u32,
+    pub device_present: bool,
+    pub mode: &'static str,
+    pub key: Option<u32>,
+    pub sequence: bool,
+    pub checksum: bool,
+    pub mtu: Option<u32>,
+    pub links: Vec<LinkStatus>,
+    pub peers: Vec<PeerStatus>,
+    pub counters: Counters,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub tunnels: Vec<TunnelStatus>,
+    /// Drops by reason, for the whole namespace: a malformed packet is
+    /// dropped before it can be told which tunnel it meant.
+    pub drops: BTreeMap<&'static str, u64>,
+}
+
+fn ip16(a: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+fn mac(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+pub async fn collect(name: Option<&str>) -> Result<Status> {
+    let Some(dp) = Datapath::find()? else {
+        if let Some(n) = name {
+            bail!("tunnel {n} is not up (no xgre datapath in this network namespace)");
+        }
+        return Ok(Status { tunnels: vec![], drops: BTreeMap::new() });
+    };
+    let nl = Netlink::new()?;
+    let tunnels: Vec<(u32, Tunnel)> = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).collect();
+    let peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
+    let users: Vec<(LinkUseKey, LinkUse)> = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).collect();
+    let routes: Vec<(Key<Route4>, u32)> = dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok).collect();
+    let stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
+
+    let mut link_names = BTreeMap::new();
+    let mut out = Vec::new();
+    for (tidx, t) in &tunnels {
+        let tname = cstr(&t.name);
+        if name.is_some_and(|n| n != tname) {
+            continue;
+        }
+        let dev = nl.link_by_index(*tidx).await?;
+        let mut links = Vec::new();
+        for (k, u) in users.iter().filter(|(k, _)| k.tunnel_ifindex == *tidx) {
+            let l = nl.link_by_index(k.link_ifindex).await?;
+            let dev = l.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{} (gone)", k.link_ifindex));
+            link_names.insert(k.link_ifindex, dev.clone());
+            links.push(LinkStatus { dev, address: ip16(u.addr), rx: hook_name(u.hook), present: l.is_some() });
+        }
+        let mut ps = Vec::new();
+        let mut tcount = Counters::default();
+        for (_, p) in peers.iter().filter(|(_, p)| p.tunnel_ifindex == *tidx) {
+            let mut pcount = Counters::default();
+            let mut paths = Vec::new();
+            for j in 0..p.npaths as usize {
+                let path = p.paths[j];
+                let mut c = Counters::default();
+                if let Ok(v) = stats.get(&path_slot(p.id, j as u32), 0) {
+                    for s in v.iter() {
+                        c += Counters::from(s);
+                    }
+                }
+                pcount += c;
+                let link = match link_names.get(&path.ifindex) {
+                    Some(n) => n.clone(),
+                    None => nl.link_by_index(path.ifindex).await?.map(|l| l.name).unwrap_or_else(|| format!("#{} (gone)", path.ifindex)),
+                };
+                paths.push(PathStatus {
+                    link,
+                    local: ip16(path.local),
+                    remote: ip16(path.remote),
+                    mac: mac(path.dst_mac),
+                    weight: path.weight,
+                    up: path.flags & PATH_UP != 0,
+                    counters: c,
+                });
+            }
+            let proutes = routes
+                .iter()
+                .filter(|(k, v)| *v == p.id && k.data().tunnel == tidx.to_be_bytes())
+                .map(|(k, _)| format!("{}/{}", std::net::Ipv4Addr::from(k.data().addr), k.prefix_len() - 32))
+                .collect();
+            tcount += pcount;
+            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount });
+        }
+        ps.sort_by(|a, b| a.name.cmp(&b.name));
+        out.push(TunnelStatus {
+            name: tname,
+            ifindex: *tidx,
+            device_present: dev.is_some(),
+            mode: "gre",
+            key: (t.flags & TUN_KEY != 0).then_some(t.key),
+            sequence: t.flags & TUN_SEQ != 0,
+            checksum: t.flags & TUN_CSUM != 0,
+            mtu: dev.map(|d| d.mtu),
+            links,
+            peers: ps,
+            counters: tcount,
+        });
+    }
+    if let Some(n) = name {
+        if out.is_empty() {
+            bail!("tunnel {n} is not up");
+        }
+    }
+    let drops_map = dp.per_cpu::<u64>(MAP_DROPS)?;
+    let mut drops = BTreeMap::new();
+    for r in DropReason::ALL {
+        let v: u64 = drops_map.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
+        drops.insert(r.name(), v);
+    }
+    Ok(Status { tunnels: out, drops })
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < U.len() - 1 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+pub fn render(s: &Status) -> String {
+    let mut o = String::new();
+    if s.tunnels.is_empty() {
+        o.push_str("no xgre tunnels in this network namespace\n");
+    }
+    for t in &s.tunnels {
+        let mut opts = vec![format!("mode {}", t.mode)];
+        if let Some(k) = t.key {
+            opts.push(format!("key {k}"));
+        }
+        if t.sequence {
+            opts.push("seq".into());
+        }
+        if t.checksum {
+            opts.push("csum".into());
+        }
+        if let Some(m) = t.mtu {
+            opts.push(format!("mtu {m}"));
+        }
+        let state = if t.device_present { "up" } else { "DEVICE MISSING" };
+        let _ = writeln!(o, "tunnel {}  [{}]  {}", t.name, state, opts.join("  "));
+        let _ = writeln!(
+            o,
+            "  total   tx {:>10} pkts {:>10}   rx {:>10} pkts {:>10}",
+            t.counters.tx_packets,
+            human_bytes(t.counters.tx_bytes),
+            t.counters.rx_packets,
+            human_bytes(t.counters.rx_bytes)
+        );
+        let _ = writeln!(o, "  links");
+        for l in &t.links {
+            let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{}", l.dev, l.address, l.rx, if l.present { "" } else { "  (device gone)" });
+        }
+        let _ = writeln!(o, "  peers");
+        for p in &t.peers {
+            let _ = writeln!(o, "    {}  routes {}", p.name, if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") });
+            for (j, path) in p.paths.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "      path {j} {:<10} {} -> {:<15} w{:<3} {:<4} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}",
+                    path.link,
+                    path.local,
+                    path.remote,
+                    path.weight,
+                    if path.up { "up" } else { "DOWN" },
+                    path.counters.tx_packets,
+                    human_bytes(path.counters.tx_bytes),
+                    path.counters.rx_packets,
+                    human_bytes(path.counters.rx_bytes)
+                );
+            }
+        }
+    }
+    let nonzero: Vec<String> = s.drops.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+    if !s.tunnels.is_empty() {
+        let _ = writeln!(o, "drops   {}", if nonzero.is_empty() { "none".into() } else { nonzero.join(", ") });
+    }
+    o
+}

@@ -1,0 +1,49 @@
+//! The process's surroundings: privileges, network namespace identity and
+//! the BPF filesystem.
+
+use std::{os::unix::fs::MetadataExt, path::{Path, PathBuf}};
+
+use anyhow::{bail, Context, Result};
+use nix::mount::{mount, MsFlags};
+
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+pub fn require_root(what: &str) -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("xgre {what} must run as root (it loads BPF programs and changes network devices)");
+    }
+    Ok(())
+}
+
+/// Inode of this process's network namespace: unique while the namespace
+/// lives, and how one datapath is told from another namespace's.
+pub fn netns_ino() -> Result<u64> {
+    Ok(std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino())
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+}
+
+/// Mount the BPF filesystem at /sys/fs/bpf when it is not there. Under
+/// `ip netns exec` this mount is private to the process and goes with it,
+/// which is why nothing the datapath needs lives only in a pin.
+pub fn ensure_bpffs() -> Result<()> {
+    let p = Path::new(BPFFS);
+    if is_bpffs(p) {
+        return Ok(());
+    }
+    if !p.exists() {
+        bail!("{BPFFS} does not exist: is sysfs mounted?");
+    }
+    mount(Some("bpffs"), p, Some("bpf"), MsFlags::empty(), None::<&str>)
+        .with_context(|| format!("mounting the BPF filesystem at {BPFFS}"))?;
+    tracing::info!("mounted the BPF filesystem at {BPFFS}");
+    Ok(())
+}
+
+/// Where this namespace's datapath maps are pinned, for bpftool and scripts.
+pub fn pin_dir(netns: u64) -> PathBuf {
+    PathBuf::from(format!("{BPFFS}/xgre/net{netns}"))
+}

@@ -1,0 +1,489 @@
+//! `xgre up` and `xgre down`: a tunnel's device, map entries and program
+//! attachments, made and removed as one unit.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, SocketAddr, UdpSocket},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use aya::maps::lpm_trie::Key;
+use gre_common::{
+    names::*, path_slot, v4_mapped, KeyLookup, LinkUse, LinkUseKey, Path, PathStats, Peer, Route4,
+    RxKey, RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, MODE_GRE, PATH_UP, SCHEDULE_LEN,
+    TUN_CSUM, TUN_KEY, TUN_SEQ,
+};
+use ipnet::IpNet;
+use std::os::fd::{AsFd, AsRawFd};
+
+use crate::{
+    config::{Config, PeerConfig, RxHook},
+    datapath::{self, Datapath},
+    netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
+    schedule, sys,
+};
+
+/// How long `up` waits for ARP when a path gives no MAC.
+const NEIGH_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub enum UpOutcome {
+    Created { ifindex: u32, mtu: u32, hooks: Vec<(String, &'static str)> },
+    AlreadyUp,
+}
+
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+pub fn name16(name: &str) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    n[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+    n
+}
+
+pub fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Name of the hidden veth end behind tunnel `name`.
+pub fn hidden_name(name: &str) -> String {
+    if name.len() <= 12 {
+        format!("{name}-xg")
+    } else {
+        let h = name.bytes().fold(5381u32, |h, c| h.wrapping_mul(33) ^ c as u32);
+        format!("xg{h:08x}")
+    }
+}
+
+pub fn hook_name(h: u32) -> &'static str {
+    match h {
+        HOOK_XDP => "xdp",
+        HOOK_TC => "tc",
+        _ => "?",
+    }
+}
+
+/// A path as the datapath wants it, from the config plus what the kernel
+/// told us (link index and MAC, neighbour MAC).
+pub fn build_peer(
+    id: u32,
+    tunnel_ifindex: u32,
+    cfg: &Config,
+    peer: &PeerConfig,
+    links: &BTreeMap<String, Link>,
+    macs: &[[u8; 6]],
+) -> Peer {
+    let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, ..Default::default() };
+    let mut weights = Vec::new();
+    for (j, pc) in peer.paths.iter().enumerate() {
+        let link = &links[&pc.link];
+        let lc = cfg.link(&pc.link).expect("validated");
+        p.paths[j] = Path {
+            ifindex: link.index,
+            flags: PATH_UP,
+            local: addr16(lc.address),
+            remote: addr16(pc.remote),
+            src_mac: link.mac,
+            dst_mac: macs[j],
+            weight: pc.weight,
+        };
+        weights.push(pc.weight);
+    }
+    let sched = schedule::build(&weights);
+    p.sched_len = sched.len().min(SCHEDULE_LEN) as u32;
+    p.schedule[..p.sched_len as usize].copy_from_slice(&sched[..p.sched_len as usize]);
+    let n = peer.name.as_bytes();
+    p.name[..n.len().min(31)].copy_from_slice(&n[..n.len().min(31)]);
+    p
+}
+
+/// The neighbour MAC for `remote` on `link`: from the kernel's table, after
+/// prompting ARP with one empty UDP datagram when there is no entry.
+async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAddr) -> Result<Option<[u8; 6]>> {
+    if let Some(m) = nl.neighbour(link.index, remote).await? {
+        return Ok(Some(m));
+    }
+    if let Ok(sock) = UdpSocket::bind(SocketAddr::new(local, 0)) {
+        // Port 9 (discard): the peer drops it; we only want ARP to run.
+        let _ = sock.send_to(&[], SocketAddr::new(remote, 9));
+    }
+    let start = Instant::now();
+    while start.elapsed() < NEIGH_TIMEOUT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if let Some(m) = nl.neighbour(link.index, remote).await? {
+            return Ok(Some(m));
+        }
+    }
+    Ok(None)
+}
+
+fn disable_ipv6(dev: &str) {
+    // Inner IPv6 is not carried yet: without this the kernel would send
+    // router solicitations and MLD reports into the tunnel, to be dropped.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+}
+
+pub async fn up(cfg: &Config, file: &str) -> Result<UpOutcome> {
+    sys::require_root("up")?;
+    sys::ensure_bpffs()?;
+    let nl = Netlink::new()?;
+    let name = &cfg.tunnel.name;
+
+    let mut links = BTreeMap::new();
+    for (i, l) in cfg.links.iter().enumerate() {
+        let link = nl
+            .link(&l.dev)
+            .await?
+            .ok_or_else(|| anyhow!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev))?;
+        links.insert(l.dev.clone(), link);
+    }
+
+    let existing = Datapath::find()?;
+    if let Some(dev) = nl.link(name).await? {
+        if let Some(dp) = &existing {
+            if let Ok(t) = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&dev.index, 0) {
+                if t.config_hash == cfg.fingerprint() {
+                    return Ok(UpOutcome::AlreadyUp);
+                }
+                bail!("tunnel {name} is already up with a different configuration; run `xgre down {name}` first");
+            }
+        }
+        bail!("{file}: tunnel.name: a device named `{name}` already exists and is not an xgre tunnel");
+    }
+
+    let link_mtu = cfg.links.iter().map(|l| links[&l.dev].mtu).min().unwrap_or(1500);
+    let overhead = cfg.overhead();
+    let mtu = match cfg.tunnel.mtu {
+        Some(m) if m + overhead > link_mtu => bail!(
+            "{file}: tunnel.mtu: {m} plus {overhead} bytes of outer headers exceeds the {link_mtu}-byte MTU of the smallest link"
+        ),
+        Some(m) => m,
+        None => link_mtu.saturating_sub(overhead),
+    };
+
+    let mut macs: Vec<Vec<[u8; 6]>> = Vec::new();
+    for (i, p) in cfg.peers.iter().enumerate() {
+        let mut v = Vec::new();
+        for (j, pc) in p.paths.iter().enumerate() {
+            let mac = match pc.mac {
+                Some(m) => m.0,
+                None => {
+                    let lc = cfg.link(&pc.link).expect("validated");
+                    resolve_mac(&nl, &links[&pc.link], lc.address, pc.remote).await?.ok_or_else(|| {
+                        anyhow!(
+                            "{file}: peer[{i}].path[{j}].mac: no neighbour entry for {} on {} and ARP got no answer within {}s; set `mac` in the config",
+                            pc.remote, pc.link, NEIGH_TIMEOUT.as_secs()
+                        )
+                    })?
+                }
+            };
+            v.push(mac);
+        }
+        macs.push(v);
+    }
+
+    let dp = match existing {
+        Some(d) => d,
+        None => Datapath::load()?,
+    };
+
+    // Refuse a key another tunnel of this namespace already receives.
+    let lookup = KeyLookup { key: cfg.tunnel.key.unwrap_or(0), has_key: cfg.tunnel.key.is_some() as u32 };
+    let by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
+    if let Ok(other) = by_key.get(&lookup, 0) {
+        let t = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&other, 0).ok();
+        let other = t.map(|t| cstr(&t.name)).unwrap_or_else(|| format!("#{other}"));
+        bail!(
+            "{file}: tunnel.key: tunnel {other} already receives {} in this namespace",
+            match cfg.tunnel.key { Some(k) => format!("key {k}"), None => "packets without a key".into() }
+        );
+    }
+
+    let hidden = hidden_name(name);
+    let per_packet = cfg.tunnel.sequence || cfg.tunnel.checksum;
+    // Sequence numbers and checksums differ per packet, so GSO must not copy
+    // one header to many segments: let the stack build one-MSS packets.
+    nl.create_veth(name, &hidden, mtu, per_packet.then_some(1)).await?;
+    let made = async {
+        let tun = nl.link(name).await?.ok_or_else(|| anyhow!("device {name} vanished"))?;
+        let hid = nl.link(&hidden).await?.ok_or_else(|| anyhow!("device {hidden} vanished"))?;
+        fill_and_attach(cfg, &nl, &dp, &tun, &hid, &links, &macs, mtu).await.map(|hooks| (tun, hooks))
+    }
+    .await;
+    match made {
+        Ok((tun, hooks)) => {
+            if let Err(e) = dp.pin_maps() {
+                tracing::warn!("maps not pinned (the datapath does not need them): {e:#}");
+            }
+            Ok(UpOutcome::Created { ifindex: tun.index, mtu, hooks })
+        }
+        Err(e) => {
+            // Undo whatever part was done; the error that stopped us matters more.
+            if let Err(e2) = down_by_name(&nl, Some(&dp), name).await {
+                tracing::warn!("cleanup after a failed up: {e2:#}");
+            }
+            if let Some(h) = nl.link(&hidden).await.ok().flatten() {
+                let _ = nl.del_link(h.index).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fill_and_attach(
+    cfg: &Config,
+    nl: &Netlink,
+    dp: &Datapath,
+    tun: &Link,
+    hid: &Link,
+    links: &BTreeMap<String, Link>,
+    macs: &[Vec<[u8; 6]>],
+    mtu: u32,
+) -> Result<Vec<(String, &'static str)>> {
+    let t = &cfg.tunnel;
+    disable_ipv6(&t.name);
+    disable_ipv6(&hid.name);
+    nl.set_link(hid.index, true, false, mtu).await?;
+    nl.set_link(tun.index, true, false, mtu).await?;
+    for a in &t.address {
+        nl.add_address(tun.index, *a).await?;
+    }
+
+    let mut flags = 0;
+    if t.key.is_some() {
+        flags |= TUN_KEY;
+    }
+    if t.sequence {
+        flags |= TUN_SEQ;
+    }
+    if t.checksum {
+        flags |= TUN_CSUM;
+    }
+    let tunnel = Tunnel {
+        ifindex: tun.index,
+        peer_ifindex: hid.index,
+        mode: MODE_GRE,
+        flags,
+        key: t.key.unwrap_or(0),
+        mac: tun.mac,
+        name: name16(&t.name),
+        config_hash: cfg.fingerprint(),
+        ..Default::default()
+    };
+    dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(tun.index, tunnel, 0)?;
+    let lookup = KeyLookup { key: t.key.unwrap_or(0), has_key: t.key.is_some() as u32 };
+    dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.insert(lookup, tun.index, 0)?;
+
+    // Peers get the lowest free ids; their counters start from zero.
+    let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
+    let used: BTreeSet<u32> = peers.keys().filter_map(Result::ok).collect();
+    let mut free = (0..MAX_PEERS).filter(|i| !used.contains(i));
+    let mut stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
+    let mut seqs = dp.array::<u64>(MAP_TX_SEQ)?;
+    let ncpu = aya::util::nr_cpus().map_err(|(s, e)| anyhow!("{s}: {e}"))?;
+    let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
+    let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
+    for (i, pc) in cfg.peers.iter().enumerate() {
+        let id = free.next().ok_or_else(|| anyhow!("more than {MAX_PEERS} peers in this namespace"))?;
+        for j in 0..MAX_PATHS as u32 {
+            stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
+        }
+        seqs.set(id, 0, 0)?;
+        let peer = build_peer(id, tun.index, cfg, pc, links, &macs[i]);
+        peers.insert(id, peer, 0)?;
+        for r in &pc.routes {
+            if let IpNet::V4(n) = r {
+                let key = Key::new(32 + n.prefix_len() as u32, Route4 { tunnel: tun.index.to_be_bytes(), addr: n.network().octets() });
+                routes.insert(&key, id, 0)?;
+            }
+        }
+        for (j, path) in pc.paths.iter().enumerate() {
+            let lc = cfg.link(&path.link).expect("validated");
+            let key = RxKey { tunnel_ifindex: tun.index, remote: addr16(path.remote), local: addr16(lc.address) };
+            rx.insert(key, RxPath { peer_id: id, path: j as u32 }, 0)?;
+        }
+    }
+
+    // The tunnel device: transmit program on egress, and an XDP_PASS so
+    // frames redirected from XDP receive can arrive on it.
+    nl.clsact_add(tun.index).await?;
+    nl.bpf_filter_add(tun.index, true, dp.prog(PROG_TX)?.as_fd().as_raw_fd(), PROG_TX).await?;
+    nl.xdp_set(tun.index, dp.prog(PROG_TUN_NAPI)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE)
+        .await
+        .with_context(|| format!("attaching {PROG_TUN_NAPI} to {}", t.name))?;
+
+    let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
+    let mut local = dp.hash::<[u8; 16], u32>(MAP_LOCAL_ADDRS)?;
+    let existing: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
+    let mut hooks = Vec::new();
+    for (i, lc) in cfg.links.iter().enumerate() {
+        let link = &links[&lc.dev];
+        let shared = existing.iter().find(|(k, _)| k.link_ifindex == link.index);
+        let mut use_ = LinkUse { addr: addr16(lc.address), ..Default::default() };
+        match shared {
+            Some((_, u)) => {
+                // Another tunnel receives on this link already: one program
+                // serves both, told apart by key.
+                use_.hook = u.hook;
+            }
+            None => {
+                let (hook, own) = attach_rx(nl, dp, link, lc.rx)
+                    .await
+                    .with_context(|| format!("link[{i}] ({})", lc.dev))?;
+                use_.hook = hook;
+                use_.own_clsact = own as u32;
+            }
+        }
+        users.insert(LinkUseKey { link_ifindex: link.index, tunnel_ifindex: tun.index }, use_, 0)?;
+        local.insert(addr16(lc.address), link.index, 0)?;
+        hooks.push((lc.dev.clone(), hook_name(use_.hook)));
+    }
+
+    for pc in &cfg.peers {
+        for r in &pc.routes {
+            nl.add_route(*r, tun.index).await?;
+        }
+    }
+    Ok(hooks)
+}
+
+/// Attach a receive program to a link by the configured hook. Returns the
+/// hook used and whether we added the clsact qdisc.
+async fn attach_rx(nl: &Netlink, dp: &Datapath, link: &Link, rx: RxHook) -> Result<(u32, bool)> {
+    // XDP decapsulates; a TC handoff on the same link delivers what it tagged.
+    let xdp = |_: ()| async {
+        nl.xdp_set(link.index, dp.prog(PROG_RX_XDP)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await?;
+        let own = nl.clsact_add(link.index).await?;
+        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_HANDOFF)?.as_fd().as_raw_fd(), PROG_RX_HANDOFF)
+            .await?;
+        Ok::<_, anyhow::Error>(own)
+    };
+    let tc = || async {
+        let own = nl.clsact_add(link.index).await?;
+        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_TC)?.as_fd().as_raw_fd(), PROG_RX_TC).await?;
+        Ok::<_, anyhow::Error>(own)
+    };
+    match rx {
+        RxHook::Xdp => {
+            let own = xdp(()).await.map_err(|e| {
+                anyhow!("rx = \"xdp\": {} does not take a native XDP program ({e:#}); use rx = \"tc\" or \"auto\"", link.name)
+            })?;
+            Ok((HOOK_XDP, own))
+        }
+        RxHook::Tc => Ok((HOOK_TC, tc().await?)),
+        // On veth and other virtual devices XDP costs GRO (measured: a bare
+        // XDP_PASS halves a TCP stream), so TC wins there. Physical NICs
+        // with a native XDP driver take XDP.
+        RxHook::Auto if netlink::is_virtual(link) => Ok((HOOK_TC, tc().await?)),
+        RxHook::Auto => match xdp(()).await {
+            Ok(own) => Ok((HOOK_XDP, own)),
+            Err(e) => {
+                tracing::info!("{}: no native XDP ({e}); receiving with TC", link.name);
+                Ok((HOOK_TC, tc().await?))
+            }
+        },
+    }
+}
+
+/// `xgre down NAME`. Returns false when no such tunnel was up.
+pub async fn down(name: &str) -> Result<bool> {
+    sys::require_root("down")?;
+    let nl = Netlink::new()?;
+    let dp = Datapath::find()?;
+    down_by_name(&nl, dp.as_ref(), name).await
+}
+
+async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result<bool> {
+    let Some(dp) = dp else {
+        if nl.link(name).await?.is_some() {
+            bail!("device {name} exists but no xgre datapath is loaded in this namespace: it is not an xgre tunnel");
+        }
+        return Ok(false);
+    };
+    let mut tunnels = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?;
+    let all: Vec<(u32, Tunnel)> = tunnels.iter().filter_map(Result::ok).collect();
+    let Some((tidx, tunnel)) = all.iter().find(|(_, t)| cstr(&t.name) == name).copied() else {
+        if nl.link(name).await?.is_some() {
+            bail!("device {name} is not an xgre tunnel");
+        }
+        return Ok(false);
+    };
+
+    // The veth pair takes its qdisc, filters, XDP program and routes with it.
+    nl.del_link(tidx).await?;
+    if tunnel.peer_ifindex != 0 {
+        nl.del_link(tunnel.peer_ifindex).await?;
+    }
+
+    let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
+    let ids: Vec<u32> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).map(|(k, _)| k).collect();
+    for id in ids {
+        peers.remove(&id)?;
+    }
+    let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
+    let keys: Vec<Key<Route4>> = routes.keys().filter_map(Result::ok).filter(|k| k.data().tunnel == tidx.to_be_bytes()).collect();
+    for k in keys {
+        routes.remove(&k)?;
+    }
+    let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
+    let keys: Vec<RxKey> = rx.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tidx).collect();
+    for k in keys {
+        rx.remove(&k)?;
+    }
+    let mut by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
+    let keys: Vec<KeyLookup> = by_key.iter().filter_map(Result::ok).filter(|(_, v)| *v == tidx).map(|(k, _)| k).collect();
+    for k in keys {
+        by_key.remove(&k)?;
+    }
+
+    let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
+    let all_users: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
+    for (k, u) in all_users.iter().filter(|(k, _)| k.tunnel_ifindex == tidx) {
+        users.remove(k)?;
+        let still_used = all_users.iter().any(|(o, _)| o.link_ifindex == k.link_ifindex && o.tunnel_ifindex != tidx);
+        if !still_used {
+            detach_rx(nl, dp, k.link_ifindex, u).await?;
+        }
+    }
+    let remaining: BTreeSet<[u8; 16]> =
+        all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
+    let mut local = dp.hash::<[u8; 16], u32>(MAP_LOCAL_ADDRS)?;
+    let stale: Vec<[u8; 16]> = local.keys().filter_map(Result::ok).filter(|a| !remaining.contains(a)).collect();
+    for a in stale {
+        local.remove(&a)?;
+    }
+    tunnels.remove(&tidx)?;
+    if tunnels.keys().next().is_none() {
+        // Last tunnel: once detached, the kernel frees programs and maps.
+        datapath::unpin_maps()?;
+    }
+    Ok(true)
+}
+
+async fn detach_rx(nl: &Netlink, dp: &Datapath, link_ifindex: u32, u: &LinkUse) -> Result<()> {
+    let Some(link) = nl.link_by_index(link_ifindex).await? else {
+        return Ok(()); // the link itself is gone, and its attachments with it
+    };
+    match u.hook {
+        HOOK_XDP => {
+            let ours = dp.prog_id(PROG_RX_XDP).unwrap_or(0);
+            if link.xdp_prog_id.is_some_and(|id| id == ours) {
+                nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;
+            }
+        }
+        _ => {}
+    }
+    // Both hooks leave a TC filter on ingress (the receive program, or the
+    // XDP handoff).
+    nl.bpf_filter_del(link_ifindex, false).await?;
+    if u.own_clsact != 0 {
+        nl.clsact_del(link_ifindex).await?;
+    }
+    Ok(())
+}

@@ -54,8 +54,11 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     let seq = if tunnel.flags & TUN_SEQ != 0 {
         let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;
-        // Unique across CPUs; RFC 2890 sequence numbers are 32 bits.
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) as u32 }
+        // Unique across CPUs; RFC 2890 sequence numbers are 32 bits. The
+        // first packet carries 1, as Linux's ip_gre does. SeqCst, not
+        // Relaxed: LLVM 22's BPF backend lowers a Relaxed fetch-add whose
+        // result is used to a plain locked add and returns a stale value.
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1)
     } else {
         0
     };

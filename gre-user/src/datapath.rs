@@ -13,7 +13,8 @@ use gre_common::{names::*, Meta, LAYOUT_VERSION};
 
 use crate::sys;
 
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
+/// The compiled datapath, built by build.rs from `gre-ebpf`.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
 
 const PROGS: [&str; 5] = [PROG_TX, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_TUN_NAPI];
 

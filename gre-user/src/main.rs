@@ -1,19 +1,14 @@
 //! `xgre`: GRE tunnels and per-packet link aggregation in eBPF.
 
-mod config;
-mod datapath;
-mod netlink;
-mod schedule;
-mod status;
-mod sys;
-mod tunnel;
-
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-
-use crate::{config::Config, tunnel::UpOutcome};
+use gre_user::{
+    config::Config,
+    netlink, status, sys,
+    tunnel::{self, UpOutcome},
+};
 
 #[derive(Parser)]
 #[command(name = "xgre", version, about = "GRE tunnels and per-packet link aggregation in eBPF")]

@@ -12,7 +12,7 @@ use std::{
     os::fd::RawFd,
 };
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::{
@@ -26,11 +26,10 @@ use rtnetlink::{
         NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
         NLM_F_REQUEST,
     },
-    Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 /// XDP attach modes (include/uapi/linux/if_link.h).
-pub const XDP_FLAGS_UPDATE_IF_NOEXIST: u32 = 1 << 0;
 pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
@@ -351,11 +350,3 @@ impl Netlink {
 pub fn is_virtual(link: &Link) -> bool {
     link.kind.is_some()
 }
-
-pub fn bail_if_missing(link: Option<Link>, name: &str, field: &str) -> Result<Link> {
-    match link {
-        Some(l) => Ok(l),
-        None => bail!("{field}: no device named `{name}` in this network namespace"),
-    }
-}
-

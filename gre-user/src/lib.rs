@@ -1,0 +1,10 @@
+//! The xgre loader as a library: the `xgre` binary is a thin CLI over it,
+//! and the integration tests drive the same code.
+
+pub mod config;
+pub mod datapath;
+pub mod netlink;
+pub mod schedule;
+pub mod status;
+pub mod sys;
+pub mod tunnel;

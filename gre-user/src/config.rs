@@ -323,10 +323,16 @@ fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
     let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
     let msg = e.message().to_string();
     // serde reports the failing path only in the message; the span tells the line.
-    let field = e
+    let mut field = e
         .span()
         .and_then(|s| field_at(text, s.start))
         .unwrap_or_else(|| "-".into());
+    // For an unknown key the span covers its table; the key is in the text.
+    if let Some(k) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+        if !field.ends_with(k) {
+            field = if field == "-" { k.to_string() } else { format!("{field}.{k}") };
+        }
+    }
     ConfigError {
         file: match line {
             Some(l) => format!("{file}:{l}"),

@@ -140,9 +140,11 @@ impl Datapath {
         Ok(self.map(name)?.try_into()?)
     }
 
-    /// Pin every map under the namespace's pin directory, for bpftool users.
-    /// Best effort: the datapath does not depend on pins.
+    /// Pin every map under the namespace's pin directory, for bpftool users
+    /// (`xgre up --pin`). The datapath does not depend on pins: under
+    /// `ip netns exec` they live in a bpffs private to the process.
     pub fn pin_maps(&self) -> Result<()> {
+        collect_orphan_pins();
         let dir = sys::pin_dir(sys::netns_ino()?);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         for (name, &id) in &self.maps {
@@ -156,8 +158,31 @@ impl Datapath {
     }
 }
 
-/// Remove this namespace's pins (the maps themselves go with the programs).
+/// Remove pin directories whose datapath no program uses any more: left by
+/// a namespace deleted without `xgre down`. Their pins alone keep the maps.
+pub fn collect_orphan_pins() {
+    let root = std::path::Path::new(sys::BPFFS).join("xgre");
+    let Ok(dirs) = std::fs::read_dir(&root) else { return };
+    let used: std::collections::BTreeSet<u32> = loaded_programs()
+        .filter_map(Result::ok)
+        .filter(|p| p.name_as_str().is_some_and(|n| static_name(n).is_some()))
+        .filter_map(|p| p.map_ids().ok().flatten())
+        .flatten()
+        .collect();
+    for d in dirs.filter_map(Result::ok) {
+        let meta = d.path().join(MAP_META);
+        let id = MapInfo::from_pin(&meta).ok().map(|i| i.id());
+        if id.is_some_and(|id| !used.contains(&id)) {
+            tracing::info!("removing orphaned pins {}", d.path().display());
+            let _ = std::fs::remove_dir_all(d.path());
+        }
+    }
+}
+
+/// Remove this namespace's pins, where this mount namespace can see them
+/// (the maps themselves go with the programs), and any orphans.
 pub fn unpin_maps() -> Result<()> {
+    collect_orphan_pins();
     let dir = sys::pin_dir(sys::netns_ino()?);
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;

@@ -27,6 +27,11 @@ enum Cmd {
     Up {
         #[arg(short, long)]
         config: PathBuf,
+        /// Also pin the maps under /sys/fs/bpf/xgre/net<netns inode>/ for
+        /// bpftool and scripts (mounting bpffs if needed). The datapath
+        /// never depends on pins.
+        #[arg(long)]
+        pin: bool,
     },
     /// Remove everything `up` made: programs, device, map entries, pins.
     Down {
@@ -78,9 +83,9 @@ fn main() -> ExitCode {
 
 async fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Up { config } => {
+        Cmd::Up { config, pin } => {
             let cfg = Config::load(&config)?;
-            match tunnel::up(&cfg, &config.display().to_string()).await? {
+            match tunnel::up(&cfg, &config.display().to_string(), pin).await? {
                 UpOutcome::AlreadyUp => println!("{}: already up with this configuration", cfg.tunnel.name),
                 UpOutcome::Created { ifindex, mtu, hooks } => {
                     let hooks: Vec<String> = hooks.iter().map(|(d, h)| format!("{d}:{h}")).collect();

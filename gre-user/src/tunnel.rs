@@ -128,9 +128,11 @@ fn disable_ipv6(dev: &str) {
     let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
 }
 
-pub async fn up(cfg: &Config, file: &str) -> Result<UpOutcome> {
+pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     sys::require_root("up")?;
-    sys::ensure_bpffs()?;
+    if pin {
+        sys::ensure_bpffs()?;
+    }
     let nl = Netlink::new()?;
     let name = &cfg.tunnel.name;
 
@@ -217,8 +219,8 @@ pub async fn up(cfg: &Config, file: &str) -> Result<UpOutcome> {
     .await;
     match made {
         Ok((tun, hooks)) => {
-            if let Err(e) = dp.pin_maps() {
-                tracing::warn!("maps not pinned (the datapath does not need them): {e:#}");
+            if pin {
+                dp.pin_maps()?;
             }
             Ok(UpOutcome::Created { ifindex: tun.index, mtu, hooks })
         }

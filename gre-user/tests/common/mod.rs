@@ -1,0 +1,272 @@
+//! Test hosts in network namespaces: made by the test, torn down by Drop
+//! even when the test fails. Addresses come from 198.18.0.0/15 only, and no
+//! traffic leaves the namespaces.
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    sync::{Mutex, MutexGuard},
+    time::{Duration, Instant},
+};
+
+pub const XGRE: &str = env!("CARGO_BIN_EXE_xgre");
+
+/// Namespace tests run one at a time: they check global state (loaded
+/// programs) and measure throughput.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[track_caller]
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash").arg("-c").arg(cmd).output().expect("running bash");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn sh_out(cmd: &str) -> Output {
+    Command::new("bash").arg("-c").arg(cmd).output().expect("running bash")
+}
+
+/// How a command enters a host's namespace: both must work for xgre.
+#[derive(Clone, Copy, Debug)]
+pub enum Enter {
+    /// `nsenter --net=...`: same mount namespace, sees the host's bpffs.
+    Nsenter,
+    /// `ip netns exec`: private mount namespace and a fresh /sys, no bpffs.
+    IpNetnsExec,
+}
+
+pub struct Host {
+    pub ns: String,
+}
+
+impl Host {
+    /// Inode of the namespace: names its pin directory.
+    pub fn netns_ino(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/run/netns/{}", self.ns)).unwrap().ino()
+    }
+
+    pub fn cmd(&self, how: Enter, cmd: &str) -> String {
+        match how {
+            Enter::Nsenter => format!("nsenter --net=/run/netns/{} {cmd}", self.ns),
+            Enter::IpNetnsExec => format!("ip netns exec {} {cmd}", self.ns),
+        }
+    }
+
+    #[track_caller]
+    pub fn run(&self, cmd: &str) -> String {
+        sh(&self.cmd(Enter::Nsenter, cmd))
+    }
+
+    /// A device's MTU, read through netlink (`/sys` under nsenter shows the
+    /// caller's namespace, not this one).
+    #[track_caller]
+    pub fn mtu(&self, dev: &str) -> u32 {
+        let j: serde_json::Value = serde_json::from_str(&self.run(&format!("ip -j link show {dev}"))).unwrap();
+        j[0]["mtu"].as_u64().expect("mtu") as u32
+    }
+
+    pub fn xgre(&self, how: Enter, args: &str) -> Output {
+        sh_out(&self.cmd(how, &format!("{XGRE} {args}")))
+    }
+
+    #[track_caller]
+    pub fn xgre_ok(&self, how: Enter, args: &str) -> String {
+        let o = self.xgre(how, args);
+        assert!(
+            o.status.success(),
+            "xgre {args} in {} failed:\n{}{}",
+            self.ns,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    pub fn spawn(&self, cmd: &str) -> Child {
+        Command::new("bash")
+            .arg("-c")
+            .arg(self.cmd(Enter::Nsenter, cmd))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning")
+    }
+}
+
+/// Two (or more) hosts, each with one veth link per `links` into a shared
+/// switch namespace, or a direct veth pair when there are two hosts and
+/// one link.
+pub struct Topo {
+    pub hosts: Vec<Host>,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl Topo {
+    /// Hosts `a` and `b` joined by one veth pair: a has 198.18.0.10 on
+    /// `va`, b has 198.18.0.20 on `vb`.
+    pub fn pair(tag: &str) -> Topo {
+        let id = format!("{}{}", tag, std::process::id() % 100000);
+        let (a, b) = (format!("xa{id}"), format!("xb{id}"));
+        let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Topo { hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }], dir, children: vec![] };
+        sh(&format!(
+            "ip netns add {a} && ip netns add {b} && ip link add va netns {a} type veth peer name vb netns {b} && \
+             ip -n {a} addr add 198.18.0.10/24 dev va && ip -n {b} addr add 198.18.0.20/24 dev vb && \
+             ip -n {a} link set va up && ip -n {b} link set vb up && ip -n {a} link set lo up && ip -n {b} link set lo up"
+        ));
+        t
+    }
+
+    pub fn a(&self) -> &Host {
+        &self.hosts[0]
+    }
+
+    pub fn b(&self) -> &Host {
+        &self.hosts[1]
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    }
+
+    pub fn keep(&mut self, c: Child) {
+        self.children.push(c);
+    }
+}
+
+impl Drop for Topo {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for h in &self.hosts {
+            // Kill whatever still runs in the namespace, take the tunnels
+            // down (removes pins in the shared bpffs), then the namespace.
+            let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", h.ns));
+            let _ = sh_out(&format!("nsenter --net=/run/netns/{} {XGRE} down gre0", h.ns));
+            let _ = sh_out(&format!("ip netns del {}", h.ns));
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The standard point-to-point config for host `me` (a = .10, b = .20).
+pub fn p2p_config(me: char, extra_tunnel: &str, rx: &str) -> String {
+    let (dev, local, remote, inner_me, inner_peer, peer) = match me {
+        'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.100.1", "198.19.100.2", "site-b"),
+        _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.100.2", "198.19.100.1", "site-a"),
+    };
+    format!(
+        r#"[tunnel]
+name = "gre0"
+mode = "gre"
+address = ["{inner_me}/32"]
+{extra_tunnel}
+
+[[link]]
+dev = "{dev}"
+address = "{local}"
+rx = "{rx}"
+
+[[peer]]
+name = "{peer}"
+routes = ["{inner_peer}/32"]
+[[peer.path]]
+link = "{dev}"
+remote = "{remote}"
+"#
+    )
+}
+
+/// A packet capture on a host's link, started and ready before it returns.
+pub struct Capture {
+    child: Child,
+}
+
+impl Capture {
+    /// tshark with a capture filter and the given fields (first occurrence:
+    /// the outer header), at most `count` packets or `secs` seconds. Note an
+    /// XDP receive hook consumes frames before taps see them: capture what a
+    /// host sends.
+    pub fn start(host: &Host, dev: &str, filter: &str, fields: &[&str], count: u32, secs: u32) -> Capture {
+        let f: Vec<String> = fields.iter().map(|f| format!("-e {f}")).collect();
+        let mut child = host.spawn(&format!(
+            "tshark -n -i {dev} -f '{filter}' -c {count} -a duration:{secs} -T fields -E separator=, -E occurrence=f {}",
+            f.join(" ")
+        ));
+        let err = child.stderr.take().unwrap();
+        let mut r = BufReader::new(err);
+        let start = Instant::now();
+        let mut seen = String::new();
+        let mut line = String::new();
+        while start.elapsed() < Duration::from_secs(20) {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            seen.push_str(&line);
+            if line.contains("Capturing on") {
+                // Keep draining stderr so tshark never blocks on it.
+                std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+                // tshark says so a moment before its socket filter is in place.
+                std::thread::sleep(Duration::from_millis(1000));
+                return Capture { child };
+            }
+        }
+        let _ = child.kill();
+        panic!("tshark did not start capturing on {dev}:\n{seen}");
+    }
+
+    /// Wait for the capture to end; one Vec of fields per packet.
+    pub fn finish(self) -> Vec<Vec<String>> {
+        let out = self.child.wait_with_output().expect("tshark");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| l.split(',').map(str::to_string).collect())
+            .collect()
+    }
+}
+
+/// A TCP transfer of `mbytes` MiB from `from` to `to_addr` on `to`, with a
+/// SHA-256 taken at both ends. Returns (sent, received) "BYTES HASH".
+pub fn transfer(from: &Host, to: &Host, to_addr: &str, mbytes: u32) -> (String, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transfer.py");
+    let mut server = to.spawn(&format!("timeout 90 /usr/bin/python3 {script} recv {to_addr} 5001"));
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "listening", "transfer server did not start");
+    let sent = from.run(&format!("timeout 90 /usr/bin/python3 {script} send {to_addr} 5001 {mbytes}"));
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let _ = server.wait();
+    (sent.trim().to_string(), line.trim().to_string())
+}
+
+/// Names of loaded BPF programs that belong to xgre.
+pub fn xgre_programs() -> Vec<String> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .filter(|n| n.starts_with("xgre_"))
+        .collect()
+}

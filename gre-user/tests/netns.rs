@@ -1,0 +1,196 @@
+//! End-to-end tests: two hosts in network namespaces, `xgre up` on both,
+//! real traffic across the tunnel, captures on the underlay, and `xgre down`
+//! leaving nothing behind.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+
+/// What a user checks after `xgre down`: no device, no qdisc we added, no
+/// program, no pin.
+#[track_caller]
+fn assert_nothing_left(t: &Topo) {
+    for (h, dev) in [(t.a(), "va"), (t.b(), "vb")] {
+        let links = h.run("ip -o link show");
+        assert!(!links.contains("gre0"), "{}: a tunnel device is left:\n{links}", h.ns);
+        let q = h.run(&format!("tc qdisc show dev {dev}"));
+        assert!(!q.contains("clsact"), "{}: the clsact qdisc is left on {dev}: {q}", h.ns);
+        let x = h.run(&format!("ip -d link show {dev}"));
+        assert!(!x.contains("prog/xdp"), "{}: an XDP program is left on {dev}: {x}", h.ns);
+    }
+    // The kernel frees a detached program after an RCU grace period.
+    let start = std::time::Instant::now();
+    while !xgre_programs().is_empty() && start.elapsed() < std::time::Duration::from_secs(5) {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let progs = xgre_programs();
+    assert!(progs.is_empty(), "programs still loaded: {progs:?}");
+    for h in &t.hosts {
+        let pins = format!("/sys/fs/bpf/xgre/net{}", h.netns_ino());
+        assert!(!std::path::Path::new(&pins).exists(), "pins left in {pins}");
+    }
+}
+
+fn json_status(h: &Host) -> Value {
+    serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).expect("status --json is JSON")
+}
+
+fn tunnel_over(rx: &str) {
+    let _s = serial();
+    let t = Topo::pair(&rx[..1]);
+    let ca = t.write("a.toml", &p2p_config('a', "key = 42", rx));
+    let cb = t.write("b.toml", &p2p_config('b', "key = 42", rx));
+    // Both ways into a namespace, each host its own gre0: pins must not
+    // collide, and the `ip netns exec` host has no bpffs until xgre mounts one.
+    let out = t.a().xgre_ok(Enter::Nsenter, &format!("up --pin -c {ca}"));
+    assert!(out.contains("gre0: up"), "{out}");
+    let pins = format!("/sys/fs/bpf/xgre/net{}/XGRE_PEERS", t.a().netns_ino());
+    assert!(std::path::Path::new(&pins).exists(), "--pin under nsenter pins into the host's bpffs");
+    let out = t.b().xgre_ok(Enter::IpNetnsExec, &format!("up --pin -c {cb}"));
+    assert!(out.contains(&format!("vb:{rx}")), "b should receive with {rx}: {out}");
+
+    assert_eq!(t.a().mtu("gre0"), 1472, "1500 - 20 (IPv4) - 8 (GRE with key)");
+
+    // The wire: IP protocol 47, GRE version 0, our key.
+    let cap = Capture::start(t.a(), "va", "ip proto 47 and src host 198.18.0.10", &["ip.proto", "gre.flags.version", "gre.key"], 3, 15);
+    let ping = t.a().run("ping -c 3 -i 0.2 -W 2 198.19.100.2");
+    assert!(ping.contains("3 received"), "{ping}");
+    let pkts = cap.finish();
+    assert_eq!(pkts.len(), 3, "expected 3 GRE packets from a on the underlay, saw {pkts:?}");
+    for p in &pkts {
+        assert_eq!(p[0], "47");
+        assert_eq!(p[1], "0", "GRE version");
+        assert_eq!(p[2], "0x0000002a", "GRE key 42 on the wire");
+    }
+
+    // TCP many times the MTU, GSO on: hashes match at both ends. With XDP
+    // on the receiving veth, the sender's veth must segment our GSO packets
+    // in software, so every frame on the wire is a real MTU-sized packet.
+    let cap = Capture::start(t.a(), "va", "ip proto 47 and src host 198.18.0.10", &["frame.len"], 3000, 30);
+    let (sent, got) = transfer(t.a(), t.b(), "198.19.100.2", 12);
+    assert_eq!(sent, got, "bytes/sha256 sent vs received");
+    assert!(sent.starts_with(&(12u64 << 20).to_string()), "{sent}");
+    let sizes: Vec<u32> = cap.finish().iter().filter_map(|p| p[0].parse().ok()).collect();
+    assert!(!sizes.is_empty(), "no GRE seen during the transfer");
+    if rx == "xdp" {
+        let max = sizes.iter().max().unwrap();
+        assert!(*max <= 1514, "a {max}-byte frame on a 1500-MTU wire: GSO packet not segmented");
+    }
+
+    let s = json_status(t.a());
+    let tun = &s["tunnels"][0];
+    assert_eq!(tun["name"], "gre0");
+    assert_eq!(tun["key"], 42);
+    assert_eq!(tun["links"][0]["rx"], rx);
+    assert!(tun["counters"]["tx_bytes"].as_u64().unwrap() > 12 << 20, "{tun}");
+    assert!(tun["counters"]["rx_packets"].as_u64().unwrap() >= 3, "{tun}");
+    let drops: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(drops, 0, "drops: {}", s["drops"]);
+    let text = t.a().xgre_ok(Enter::Nsenter, "status gre0");
+    assert!(text.contains("site-b") && text.contains("198.18.0.20") && text.contains("drops   none"), "{text}");
+
+    // `up` again with the same file: a no-op, not a second attachment.
+    let filters_before = t.b().run("tc filter show dev vb ingress");
+    let xdp_before = t.b().run("ip -d link show vb");
+    let out = t.b().xgre_ok(Enter::IpNetnsExec, &format!("up -c {cb}"));
+    assert!(out.contains("already up"), "{out}");
+    assert_eq!(t.b().run("tc filter show dev vb ingress"), filters_before);
+    assert_eq!(t.b().run("ip -d link show vb"), xdp_before);
+    // ... and a changed file is refused, not half-applied.
+    let changed = t.write("b2.toml", &p2p_config('b', "key = 43", rx));
+    let o = t.b().xgre(Enter::Nsenter, &format!("up -c {changed}"));
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("different configuration"));
+
+    // The datapath runs without any xgre process: the pings above went
+    // through after `up` had exited. Down removes everything.
+    assert!(t.a().xgre_ok(Enter::Nsenter, &format!("down -c {ca}")).contains("down"));
+    assert!(t.b().xgre_ok(Enter::IpNetnsExec, "down gre0").contains("down"));
+    assert_nothing_left(&t);
+    let again = t.a().xgre_ok(Enter::Nsenter, "down gre0");
+    assert!(again.contains("not up"), "{again}");
+}
+
+#[test]
+fn tunnel_with_tc_receive() {
+    tunnel_over("tc");
+}
+
+#[test]
+fn tunnel_with_xdp_receive() {
+    tunnel_over("xdp");
+}
+
+#[test]
+fn sequence_numbers_and_checksums_end_to_end() {
+    let _s = serial();
+    let t = Topo::pair("s");
+    let extra = "key = 7\nsequence = true\nchecksum = true";
+    let ca = t.write("a.toml", &p2p_config('a', extra, "auto"));
+    let cb = t.write("b.toml", &p2p_config('b', extra, "auto"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    let out = t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    assert!(out.contains("vb:tc"), "auto chooses TC on veth: {out}");
+    assert_eq!(t.a().mtu("gre0"), 1464, "1500 - 20 - 16");
+    let cap = Capture::start(
+        t.a(),
+        "va",
+        "ip proto 47",
+        &["gre.flags.checksum", "gre.flags.sequence_number", "gre.sequence_number", "gre.checksum.status"],
+        4,
+        15,
+    );
+    let ping = t.a().run("ping -c 2 -i 0.2 -W 2 198.19.100.2");
+    assert!(ping.contains("2 received"), "{ping}");
+    let pkts = cap.finish();
+    assert_eq!(pkts.len(), 4, "{pkts:?}");
+    for (i, p) in pkts.iter().enumerate() {
+        assert_eq!(&p[..2], ["1", "1"], "C and S flags: {p:?}");
+        // Request, reply, request, reply: each side numbers from 1.
+        assert_eq!(p[2], (i / 2 + 1).to_string(), "sequence numbers: {pkts:?}");
+        assert_eq!(p[3], "1", "tshark verifies the GRE checksum (1 = good): {p:?}");
+    }
+    let (sent, got) = transfer(t.a(), t.b(), "198.19.100.2", 10);
+    assert_eq!(sent, got);
+    let s = json_status(t.b());
+    let drops: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(drops, 0, "{}", s["drops"]);
+}
+
+#[test]
+fn default_mtu_and_errors_that_change_nothing() {
+    let _s = serial();
+    let t = Topo::pair("e");
+    // No key, no sequence: 1500 - 24 = 1476, like ip_gre.
+    let ca = t.write("a.toml", &p2p_config('a', "", "tc"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    assert_eq!(t.a().mtu("gre0"), 1476);
+    t.a().xgre_ok(Enter::Nsenter, "down gre0");
+
+    let one_line = |o: &std::process::Output| {
+        assert!(!o.status.success(), "should fail: {o:?}");
+        let e = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert_eq!(e.lines().count(), 1, "one clear line, got:\n{e}");
+        e
+    };
+    // An unknown link device.
+    let bad = t.write("bad-dev.toml", &p2p_config('a', "", "tc").replace("dev = \"va\"", "dev = \"eth9\"").replace("link = \"va\"", "link = \"eth9\""));
+    let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("up -c {bad}")));
+    assert!(e.contains("bad-dev.toml") && e.contains("link[0].dev") && e.contains("eth9"), "{e}");
+    let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("check -c {bad}")));
+    assert!(e.contains("link[0].dev"), "{e}");
+    // A bad value: file, field, reason.
+    let bad = t.write("bad-weight.toml", &p2p_config('a', "", "tc").replace("remote = \"198.18.0.20\"", "remote = \"198.18.0.20\"\nweight = 0"));
+    let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("check -c {bad}")));
+    assert!(e.contains("bad-weight.toml: peer[0].path[0].weight: 0 is outside"), "{e}");
+    // Not root.
+    let o = sh_out(&format!("setpriv --reuid=65534 --regid=65534 --clear-groups {XGRE} up -c {ca}"));
+    let e = one_line(&o);
+    assert!(e.contains("must run as root"), "{e}");
+    // A good config checks clean and creates nothing.
+    let out = t.a().xgre_ok(Enter::Nsenter, &format!("check -c {ca}"));
+    assert!(out.contains("ok"), "{out}");
+    assert!(!t.a().run("ip -o link show").contains("gre0"), "check changed the host");
+    assert!(xgre_programs().is_empty(), "a failed up left programs: {:?}", xgre_programs());
+}

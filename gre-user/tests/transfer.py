@@ -1,0 +1,39 @@
+#!/usr/bin/python3
+"""One TCP transfer with a SHA-256 at each end, for the integration tests.
+
+    transfer.py recv ADDR PORT          -> prints "BYTES SHA256" of what arrived
+    transfer.py send ADDR PORT MBYTES   -> prints "BYTES SHA256" of what was sent
+
+Both ends give up after 60 s, so a broken tunnel fails the test instead of
+hanging it.
+"""
+import hashlib
+import random
+import socket
+import sys
+
+mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if mode == "recv":
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(1)
+    print("listening", flush=True)
+    s.settimeout(60)
+    c, _ = s.accept()
+    c.settimeout(60)
+    h, n = hashlib.sha256(), 0
+    while True:
+        d = c.recv(1 << 16)
+        if not d:
+            break
+        h.update(d)
+        n += len(d)
+    print(n, h.hexdigest(), flush=True)
+else:
+    data = random.Random(7).randbytes(int(sys.argv[4]) << 20)
+    c = socket.create_connection((addr, port), timeout=60)
+    c.sendall(data)
+    c.shutdown(socket.SHUT_WR)
+    c.recv(1)
+    print(len(data), hashlib.sha256(data).hexdigest(), flush=True)

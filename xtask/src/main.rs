@@ -1,1 +1,100 @@
-fn main(){}
+//! Development tasks: `cargo xtask setup|build|run|demo|test|bench`.
+//!
+//! Everything the project needs on a fresh machine is installed by `setup`,
+//! which every other task runs first.
+
+mod bench;
+mod demo;
+mod net;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the tests need (nightly rust-src,
+    /// bpf-linker, Debian packages). Idempotent.
+    Setup,
+    /// Build the eBPF object and the `xgre` binary (release).
+    Build,
+    /// Build, then run `xgre` with the given arguments.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Two hosts in namespaces, a tunnel between them, ping, iperf3 and
+    /// `xgre status`, then clean up.
+    Demo,
+    /// Unit, packet (BPF_PROG_RUN) and namespace tests.
+    Test {
+        /// Extra arguments for `cargo test` (a test name filter, ...).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Bench,
+    },
+}
+
+pub fn step(msg: &str) {
+    println!("\x1b[1m==> {msg}\x1b[0m");
+}
+
+/// Run a command, streaming its output; fail with the command line.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn build_release() -> Result<std::path::PathBuf> {
+    step("building xgre (release, with the eBPF object)");
+    run(Command::new(env!("CARGO")).args(["build", "--release", "-p", "gre-user"]).current_dir(workspace_root()))?;
+    Ok(workspace_root().join("target/release/xgre"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::Build => setup::setup().and_then(|_| build_release().map(|_| ())),
+        Cmd::Run { args } => setup::setup().and_then(|_| {
+            let bin = build_release()?;
+            run(Command::new(bin).args(args))
+        }),
+        Cmd::Demo => setup::setup().and_then(|_| demo::demo()),
+        Cmd::Test { args } => setup::setup().and_then(|_| {
+            step("running the tests (unit, BPF_PROG_RUN packet tests, namespace tests)");
+            run(Command::new(env!("CARGO"))
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .args(&args)
+                .current_dir(workspace_root()))
+        }),
+        Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(which)),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,66 @@
+//! Hosts in network namespaces for the demo and the benchmarks, torn down
+//! by Drop (also when a step fails). Addresses: 198.18.0.0/15 only.
+
+use std::process::{Command, Output};
+
+use anyhow::{bail, Result};
+
+pub fn sh(cmd: &str) -> Result<String> {
+    let o = Command::new("bash").arg("-c").arg(cmd).output()?;
+    if !o.status.success() {
+        bail!("`{cmd}` failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+pub fn sh_out(cmd: &str) -> Output {
+    Command::new("bash").arg("-c").arg(cmd).output().expect("bash")
+}
+
+/// Namespaces (and the xgre tunnels in them) that vanish with this value.
+pub struct Namespaces {
+    pub names: Vec<String>,
+    pub xgre: String,
+}
+
+impl Namespaces {
+    /// Create `names`, removing leftovers of an interrupted earlier run.
+    pub fn new(names: &[&str], xgre: &str) -> Result<Namespaces> {
+        for n in names {
+            let _ = sh_out(&format!("ip netns pids {n} 2>/dev/null | xargs -r kill -9; ip netns del {n} 2>/dev/null"));
+        }
+        let ns = Namespaces { names: names.iter().map(|s| s.to_string()).collect(), xgre: xgre.into() };
+        for n in names {
+            sh(&format!("ip netns add {n} && ip -n {n} link set lo up"))?;
+        }
+        Ok(ns)
+    }
+
+    pub fn exec(&self, ns: &str, cmd: &str) -> Result<String> {
+        sh(&format!("nsenter --net=/run/netns/{ns} {cmd}"))
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = sh_out(&format!("ip netns pids {n} | xargs -r kill -9"));
+            let _ = sh_out(&format!("nsenter --net=/run/netns/{n} {} down gre0", self.xgre));
+            let _ = sh_out(&format!("ip netns del {n}"));
+        }
+    }
+}
+
+/// One iperf3 TCP stream from `client` to `addr` (served in `server`) for
+/// `secs` seconds: (Mbit/s received, retransmits).
+pub fn iperf(ns: &Namespaces, server: &str, client: &str, addr: &str, secs: u32, extra: &str) -> Result<(f64, u64)> {
+    let _ = sh_out(&format!("ip netns pids {server} | xargs -r kill -9"));
+    sh(&format!("nsenter --net=/run/netns/{server} iperf3 -s -1 -D -B {addr} -p 5201"))?;
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let out = ns.exec(client, &format!("timeout {} iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?;
+    let j: serde_json::Value = serde_json::from_str(&out)?;
+    let end = &j["end"];
+    let mbps = end["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6;
+    let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+    Ok((mbps, retr))
+}

@@ -61,6 +61,12 @@ pub struct TunnelConfig {
     pub sequence: bool,
     #[serde(default)]
     pub checksum: bool,
+    /// Striping unit: the most segments one GSO packet may carry, and so
+    /// the longest run of packets one path takes before the next path's
+    /// turn. Default: see `DEFAULT_STRIPE_BURST` when a peer has several
+    /// paths, unlimited otherwise; always 1 with `sequence` or `checksum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_burst: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
@@ -110,6 +116,10 @@ fn default_weight() -> u32 {
 
 /// Largest weight a path may have; weights are shares, not rates.
 pub const MAX_WEIGHT: u32 = 1000;
+
+/// Striping unit when a peer has several paths (`cargo xtask bench agg
+/// --units` measures the choices; see the README).
+pub const DEFAULT_STRIPE_BURST: u32 = 1;
 
 /// An Ethernet address written `02:00:00:00:00:20`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +199,20 @@ impl Config {
         self.links.iter().find(|l| l.dev == dev)
     }
 
+    /// The `gso_max_segs` the tunnel device gets: how many segments one
+    /// transmit program run may send down one path.
+    pub fn gso_max_segs(&self) -> Option<u32> {
+        let t = &self.tunnel;
+        if t.sequence || t.checksum {
+            // Every packet needs its own sequence number or checksum.
+            return Some(1);
+        }
+        if self.peers.iter().any(|p| p.paths.len() > 1) {
+            return Some(t.stripe_burst.unwrap_or(DEFAULT_STRIPE_BURST));
+        }
+        t.stripe_burst
+    }
+
     /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE).
     pub fn overhead(&self) -> u32 {
         let t = &self.tunnel;
@@ -208,6 +232,11 @@ impl Config {
         for (i, a) in t.address.iter().enumerate() {
             if !matches!(a, IpNet::V4(_)) {
                 return Err(err(format!("tunnel.address[{i}]"), format!("{a}: only IPv4 inner addresses are supported yet")));
+            }
+        }
+        if let Some(b) = t.stripe_burst {
+            if !(1..=64).contains(&b) {
+                return Err(err("tunnel.stripe_burst".into(), format!("{b} is outside 1..=64")));
             }
         }
         if let Some(mtu) = t.mtu {

@@ -207,10 +207,9 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     }
 
     let hidden = hidden_name(name);
-    let per_packet = cfg.tunnel.sequence || cfg.tunnel.checksum;
-    // Sequence numbers and checksums differ per packet, so GSO must not copy
-    // one header to many segments: let the stack build one-MSS packets.
-    nl.create_veth(name, &hidden, mtu, per_packet.then_some(1)).await?;
+    // Bounds the GSO packets the stack builds for the tunnel: the striping
+    // unit, and one MSS when each packet needs its own GRE header.
+    nl.create_veth(name, &hidden, mtu, cfg.gso_max_segs()).await?;
     let made = async {
         let tun = nl.link(name).await?.ok_or_else(|| anyhow!("device {name} vanished"))?;
         let hid = nl.link(&hidden).await?.ok_or_else(|| anyhow!("device {hidden} vanished"))?;

@@ -18,6 +18,7 @@ const PACKAGES: &[&str] = &[
     "ethtool",
     "iptables",
     "util-linux",
+    "mptcpize",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -56,9 +56,10 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS 
 #[map(name = "XGRE_TX_SEQ")]
 pub static TX_SEQ: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
 
-/// Round-robin position of each peer, per CPU: no shared cache line, no race.
+/// Round-robin position of each peer (packets sent so far), shared by all
+/// CPUs and advanced atomically.
 #[map(name = "XGRE_RR")]
-pub static RR: PerCpuArray<u32> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
+pub static RR: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
 
 #[map(name = "XGRE_SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

@@ -39,6 +39,9 @@ pub struct AggArgs {
     /// Also run xgre with every striping unit (GSO burst size) it offers.
     #[arg(long)]
     pub units: bool,
+    /// TCP congestion control for every method (default: the system's).
+    #[arg(long)]
+    pub cc: Option<String>,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -175,6 +178,11 @@ struct Row {
 
 fn agg(args: AggArgs) -> Result<()> {
     let secs = args.secs.max(8);
+    let cc = match &args.cc {
+        Some(c) => c.clone(),
+        None => sh("cat /proc/sys/net/ipv4/tcp_congestion_control")?.trim().to_string(),
+    };
+    step(&format!("TCP congestion control: {cc}; tbf rate {} Mbit/s per link, burst 32 KiB, latency 20 ms", args.rate));
     let xgre = build_release()?.display().to_string();
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
@@ -185,7 +193,7 @@ fn agg(args: AggArgs) -> Result<()> {
         .collect();
     methods.push(Method { name: "xgre".into(), burst: None });
     if args.units {
-        for b in [1, 4, 16, 64] {
+        for b in [1, 2, 8] {
             methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b) });
         }
     }
@@ -197,9 +205,12 @@ fn agg(args: AggArgs) -> Result<()> {
             k += 1;
             step(&format!("[{k}/{total}] N={n}, {} Mbit/s per link: {} ({secs} s)", args.rate, m.name));
             let ns = topology(n, args.rate, &xgre)?;
-            let (addr, extra, mptcp) = prepare(m, &ns, n, &xgre, &dir)?;
+            let (addr, mut extra, mptcp) = prepare(m, &ns, n, &xgre, &dir)?;
+            if let Some(cc) = &args.cc {
+                extra.push_str(&format!(" -C {cc}"));
+            }
             let (mbps, retr) = if mptcp {
-                mptcp_iperf(&ns, &addr, secs)?
+                mptcp_iperf(&ns, &addr, secs, &extra)?
             } else {
                 iperf(&ns, B, A, &addr, secs, &extra)?
             };
@@ -212,10 +223,10 @@ fn agg(args: AggArgs) -> Result<()> {
     report(&args, &rows)
 }
 
-fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32) -> Result<(f64, u64)> {
-    sh(&format!("nsenter --net=/run/netns/{B} mptcpize run iperf3 -s -1 -D -B {addr} -p 5201"))?;
+fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f64, u64)> {
+    sh(&format!("nsenter --net=/run/netns/{B} mptcpize run iperf3 -s -1 -D -p 5201"))?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = ns.exec(A, &format!("timeout {} mptcpize run iperf3 -c {addr} -p 5201 -t {secs} -J", secs + 20))?;
+    let out = ns.exec(A, &format!("timeout {} mptcpize run iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?;
     let j: serde_json::Value = serde_json::from_str(&out)?;
     Ok((
         j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
@@ -245,6 +256,7 @@ fn report(args: &AggArgs, rows: &[Row]) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json = json!({
         "rate_mbps": args.rate,
+        "congestion_control": args.cc.clone().unwrap_or_else(|| sh("cat /proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default().trim().to_string()),
         "secs": args.secs,
         "results": rows.iter().map(|r| json!({
             "links": r.n, "method": r.method, "mbps": r.mbps,

@@ -152,6 +152,17 @@ pub struct Route4 {
     pub addr: [u8; 4],
 }
 
+/// One of our outer addresses and the link that owns it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct LocalAddr {
+    pub ifindex: u32,
+    /// The link's MAC: a frame for this address that is not addressed to
+    /// it was flooded by a switch to us and is not ours to take.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
 /// A (link, tunnel) pair in use: how the link receives, and the outer
 /// address this tunnel uses on it.
 #[repr(C)]
@@ -170,7 +181,8 @@ pub struct LinkUse {
     pub addr: [u8; 16],
 }
 
-/// Per-path counters, one slot per (peer id, path index).
+/// Per-path counters, one slot per (peer id, path index). Bytes are inner
+/// bytes both ways.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PathStats {
@@ -178,7 +190,34 @@ pub struct PathStats {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    /// Our keepalives that came back over this path.
+    pub keepalive_replies: u64,
+    /// The peer's keepalives we sent back to it over this path.
+    pub keepalives_reflected: u64,
 }
+
+/// Receive-side reordering of one peer's sequence-numbered packets (per
+/// CPU; the loader sums counts and takes the largest displacement).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct ReorderStats {
+    /// Arrived with a higher number than any before.
+    pub in_order: u64,
+    /// Arrived after a packet with a higher number (delivered all the same).
+    pub out_of_order: u64,
+    /// Out of order by more than `LATE_DISPLACEMENT` packets: what a
+    /// reorder buffer of that depth would have given up on.
+    pub late: u64,
+    /// Largest displacement seen, in packets.
+    pub max_displacement: u64,
+}
+
+/// Displacement beyond which an out-of-order packet counts as late.
+pub const LATE_DISPLACEMENT: u32 = 64;
+
+/// GRE protocol type of a keepalive reply (Cisco format: the inner GRE
+/// header of a keepalive carries protocol 0).
+pub const PROTO_KEEPALIVE: u16 = 0;
 
 /// Index of a path's counters in `XGRE_PATH_STATS`.
 #[inline(always)]
@@ -205,5 +244,7 @@ mod user {
     unsafe impl aya::Pod for Route4 {}
     unsafe impl aya::Pod for LinkUseKey {}
     unsafe impl aya::Pod for LinkUse {}
+    unsafe impl aya::Pod for LocalAddr {}
     unsafe impl aya::Pod for PathStats {}
+    unsafe impl aya::Pod for ReorderStats {}
 }

@@ -27,6 +27,9 @@ pub const MAP_DROPS: &str = "XGRE_DROPS";
 pub const MAP_TX_SEQ: &str = "XGRE_TX_SEQ";
 pub const MAP_RR: &str = "XGRE_RR";
 pub const MAP_SCRATCH: &str = "XGRE_SCRATCH";
+pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
+pub const MAP_REORDER: &str = "XGRE_REORDER";
+pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
 
 /// Every map the loader expects to find in a running datapath.
 pub const ALL_MAPS: &[&str] = &[
@@ -42,4 +45,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_DROPS,
     MAP_TX_SEQ,
     MAP_RR,
+    MAP_RX_SEQ,
+    MAP_REORDER,
+    MAP_PATH_SEEN,
 ];

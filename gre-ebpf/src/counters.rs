@@ -2,7 +2,9 @@
 
 use gre_common::{path_slot, DropReason};
 
-use crate::maps::{DROPS, PATH_STATS};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+
+use crate::maps::{DROPS, PATH_SEEN, PATH_STATS};
 
 #[inline(always)]
 pub fn count_drop(reason: DropReason) {
@@ -28,5 +30,24 @@ pub fn count_rx(peer_id: u32, path: u32, bytes: u64) {
             (*s).rx_packets += 1;
             (*s).rx_bytes += bytes;
         }
+    }
+}
+
+/// A keepalive of ours came back over this path: it is alive.
+#[inline(always)]
+pub fn keepalive_reply(peer_id: u32, path: u32) {
+    let slot = path_slot(peer_id, path);
+    if let Some(seen) = PATH_SEEN.get_ptr_mut(slot) {
+        unsafe { *seen = bpf_ktime_get_ns() };
+    }
+    if let Some(s) = PATH_STATS.get_ptr_mut(slot) {
+        unsafe { (*s).keepalive_replies += 1 };
+    }
+}
+
+#[inline(always)]
+pub fn keepalive_reflected(peer_id: u32, path: u32) {
+    if let Some(s) = PATH_STATS.get_ptr_mut(path_slot(peer_id, path)) {
+        unsafe { (*s).keepalives_reflected += 1 };
     }
 }

@@ -14,6 +14,7 @@ mod maps;
 mod packet;
 mod parse;
 mod path;
+mod reorder;
 mod rx;
 mod tx;
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, PerCpuArray},
 };
 use gre_common::{
-    drop::DROP_REASONS, KeyLookup, LinkUse, LinkUseKey, Meta, Peer, PathStats, Route4, RxKey,
-    RxPath, Tunnel, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    drop::DROP_REASONS, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
+    Route4, RxKey, RxPath, Tunnel, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::csum::Scratch;
@@ -36,7 +36,7 @@ pub static RX_PATHS: HashMap<RxKey, RxPath> =
 
 /// Outer addresses of our links: GRE to anything else is not ours.
 #[map(name = "XGRE_LOCAL")]
-pub static LOCAL_ADDRS: HashMap<[u8; 16], u32> = HashMap::with_max_entries(MAX_LINKS * 4, 0);
+pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddr> = HashMap::with_max_entries(MAX_LINKS * 4, 0);
 
 /// Bookkeeping for the loader only; the programs never read it, but keeping
 /// it referenced ties its lifetime to theirs.
@@ -63,3 +63,16 @@ pub static RR: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
 
 #[map(name = "XGRE_SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Highest sequence number received from each peer, with bit 32 set once
+/// one has arrived. Shared by all CPUs.
+#[map(name = "XGRE_RX_SEQ")]
+pub static RX_SEQ: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
+
+#[map(name = "XGRE_REORDER")]
+pub static REORDER: PerCpuArray<ReorderStats> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
+
+/// When a keepalive last came back over each path (bpf_ktime_get_ns,
+/// CLOCK_MONOTONIC): the loader's path health reads it.
+#[map(name = "XGRE_PATH_SEEN")]
+pub static PATH_SEEN: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);

@@ -15,6 +15,8 @@ use gre_common::DropReason;
 pub trait Packet {
     /// Bytes in the packet, from the Ethernet header on.
     fn len(&self) -> usize;
+    /// The device the packet arrived on.
+    fn ifindex(&self) -> u32;
     /// The program context (`__sk_buff` or `xdp_md`), for callbacks.
     fn raw(&self) -> *mut c_void;
     /// Copy `len` bytes at `off` of the packet behind context `ctx`;
@@ -45,6 +47,11 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.skb.skb).ifindex }
+    }
+
+    #[inline(always)]
     fn raw(&self) -> *mut c_void {
         self.skb.skb.cast()
     }
@@ -59,6 +66,11 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn len(&self) -> usize {
         self.data_end() - self.data()
+    }
+
+    #[inline(always)]
+    fn ifindex(&self) -> u32 {
+        unsafe { (*self.ctx).ingress_ifindex }
     }
 
     #[inline(always)]

@@ -4,6 +4,7 @@
 
 use gre_common::{
     v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, MODE_GRE, MODE_GRETAP,
+    PROTO_KEEPALIVE,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
@@ -27,12 +28,21 @@ pub struct Rx {
     pub path: RxPath,
     /// Inner bytes, for the counters.
     pub inner_len: usize,
+    /// RFC 2890 sequence number, when the packet carries one.
+    pub seq: Option<u32>,
 }
 
 pub enum Verdict {
     /// Not ours: hand it to the stack untouched.
     Pass,
+    /// Deliver the inner packet to the tunnel device.
     Decap(Rx),
+    /// A keepalive of ours came back over this path: note it, consume it.
+    KeepaliveReply(RxPath),
+    /// The peer's keepalive (Cisco format: the inner packet is GRE from us
+    /// back to it): decapsulate and send the inner packet back out of the
+    /// link it came in on, as any GRE peer does.
+    Reflect(Rx),
 }
 
 #[inline(always)]
@@ -53,9 +63,13 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     }
     let local = v4_mapped(ip.dst_addr);
     // GRE to someone else (or another GRE implementation's address) is not
-    // ours to judge.
-    if unsafe { LOCAL_ADDRS.get(&local) }.is_none() {
-        return Ok(Verdict::Pass);
+    // ours to judge, and neither is GRE for one of our addresses arriving
+    // on another of our links (a switch flooding after a port went down):
+    // it did not come by the path it names, and taking it would make a dead
+    // path look alive.
+    match unsafe { LOCAL_ADDRS.get(&local) } {
+        Some(l) if l.mac == eth.dst_addr && l.ifindex == pkt.ifindex() => {}
+        _ => return Ok(Verdict::Pass),
     }
     if ip.frags[0] & 0x3f != 0 || ip.frags[1] != 0 {
         // MF set or a non-zero offset: we do not reassemble.
@@ -94,9 +108,16 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     }
     let lookup = if gre.has_key() {
         let k: [u8; 4] = pkt.read(opt)?;
+        opt += 4;
         KeyLookup { key: u32::from_be_bytes(k), has_key: 1 }
     } else {
         KeyLookup { key: 0, has_key: 0 }
+    };
+    let seq = if gre.has_seq() {
+        let s: [u8; 4] = pkt.read(opt)?;
+        Some(u32::from_be_bytes(s))
+    } else {
+        None
     };
     let tun_ifindex = unsafe { TUNNEL_BY_KEY.get(&lookup) }.ok_or(DropReason::KeyMismatch)?;
     let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
@@ -104,6 +125,9 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     let path = *unsafe { RX_PATHS.get(&rx_key) }.ok_or(DropReason::UnknownPeer)?;
 
     let proto = gre.proto();
+    if proto == PROTO_KEEPALIVE {
+        return Ok(Verdict::KeepaliveReply(path));
+    }
     let ok = match tunnel.mode {
         MODE_GRE => proto == GreHdr::PROTO_IPV4,
         MODE_GRETAP => proto == GreHdr::PROTO_TEB,
@@ -112,11 +136,15 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if !ok {
         return Err(DropReason::UnknownProto);
     }
-    Ok(Verdict::Decap(Rx {
-        outer_len: ihl + gre_len,
-        inner_proto: proto,
-        tunnel,
-        path,
-        inner_len: tot_len - ihl - gre_len,
-    }))
+    let rx = Rx { outer_len: ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
+    if proto == GreHdr::PROTO_IPV4 {
+        // Only ever reflected back to the sender, from the address it sent
+        // to: never a way to send GRE anywhere else.
+        if let Ok(inner) = pkt.read::<Ipv4Hdr>(EthHdr::LEN + rx.outer_len) {
+            if inner.proto as u8 == IPPROTO_GRE && inner.src_addr == ip.dst_addr && inner.dst_addr == ip.src_addr {
+                return Ok(Verdict::Reflect(rx));
+            }
+        }
+    }
+    Ok(Verdict::Decap(rx))
 }

@@ -11,7 +11,7 @@
 //! which is right for NICs, whose frames carry full checksums.
 
 use aya_ebpf::{
-    bindings::{xdp_action, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT},
+    bindings::{xdp_action, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
     helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
@@ -19,10 +19,28 @@ use gre_common::{DropReason, MODE_GRETAP};
 use network_types::eth::EthHdr;
 
 use crate::{
-    counters::count_rx,
+    counters::{count_rx, keepalive_reflected, keepalive_reply},
     packet::Packet,
     parse::{classify, Rx, Verdict},
+    reorder,
 };
+
+const ETH_P_IP: u16 = 0x0800;
+
+/// The Ethernet header a reflected keepalive leaves with: back to whoever
+/// sent it.
+#[inline(always)]
+fn reflect_eth(outer: &EthHdr) -> EthHdr {
+    EthHdr { dst_addr: outer.src_addr, src_addr: outer.dst_addr, ether_type: ETH_P_IP.to_be() }
+}
+
+#[inline(always)]
+fn delivered(rx: &Rx) {
+    count_rx(rx.path.peer_id, rx.path.path, rx.inner_len as u64);
+    if let Some(seq) = rx.seq {
+        reorder::observe(rx.path.peer_id, seq);
+    }
+}
 
 /// The Ethernet header the inner packet is delivered with: addressed to the
 /// tunnel device so the stack takes it as its own.
@@ -36,12 +54,17 @@ fn inner_eth(rx: &Rx, outer: &EthHdr) -> EthHdr {
 }
 
 pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
-    let rx = match classify(ctx)? {
+    let (rx, reflect) = match classify(ctx)? {
         Verdict::Pass => return Ok(xdp_action::XDP_PASS),
-        Verdict::Decap(rx) => rx,
+        Verdict::KeepaliveReply(p) => {
+            keepalive_reply(p.peer_id, p.path);
+            return Ok(xdp_action::XDP_DROP);
+        }
+        Verdict::Reflect(rx) => (rx, true),
+        Verdict::Decap(rx) => (rx, false),
     };
     let outer: EthHdr = ctx.read(0)?;
-    let tap = rx.tunnel.mode == MODE_GRETAP;
+    let tap = rx.tunnel.mode == MODE_GRETAP && !reflect;
     // gretap: the inner frame has its own Ethernet header; drop ours too.
     let delta = if tap { rx.outer_len + EthHdr::LEN } else { rx.outer_len };
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta as i32) } != 0 {
@@ -52,18 +75,28 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     if data + EthHdr::LEN > end {
         return Err(DropReason::Truncated);
     }
-    if !tap {
-        unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
+    if reflect {
+        unsafe { (data as *mut EthHdr).write_unaligned(reflect_eth(&outer)) };
+        keepalive_reflected(rx.path.peer_id, rx.path.path);
+    } else {
+        if !tap {
+            unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
+        }
+        delivered(&rx);
     }
-    count_rx(rx.path.peer_id, rx.path.path, rx.inner_len as u64);
+    // Tunnel 0 tells the handoff to send the frame back out of the link.
+    let target = if reflect { 0 } else { rx.tunnel.ifindex };
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(HandoffMeta::LEN as i32)) } == 0 {
         // adjust_meta moved data_meta: reload and re-check before writing.
         let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
         if meta + HandoffMeta::LEN <= data {
-            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: rx.tunnel.ifindex };
+            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target };
             unsafe { (meta as *mut HandoffMeta).write_unaligned(m) };
             return Ok(xdp_action::XDP_PASS);
         }
+    }
+    if reflect {
+        return Ok(xdp_action::XDP_TX);
     }
     let r = unsafe { bpf_redirect(rx.tunnel.peer_ifindex, 0) };
     Ok(r as u32)
@@ -93,13 +126,23 @@ pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
     if m.magic != HandoffMeta::MAGIC {
         return Ok(TC_ACT_OK);
     }
-    let r = unsafe { bpf_redirect(m.tunnel_ifindex, BPF_F_INGRESS as u64) };
+    let r = if m.tunnel_ifindex == 0 {
+        // A reflected keepalive: out of the link it came in on.
+        unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) }
+    } else {
+        unsafe { bpf_redirect(m.tunnel_ifindex, BPF_F_INGRESS as u64) }
+    };
     Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
 }
 
 pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
     let rx = match classify(ctx)? {
         Verdict::Pass => return Ok(TC_ACT_OK),
+        Verdict::KeepaliveReply(p) => {
+            keepalive_reply(p.peer_id, p.path);
+            return Ok(TC_ACT_SHOT);
+        }
+        Verdict::Reflect(rx) => return reflect_tc(ctx, &rx),
         Verdict::Decap(rx) => rx,
     };
     let outer: EthHdr = ctx.read(0)?;
@@ -115,7 +158,16 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
             .map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
-    count_rx(rx.path.peer_id, rx.path.path, rx.inner_len as u64);
+    delivered(&rx);
     let r = unsafe { bpf_redirect(rx.tunnel.ifindex, BPF_F_INGRESS as u64) };
+    Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+}
+
+fn reflect_tc(ctx: &TcContext, rx: &Rx) -> Result<i32, DropReason> {
+    let outer: EthHdr = ctx.read(0)?;
+    ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, 0).map_err(|_| DropReason::HelperFailed)?;
+    ctx.store(0, &reflect_eth(&outer), 0).map_err(|_| DropReason::HelperFailed)?;
+    keepalive_reflected(rx.path.peer_id, rx.path.path);
+    let r = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
     Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
 }

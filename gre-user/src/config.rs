@@ -67,6 +67,22 @@ pub struct TunnelConfig {
     /// paths, unlimited otherwise; always 1 with `sequence` or `checksum`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_burst: Option<u32>,
+    /// `xgre run`: milliseconds between keepalives on each path (Cisco
+    /// format, reflected by any GRE peer); 0 turns them off.
+    #[serde(default = "default_keepalive")]
+    pub keepalive: u32,
+    /// `xgre run`: keepalives missed in a row before a path leaves the
+    /// rotation.
+    #[serde(default = "default_keepalive_misses")]
+    pub keepalive_misses: u32,
+}
+
+fn default_keepalive() -> u32 {
+    100
+}
+
+fn default_keepalive_misses() -> u32 {
+    3
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
@@ -238,6 +254,12 @@ impl Config {
             if !(1..=64).contains(&b) {
                 return Err(err("tunnel.stripe_burst".into(), format!("{b} is outside 1..=64")));
             }
+        }
+        if t.keepalive != 0 && !(10..=60_000).contains(&t.keepalive) {
+            return Err(err("tunnel.keepalive".into(), format!("{} ms is outside 10..=60000 (0 turns keepalives off)", t.keepalive)));
+        }
+        if !(1..=100).contains(&t.keepalive_misses) {
+            return Err(err("tunnel.keepalive_misses".into(), format!("{} is outside 1..=100", t.keepalive_misses)));
         }
         if let Some(mtu) = t.mtu {
             if !(68..=65535).contains(&mtu) {

@@ -3,6 +3,8 @@
 
 pub mod config;
 pub mod datapath;
+pub mod health;
+pub mod keepalive;
 pub mod netlink;
 pub mod schedule;
 pub mod status;

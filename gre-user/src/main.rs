@@ -33,6 +33,13 @@ enum Cmd {
         #[arg(long)]
         pin: bool,
     },
+    /// `up`, then stay in the foreground (for systemd) keeping the path
+    /// table current: links that lose carrier or stop answering keepalives
+    /// leave the rotation and rejoin when well. SIGTERM/SIGINT: `down`.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
     /// Remove everything `up` made: programs, device, map entries, pins.
     Down {
         #[arg(short, long, conflicts_with = "name")]
@@ -97,6 +104,10 @@ async fn run(cmd: Cmd) -> Result<()> {
                     );
                 }
             }
+        }
+        Cmd::Run { config } => {
+            let cfg = Config::load(&config)?;
+            gre_user::health::run(&cfg, &config.display().to_string()).await?;
         }
         Cmd::Down { config, name } => {
             let name = match (config, name) {

@@ -23,6 +23,8 @@ pub struct Counters {
     pub tx_bytes: u64,
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    pub keepalive_replies: u64,
+    pub keepalives_reflected: u64,
 }
 
 impl std::ops::AddAssign<Counters> for Counters {
@@ -31,12 +33,21 @@ impl std::ops::AddAssign<Counters> for Counters {
         self.tx_bytes += s.tx_bytes;
         self.rx_packets += s.rx_packets;
         self.rx_bytes += s.rx_bytes;
+        self.keepalive_replies += s.keepalive_replies;
+        self.keepalives_reflected += s.keepalives_reflected;
     }
 }
 
 impl From<&PathStats> for Counters {
     fn from(s: &PathStats) -> Counters {
-        Counters { tx_packets: s.tx_packets, tx_bytes: s.tx_bytes, rx_packets: s.rx_packets, rx_bytes: s.rx_bytes }
+        Counters {
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            keepalive_replies: s.keepalive_replies,
+            keepalives_reflected: s.keepalives_reflected,
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, v4_mapped, KeyLookup, LinkUse, LinkUseKey, Path, PathStats, Peer, Route4,
+    names::*, path_slot, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, PathStats, Peer, ReorderStats, Route4,
     RxKey, RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, MODE_GRE, PATH_UP, SCHEDULE_LEN,
     TUN_CSUM, TUN_KEY, TUN_SEQ,
 };
@@ -94,12 +94,21 @@ pub fn build_peer(
         };
         weights.push(pc.weight);
     }
-    let sched = schedule::build(&weights);
-    p.sched_len = sched.len().min(SCHEDULE_LEN) as u32;
-    p.schedule[..p.sched_len as usize].copy_from_slice(&sched[..p.sched_len as usize]);
+    reschedule(&mut p);
     let n = peer.name.as_bytes();
     p.name[..n.len().min(31)].copy_from_slice(&n[..n.len().min(31)]);
     p
+}
+
+/// Rebuild a peer's schedule from the weights of its paths that are up.
+pub fn reschedule(p: &mut Peer) {
+    let weights: Vec<u32> = (0..p.npaths as usize)
+        .map(|j| if p.paths[j].flags & PATH_UP != 0 { p.paths[j].weight } else { 0 })
+        .collect();
+    let sched = schedule::build(&weights);
+    p.schedule = [0; SCHEDULE_LEN];
+    p.sched_len = sched.len().min(SCHEDULE_LEN) as u32;
+    p.schedule[..p.sched_len as usize].copy_from_slice(&sched[..p.sched_len as usize]);
 }
 
 /// The neighbour MAC for `remote` on `link`: from the kernel's table, after
@@ -287,6 +296,9 @@ async fn fill_and_attach(
     let mut free = (0..MAX_PEERS).filter(|i| !used.contains(i));
     let mut stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
     let mut seqs = dp.array::<u64>(MAP_TX_SEQ)?;
+    let mut rx_seq = dp.array::<u64>(MAP_RX_SEQ)?;
+    let mut seen = dp.array::<u64>(MAP_PATH_SEEN)?;
+    let mut reorder = dp.per_cpu::<ReorderStats>(MAP_REORDER)?;
     let ncpu = aya::util::nr_cpus().map_err(|(s, e)| anyhow!("{s}: {e}"))?;
     let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
     let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
@@ -296,6 +308,11 @@ async fn fill_and_attach(
             stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
         }
         seqs.set(id, 0, 0)?;
+        rx_seq.set(id, 0, 0)?;
+        reorder.set(id, aya::maps::PerCpuValues::try_from(vec![ReorderStats::default(); ncpu])?, 0)?;
+        for j in 0..MAX_PATHS as u32 {
+            seen.set(path_slot(id, j), 0, 0)?;
+        }
         let peer = build_peer(id, tun.index, cfg, pc, links, &macs[i]);
         peers.insert(id, peer, 0)?;
         for r in &pc.routes {
@@ -320,7 +337,7 @@ async fn fill_and_attach(
         .with_context(|| format!("attaching {PROG_TUN_NAPI} to {}", t.name))?;
 
     let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
-    let mut local = dp.hash::<[u8; 16], u32>(MAP_LOCAL_ADDRS)?;
+    let mut local = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?;
     let existing: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
     let mut hooks = Vec::new();
     for (i, lc) in cfg.links.iter().enumerate() {
@@ -342,7 +359,7 @@ async fn fill_and_attach(
             }
         }
         users.insert(LinkUseKey { link_ifindex: link.index, tunnel_ifindex: tun.index }, use_, 0)?;
-        local.insert(addr16(lc.address), link.index, 0)?;
+        local.insert(addr16(lc.address), LocalAddr { ifindex: link.index, mac: link.mac, _pad: [0; 2] }, 0)?;
         hooks.push((lc.dev.clone(), hook_name(use_.hook)));
     }
 
@@ -454,7 +471,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     }
     let remaining: BTreeSet<[u8; 16]> =
         all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
-    let mut local = dp.hash::<[u8; 16], u32>(MAP_LOCAL_ADDRS)?;
+    let mut local = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?;
     let stale: Vec<[u8; 16]> = local.keys().filter_map(Result::ok).filter(|a| !remaining.contains(a)).collect();
     for a in stale {
         local.remove(&a)?;

@@ -171,7 +171,9 @@ impl Dp {
         self.hash::<u32, Tunnel>(MAP_TUNNELS).insert(TUN, t, 0).unwrap();
         let k = KeyLookup { key: key.unwrap_or(0), has_key: key.is_some() as u32 };
         self.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY).insert(k, TUN, 0).unwrap();
-        self.hash::<[u8; 16], u32>(MAP_LOCAL_ADDRS).insert(v4_mapped(LOCAL), LINK, 0).unwrap();
+        // BPF_PROG_RUN delivers on lo (ifindex 1): that is "our link" here.
+        let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
+        self.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(v4_mapped(LOCAL), l, 0).unwrap();
     }
 
     /// A peer with one path per weight, remote addresses REMOTE, .21, .22 ...

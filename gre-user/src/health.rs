@@ -1,0 +1,145 @@
+//! `xgre run`: keep the path table current. A path leaves its peer's
+//! rotation when its link loses carrier or is set down (seen within one
+//! 20 ms poll), or when `keepalive_misses` keepalives in a row do not come
+//! back (a failure beyond the local link: the peer's NIC, a switch port);
+//! it rejoins as soon as both are well again. Every change replaces the
+//! peer's map value whole, so the datapath never sees half an update.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
+
+use anyhow::{anyhow, Result};
+use gre_common::{names::*, path_slot, Peer, Tunnel, PATH_UP};
+
+use crate::{
+    config::Config,
+    datapath::Datapath,
+    keepalive,
+    netlink::Netlink,
+    tunnel::{self, cstr, UpOutcome},
+};
+
+const POLL: Duration = Duration::from_millis(20);
+
+fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn v4(a: [u8; 16]) -> Option<Ipv4Addr> {
+    std::net::Ipv6Addr::from(a).to_ipv4_mapped()
+}
+
+/// Why a path is down, for the log.
+fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
+    match (link_ok, probe_ok) {
+        (Some(r), _) => r.to_string(),
+        (None, false) => "keepalives not coming back".into(),
+        (None, true) => "up".into(),
+    }
+}
+
+pub async fn run(cfg: &Config, file: &str) -> Result<()> {
+    match tunnel::up(cfg, file, false).await? {
+        UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
+        UpOutcome::Created { ifindex, mtu, .. } => println!("{}: up (ifindex {ifindex}, mtu {mtu}); watching its paths", cfg.tunnel.name),
+    }
+    let result = watch(cfg).await;
+    println!("{}: stopping; taking the tunnel down", cfg.tunnel.name);
+    tunnel::down(&cfg.tunnel.name).await?;
+    result
+}
+
+async fn watch(cfg: &Config) -> Result<()> {
+    let name = &cfg.tunnel.name;
+    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+    let nl = Netlink::new()?;
+    let tidx = dp
+        .hash::<u32, Tunnel>(MAP_TUNNELS)?
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(_, t)| cstr(&t.name) == *name)
+        .map(|(k, _)| k)
+        .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
+    let key = cfg.tunnel.key;
+    let interval = Duration::from_millis(cfg.tunnel.keepalive as u64);
+    let window_ns = cfg.tunnel.keepalive as u64 * cfg.tunnel.keepalive_misses as u64 * 1_000_000;
+
+    let sender = if cfg.tunnel.keepalive > 0 { Some(keepalive::Sender::new()?) } else { None };
+    let started = monotonic_ns();
+    let mut last_probe = 0u64;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
+    let seen = dp.array::<u64>(MAP_PATH_SEEN)?;
+    let mut state: BTreeMap<(u32, usize), String> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+        }
+        let now = monotonic_ns();
+        let mine: Vec<(u32, Peer)> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).collect();
+        if mine.is_empty() && nl.link_by_index(tidx).await?.is_none() {
+            return Err(anyhow!("tunnel device {name} is gone"));
+        }
+        let probe_now = sender.is_some() && now.saturating_sub(last_probe) >= interval.as_nanos() as u64;
+        if probe_now {
+            last_probe = now;
+        }
+        let mut links = BTreeMap::new();
+        for (id, mut p) in mine {
+            let mut changed = false;
+            for j in 0..p.npaths as usize {
+                let path = p.paths[j];
+                let link = match links.get(&path.ifindex) {
+                    Some(l) => l,
+                    None => {
+                        let l = nl.link_by_index(path.ifindex).await?;
+                        links.entry(path.ifindex).or_insert(l)
+                    }
+                };
+                let link_bad = match link {
+                    None => Some("link device gone"),
+                    Some(l) if !l.up => Some("link set down"),
+                    Some(l) if !l.lower_up => Some("no carrier"),
+                    _ => None,
+                };
+                if probe_now && link_bad.is_none() {
+                    if let (Some(s), Some(local), Some(remote)) = (&sender, v4(path.local), v4(path.remote)) {
+                        s.send(path.ifindex, &path, local, remote, key);
+                    }
+                }
+                let probe_ok = sender.is_none() || now < started + window_ns || {
+                    let t = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
+                    t != 0 && now.saturating_sub(t) < window_ns
+                };
+                let up = link_bad.is_none() && probe_ok;
+                let was_up = path.flags & PATH_UP != 0;
+                if up != was_up {
+                    if up {
+                        p.paths[j].flags |= PATH_UP;
+                    } else {
+                        p.paths[j].flags &= !PATH_UP;
+                    }
+                    changed = true;
+                }
+                let why = reason(link_bad, probe_ok);
+                let prev = state.insert((id, j), why.clone());
+                if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !up) {
+                    let remote = v4(path.remote).map(IpAddr::V4).map(|a| a.to_string()).unwrap_or_default();
+                    let dev = link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
+                    println!("{name}: peer {} path {j} ({dev} -> {remote}): {}", cstr(&p.name), if up { "up".to_string() } else { format!("down ({why})") });
+                }
+            }
+            if changed {
+                tunnel::reschedule(&mut p);
+                // One map update swaps the whole peer: paths and schedule.
+                peers.insert(id, p, 0)?;
+            }
+        }
+    }
+}

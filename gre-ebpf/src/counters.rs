@@ -14,10 +14,10 @@ pub fn count_drop(reason: DropReason) {
 }
 
 #[inline(always)]
-pub fn count_tx(peer_id: u32, path: u32, bytes: u64) {
+pub fn count_tx(peer_id: u32, path: u32, packets: u64, bytes: u64) {
     if let Some(s) = PATH_STATS.get_ptr_mut(path_slot(peer_id, path)) {
         unsafe {
-            (*s).tx_packets += 1;
+            (*s).tx_packets += packets;
             (*s).tx_bytes += bytes;
         }
     }

@@ -48,7 +48,8 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     let peer_id = peer.id;
 
     let per_packet = tunnel.flags & (TUN_SEQ | TUN_CSUM) != 0;
-    if per_packet && unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+    let segs = unsafe { (*ctx.skb.skb).gso_segs };
+    if per_packet && segs > 1 {
         // GSO would copy one sequence number or checksum to every segment.
         return Err(DropReason::TxGsoPerPacket);
     }
@@ -64,7 +65,8 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let inner_len = ctx.len() as u64 - EthHdr::LEN as u64;
     encap_v4(ctx, &tunnel, &path, inner.tos, seq)?;
-    count_tx(peer_id, path_idx, inner_len);
+    // A GSO packet leaves as gso_segs wire packets.
+    count_tx(peer_id, path_idx, segs.max(1) as u64, inner_len);
     Ok(unsafe { bpf_redirect(path.ifindex, 0) } as i32)
 }
 

@@ -6,8 +6,8 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, DropReason, LinkUse, LinkUseKey, PathStats, Peer, Route4, Tunnel, PATH_UP,
-    TUN_CSUM, TUN_KEY, TUN_SEQ,
+    names::*, path_slot, DropReason, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Tunnel,
+    LATE_DISPLACEMENT, PATH_UP, TUN_CSUM, TUN_KEY, TUN_SEQ,
 };
 use serde::Serialize;
 
@@ -62,6 +62,16 @@ pub struct PathStatus {
     pub counters: Counters,
 }
 
+#[derive(Debug, Serialize, Default)]
+pub struct Reorder {
+    pub in_order: u64,
+    pub out_of_order: u64,
+    /// Out of order by more than `late_after` packets.
+    pub late: u64,
+    pub late_after: u32,
+    pub max_displacement: u64,
+}
+
 #[derive(Debug, Serialize)]
 pub struct PeerStatus {
     pub name: String,
@@ -69,6 +79,9 @@ pub struct PeerStatus {
     pub routes: Vec<String>,
     pub paths: Vec<PathStatus>,
     pub counters: Counters,
+    /// Receive-side reordering, measured from sequence numbers (tunnels
+    /// with `sequence = true`).
+    pub reorder: Option<Reorder>,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +140,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let users: Vec<(LinkUseKey, LinkUse)> = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).collect();
     let routes: Vec<(Key<Route4>, u32)> = dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok).collect();
     let stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
+    let reorder_map = dp.per_cpu::<ReorderStats>(MAP_REORDER)?;
 
     let mut link_names = BTreeMap::new();
     let mut out = Vec::new();
@@ -177,7 +191,19 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                 .map(|(k, _)| format!("{}/{}", std::net::Ipv4Addr::from(k.data().addr), k.prefix_len() - 32))
                 .collect();
             tcount += pcount;
-            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount });
+            let reorder = (t.flags & TUN_SEQ != 0).then(|| {
+                let mut r = Reorder { late_after: LATE_DISPLACEMENT, ..Default::default() };
+                if let Ok(v) = reorder_map.get(&p.id, 0) {
+                    for s in v.iter() {
+                        r.in_order += s.in_order;
+                        r.out_of_order += s.out_of_order;
+                        r.late += s.late;
+                        r.max_displacement = r.max_displacement.max(s.max_displacement);
+                    }
+                }
+                r
+            });
+            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, reorder });
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
         out.push(TunnelStatus {
@@ -255,10 +281,23 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "  peers");
         for p in &t.peers {
             let _ = writeln!(o, "    {}  routes {}", p.name, if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") });
+            if let Some(r) = &p.reorder {
+                let total = (r.in_order + r.out_of_order).max(1);
+                let _ = writeln!(
+                    o,
+                    "      reorder: {} of {} out of order ({:.2}%), largest displacement {}, late (>{}) {}",
+                    r.out_of_order,
+                    r.in_order + r.out_of_order,
+                    100.0 * r.out_of_order as f64 / total as f64,
+                    r.max_displacement,
+                    r.late_after,
+                    r.late
+                );
+            }
             for (j, path) in p.paths.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "      path {j} {:<10} {} -> {:<15} w{:<3} {:<4} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}",
+                    "      path {j} {:<10} {} -> {:<15} w{:<3} {:<4} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}",
                     path.link,
                     path.local,
                     path.remote,
@@ -267,7 +306,8 @@ pub fn render(s: &Status) -> String {
                     path.counters.tx_packets,
                     human_bytes(path.counters.tx_bytes),
                     path.counters.rx_packets,
-                    human_bytes(path.counters.rx_bytes)
+                    human_bytes(path.counters.rx_bytes),
+                    path.counters.keepalive_replies
                 );
             }
         }

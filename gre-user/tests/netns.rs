@@ -68,9 +68,9 @@ fn tunnel_over(rx: &str) {
     // on the receiving veth, the sender's veth must segment our GSO packets
     // in software, so every frame on the wire is a real MTU-sized packet.
     let cap = Capture::start(t.a(), "va", "ip proto 47 and src host 198.18.0.10", &["frame.len"], 3000, 30);
-    let (sent, got) = transfer(t.a(), t.b(), "198.19.100.2", 12);
-    assert_eq!(sent, got, "bytes/sha256 sent vs received");
-    assert!(sent.starts_with(&(12u64 << 20).to_string()), "{sent}");
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 12);
+    assert_eq!(x.sent, x.got, "bytes/sha256 sent vs received");
+    assert!(x.sent.starts_with(&(12u64 << 20).to_string()), "{}", x.sent);
     let sizes: Vec<u32> = cap.finish().iter().filter_map(|p| p[0].parse().ok()).collect();
     assert!(!sizes.is_empty(), "no GRE seen during the transfer");
     if rx == "xdp" {
@@ -151,8 +151,8 @@ fn sequence_numbers_and_checksums_end_to_end() {
         assert_eq!(p[2], (i / 2 + 1).to_string(), "sequence numbers: {pkts:?}");
         assert_eq!(p[3], "1", "tshark verifies the GRE checksum (1 = good): {p:?}");
     }
-    let (sent, got) = transfer(t.a(), t.b(), "198.19.100.2", 10);
-    assert_eq!(sent, got);
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 10);
+    assert_eq!(x.sent, x.got);
     let s = json_status(t.b());
     let drops: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
     assert_eq!(drops, 0, "{}", s["drops"]);

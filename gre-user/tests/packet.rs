@@ -245,6 +245,8 @@ impl Dp {
             a.tx_bytes += s.tx_bytes;
             a.rx_packets += s.rx_packets;
             a.rx_bytes += s.rx_bytes;
+            a.keepalive_replies += s.keepalive_replies;
+            a.keepalives_reflected += s.keepalives_reflected;
             a
         })
     }
@@ -494,4 +496,103 @@ fn meta_map_is_tagged_with_the_namespace() {
     }
     let meta: Array<&MapData, Meta> = dp.ebpf.map(MAP_META).unwrap().try_into().unwrap();
     assert_eq!(meta.get(&0, 0).unwrap().layout, 0, "fresh object: the loader writes the layout");
+}
+
+fn reorder_stats(dp: &Dp, peer: u32) -> ReorderStats {
+    let m: PerCpuArray<&MapData, ReorderStats> = dp.ebpf.map(MAP_REORDER).unwrap().try_into().unwrap();
+    m.get(&peer, 0).unwrap().iter().fold(ReorderStats::default(), |mut a, s| {
+        a.in_order += s.in_order;
+        a.out_of_order += s.out_of_order;
+        a.late += s.late;
+        a.max_displacement = a.max_displacement.max(s.max_displacement);
+        a
+    })
+}
+
+#[test]
+fn out_of_order_packets_are_delivered_and_measured() {
+    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), TUN_SEQ);
+        dp.peer(2, &[1]);
+        let inner = inner_packet(40, 0);
+        for seq in [1u32, 2, 3, 5, 4, 10, 6, 200, 100] {
+            let f = gre_frame(REMOTE, LOCAL, 0, Gre { seq: Some(seq), ..valid(Some(42)) }, &inner);
+            let (ret, _) = dp.run(prog, &f, None);
+            let want = if prog == PROG_RX_TC { TC_ACT_REDIRECT } else { XDP_PASS };
+            assert_eq!(ret, want, "{prog}: seq {seq} was not delivered");
+        }
+        let r = reorder_stats(&dp, 2);
+        assert_eq!(
+            (r.in_order, r.out_of_order, r.max_displacement, r.late),
+            (6, 3, 100, 1),
+            "{prog}: 4, 6 and 100 came late; 100 by 100 packets, beyond the window of {LATE_DISPLACEMENT}"
+        );
+        assert_eq!(dp.path_stats(2, 0).rx_packets, 9);
+    }
+}
+
+#[test]
+fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
+    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), 0);
+        dp.peer(4, &[1]);
+        // What comes back when the peer reflects our keepalive: GRE with
+        // protocol type 0, from the peer's address to ours.
+        let reply = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0, ..valid(Some(42)) }, &ipv4(REMOTE, LOCAL, 47, 0, 0, &[])[..0]);
+        let (ret, _) = dp.run(prog, &reply, None);
+        assert_eq!(ret, if prog == PROG_RX_TC { TC_ACT_SHOT } else { XDP_DROP }, "{prog}: consumed");
+        let seen: Array<&MapData, u64> = dp.ebpf.map(MAP_PATH_SEEN).unwrap().try_into().unwrap();
+        assert_ne!(seen.get(&path_slot(4, 0), 0).unwrap(), 0, "{prog}: path not marked alive");
+        let s = dp.path_stats(4, 0);
+        assert_eq!((s.keepalive_replies, s.rx_packets), (1, 0), "{prog}");
+        assert!(dp.drops().is_empty(), "{prog}: a keepalive is not a drop: {:?}", dp.drops());
+    }
+}
+
+#[test]
+fn the_peers_keepalives_are_sent_back_out_of_the_link() {
+    let ka = gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42));
+    let frame = eth(LINK_MAC, PEER_MAC, 0x0800, &ka);
+    let inner = &ka[20 + 8..];
+    let want = eth(PEER_MAC, LINK_MAC, 0x0800, inner);
+    assert_eq!(&inner[12..20], &[LOCAL, REMOTE].concat()[..], "inner: us -> peer");
+    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), 0);
+        dp.peer(1, &[1]);
+        let (ret, out) = dp.run(prog, &frame, None);
+        if prog == PROG_RX_TC {
+            assert_eq!(ret, TC_ACT_REDIRECT);
+            assert_eq!(hexdump(&out), hexdump(&want));
+        } else {
+            assert_eq!(ret, XDP_PASS);
+            assert_eq!(&out[4..8], &0u32.to_ne_bytes(), "tunnel 0: back out of the link");
+            assert_eq!(hexdump(&out[8..]), hexdump(&want));
+        }
+        let s = dp.path_stats(1, 0);
+        assert_eq!((s.keepalives_reflected, s.rx_packets), (1, 0), "{prog}");
+    }
+}
+
+#[test]
+fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
+    let inner = inner_packet(20, 0);
+    let good = gre_frame(REMOTE, LOCAL, 0, valid(Some(42)), &inner);
+    let mut other_mac = good.clone();
+    other_mac[5] ^= 1;
+    for (what, frame, owner) in [("flooded from another link", &good, 55u32), ("another MAC", &other_mac, 1)] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), 0);
+        dp.peer(0, &[1]);
+        let l = LocalAddr { ifindex: owner, mac: LINK_MAC, _pad: [0; 2] };
+        dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(v4_mapped(LOCAL), l, 0).unwrap();
+        for prog in [PROG_RX_TC, PROG_RX_XDP] {
+            let (ret, out) = dp.run(prog, frame, None);
+            let pass = if prog == PROG_RX_TC { TC_ACT_OK } else { XDP_PASS };
+            assert_eq!((ret, &out), (pass, frame), "{prog}: {what}");
+        }
+        assert_eq!(dp.path_stats(0, 0).rx_packets, 0, "{what}");
+    }
 }

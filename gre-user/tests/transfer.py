@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """One TCP transfer with a SHA-256 at each end, for the integration tests.
 
-    transfer.py recv ADDR PORT          -> prints "BYTES SHA256" of what arrived
+    transfer.py recv ADDR PORT          -> prints "BYTES SHA256 MAXGAP" of what arrived,
+                                           MAXGAP the longest wait for data, seconds
     transfer.py send ADDR PORT MBYTES   -> prints "BYTES SHA256" of what was sent
 
 Both ends give up after 60 s, so a broken tunnel fails the test instead of
@@ -11,6 +12,7 @@ import hashlib
 import random
 import socket
 import sys
+import time
 
 mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if mode == "recv":
@@ -22,14 +24,18 @@ if mode == "recv":
     s.settimeout(60)
     c, _ = s.accept()
     c.settimeout(60)
-    h, n = hashlib.sha256(), 0
+    h, n, gap = hashlib.sha256(), 0, 0.0
+    last = time.monotonic()
     while True:
         d = c.recv(1 << 16)
+        now = time.monotonic()
         if not d:
             break
+        gap = max(gap, now - last)
+        last = now
         h.update(d)
         n += len(d)
-    print(n, h.hexdigest(), flush=True)
+    print(n, h.hexdigest(), "%.3f" % gap, flush=True)
 else:
     data = random.Random(7).randbytes(int(sys.argv[4]) << 20)
     c = socket.create_connection((addr, port), timeout=60)

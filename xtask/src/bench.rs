@@ -65,7 +65,13 @@ struct Method {
 
 fn topology(n: u32, rate: u32, xgre: &str) -> Result<Namespaces> {
     let ns = Namespaces::new(&[A, B, SW], xgre)?;
-    let mut s = format!("ip -n {SW} link add br0 type bridge && ip -n {SW} link set br0 up");
+    // Several NICs on one segment: each answers ARP only for its own
+    // address, so every path resolves to the NIC it names.
+    let mut s = format!(
+        "ip -n {SW} link add br0 type bridge && ip -n {SW} link set br0 up && \
+         ip netns exec {A} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 && \
+         ip netns exec {B} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2"
+    );
     for i in 0..n {
         for (h, host, oct) in [("a", A, 10), ("b", B, 20)] {
             write!(

@@ -132,6 +132,44 @@ impl Topo {
         t
     }
 
+    /// Hosts `a` and `b` with `n` links each into one bridge in a third
+    /// namespace (an unmanaged switch): link i of a is `a{i}` with
+    /// 198.18.i.10/24, of b `b{i}` with 198.18.i.20/24, and the switch ports
+    /// are `sa{i}`, `sb{i}`. `rate` (Mbit/s) adds tbf to every host link.
+    pub fn switched(tag: &str, n: u32, rate: Option<u32>) -> Topo {
+        let id = format!("{}{}", tag, std::process::id() % 100000);
+        let (a, b, sw) = (format!("xa{id}"), format!("xb{id}"), format!("xs{id}"));
+        let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Topo {
+            hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }, Host { ns: sw.clone() }],
+            dir,
+            children: vec![],
+        };
+        let mut s = format!("ip netns add {a} && ip netns add {b} && ip netns add {sw} && ip -n {sw} link add br0 type bridge && ip -n {sw} link set br0 up");
+        for (h, ns) in [("a", &a), ("b", &b)] {
+            // Several NICs on one segment: answer ARP only for the address
+            // of the NIC asked, so each path resolves to its own NIC.
+            s += &format!(" && ip -n {ns} link set lo up && ip netns exec {ns} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2");
+            let oct = if h == "a" { 10 } else { 20 };
+            for i in 0..n {
+                s += &format!(
+                    " && ip link add {h}{i} netns {ns} type veth peer name s{h}{i} netns {sw} && ip -n {sw} link set s{h}{i} master br0 up \
+                     && ip -n {ns} addr add 198.18.{i}.{oct}/24 dev {h}{i} && ip -n {ns} link set {h}{i} up"
+                );
+                if let Some(r) = rate {
+                    s += &format!(" && tc -n {ns} qdisc add dev {h}{i} root tbf rate {r}mbit burst 32kb latency 20ms");
+                }
+            }
+        }
+        sh(&s);
+        t
+    }
+
+    pub fn sw(&self) -> &Host {
+        &self.hosts[2]
+    }
+
     pub fn a(&self) -> &Host {
         &self.hosts[0]
     }
@@ -196,6 +234,23 @@ remote = "{remote}"
     )
 }
 
+/// Config for host `me` of a switched topology: one peer, `n` paths.
+pub fn multi_config(me: char, n: u32, extra_tunnel: &str) -> String {
+    let (my, peer, inner_me, inner_peer, pname, oct) = match me {
+        'a' => ("a", 20, "198.19.100.1", "198.19.100.2", "site-b", 10),
+        _ => ("b", 10, "198.19.100.2", "198.19.100.1", "site-a", 20),
+    };
+    let mut c = format!("[tunnel]\nname = \"gre0\"\naddress = [\"{inner_me}/32\"]\n{extra_tunnel}\n");
+    for i in 0..n {
+        c += &format!("\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{oct}\"\nrx = \"tc\"\n");
+    }
+    c += &format!("\n[[peer]]\nname = \"{pname}\"\nroutes = [\"{inner_peer}/32\"]\n");
+    for i in 0..n {
+        c += &format!("[[peer.path]]\nlink = \"{my}{i}\"\nremote = \"198.18.{i}.{peer}\"\n");
+    }
+    c
+}
+
 /// A packet capture on a host's link, started and ready before it returns.
 pub struct Capture {
     child: Child,
@@ -246,9 +301,18 @@ impl Capture {
     }
 }
 
+pub struct Transfer {
+    /// "BYTES SHA256" as sent.
+    pub sent: String,
+    /// "BYTES SHA256" as received.
+    pub got: String,
+    /// Longest time the receiver waited for data, seconds.
+    pub max_gap: f64,
+}
+
 /// A TCP transfer of `mbytes` MiB from `from` to `to_addr` on `to`, with a
-/// SHA-256 taken at both ends. Returns (sent, received) "BYTES HASH".
-pub fn transfer(from: &Host, to: &Host, to_addr: &str, mbytes: u32) -> (String, String) {
+/// SHA-256 taken at both ends.
+pub fn transfer(from: &Host, to: &Host, to_addr: &str, mbytes: u32) -> Transfer {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transfer.py");
     let mut server = to.spawn(&format!("timeout 90 /usr/bin/python3 {script} recv {to_addr} 5001"));
     let mut out = BufReader::new(server.stdout.take().unwrap());
@@ -259,7 +323,9 @@ pub fn transfer(from: &Host, to: &Host, to_addr: &str, mbytes: u32) -> (String, 
     line.clear();
     out.read_line(&mut line).unwrap();
     let _ = server.wait();
-    (sent.trim().to_string(), line.trim().to_string())
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(f.len(), 3, "transfer receiver said: {line}");
+    Transfer { sent: sent.trim().to_string(), got: format!("{} {}", f[0], f[1]), max_gap: f[2].parse().unwrap() }
 }
 
 /// Names of loaded BPF programs that belong to xgre.

@@ -1,0 +1,117 @@
+//! Link aggregation end to end: one TCP connection striped over four links,
+//! `xgre run` keeping the path table current while a link is cut and
+//! restored.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use serde_json::Value;
+
+/// Start `xgre run` on a host; returns once it is watching its paths.
+fn run_daemon(t: &mut Topo, host: usize, config: &str) -> std::sync::mpsc::Receiver<String> {
+    let mut child = t.hosts[host].spawn(&format!("{XGRE} run -c {config}"));
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    t.keep(child);
+    let first = rx.recv_timeout(Duration::from_secs(20)).expect("xgre run printed nothing");
+    assert!(first.contains("watching its paths"), "{first}");
+    rx
+}
+
+fn path_up(h: &Host, path: usize) -> bool {
+    let s: Value = serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    s["tunnels"][0]["peers"][0]["paths"][path]["up"].as_bool().unwrap()
+}
+
+/// How long until `path` on `h` reaches `want`, polling every 10 ms.
+fn time_until(h: &Host, path: usize, want: bool, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if path_up(h, path) == want {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{}: path {path} did not become {} within {limit:?}", h.ns, if want { "up" } else { "down" });
+}
+
+#[test]
+fn one_transfer_survives_a_cut_link() {
+    let _s = serial();
+    let mut t = Topo::switched("c", 4, Some(100));
+    let ca = t.write("a.toml", &multi_config('a', 4, "keepalive = 100\nkeepalive_misses = 3"));
+    let cb = t.write("b.toml", &multi_config('b', 4, "keepalive = 100\nkeepalive_misses = 3"));
+    let log_a = run_daemon(&mut t, 0, &ca);
+    let log_b = run_daemon(&mut t, 1, &cb);
+    std::thread::sleep(Duration::from_millis(500));
+    for p in 0..4 {
+        assert!(path_up(t.a(), p) && path_up(t.b(), p), "path {p} should start up");
+    }
+
+    let (a_ns, b_ns) = (t.a().ns.clone(), t.b().ns.clone());
+    let xfer = std::thread::spawn(move || transfer(&Host { ns: a_ns }, &Host { ns: b_ns }, "198.19.100.2", 160));
+    std::thread::sleep(Duration::from_millis(800));
+    // Cut b's second link at the switch: b sees its carrier go; a's link
+    // stays up, so only a's keepalives can tell.
+    t.sw().run("ip link set sb1 down");
+    let b_down = time_until(t.b(), 1, false, Duration::from_secs(2));
+    let a_down = time_until(t.a(), 1, false, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(700));
+    t.sw().run("ip link set sb1 up");
+    let b_up = time_until(t.b(), 1, true, Duration::from_secs(3));
+    let a_up = time_until(t.a(), 1, true, Duration::from_secs(3));
+    println!("b: out after {b_down:?} (carrier), back after {b_up:?}; a: out after {a_down:?} (keepalives), back after {a_up:?}");
+    assert!(b_down <= Duration::from_millis(100), "carrier loss took {b_down:?} to act on");
+    assert!(a_down <= Duration::from_millis(600), "3 missed 100 ms keepalives took {a_down:?}");
+
+    let x = xfer.join().expect("transfer thread");
+    assert_eq!(x.sent, x.got, "the transfer completes with the same bytes");
+    assert!(x.max_gap < 1.0, "the transfer stalled for {:.3} s", x.max_gap);
+    println!("longest stall: {:.3} s", x.max_gap);
+
+    let la: Vec<String> = log_a.try_iter().collect();
+    let lb: Vec<String> = log_b.try_iter().collect();
+    assert!(la.iter().any(|l| l.contains("path 1") && l.contains("keepalives not coming back")), "{la:?}");
+    assert!(lb.iter().any(|l| l.contains("path 1") && l.contains("no carrier")), "{lb:?}");
+    assert!(la.iter().any(|l| l.contains("path 1") && l.ends_with(": up")), "{la:?}");
+    // All four links carried the transfer.
+    let s: Value = serde_json::from_str(&t.a().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    for p in 0..4 {
+        let tx = s["tunnels"][0]["peers"][0]["paths"][p]["counters"]["tx_packets"].as_u64().unwrap();
+        assert!(tx > 20_000, "path {p} sent only {tx} packets");
+    }
+}
+
+#[test]
+fn sequence_numbers_measure_reordering_without_dropping() {
+    let _s = serial();
+    let mut t = Topo::switched("r", 4, Some(100));
+    let ca = t.write("a.toml", &multi_config('a', 4, "sequence = true"));
+    let cb = t.write("b.toml", &multi_config('b', 4, "sequence = true"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 20);
+    assert_eq!(x.sent, x.got);
+    let s: Value = serde_json::from_str(&t.b().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    let peer = &s["tunnels"][0]["peers"][0];
+    let r = &peer["reorder"];
+    let (ino, ooo) = (r["in_order"].as_u64().unwrap(), r["out_of_order"].as_u64().unwrap());
+    let rx = peer["counters"]["rx_packets"].as_u64().unwrap();
+    assert_eq!(ino + ooo, rx, "every delivered packet is measured: {r}");
+    assert!(rx > 10_000, "{rx}");
+    let drops: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(drops, 0, "nothing is dropped for arriving out of order: {}", s["drops"]);
+    let text = t.b().xgre_ok(Enter::Nsenter, "status");
+    assert!(text.contains("reorder:"), "{text}");
+    let _ = &mut t;
+}

@@ -36,6 +36,11 @@ pub const TUN_CSUM: u32 = 1 << 2;
 pub const PATH_UP: u32 = 1 << 0;
 /// Outer header is IPv6.
 pub const PATH_V6: u32 = 1 << 1;
+/// The neighbour MAC came from the config (not from ARP).
+pub const PATH_STATIC_MAC: u32 = 1 << 2;
+/// Taken out of the rotation by the operator (`path set --down`); health
+/// checks never bring it back.
+pub const PATH_ADMIN_DOWN: u32 = 1 << 3;
 
 /// `LinkUse::hook`
 pub const HOOK_XDP: u32 = 1;
@@ -73,10 +78,17 @@ pub struct Tunnel {
     /// Device name, NUL-padded, so a tunnel can be found and reported even
     /// after its device is gone.
     pub name: [u8; 16],
-    pub _pad2: u32,
+    /// Loader-only settings, kept so `xgre show` can write the running
+    /// tunnel back as a config: configured MTU (0: derived), stripe burst
+    /// (0: default), keepalive interval and misses.
+    pub mtu_cfg: u32,
     /// Fingerprint of the config that brought it up: `up` with the same
     /// file again is a no-op.
     pub config_hash: u64,
+    pub stripe_burst: u32,
+    pub keepalive: u32,
+    pub keepalive_misses: u32,
+    pub _pad3: u32,
 }
 
 /// Receive-side lookup from GRE key to tunnel.
@@ -179,6 +191,8 @@ pub struct LinkUse {
     /// 1 when xgre added the link's clsact qdisc (and so removes it).
     pub own_clsact: u32,
     pub addr: [u8; 16],
+    /// The configured hook: 0 auto, `HOOK_XDP` or `HOOK_TC`.
+    pub rx_cfg: u32,
 }
 
 /// Per-path counters, one slot per (peer id, path index). Bytes are inner

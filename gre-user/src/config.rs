@@ -124,10 +124,22 @@ pub struct PathConfig {
     pub mac: Option<Mac>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// `false`: kept in the config but out of the rotation (`xgre map-edit
+    /// ... path set --down`).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub up: bool,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// Largest weight a path may have; weights are shares, not rates.
@@ -204,11 +216,24 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Fingerprint of the whole config: `up` with an unchanged file is a no-op.
+    /// Fingerprint of the whole config: `up` with an unchanged file is a
+    /// no-op. Order-insensitive where order means nothing (links, peers,
+    /// routes, addresses), so `xgre show` output fingerprints the same.
     pub fn fingerprint(&self) -> u64 {
+        let mut c = self.clone();
+        c.links.sort_by(|a, b| a.dev.cmp(&b.dev));
+        c.peers.sort_by(|a, b| a.name.cmp(&b.name));
+        c.tunnel.address.sort();
+        for p in &mut c.peers {
+            p.routes.sort();
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        self.hash(&mut h);
+        c.hash(&mut h);
         h.finish()
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a config always serializes")
     }
 
     pub fn link(&self, dev: &str) -> Option<&LinkConfig> {

@@ -7,6 +7,7 @@ pub mod health;
 pub mod keepalive;
 pub mod netlink;
 pub mod schedule;
+pub mod state;
 pub mod status;
 pub mod sys;
 pub mod tunnel;

@@ -23,7 +23,7 @@ use netlink_packet_route::{
 };
 use rtnetlink::{
     packet_core::{
-        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
         NLM_F_REQUEST,
     },
     Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -175,6 +175,67 @@ impl Netlink {
         }
     }
 
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).mtu(mtu).build();
+        self.handle.link().set(m).execute().await.with_context(|| format!("setting the MTU of device #{index}"))
+    }
+
+    pub async fn set_gso_max_segs(&self, index: u32, segs: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).append_extra_attribute(LinkAttribute::GsoMaxSegs(segs)).build();
+        self.handle.link().set(m).execute().await.with_context(|| format!("setting gso_max_segs of device #{index}"))
+    }
+
+    /// Addresses on a device.
+    pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut out = Vec::new();
+        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(m) = s.try_next().await.context("listing addresses")? {
+            if m.header.index != index {
+                continue;
+            }
+            for a in &m.attributes {
+                if let AddressAttribute::Address(ip) = a {
+                    if let Ok(n) = IpNet::new(*ip, m.header.prefix_len) {
+                        out.push(n);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn del_address(&self, index: u32, net: IpNet) -> Result<()> {
+        use netlink_packet_route::address::AddressAttribute;
+        let mut s = self.handle.address().get().set_link_index_filter(index).execute();
+        while let Some(m) = s.try_next().await.context("listing addresses")? {
+            let hit = m.header.prefix_len == net.prefix_len()
+                && m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(ip) if *ip == net.addr()));
+            if hit {
+                return self.handle.address().del(m).execute().await.with_context(|| format!("removing address {net}"));
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn del_route(&self, dst: IpNet, oif: u32) -> Result<()> {
+        let msg = match dst {
+            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .output_interface(oif)
+                .build(),
+            IpNet::V6(n) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+                .destination_prefix(n.network(), n.prefix_len())
+                .output_interface(oif)
+                .build(),
+        };
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_errno(&e, libc::ESRCH) || is_errno(&e, libc::ENOENT) => Ok(()),
+            Err(e) => Err(e).with_context(|| format!("removing route {dst}")),
+        }
+    }
+
     pub async fn add_route(&self, dst: IpNet, oif: u32) -> Result<()> {
         let msg = match dst {
             IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
@@ -296,7 +357,9 @@ impl Netlink {
             TcOption::Bpf(TcFilterBpfOption::ProgName(name.into())),
             TcOption::Bpf(TcFilterBpfOption::Flags(TcBpfFlags::DirectAction)),
         ]));
-        self.tc_request(RouteNetlinkMessage::NewTrafficFilter(m), NLM_F_ACK | NLM_F_CREATE)
+        // NLM_F_REPLACE: attaching again (after an interrupted `up`) replaces
+        // our filter instead of failing or adding a second one.
+        self.tc_request(RouteNetlinkMessage::NewTrafficFilter(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE)
             .await
             .with_context(|| format!("attaching {name} to device #{ifindex}"))?;
         Ok(())

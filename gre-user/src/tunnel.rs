@@ -10,18 +10,16 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, PathStats, Peer, ReorderStats, Route4,
-    RxKey, RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, MODE_GRE, PATH_UP, SCHEDULE_LEN,
-    TUN_CSUM, TUN_KEY, TUN_SEQ,
+    names::*, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, Route4, RxKey, RxPath, Tunnel,
+    HOOK_TC, HOOK_XDP, MODE_GRE, PATH_UP, SCHEDULE_LEN,
 };
-use ipnet::IpNet;
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::{
-    config::{Config, PeerConfig, RxHook},
+    config::{Config, PeerConfig},
     datapath::{self, Datapath},
-    netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
-    schedule, sys,
+    netlink::{Link, Netlink, XDP_FLAGS_DRV_MODE},
+    schedule, state, sys,
 };
 
 /// How long `up` waits for ARP when a path gives no MAC.
@@ -113,7 +111,7 @@ pub fn reschedule(p: &mut Peer) {
 
 /// The neighbour MAC for `remote` on `link`: from the kernel's table, after
 /// prompting ARP with one empty UDP datagram when there is no entry.
-async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAddr) -> Result<Option<[u8; 6]>> {
+pub async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAddr) -> Result<Option<[u8; 6]>> {
     if let Some(m) = nl.neighbour(link.index, remote).await? {
         return Ok(Some(m));
     }
@@ -144,27 +142,29 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     }
     let nl = Netlink::new()?;
     let name = &cfg.tunnel.name;
-
-    let mut links = BTreeMap::new();
-    for (i, l) in cfg.links.iter().enumerate() {
-        let link = nl
-            .link(&l.dev)
-            .await?
-            .ok_or_else(|| anyhow!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev))?;
-        links.insert(l.dev.clone(), link);
-    }
+    let links = state::resolve_links(&nl, cfg, file).await?;
 
     let existing = Datapath::find()?;
     if let Some(dev) = nl.link(name).await? {
-        if let Some(dp) = &existing {
-            if let Ok(t) = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&dev.index, 0) {
-                if t.config_hash == cfg.fingerprint() {
-                    return Ok(UpOutcome::AlreadyUp);
-                }
-                bail!("tunnel {name} is already up with a different configuration; run `xgre down {name}` first");
+        let ours = match &existing {
+            Some(dp) => dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&dev.index, 0).ok(),
+            None => None,
+        };
+        match ours {
+            Some(t) if t.config_hash == cfg.fingerprint() => return Ok(UpOutcome::AlreadyUp),
+            // A zero fingerprint: an `up` that was killed half way. Start over.
+            Some(t) if t.config_hash == 0 => {
+                tracing::info!("{name}: finishing an interrupted up by starting over");
+                down_by_name(&nl, existing.as_ref(), name).await?;
             }
+            Some(_) => bail!("tunnel {name} is already up with a different configuration; `xgre reload -c {file}` applies the difference"),
+            // Our device, killed before its map entry was written.
+            None if dev.kind.as_deref() == Some("veth") && nl.link(&hidden_name(name)).await?.is_some() => {
+                tracing::info!("{name}: removing the device of an interrupted up");
+                nl.del_link(dev.index).await?;
+            }
+            None => bail!("{file}: tunnel.name: a device named `{name}` already exists and is not an xgre tunnel"),
         }
-        bail!("{file}: tunnel.name: a device named `{name}` already exists and is not an xgre tunnel");
     }
 
     let link_mtu = cfg.links.iter().map(|l| links[&l.dev].mtu).min().unwrap_or(1500);
@@ -176,37 +176,18 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
         Some(m) => m,
         None => link_mtu.saturating_sub(overhead),
     };
-
-    let mut macs: Vec<Vec<[u8; 6]>> = Vec::new();
-    for (i, p) in cfg.peers.iter().enumerate() {
-        let mut v = Vec::new();
-        for (j, pc) in p.paths.iter().enumerate() {
-            let mac = match pc.mac {
-                Some(m) => m.0,
-                None => {
-                    let lc = cfg.link(&pc.link).expect("validated");
-                    resolve_mac(&nl, &links[&pc.link], lc.address, pc.remote).await?.ok_or_else(|| {
-                        anyhow!(
-                            "{file}: peer[{i}].path[{j}].mac: no neighbour entry for {} on {} and ARP got no answer within {}s; set `mac` in the config",
-                            pc.remote, pc.link, NEIGH_TIMEOUT.as_secs()
-                        )
-                    })?
-                }
-            };
-            v.push(mac);
-        }
-        macs.push(v);
+    let mut macs = Vec::new();
+    for i in 0..cfg.peers.len() {
+        macs.push(state::resolve_macs(&nl, cfg, i, &links, file).await?);
     }
 
-    let dp = match existing {
+    let dp = match Datapath::find()? {
         Some(d) => d,
         None => Datapath::load()?,
     };
-
     // Refuse a key another tunnel of this namespace already receives.
     let lookup = KeyLookup { key: cfg.tunnel.key.unwrap_or(0), has_key: cfg.tunnel.key.is_some() as u32 };
-    let by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
-    if let Ok(other) = by_key.get(&lookup, 0) {
+    if let Ok(other) = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.get(&lookup, 0) {
         let t = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&other, 0).ok();
         let other = t.map(|t| cstr(&t.name)).unwrap_or_else(|| format!("#{other}"));
         bail!(
@@ -245,6 +226,9 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     }
 }
 
+/// Fill the maps and attach the programs for a freshly made device. The
+/// tunnel's map entry is written first with a zero fingerprint and gets its
+/// real one last: a `up` killed in between is recognised and redone.
 #[allow(clippy::too_many_arguments)]
 async fn fill_and_attach(
     cfg: &Config,
@@ -264,69 +248,12 @@ async fn fill_and_attach(
     for a in &t.address {
         nl.add_address(tun.index, *a).await?;
     }
-
-    let mut flags = 0;
-    if t.key.is_some() {
-        flags |= TUN_KEY;
-    }
-    if t.sequence {
-        flags |= TUN_SEQ;
-    }
-    if t.checksum {
-        flags |= TUN_CSUM;
-    }
-    let tunnel = Tunnel {
-        ifindex: tun.index,
-        peer_ifindex: hid.index,
-        mode: MODE_GRE,
-        flags,
-        key: t.key.unwrap_or(0),
-        mac: tun.mac,
-        name: name16(&t.name),
-        config_hash: cfg.fingerprint(),
-        ..Default::default()
-    };
-    dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(tun.index, tunnel, 0)?;
+    let base = Tunnel { ifindex: tun.index, peer_ifindex: hid.index, mode: MODE_GRE, mac: tun.mac, name: name16(&t.name), ..Default::default() };
+    let mut tunnels = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?;
+    let value = state::tunnel_value(cfg, base);
+    tunnels.insert(tun.index, Tunnel { config_hash: 0, ..value }, 0)?;
     let lookup = KeyLookup { key: t.key.unwrap_or(0), has_key: t.key.is_some() as u32 };
     dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.insert(lookup, tun.index, 0)?;
-
-    // Peers get the lowest free ids; their counters start from zero.
-    let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
-    let used: BTreeSet<u32> = peers.keys().filter_map(Result::ok).collect();
-    let mut free = (0..MAX_PEERS).filter(|i| !used.contains(i));
-    let mut stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
-    let mut seqs = dp.array::<u64>(MAP_TX_SEQ)?;
-    let mut rx_seq = dp.array::<u64>(MAP_RX_SEQ)?;
-    let mut seen = dp.array::<u64>(MAP_PATH_SEEN)?;
-    let mut reorder = dp.per_cpu::<ReorderStats>(MAP_REORDER)?;
-    let ncpu = aya::util::nr_cpus().map_err(|(s, e)| anyhow!("{s}: {e}"))?;
-    let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
-    let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
-    for (i, pc) in cfg.peers.iter().enumerate() {
-        let id = free.next().ok_or_else(|| anyhow!("more than {MAX_PEERS} peers in this namespace"))?;
-        for j in 0..MAX_PATHS as u32 {
-            stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
-        }
-        seqs.set(id, 0, 0)?;
-        rx_seq.set(id, 0, 0)?;
-        reorder.set(id, aya::maps::PerCpuValues::try_from(vec![ReorderStats::default(); ncpu])?, 0)?;
-        for j in 0..MAX_PATHS as u32 {
-            seen.set(path_slot(id, j), 0, 0)?;
-        }
-        let peer = build_peer(id, tun.index, cfg, pc, links, &macs[i]);
-        peers.insert(id, peer, 0)?;
-        for r in &pc.routes {
-            if let IpNet::V4(n) = r {
-                let key = Key::new(32 + n.prefix_len() as u32, Route4 { tunnel: tun.index.to_be_bytes(), addr: n.network().octets() });
-                routes.insert(&key, id, 0)?;
-            }
-        }
-        for (j, path) in pc.paths.iter().enumerate() {
-            let lc = cfg.link(&path.link).expect("validated");
-            let key = RxKey { tunnel_ifindex: tun.index, remote: addr16(path.remote), local: addr16(lc.address) };
-            rx.insert(key, RxPath { peer_id: id, path: j as u32 }, 0)?;
-        }
-    }
 
     // The tunnel device: transmit program on egress, and an XDP_PASS so
     // frames redirected from XDP receive can arrive on it.
@@ -336,77 +263,16 @@ async fn fill_and_attach(
         .await
         .with_context(|| format!("attaching {PROG_TUN_NAPI} to {}", t.name))?;
 
-    let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
-    let mut local = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?;
-    let existing: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
     let mut hooks = Vec::new();
     for (i, lc) in cfg.links.iter().enumerate() {
-        let link = &links[&lc.dev];
-        let shared = existing.iter().find(|(k, _)| k.link_ifindex == link.index);
-        let mut use_ = LinkUse { addr: addr16(lc.address), ..Default::default() };
-        match shared {
-            Some((_, u)) => {
-                // Another tunnel receives on this link already: one program
-                // serves both, told apart by key.
-                use_.hook = u.hook;
-            }
-            None => {
-                let (hook, own) = attach_rx(nl, dp, link, lc.rx)
-                    .await
-                    .with_context(|| format!("link[{i}] ({})", lc.dev))?;
-                use_.hook = hook;
-                use_.own_clsact = own as u32;
-            }
-        }
-        users.insert(LinkUseKey { link_ifindex: link.index, tunnel_ifindex: tun.index }, use_, 0)?;
-        local.insert(addr16(lc.address), LocalAddr { ifindex: link.index, mac: link.mac, _pad: [0; 2] }, 0)?;
-        hooks.push((lc.dev.clone(), hook_name(use_.hook)));
+        let hook = state::add_link(nl, dp, tun.index, lc, &links[&lc.dev]).await.with_context(|| format!("link[{i}] ({})", lc.dev))?;
+        hooks.push((lc.dev.clone(), hook));
     }
-
-    for pc in &cfg.peers {
-        for r in &pc.routes {
-            nl.add_route(*r, tun.index).await?;
-        }
-    }
+    let empty = state::Running { ifindex: tun.index, tunnel: value, config: Config { peers: vec![], ..cfg.clone() }, ids: BTreeMap::new() };
+    let mut run = empty;
+    state::add_peers(nl, dp, &mut run, cfg, links, macs).await?;
+    tunnels.insert(tun.index, value, 0)?;
     Ok(hooks)
-}
-
-/// Attach a receive program to a link by the configured hook. Returns the
-/// hook used and whether we added the clsact qdisc.
-async fn attach_rx(nl: &Netlink, dp: &Datapath, link: &Link, rx: RxHook) -> Result<(u32, bool)> {
-    // XDP decapsulates; a TC handoff on the same link delivers what it tagged.
-    let xdp = |_: ()| async {
-        nl.xdp_set(link.index, dp.prog(PROG_RX_XDP)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await?;
-        let own = nl.clsact_add(link.index).await?;
-        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_HANDOFF)?.as_fd().as_raw_fd(), PROG_RX_HANDOFF)
-            .await?;
-        Ok::<_, anyhow::Error>(own)
-    };
-    let tc = || async {
-        let own = nl.clsact_add(link.index).await?;
-        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_TC)?.as_fd().as_raw_fd(), PROG_RX_TC).await?;
-        Ok::<_, anyhow::Error>(own)
-    };
-    match rx {
-        RxHook::Xdp => {
-            let own = xdp(()).await.map_err(|e| {
-                anyhow!("rx = \"xdp\": {} does not take a native XDP program ({e:#}); use rx = \"tc\" or \"auto\"", link.name)
-            })?;
-            Ok((HOOK_XDP, own))
-        }
-        RxHook::Tc => Ok((HOOK_TC, tc().await?)),
-        // On veth and other virtual devices XDP costs GRO (measured: a bare
-        // XDP_PASS halves a TCP stream), so TC wins there. Physical NICs
-        // with a native XDP driver take XDP.
-        RxHook::Auto if netlink::is_virtual(link) => Ok((HOOK_TC, tc().await?)),
-        RxHook::Auto => match xdp(()).await {
-            Ok(own) => Ok((HOOK_XDP, own)),
-            Err(e) => {
-                tracing::info!("{}: no native XDP ({e}); receiving with TC", link.name);
-                Ok((HOOK_TC, tc().await?))
-            }
-        },
-    }
 }
 
 /// `xgre down NAME`. Returns false when no such tunnel was up.
@@ -484,7 +350,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     Ok(true)
 }
 
-async fn detach_rx(nl: &Netlink, dp: &Datapath, link_ifindex: u32, u: &LinkUse) -> Result<()> {
+pub async fn detach_rx(nl: &Netlink, dp: &Datapath, link_ifindex: u32, u: &LinkUse) -> Result<()> {
     let Some(link) = nl.link_by_index(link_ifindex).await? else {
         return Ok(()); // the link itself is gone, and its attachments with it
     };

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod datapath;
+pub mod edit;
 pub mod health;
 pub mod keepalive;
 pub mod netlink;

@@ -47,6 +47,29 @@ enum Cmd {
         /// Tunnel name (instead of -c).
         name: Option<String>,
     },
+    /// Apply the difference between the running tunnel and FILE, without
+    /// reloading programs or touching what did not change.
+    Reload {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print a running tunnel as a config file (`up -c` of it reproduces it).
+    Show { name: String },
+    /// Edit a running tunnel live: each edit is checked like a config file
+    /// and changes nothing when refused.
+    MapEdit {
+        /// The tunnel.
+        name: String,
+        /// Write the resulting config to FILE as well.
+        #[arg(long, global = true)]
+        save: Option<PathBuf>,
+        /// Apply the edits in FILE, one per line (same words as the command
+        /// line), each on its own.
+        #[arg(long)]
+        batch: Option<PathBuf>,
+        #[command(subcommand)]
+        edit: Option<gre_user::edit::Edit>,
+    },
     /// Show tunnels, links, peers, paths and counters.
     Status {
         name: Option<String>,
@@ -88,6 +111,11 @@ fn main() -> ExitCode {
     }
 }
 
+fn running() -> Result<(netlink::Netlink, gre_user::datapath::Datapath)> {
+    let dp = gre_user::datapath::Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))?;
+    Ok((netlink::Netlink::new()?, dp))
+}
+
 async fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Up { config, pin } => {
@@ -120,6 +148,60 @@ async fn run(cmd: Cmd) -> Result<()> {
             } else {
                 println!("{name}: not up; nothing to do");
             }
+        }
+        Cmd::Reload { config } => {
+            sys::require_root("reload")?;
+            let file = config.display().to_string();
+            let want = Config::load(&config)?;
+            let (nl, dp) = running()?;
+            let mut run = gre_user::state::show(&dp, &nl, &want.tunnel.name).await?;
+            if run.config.fingerprint() == want.fingerprint() {
+                println!("{}: no changes", want.tunnel.name);
+            } else {
+                let done = gre_user::state::apply(&nl, &dp, &mut run, &want, &file).await?;
+                println!("{}: reloaded ({})", want.tunnel.name, done.join(", "));
+            }
+        }
+        Cmd::Show { name } => {
+            sys::require_root("show")?;
+            let (nl, dp) = running()?;
+            let run = gre_user::state::show(&dp, &nl, &name).await?;
+            println!("# xgre show {name}: the running state as a config file");
+            print!("{}", run.config.to_toml());
+        }
+        Cmd::MapEdit { name, save, batch, edit } => {
+            sys::require_root("map-edit")?;
+            let edits: Vec<(String, gre_user::edit::Edit)> = match (batch, edit) {
+                (Some(_), Some(_)) => bail!("map-edit: give one edit or --batch FILE, not both"),
+                (Some(f), None) => {
+                    let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
+                    let mut v = Vec::new();
+                    for (i, line) in text.lines().enumerate() {
+                        let l = line.trim();
+                        if l.is_empty() || l.starts_with('#') {
+                            continue;
+                        }
+                        let e = gre_user::edit::parse_line(l).with_context(|| format!("{}:{}", f.display(), i + 1))?;
+                        v.push((format!("{}:{}", f.display(), i + 1), e));
+                    }
+                    v
+                }
+                (None, Some(e)) => vec![(format!("map-edit {name}"), e)],
+                (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key) or --batch FILE"),
+            };
+            let (nl, dp) = running()?;
+            let mut run = gre_user::state::show(&dp, &nl, &name).await?;
+            let start = std::time::Instant::now();
+            for (label, e) in &edits {
+                let want = gre_user::edit::apply_edit(&run.config, e).with_context(|| label.clone())?;
+                want.validate(label)?;
+                gre_user::state::apply(&nl, &dp, &mut run, &want, label).await?;
+            }
+            if let Some(f) = save {
+                std::fs::write(&f, run.config.to_toml()).with_context(|| format!("writing {}", f.display()))?;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!("{name}: {} edit(s) applied in {:.3} s ({:.0}/s)", edits.len(), secs, edits.len() as f64 / secs.max(1e-9));
         }
         Cmd::Status { name, json } => {
             sys::require_root("status")?;

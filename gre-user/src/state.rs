@@ -513,7 +513,10 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(tun, value, 0)?;
     if new_lookup != old_lookup {
         by_key.remove(&old_lookup)?;
-        done.push(format!("key {:?}", want.tunnel.key));
+        done.push(match want.tunnel.key {
+            Some(k) => format!("key {k}"),
+            None => "no key".into(),
+        });
     }
     run.tunnel = value;
     run.config = want.clone();

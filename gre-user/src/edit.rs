@@ -1,0 +1,272 @@
+//! `xgre map-edit`: one change to a running tunnel, made to its config and
+//! checked by the config's own rules before the maps are touched.
+
+use std::{net::IpAddr, str::FromStr};
+
+use anyhow::{anyhow, bail, Result};
+use clap::{Args, Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::config::{Config, Mac, PathConfig, PeerConfig};
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Edit {
+    /// Peers: add, delete, or replace routes and paths.
+    #[command(subcommand)]
+    Peer(PeerEdit),
+    /// One path of a peer.
+    #[command(subcommand)]
+    Path(PathEdit),
+    /// Inner routes to a peer.
+    #[command(subcommand)]
+    Route(RouteEdit),
+    /// A path's static neighbour MAC.
+    #[command(subcommand)]
+    Neigh(NeighEdit),
+    /// The tunnel's GRE key.
+    #[command(subcommand)]
+    Key(KeyEdit),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PeerSpec {
+    /// An inner route to the peer (repeat for more).
+    #[arg(long = "route")]
+    pub routes: Vec<IpNet>,
+    /// A path: `link=DEV,remote=ADDR[,mac=MAC][,weight=N][,up=false]` (repeat for more).
+    #[arg(long = "path")]
+    pub paths: Vec<PathSpec>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum PeerEdit {
+    Add {
+        name: String,
+        #[command(flatten)]
+        spec: PeerSpec,
+    },
+    Del {
+        name: String,
+    },
+    /// Replace the routes and/or the paths given.
+    Set {
+        name: String,
+        #[command(flatten)]
+        spec: PeerSpec,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum PathEdit {
+    Add { peer: String, path: PathSpec },
+    Del { peer: String, index: usize },
+    Set {
+        peer: String,
+        index: usize,
+        #[arg(long)]
+        weight: Option<u32>,
+        #[arg(long)]
+        mac: Option<Mac>,
+        /// Back into the rotation.
+        #[arg(long, conflicts_with = "down")]
+        up: bool,
+        /// Out of the rotation (kept in the config).
+        #[arg(long)]
+        down: bool,
+    },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum RouteEdit {
+    Add { peer: String, route: IpNet },
+    Del { route: IpNet },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum NeighEdit {
+    /// Use this MAC for the path (a static neighbour).
+    Set { peer: String, index: usize, mac: Mac },
+    /// Resolve the path's MAC from the kernel again.
+    Del { peer: String, index: usize },
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum KeyEdit {
+    /// A 32-bit key, or `none`.
+    Set { key: String },
+}
+
+/// `link=eth0,remote=198.18.0.20,mac=02:..,weight=2,up=false`
+#[derive(Debug, Clone)]
+pub struct PathSpec(pub PathConfig);
+
+impl FromStr for PathSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (mut link, mut remote, mut mac, mut weight, mut up) = (None, None, None, 1, true);
+        for kv in s.split(',') {
+            let (k, v) = kv.split_once('=').ok_or_else(|| format!("`{kv}`: want key=value"))?;
+            match k {
+                "link" => link = Some(v.to_string()),
+                "remote" => remote = Some(v.parse::<IpAddr>().map_err(|e| format!("remote `{v}`: {e}"))?),
+                "mac" => mac = Some(v.parse::<Mac>()?),
+                "weight" => weight = v.parse().map_err(|e| format!("weight `{v}`: {e}"))?,
+                "up" => up = v.parse().map_err(|e| format!("up `{v}`: {e}"))?,
+                _ => return Err(format!("unknown path field `{k}` (link, remote, mac, weight, up)")),
+            }
+        }
+        Ok(PathSpec(PathConfig {
+            link: link.ok_or("a path needs link=DEV")?,
+            remote: remote.ok_or("a path needs remote=ADDR")?,
+            mac,
+            weight,
+            up,
+        }))
+    }
+}
+
+/// One line of a `--batch` file, parsed like the command line.
+#[derive(Parser, Debug)]
+#[command(name = "edit", no_binary_name = true)]
+struct Line {
+    #[command(subcommand)]
+    edit: Edit,
+}
+
+pub fn parse_line(line: &str) -> Result<Edit> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    Line::try_parse_from(words).map(|l| l.edit).map_err(|e| anyhow!("{}", e.to_string().lines().next().unwrap_or("bad edit")))
+}
+
+fn peer_mut<'a>(c: &'a mut Config, name: &str) -> Result<&'a mut PeerConfig> {
+    let names: Vec<String> = c.peers.iter().map(|p| p.name.clone()).collect();
+    c.peers
+        .iter_mut()
+        .find(|p| p.name == name)
+        .ok_or_else(|| anyhow!("peer `{name}` does not exist (peers: {})", if names.is_empty() { "none".into() } else { names.join(", ") }))
+}
+
+fn path_mut<'a>(c: &'a mut Config, peer: &str, index: usize) -> Result<&'a mut PathConfig> {
+    let p = peer_mut(c, peer)?;
+    let n = p.paths.len();
+    p.paths.get_mut(index).ok_or_else(|| anyhow!("peer `{peer}` has no path {index} (it has {n}: 0..{n})"))
+}
+
+/// The config after `edit`; the caller validates it.
+pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
+    let mut c = cfg.clone();
+    match edit {
+        Edit::Peer(PeerEdit::Add { name, spec }) => {
+            if c.peers.iter().any(|p| &p.name == name) {
+                bail!("peer `{name}` exists already (use `peer set`)");
+            }
+            c.peers.push(PeerConfig { name: name.clone(), routes: spec.routes.clone(), paths: spec.paths.iter().map(|p| p.0.clone()).collect() });
+        }
+        Edit::Peer(PeerEdit::Del { name }) => {
+            peer_mut(&mut c, name)?;
+            c.peers.retain(|p| &p.name != name);
+        }
+        Edit::Peer(PeerEdit::Set { name, spec }) => {
+            let p = peer_mut(&mut c, name)?;
+            if spec.routes.is_empty() && spec.paths.is_empty() {
+                bail!("peer set {name}: give --route and/or --path to replace");
+            }
+            if !spec.routes.is_empty() {
+                p.routes = spec.routes.clone();
+            }
+            if !spec.paths.is_empty() {
+                p.paths = spec.paths.iter().map(|p| p.0.clone()).collect();
+            }
+        }
+        Edit::Path(PathEdit::Add { peer, path }) => peer_mut(&mut c, peer)?.paths.push(path.0.clone()),
+        Edit::Path(PathEdit::Del { peer, index }) => {
+            path_mut(&mut c, peer, *index)?;
+            peer_mut(&mut c, peer)?.paths.remove(*index);
+        }
+        Edit::Path(PathEdit::Set { peer, index, weight, mac, up, down }) => {
+            let p = path_mut(&mut c, peer, *index)?;
+            if let Some(w) = weight {
+                p.weight = *w;
+            }
+            if let Some(m) = mac {
+                p.mac = Some(*m);
+            }
+            if *up {
+                p.up = true;
+            }
+            if *down {
+                p.up = false;
+            }
+        }
+        Edit::Route(RouteEdit::Add { peer, route }) => peer_mut(&mut c, peer)?.routes.push(*route),
+        Edit::Route(RouteEdit::Del { route }) => {
+            let owner = c.peers.iter_mut().find(|p| p.routes.contains(route)).ok_or_else(|| anyhow!("no peer has route {route}"))?;
+            owner.routes.retain(|r| r != route);
+        }
+        Edit::Neigh(NeighEdit::Set { peer, index, mac }) => path_mut(&mut c, peer, *index)?.mac = Some(*mac),
+        Edit::Neigh(NeighEdit::Del { peer, index }) => path_mut(&mut c, peer, *index)?.mac = None,
+        Edit::Key(KeyEdit::Set { key }) => {
+            c.tunnel.key = match key.as_str() {
+                "none" => None,
+                k => Some(k.parse().map_err(|_| anyhow!("key `{k}`: want a number from 0 to 4294967295, or none"))?),
+            }
+        }
+    }
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::parse(
+            "[tunnel]\nname='t'\n[[link]]\ndev='e0'\naddress='198.18.0.1'\n[[peer]]\nname='p'\nroutes=['198.19.0.2/32']\n[[peer.path]]\nlink='e0'\nremote='198.18.0.2'\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn edit(c: &Config, line: &str) -> Result<Config> {
+        let e = parse_line(line)?;
+        let n = apply_edit(c, &e)?;
+        n.validate("map-edit t")?;
+        Ok(n)
+    }
+
+    #[test]
+    fn edits_change_the_config() {
+        let c = base();
+        let c = edit(&c, "peer add q --route 198.19.0.3/32 --path link=e0,remote=198.18.0.3,weight=2").unwrap();
+        assert_eq!(c.peers[1].paths[0].weight, 2);
+        let c = edit(&c, "path add q link=e0,remote=198.18.0.4,mac=02:00:00:00:00:04").unwrap();
+        assert_eq!(c.peers[1].paths.len(), 2);
+        let c = edit(&c, "path set q 1 --weight 5 --down").unwrap();
+        assert_eq!((c.peers[1].paths[1].weight, c.peers[1].paths[1].up), (5, false));
+        let c = edit(&c, "route add q 198.19.1.0/24").unwrap();
+        let c = edit(&c, "route del 198.19.0.3/32").unwrap();
+        assert_eq!(c.peers[1].routes, vec!["198.19.1.0/24".parse::<IpNet>().unwrap()]);
+        let c = edit(&c, "neigh set p 0 02:00:00:00:00:02").unwrap();
+        assert!(c.peers[0].paths[0].mac.is_some());
+        let c = edit(&c, "neigh del p 0").unwrap();
+        assert!(c.peers[0].paths[0].mac.is_none());
+        let c = edit(&c, "key set 7").unwrap();
+        assert_eq!(c.tunnel.key, Some(7));
+        let c = edit(&c, "peer del q").unwrap();
+        assert_eq!(c.peers.len(), 1);
+    }
+
+    #[test]
+    fn bad_edits_are_refused_with_a_reason() {
+        let c = base();
+        let e = |l: &str| edit(&c, l).unwrap_err().to_string();
+        assert!(e("peer del nobody").contains("peer `nobody` does not exist"));
+        assert!(e("path set p 3 --weight 2").contains("has no path 3"));
+        assert!(e("path add p link=e9,remote=198.18.0.9").contains("peer[0].path[1].link: `e9` is not a [[link]]"));
+        assert!(e("path set p 0 --weight 0").contains("peer[0].path[0].weight"));
+        assert!(e("route add p 198.19.0.2/32").contains("routed to another peer") || e("route add p 198.19.0.2/32").contains("routes"));
+        assert!(e("key set banana").contains("want a number"));
+        assert!(e("peer add p --path link=e0,remote=198.18.0.5").contains("exists already"));
+        assert!(e("path add p link=e0").contains("remote"));
+    }
+}

@@ -24,10 +24,10 @@ pub fn count_tx(peer_id: u32, path: u32, packets: u64, bytes: u64) {
 }
 
 #[inline(always)]
-pub fn count_rx(peer_id: u32, path: u32, bytes: u64) {
+pub fn count_rx(peer_id: u32, path: u32, packets: u64, bytes: u64) {
     if let Some(s) = PATH_STATS.get_ptr_mut(path_slot(peer_id, path)) {
         unsafe {
-            (*s).rx_packets += 1;
+            (*s).rx_packets += packets;
             (*s).rx_bytes += bytes;
         }
     }

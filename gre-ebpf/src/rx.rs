@@ -35,8 +35,8 @@ fn reflect_eth(outer: &EthHdr) -> EthHdr {
 }
 
 #[inline(always)]
-fn delivered(rx: &Rx) {
-    count_rx(rx.path.peer_id, rx.path.path, rx.inner_len as u64);
+fn delivered(rx: &Rx, packets: u64) {
+    count_rx(rx.path.peer_id, rx.path.path, packets, rx.inner_len as u64);
     if let Some(seq) = rx.seq {
         reorder::observe(rx.path.peer_id, seq);
     }
@@ -82,7 +82,7 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         if !tap {
             unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
         }
-        delivered(&rx);
+        delivered(&rx, 1);
     }
     // Tunnel 0 tells the handoff to send the frame back out of the link.
     let target = if reflect { 0 } else { rx.tunnel.ifindex };
@@ -145,6 +145,10 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         Verdict::Reflect(rx) => return reflect_tc(ctx, &rx),
         Verdict::Decap(rx) => rx,
     };
+    // A GSO packet (a GRO'd or locally built one, on veth) counts as the
+    // wire packets it stands for, as the sender counted it. Read before
+    // adjust_room, which zeroes gso_segs.
+    let segs = unsafe { (*ctx.skb.skb).gso_segs }.max(1);
     let outer: EthHdr = ctx.read(0)?;
     if rx.tunnel.mode == MODE_GRETAP {
         // Remove outer IP + GRE and the inner Ethernet header that follows
@@ -158,7 +162,7 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
             .map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
-    delivered(&rx);
+    delivered(&rx, segs as u64);
     let r = unsafe { bpf_redirect(rx.tunnel.ifindex, BPF_F_INGRESS as u64) };
     Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
 }

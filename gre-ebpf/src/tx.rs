@@ -5,6 +5,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::generated::{bpf_redirect, bpf_skb_store_bytes},
     maps::lpm_trie::Key,
@@ -82,10 +83,15 @@ fn encap_v4(ctx: &TcContext, tunnel: &Tunnel, path: &Path, tos: u8, seq: u32) ->
         return Err(DropReason::HelperFailed);
     }
     let room = OUTER_V4 + gre_len;
+    // FIXED_GSO: the tunnel's MTU already leaves room for our headers, so a
+    // GSO packet's segments stay TCP's MSS and each becomes one full-size
+    // wire packet. Without it the kernel shrinks gso_size by `room`, and
+    // every segment goes out 24+ bytes short, 1.7% more packets for the
+    // same data.
     ctx.adjust_room(
         room as i32,
         BPF_ADJ_ROOM_MAC,
-        (BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64,
+        (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64,
     )
     .map_err(|_| DropReason::HelperFailed)?;
 

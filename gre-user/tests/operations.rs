@@ -1,0 +1,216 @@
+//! Running it for real: live edits under traffic, crash recovery, a link
+//! deleted under a running tunnel, show / save / reload round trips.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader},
+    time::Duration,
+};
+
+use common::*;
+use gre_user::{config::Config, edit};
+use serde_json::Value;
+
+/// A tiny deterministic generator, so a failing run can be replayed.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+/// Random valid edits of peer `c` (a peer with no host behind it), each
+/// checked against the config the way `xgre map-edit` checks it.
+fn random_edits(start: &Config, n: usize, seed: u64) -> (Vec<String>, Config) {
+    let mut rng = Lcg(seed);
+    let mut cfg = start.clone();
+    let mut lines = Vec::new();
+    while lines.len() < n {
+        let c = cfg.peers.iter().find(|p| p.name == "c");
+        let paths = c.map(|p| p.paths.len()).unwrap_or(0);
+        let k = rng.next(200) + 30;
+        let line = match (c.is_some(), rng.next(9)) {
+            (false, _) => format!("peer add c --route 198.19.200.0/24 --path link=va,remote=198.18.0.{k},mac=02:00:00:00:00:{:02x}", k),
+            (true, 0) => format!("path add c link=va,remote=198.18.0.{k},mac=02:00:00:00:01:{:02x},weight={}", k, rng.next(5) + 1),
+            (true, 1) if paths > 1 => format!("path del c {}", rng.next(paths as u64)),
+            (true, 2) => format!("path set c {} --weight {}", rng.next(paths as u64), rng.next(10) + 1),
+            (true, 3) => format!("path set c {} --{}", rng.next(paths as u64), if rng.next(2) == 0 { "down" } else { "up" }),
+            (true, 4) => format!("route add c 198.19.{}.0/24", rng.next(100) + 1),
+            (true, 5) => match c.unwrap().routes.get(rng.next(4) as usize) {
+                Some(r) => format!("route del {r}"),
+                None => continue,
+            },
+            (true, 6) => format!("neigh set c {} 02:00:00:00:02:{:02x}", rng.next(paths as u64), k),
+            (true, 7) => format!("peer set c --route 198.19.{}.0/24", rng.next(100) + 101),
+            (true, _) if rng.next(10) == 0 => "peer del c".to_string(),
+            _ => continue,
+        };
+        let Ok(e) = edit::parse_line(&line) else { panic!("generator made an unparsable edit: {line}") };
+        let Ok(next) = edit::apply_edit(&cfg, &e) else { continue };
+        if next.validate("test").is_err() {
+            continue;
+        }
+        cfg = next;
+        lines.push(line);
+    }
+    (lines, cfg)
+}
+
+fn counters(h: &Host) -> Value {
+    serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).unwrap()
+}
+
+fn drops(s: &Value) -> u64 {
+    s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum()
+}
+
+fn peer<'a>(s: &'a Value, name: &str) -> &'a Value {
+    s["tunnels"][0]["peers"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("no peer {name} in {s}"))
+}
+
+#[test]
+fn a_thousand_live_edits_leave_the_other_peer_untouched() {
+    let _s = serial();
+    let t = Topo::pair("m");
+    let mut cfg_a = p2p_config('a', "", "tc");
+    cfg_a += "\n[[peer]]\nname = \"c\"\nroutes = [\"198.19.100.3/32\"]\n[[peer.path]]\nlink = \"va\"\nremote = \"198.18.0.30\"\nmac = \"02:00:00:00:00:30\"\n";
+    let ca = t.write("a.toml", &cfg_a);
+    let cb = t.write("b.toml", &p2p_config('b', "", "tc"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+
+    let start = Config::parse(&cfg_a, "a.toml").unwrap();
+    let (lines, want) = random_edits(&start, 1000, 0x5eed);
+    let batch = t.write("edits.txt", &lines.join("\n"));
+
+    // TCP to peer b for the whole time the edits to peer c run.
+    t.b().run("iperf3 -s -1 -D -B 198.19.100.2");
+    std::thread::sleep(Duration::from_millis(300));
+    let client = t.a().spawn("timeout 30 iperf3 -c 198.19.100.2 -t 6 -J");
+    std::thread::sleep(Duration::from_millis(1000));
+    let out = t.a().xgre_ok(Enter::Nsenter, &format!("map-edit gre0 --batch {batch} --save {}", t.dir.join("saved.toml").display()));
+    assert!(out.contains("1000 edit(s) applied"), "{out}");
+    println!("{}", out.trim());
+    let res = client.wait_with_output().unwrap();
+    let j: Value = serde_json::from_slice(&res.stdout).expect("iperf3 JSON");
+    let mbps = j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6;
+    assert!(mbps > 100.0, "traffic to b during the edits: {mbps:.0} Mbit/s");
+
+    // Every packet a sent to b arrived, and nothing anywhere was dropped.
+    std::thread::sleep(Duration::from_millis(300));
+    let (sa, sb) = (counters(t.a()), counters(t.b()));
+    assert_eq!(drops(&sa), 0, "a dropped: {}", sa["drops"]);
+    assert_eq!(drops(&sb), 0, "b dropped: {}", sb["drops"]);
+    let sent = peer(&sa, "site-b")["counters"]["tx_packets"].as_u64().unwrap();
+    let got = peer(&sb, "site-a")["counters"]["rx_packets"].as_u64().unwrap();
+    assert_eq!(sent, got, "packets a sent to b vs packets b received from a");
+    assert!(sent > 10_000, "{sent}");
+
+    // The final state is the requested one: read back, and as saved.
+    let shown = t.a().xgre_ok(Enter::Nsenter, "show gre0");
+    let shown = Config::parse(&shown, "show").expect("`xgre show` prints a valid config");
+    assert_eq!(shown.fingerprint(), want.fingerprint(), "running:\n{}\nwanted:\n{}", shown.to_toml(), want.to_toml());
+    let saved = Config::load(&t.dir.join("saved.toml")).unwrap();
+    assert_eq!(saved.fingerprint(), want.fingerprint());
+    // `up` of the saved file is a no-op; reload of the original undoes the
+    // edits, and a second reload finds nothing to do.
+    let out = t.a().xgre_ok(Enter::Nsenter, &format!("up -c {}", t.dir.join("saved.toml").display()));
+    assert!(out.contains("already up"), "{out}");
+    t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {ca}"));
+    let back = Config::parse(&t.a().xgre_ok(Enter::Nsenter, "show gre0"), "show").unwrap();
+    assert_eq!(back.fingerprint(), start.fingerprint());
+    assert!(t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {ca}")).contains("no changes"));
+    let routes = t.a().run("ip route show dev gre0");
+    assert_eq!(routes.lines().count(), 2, "kernel routes follow the peers: {routes}");
+}
+
+#[test]
+fn refused_edits_name_what_is_wrong_and_change_nothing() {
+    let _s = serial();
+    let t = Topo::pair("n");
+    let ca = t.write("a.toml", &p2p_config('a', "", "tc"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    let before = t.a().xgre_ok(Enter::Nsenter, "show gre0");
+    for (edit, want) in [
+        ("path add site-b link=eth9,remote=198.18.0.21", "peer[0].path[1].link: `eth9` is not a [[link]] dev"),
+        ("path set site-b 4 --weight 2", "has no path 4"),
+        ("peer del nobody", "peer `nobody` does not exist"),
+        ("path set site-b 0 --weight 5000", "peer[0].path[0].weight: 5000 is outside"),
+    ] {
+        let o = t.a().xgre(Enter::Nsenter, &format!("map-edit gre0 {edit}"));
+        assert!(!o.status.success(), "{edit} was accepted");
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(e.contains(want), "{edit}: {e}");
+    }
+    assert_eq!(t.a().xgre_ok(Enter::Nsenter, "show gre0"), before, "a refused edit changed the tunnel");
+}
+
+#[test]
+fn sigkill_during_up_then_up_completes_cleanly() {
+    let _s = serial();
+    let t = Topo::pair("k");
+    let ca = t.write("a.toml", &p2p_config('a', "key = 5", "xdp"));
+    let cb = t.write("b.toml", &p2p_config('b', "key = 5", "tc"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    for delay_ms in [0u64, 5, 15, 30, 60, 120] {
+        let mut c = t.a().spawn(&format!("{XGRE} up --pin -c {ca}"));
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = c.kill();
+        let _ = c.wait();
+        // `c` is bash -c nsenter ...; make sure xgre itself is gone too.
+        let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", t.a().ns));
+        let out = t.a().xgre_ok(Enter::Nsenter, &format!("up --pin -c {ca}"));
+        assert!(out.contains("up"), "after SIGKILL at {delay_ms} ms: {out}");
+        let ingress = t.a().run("tc filter show dev va ingress");
+        assert_eq!(ingress.lines().filter(|l| l.contains("xgre_")).count(), 1, "one receive filter after SIGKILL at {delay_ms} ms:\n{ingress}");
+        let egress = t.a().run("tc filter show dev gre0 egress");
+        assert_eq!(egress.lines().filter(|l| l.contains("xgre_tx")).count(), 1, "{egress}");
+        let ping = t.a().run("ping -c 1 -W 2 198.19.100.2");
+        assert!(ping.contains("1 received"), "after SIGKILL at {delay_ms} ms: {ping}");
+        t.a().xgre_ok(Enter::Nsenter, "down gre0");
+        let pins = format!("/sys/fs/bpf/xgre/net{}", t.a().netns_ino());
+        assert!(!std::path::Path::new(&pins).exists(), "pins leaked after SIGKILL at {delay_ms} ms");
+        assert!(!t.a().run("ip -o link").contains("gre0"), "device leaked");
+        assert!(!t.a().run("ip -d link show va").contains("prog/xdp"), "XDP program leaked");
+    }
+}
+
+#[test]
+fn a_link_deleted_under_a_running_tunnel() {
+    let _s = serial();
+    let mut t = Topo::switched("d", 2, None);
+    let ca = t.write("a.toml", &multi_config('a', 2, ""));
+    let cb = t.write("b.toml", &multi_config('b', 2, ""));
+    let mut daemons = Vec::new();
+    for (i, c) in [(0, &ca), (1, &cb)] {
+        let mut child = t.hosts[i].spawn(&format!("{XGRE} run -c {c}"));
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("watching"), "{line}");
+        daemons.push(r);
+        t.keep(child);
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    t.a().run("ip link del a1");
+    std::thread::sleep(Duration::from_millis(500));
+    let s = counters(t.a());
+    let tun = &s["tunnels"][0];
+    let link = tun["links"].as_array().unwrap().iter().find(|l| l["address"] == "198.18.1.10").expect("the link is still listed");
+    assert_eq!(link["present"], false, "status shows the link gone: {link}");
+    assert_eq!(tun["peers"][0]["paths"][1]["up"], false, "its path left the rotation");
+    let text = t.a().xgre_ok(Enter::Nsenter, "status");
+    assert!(text.contains("device gone"), "{text}");
+    // Traffic continues on the other path.
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 4);
+    assert_eq!(x.sent, x.got);
+    let ping = t.a().run("ping -c 3 -i 0.2 -W 2 198.19.100.2");
+    assert!(ping.contains("3 received"), "{ping}");
+    // `down` still leaves nothing behind.
+    t.a().xgre_ok(Enter::Nsenter, "down gre0");
+    assert!(!t.a().run("ip -o link").contains("gre0"));
+    assert!(!t.a().run("tc qdisc show dev a0").contains("clsact"));
+}

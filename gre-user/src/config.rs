@@ -147,7 +147,7 @@ pub const MAX_WEIGHT: u32 = 1000;
 
 /// Striping unit when a peer has several paths (`cargo xtask bench agg
 /// --units` measures the choices; see the README).
-pub const DEFAULT_STRIPE_BURST: u32 = 4;
+pub const DEFAULT_STRIPE_BURST: u32 = 8;
 
 /// An Ethernet address written `02:00:00:00:00:20`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

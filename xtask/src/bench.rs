@@ -36,6 +36,10 @@ pub struct AggArgs {
     /// Seconds per iperf3 run (at least 8).
     #[arg(long, default_value_t = 8)]
     pub secs: u32,
+    /// Runs per method; the table shows the median (shared machines are
+    /// noisy: single runs of the same method vary by a few percent).
+    #[arg(long, default_value_t = 3)]
+    pub runs: u32,
     /// Also run xgre with every striping unit (GSO burst size) it offers.
     #[arg(long)]
     pub units: bool,
@@ -178,8 +182,10 @@ fn prepare(m: &Method, ns: &Namespaces, n: u32, xgre: &str, dir: &std::path::Pat
 struct Row {
     n: u32,
     method: String,
+    /// Median over the runs.
     mbps: f64,
     retr: u64,
+    all: Vec<f64>,
 }
 
 fn agg(args: AggArgs) -> Result<()> {
@@ -199,30 +205,37 @@ fn agg(args: AggArgs) -> Result<()> {
         .collect();
     methods.push(Method { name: "xgre".into(), burst: None });
     if args.units {
-        for b in [1, 2, 8] {
+        for b in [1, 2, 4, 16] {
             methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b) });
         }
     }
     let mut rows = Vec::new();
-    let total = args.links.len() * methods.len();
+    let runs = args.runs.max(1);
+    let total = args.links.len() * methods.len() * runs as usize;
     let mut k = 0;
     for &n in &args.links {
-        for m in &methods {
-            k += 1;
-            step(&format!("[{k}/{total}] N={n}, {} Mbit/s per link: {} ({secs} s)", args.rate, m.name));
-            let ns = topology(n, args.rate, &xgre)?;
-            let (addr, mut extra, mptcp) = prepare(m, &ns, n, &xgre, &dir)?;
-            if let Some(cc) = &args.cc {
-                extra.push_str(&format!(" -C {cc}"));
+        // Methods take turns run by run, so a slow minute on a shared
+        // machine hits all of them alike.
+        let mut results: Vec<Vec<(f64, u64)>> = vec![Vec::new(); methods.len()];
+        for _ in 0..runs {
+            for (mi, m) in methods.iter().enumerate() {
+                k += 1;
+                step(&format!("[{k}/{total}] N={n}, {} Mbit/s per link: {} ({secs} s)", args.rate, m.name));
+                let ns = topology(n, args.rate, &xgre)?;
+                let (addr, mut extra, mptcp) = prepare(m, &ns, n, &xgre, &dir)?;
+                if let Some(cc) = &args.cc {
+                    extra.push_str(&format!(" -C {cc}"));
+                }
+                let (mbps, retr) = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf(&ns, B, A, &addr, secs, &extra)? };
+                println!("    {mbps:.0} Mbit/s ({:.0}% of {}), {retr} retransmits", 100.0 * mbps / (n * args.rate) as f64, n * args.rate);
+                results[mi].push((mbps, retr));
+                drop(ns);
             }
-            let (mbps, retr) = if mptcp {
-                mptcp_iperf(&ns, &addr, secs, &extra)?
-            } else {
-                iperf(&ns, B, A, &addr, secs, &extra)?
-            };
-            println!("    {mbps:.0} Mbit/s ({:.0}% of {}), {retr} retransmits", 100.0 * mbps / (n * args.rate) as f64, n * args.rate);
-            rows.push(Row { n, method: m.name.clone(), mbps, retr });
-            drop(ns);
+        }
+        for (m, mut r) in methods.iter().zip(results) {
+            r.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let (mbps, retr) = r[r.len() / 2];
+            rows.push(Row { n, method: m.name.clone(), mbps, retr, all: r.iter().map(|x| x.0).collect() });
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -241,11 +254,12 @@ fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f
 }
 
 fn report(args: &AggArgs, rows: &[Row]) -> Result<()> {
-    step("results: one TCP connection, same topology, same run");
-    println!("    {:>2}  {:<20} {:>10} {:>9} {:>9}", "N", "method", "Mbit/s", "% of N×R", "retrans");
+    step(&format!("results: one TCP connection, same topology, same run (median of {} runs)", args.runs.max(1)));
+    println!("    {:>2}  {:<20} {:>10} {:>9} {:>9}  {}", "N", "method", "Mbit/s", "% of N×R", "retrans", "all runs");
     for r in rows {
         let cap = (r.n * args.rate) as f64;
-        println!("    {:>2}  {:<20} {:>10.0} {:>8.1}% {:>9}", r.n, r.method, r.mbps, 100.0 * r.mbps / cap, r.retr);
+        let all: Vec<String> = r.all.iter().map(|v| format!("{v:.0}")).collect();
+        println!("    {:>2}  {:<20} {:>10.0} {:>8.1}% {:>9}  {}", r.n, r.method, r.mbps, 100.0 * r.mbps / cap, r.retr, all.join(" "));
     }
     for &n in &args.links {
         let x = rows.iter().find(|r| r.n == n && r.method == "xgre").map(|r| r.mbps).unwrap_or(0.0);
@@ -267,6 +281,7 @@ fn report(args: &AggArgs, rows: &[Row]) -> Result<()> {
         "results": rows.iter().map(|r| json!({
             "links": r.n, "method": r.method, "mbps": r.mbps,
             "percent_of_capacity": 100.0 * r.mbps / (r.n * args.rate) as f64, "retransmits": r.retr,
+            "runs_mbps": r.all,
         })).collect::<Vec<_>>(),
     });
     let jpath = args.out.join("agg.json");

@@ -6,7 +6,7 @@
 //! the field and the reason.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::HashSet,
     fmt,
     hash::{Hash, Hasher},
     net::{IpAddr, Ipv4Addr},
@@ -232,6 +232,12 @@ impl Config {
         h.finish()
     }
 
+    /// The tunnel and links of this config, with no peers (cheap to clone
+    /// for a one-peer change).
+    pub fn clone_without_peers(&self) -> Config {
+        Config { tunnel: self.tunnel.clone(), links: self.links.clone(), peers: vec![] }
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a config always serializes")
     }
@@ -311,68 +317,114 @@ impl Config {
                 return Err(err(format!("link[{i}].address"), format!("{} is used by another link", l.address)));
             }
         }
-        let mut names = HashSet::new();
-        let mut routes: BTreeSet<IpNet> = BTreeSet::new();
-        let mut pairs = HashSet::new();
+        let mut index = PeerIndex::default();
         for (i, p) in self.peers.iter().enumerate() {
-            if p.name.is_empty() || p.name.len() > 31 {
-                return Err(err(format!("peer[{i}].name"), "must be 1 to 31 characters".into()));
+            self.validate_peer(file, i, p, &addrs, &index)?;
+            index.add(p);
+        }
+        Ok(())
+    }
+
+    /// Our own link addresses (a peer may not use one as its remote).
+    pub fn link_addrs(&self) -> HashSet<IpAddr> {
+        self.links.iter().map(|l| l.address).collect()
+    }
+
+    /// Check one peer against its own rules and against every other peer
+    /// (`others` holds their names, routes and paths). Used for the whole
+    /// file and, for a live edit, for the one peer it changes.
+    pub fn validate_peer(&self, file: &str, i: usize, p: &PeerConfig, addrs: &HashSet<IpAddr>, others: &PeerIndex) -> Result<(), ConfigError> {
+        let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
+        if p.name.is_empty() || p.name.len() > 31 {
+            return Err(err(format!("peer[{i}].name"), "must be 1 to 31 characters".into()));
+        }
+        if others.names.contains(&p.name) {
+            return Err(err(format!("peer[{i}].name"), format!("`{}` names two peers", p.name)));
+        }
+        let mut own_routes = HashSet::new();
+        for (j, r) in p.routes.iter().enumerate() {
+            let field = format!("peer[{i}].routes[{j}]");
+            if !matches!(r, IpNet::V4(_)) {
+                return Err(err(field, format!("{r}: only IPv4 inner routes are supported yet")));
             }
-            if !names.insert(p.name.as_str()) {
-                return Err(err(format!("peer[{i}].name"), format!("`{}` names two peers", p.name)));
+            if r.trunc() != *r {
+                return Err(err(field, format!("{r} has host bits set (did you mean {}?)", r.trunc())));
             }
-            for (j, r) in p.routes.iter().enumerate() {
-                let field = format!("peer[{i}].routes[{j}]");
-                if !matches!(r, IpNet::V4(_)) {
-                    return Err(err(field, format!("{r}: only IPv4 inner routes are supported yet")));
-                }
-                if r.trunc() != *r {
-                    return Err(err(field, format!("{r} has host bits set (did you mean {}?)", r.trunc())));
-                }
-                if !routes.insert(*r) {
-                    return Err(err(field, format!("{r} is routed to another peer already")));
+            if others.routes.contains(r) || !own_routes.insert(*r) {
+                return Err(err(field, format!("{r} is routed to another peer already")));
+            }
+        }
+        if p.paths.is_empty() {
+            return Err(err(format!("peer[{i}].path"), "at least one [[peer.path]] is required".into()));
+        }
+        if p.paths.len() > MAX_PATHS {
+            return Err(err(format!("peer[{i}].path"), format!("{} paths; at most {MAX_PATHS}", p.paths.len())));
+        }
+        let mut own_pairs = HashSet::new();
+        for (j, path) in p.paths.iter().enumerate() {
+            let f = |n: &str| format!("peer[{i}].path[{j}].{n}");
+            let Some(link) = self.link(&path.link) else {
+                return Err(err(f("link"), format!("`{}` is not a [[link]] dev of this tunnel", path.link)));
+            };
+            match path.remote {
+                IpAddr::V4(a) => check_unicast_v4(a).map_err(|r| err(f("remote"), r))?,
+                IpAddr::V6(a) => return Err(err(f("remote"), format!("{a}: an IPv6 underlay is not supported yet"))),
+            }
+            if path.remote.is_ipv4() != link.address.is_ipv4() {
+                return Err(err(f("remote"), "address family differs from the link's address".into()));
+            }
+            if addrs.contains(&path.remote) {
+                return Err(err(f("remote"), format!("{} is one of our own link addresses", path.remote)));
+            }
+            if let Some(mac) = path.mac {
+                if mac.0 == [0; 6] || mac.0[0] & 1 == 1 {
+                    return Err(err(f("mac"), format!("{mac} is not a unicast MAC address")));
                 }
             }
-            if p.paths.is_empty() {
-                return Err(err(format!("peer[{i}].path"), "at least one [[peer.path]] is required".into()));
+            if path.weight == 0 || path.weight > MAX_WEIGHT {
+                return Err(err(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", path.weight)));
             }
-            if p.paths.len() > MAX_PATHS {
-                return Err(err(format!("peer[{i}].path"), format!("{} paths; at most {MAX_PATHS}", p.paths.len())));
-            }
-            for (j, path) in p.paths.iter().enumerate() {
-                let f = |n: &str| format!("peer[{i}].path[{j}].{n}");
-                let Some(link) = self.link(&path.link) else {
-                    return Err(err(f("link"), format!("`{}` is not a [[link]] dev of this tunnel", path.link)));
-                };
-                match path.remote {
-                    IpAddr::V4(a) => check_unicast_v4(a).map_err(|r| err(f("remote"), r))?,
-                    IpAddr::V6(a) => {
-                        return Err(err(f("remote"), format!("{a}: an IPv6 underlay is not supported yet")))
-                    }
-                }
-                if path.remote.is_ipv4() != link.address.is_ipv4() {
-                    return Err(err(f("remote"), "address family differs from the link's address".into()));
-                }
-                if addrs.contains(&path.remote) {
-                    return Err(err(f("remote"), format!("{} is one of our own link addresses", path.remote)));
-                }
-                if let Some(mac) = path.mac {
-                    if mac.0 == [0; 6] || mac.0[0] & 1 == 1 {
-                        return Err(err(f("mac"), format!("{mac} is not a unicast MAC address")));
-                    }
-                }
-                if path.weight == 0 || path.weight > MAX_WEIGHT {
-                    return Err(err(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", path.weight)));
-                }
-                if !pairs.insert((path.link.clone(), path.remote)) {
-                    return Err(err(
-                        f("remote"),
-                        format!("{} over link {} is already a path (of this or another peer)", path.remote, path.link),
-                    ));
-                }
+            let pair = (path.link.clone(), path.remote);
+            if others.pairs.contains(&pair) || !own_pairs.insert(pair) {
+                return Err(err(f("remote"), format!("{} over link {} is already a path (of this or another peer)", path.remote, path.link)));
             }
         }
         Ok(())
+    }
+}
+
+/// Names, routes and (link, remote) pairs of a set of peers: what a peer
+/// must not repeat.
+#[derive(Default, Debug, Clone)]
+pub struct PeerIndex {
+    pub names: HashSet<String>,
+    pub routes: HashSet<IpNet>,
+    pub pairs: HashSet<(String, IpAddr)>,
+}
+
+impl PeerIndex {
+    pub fn of(peers: &[PeerConfig]) -> PeerIndex {
+        let mut x = PeerIndex::default();
+        for p in peers {
+            x.add(p);
+        }
+        x
+    }
+
+    pub fn add(&mut self, p: &PeerConfig) {
+        self.names.insert(p.name.clone());
+        self.routes.extend(p.routes.iter().copied());
+        self.pairs.extend(p.paths.iter().map(|x| (x.link.clone(), x.remote)));
+    }
+
+    pub fn remove(&mut self, p: &PeerConfig) {
+        self.names.remove(&p.name);
+        for r in &p.routes {
+            self.routes.remove(r);
+        }
+        for x in &p.paths {
+            self.pairs.remove(&(x.link.clone(), x.remote));
+        }
     }
 }
 

@@ -140,6 +140,24 @@ impl Datapath {
         Ok(self.map(name)?.try_into()?)
     }
 
+    /// Kernel memory charged to the datapath's maps (`memlock` of each).
+    pub fn map_memory(&self) -> u64 {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut total = 0;
+        for &id in self.maps.values() {
+            let Ok(m) = MapData::from_id(id) else { continue };
+            let path = format!("/proc/self/fdinfo/{}", m.fd().as_fd().as_raw_fd());
+            if let Ok(info) = std::fs::read_to_string(path) {
+                total += info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+        total
+    }
+
     /// Pin every map under the namespace's pin directory, for bpftool users
     /// (`xgre up --pin`). The datapath does not depend on pins: under
     /// `ip netns exec` they live in a bpffs private to the process.

@@ -152,6 +152,31 @@ fn path_mut<'a>(c: &'a mut Config, peer: &str, index: usize) -> Result<&'a mut P
     p.paths.get_mut(index).ok_or_else(|| anyhow!("peer `{peer}` has no path {index} (it has {n}: 0..{n})"))
 }
 
+/// For an edit that touches one peer only: the peer's name and what it
+/// becomes (`None`: removed), computed from that peer alone so a batch of
+/// edits on a big tunnel costs per edit what the edit touches. `None` for
+/// tunnel-wide edits.
+pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<PeerConfig>)>> {
+    let name = match edit {
+        Edit::Peer(PeerEdit::Add { name, .. } | PeerEdit::Del { name } | PeerEdit::Set { name, .. }) => name.clone(),
+        Edit::Path(PathEdit::Add { peer, .. } | PathEdit::Del { peer, .. } | PathEdit::Set { peer, .. }) => peer.clone(),
+        Edit::Route(RouteEdit::Add { peer, .. }) => peer.clone(),
+        Edit::Route(RouteEdit::Del { route }) => match cfg.peers.iter().find(|p| p.routes.contains(route)) {
+            Some(p) => p.name.clone(),
+            None => return Some(Err(anyhow!("no peer has route {route}"))),
+        },
+        Edit::Neigh(NeighEdit::Set { peer, .. } | NeighEdit::Del { peer, .. }) => peer.clone(),
+        Edit::Key(_) => return None,
+    };
+    // The edit applied to a config holding just this peer (and the
+    // tunnel's links, for nothing but context).
+    let one = Config { peers: cfg.peers.iter().filter(|p| p.name == name).cloned().collect(), links: vec![], tunnel: cfg.tunnel.clone() };
+    Some(apply_edit(&one, edit).map(|c| {
+        let p = c.peers.into_iter().find(|p| p.name == name);
+        (name, p)
+    }))
+}
+
 /// The config after `edit`; the caller validates it.
 pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
     let mut c = cfg.clone();

@@ -18,7 +18,7 @@ use crate::{
     config::Config,
     datapath::Datapath,
     keepalive,
-    netlink::Netlink,
+    netlink::{Link, Netlink},
     tunnel::{self, cstr, UpOutcome},
 };
 
@@ -75,6 +75,13 @@ async fn watch(cfg: &Config) -> Result<()> {
     let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
     let seen = dp.array::<u64>(MAP_PATH_SEEN)?;
     let mut state: BTreeMap<(u32, usize), String> = BTreeMap::new();
+    // Link states as last seen: (exists, admin up, carrier).
+    let mut last_links: BTreeMap<u32, (bool, bool, bool)> = BTreeMap::new();
+    let mut last_scan = 0u64;
+    // Peers are rescanned on a keepalive tick, when a link changes, and at
+    // least every 100 ms (to pick up map edits); a 20 ms poll costs one
+    // netlink dump, not a walk over every peer.
+    let rescan_ns = interval.as_nanos().clamp(1, 100_000_000) as u64;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
@@ -82,26 +89,38 @@ async fn watch(cfg: &Config) -> Result<()> {
             _ = sigterm.recv() => return Ok(()),
         }
         let now = monotonic_ns();
-        let mine: Vec<(u32, Peer)> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).collect();
-        if mine.is_empty() && nl.link_by_index(tidx).await?.is_none() {
+        let all_links = nl.links().await?;
+        if !all_links.iter().any(|l| l.index == tidx) {
             return Err(anyhow!("tunnel device {name} is gone"));
+        }
+        let mut links: BTreeMap<u32, Option<Link>> = BTreeMap::new();
+        let mut changed_link = false;
+        for (idx, was) in last_links.iter_mut() {
+            let l = all_links.iter().find(|l| l.index == *idx);
+            let now_state = l.map(|l| (true, l.up, l.lower_up)).unwrap_or((false, false, false));
+            if now_state != *was {
+                *was = now_state;
+                changed_link = true;
+            }
         }
         let probe_now = sender.is_some() && now.saturating_sub(last_probe) >= interval.as_nanos() as u64;
         if probe_now {
             last_probe = now;
         }
-        let mut links = BTreeMap::new();
+        if !(probe_now || changed_link || last_links.is_empty() || now.saturating_sub(last_scan) >= rescan_ns) {
+            continue;
+        }
+        last_scan = now;
+        let mine: Vec<(u32, Peer)> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).collect();
+        for l in &all_links {
+            links.insert(l.index, Some(l.clone()));
+        }
         for (id, mut p) in mine {
             let mut changed = false;
             for j in 0..p.npaths as usize {
                 let path = p.paths[j];
-                let link = match links.get(&path.ifindex) {
-                    Some(l) => l,
-                    None => {
-                        let l = nl.link_by_index(path.ifindex).await?;
-                        links.entry(path.ifindex).or_insert(l)
-                    }
-                };
+                let link = links.entry(path.ifindex).or_insert(None);
+                last_links.entry(path.ifindex).or_insert_with(|| link.as_ref().map(|l| (true, l.up, l.lower_up)).unwrap_or((false, false, false)));
                 let link_bad = match link {
                     None => Some("link device gone"),
                     Some(l) if !l.up => Some("link set down"),
@@ -117,7 +136,8 @@ async fn watch(cfg: &Config) -> Result<()> {
                     let t = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
                     t != 0 && now.saturating_sub(t) < window_ns
                 };
-                let up = link_bad.is_none() && probe_ok;
+                let admin_down = path.flags & gre_common::PATH_ADMIN_DOWN != 0;
+                let up = link_bad.is_none() && probe_ok && !admin_down;
                 let was_up = path.flags & PATH_UP != 0;
                 if up != was_up {
                     if up {

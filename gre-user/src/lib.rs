@@ -4,6 +4,7 @@
 pub mod config;
 pub mod datapath;
 pub mod edit;
+pub mod exporter;
 pub mod health;
 pub mod keepalive;
 pub mod netlink;

@@ -75,7 +75,24 @@ enum Cmd {
         name: Option<String>,
         #[arg(long)]
         json: bool,
+        /// Redraw every --interval seconds with rates per peer and path.
+        #[arg(long, conflicts_with = "json")]
+        watch: bool,
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many screens (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        count: u32,
     },
+    /// Serve the counters in the Prometheus text format at /metrics.
+    Exporter {
+        #[arg(long, default_value = "127.0.0.1:9477")]
+        listen: String,
+    },
+    /// Print shell completions (bash, zsh, fish, ...).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Man,
     /// Validate a config file and the devices it names; change nothing.
     Check {
         #[arg(short, long)]
@@ -192,18 +209,81 @@ async fn run(cmd: Cmd) -> Result<()> {
             let (nl, dp) = running()?;
             let mut run = gre_user::state::show(&dp, &nl, &name).await?;
             let start = std::time::Instant::now();
+            let addrs = run.config.link_addrs();
+            let mut index = gre_user::config::PeerIndex::of(&run.config.peers);
             for (label, e) in &edits {
-                let want = gre_user::edit::apply_edit(&run.config, e).with_context(|| label.clone())?;
-                want.validate(label)?;
-                gre_user::state::apply(&nl, &dp, &mut run, &want, label).await?;
+                match gre_user::edit::peer_change(&run.config, e) {
+                    // One peer: checked against the others, applied alone.
+                    Some(change) => {
+                        let (peer, new) = change.with_context(|| label.clone())?;
+                        let pos = run.config.peers.iter().position(|p| p.name == peer);
+                        let old = pos.map(|i| run.config.peers[i].clone());
+                        if let Some(o) = &old {
+                            index.remove(o);
+                        }
+                        if let Some(n) = &new {
+                            let i = pos.unwrap_or(run.config.peers.len());
+                            if let Err(err) = run.config.validate_peer(label, i, n, &addrs, &index) {
+                                if let Some(o) = &old {
+                                    index.add(o);
+                                }
+                                return Err(err.into());
+                            }
+                        }
+                        gre_user::state::apply_peer(&nl, &dp, &mut run, &peer, new.as_ref(), label).await?;
+                        if let Some(n) = &new {
+                            index.add(n);
+                        }
+                    }
+                    None => {
+                        let want = gre_user::edit::apply_edit(&run.config, e).with_context(|| label.clone())?;
+                        want.validate(label)?;
+                        gre_user::state::apply(&nl, &dp, &mut run, &want, label).await?;
+                        index = gre_user::config::PeerIndex::of(&run.config.peers);
+                    }
+                }
             }
+            gre_user::state::stamp(&dp, &mut run)?;
             if let Some(f) = save {
                 std::fs::write(&f, run.config.to_toml()).with_context(|| format!("writing {}", f.display()))?;
             }
             let secs = start.elapsed().as_secs_f64();
             println!("{name}: {} edit(s) applied in {:.3} s ({:.0}/s)", edits.len(), secs, edits.len() as f64 / secs.max(1e-9));
         }
-        Cmd::Status { name, json } => {
+        Cmd::Status { name, json: _, watch: true, interval, count } => {
+            sys::require_root("status")?;
+            let mut prev = status::collect(name.as_deref()).await?;
+            let mut shown = 0;
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.1))) => {}
+                    _ = tokio::signal::ctrl_c() => break,
+                }
+                let cur = status::collect(name.as_deref()).await?;
+                // Clear the screen and draw from the top.
+                print!("\x1b[2J\x1b[H{}", status::render_watch(&prev, &cur, interval.max(0.1)));
+                use std::io::Write as _;
+                let _ = std::io::stdout().flush();
+                prev = cur;
+                shown += 1;
+                if count > 0 && shown >= count {
+                    break;
+                }
+            }
+        }
+        Cmd::Exporter { listen } => {
+            sys::require_root("exporter")?;
+            gre_user::exporter::serve(&listen).await?;
+        }
+        Cmd::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "xgre", &mut std::io::stdout());
+        }
+        Cmd::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("rendering the man page")?;
+        }
+        Cmd::Status { name, json, .. } => {
             sys::require_root("status")?;
             let s = status::collect(name.as_deref()).await?;
             if json {
@@ -225,4 +305,38 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The systemd unit's command lines are ones this binary accepts.
+    #[test]
+    fn systemd_unit_commands_parse() {
+        let unit = include_str!("../../dist/xgre@.service");
+        let mut n = 0;
+        for line in unit.lines() {
+            let Some(cmd) = line.strip_prefix("ExecStart=").or_else(|| line.strip_prefix("ExecReload=")) else { continue };
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            assert!(words[0].ends_with("/xgre"), "{cmd}");
+            Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("`{cmd}`: {e}"));
+            n += 1;
+        }
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn completions_and_man_page_generate() {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "xgre", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("map-edit") && s.contains("reload"), "bash completion lacks subcommands");
+        let mut man = Vec::new();
+        clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut man).unwrap();
+        let m = String::from_utf8(man).unwrap();
+        assert!(m.contains(".TH xgre") && m.contains("map\\-edit"), "{}", &m[..200.min(m.len())]);
+    }
 }

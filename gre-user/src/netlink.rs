@@ -128,6 +128,16 @@ impl Netlink {
         }
     }
 
+    /// Every device of this namespace (one dump).
+    pub async fn links(&self) -> Result<Vec<Link>> {
+        let mut out = Vec::new();
+        let mut s = self.handle.link().get().execute();
+        while let Some(m) = s.try_next().await.context("listing devices")? {
+            out.push(Link::from_message(&m));
+        }
+        Ok(out)
+    }
+
     pub async fn link_by_index(&self, index: u32) -> Result<Option<Link>> {
         let mut s = self.handle.link().get().match_index(index).execute();
         match s.try_next().await {

@@ -35,6 +35,10 @@ pub struct Running {
     pub config: Config,
     /// Peer name -> id.
     pub ids: BTreeMap<String, u32>,
+    /// Peer ids in use in the namespace (every tunnel's).
+    pub used_ids: BTreeSet<u32>,
+    /// The tunnel's links, looked up once.
+    pub links: BTreeMap<String, Link>,
 }
 
 fn ip16(a: [u8; 16]) -> IpAddr {
@@ -88,7 +92,9 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     let routes: Vec<(Key<Route4>, u32)> = dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok).collect();
     let mut peers = Vec::new();
     let mut ids = BTreeMap::new();
-    for (id, p) in dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx) {
+    let all_peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
+    let used_ids = all_peers.iter().map(|(k, _)| *k).collect();
+    for (id, p) in all_peers.into_iter().filter(|(_, p)| p.tunnel_ifindex == tidx) {
         let mut paths = Vec::new();
         for j in 0..p.npaths as usize {
             let path = p.paths[j];
@@ -129,7 +135,8 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         links,
         peers,
     };
-    Ok(Running { ifindex: tidx, tunnel: t, config, ids })
+    let links = resolve_links(nl, &config, name).await?;
+    Ok(Running { ifindex: tidx, tunnel: t, config, ids, used_ids, links })
 }
 
 /// The links a config names, looked up in this namespace.
@@ -382,6 +389,69 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     }
 }
 
+/// Change one peer (`new: None` removes it), already validated against the
+/// others. Only that peer's map entries and kernel routes are touched.
+pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &str, new: Option<&PeerConfig>, label: &str) -> Result<()> {
+    let tun = run.ifindex;
+    let pos = run.config.peers.iter().position(|p| p.name == name);
+    let old = pos.map(|i| run.config.peers[i].clone());
+    match (old.as_ref(), new) {
+        (None, None) => bail!("{label}: peer `{name}` does not exist"),
+        (Some(old), None) => {
+            let id = run.ids.remove(name).expect("running peer has an id");
+            for r in &old.routes {
+                nl.del_route(*r, tun).await?;
+            }
+            remove_peer(dp, &run.config, old, id, tun)?;
+            run.used_ids.remove(&id);
+            run.config.peers.remove(pos.unwrap());
+        }
+        (old, Some(p)) => {
+            for path in &p.paths {
+                if !run.links.contains_key(&path.link) {
+                    let l = nl.link(&path.link).await?.ok_or_else(|| anyhow!("{label}: no device named `{}`", path.link))?;
+                    run.links.insert(path.link.clone(), l);
+                }
+            }
+            let one = Config { peers: vec![p.clone()], ..run.config.clone_without_peers() };
+            let macs = resolve_macs(nl, &one, 0, &run.links, label).await?;
+            let id = match run.ids.get(name) {
+                Some(&id) => id,
+                None => {
+                    let id = (0..MAX_PEERS).find(|i| !run.used_ids.contains(i)).ok_or_else(|| anyhow!("more than {MAX_PEERS} peers in this namespace"))?;
+                    reset_peer_state(dp, id)?;
+                    run.used_ids.insert(id);
+                    run.ids.insert(name.to_string(), id);
+                    id
+                }
+            };
+            let have = &run.config;
+            write_peer(dp, &one, p, id, tun, &run.links, &macs, old.map(|o| (have, o)))?;
+            let old_routes: &[IpNet] = old.map(|o| &o.routes[..]).unwrap_or(&[]);
+            for r in p.routes.iter().filter(|r| !old_routes.contains(r)) {
+                nl.add_route(*r, tun).await?;
+            }
+            for r in old_routes.iter().filter(|r| !p.routes.contains(r)) {
+                nl.del_route(*r, tun).await?;
+            }
+            match pos {
+                Some(i) => run.config.peers[i] = p.clone(),
+                None => run.config.peers.push(p.clone()),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Record the running config's fingerprint, so `up` of the same config
+/// (say, what `--save` wrote) is a no-op.
+pub fn stamp(dp: &Datapath, run: &mut Running) -> Result<()> {
+    let value = tunnel_value(&run.config, run.tunnel);
+    dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(run.ifindex, value, 0)?;
+    run.tunnel = value;
+    Ok(())
+}
+
 /// Add the peers of `cfg` to a tunnel that has none yet (`up`).
 pub async fn add_peers(nl: &Netlink, dp: &Datapath, run: &mut Running, cfg: &Config, links: &BTreeMap<String, Link>, macs: &[Vec<[u8; 6]>]) -> Result<()> {
     let fresh = free_ids(dp, cfg.peers.len())?;
@@ -521,5 +591,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     run.tunnel = value;
     run.config = want.clone();
     run.ids = ids;
+    run.used_ids = dp.hash::<u32, Peer>(MAP_PEERS)?.keys().filter_map(Result::ok).collect();
+    run.links = links;
     Ok(done)
 }

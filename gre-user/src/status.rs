@@ -113,6 +113,8 @@ pub struct Status {
     /// Drops by reason, for the whole namespace: a malformed packet is
     /// dropped before it can be told which tunnel it meant.
     pub drops: BTreeMap<&'static str, u64>,
+    /// Kernel memory of the namespace's maps.
+    pub map_memory_bytes: u64,
 }
 
 fn ip16(a: [u8; 16]) -> IpAddr {
@@ -132,7 +134,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         if let Some(n) = name {
             bail!("tunnel {n} is not up (no xgre datapath in this network namespace)");
         }
-        return Ok(Status { tunnels: vec![], drops: BTreeMap::new() });
+        return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), map_memory_bytes: 0 });
     };
     let nl = Netlink::new()?;
     let tunnels: Vec<(u32, Tunnel)> = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).collect();
@@ -231,7 +233,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         let v: u64 = drops_map.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
         drops.insert(r.name(), v);
     }
-    Ok(Status { tunnels: out, drops })
+    Ok(Status { tunnels: out, drops, map_memory_bytes: dp.map_memory() })
 }
 
 pub fn human_bytes(b: u64) -> String {
@@ -315,6 +317,50 @@ pub fn render(s: &Status) -> String {
     let nonzero: Vec<String> = s.drops.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     if !s.tunnels.is_empty() {
         let _ = writeln!(o, "drops   {}", if nonzero.is_empty() { "none".into() } else { nonzero.join(", ") });
+        let _ = writeln!(o, "maps    {} of kernel memory", human_bytes(s.map_memory_bytes));
     }
+    o
+}
+
+/// `xgre status --watch`: one screen of rates per peer and path since the
+/// previous sample, plus drops and reordering.
+pub fn render_watch(prev: &Status, cur: &Status, secs: f64) -> String {
+    let mut o = String::new();
+    let rate = |now: u64, then: u64| (now.saturating_sub(then)) as f64 / secs.max(1e-3);
+    let find_path = |t: &str, p: &str, j: usize| -> Option<Counters> {
+        prev.tunnels.iter().find(|x| x.name == t)?.peers.iter().find(|x| x.name == p)?.paths.get(j).map(|x| x.counters)
+    };
+    for t in &cur.tunnels {
+        let _ = writeln!(o, "tunnel {}  {}", t.name, if t.device_present { "up" } else { "DEVICE MISSING" });
+        let _ = writeln!(o, "  {:<16} {:<6} {:<22} {:>11} {:>9} {:>11} {:>9}", "peer", "path", "link -> remote", "tx Mbit/s", "tx pps", "rx Mbit/s", "rx pps");
+        for p in &t.peers {
+            for (j, path) in p.paths.iter().enumerate() {
+                let before = find_path(&t.name, &p.name, j).unwrap_or_default();
+                let c = path.counters;
+                let _ = writeln!(
+                    o,
+                    "  {:<16} {:<6} {:<22} {:>11.1} {:>9.0} {:>11.1} {:>9.0}",
+                    if j == 0 { p.name.as_str() } else { "" },
+                    format!("{j}{}", if path.up { "" } else { " DOWN" }),
+                    format!("{} -> {}", path.link, path.remote),
+                    rate(c.tx_bytes, before.tx_bytes) * 8.0 / 1e6,
+                    rate(c.tx_packets, before.tx_packets),
+                    rate(c.rx_bytes, before.rx_bytes) * 8.0 / 1e6,
+                    rate(c.rx_packets, before.rx_packets),
+                );
+            }
+            if let Some(r) = &p.reorder {
+                let _ = writeln!(o, "  {:<16} reorder: {} out of order, largest displacement {}, late {}", "", r.out_of_order, r.max_displacement, r.late);
+            }
+        }
+    }
+    let drops: Vec<String> = cur
+        .drops
+        .iter()
+        .map(|(k, v)| (k, v.saturating_sub(*prev.drops.get(k).unwrap_or(&0)), v))
+        .filter(|(_, d, total)| *d > 0 || **total > 0)
+        .map(|(k, d, total)| format!("{k} {total} (+{d})"))
+        .collect();
+    let _ = writeln!(o, "drops   {}", if drops.is_empty() { "none".into() } else { drops.join(", ") });
     o
 }

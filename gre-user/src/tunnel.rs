@@ -268,11 +268,29 @@ async fn fill_and_attach(
         let hook = state::add_link(nl, dp, tun.index, lc, &links[&lc.dev]).await.with_context(|| format!("link[{i}] ({})", lc.dev))?;
         hooks.push((lc.dev.clone(), hook));
     }
-    let empty = state::Running { ifindex: tun.index, tunnel: value, config: Config { peers: vec![], ..cfg.clone() }, ids: BTreeMap::new() };
+    let used_ids = dp.hash::<u32, gre_common::Peer>(MAP_PEERS)?.keys().filter_map(Result::ok).collect();
+    let empty = state::Running {
+        ifindex: tun.index,
+        tunnel: value,
+        config: cfg.clone_without_peers(),
+        ids: BTreeMap::new(),
+        used_ids,
+        links: links.clone(),
+    };
     let mut run = empty;
     state::add_peers(nl, dp, &mut run, cfg, links, macs).await?;
     tunnels.insert(tun.index, value, 0)?;
     Ok(hooks)
+}
+
+/// A map entry that is already gone is what `down` wanted: another `down`
+/// (say, `xgre run` stopping) may be racing this one.
+fn gone_ok(r: Result<(), aya::maps::MapError>) -> Result<()> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        r => Ok(r?),
+    }
 }
 
 /// `xgre down NAME`. Returns false when no such tunnel was up.
@@ -308,28 +326,28 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
     let ids: Vec<u32> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).map(|(k, _)| k).collect();
     for id in ids {
-        peers.remove(&id)?;
+        gone_ok(peers.remove(&id))?;
     }
     let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
     let keys: Vec<Key<Route4>> = routes.keys().filter_map(Result::ok).filter(|k| k.data().tunnel == tidx.to_be_bytes()).collect();
     for k in keys {
-        routes.remove(&k)?;
+        gone_ok(routes.remove(&k))?;
     }
     let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
     let keys: Vec<RxKey> = rx.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tidx).collect();
     for k in keys {
-        rx.remove(&k)?;
+        gone_ok(rx.remove(&k))?;
     }
     let mut by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
     let keys: Vec<KeyLookup> = by_key.iter().filter_map(Result::ok).filter(|(_, v)| *v == tidx).map(|(k, _)| k).collect();
     for k in keys {
-        by_key.remove(&k)?;
+        gone_ok(by_key.remove(&k))?;
     }
 
     let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
     let all_users: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
     for (k, u) in all_users.iter().filter(|(k, _)| k.tunnel_ifindex == tidx) {
-        users.remove(k)?;
+        gone_ok(users.remove(k))?;
         let still_used = all_users.iter().any(|(o, _)| o.link_ifindex == k.link_ifindex && o.tunnel_ifindex != tidx);
         if !still_used {
             detach_rx(nl, dp, k.link_ifindex, u).await?;
@@ -340,9 +358,9 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     let mut local = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?;
     let stale: Vec<[u8; 16]> = local.keys().filter_map(Result::ok).filter(|a| !remaining.contains(a)).collect();
     for a in stale {
-        local.remove(&a)?;
+        gone_ok(local.remove(&a))?;
     }
-    tunnels.remove(&tidx)?;
+    gone_ok(tunnels.remove(&tidx))?;
     if tunnels.keys().next().is_none() {
         // Last tunnel: once detached, the kernel frees programs and maps.
         datapath::unpin_maps()?;

@@ -214,3 +214,49 @@ fn a_link_deleted_under_a_running_tunnel() {
     assert!(!t.a().run("ip -o link").contains("gre0"));
     assert!(!t.a().run("tc qdisc show dev a0").contains("clsact"));
 }
+
+#[test]
+fn exporter_and_watch_show_the_counters() {
+    let _s = serial();
+    let mut t = Topo::pair("x");
+    let ca = t.write("a.toml", &p2p_config('a', "sequence = true", "tc"));
+    let cb = t.write("b.toml", &p2p_config('b', "sequence = true", "tc"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    let exporter = t.a().spawn(&format!("{XGRE} exporter --listen 127.0.0.1:19477"));
+    t.keep(exporter);
+    std::thread::sleep(Duration::from_millis(500));
+    t.a().run("ping -c 3 -i 0.2 -W 2 198.19.100.2");
+    let body = t.a().run(
+        "/usr/bin/python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:19477/metrics', timeout=10).read().decode())\"",
+    );
+    let sample = |name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name) && l.contains("peer=\"site-b\""))
+            .unwrap_or_else(|| panic!("no {name} for site-b in:\n{body}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(sample("xgre_path_tx_packets_total") >= 3);
+    assert!(sample("xgre_path_rx_packets_total") >= 3);
+    assert_eq!(sample("xgre_path_up"), 1);
+    assert_eq!(sample("xgre_peer_reorder_out_of_order_total"), 0);
+    assert!(body.contains("xgre_drops_total{reason=\"bad_checksum\"} 0"), "{body}");
+    // Text format: each family's HELP and TYPE come before its samples, once.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut current = String::new();
+    for l in body.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            current = rest.split(' ').next().unwrap().to_string();
+            assert!(seen.insert(current.clone()), "family {current} declared twice");
+        } else if !l.starts_with('#') && !l.is_empty() {
+            let name = l.split(['{', ' ']).next().unwrap();
+            assert_eq!(name, current, "sample of {name} outside its family");
+        }
+    }
+    let watch = t.a().xgre_ok(Enter::Nsenter, "status --watch --interval 0.2 --count 2");
+    assert!(watch.contains("tx Mbit/s") && watch.contains("site-b") && watch.contains("reorder:"), "{watch}");
+}

@@ -23,6 +23,9 @@ pub enum Bench {
     /// Link aggregation: single link, ECMP, the iptables-statistic recipe,
     /// MPTCP and xgre, one TCP connection each.
     Agg(AggArgs),
+    /// Control plane at scale: `up` with many peers, map memory, edit rate,
+    /// `xgre run` memory.
+    Control(crate::control::ControlArgs),
 }
 
 #[derive(Args, Clone)]
@@ -54,6 +57,7 @@ pub struct AggArgs {
 pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Agg(a) => agg(a),
+        Bench::Control(c) => crate::control::control(c),
     }
 }
 

@@ -4,6 +4,7 @@
 //! which every other task runs first.
 
 mod bench;
+mod control;
 mod demo;
 mod net;
 mod setup;

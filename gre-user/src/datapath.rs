@@ -70,7 +70,44 @@ impl Datapath {
         if progs.is_empty() {
             return Ok(None);
         }
-        Ok(Some(Datapath { progs, prog_ids, maps, _ebpf: None }))
+        let mut dp = Datapath { progs, prog_ids, maps, _ebpf: None };
+        // A datapath with no tunnel left is being torn down: its programs
+        // go as they are detached. Start afresh instead of reviving it.
+        if dp.hash::<u32, gre_common::Tunnel>(MAP_TUNNELS)?.keys().next().is_none() {
+            return Ok(None);
+        }
+        // A program attached nowhere (say, XDP receive while every link
+        // uses TC) was freed when its loader exited; bring the set back.
+        if PROGS.iter().any(|p| !dp.progs.contains_key(p)) {
+            dp.reload_programs()?;
+        }
+        Ok(Some(dp))
+    }
+
+    /// Load the programs again, bound to this datapath's existing maps: the
+    /// maps are pinned for a moment in a private directory and handed to
+    /// the loader by path.
+    fn reload_programs(&mut self) -> Result<()> {
+        sys::ensure_bpffs()?;
+        let dir = std::path::PathBuf::from(format!("{}/xgre-load-{}", sys::BPFFS, std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let result = (|| {
+            let mut loader = EbpfLoader::new();
+            for (name, &id) in &self.maps {
+                let path = dir.join(name);
+                MapData::from_id(id)?.pin(&path).map_err(|e| anyhow!("pinning {name}: {e}"))?;
+                loader.map_pin_path(name.as_str(), path);
+            }
+            let ebpf = loader.load(OBJECT).context("loading the BPF object again for existing maps")?;
+            Datapath::from_loaded(ebpf)
+        })();
+        let _ = std::fs::remove_dir_all(&dir);
+        let fresh = result?;
+        self.progs = fresh.progs;
+        self.prog_ids = fresh.prog_ids;
+        self._ebpf = fresh._ebpf;
+        Ok(())
     }
 
     /// Load fresh programs and maps for this namespace.
@@ -79,6 +116,16 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new()
             .load(OBJECT)
             .context("loading the BPF object (is this kernel new enough, with BTF?)")?;
+        {
+            let mut meta: Array<&mut MapData, Meta> =
+                ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
+            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, _pad: 0 }, 0)?;
+        }
+        Datapath::from_loaded(ebpf)
+    }
+
+    /// Verify the programs of a loaded object and note their fds and maps.
+    fn from_loaded(mut ebpf: Ebpf) -> Result<Datapath> {
         for name in [PROG_TX, PROG_RX_TC, PROG_RX_HANDOFF] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
@@ -86,11 +133,6 @@ impl Datapath {
         for name in [PROG_RX_XDP, PROG_TUN_NAPI] {
             let p: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
-        }
-        {
-            let mut meta: Array<&mut MapData, Meta> =
-                ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
-            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, _pad: 0 }, 0)?;
         }
         let mut progs = BTreeMap::new();
         let mut prog_ids = BTreeMap::new();

@@ -356,7 +356,7 @@ pub async fn remove_link(nl: &Netlink, dp: &Datapath, tun: u32, link_ifindex: u3
     let Some((_, u)) = all.iter().find(|(k, _)| *k == key) else { return Ok(()) };
     users.remove(&key)?;
     if !all.iter().any(|(k, _)| k.link_ifindex == link_ifindex && k.tunnel_ifindex != tun) {
-        crate::tunnel::detach_rx(nl, dp, link_ifindex, u).await?;
+        crate::tunnel::detach_rx(nl, link_ifindex, u).await?;
     }
     if !all.iter().any(|(k, o)| *k != key && o.addr == u.addr) {
         let _ = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?.remove(&u.addr);

@@ -350,7 +350,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
         gone_ok(users.remove(k))?;
         let still_used = all_users.iter().any(|(o, _)| o.link_ifindex == k.link_ifindex && o.tunnel_ifindex != tidx);
         if !still_used {
-            detach_rx(nl, dp, k.link_ifindex, u).await?;
+            detach_rx(nl, k.link_ifindex, u).await?;
         }
     }
     let remaining: BTreeSet<[u8; 16]> =
@@ -368,14 +368,20 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     Ok(true)
 }
 
-pub async fn detach_rx(nl: &Netlink, dp: &Datapath, link_ifindex: u32, u: &LinkUse) -> Result<()> {
+pub async fn detach_rx(nl: &Netlink, link_ifindex: u32, u: &LinkUse) -> Result<()> {
     let Some(link) = nl.link_by_index(link_ifindex).await? else {
         return Ok(()); // the link itself is gone, and its attachments with it
     };
     match u.hook {
         HOOK_XDP => {
-            let ours = dp.prog_id(PROG_RX_XDP).unwrap_or(0);
-            if link.xdp_prog_id.is_some_and(|id| id == ours) {
+            // Ours by name, not by id: programs may have been loaded again
+            // since this one was attached.
+            let ours = link.xdp_prog_id.is_some_and(|id| {
+                aya::programs::loaded_programs()
+                    .filter_map(Result::ok)
+                    .any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
+            });
+            if ours {
                 nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;
             }
         }

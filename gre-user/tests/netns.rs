@@ -194,3 +194,52 @@ fn default_mtu_and_errors_that_change_nothing() {
     assert!(!t.a().run("ip -o link show").contains("gre0"), "check changed the host");
     assert!(xgre_programs().is_empty(), "a failed up left programs: {:?}", xgre_programs());
 }
+
+#[test]
+fn two_tunnels_share_a_namespace_and_programs_come_back_when_needed() {
+    let _s = serial();
+    let t = Topo::pair("2");
+    // A second link pair for the second tunnel.
+    sh(&format!(
+        "ip link add va2 netns {a} type veth peer name vb2 netns {b} && ip -n {a} addr add 198.18.2.10/24 dev va2 && \
+         ip -n {b} addr add 198.18.2.20/24 dev vb2 && ip -n {a} link set va2 up && ip -n {b} link set vb2 up",
+        a = t.a().ns,
+        b = t.b().ns
+    ));
+    let second = |me: char| {
+        let (dev, local, remote, inner_me, inner_peer) = match me {
+            'a' => ("va2", "198.18.2.10", "198.18.2.20", "198.19.2.1", "198.19.2.2"),
+            _ => ("vb2", "198.18.2.20", "198.18.2.10", "198.19.2.2", "198.19.2.1"),
+        };
+        format!(
+            "[tunnel]\nname = \"gre1\"\naddress = [\"{inner_me}/32\"]\nkey = 9\n[[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"xdp\"\n\
+             [[peer]]\nname = \"other\"\nroutes = [\"{inner_peer}/32\"]\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n"
+        )
+    };
+    for (h, me) in [(t.a(), 'a'), (t.b(), 'b')] {
+        // gre0 receives with TC only, so the XDP program is attached
+        // nowhere and is freed when `up` exits.
+        let c = t.write(&format!("{me}0.toml"), &p2p_config(me, "key = 1", "tc"));
+        h.xgre_ok(Enter::Nsenter, &format!("up -c {c}"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for (h, me) in [(t.a(), 'a'), (t.b(), 'b')] {
+        let c = t.write(&format!("{me}1.toml"), &second(me));
+        let out = h.xgre_ok(Enter::Nsenter, &format!("up -c {c}"));
+        assert!(out.contains("va2:xdp") || out.contains("vb2:xdp"), "{out}");
+    }
+    for (dst, n) in [("198.19.100.2", "gre0"), ("198.19.2.2", "gre1")] {
+        let p = t.a().run(&format!("ping -c 2 -i 0.2 -W 2 {dst}"));
+        assert!(p.contains("2 received"), "{n}: {p}");
+    }
+    let s = json_status(t.a());
+    assert_eq!(s["tunnels"].as_array().unwrap().len(), 2, "{s}");
+    // Taking one down leaves the other running.
+    t.a().xgre_ok(Enter::Nsenter, "down gre0");
+    t.b().xgre_ok(Enter::Nsenter, "down gre0");
+    let p = t.a().run("ping -c 2 -i 0.2 -W 2 198.19.2.2");
+    assert!(p.contains("2 received"), "{p}");
+    t.a().xgre_ok(Enter::Nsenter, "down gre1");
+    t.b().xgre_ok(Enter::Nsenter, "down gre1");
+    assert_nothing_left(&t);
+}

@@ -107,14 +107,15 @@ pub fn control(args: ControlArgs) -> Result<()> {
         step(&format!("{n} peers: resident memory of `xgre run` after 3 s"));
         let pidfile = dir.join("run.pid");
         sh(&format!(
-            "nsenter --net=/run/netns/{NS} {xgre} run -c {} >/dev/null 2>&1 & echo $! > {}",
+            "nsenter --net=/run/netns/{NS} {xgre} run -c {} >{}.log 2>&1 & echo $! > {}",
             cfg.display(),
+            pidfile.display(),
             pidfile.display()
         ))?;
         std::thread::sleep(std::time::Duration::from_secs(3));
         let pid = std::fs::read_to_string(&pidfile)?.trim().to_string();
         let rss_kb: f64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .context("xgre run exited early")?
+            .with_context(|| format!("xgre run exited early: {}", std::fs::read_to_string(format!("{}.log", pidfile.display())).unwrap_or_default()))?
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())

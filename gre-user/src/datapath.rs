@@ -41,8 +41,19 @@ fn open(id: u32) -> Result<Map> {
 }
 
 impl Datapath {
-    /// The datapath serving this network namespace, if one is loaded.
+    /// The datapath serving this network namespace, if one is loaded, with
+    /// every program ready to attach.
     pub fn find() -> Result<Option<Datapath>> {
+        Self::find_with(true)
+    }
+
+    /// The datapath's maps only, for readers (status, the path watcher):
+    /// no programs are loaded again, so nothing big stays in memory.
+    pub fn find_maps() -> Result<Option<Datapath>> {
+        Self::find_with(false)
+    }
+
+    fn find_with(programs: bool) -> Result<Option<Datapath>> {
         let ns = sys::netns_ino()?;
         let mut progs = BTreeMap::new();
         let mut prog_ids = BTreeMap::new();
@@ -78,7 +89,7 @@ impl Datapath {
         }
         // A program attached nowhere (say, XDP receive while every link
         // uses TC) was freed when its loader exited; bring the set back.
-        if PROGS.iter().any(|p| !dp.progs.contains_key(p)) {
+        if programs && PROGS.iter().any(|p| !dp.progs.contains_key(p)) {
             dp.reload_programs()?;
         }
         Ok(Some(dp))

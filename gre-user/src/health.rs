@@ -15,7 +15,7 @@ use anyhow::{anyhow, Result};
 use gre_common::{names::*, path_slot, Peer, Tunnel, PATH_UP};
 
 use crate::{
-    config::Config,
+    config::{Config, TunnelConfig},
     datapath::Datapath,
     keepalive,
     netlink::{Link, Netlink},
@@ -42,20 +42,27 @@ fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
     }
 }
 
-pub async fn run(cfg: &Config, file: &str) -> Result<()> {
-    match tunnel::up(cfg, file, false).await? {
+pub async fn run(cfg: Config, file: &str) -> Result<()> {
+    match tunnel::up(&cfg, file, false).await? {
         UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
         UpOutcome::Created { ifindex, mtu, .. } => println!("{}: up (ifindex {ifindex}, mtu {mtu}); watching its paths", cfg.tunnel.name),
     }
-    let result = watch(cfg).await;
-    println!("{}: stopping; taking the tunnel down", cfg.tunnel.name);
-    tunnel::down(&cfg.tunnel.name).await?;
+    // The watcher needs only the tunnel's settings: drop the config (with
+    // 10,000 peers it and what parsing left around it are tens of MB) and
+    // hand the freed heap back before settling in for the long run.
+    let t = cfg.tunnel.clone();
+    drop(cfg);
+    // SAFETY: malloc_trim only releases memory that is already free.
+    unsafe { libc::malloc_trim(0) };
+    let result = watch(&t).await;
+    println!("{}: stopping; taking the tunnel down", t.name);
+    tunnel::down(&t.name).await?;
     result
 }
 
-async fn watch(cfg: &Config) -> Result<()> {
-    let name = &cfg.tunnel.name;
-    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+async fn watch(t: &TunnelConfig) -> Result<()> {
+    let name = &t.name;
+    let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
     let nl = Netlink::new()?;
     let tidx = dp
         .hash::<u32, Tunnel>(MAP_TUNNELS)?
@@ -64,11 +71,11 @@ async fn watch(cfg: &Config) -> Result<()> {
         .find(|(_, t)| cstr(&t.name) == *name)
         .map(|(k, _)| k)
         .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
-    let key = cfg.tunnel.key;
-    let interval = Duration::from_millis(cfg.tunnel.keepalive as u64);
-    let window_ns = cfg.tunnel.keepalive as u64 * cfg.tunnel.keepalive_misses as u64 * 1_000_000;
+    let key = t.key;
+    let interval = Duration::from_millis(t.keepalive as u64);
+    let window_ns = t.keepalive as u64 * t.keepalive_misses as u64 * 1_000_000;
 
-    let sender = if cfg.tunnel.keepalive > 0 { Some(keepalive::Sender::new()?) } else { None };
+    let sender = if t.keepalive > 0 { Some(keepalive::Sender::new()?) } else { None };
     let started = monotonic_ns();
     let mut last_probe = 0u64;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
@@ -111,11 +118,17 @@ async fn watch(cfg: &Config) -> Result<()> {
             continue;
         }
         last_scan = now;
-        let mine: Vec<(u32, Peer)> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).collect();
         for l in &all_links {
             links.insert(l.index, Some(l.clone()));
         }
-        for (id, mut p) in mine {
+        // One peer at a time: with 10,000 peers a copy of them all would be
+        // 6 MB every scan.
+        let ids: Vec<u32> = peers.keys().filter_map(Result::ok).collect();
+        for id in ids {
+            let Ok(mut p) = peers.get(&id, 0) else { continue };
+            if p.tunnel_ifindex != tidx {
+                continue;
+            }
             let mut changed = false;
             for j in 0..p.npaths as usize {
                 let path = p.paths[j];

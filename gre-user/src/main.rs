@@ -152,7 +152,7 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
-            gre_user::health::run(&cfg, &config.display().to_string()).await?;
+            gre_user::health::run(cfg, &config.display().to_string()).await?;
         }
         Cmd::Down { config, name } => {
             let name = match (config, name) {

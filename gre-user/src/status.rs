@@ -130,7 +130,7 @@ fn mac(m: [u8; 6]) -> String {
 }
 
 pub async fn collect(name: Option<&str>) -> Result<Status> {
-    let Some(dp) = Datapath::find()? else {
+    let Some(dp) = Datapath::find_maps()? else {
         if let Some(n) = name {
             bail!("tunnel {n} is not up (no xgre datapath in this network namespace)");
         }

@@ -144,7 +144,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     let name = &cfg.tunnel.name;
     let links = state::resolve_links(&nl, cfg, file).await?;
 
-    let existing = Datapath::find()?;
+    let existing = Datapath::find_maps()?;
     if let Some(dev) = nl.link(name).await? {
         let ours = match &existing {
             Some(dp) => dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&dev.index, 0).ok(),
@@ -297,7 +297,7 @@ fn gone_ok(r: Result<(), aya::maps::MapError>) -> Result<()> {
 pub async fn down(name: &str) -> Result<bool> {
     sys::require_root("down")?;
     let nl = Netlink::new()?;
-    let dp = Datapath::find()?;
+    let dp = Datapath::find_maps()?;
     down_by_name(&nl, dp.as_ref(), name).await
 }
 

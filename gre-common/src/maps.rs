@@ -57,7 +57,9 @@ pub struct Meta {
     /// another namespace ignores it.
     pub netns_ino: u64,
     pub layout: u32,
-    pub _pad: u32,
+    /// Non-zero while an `xgre ... --debug` is listening: the programs then
+    /// log what they drop and why (aya-log).
+    pub debug: u32,
 }
 
 /// A tunnel device, keyed by its ifindex.

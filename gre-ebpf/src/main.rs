@@ -18,6 +18,7 @@ mod reorder;
 mod rx;
 mod tx;
 
+use aya_log_ebpf::debug;
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
     macros::{classifier, xdp},
@@ -25,6 +26,13 @@ use aya_ebpf::{
 };
 
 use crate::counters::count_drop;
+
+/// Whether an `xgre --debug` is listening (a runtime switch in the meta
+/// map, so logging costs one lookup when nobody listens).
+#[inline(always)]
+fn debug_on() -> bool {
+    maps::META.get(0).is_some_and(|m| m.debug != 0)
+}
 
 /// Never true at run time, but the compiler cannot know: it makes every
 /// program reference the loader-only maps, so they live as long as any
@@ -43,6 +51,9 @@ pub fn xgre_tx(ctx: TcContext) -> i32 {
     keep_maps(ctx.data());
     tx::try_tx(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
+        if debug_on() {
+            debug!(&ctx, "xgre_tx: drop ({})", reason.name());
+        }
         TC_ACT_SHOT
     })
 }
@@ -52,6 +63,9 @@ pub fn xgre_rx_tc(ctx: TcContext) -> i32 {
     keep_maps(ctx.data());
     rx::try_rx_tc(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
+        if debug_on() {
+            debug!(&ctx, "xgre_rx_tc: drop ({})", reason.name());
+        }
         TC_ACT_SHOT
     })
 }
@@ -70,6 +84,9 @@ pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
     keep_maps(ctx.data());
     rx::try_rx_xdp(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
+        if debug_on() {
+            debug!(&ctx, "xgre_rx_xdp: drop ({})", reason.name());
+        }
         xdp_action::XDP_DROP
     })
 }

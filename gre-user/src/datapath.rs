@@ -105,7 +105,9 @@ impl Datapath {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let result = (|| {
             let mut loader = EbpfLoader::new();
-            for (name, &id) in &self.maps {
+            // Section maps (.rodata and the like) hold constants: a fresh
+            // copy is the same, and the kernel will not pin frozen ones.
+            for (name, &id) in self.maps.iter().filter(|(n, _)| !n.starts_with('.')) {
                 let path = dir.join(name);
                 MapData::from_id(id)?.pin(&path).map_err(|e| anyhow!("pinning {name}: {e}"))?;
                 loader.map_pin_path(name.as_str(), path);
@@ -130,7 +132,7 @@ impl Datapath {
         {
             let mut meta: Array<&mut MapData, Meta> =
                 ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
-            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, _pad: 0 }, 0)?;
+            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, debug: 0 }, 0)?;
         }
         Datapath::from_loaded(ebpf)
     }
@@ -218,7 +220,7 @@ impl Datapath {
         collect_orphan_pins();
         let dir = sys::pin_dir(sys::netns_ino()?);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (name, &id) in &self.maps {
+        for (name, &id) in self.maps.iter().filter(|(n, _)| !n.starts_with('.')) {
             let path = dir.join(name);
             if path.exists() {
                 continue;

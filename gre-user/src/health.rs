@@ -42,7 +42,7 @@ fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
     }
 }
 
-pub async fn run(cfg: Config, file: &str) -> Result<()> {
+pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     match tunnel::up(&cfg, file, false).await? {
         UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
         UpOutcome::Created { ifindex, mtu, .. } => println!("{}: up (ifindex {ifindex}, mtu {mtu}); watching its paths", cfg.tunnel.name),
@@ -54,7 +54,12 @@ pub async fn run(cfg: Config, file: &str) -> Result<()> {
     drop(cfg);
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
+    let log = match debug {
+        true => Some(crate::debug::listen(&Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
+        false => None,
+    };
     let result = watch(&t).await;
+    drop(log);
     println!("{}: stopping; taking the tunnel down", t.name);
     tunnel::down(&t.name).await?;
     result

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod datapath;
+pub mod debug;
 pub mod edit;
 pub mod exporter;
 pub mod health;

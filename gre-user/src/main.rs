@@ -16,6 +16,10 @@ struct Cli {
     /// More log output (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    /// With `run`, `status --watch` or `exporter`: also print the
+    /// datapath's own messages (aya-log): every drop and its reason.
+    #[arg(long, global = true)]
+    debug: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -102,11 +106,15 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => "warn",
-        1 => "info",
+    let level = match (cli.verbose, cli.debug) {
+        // The datapath's messages arrive through `log` with the eBPF
+        // binary's name as their target.
+        (0, true) => "warn,gre=debug",
+        (0, false) => "warn",
+        (1, _) => "info,gre=debug",
         _ => "debug",
     };
+    let debug = cli.debug;
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
@@ -119,7 +127,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(cli.cmd)) {
+    match rt.block_on(run(cli.cmd, debug)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xgre: {e:#}");
@@ -133,7 +141,7 @@ fn running() -> Result<(netlink::Netlink, gre_user::datapath::Datapath)> {
     Ok((netlink::Netlink::new()?, dp))
 }
 
-async fn run(cmd: Cmd) -> Result<()> {
+async fn run(cmd: Cmd, debug: bool) -> Result<()> {
     match cmd {
         Cmd::Up { config, pin } => {
             let cfg = Config::load(&config)?;
@@ -152,7 +160,7 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
-            gre_user::health::run(cfg, &config.display().to_string()).await?;
+            gre_user::health::run(cfg, &config.display().to_string(), debug).await?;
         }
         Cmd::Down { config, name } => {
             let name = match (config, name) {
@@ -252,6 +260,10 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Status { name, json: _, watch: true, interval, count } => {
             sys::require_root("status")?;
+            let _log = match debug {
+                true => Some(gre_user::debug::listen(&running()?.1)?),
+                false => None,
+            };
             let mut prev = status::collect(name.as_deref()).await?;
             let mut shown = 0;
             loop {
@@ -273,6 +285,10 @@ async fn run(cmd: Cmd) -> Result<()> {
         }
         Cmd::Exporter { listen } => {
             sys::require_root("exporter")?;
+            let _log = match debug {
+                true => Some(gre_user::debug::listen(&running()?.1)?),
+                false => None,
+            };
             gre_user::exporter::serve(&listen).await?;
         }
         Cmd::Completions { shell } => {

@@ -229,17 +229,7 @@ impl Netlink {
     }
 
     pub async fn del_route(&self, dst: IpNet, oif: u32) -> Result<()> {
-        let msg = match dst {
-            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .output_interface(oif)
-                .build(),
-            IpNet::V6(n) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .output_interface(oif)
-                .build(),
-        };
-        match self.handle.route().del(msg).execute().await {
+        match self.handle.route().del(route_message(dst, oif)).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_errno(&e, libc::ESRCH) || is_errno(&e, libc::ENOENT) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("removing route {dst}")),
@@ -247,16 +237,7 @@ impl Netlink {
     }
 
     pub async fn add_route(&self, dst: IpNet, oif: u32) -> Result<()> {
-        let msg = match dst {
-            IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .output_interface(oif)
-                .build(),
-            IpNet::V6(n) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
-                .destination_prefix(n.network(), n.prefix_len())
-                .output_interface(oif)
-                .build(),
-        };
+        let msg = route_message(dst, oif);
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
@@ -416,6 +397,16 @@ impl Netlink {
             }
         }
         Ok(out)
+    }
+}
+
+/// A route to `dst` out of device `oif`.
+fn route_message(dst: IpNet, oif: u32) -> netlink_packet_route::route::RouteMessage {
+    match dst {
+        IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build(),
+        IpNet::V6(n) => {
+            RouteMessageBuilder::<std::net::Ipv6Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build()
+        }
     }
 }
 

@@ -260,3 +260,24 @@ fn exporter_and_watch_show_the_counters() {
     let watch = t.a().xgre_ok(Enter::Nsenter, "status --watch --interval 0.2 --count 2");
     assert!(watch.contains("tx Mbit/s") && watch.contains("site-b") && watch.contains("reorder:"), "{watch}");
 }
+
+#[test]
+fn debug_prints_the_datapaths_own_drop_messages() {
+    let _s = serial();
+    let t = Topo::pair("g");
+    // Mismatched keys: everything b sends, a drops as key_mismatch.
+    let ca = t.write("a.toml", &p2p_config('a', "key = 5", "tc"));
+    let cb = t.write("b.toml", &p2p_config('b', "key = 6", "tc"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    let watch = t.a().spawn(&format!("{XGRE} status --watch --debug --interval 0.5 --count 4"));
+    std::thread::sleep(Duration::from_millis(700));
+    let _ = sh_out(&t.b().cmd(Enter::Nsenter, "ping -c 2 -i 0.2 -W 1 198.19.100.1"));
+    let out = watch.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("drop (key_mismatch)"), "no datapath message in:\n{err}");
+    // Nobody listens any more: the switch is off again.
+    let s = counters(t.a());
+    assert!(s["drops"]["key_mismatch"].as_u64().unwrap() >= 2, "{}", s["drops"]);
+}

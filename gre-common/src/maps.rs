@@ -177,6 +177,14 @@ pub struct LocalAddr {
     pub _pad: [u8; 2],
 }
 
+/// Key of the IPv6 route trie, like `Route4`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct Route6 {
+    pub tunnel: [u8; 4],
+    pub addr: [u8; 16],
+}
+
 /// A (link, tunnel) pair in use: how the link receives, and the outer
 /// address this tunnel uses on it.
 #[repr(C)]
@@ -258,6 +266,7 @@ mod user {
     unsafe impl aya::Pod for RxKey {}
     unsafe impl aya::Pod for RxPath {}
     unsafe impl aya::Pod for Route4 {}
+    unsafe impl aya::Pod for Route6 {}
     unsafe impl aya::Pod for LinkUseKey {}
     unsafe impl aya::Pod for LinkUse {}
     unsafe impl aya::Pod for LocalAddr {}

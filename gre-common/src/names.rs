@@ -19,6 +19,7 @@ pub const MAP_TUNNELS: &str = "XGRE_TUNNELS";
 pub const MAP_TUNNEL_BY_KEY: &str = "XGRE_TUN_KEY";
 pub const MAP_PEERS: &str = "XGRE_PEERS";
 pub const MAP_ROUTES4: &str = "XGRE_ROUTES4";
+pub const MAP_ROUTES6: &str = "XGRE_ROUTES6";
 pub const MAP_RX_PATHS: &str = "XGRE_RX_PATHS";
 pub const MAP_LOCAL_ADDRS: &str = "XGRE_LOCAL";
 pub const MAP_LINK_USERS: &str = "XGRE_LINK_USERS";
@@ -38,6 +39,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_TUNNEL_BY_KEY,
     MAP_PEERS,
     MAP_ROUTES4,
+    MAP_ROUTES6,
     MAP_RX_PATHS,
     MAP_LOCAL_ADDRS,
     MAP_LINK_USERS,

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use gre_common::{
     drop::DROP_REASONS, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
-    Route4, RxKey, RxPath, Tunnel, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    Route4, Route6, RxKey, RxPath, Tunnel, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::csum::Scratch;
@@ -29,6 +29,9 @@ pub static PEERS: HashMap<u32, Peer> = HashMap::with_max_entries(MAX_PEERS, BPF_
 
 #[map(name = "XGRE_ROUTES4")]
 pub static ROUTES4: LpmTrie<Route4, u32> = LpmTrie::with_max_entries(MAX_ROUTES, BPF_F_NO_PREALLOC);
+
+#[map(name = "XGRE_ROUTES6")]
+pub static ROUTES6: LpmTrie<Route6, u32> = LpmTrie::with_max_entries(MAX_ROUTES, BPF_F_NO_PREALLOC);
 
 #[map(name = "XGRE_RX_PATHS")]
 pub static RX_PATHS: HashMap<RxKey, RxPath> =

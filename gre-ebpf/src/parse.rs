@@ -129,7 +129,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         return Ok(Verdict::KeepaliveReply(path));
     }
     let ok = match tunnel.mode {
-        MODE_GRE => proto == GreHdr::PROTO_IPV4,
+        MODE_GRE => proto == GreHdr::PROTO_IPV4 || proto == GreHdr::PROTO_IPV6,
         MODE_GRETAP => proto == GreHdr::PROTO_TEB,
         _ => false,
     };

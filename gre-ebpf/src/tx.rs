@@ -13,19 +13,23 @@ use aya_ebpf::{
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{
-    DropReason, GreHdr, Path, Route4, Tunnel, MODE_GRE, TUN_CSUM, TUN_KEY, TUN_SEQ,
+    DropReason, GreHdr, Path, Route4, Route6, Tunnel, MODE_GRE, TUN_CSUM, TUN_KEY, TUN_SEQ,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 use crate::{
     counters::count_tx,
     csum,
-    maps::{PEERS, ROUTES4, TUNNELS, TX_SEQ},
+    maps::{PEERS, ROUTES4, ROUTES6, TUNNELS, TX_SEQ},
     packet::Packet,
     path,
 };
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_GRE: u8 = 47;
 const OUTER_V4: usize = Ipv4Hdr::LEN;
 const MAX_GRE: usize = 16;
@@ -37,12 +41,26 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         return Err(DropReason::TxUnsupported);
     }
     let eth: EthHdr = ctx.read(0)?;
-    if u16::from_be(eth.ether_type) != ETH_P_IP {
-        return Err(DropReason::TxUnsupported);
-    }
-    let inner: Ipv4Hdr = ctx.read(EthHdr::LEN)?;
-    let route = Key::new(64, Route4 { tunnel: ifindex.to_be_bytes(), addr: inner.dst_addr });
-    let peer_id = *ROUTES4.get(&route).ok_or(DropReason::NoRoute)?;
+    let tun = ifindex.to_be_bytes();
+    // Inner packet: which peer (longest prefix), what DSCP/ECN to copy,
+    // and the GRE protocol type.
+    let (peer_id, tos, proto) = match u16::from_be(eth.ether_type) {
+        ETH_P_IP => {
+            let inner: Ipv4Hdr = ctx.read(EthHdr::LEN)?;
+            let route = Key::new(64, Route4 { tunnel: tun, addr: inner.dst_addr });
+            (*ROUTES4.get(&route).ok_or(DropReason::NoRoute)?, inner.tos, GreHdr::PROTO_IPV4)
+        }
+        ETH_P_IPV6 => {
+            let inner: Ipv6Hdr = ctx.read(EthHdr::LEN)?;
+            if inner.dst_addr[0] == 0xff && inner.dst_addr[1] & 0x0f <= 2 {
+                return Err(DropReason::TxLinkScope);
+            }
+            let route = Key::new(32 + 128, Route6 { tunnel: tun, addr: inner.dst_addr });
+            let tclass = (inner.vcf[0] << 4) | (inner.vcf[1] >> 4);
+            (*ROUTES6.get(&route).ok_or(DropReason::NoRoute)?, tclass, GreHdr::PROTO_IPV6)
+        }
+        _ => return Err(DropReason::TxUnsupported),
+    };
     let peer = unsafe { PEERS.get(&peer_id) }.ok_or(DropReason::NoRoute)?;
     let (path_idx, path) = path::select(peer).ok_or(DropReason::NoPath)?;
     let path: Path = *path;
@@ -65,7 +83,7 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         0
     };
     let inner_len = ctx.len() as u64 - EthHdr::LEN as u64;
-    encap_v4(ctx, &tunnel, &path, inner.tos, seq)?;
+    encap_v4(ctx, &tunnel, &path, tos, proto, seq)?;
     // A GSO packet leaves as gso_segs wire packets.
     count_tx(peer_id, path_idx, segs.max(1) as u64, inner_len);
     Ok(unsafe { bpf_redirect(path.ifindex, 0) } as i32)
@@ -74,7 +92,7 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
 /// Outer IPv4 + GRE for `tunnel` over `path`, built on the stack and stored
 /// with one helper call after adjust_room made the room.
 #[inline(always)]
-fn encap_v4(ctx: &TcContext, tunnel: &Tunnel, path: &Path, tos: u8, seq: u32) -> Result<(), DropReason> {
+fn encap_v4(ctx: &TcContext, tunnel: &Tunnel, path: &Path, tos: u8, proto: u16, seq: u32) -> Result<(), DropReason> {
     let csum_on = tunnel.flags & TUN_CSUM != 0;
     let key_on = tunnel.flags & TUN_KEY != 0;
     let seq_on = tunnel.flags & TUN_SEQ != 0;
@@ -118,7 +136,7 @@ fn encap_v4(ctx: &TcContext, tunnel: &Tunnel, path: &Path, tos: u8, seq: u32) ->
     if seq_on {
         flags |= GreHdr::S;
     }
-    hdr[20..24].copy_from_slice(&GreHdr::new(flags, GreHdr::PROTO_IPV4).flags_and_proto());
+    hdr[20..24].copy_from_slice(&GreHdr::new(flags, proto).flags_and_proto());
     let mut o = 24;
     if csum_on {
         o += 4; // checksum filled in below, once the payload is in place

@@ -276,11 +276,6 @@ impl Config {
                 "\"gretap\" is not supported yet; use \"gre\"".into(),
             ));
         }
-        for (i, a) in t.address.iter().enumerate() {
-            if !matches!(a, IpNet::V4(_)) {
-                return Err(err(format!("tunnel.address[{i}]"), format!("{a}: only IPv4 inner addresses are supported yet")));
-            }
-        }
         if let Some(b) = t.stripe_burst {
             if !(1..=64).contains(&b) {
                 return Err(err("tunnel.stripe_burst".into(), format!("{b} is outside 1..=64")));
@@ -344,9 +339,6 @@ impl Config {
         let mut own_routes = HashSet::new();
         for (j, r) in p.routes.iter().enumerate() {
             let field = format!("peer[{i}].routes[{j}]");
-            if !matches!(r, IpNet::V4(_)) {
-                return Err(err(field, format!("{r}: only IPv4 inner routes are supported yet")));
-            }
             if r.trunc() != *r {
                 return Err(err(field, format!("{r} has host bits set (did you mean {}?)", r.trunc())));
             }
@@ -573,7 +565,6 @@ weight = 1
         expect(bad(|s| s.replace("name = \"gre0\"", "name = \"gre/0\"")), "tunnel.name", "not a valid");
         expect(bad(|s| s.replace("mode = \"gre\"", "mode = \"gretap\"")), "tunnel.mode", "not supported");
         expect(bad(|s| s.replace("mtu = 1476", "mtu = 20")), "tunnel.mtu", "68");
-        expect(bad(|s| s.replace("198.19.100.1/32", "2001:db8::1/128")), "tunnel.address[0]", "IPv4");
         expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
         expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");
         expect(bad(|s| s.replace("link = \"eth0\"", "link = \"eth1\"")), "peer[0].path[0].link", "not a [[link]]");

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{anyhow, bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, RxKey,
+    names::*, path_slot, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
     TUN_KEY, TUN_SEQ,
 };
@@ -89,7 +89,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
             },
         });
     }
-    let routes: Vec<(Key<Route4>, u32)> = dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok).collect();
+    let routes = all_routes(dp)?;
     let mut peers = Vec::new();
     let mut ids = BTreeMap::new();
     let all_peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
@@ -106,11 +106,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
                 up: path.flags & PATH_ADMIN_DOWN == 0,
             });
         }
-        let mut proutes: Vec<IpNet> = routes
-            .iter()
-            .filter(|(k, v)| *v == id && k.data().tunnel == tidx.to_be_bytes())
-            .map(|(k, _)| IpNet::new(IpAddr::V4(k.data().addr.into()), (k.prefix_len() - 32) as u8).unwrap())
-            .collect();
+        let mut proutes: Vec<IpNet> = routes.iter().filter(|(t, _, v)| *t == tidx && *v == id).map(|(_, n, _)| *n).collect();
         proutes.sort();
         let pname = cstr(&p.name);
         ids.insert(pname.clone(), id);
@@ -175,11 +171,50 @@ pub async fn resolve_macs(nl: &Netlink, cfg: &Config, i: usize, links: &BTreeMap
     Ok(v)
 }
 
-fn route_key(tun: u32, r: &IpNet) -> Option<Key<Route4>> {
-    match r {
-        IpNet::V4(n) => Some(Key::new(32 + n.prefix_len() as u32, Route4 { tunnel: tun.to_be_bytes(), addr: n.network().octets() })),
-        IpNet::V6(_) => None,
+/// Every route in the datapath, both families: (tunnel ifindex, prefix,
+/// peer id).
+pub fn all_routes(dp: &Datapath) -> Result<Vec<(u32, IpNet, u32)>> {
+    let mut out = Vec::new();
+    for (k, id) in dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok) {
+        let d = k.data();
+        let net = IpNet::new(IpAddr::V4(d.addr.into()), (k.prefix_len() - 32) as u8)?;
+        out.push((u32::from_be_bytes(d.tunnel), net, id));
     }
+    for (k, id) in dp.lpm::<Route6, u32>(MAP_ROUTES6)?.iter().filter_map(Result::ok) {
+        let d = k.data();
+        let net = IpNet::new(IpAddr::V6(d.addr.into()), (k.prefix_len() - 32) as u8)?;
+        out.push((u32::from_be_bytes(d.tunnel), net, id));
+    }
+    Ok(out)
+}
+
+/// Route `r` of tunnel `tun` to peer `id`, or (None) remove it.
+pub fn set_route(dp: &Datapath, tun: u32, r: &IpNet, id: Option<u32>) -> Result<()> {
+    let tunnel = tun.to_be_bytes();
+    let plen = 32 + r.prefix_len() as u32;
+    match r {
+        IpNet::V4(n) => {
+            let k = Key::new(plen, Route4 { tunnel, addr: n.network().octets() });
+            let mut m = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
+            match id {
+                Some(id) => m.insert(&k, id, 0)?,
+                None => {
+                    let _ = m.remove(&k);
+                }
+            }
+        }
+        IpNet::V6(n) => {
+            let k = Key::new(plen, Route6 { tunnel, addr: n.network().octets() });
+            let mut m = dp.lpm::<Route6, u32>(MAP_ROUTES6)?;
+            match id {
+                Some(id) => m.insert(&k, id, 0)?,
+                None => {
+                    let _ = m.remove(&k);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Zero a peer id's counters and sequence state before it is used.
@@ -242,17 +277,12 @@ fn write_peer(
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.
     dp.hash::<u32, Peer>(MAP_PEERS)?.insert(id, peer, 0)?;
-    let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
     for r in &pc.routes {
-        if let Some(k) = route_key(tun, r) {
-            routes.insert(&k, id, 0)?;
-        }
+        set_route(dp, tun, r, Some(id))?;
     }
     if let Some((old_cfg, old)) = old {
         for r in old.routes.iter().filter(|r| !pc.routes.contains(r)) {
-            if let Some(k) = route_key(tun, r) {
-                let _ = routes.remove(&k);
-            }
+            set_route(dp, tun, r, None)?;
         }
         for path in &old.paths {
             let Some(lc) = old_link_addr(old_cfg, path) else { continue };
@@ -274,11 +304,8 @@ fn key_bytes(k: &RxKey) -> Vec<u8> {
 }
 
 fn remove_peer(dp: &Datapath, cfg: &Config, pc: &PeerConfig, id: u32, tun: u32) -> Result<()> {
-    let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
     for r in &pc.routes {
-        if let Some(k) = route_key(tun, r) {
-            let _ = routes.remove(&k);
-        }
+        set_route(dp, tun, r, None)?;
     }
     dp.hash::<u32, Peer>(MAP_PEERS)?.remove(&id)?;
     let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;

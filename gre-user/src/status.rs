@@ -4,9 +4,8 @@
 use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
-use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, DropReason, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Tunnel,
+    names::*, path_slot, DropReason, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Tunnel,
     LATE_DISPLACEMENT, PATH_UP, TUN_CSUM, TUN_KEY, TUN_SEQ,
 };
 use serde::Serialize;
@@ -140,7 +139,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let tunnels: Vec<(u32, Tunnel)> = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).collect();
     let peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
     let users: Vec<(LinkUseKey, LinkUse)> = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).collect();
-    let routes: Vec<(Key<Route4>, u32)> = dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok).collect();
+    let routes = crate::state::all_routes(&dp)?;
     let stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
     let reorder_map = dp.per_cpu::<ReorderStats>(MAP_REORDER)?;
 
@@ -187,11 +186,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     counters: c,
                 });
             }
-            let proutes = routes
-                .iter()
-                .filter(|(k, v)| *v == p.id && k.data().tunnel == tidx.to_be_bytes())
-                .map(|(k, _)| format!("{}/{}", std::net::Ipv4Addr::from(k.data().addr), k.prefix_len() - 32))
-                .collect();
+            let proutes = routes.iter().filter(|(t, _, v)| t == tidx && *v == p.id).map(|(_, n, _)| n.to_string()).collect();
             tcount += pcount;
             let reorder = (t.flags & TUN_SEQ != 0).then(|| {
                 let mut r = Reorder { late_after: LATE_DISPLACEMENT, ..Default::default() };

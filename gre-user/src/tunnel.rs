@@ -8,9 +8,8 @@ use std::{
 };
 
 use anyhow::{anyhow, bail, Context, Result};
-use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, Route4, RxKey, RxPath, Tunnel,
+    names::*, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel,
     HOOK_TC, HOOK_XDP, MODE_GRE, PATH_UP, SCHEDULE_LEN,
 };
 use std::os::fd::{AsFd, AsRawFd};
@@ -129,10 +128,21 @@ pub async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAdd
     Ok(None)
 }
 
-fn disable_ipv6(dev: &str) {
-    // Inner IPv6 is not carried yet: without this the kernel would send
-    // router solicitations and MLD reports into the tunnel, to be dropped.
-    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
+/// IPv6 on the tunnel device: off when the tunnel carries none, so the
+/// kernel sends no solicitations into it; else on, without a link-local
+/// address or duplicate address detection (a point-to-point tunnel has no
+/// neighbours to ask).
+fn setup_ipv6(dev: &str, carry: bool) {
+    let conf = |k: &str, v: &str| {
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/{k}"), v);
+    };
+    if carry {
+        conf("addr_gen_mode", "1");
+        conf("accept_dad", "0");
+        conf("disable_ipv6", "0");
+    } else {
+        conf("disable_ipv6", "1");
+    }
 }
 
 pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
@@ -241,8 +251,9 @@ async fn fill_and_attach(
     mtu: u32,
 ) -> Result<Vec<(String, &'static str)>> {
     let t = &cfg.tunnel;
-    disable_ipv6(&t.name);
-    disable_ipv6(&hid.name);
+    let v6 = t.address.iter().chain(cfg.peers.iter().flat_map(|p| p.routes.iter())).any(|n| matches!(n, ipnet::IpNet::V6(_)));
+    setup_ipv6(&t.name, v6);
+    setup_ipv6(&hid.name, false);
     nl.set_link(hid.index, true, false, mtu).await?;
     nl.set_link(tun.index, true, false, mtu).await?;
     for a in &t.address {
@@ -328,10 +339,10 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     for id in ids {
         gone_ok(peers.remove(&id))?;
     }
-    let mut routes = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
-    let keys: Vec<Key<Route4>> = routes.keys().filter_map(Result::ok).filter(|k| k.data().tunnel == tidx.to_be_bytes()).collect();
-    for k in keys {
-        gone_ok(routes.remove(&k))?;
+    for (t, r, _) in state::all_routes(dp)? {
+        if t == tidx {
+            state::set_route(dp, tidx, &r, None)?;
+        }
     }
     let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
     let keys: Vec<RxKey> = rx.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tidx).collect();

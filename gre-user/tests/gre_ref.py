@@ -14,7 +14,7 @@ conf.verb = 0
 out = []
 for spec in json.load(sys.stdin):
     g = spec["gre"]
-    gre = GRE(proto=0x0800)
+    gre = GRE(proto=spec.get("proto", 0x0800))
     if g.get("csum"):
         gre.chksum_present = 1
     if g.get("key") is not None:

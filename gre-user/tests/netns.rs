@@ -243,3 +243,36 @@ fn two_tunnels_share_a_namespace_and_programs_come_back_when_needed() {
     t.b().xgre_ok(Enter::Nsenter, "down gre1");
     assert_nothing_left(&t);
 }
+
+#[test]
+fn inner_ipv6_over_the_tunnel() {
+    let _s = serial();
+    let t = Topo::pair("6");
+    let v6 = |me: char| {
+        let (a, peer) = if me == 'a' { ("2001:db8:100::1", "2001:db8:100::2") } else { ("2001:db8:100::2", "2001:db8:100::1") };
+        p2p_config(me, "key = 3", "tc")
+            .replace("address = [\"198.19.100.", &format!("address = [\"{a}/128\", \"198.19.100."))
+            .replace("routes = [\"198.19.100.", &format!("routes = [\"{peer}/128\", \"198.19.100."))
+    };
+    let ca = t.write("a.toml", &v6('a'));
+    let cb = t.write("b.toml", &v6('b'));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    let p = t.a().run("ping -6 -c 3 -i 0.2 -W 2 2001:db8:100::2");
+    assert!(p.contains("3 received"), "{p}");
+    let p = t.a().run("ping -c 2 -i 0.2 -W 2 198.19.100.2");
+    assert!(p.contains("2 received"), "IPv4 still works beside IPv6: {p}");
+    let x = transfer(t.a(), t.b(), "2001:db8:100::2", 10);
+    assert_eq!(x.sent, x.got, "TCP over IPv6 inside GRE");
+    let s = json_status(t.a());
+    let peer = &s["tunnels"][0]["peers"][0];
+    assert!(peer["routes"].as_array().unwrap().iter().any(|r| r == "2001:db8:100::2/128"), "{peer}");
+    let shown = t.a().xgre_ok(Enter::Nsenter, "show gre0");
+    assert!(shown.contains("2001:db8:100::2/128"), "{shown}");
+    // Only the host's own link-scope chatter may be turned away.
+    for (reason, n) in s["drops"].as_object().unwrap() {
+        if reason != "tx_link_scope" {
+            assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);
+        }
+    }
+}

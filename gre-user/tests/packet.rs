@@ -34,6 +34,19 @@ const LINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
 const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
 const INNER_SRC: [u8; 4] = [198, 19, 100, 1];
 const INNER_DST: [u8; 4] = [198, 19, 100, 2];
+const INNER6_SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+const INNER6_DST: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// An IPv6 packet (UDP payload, checksum not needed here) with traffic class `tc`.
+fn ipv6(src: [u8; 16], dst: [u8; 16], tc: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60 | (tc >> 4), tc << 4, 0, 0];
+    h.extend((payload.len() as u16).to_be_bytes());
+    h.extend([17, 64]);
+    h.extend(src);
+    h.extend(dst);
+    h.extend(payload);
+    h
+}
 
 struct Dp {
     ebpf: Ebpf,
@@ -203,6 +216,10 @@ impl Dp {
         let mut routes: LpmTrie<&mut MapData, Route4, u32> = self.ebpf.map_mut(MAP_ROUTES4).unwrap().try_into().unwrap();
         let key = Key::new(64, Route4 { tunnel: TUN.to_be_bytes(), addr: INNER_DST });
         routes.insert(&key, id, 0).unwrap();
+        let mut routes6: LpmTrie<&mut MapData, Route6, u32> = self.ebpf.map_mut(MAP_ROUTES6).unwrap().try_into().unwrap();
+        // 2001:db8:100::/64 to this peer.
+        let key = Key::new(32 + 64, Route6 { tunnel: TUN.to_be_bytes(), addr: INNER6_DST });
+        routes6.insert(&key, id, 0).unwrap();
     }
 
     fn run(&self, prog: &str, data: &[u8], ctx: Option<&[u8]>) -> (u32, Vec<u8>) {
@@ -595,4 +612,36 @@ fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
         }
         assert_eq!(dp.path_stats(0, 0).rx_packets, 0, "{what}");
     }
+}
+
+#[test]
+fn inner_ipv6_is_carried_both_ways() {
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), 0);
+    dp.peer(0, &[1]);
+    let udp: Vec<u8> = (0..37u8).collect();
+    let inner = ipv6(INNER6_SRC, INNER6_DST, 0xb8, &udp);
+    let (ret, out) = dp.tx(&eth(TUN_MAC, TUN_MAC, 0x86DD, &inner), 1);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    let want = scapy_reference(serde_json::json!([{
+        "eth": ["02:00:00:00:00:20", "02:00:00:00:00:10"],
+        "ip": {"src": "198.18.0.10", "dst": "198.18.0.20", "tos": 0xb8},
+        "gre": {"key": 42},
+        "proto": 0x86DD,
+        "inner_hex": hexdump(&inner),
+    }]));
+    assert_eq!(hexdump(&out), hexdump(&want[0]), "IPv6 in GRE (protocol 0x86DD), traffic class copied");
+
+    // The peer's IPv6 comes out with an IPv6 Ethernet type.
+    let frame = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x86DD, ..valid(Some(42)) }, &inner);
+    let (ret, out) = dp.run(PROG_RX_TC, &frame, None);
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    assert_eq!(hexdump(&out), hexdump(&eth(TUN_MAC, PEER_MAC, 0x86DD, &inner)));
+
+    // The host's own neighbour discovery and MLD have nowhere to go.
+    let mut ns = INNER6_DST;
+    ns[..2].copy_from_slice(&[0xff, 0x02]);
+    let (ret, _) = dp.tx(&eth(TUN_MAC, TUN_MAC, 0x86DD, &ipv6(INNER6_SRC, ns, 0, &udp)), 1);
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("tx_link_scope", 1)]));
 }

@@ -15,8 +15,9 @@ import sys
 import time
 
 mode, addr, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+family = socket.AF_INET6 if ":" in addr else socket.AF_INET
 if mode == "recv":
-    s = socket.socket()
+    s = socket.socket(family)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     s.listen(1)

@@ -23,7 +23,7 @@ use netlink_packet_route::{
 };
 use rtnetlink::{
     packet_core::{
-        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REPLACE,
+        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
         NLM_F_REQUEST,
     },
     Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
@@ -90,15 +90,6 @@ impl Link {
         }
         l
     }
-}
-
-/// A filter found on a device's clsact hook.
-#[derive(Debug, Clone)]
-pub struct Filter {
-    pub prio: u16,
-    pub handle: u32,
-    pub name: String,
-    pub prog_id: u32,
 }
 
 pub struct Netlink {
@@ -367,36 +358,6 @@ impl Netlink {
             Err(e) if is_errno(&e, libc::ENOENT) || is_errno(&e, libc::EINVAL) || is_errno(&e, libc::ENODEV) => Ok(()),
             Err(e) => Err(e).with_context(|| format!("detaching the TC program of device #{ifindex}")),
         }
-    }
-
-    /// The bpf filters on a device's ingress or egress hook.
-    pub async fn bpf_filters(&self, ifindex: u32, egress: bool) -> Result<Vec<Filter>> {
-        let mut m = TcMessage::with_index(ifindex as i32);
-        m.header.parent = Self::filter_parent(egress);
-        let msgs = match self.tc_request(RouteNetlinkMessage::GetTrafficFilter(m), NLM_F_DUMP).await {
-            Ok(v) => v,
-            Err(e) if is_errno(&e, libc::EINVAL) || is_errno(&e, libc::ENODEV) => return Ok(vec![]),
-            Err(e) => return Err(e).with_context(|| format!("listing the filters of device #{ifindex}")),
-        };
-        let mut out = Vec::new();
-        for t in msgs {
-            let mut f = Filter { prio: (t.header.info >> 16) as u16, handle: t.header.handle.into(), name: String::new(), prog_id: 0 };
-            for a in &t.attributes {
-                if let TcAttribute::Options(opts) = a {
-                    for o in opts {
-                        match o {
-                            TcOption::Bpf(TcFilterBpfOption::ProgName(n)) => f.name = n.clone(),
-                            TcOption::Bpf(TcFilterBpfOption::ProgId(id)) => f.prog_id = *id,
-                            _ => {}
-                        }
-                    }
-                }
-            }
-            if f.prog_id != 0 {
-                out.push(f);
-            }
-        }
-        Ok(out)
     }
 }
 

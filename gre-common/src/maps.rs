@@ -12,8 +12,6 @@ use bytemuck::{Pod, Zeroable};
 
 /// Most paths one peer can stripe across.
 pub const MAX_PATHS: usize = 8;
-/// Slots of a peer's weighted round-robin schedule (see `Peer::schedule`).
-pub const SCHEDULE_LEN: usize = 128;
 /// Most peers in one network namespace (sizes the peer and counter maps).
 pub const MAX_PEERS: u32 = 16384;
 /// Most tunnels in one network namespace.
@@ -125,11 +123,8 @@ pub struct Peer {
     pub id: u32,
     pub tunnel_ifindex: u32,
     pub npaths: u32,
-    /// Used slots of `schedule`; 0 means no path is up.
-    pub sched_len: u32,
+    pub _pad: u32,
     pub paths: [Path; MAX_PATHS],
-    /// Weighted round-robin: slot i names the path for the i-th packet.
-    pub schedule: [u8; SCHEDULE_LEN],
     /// Peer name from the config, NUL-padded (for status and `show`).
     pub name: [u8; 32],
 }

@@ -26,7 +26,7 @@ pub const MAP_LINK_USERS: &str = "XGRE_LINK_USERS";
 pub const MAP_PATH_STATS: &str = "XGRE_PATH_STATS";
 pub const MAP_DROPS: &str = "XGRE_DROPS";
 pub const MAP_TX_SEQ: &str = "XGRE_TX_SEQ";
-pub const MAP_RR: &str = "XGRE_RR";
+pub const MAP_PATH_BYTES: &str = "XGRE_PATH_BYTES";
 pub const MAP_SCRATCH: &str = "XGRE_SCRATCH";
 pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
 pub const MAP_REORDER: &str = "XGRE_REORDER";
@@ -46,7 +46,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_PATH_STATS,
     MAP_DROPS,
     MAP_TX_SEQ,
-    MAP_RR,
+    MAP_PATH_BYTES,
     MAP_RX_SEQ,
     MAP_REORDER,
     MAP_PATH_SEEN,

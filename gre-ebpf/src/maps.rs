@@ -59,10 +59,6 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS 
 #[map(name = "XGRE_TX_SEQ")]
 pub static TX_SEQ: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
 
-/// Round-robin position of each peer (packets sent so far), shared by all
-/// CPUs and advanced atomically.
-#[map(name = "XGRE_RR")]
-pub static RR: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
 
 #[map(name = "XGRE_SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
@@ -79,3 +75,8 @@ pub static REORDER: PerCpuArray<ReorderStats> = PerCpuArray::with_max_entries(MA
 /// CLOCK_MONOTONIC): the loader's path health reads it.
 #[map(name = "XGRE_PATH_SEEN")]
 pub static PATH_SEEN: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
+/// Bytes each path has been given, shared by all CPUs (atomic add): what
+/// path selection balances by weight.
+#[map(name = "XGRE_PATH_BYTES")]
+pub static PATH_BYTES: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);

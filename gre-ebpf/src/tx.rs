@@ -62,7 +62,7 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         _ => return Err(DropReason::TxUnsupported),
     };
     let peer = unsafe { PEERS.get(&peer_id) }.ok_or(DropReason::NoRoute)?;
-    let (path_idx, path) = path::select(peer).ok_or(DropReason::NoPath)?;
+    let (path_idx, path) = path::select(peer, ctx.len() as u64).ok_or(DropReason::NoPath)?;
     let path: Path = *path;
     let peer_id = peer.id;
 

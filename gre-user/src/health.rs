@@ -174,7 +174,6 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                 }
             }
             if changed {
-                tunnel::reschedule(&mut p);
                 // One map update swaps the whole peer: paths and schedule.
                 peers.insert(id, p, 0)?;
             }

@@ -9,7 +9,6 @@ pub mod exporter;
 pub mod health;
 pub mod keepalive;
 pub mod netlink;
-pub mod schedule;
 pub mod state;
 pub mod status;
 pub mod sys;

@@ -222,14 +222,15 @@ fn reset_peer_state(dp: &Datapath, id: u32) -> Result<()> {
     let ncpu = aya::util::nr_cpus().map_err(|(s, e)| anyhow!("{s}: {e}"))?;
     let mut stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
     let mut seen = dp.array::<u64>(MAP_PATH_SEEN)?;
+    let mut bytes = dp.array::<u64>(MAP_PATH_BYTES)?;
     for j in 0..MAX_PATHS as u32 {
         stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
         seen.set(path_slot(id, j), 0, 0)?;
+        bytes.set(path_slot(id, j), 0, 0)?;
     }
     dp.array::<u64>(MAP_TX_SEQ)?.set(id, 0, 0)?;
     dp.array::<u64>(MAP_RX_SEQ)?.set(id, 0, 0)?;
     dp.per_cpu::<ReorderStats>(MAP_REORDER)?.set(id, aya::maps::PerCpuValues::try_from(vec![ReorderStats::default(); ncpu])?, 0)?;
-    dp.array::<u64>(MAP_RR)?.set(id, 0, 0)?;
     Ok(())
 }
 
@@ -273,7 +274,6 @@ fn write_peer(
             peer.paths[j].flags = (peer.paths[j].flags & !PATH_UP) | PATH_ADMIN_DOWN;
         }
     }
-    crate::tunnel::reschedule(&mut peer);
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.
     dp.hash::<u32, Peer>(MAP_PEERS)?.insert(id, peer, 0)?;

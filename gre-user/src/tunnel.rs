@@ -10,7 +10,7 @@ use std::{
 use anyhow::{anyhow, bail, Context, Result};
 use gre_common::{
     names::*, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel,
-    HOOK_TC, HOOK_XDP, MODE_GRE, PATH_UP, SCHEDULE_LEN,
+    HOOK_TC, HOOK_XDP, MODE_GRE, PATH_UP,
 };
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -18,7 +18,7 @@ use crate::{
     config::{Config, PeerConfig},
     datapath::{self, Datapath},
     netlink::{Link, Netlink, XDP_FLAGS_DRV_MODE},
-    schedule, state, sys,
+    state, sys,
 };
 
 /// How long `up` waits for ARP when a path gives no MAC.
@@ -76,7 +76,6 @@ pub fn build_peer(
     macs: &[[u8; 6]],
 ) -> Peer {
     let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, ..Default::default() };
-    let mut weights = Vec::new();
     for (j, pc) in peer.paths.iter().enumerate() {
         let link = &links[&pc.link];
         let lc = cfg.link(&pc.link).expect("validated");
@@ -89,23 +88,10 @@ pub fn build_peer(
             dst_mac: macs[j],
             weight: pc.weight,
         };
-        weights.push(pc.weight);
     }
-    reschedule(&mut p);
     let n = peer.name.as_bytes();
     p.name[..n.len().min(31)].copy_from_slice(&n[..n.len().min(31)]);
     p
-}
-
-/// Rebuild a peer's schedule from the weights of its paths that are up.
-pub fn reschedule(p: &mut Peer) {
-    let weights: Vec<u32> = (0..p.npaths as usize)
-        .map(|j| if p.paths[j].flags & PATH_UP != 0 { p.paths[j].weight } else { 0 })
-        .collect();
-    let sched = schedule::build(&weights);
-    p.schedule = [0; SCHEDULE_LEN];
-    p.sched_len = sched.len().min(SCHEDULE_LEN) as u32;
-    p.schedule[..p.sched_len as usize].copy_from_slice(&sched[..p.sched_len as usize]);
 }
 
 /// The neighbour MAC for `remote` on `link`: from the kernel's table, after

@@ -14,7 +14,7 @@ use aya::{
     Ebpf,
 };
 use gre_common::{names::*, *};
-use gre_user::{datapath::OBJECT, schedule};
+use gre_user::datapath::OBJECT;
 
 const TC_ACT_OK: u32 = 0;
 const TC_ACT_SHOT: u32 = 2;
@@ -209,9 +209,6 @@ impl Dp {
             let rx = RxKey { tunnel_ifindex: TUN, remote: v4_mapped(remote), local: v4_mapped(LOCAL) };
             self.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: id, path: j as u32 }, 0).unwrap();
         }
-        let s = schedule::build(weights);
-        p.sched_len = s.len() as u32;
-        p.schedule[..s.len()].copy_from_slice(&s);
         self.hash::<u32, Peer>(MAP_PEERS).insert(id, p, 0).unwrap();
         let mut routes: LpmTrie<&mut MapData, Route4, u32> = self.ebpf.map_mut(MAP_ROUTES4).unwrap().try_into().unwrap();
         let key = Key::new(64, Route4 { tunnel: TUN.to_be_bytes(), addr: INNER_DST });

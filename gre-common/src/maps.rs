@@ -32,8 +32,6 @@ pub const TUN_CSUM: u32 = 1 << 2;
 
 /// `Path::flags`
 pub const PATH_UP: u32 = 1 << 0;
-/// Outer header is IPv6.
-pub const PATH_V6: u32 = 1 << 1;
 /// The neighbour MAC came from the config (not from ARP).
 pub const PATH_STATIC_MAC: u32 = 1 << 2;
 /// Taken out of the rotation by the operator (`path set --down`); health

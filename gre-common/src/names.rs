@@ -31,23 +31,3 @@ pub const MAP_SCRATCH: &str = "XGRE_SCRATCH";
 pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
 pub const MAP_REORDER: &str = "XGRE_REORDER";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
-
-/// Every map the loader expects to find in a running datapath.
-pub const ALL_MAPS: &[&str] = &[
-    MAP_META,
-    MAP_TUNNELS,
-    MAP_TUNNEL_BY_KEY,
-    MAP_PEERS,
-    MAP_ROUTES4,
-    MAP_ROUTES6,
-    MAP_RX_PATHS,
-    MAP_LOCAL_ADDRS,
-    MAP_LINK_USERS,
-    MAP_PATH_STATS,
-    MAP_DROPS,
-    MAP_TX_SEQ,
-    MAP_PATH_BYTES,
-    MAP_RX_SEQ,
-    MAP_REORDER,
-    MAP_PATH_SEEN,
-];

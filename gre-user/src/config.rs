@@ -10,7 +10,7 @@ use std::{
     fmt,
     hash::{Hash, Hasher},
     net::{IpAddr, Ipv4Addr},
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use gre_common::MAX_PATHS;
@@ -485,10 +485,6 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
     }
 }
 
-/// Where config files live for `xgre down NAME` and the systemd unit.
-pub fn default_path(name: &str) -> PathBuf {
-    PathBuf::from(format!("/etc/xgre/{name}.toml"))
-}
 
 #[cfg(test)]
 mod tests {

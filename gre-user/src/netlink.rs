@@ -30,7 +30,6 @@ use rtnetlink::{
 };
 
 /// XDP attach modes (include/uapi/linux/if_link.h).
-pub const XDP_FLAGS_SKB_MODE: u32 = 1 << 1;
 pub const XDP_FLAGS_DRV_MODE: u32 = 1 << 2;
 
 /// Priority and handle of our TC filters, so we find and remove exactly ours.

@@ -193,25 +193,18 @@ pub fn set_route(dp: &Datapath, tun: u32, r: &IpNet, id: Option<u32>) -> Result<
     let tunnel = tun.to_be_bytes();
     let plen = 32 + r.prefix_len() as u32;
     match r {
-        IpNet::V4(n) => {
-            let k = Key::new(plen, Route4 { tunnel, addr: n.network().octets() });
-            let mut m = dp.lpm::<Route4, u32>(MAP_ROUTES4)?;
-            match id {
-                Some(id) => m.insert(&k, id, 0)?,
-                None => {
-                    let _ = m.remove(&k);
-                }
-            }
-        }
-        IpNet::V6(n) => {
-            let k = Key::new(plen, Route6 { tunnel, addr: n.network().octets() });
-            let mut m = dp.lpm::<Route6, u32>(MAP_ROUTES6)?;
-            match id {
-                Some(id) => m.insert(&k, id, 0)?,
-                None => {
-                    let _ = m.remove(&k);
-                }
-            }
+        IpNet::V4(n) => lpm_set(dp, MAP_ROUTES4, Key::new(plen, Route4 { tunnel, addr: n.network().octets() }), id),
+        IpNet::V6(n) => lpm_set(dp, MAP_ROUTES6, Key::new(plen, Route6 { tunnel, addr: n.network().octets() }), id),
+    }
+}
+
+fn lpm_set<K: aya::Pod>(dp: &Datapath, map: &str, key: Key<K>, id: Option<u32>) -> Result<()> {
+    let mut m = dp.lpm::<K, u32>(map)?;
+    match id {
+        Some(id) => m.insert(&key, id, 0)?,
+        // Already gone is what removal wanted.
+        None => {
+            let _ = m.remove(&key);
         }
     }
     Ok(())

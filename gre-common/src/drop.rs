@@ -35,9 +35,9 @@ pub enum DropReason {
     HelperFailed = 13,
     /// Packet is too long to checksum (bounded loop).
     TooLong = 14,
-    /// Transmit: link-scope IPv6 multicast (neighbour discovery, MLD) of
-    /// the host's own; it has no peer to go to on a routed tunnel.
-    TxLinkScope = 15,
+    /// Transmit: the frame would go back to the peer it came from (its
+    /// source MAC was learned from that peer).
+    SplitHorizon = 15,
 }
 
 pub const DROP_REASONS: usize = 16;
@@ -59,7 +59,7 @@ impl DropReason {
         DropReason::TxGsoPerPacket,
         DropReason::HelperFailed,
         DropReason::TooLong,
-        DropReason::TxLinkScope,
+        DropReason::SplitHorizon,
     ];
 
     /// Stable snake-case name used in `xgre status` and JSON output.
@@ -80,7 +80,7 @@ impl DropReason {
             DropReason::TxGsoPerPacket => "tx_gso_per_packet",
             DropReason::HelperFailed => "helper_failed",
             DropReason::TooLong => "too_long",
-            DropReason::TxLinkScope => "tx_link_scope",
+            DropReason::SplitHorizon => "split_horizon",
         }
     }
 }

@@ -20,6 +20,14 @@ pub const MAX_TUNNELS: u32 = 256;
 pub const MAX_ROUTES: u32 = 65536;
 /// Most links in one network namespace.
 pub const MAX_LINKS: u32 = 64;
+/// Most copies one packet is replicated to (flooding in `gretap` mode,
+/// multicast and broadcast in `gre` mode): the peers of one flood list.
+pub const MAX_FLOOD: usize = 64;
+/// Learned MAC addresses in one network namespace (all `gretap` tunnels);
+/// the least recently used entry makes room for a new one.
+pub const MAX_FDB: u32 = 65536;
+/// Seconds a learned MAC address stays valid without a frame from it.
+pub const DEFAULT_FDB_AGE: u32 = 300;
 
 /// `Tunnel::mode`
 pub const MODE_GRE: u32 = 1;
@@ -29,6 +37,15 @@ pub const MODE_GRETAP: u32 = 2;
 pub const TUN_KEY: u32 = 1 << 0;
 pub const TUN_SEQ: u32 = 1 << 1;
 pub const TUN_CSUM: u32 = 1 << 2;
+/// NVGRE (RFC 7637): the key is a 24-bit VSID and an 8-bit FlowID; the
+/// FlowID is taken from the inner flow's hash on transmit and ignored on
+/// receive.
+pub const TUN_NVGRE: u32 = 1 << 3;
+
+/// Low byte of an NVGRE key: the FlowID.
+pub const NVGRE_FLOWID_MASK: u32 = 0xff;
+/// `KeyLookup::has_key` of an NVGRE tunnel: looked up by VSID (FlowID 0).
+pub const KEY_NVGRE: u32 = 2;
 
 /// `Path::flags`
 pub const PATH_UP: u32 = 1 << 0;
@@ -43,7 +60,7 @@ pub const HOOK_XDP: u32 = 1;
 pub const HOOK_TC: u32 = 2;
 
 /// Version of the map layout; a loader refuses a datapath of another version.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// One entry describing the datapath instance itself.
 #[repr(C)]
@@ -86,7 +103,8 @@ pub struct Tunnel {
     pub stripe_burst: u32,
     pub keepalive: u32,
     pub keepalive_misses: u32,
-    pub _pad3: u32,
+    /// `gretap`: seconds a learned MAC stays valid (0: default).
+    pub fdb_age: u32,
 }
 
 /// Receive-side lookup from GRE key to tunnel.
@@ -198,6 +216,49 @@ pub struct LinkUse {
     pub rx_cfg: u32,
 }
 
+/// A learned MAC address of a `gretap` tunnel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FdbKey {
+    pub tunnel_ifindex: u32,
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+
+/// Which peer a MAC address lives behind, and when a frame from it last
+/// arrived (bpf_ktime_get_ns): older than the tunnel's `fdb_age` and it
+/// is flooded again.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct FdbEntry {
+    pub peer_id: u32,
+    pub _pad: u32,
+    pub seen_ns: u64,
+}
+
+/// A flood list: a tunnel and a group (all zeros: every peer; else an inner
+/// multicast address, IPv4-mapped for IPv4).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct FloodKey {
+    pub tunnel_ifindex: u32,
+    pub group: [u8; 16],
+}
+
+/// The peers one packet is replicated to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct FloodList {
+    pub n: u32,
+    pub peers: [u32; MAX_FLOOD],
+}
+
+impl Default for FloodList {
+    fn default() -> Self {
+        Zeroable::zeroed()
+    }
+}
+
 /// Per-path counters, one slot per (peer id, path index). Bytes are inner
 /// bytes both ways.
 #[repr(C)]
@@ -265,4 +326,8 @@ mod user {
     unsafe impl aya::Pod for LocalAddr {}
     unsafe impl aya::Pod for PathStats {}
     unsafe impl aya::Pod for ReorderStats {}
+    unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for FdbEntry {}
+    unsafe impl aya::Pod for FloodKey {}
+    unsafe impl aya::Pod for FloodList {}
 }

@@ -10,6 +10,9 @@
 
 mod counters;
 mod csum;
+mod encap;
+mod fdb;
+mod flood;
 mod maps;
 mod packet;
 mod parse;

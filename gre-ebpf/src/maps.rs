@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use gre_common::{
-    drop::DROP_REASONS, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
-    Route4, Route6, RxKey, RxPath, Tunnel, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    drop::DROP_REASONS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
+    Route4, Route6, RxKey, RxPath, Tunnel, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::csum::Scratch;
@@ -80,3 +80,19 @@ pub static PATH_SEEN: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS
 /// path selection balances by weight.
 #[map(name = "XGRE_PATH_BYTES")]
 pub static PATH_BYTES: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
+/// `gretap`: inner source MAC -> peer, learned on receive. LRU: a full
+/// table forgets the MAC unheard from longest, and that MAC is flooded
+/// until it is heard again.
+#[map(name = "XGRE_FDB")]
+pub static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::with_max_entries(MAX_FDB, 0);
+
+/// Who a flooded or multicast packet is replicated to: per tunnel, every
+/// peer (group all zeros) and per configured group. Not preallocated, so a
+/// replaced list is freed only after readers are done with it.
+#[map(name = "XGRE_FLOOD")]
+pub static FLOOD: HashMap<FloodKey, FloodList> = HashMap::with_max_entries(MAX_TUNNELS * 64, BPF_F_NO_PREALLOC);
+
+/// Where outer headers are built (see `encap::header`).
+#[map(name = "XGRE_HDR")]
+pub static HDR_SCRATCH: PerCpuArray<[u8; crate::encap::HDR_MAX]> = PerCpuArray::with_max_entries(1, 0);

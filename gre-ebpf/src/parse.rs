@@ -3,8 +3,8 @@
 //! receive programs.
 
 use gre_common::{
-    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, MODE_GRE, MODE_GRETAP,
-    PROTO_KEEPALIVE,
+    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP,
+    NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
 };
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 
@@ -119,7 +119,15 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     } else {
         None
     };
-    let tun_ifindex = unsafe { TUNNEL_BY_KEY.get(&lookup) }.ok_or(DropReason::KeyMismatch)?;
+    let tun_ifindex = match unsafe { TUNNEL_BY_KEY.get(&lookup) } {
+        Some(t) => t,
+        // NVGRE: the low byte is a FlowID; the VSID alone names the tunnel.
+        None if lookup.has_key == 1 => {
+            let vsid = KeyLookup { key: lookup.key & !NVGRE_FLOWID_MASK, has_key: KEY_NVGRE };
+            unsafe { TUNNEL_BY_KEY.get(&vsid) }.ok_or(DropReason::KeyMismatch)?
+        }
+        None => return Err(DropReason::KeyMismatch),
+    };
     let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: v4_mapped(ip.src_addr), local };
     let path = *unsafe { RX_PATHS.get(&rx_key) }.ok_or(DropReason::UnknownPeer)?;

@@ -20,6 +20,7 @@ use network_types::eth::EthHdr;
 
 use crate::{
     counters::{count_rx, keepalive_reflected, keepalive_reply},
+    fdb,
     packet::Packet,
     parse::{classify, Rx, Verdict},
     reorder,
@@ -34,9 +35,17 @@ fn reflect_eth(outer: &EthHdr) -> EthHdr {
     EthHdr { dst_addr: outer.src_addr, src_addr: outer.dst_addr, ether_type: ETH_P_IP.to_be() }
 }
 
+/// Count a decapsulated packet, note its sequence number and, for gretap,
+/// learn which peer its source MAC lives behind. `pkt` holds the inner
+/// packet by now.
 #[inline(always)]
-fn delivered(rx: &Rx, packets: u64) {
+fn delivered<P: Packet>(pkt: &P, rx: &Rx, packets: u64) {
     count_rx(rx.path.peer_id, rx.path.path, packets, rx.inner_len as u64);
+    if rx.tunnel.mode == MODE_GRETAP {
+        if let Ok(src) = pkt.read::<[u8; 6]>(6) {
+            fdb::learn(rx.tunnel.ifindex, src, rx.path.peer_id);
+        }
+    }
     if let Some(seq) = rx.seq {
         reorder::observe(rx.path.peer_id, seq);
     }
@@ -82,7 +91,7 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         if !tap {
             unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
         }
-        delivered(&rx, 1);
+        delivered(ctx, &rx, 1);
     }
     // Tunnel 0 tells the handoff to send the frame back out of the link.
     let target = if reflect { 0 } else { rx.tunnel.ifindex };
@@ -162,7 +171,7 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
             .map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
-    delivered(&rx, segs as u64);
+    delivered(ctx, &rx, segs as u64);
     let r = unsafe { bpf_redirect(rx.tunnel.ifindex, BPF_F_INGRESS as u64) };
     Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
 }

@@ -33,6 +33,18 @@ pub struct Config {
     pub links: Vec<LinkConfig>,
     #[serde(default, rename = "peer")]
     pub peers: Vec<PeerConfig>,
+    /// `gre` mode: multicast groups replicated to named peers only (any
+    /// other group goes to every peer).
+    #[serde(default, rename = "group", skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// An IPv4 or IPv6 multicast address, or 255.255.255.255.
+    pub address: IpAddr,
+    pub peers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default)]
@@ -75,6 +87,19 @@ pub struct TunnelConfig {
     /// rotation.
     #[serde(default = "default_keepalive_misses")]
     pub keepalive_misses: u32,
+    /// `gretap`: seconds a learned MAC address stays valid without a frame
+    /// from it.
+    #[serde(default = "default_fdb_age")]
+    pub fdb_age: u32,
+    /// NVGRE (RFC 7637, `gretap` only): the 24-bit Virtual Subnet ID. The
+    /// key on the wire is the VSID and an 8-bit FlowID from the inner flow
+    /// hash. Instead of `key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsid: Option<u32>,
+}
+
+fn default_fdb_age() -> u32 {
+    gre_common::DEFAULT_FDB_AGE
 }
 
 fn default_keepalive() -> u32 {
@@ -222,6 +247,10 @@ impl Config {
     pub fn fingerprint(&self) -> u64 {
         let mut c = self.clone();
         c.links.sort_by(|a, b| a.dev.cmp(&b.dev));
+        c.groups.sort_by_key(|g| g.address);
+        for g in &mut c.groups {
+            g.peers.sort();
+        }
         c.peers.sort_by(|a, b| a.name.cmp(&b.name));
         c.tunnel.address.sort();
         for p in &mut c.peers {
@@ -235,7 +264,7 @@ impl Config {
     /// The tunnel and links of this config, with no peers (cheap to clone
     /// for a one-peer change).
     pub fn clone_without_peers(&self) -> Config {
-        Config { tunnel: self.tunnel.clone(), links: self.links.clone(), peers: vec![] }
+        Config { tunnel: self.tunnel.clone(), links: self.links.clone(), peers: vec![], groups: self.groups.clone() }
     }
 
     pub fn to_toml(&self) -> String {
@@ -260,20 +289,59 @@ impl Config {
         t.stripe_burst
     }
 
-    /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE).
+    /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE,
+    /// and the inner Ethernet header in `gretap` mode).
     pub fn overhead(&self) -> u32 {
         let t = &self.tunnel;
-        20 + gre_common::GreHdr::len_for(t.checksum, t.key.is_some(), t.sequence) as u32
+        let gre = gre_common::GreHdr::len_for(t.checksum, t.key.is_some() || t.vsid.is_some(), t.sequence) as u32;
+        let eth = if t.mode == Mode::Gretap { 14 } else { 0 };
+        20 + gre + eth
+    }
+
+    /// The receive-side key lookup of this tunnel.
+    pub fn key_lookup(&self) -> gre_common::KeyLookup {
+        let t = &self.tunnel;
+        match (t.vsid, t.key) {
+            (Some(v), _) => gre_common::KeyLookup { key: v << 8, has_key: gre_common::KEY_NVGRE },
+            (None, Some(k)) => gre_common::KeyLookup { key: k, has_key: 1 },
+            (None, None) => gre_common::KeyLookup { key: 0, has_key: 0 },
+        }
+    }
+
+    /// What the key lookup means, for messages.
+    pub fn key_text(&self) -> String {
+        match (self.tunnel.vsid, self.tunnel.key) {
+            (Some(v), _) => format!("VSID {v}"),
+            (None, Some(k)) => format!("key {k}"),
+            (None, None) => "packets without a key".into(),
+        }
     }
 
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
         let t = &self.tunnel;
         validate_ifname(&t.name).map_err(|r| err("tunnel.name".into(), r))?;
-        if t.mode == Mode::Gretap {
+        if let Some(v) = t.vsid {
+            if t.mode != Mode::Gretap {
+                return Err(err("tunnel.vsid".into(), "NVGRE carries Ethernet: set mode = \"gretap\"".into()));
+            }
+            if t.key.is_some() {
+                return Err(err("tunnel.vsid".into(), "the VSID is the key; set `vsid` or `key`, not both".into()));
+            }
+            if t.sequence || t.checksum {
+                return Err(err("tunnel.vsid".into(), "NVGRE has no sequence numbers or checksums (RFC 7637 section 3.2)".into()));
+            }
+            if !(0x1000..=0xfffffe).contains(&v) {
+                return Err(err("tunnel.vsid".into(), format!("{v} is outside 4096..=16777214 (RFC 7637 reserves the rest)")));
+            }
+        }
+        if !(1..=86_400).contains(&t.fdb_age) {
+            return Err(err("tunnel.fdb_age".into(), format!("{} s is outside 1..=86400", t.fdb_age)));
+        }
+        if t.mode == Mode::Gretap && self.peers.len() > gre_common::MAX_FLOOD {
             return Err(err(
-                "tunnel.mode".into(),
-                "\"gretap\" is not supported yet; use \"gre\"".into(),
+                "peer".into(),
+                format!("{} peers; a gretap tunnel floods to every peer and takes at most {}", self.peers.len(), gre_common::MAX_FLOOD),
             ));
         }
         if let Some(b) = t.stripe_burst {
@@ -316,6 +384,52 @@ impl Config {
         for (i, p) in self.peers.iter().enumerate() {
             self.validate_peer(file, i, p, &addrs, &index)?;
             index.add(p);
+        }
+        self.validate_groups(file, &index)
+    }
+
+    /// What a one-peer edit must not break beyond the peer itself: a group
+    /// naming a removed peer, a gretap flood list past its size.
+    pub fn check_membership(&self, file: &str, name: &str, removed: bool, added: bool) -> Result<(), ConfigError> {
+        let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
+        if removed {
+            if let Some(i) = self.groups.iter().position(|g| g.peers.iter().any(|p| p == name)) {
+                return Err(err(format!("group[{i}].peers"), format!("names `{name}`; take it out of the group first")));
+            }
+        }
+        if added && self.tunnel.mode == Mode::Gretap && self.peers.len() >= gre_common::MAX_FLOOD {
+            return Err(err("peer".into(), format!("a gretap tunnel floods to every peer and takes at most {}", gre_common::MAX_FLOOD)));
+        }
+        Ok(())
+    }
+
+    /// `[[group]]` entries: multicast (or broadcast) addresses of `gre`
+    /// mode, each naming existing peers.
+    pub fn validate_groups(&self, file: &str, peers: &PeerIndex) -> Result<(), ConfigError> {
+        let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
+        let mut seen = HashSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if self.tunnel.mode != Mode::Gre {
+                return Err(err(format!("group[{i}]"), "groups are for `gre` mode; gretap floods to every peer".into()));
+            }
+            let ok = match g.address {
+                IpAddr::V4(a) => a.is_multicast() || a.is_broadcast(),
+                IpAddr::V6(a) => a.is_multicast(),
+            };
+            if !ok {
+                return Err(err(format!("group[{i}].address"), format!("{} is not a multicast or broadcast address", g.address)));
+            }
+            if !seen.insert(g.address) {
+                return Err(err(format!("group[{i}].address"), format!("{} is listed twice", g.address)));
+            }
+            if g.peers.is_empty() || g.peers.len() > gre_common::MAX_FLOOD {
+                return Err(err(format!("group[{i}].peers"), format!("must name 1 to {} peers", gre_common::MAX_FLOOD)));
+            }
+            for (j, p) in g.peers.iter().enumerate() {
+                if !peers.names.contains(p) {
+                    return Err(err(format!("group[{i}].peers[{j}]"), format!("`{p}` is not a [[peer]] of this tunnel")));
+                }
+            }
         }
         Ok(())
     }
@@ -559,7 +673,18 @@ weight = 1
     fn every_validation_error_names_file_field_reason() {
         expect(bad(|s| s.replace("name = \"gre0\"", "name = \"a-very-long-device-name\"")), "tunnel.name", "1 to 15");
         expect(bad(|s| s.replace("name = \"gre0\"", "name = \"gre/0\"")), "tunnel.name", "not a valid");
-        expect(bad(|s| s.replace("mode = \"gre\"", "mode = \"gretap\"")), "tunnel.mode", "not supported");
+        expect(bad(|s| s.replace("key = 42", "vsid = 5000")), "tunnel.vsid", "gretap");
+        expect(bad(|s| s.replace("key = 42", "key = 42\nfdb_age = 0")), "tunnel.fdb_age", "1..=86400");
+        let tap = |s: &str| s.replace("mode = \"gre\"", "mode = \"gretap\"");
+        expect(bad(|s| tap(s).replace("key = 42", "vsid = 5000\nkey = 1")), "tunnel.vsid", "not both");
+        expect(bad(|s| tap(s).replace("key = 42", "vsid = 4095")), "tunnel.vsid", "4096");
+        expect(bad(|s| tap(s).replace("key = 42", "vsid = 5000").replace("sequence = false", "sequence = true")), "tunnel.vsid", "RFC 7637");
+        let group = |addr: &str, peer: &str| format!("{GOOD}[[group]]\naddress = \"{addr}\"\npeers = [\"{peer}\"]\n");
+        expect(Config::parse(&group("198.19.0.1", "site2"), "t.toml").unwrap_err(), "group[0].address", "not a multicast");
+        expect(Config::parse(&group("239.0.0.10", "nobody"), "t.toml").unwrap_err(), "group[0].peers[0]", "not a [[peer]]");
+        expect(Config::parse(&tap(&group("239.0.0.10", "site2")), "t.toml").unwrap_err(), "group[0]", "gre` mode");
+        Config::parse(&group("239.0.0.10", "site2"), "t.toml").expect("a group naming a peer");
+        Config::parse(&group("ff0e::10", "site2"), "t.toml").expect("an IPv6 group");
         expect(bad(|s| s.replace("mtu = 1476", "mtu = 20")), "tunnel.mtu", "68");
         expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
         expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");

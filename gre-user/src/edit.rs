@@ -170,7 +170,12 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
     };
     // The edit applied to a config holding just this peer (and the
     // tunnel's links, for nothing but context).
-    let one = Config { peers: cfg.peers.iter().filter(|p| p.name == name).cloned().collect(), links: vec![], tunnel: cfg.tunnel.clone() };
+    let one = Config {
+        peers: cfg.peers.iter().filter(|p| p.name == name).cloned().collect(),
+        links: vec![],
+        tunnel: cfg.tunnel.clone(),
+        groups: vec![],
+    };
     Some(apply_edit(&one, edit).map(|c| {
         let p = c.peers.into_iter().find(|p| p.name == name);
         (name, p)

@@ -226,6 +226,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                         let (peer, new) = change.with_context(|| label.clone())?;
                         let pos = run.config.peers.iter().position(|p| p.name == peer);
                         let old = pos.map(|i| run.config.peers[i].clone());
+                        run.config.check_membership(label, &peer, new.is_none(), old.is_none() && new.is_some())?;
                         if let Some(o) = &old {
                             index.remove(o);
                         }

@@ -15,14 +15,14 @@ use std::{
 use anyhow::{anyhow, bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
+    names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
-    TUN_KEY, TUN_SEQ,
+    TUN_KEY, TUN_NVGRE, TUN_SEQ, DEFAULT_FDB_AGE, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
 };
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, LinkConfig, Mac, Mode, PathConfig, PeerConfig, RxHook, TunnelConfig},
+    config::{Config, GroupConfig, LinkConfig, Mac, Mode, PathConfig, PeerConfig, RxHook, TunnelConfig},
     datapath::Datapath,
     netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
     tunnel::{addr16, build_peer, cstr, resolve_mac},
@@ -113,15 +113,30 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         peers.push(PeerConfig { name: pname, routes: proutes, paths });
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
+    let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
+    let mut groups: Vec<GroupConfig> = dp
+        .hash::<FloodKey, FloodList>(MAP_FLOOD)?
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, _)| k.tunnel_ifindex == tidx && k.group != [0; 16])
+        .map(|(k, l)| GroupConfig {
+            address: ip16(k.group),
+            peers: l.peers[..(l.n as usize).min(MAX_FLOOD)].iter().filter_map(|i| by_id.get(i).cloned()).collect(),
+        })
+        .collect();
+    groups.sort_by_key(|g| g.address);
+    let nvgre = t.flags & TUN_NVGRE != 0;
     let mut address = nl.addresses(tidx).await?;
     address.sort();
     let config = Config {
         tunnel: TunnelConfig {
             name: name.to_string(),
-            mode: Mode::Gre,
+            mode: if t.mode == MODE_GRETAP { Mode::Gretap } else { Mode::Gre },
             address,
             mtu: (t.mtu_cfg != 0).then_some(t.mtu_cfg),
-            key: (t.flags & TUN_KEY != 0).then_some(t.key),
+            key: (t.flags & TUN_KEY != 0 && !nvgre).then_some(t.key),
+            vsid: nvgre.then_some(t.key >> 8),
+            fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
             sequence: t.flags & TUN_SEQ != 0,
             checksum: t.flags & TUN_CSUM != 0,
             stripe_burst: (t.stripe_burst != 0).then_some(t.stripe_burst),
@@ -130,6 +145,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         },
         links,
         peers,
+        groups,
     };
     let links = resolve_links(nl, &config, name).await?;
     Ok(Running { ifindex: tidx, tunnel: t, config, ids, used_ids, links })
@@ -300,6 +316,7 @@ fn remove_peer(dp: &Datapath, cfg: &Config, pc: &PeerConfig, id: u32, tun: u32) 
     for r in &pc.routes {
         set_route(dp, tun, r, None)?;
     }
+    forget_macs(dp, tun, Some(id))?;
     dp.hash::<u32, Peer>(MAP_PEERS)?.remove(&id)?;
     let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
     for path in &pc.paths {
@@ -307,6 +324,60 @@ fn remove_peer(dp: &Datapath, cfg: &Config, pc: &PeerConfig, id: u32, tun: u32) 
             let _ = rx.remove(&RxKey { tunnel_ifindex: tun, remote: addr16(path.remote), local: addr16(a) });
         }
     }
+    Ok(())
+}
+
+/// Forget the MAC addresses tunnel `tun` learned (from peer `id` only,
+/// when given): they would point at a peer that is gone.
+pub fn forget_macs(dp: &Datapath, tun: u32, id: Option<u32>) -> Result<()> {
+    let mut fdb = dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?;
+    let stale: Vec<FdbKey> = fdb
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, e)| k.tunnel_ifindex == tun && id.is_none_or(|i| e.peer_id == i))
+        .map(|(k, _)| k)
+        .collect();
+    for k in stale {
+        let _ = fdb.remove(&k);
+    }
+    Ok(())
+}
+
+/// The replication lists of tunnel `run`: its default list (every peer,
+/// the first `MAX_FLOOD` by name) and one per `[[group]]`.
+pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
+    let mut m = dp.hash::<FloodKey, FloodList>(MAP_FLOOD)?;
+    let tun = run.ifindex;
+    let list = |ids: &mut dyn Iterator<Item = u32>| {
+        let mut l = FloodList::default();
+        for id in ids.take(MAX_FLOOD) {
+            l.peers[l.n as usize] = id;
+            l.n += 1;
+        }
+        l
+    };
+    if run.ids.len() > MAX_FLOOD {
+        tracing::warn!(
+            "{}: multicast and broadcast reach the first {MAX_FLOOD} of {} peers by name; name the peers of a group in [[group]]",
+            run.config.tunnel.name,
+            run.ids.len()
+        );
+    }
+    let want: BTreeMap<[u8; 16], FloodList> = run
+        .config
+        .groups
+        .iter()
+        .map(|g| (addr16(g.address), list(&mut g.peers.iter().filter_map(|n| run.ids.get(n).copied()))))
+        .collect();
+    let stale: Vec<FloodKey> =
+        m.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tun && k.group != [0; 16] && !want.contains_key(&k.group)).collect();
+    for k in stale {
+        let _ = m.remove(&k);
+    }
+    for (group, l) in want {
+        m.insert(FloodKey { tunnel_ifindex: tun, group }, l, 0)?;
+    }
+    m.insert(FloodKey { tunnel_ifindex: tun, group: [0; 16] }, list(&mut run.ids.values().copied()), 0)?;
     Ok(())
 }
 
@@ -397,9 +468,20 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     if t.checksum {
         flags |= TUN_CSUM;
     }
+    if t.vsid.is_some() {
+        flags |= TUN_NVGRE;
+    }
     Tunnel {
+        mode: match t.mode {
+            Mode::Gre => MODE_GRE,
+            Mode::Gretap => MODE_GRETAP,
+        },
         flags,
-        key: t.key.unwrap_or(0),
+        key: match t.vsid {
+            Some(v) => v << 8,
+            None => t.key.unwrap_or(0),
+        },
+        fdb_age: t.fdb_age,
         mtu_cfg: t.mtu.unwrap_or(0),
         stripe_burst: t.stripe_burst.unwrap_or(0),
         keepalive: t.keepalive,
@@ -425,6 +507,7 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
             remove_peer(dp, &run.config, old, id, tun)?;
             run.used_ids.remove(&id);
             run.config.peers.remove(pos.unwrap());
+            sync_flood(dp, run)?;
         }
         (old, Some(p)) => {
             for path in &p.paths {
@@ -456,7 +539,10 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
             }
             match pos {
                 Some(i) => run.config.peers[i] = p.clone(),
-                None => run.config.peers.push(p.clone()),
+                None => {
+                    run.config.peers.push(p.clone());
+                    sync_flood(dp, run)?;
+                }
             }
         }
     }
@@ -484,7 +570,8 @@ pub async fn add_peers(nl: &Netlink, dp: &Datapath, run: &mut Running, cfg: &Con
         }
     }
     run.config.peers = cfg.peers.clone();
-    Ok(())
+    run.config.groups = cfg.groups.clone();
+    sync_flood(dp, run)
 }
 
 /// Change tunnel `run` from the config it runs with to `want` (already
@@ -509,8 +596,8 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
             macs.insert(p.name.clone(), resolve_macs(nl, want, i, &links, label).await?);
         }
     }
-    let new_lookup = KeyLookup { key: want.tunnel.key.unwrap_or(0), has_key: want.tunnel.key.is_some() as u32 };
-    let old_lookup = KeyLookup { key: have.tunnel.key.unwrap_or(0), has_key: have.tunnel.key.is_some() as u32 };
+    let new_lookup = want.key_lookup();
+    let old_lookup = have.key_lookup();
     let mut by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
     if new_lookup != old_lookup {
         if let Ok(other) = by_key.get(&new_lookup, 0) {
@@ -603,15 +690,15 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(tun, value, 0)?;
     if new_lookup != old_lookup {
         by_key.remove(&old_lookup)?;
-        done.push(match want.tunnel.key {
-            Some(k) => format!("key {k}"),
-            None => "no key".into(),
-        });
+        done.push(want.key_text());
     }
     run.tunnel = value;
     run.config = want.clone();
     run.ids = ids;
     run.used_ids = dp.hash::<u32, Peer>(MAP_PEERS)?.keys().filter_map(Result::ok).collect();
     run.links = links;
+    if want.peers.iter().map(|p| &p.name).ne(have.peers.iter().map(|p| &p.name)) || want.groups != have.groups {
+        sync_flood(dp, run)?;
+    }
     Ok(done)
 }

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use gre_common::{
-    names::*, v4_mapped, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel,
-    HOOK_TC, HOOK_XDP, MODE_GRE, PATH_UP,
+    names::*, v4_mapped, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel,
+    HOOK_TC, HOOK_XDP, PATH_UP,
 };
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -182,14 +182,12 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
         None => Datapath::load()?,
     };
     // Refuse a key another tunnel of this namespace already receives.
-    let lookup = KeyLookup { key: cfg.tunnel.key.unwrap_or(0), has_key: cfg.tunnel.key.is_some() as u32 };
+    let lookup = cfg.key_lookup();
     if let Ok(other) = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.get(&lookup, 0) {
         let t = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&other, 0).ok();
         let other = t.map(|t| cstr(&t.name)).unwrap_or_else(|| format!("#{other}"));
-        bail!(
-            "{file}: tunnel.key: tunnel {other} already receives {} in this namespace",
-            match cfg.tunnel.key { Some(k) => format!("key {k}"), None => "packets without a key".into() }
-        );
+        let field = if cfg.tunnel.vsid.is_some() { "tunnel.vsid" } else { "tunnel.key" };
+        bail!("{file}: {field}: tunnel {other} already receives {} in this namespace", cfg.key_text());
     }
 
     let hidden = hidden_name(name);
@@ -241,16 +239,16 @@ async fn fill_and_attach(
     setup_ipv6(&t.name, v6);
     setup_ipv6(&hid.name, false);
     nl.set_link(hid.index, true, false, mtu).await?;
-    nl.set_link(tun.index, true, false, mtu).await?;
+    // gretap is Ethernet: ARP runs on it. A gre device has no neighbours.
+    nl.set_link(tun.index, true, cfg.tunnel.mode == crate::config::Mode::Gretap, mtu).await?;
     for a in &t.address {
         nl.add_address(tun.index, *a).await?;
     }
-    let base = Tunnel { ifindex: tun.index, peer_ifindex: hid.index, mode: MODE_GRE, mac: tun.mac, name: name16(&t.name), ..Default::default() };
+    let base = Tunnel { ifindex: tun.index, peer_ifindex: hid.index, mac: tun.mac, name: name16(&t.name), ..Default::default() };
     let mut tunnels = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?;
     let value = state::tunnel_value(cfg, base);
     tunnels.insert(tun.index, Tunnel { config_hash: 0, ..value }, 0)?;
-    let lookup = KeyLookup { key: t.key.unwrap_or(0), has_key: t.key.is_some() as u32 };
-    dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.insert(lookup, tun.index, 0)?;
+    dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.insert(cfg.key_lookup(), tun.index, 0)?;
 
     // The tunnel device: transmit program on egress, and an XDP_PASS so
     // frames redirected from XDP receive can arrive on it.
@@ -340,6 +338,12 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     for k in keys {
         gone_ok(by_key.remove(&k))?;
     }
+    let mut flood = dp.hash::<FloodKey, FloodList>(MAP_FLOOD)?;
+    let lists: Vec<FloodKey> = flood.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tidx).collect();
+    for k in lists {
+        gone_ok(flood.remove(&k))?;
+    }
+    state::forget_macs(dp, tidx, None)?;
 
     let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
     let all_users: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();

@@ -143,7 +143,13 @@ fn gre_frame(src: [u8; 4], dst: [u8; 4], frags: u16, g: Gre, inner: &[u8]) -> Ve
 
 /// `__sk_buff` for BPF_PROG_RUN: only the fields the kernel lets us set.
 fn skb_ctx(ifindex: u32, gso_segs: u32) -> Vec<u8> {
+    skb_ctx_from(ifindex, gso_segs, 0)
+}
+
+/// ... and the device the packet came in on (`ingress_ifindex`).
+fn skb_ctx_from(ifindex: u32, gso_segs: u32, ingress: u32) -> Vec<u8> {
     let mut c = vec![0u8; 192];
+    c[36..40].copy_from_slice(&ingress.to_ne_bytes());
     c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
     c[164..168].copy_from_slice(&gso_segs.to_ne_bytes());
     c
@@ -168,6 +174,13 @@ impl Dp {
     }
 
     fn tunnel(&mut self, key: Option<u32>, flags: u32) {
+        self.tunnel_mode(MODE_GRE, key, flags);
+    }
+
+    /// A tunnel of `mode`; with `TUN_NVGRE` in `flags`, `key` is the VSID.
+    fn tunnel_mode(&mut self, mode: u32, key: Option<u32>, flags: u32) {
+        let nvgre = flags & TUN_NVGRE != 0;
+        let key = if nvgre { key.map(|v| v << 8) } else { key };
         let mut f = flags;
         if key.is_some() {
             f |= TUN_KEY;
@@ -175,14 +188,15 @@ impl Dp {
         let t = Tunnel {
             ifindex: TUN,
             peer_ifindex: HIDDEN,
-            mode: MODE_GRE,
-            flags: f,
+            mode,
+            flags: if nvgre { f & !TUN_KEY } else { f },
             key: key.unwrap_or(0),
             mac: TUN_MAC,
             ..Default::default()
         };
         self.hash::<u32, Tunnel>(MAP_TUNNELS).insert(TUN, t, 0).unwrap();
-        let k = KeyLookup { key: key.unwrap_or(0), has_key: key.is_some() as u32 };
+        let has_key = if nvgre { KEY_NVGRE } else { key.is_some() as u32 };
+        let k = KeyLookup { key: key.unwrap_or(0), has_key };
         self.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY).insert(k, TUN, 0).unwrap();
         // BPF_PROG_RUN delivers on lo (ifindex 1): that is "our link" here.
         let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
@@ -243,6 +257,16 @@ impl Dp {
         self.run(PROG_TX, frame, Some(&skb_ctx(TUN, gso_segs)))
     }
 
+    /// Teach the forwarding table that `mac` lives behind `peer`, now.
+    fn learn(&mut self, mac: [u8; 6], peer: u32) {
+        let now = boot_ns();
+        self.hash::<FdbKey, FdbEntry>(MAP_FDB).insert(FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0).unwrap();
+    }
+
+    fn fdb(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
+        self.hash::<FdbKey, FdbEntry>(MAP_FDB).get(&FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, 0).ok()
+    }
+
     fn drops(&self) -> BTreeMap<&'static str, u64> {
         let m: PerCpuArray<&MapData, u64> = self.ebpf.map(MAP_DROPS).unwrap().try_into().unwrap();
         DropReason::ALL
@@ -283,6 +307,13 @@ fn scapy_reference(specs: serde_json::Value) -> Vec<Vec<u8>> {
     assert!(out.status.success(), "gre_ref.py failed");
     let hex: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
     hex.iter().map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).collect()
+}
+
+/// CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns reads.
+fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn hexdump(b: &[u8]) -> String {
@@ -635,10 +666,154 @@ fn inner_ipv6_is_carried_both_ways() {
     assert_eq!(ret, TC_ACT_REDIRECT);
     assert_eq!(hexdump(&out), hexdump(&eth(TUN_MAC, PEER_MAC, 0x86DD, &inner)));
 
-    // The host's own neighbour discovery and MLD have nowhere to go.
+    // Multicast is replicated by flood list, never routed: a tunnel with
+    // no list sends it nowhere (and says why).
     let mut ns = INNER6_DST;
     ns[..2].copy_from_slice(&[0xff, 0x02]);
     let (ret, _) = dp.tx(&eth(TUN_MAC, TUN_MAC, 0x86DD, &ipv6(INNER6_SRC, ns, 0, &udp)), 1);
     assert_eq!(ret, TC_ACT_SHOT);
-    assert_eq!(dp.drops(), BTreeMap::from([("tx_link_scope", 1)]));
+    assert_eq!(dp.drops(), BTreeMap::from([("no_route", 1)]));
+}
+
+const HOST_A: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+const HOST_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
+
+#[test]
+fn gretap_carries_whole_ethernet_frames_both_ways_and_learns_macs() {
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.peer(2, &[1]);
+    // A frame from a local host to one the table placed behind peer 2.
+    let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(61, 0x28));
+    dp.learn(HOST_B, 2);
+    let (ret, out) = dp.tx(&frame, 1);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    let want = scapy_reference(serde_json::json!([{
+        "eth": ["02:00:00:00:00:20", "02:00:00:00:00:10"],
+        "ip": {"src": "198.18.0.10", "dst": "198.18.0.20", "tos": 0x28},
+        "gre": {"key": 7},
+        "proto": 0x6558,
+        "inner_hex": hexdump(&frame),
+    }]));
+    assert_eq!(hexdump(&out), hexdump(&want[0]), "Ethernet in GRE (0x6558), inner frame whole, DSCP copied");
+    assert_eq!(dp.path_stats(2, 0).tx_bytes, frame.len() as u64, "gretap counts the whole inner frame");
+
+    // The way back: the inner frame comes out exactly, on both hooks, and
+    // its source is learned as living behind the peer it came from.
+    let back = eth(HOST_A, [0x02, 0xcc, 0, 0, 0, 3], 0x0806, &[7u8; 28]);
+    let gre_in = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x6558, ..valid(Some(7)) }, &back);
+    let (ret, out) = dp.run(PROG_RX_TC, &gre_in, None);
+    assert_eq!(ret, TC_ACT_REDIRECT, "tc: drops {:?}", dp.drops());
+    assert_eq!(hexdump(&out), hexdump(&back), "tc delivers the inner frame as it was sent");
+    let learned = dp.fdb([0x02, 0xcc, 0, 0, 0, 3]).expect("source MAC learned");
+    assert_eq!(learned.peer_id, 2);
+    assert!(boot_ns() - learned.seen_ns < 5_000_000_000, "learned just now");
+    let (ret, out) = dp.run(PROG_RX_XDP, &gre_in, None);
+    assert_eq!(ret, XDP_PASS);
+    assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
+    assert_eq!(hexdump(&out[8..]), hexdump(&back), "xdp delivers the inner frame as it was sent");
+    // A gretap tunnel takes no IP-in-GRE, and a gre one no Ethernet.
+    let ip_in = gre_frame(REMOTE, LOCAL, 0, valid(Some(7)), &inner_packet(10, 0));
+    assert_eq!(dp.run(PROG_RX_TC, &ip_in, None).0, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("unknown_proto", 1)]));
+    // Group source addresses are never learned.
+    let bogus = eth(HOST_A, [0x03, 0, 0, 0, 0, 9], 0x0806, &[7u8; 28]);
+    dp.run(PROG_RX_TC, &gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x6558, ..valid(Some(7)) }, &bogus), None);
+    assert!(dp.fdb([0x03, 0, 0, 0, 0, 9]).is_none());
+}
+
+#[test]
+fn a_frame_never_goes_back_to_the_peer_it_came_from() {
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.peer(2, &[1]);
+    dp.learn(HOST_A, 2);
+    dp.learn(HOST_B, 2);
+    let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(20, 0));
+    // Came in through the tunnel device (a bridge hairpinning it): both
+    // ends live behind peer 2, so it would go straight back.
+    let (ret, _) = dp.run(PROG_TX, &frame, Some(&skb_ctx_from(TUN, 1, TUN)));
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("split_horizon", 1)]));
+    // From a local port, the same frame is simply sent.
+    let (ret, _) = dp.run(PROG_TX, &frame, Some(&skb_ctx_from(TUN, 1, 9)));
+    assert_eq!(ret, TC_ACT_REDIRECT);
+    // Broadcast from peer 2's side, with peer 2 the only peer: no copy.
+    let mut list = FloodList { n: 1, ..Default::default() };
+    list.peers[0] = 2;
+    dp.hash::<FloodKey, FloodList>(MAP_FLOOD).insert(FloodKey { tunnel_ifindex: TUN, group: [0; 16] }, list, 0).unwrap();
+    let bcast = eth([0xff; 6], HOST_A, 0x0806, &[0u8; 28]);
+    let (ret, _) = dp.run(PROG_TX, &bcast, Some(&skb_ctx_from(TUN, 1, TUN)));
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops().get("split_horizon"), Some(&2), "{:?}", dp.drops());
+}
+
+#[test]
+fn stale_macs_are_flooded_again() {
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.peer(2, &[1]);
+    // Learned 301 s ago: past the default aging time of 300 s.
+    let old = boot_ns().saturating_sub(301_000_000_000);
+    dp.hash::<FdbKey, FdbEntry>(MAP_FDB)
+        .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, _pad: [0; 2] }, FdbEntry { peer_id: 2, _pad: 0, seen_ns: old }, 0)
+        .unwrap();
+    let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(20, 0));
+    // No flood list: flooding has nowhere to go, which shows it flooded.
+    let (ret, _) = dp.tx(&frame, 1);
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("no_route", 1)]));
+    dp.learn(HOST_B, 2);
+    assert_eq!(dp.tx(&frame, 1).0, TC_ACT_REDIRECT, "fresh again: unicast");
+}
+
+#[test]
+fn nvgre_puts_the_vsid_and_a_flow_id_in_the_key() {
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TUN_NVGRE);
+    dp.peer(0, &[1]);
+    dp.learn(HOST_B, 0);
+    let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(40, 0));
+    let (ret, out) = dp.tx(&frame, 1);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    // RFC 7637: K set, C and S clear, protocol 0x6558, key = VSID << 8 | FlowID.
+    assert_eq!(&out[34..38], &[0x20, 0x00, 0x65, 0x58]);
+    let key = u32::from_be_bytes(out[38..42].try_into().unwrap());
+    assert_eq!(key >> 8, 0x1234, "VSID");
+    assert_eq!(hexdump(&out[42..]), hexdump(&frame));
+    // The same flow keeps its FlowID.
+    let (_, again) = dp.tx(&frame, 1);
+    assert_eq!(&again[38..42], &out[38..42], "one flow, one FlowID");
+
+    // Any FlowID reaches the VSID's tunnel; another VSID does not.
+    for flow in [0u32, 0x5a, 0xff] {
+        let f = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x6558, ..valid(Some(0x1234 << 8 | flow)) }, &frame);
+        assert_eq!(dp.run(PROG_RX_TC, &f, None), (TC_ACT_REDIRECT, frame.clone()), "FlowID {flow:#x}");
+    }
+    let other = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x6558, ..valid(Some(0x1235 << 8)) }, &frame);
+    assert_eq!(dp.run(PROG_RX_TC, &other, None).0, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("key_mismatch", 1)]));
+}
+
+#[test]
+fn gre_multicast_without_a_list_goes_nowhere_and_with_one_skips_its_source() {
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), 0);
+    dp.peer(0, &[1]);
+    let mut mc = inner_packet(20, 0);
+    mc[16..20].copy_from_slice(&[239, 0, 0, 10]);
+    let (ret, _) = dp.tx(&tunnel_frame(&mc), 1);
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("no_route", 1)]));
+    // A group list naming only the peer the packet came from (its source
+    // is routed to peer 0): routed back out of the tunnel, it gets no copy.
+    let mut list = FloodList { n: 1, ..Default::default() };
+    list.peers[0] = 0;
+    let group = FloodKey { tunnel_ifindex: TUN, group: v4_mapped([239, 0, 0, 10]) };
+    dp.hash::<FloodKey, FloodList>(MAP_FLOOD).insert(group, list, 0).unwrap();
+    let mut from_peer = mc.clone();
+    from_peer[12..16].copy_from_slice(&INNER_DST);
+    let (ret, _) = dp.run(PROG_TX, &tunnel_frame(&from_peer), Some(&skb_ctx_from(TUN, 1, TUN)));
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops().get("split_horizon"), Some(&1), "{:?}", dp.drops());
 }

@@ -1,0 +1,57 @@
+//! `gretap` forwarding table: which peer an inner MAC address lives behind.
+//! Learned from the source MAC of every frame received from a peer, used
+//! for the destination MAC of every frame sent; an entry older than the
+//! tunnel's `fdb_age` no longer counts, so a host that moved or went quiet
+//! is flooded again, as a switch does.
+
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+use gre_common::{FdbEntry, FdbKey, Tunnel, DEFAULT_FDB_AGE};
+
+use crate::maps::FDB;
+
+const NS: u64 = 1_000_000_000;
+/// A known entry's time is refreshed at most this often: a busy flow
+/// otherwise writes the same cache line on every packet from every CPU.
+const REFRESH_NS: u64 = NS;
+
+#[inline(always)]
+fn age_ns(tunnel: &Tunnel) -> u64 {
+    let s = if tunnel.fdb_age == 0 { DEFAULT_FDB_AGE } else { tunnel.fdb_age };
+    s as u64 * NS
+}
+
+/// The peer `mac` was last heard from, if not longer ago than the tunnel's
+/// aging time.
+#[inline(always)]
+pub fn lookup(tunnel: &Tunnel, mac: [u8; 6]) -> Option<u32> {
+    let key = FdbKey { tunnel_ifindex: tunnel.ifindex, mac, _pad: [0; 2] };
+    let e = unsafe { FDB.get(&key) }?;
+    let seen = unsafe { core::ptr::read_volatile(&e.seen_ns) };
+    if unsafe { bpf_ktime_get_ns() }.saturating_sub(seen) > age_ns(tunnel) {
+        return None;
+    }
+    Some(e.peer_id)
+}
+
+/// A frame from `mac` arrived from peer `peer_id`.
+#[inline(always)]
+pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32) {
+    // Group addresses are never a source; all zeros is no address.
+    if mac[0] & 1 != 0 || mac == [0; 6] {
+        return;
+    }
+    let key = FdbKey { tunnel_ifindex, mac, _pad: [0; 2] };
+    let now = unsafe { bpf_ktime_get_ns() };
+    if let Some(e) = FDB.get_ptr_mut(&key) {
+        unsafe {
+            if (*e).peer_id == peer_id {
+                if now.saturating_sub(core::ptr::read_volatile(&(*e).seen_ns)) > REFRESH_NS {
+                    core::ptr::write_volatile(&mut (*e).seen_ns, now);
+                }
+                return;
+            }
+        }
+    }
+    // New, or moved to another peer: one update replaces the whole entry.
+    let _ = FDB.insert(&key, &FdbEntry { peer_id, _pad: 0, seen_ns: now }, 0);
+}

@@ -22,12 +22,9 @@ use crate::{
     tunnel::{self, cstr, UpOutcome},
 };
 
-const POLL: Duration = Duration::from_millis(20);
+use crate::sys::monotonic_ns;
 
-fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
-}
+const POLL: Duration = Duration::from_millis(20);
 
 fn v4(a: [u8; 16]) -> Option<Ipv4Addr> {
     std::net::Ipv6Addr::from(a).to_ipv4_mapped()

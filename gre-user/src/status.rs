@@ -5,8 +5,9 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    names::*, path_slot, DropReason, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Tunnel,
-    LATE_DISPLACEMENT, PATH_UP, TUN_CSUM, TUN_KEY, TUN_SEQ,
+    names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer,
+    ReorderStats, Tunnel, DEFAULT_FDB_AGE, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE,
+    TUN_SEQ,
 };
 use serde::Serialize;
 
@@ -91,6 +92,25 @@ pub struct LinkStatus {
     pub present: bool,
 }
 
+/// A learned MAC address (`gretap`).
+#[derive(Debug, Serialize)]
+pub struct FdbStatus {
+    pub mac: String,
+    pub peer: String,
+    /// Seconds since a frame from it last arrived (refreshed at most once a
+    /// second).
+    pub age_s: f64,
+    /// Older than the tunnel's aging time: frames to it are flooded.
+    pub stale: bool,
+}
+
+/// Who a multicast group is replicated to (`gre` mode `[[group]]`).
+#[derive(Debug, Serialize)]
+pub struct GroupStatus {
+    pub address: IpAddr,
+    pub peers: Vec<String>,
+}
+
 #[derive(Debug, Serialize)]
 pub struct TunnelStatus {
     pub name: String,
@@ -98,6 +118,11 @@ pub struct TunnelStatus {
     pub device_present: bool,
     pub mode: &'static str,
     pub key: Option<u32>,
+    /// NVGRE Virtual Subnet ID.
+    pub vsid: Option<u32>,
+    /// `gretap`: the learned forwarding table, by MAC.
+    pub fdb: Vec<FdbStatus>,
+    pub groups: Vec<GroupStatus>,
     pub sequence: bool,
     pub checksum: bool,
     pub mtu: Option<u32>,
@@ -142,6 +167,10 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let routes = crate::state::all_routes(&dp)?;
     let stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
     let reorder_map = dp.per_cpu::<ReorderStats>(MAP_REORDER)?;
+    let fdb: Vec<(FdbKey, FdbEntry)> = dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?.iter().filter_map(Result::ok).collect();
+    let floods: Vec<(FloodKey, FloodList)> = dp.hash::<FloodKey, FloodList>(MAP_FLOOD)?.iter().filter_map(Result::ok).collect();
+    let peer_names: BTreeMap<u32, String> = peers.iter().map(|(id, p)| (*id, cstr(&p.name))).collect();
+    let now = crate::sys::monotonic_ns();
 
     let mut link_names = BTreeMap::new();
     let mut out = Vec::new();
@@ -203,12 +232,33 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, reorder });
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
+        let age = if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age } as f64;
+        let name_of = |id: &u32| peer_names.get(id).cloned().unwrap_or_else(|| format!("#{id}"));
+        let mut macs: Vec<FdbStatus> = fdb
+            .iter()
+            .filter(|(k, _)| k.tunnel_ifindex == *tidx)
+            .map(|(k, e)| {
+                let age_s = now.saturating_sub(e.seen_ns) as f64 / 1e9;
+                FdbStatus { mac: mac(k.mac), peer: name_of(&e.peer_id), age_s, stale: age_s > age }
+            })
+            .collect();
+        macs.sort_by(|a, b| a.mac.cmp(&b.mac));
+        let mut groups: Vec<GroupStatus> = floods
+            .iter()
+            .filter(|(k, _)| k.tunnel_ifindex == *tidx && k.group != [0; 16])
+            .map(|(k, l)| GroupStatus { address: ip16(k.group), peers: l.peers[..(l.n as usize).min(MAX_FLOOD)].iter().map(name_of).collect() })
+            .collect();
+        groups.sort_by_key(|g| g.address);
+        let nvgre = t.flags & TUN_NVGRE != 0;
         out.push(TunnelStatus {
             name: tname,
             ifindex: *tidx,
             device_present: dev.is_some(),
-            mode: "gre",
-            key: (t.flags & TUN_KEY != 0).then_some(t.key),
+            mode: if t.mode == MODE_GRETAP { "gretap" } else { "gre" },
+            key: (t.flags & TUN_KEY != 0 && !nvgre).then_some(t.key),
+            vsid: nvgre.then_some(t.key >> 8),
+            fdb: macs,
+            groups,
             sequence: t.flags & TUN_SEQ != 0,
             checksum: t.flags & TUN_CSUM != 0,
             mtu: dev.map(|d| d.mtu),
@@ -252,6 +302,9 @@ pub fn render(s: &Status) -> String {
         if let Some(k) = t.key {
             opts.push(format!("key {k}"));
         }
+        if let Some(v) = t.vsid {
+            opts.push(format!("nvgre vsid {v}"));
+        }
         if t.sequence {
             opts.push("seq".into());
         }
@@ -274,6 +327,22 @@ pub fn render(s: &Status) -> String {
         let _ = writeln!(o, "  links");
         for l in &t.links {
             let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{}", l.dev, l.address, l.rx, if l.present { "" } else { "  (device gone)" });
+        }
+        if !t.groups.is_empty() {
+            let _ = writeln!(o, "  groups");
+            for g in &t.groups {
+                let _ = writeln!(o, "    {:<20} -> {}", g.address, g.peers.join(", "));
+            }
+        }
+        if t.mode == "gretap" {
+            let fresh = t.fdb.iter().filter(|e| !e.stale).count();
+            let _ = writeln!(o, "  learned MACs: {fresh} ({} stale)", t.fdb.len() - fresh);
+            for e in t.fdb.iter().filter(|e| !e.stale).take(16) {
+                let _ = writeln!(o, "    {}  via {:<12} {:>6.1} s ago", e.mac, e.peer, e.age_s);
+            }
+            if fresh > 16 {
+                let _ = writeln!(o, "    ... {} more (status --json lists all)", fresh - 16);
+            }
         }
         let _ = writeln!(o, "  peers");
         for p in &t.peers {

@@ -47,3 +47,10 @@ pub fn ensure_bpffs() -> Result<()> {
 pub fn pin_dir(netns: u64) -> PathBuf {
     PathBuf::from(format!("{BPFFS}/xgre/net{netns}"))
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of bpf_ktime_get_ns, which
+/// the datapath stamps learned MACs and keepalive replies with.
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}

@@ -19,6 +19,9 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "util-linux",
     "mptcpize",
+    // Scenario tests: VRRP over gretap, OSPF and PIM over gre.
+    "keepalived",
+    "frr",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

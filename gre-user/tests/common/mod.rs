@@ -70,6 +70,12 @@ impl Host {
         sh(&self.cmd(Enter::Nsenter, cmd))
     }
 
+    /// A shell command line (`&&`, pipes) run wholly inside the namespace.
+    #[track_caller]
+    pub fn shell(&self, script: &str) -> String {
+        sh(&self.cmd(Enter::Nsenter, &format!("bash -c '{}'", script.replace('\'', "'\\''"))))
+    }
+
     /// A device's MTU, read through netlink (`/sys` under nsenter shows the
     /// caller's namespace, not this one).
     #[track_caller]
@@ -164,6 +170,23 @@ impl Topo {
         }
         sh(&s);
         t
+    }
+
+    /// No hosts yet: the test adds them with `add`.
+    pub fn empty(tag: &str) -> Topo {
+        let id = format!("{}{}", tag, std::process::id() % 100000);
+        let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Topo { hosts: vec![], dir, children: vec![] }
+    }
+
+    /// A new namespace `x{name}{pid}` with lo up, torn down with the rest;
+    /// returns its index in `hosts`.
+    pub fn add(&mut self, name: &str) -> usize {
+        let ns = format!("x{name}{}", std::process::id() % 100000);
+        sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+        self.hosts.push(Host { ns });
+        self.hosts.len() - 1
     }
 
     pub fn sw(&self) -> &Host {
@@ -262,9 +285,19 @@ impl Capture {
     /// XDP receive hook consumes frames before taps see them: capture what a
     /// host sends.
     pub fn start(host: &Host, dev: &str, filter: &str, fields: &[&str], count: u32, secs: u32) -> Capture {
+        Self::start_opts(host, dev, filter, fields, count, secs, "-E occurrence=f")
+    }
+
+    /// Like `start`, with every occurrence of a field (outer and inner
+    /// headers), joined by ';'.
+    pub fn start_all(host: &Host, dev: &str, filter: &str, fields: &[&str], count: u32, secs: u32) -> Capture {
+        Self::start_opts(host, dev, filter, fields, count, secs, "-E occurrence=a -E aggregator=';'")
+    }
+
+    fn start_opts(host: &Host, dev: &str, filter: &str, fields: &[&str], count: u32, secs: u32, opts: &str) -> Capture {
         let f: Vec<String> = fields.iter().map(|f| format!("-e {f}")).collect();
         let mut child = host.spawn(&format!(
-            "tshark -n -i {dev} -f '{filter}' -c {count} -a duration:{secs} -T fields -E separator=, -E occurrence=f {}",
+            "tshark -n -i {dev} -f '{filter}' -c {count} -a duration:{secs} -T fields -E separator=, {opts} {}",
             f.join(" ")
         ));
         let err = child.stderr.take().unwrap();

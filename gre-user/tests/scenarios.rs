@@ -125,3 +125,108 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     assert!(fdb.iter().any(|e| e["mac"] == vm_mac(3, 1) && e["peer"] == "h3"), "{fdb:?}");
     assert!(!fdb.iter().any(|e| e["mac"] == vm_mac(2, 2)), "tenant 2's MAC in tenant 1's table: {fdb:?}");
 }
+
+/// A gretap point-to-point config for the pair topology.
+fn tap_pair_config(me: char) -> String {
+    let (dev, local, remote, inner, peer) = match me {
+        'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.50.1/24", "b"),
+        _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.50.2/24", "a"),
+    };
+    format!(
+        "[tunnel]\nname = \"gre0\"\nmode = \"gretap\"\nkey = 9\naddress = [\"{inner}\"]\n\n[[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"tc\"\n\n[[peer]]\nname = \"{peer}\"\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n"
+    )
+}
+
+const VIP: &str = "198.19.50.100";
+
+fn has_vip(h: &Host) -> bool {
+    h.run("ip -4 addr show dev gre0").contains(VIP)
+}
+
+/// How long until `cond` holds, polling every 50 ms, or None after `limit`.
+fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Start keepalived (VRRP only) on a host; returns its pid file.
+fn start_keepalived(t: &mut Topo, host: usize, conf: &str) -> String {
+    let dir = t.dir.display().to_string();
+    let ns = t.hosts[host].ns.clone();
+    let pidfile = format!("{dir}/{ns}.pid");
+    let child = t.hosts[host].spawn(&format!(
+        "keepalived --dont-fork --log-console --no-syslog --vrrp -f {conf} -p {pidfile} -r {dir}/{ns}.vrrp.pid 2>>{dir}/ka.log >&2"
+    ));
+    t.keep(child);
+    within(Duration::from_secs(5), || std::fs::metadata(&pidfile).is_ok()).expect("keepalived wrote no pid file");
+    pidfile
+}
+
+/// Stop keepalived as its service would: SIGTERM to the pid in its file.
+fn stop_keepalived(pidfile: &str) {
+    let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    within(Duration::from_secs(5), || std::fs::metadata(pidfile).is_err()).expect("keepalived did not stop");
+}
+
+#[test]
+fn keepalived_moves_the_vip_over_gretap_and_back() {
+    let _s = serial();
+    let mut t = Topo::pair("k");
+    for (h, me) in [(0, 'a'), (1, 'b')] {
+        let cfg = t.write(&format!("{me}.toml"), &tap_pair_config(me));
+        t.hosts[h].xgre_ok(Enter::Nsenter, &format!("up -c {cfg}"));
+    }
+    // The tunnel is an Ethernet segment: ARP and a ping cross it.
+    t.a().run("ping -c 2 -i 0.2 -W 2 198.19.50.2");
+    let conf = |prio: u32| {
+        format!(
+            "global_defs {{\n  router_id r{prio}\n}}\nvrrp_instance VI_1 {{\n  state BACKUP\n  interface gre0\n  virtual_router_id 51\n  priority {prio}\n  advert_int 1\n  virtual_ipaddress {{\n    {VIP}/24 dev gre0\n  }}\n}}\n"
+        )
+    };
+    let ca = t.write("ka.conf", &conf(150));
+    let cb = t.write("kb.conf", &conf(100));
+    let master = start_keepalived(&mut t, 0, &ca);
+    start_keepalived(&mut t, 1, &cb);
+    let took = within(Duration::from_secs(15), || has_vip(t.a())).expect("the VIP never came up on the master (priority 150)");
+    assert!(!has_vip(t.b()), "both hold the VIP: the VRRP adverts do not cross the tunnel");
+    println!("VIP on the master after {took:?}");
+    // The backup sees the master's adverts (multicast 224.0.0.18, flooded
+    // to the peer) and stays backup for a while.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!has_vip(t.b()), "the backup took the VIP while the master lived");
+
+    // Stop the master's keepalived.
+    let stopped = Instant::now();
+    stop_keepalived(&master);
+    within(Duration::from_secs(5).saturating_sub(stopped.elapsed()), || has_vip(t.b())).expect("the VIP did not move to the backup within 5 s");
+    println!("VIP on the backup {:?} after the master was told to stop", stopped.elapsed());
+    assert!(within(Duration::from_secs(3), || !has_vip(t.a())).is_some(), "the old master kept the VIP");
+    // The VIP answers from the backup, across the tunnel.
+    t.a().run(&format!("ping -c 2 -i 0.2 -W 2 {VIP}"));
+
+    // Start it again: the VIP returns by priority.
+    start_keepalived(&mut t, 0, &ca);
+    let back = within(Duration::from_secs(15), || has_vip(t.a()) && !has_vip(t.b()));
+    if back.is_none() {
+        let log = t.dir.join("ka.log");
+        panic!(
+            "the VIP did not return to the higher priority: a has it {}, b has it {}; {}",
+            has_vip(t.a()),
+            has_vip(t.b()),
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+    let back = back.unwrap();
+    println!("VIP back on the master {back:?} after it restarted");
+    let s: serde_json::Value = serde_json::from_str(&t.a().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    for (reason, n) in s["drops"].as_object().unwrap() {
+        assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);
+    }
+}

@@ -230,3 +230,111 @@ fn keepalived_moves_the_vip_over_gretap_and_back() {
         assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);
     }
 }
+
+/// Start zebra, ospfd and pimd for router `host` (configs in `dir`), each
+/// with its own sockets in `dir` so routers in other namespaces never meet.
+fn start_frr(t: &mut Topo, host: usize, dir: &str) {
+    // FRR drops privileges to its own user: it must own the directory.
+    sh(&format!("chown -R frr:frr {dir}"));
+    let common = format!("--vty_socket {dir} -P 0 -z {dir}/zserv.api");
+    for d in ["zebra", "ospfd", "pimd"] {
+        let child = t.hosts[host].spawn(&format!("/usr/lib/frr/{d} {common} -f {dir}/{d}.conf -i {dir}/{d}.pid --log file:{dir}/{d}.log"));
+        t.keep(child);
+        if d == "zebra" {
+            within(Duration::from_secs(10), || std::path::Path::new(&format!("{dir}/zserv.api")).exists()).expect("zebra did not start");
+        }
+    }
+}
+
+fn vtysh(h: &Host, dir: &str, cmd: &str) -> String {
+    h.run(&format!("vtysh --vty_socket {dir} -c '{cmd}'"))
+}
+
+/// Router `me` (a or b) of the two-site topology: LAN, tunnel, OSPF, PIM.
+fn frr_configs(dir: &std::path::Path, me: char, lan_dev: &str, lan: &str, tun: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("zebra.conf"), format!("hostname r{me}\n")).unwrap();
+    let id = tun.split('/').next().unwrap();
+    std::fs::write(
+        dir.join("ospfd.conf"),
+        format!(
+            "hostname r{me}\ninterface gre0\n ip ospf network point-to-point\n ip ospf hello-interval 1\n ip ospf dead-interval 4\n!\nrouter ospf\n ospf router-id {id}\n network 198.19.100.0/30 area 0\n network {lan} area 0\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("pimd.conf"),
+        format!("hostname r{me}\nip pim rp 198.19.10.1 239.0.0.0/8\ninterface gre0\n ip pim\n!\ninterface {lan_dev}\n ip pim\n ip igmp\n!\n"),
+    )
+    .unwrap();
+}
+
+/// gre tunnel between the two routers: every 198.19.0.0/16 address is
+/// behind the one peer; OSPF decides which prefixes use the tunnel.
+fn site_config(me: char) -> String {
+    let (dev, local, remote, inner, peer) = match me {
+        'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.100.1/30", "site-b"),
+        _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.100.2/30", "site-a"),
+    };
+    format!(
+        "[tunnel]\nname = \"gre0\"\nkey = 5\naddress = [\"{inner}\"]\n\n[[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"tc\"\n\n[[peer]]\nname = \"{peer}\"\nroutes = [\"198.19.0.0/16\"]\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n"
+    )
+}
+
+#[test]
+fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
+    let _s = serial();
+    let mut t = Topo::pair("f");
+    let src = t.add("fsrc");
+    let rcv = t.add("frcv");
+    veth(&t, 0, "la", src, "eth0");
+    veth(&t, 1, "lb", rcv, "eth0");
+    t.a().run("ip addr add 198.19.10.1/24 dev la");
+    t.b().run("ip addr add 198.19.20.1/24 dev lb");
+    t.hosts[src].shell("ip addr add 198.19.10.2/24 dev eth0 && ip route add default via 198.19.10.1");
+    t.hosts[rcv].shell("ip addr add 198.19.20.2/24 dev eth0 && ip route add default via 198.19.20.1");
+    for (h, me) in [(0, 'a'), (1, 'b')] {
+        t.hosts[h].run("sysctl -qw net.ipv4.ip_forward=1");
+        let cfg = t.write(&format!("{me}.toml"), &site_config(me));
+        t.hosts[h].xgre_ok(Enter::Nsenter, &format!("up -c {cfg}"));
+    }
+    let (da, db) = (t.dir.join("ra"), t.dir.join("rb"));
+    frr_configs(&da, 'a', "la", "198.19.10.0/24", "198.19.100.1/30");
+    frr_configs(&db, 'b', "lb", "198.19.20.0/24", "198.19.100.2/30");
+    let (da, db) = (da.display().to_string(), db.display().to_string());
+    start_frr(&mut t, 0, &da);
+    start_frr(&mut t, 1, &db);
+
+    // PIM sees the far side over the tunnel; OSPF learns the far LAN.
+    within(Duration::from_secs(30), || vtysh(t.b(), &db, "show ip pim neighbor").contains("198.19.100.1"))
+        .unwrap_or_else(|| panic!("no PIM neighbour over gre0:\n{}", vtysh(t.b(), &db, "show ip pim neighbor")));
+    let nb = vtysh(t.b(), &db, "show ip pim neighbor");
+    assert!(nb.lines().any(|l| l.contains("gre0") && l.contains("198.19.100.1")), "{nb}");
+    within(Duration::from_secs(30), || vtysh(t.b(), &db, "show ip route ospf").contains("198.19.10.0/24"))
+        .unwrap_or_else(|| panic!("OSPF did not learn site A's LAN:\n{}", vtysh(t.b(), &db, "show ip route ospf")));
+    let routes = vtysh(t.b(), &db, "show ip route ospf");
+    assert!(routes.lines().any(|l| l.contains("198.19.10.0/24") && l.contains("gre0")), "{routes}");
+    within(Duration::from_secs(30), || vtysh(t.a(), &da, "show ip route ospf").contains("198.19.20.0/24")).expect("site A did not learn site B's LAN");
+
+    // A receiver at site B joins 239.0.0.10; a source at site A sends 200
+    // 1000-byte datagrams to it.
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
+    let mut recv = t.hosts[rcv].spawn(&format!("timeout 40 /usr/bin/python3 {script} recv 239.0.0.10 1234 198.19.20.2 20"));
+    std::thread::sleep(Duration::from_secs(2));
+    let sent = t.hosts[src].run(&format!("timeout 40 /usr/bin/python3 {script} send 239.0.0.10 1234 198.19.10.2 200"));
+    let out = {
+        let o = recv.wait_with_output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let got: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    println!("sent {}; received {} datagrams of {} bytes", sent.trim(), got[0], got[1]);
+    assert_eq!(got[1], 1000, "datagram size at site B");
+    assert!(got[0] >= 150, "only {} of 200 datagrams reached site B", got[0]);
+
+    // Site A's (S,G) route goes out of the tunnel.
+    let mroute = vtysh(t.a(), &da, "show ip mroute");
+    assert!(
+        mroute.lines().any(|l| l.contains("198.19.10.2") && l.contains("239.0.0.10") && l.contains("gre0")),
+        "(S,G) at site A does not leave by gre0:\n{mroute}"
+    );
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/python3
+"""UDP multicast for the PIM scenario.
+
+send GROUP PORT LOCAL_ADDR COUNT: COUNT datagrams of 1000 bytes, 20 ms apart
+(TTL 16); prints COUNT.
+recv GROUP PORT LOCAL_ADDR SECS: joins GROUP on LOCAL_ADDR's interface;
+prints "RECEIVED SIZE" (count, size of the last) after SECS seconds or once
+nothing arrived for 5 s after the first datagram.
+"""
+import socket
+import struct
+import sys
+import time
+
+mode, group, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if mode == "send":
+    n = int(sys.argv[5])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 16)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(local))
+    payload = bytes(1000)
+    for i in range(n):
+        s.sendto(payload, (group, port))
+        time.sleep(0.02)
+    print(n)
+else:
+    secs = float(sys.argv[5])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((group, port))
+    mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    s.settimeout(0.5)
+    end = time.time() + secs
+    count, size, last = 0, 0, None
+    while time.time() < end:
+        try:
+            data = s.recv(2000)
+        except socket.timeout:
+            if last is not None and time.time() - last > 5:
+                break
+            continue
+        count += 1
+        size = len(data)
+        last = time.time()
+    print(count, size)

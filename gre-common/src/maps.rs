@@ -42,6 +42,9 @@ pub const TUN_CSUM: u32 = 1 << 2;
 /// receive.
 pub const TUN_NVGRE: u32 = 1 << 3;
 
+/// The tunnel's links are IPv6: outer IPv6 (next header 47).
+pub const TUN_UNDERLAY6: u32 = 1 << 4;
+
 /// Low byte of an NVGRE key: the FlowID.
 pub const NVGRE_FLOWID_MASK: u32 = 0xff;
 /// `KeyLookup::has_key` of an NVGRE tunnel: looked up by VSID (FlowID 0).

@@ -6,13 +6,17 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
+        BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ};
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 use crate::{csum, maps::HDR_SCRATCH, packet::Packet};
 
@@ -20,10 +24,10 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_GRE: u8 = 47;
 const OUTER_V4: usize = Ipv4Hdr::LEN;
+const OUTER_V6: usize = Ipv6Hdr::LEN;
 const MAX_GRE: usize = 16;
-const GRE_OFF: usize = EthHdr::LEN + OUTER_V4;
-/// Outer Ethernet + IPv4 + the longest GRE header.
-pub const HDR_MAX: usize = GRE_OFF + MAX_GRE;
+/// Outer Ethernet + IPv6 + the longest GRE header.
+pub const HDR_MAX: usize = EthHdr::LEN + OUTER_V6 + MAX_GRE;
 
 /// What every copy of one packet shares.
 #[derive(Clone, Copy)]
@@ -36,6 +40,14 @@ pub struct Fields {
     pub tos: u8,
     /// GRE protocol type.
     pub proto: u16,
+    /// IPv6 underlay: the outer flow label (from the inner flow's hash).
+    pub flow: u32,
+}
+
+/// Bytes of outer IP header: the tunnel's links are all of one family.
+#[inline(always)]
+fn ip_len(f: &Fields) -> usize {
+    if f.flags & TUN_UNDERLAY6 != 0 { OUTER_V6 } else { OUTER_V4 }
 }
 
 /// The room made for the outer headers.
@@ -59,13 +71,15 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool) -> Result<Room, DropReason> 
     if gre_len > MAX_GRE {
         return Err(DropReason::HelperFailed);
     }
-    let len = OUTER_V4 + gre_len;
+    let v6 = f.flags & TUN_UNDERLAY6 != 0;
+    let len = ip_len(f) + gre_len;
     // FIXED_GSO: the tunnel's MTU already leaves room for our headers, so a
     // GSO packet's segments stay TCP's MSS and each becomes one full-size
     // wire packet. Without it the kernel shrinks gso_size by the room, and
     // every segment goes out 24+ bytes short, 1.7% more packets for the
     // same data.
-    let base = (BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
+    let l3 = if v6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };
+    let base = (BPF_F_ADJ_ROOM_FIXED_GSO | l3 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
     let ip = matches!(u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16), ETH_P_IP | ETH_P_IPV6);
     if tap && !ip {
         // adjust_room takes IP packets only. Anything else (ARP, LLDP...)
@@ -85,7 +99,7 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool) -> Result<Room, DropReason> 
         ctx.adjust_room(len as i32, BPF_ADJ_ROOM_MAC, base).map_err(|_| DropReason::HelperFailed)?;
     }
     let payload_sum = if csum_on {
-        let off = GRE_OFF + gre_len;
+        let off = EthHdr::LEN + ip_len(f) + gre_len;
         csum::sum_bytes(ctx, off, (ctx.len() as usize).saturating_sub(off))?
     } else {
         0
@@ -104,8 +118,30 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
     *hdr = [0u8; HDR_MAX];
     hdr[0..6].copy_from_slice(&path.dst_mac);
     hdr[6..12].copy_from_slice(&path.src_mac);
-    hdr[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
     let tot_len = (ctx.len() as usize - EthHdr::LEN) as u16;
+    let ip = EthHdr::LEN;
+    let go = if f.flags & TUN_UNDERLAY6 != 0 {
+        // RFC 7676: IPv6 + GRE, next header 47, no extension headers.
+        hdr[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+        let vcf = (6u32 << 28) | ((f.tos as u32) << 20) | (f.flow & 0xf_ffff);
+        hdr[ip..ip + 4].copy_from_slice(&vcf.to_be_bytes());
+        hdr[ip + 4..ip + 6].copy_from_slice(&(tot_len - OUTER_V6 as u16).to_be_bytes());
+        hdr[ip + 6] = IPPROTO_GRE;
+        hdr[ip + 7] = 64;
+        hdr[ip + 8..ip + 24].copy_from_slice(&path.local);
+        hdr[ip + 24..ip + 40].copy_from_slice(&path.remote);
+        ip + OUTER_V6
+    } else {
+        hdr[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
+        outer_v4(hdr, f, path, tot_len);
+        ip + OUTER_V4
+    };
+    gre_fields(hdr, go, f, room, seq);
+    Ok(hdr)
+}
+
+#[inline(always)]
+fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16) {
     let ip = EthHdr::LEN;
     hdr[ip] = 0x45;
     hdr[ip + 1] = f.tos;
@@ -117,7 +153,12 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
     hdr[ip + 16..ip + 20].copy_from_slice(&path.remote[12..16]);
     let ip_sum = csum::ipv4_header(hdr[ip..ip + 20].try_into().unwrap());
     hdr[ip + 10..ip + 12].copy_from_slice(&ip_sum.to_be_bytes());
+}
 
+/// The GRE header at `go`.
+#[inline(always)]
+fn gre_fields(hdr: &mut [u8; HDR_MAX], go: usize, f: &Fields, room: &Room, seq: u32) {
+    let go = if go > EthHdr::LEN + OUTER_V6 { EthHdr::LEN + OUTER_V6 } else { go };
     // Branch-free, so the verifier walks this once and not once per
     // combination of optional fields: each field is written where it goes
     // when present; an absent field is zero and lands where the next
@@ -126,13 +167,13 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
     let k = ((f.flags & (TUN_KEY | TUN_NVGRE)) != 0) as usize;
     let q = ((f.flags & TUN_SEQ) != 0) as usize;
     let flags = ((c as u16) << 15) | ((k as u16) << 13) | ((q as u16) << 12);
-    hdr[GRE_OFF..GRE_OFF + 4].copy_from_slice(&GreHdr::new(flags, f.proto).flags_and_proto());
-    let key_at = (GRE_OFF + 4 + 4 * c) & 63;
+    hdr[go..go + 4].copy_from_slice(&GreHdr::new(flags, f.proto).flags_and_proto());
+    let key_at = (go + 4 + 4 * c) & 127;
     let key = if k != 0 { f.key } else { 0 };
     if key_at + 4 <= HDR_MAX {
         hdr[key_at..key_at + 4].copy_from_slice(&key.to_be_bytes());
     }
-    let seq_at = (key_at + 4 * k) & 63;
+    let seq_at = (key_at + 4 * k) & 127;
     if seq_at + 4 <= HDR_MAX {
         hdr[seq_at..seq_at + 4].copy_from_slice(&seq.to_be_bytes());
     }
@@ -144,13 +185,12 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
         let mut s = room.payload_sum as u64;
         let mut i = 0;
         while i < MAX_GRE {
-            s += u16::from_ne_bytes([hdr[GRE_OFF + i], hdr[GRE_OFF + i + 1]]) as u64;
+            s += u16::from_ne_bytes([hdr[go + i], hdr[go + i + 1]]) as u64;
             i += 2;
         }
         let sum = !csum::fold(s);
-        hdr[GRE_OFF + 4..GRE_OFF + 6].copy_from_slice(&sum.to_ne_bytes());
+        hdr[go + 4..go + 6].copy_from_slice(&sum.to_ne_bytes());
     }
-    Ok(hdr)
 }
 
 /// Write a header from `header` over the room.

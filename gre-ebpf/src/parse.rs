@@ -6,7 +6,10 @@ use gre_common::{
     v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP,
     NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
 };
-use network_types::{eth::EthHdr, ip::Ipv4Hdr};
+use network_types::{
+    eth::EthHdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
 
 use crate::{
     csum,
@@ -15,6 +18,7 @@ use crate::{
 };
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
 const IPPROTO_GRE: u8 = 47;
 
 /// A GRE packet of ours, ready to decapsulate.
@@ -51,35 +55,15 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         Ok(e) => e,
         Err(_) => return Ok(Verdict::Pass),
     };
-    if u16::from_be(eth.ether_type) != ETH_P_IP {
-        return Ok(Verdict::Pass);
-    }
-    let ip: Ipv4Hdr = match pkt.read(EthHdr::LEN) {
-        Ok(h) => h,
-        Err(_) => return Ok(Verdict::Pass),
+    let outer = match u16::from_be(eth.ether_type) {
+        ETH_P_IP => outer_v4(pkt, &eth)?,
+        ETH_P_IPV6 => outer_v6(pkt, &eth)?,
+        _ => None,
     };
-    if ip.proto as u8 != IPPROTO_GRE || ip.version() != 4 {
+    let Some(Outer { ip_len, tot_len, src, local, v4 }) = outer else {
         return Ok(Verdict::Pass);
-    }
-    let local = v4_mapped(ip.dst_addr);
-    // GRE to someone else (or another GRE implementation's address) is not
-    // ours to judge, and neither is GRE for one of our addresses arriving
-    // on another of our links (a switch flooding after a port went down):
-    // it did not come by the path it names, and taking it would make a dead
-    // path look alive.
-    match unsafe { LOCAL_ADDRS.get(&local) } {
-        Some(l) if l.mac == eth.dst_addr && l.ifindex == pkt.ifindex() => {}
-        _ => return Ok(Verdict::Pass),
-    }
-    if ip.frags[0] & 0x3f != 0 || ip.frags[1] != 0 {
-        // MF set or a non-zero offset: we do not reassemble.
-        return Err(DropReason::Fragment);
-    }
-    let ihl = ip.ihl() as usize;
-    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
-    if ihl < Ipv4Hdr::LEN || tot_len < ihl || EthHdr::LEN + tot_len > pkt.len() {
-        return Err(DropReason::BadOuter);
-    }
+    };
+    let ihl = ip_len;
     let gre_off = EthHdr::LEN + ihl;
     if tot_len < ihl + GreHdr::LEN {
         return Err(DropReason::Truncated);
@@ -129,7 +113,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         None => return Err(DropReason::KeyMismatch),
     };
     let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
-    let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: v4_mapped(ip.src_addr), local };
+    let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
     let path = *unsafe { RX_PATHS.get(&rx_key) }.ok_or(DropReason::UnknownPeer)?;
 
     let proto = gre.proto();
@@ -145,14 +129,78 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         return Err(DropReason::UnknownProto);
     }
     let rx = Rx { outer_len: ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
-    if proto == GreHdr::PROTO_IPV4 {
+    if proto == GreHdr::PROTO_IPV4 && v4 {
         // Only ever reflected back to the sender, from the address it sent
         // to: never a way to send GRE anywhere else.
         if let Ok(inner) = pkt.read::<Ipv4Hdr>(EthHdr::LEN + rx.outer_len) {
-            if inner.proto as u8 == IPPROTO_GRE && inner.src_addr == ip.dst_addr && inner.dst_addr == ip.src_addr {
+            if inner.proto as u8 == IPPROTO_GRE && v4_mapped(inner.src_addr) == local && v4_mapped(inner.dst_addr) == src {
                 return Ok(Verdict::Reflect(rx));
             }
         }
     }
     Ok(Verdict::Decap(rx))
+}
+
+/// The outer IP header of a GRE packet for one of our addresses.
+struct Outer {
+    /// Bytes of outer IP header.
+    ip_len: usize,
+    /// Bytes from the outer IP header to the end of the GRE packet.
+    tot_len: usize,
+    src: [u8; 16],
+    local: [u8; 16],
+    v4: bool,
+}
+
+/// GRE to someone else (or another GRE implementation's address) is not
+/// ours to judge, and neither is GRE for one of our addresses arriving on
+/// another of our links (a switch flooding after a port went down): it did
+/// not come by the path it names, and taking it would make a dead path look
+/// alive.
+#[inline(always)]
+fn ours<P: Packet>(pkt: &P, eth: &EthHdr, local: &[u8; 16]) -> bool {
+    match unsafe { LOCAL_ADDRS.get(local) } {
+        Some(l) => l.mac == eth.dst_addr && l.ifindex == pkt.ifindex(),
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr) -> Result<Option<Outer>, DropReason> {
+    let Ok(ip) = pkt.read::<Ipv4Hdr>(EthHdr::LEN) else { return Ok(None) };
+    if ip.proto as u8 != IPPROTO_GRE || ip.version() != 4 {
+        return Ok(None);
+    }
+    let local = v4_mapped(ip.dst_addr);
+    if !ours(pkt, eth, &local) {
+        return Ok(None);
+    }
+    if ip.frags[0] & 0x3f != 0 || ip.frags[1] != 0 {
+        // MF set or a non-zero offset: we do not reassemble.
+        return Err(DropReason::Fragment);
+    }
+    let ihl = ip.ihl() as usize;
+    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if ihl < Ipv4Hdr::LEN || tot_len < ihl || EthHdr::LEN + tot_len > pkt.len() {
+        return Err(DropReason::BadOuter);
+    }
+    Ok(Some(Outer { ip_len: ihl, tot_len, src: v4_mapped(ip.src_addr), local, v4: true }))
+}
+
+/// RFC 7676: GRE directly after the IPv6 header (next header 47). GRE
+/// behind extension headers is not taken (passed as not ours).
+#[inline(always)]
+fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr) -> Result<Option<Outer>, DropReason> {
+    let Ok(ip) = pkt.read::<Ipv6Hdr>(EthHdr::LEN) else { return Ok(None) };
+    if ip.next_hdr as u8 != IPPROTO_GRE || ip.vcf[0] >> 4 != 6 {
+        return Ok(None);
+    }
+    if !ours(pkt, eth, &ip.dst_addr) {
+        return Ok(None);
+    }
+    let tot_len = Ipv6Hdr::LEN + u16::from_be_bytes(ip.payload_len) as usize;
+    if EthHdr::LEN + tot_len > pkt.len() {
+        return Err(DropReason::BadOuter);
+    }
+    Ok(Some(Outer { ip_len: Ipv6Hdr::LEN, tot_len, src: ip.src_addr, local: ip.dst_addr, v4: false }))
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{
     v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ,
+    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -72,12 +72,14 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         _ => return Err(DropReason::TxUnsupported),
     };
     let mut key = tunnel.key;
+    let hash = if tunnel.flags & (TUN_NVGRE | TUN_UNDERLAY6) != 0 { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };
     if tunnel.flags & TUN_NVGRE != 0 {
         // RFC 7637 section 3.1: the FlowID spreads one VSID's flows over
         // the underlay's paths; the inner flow hash keeps a flow on one.
-        key = (key & !NVGRE_FLOWID_MASK) | (unsafe { bpf_get_hash_recalc(skb) } & NVGRE_FLOWID_MASK);
+        key = (key & !NVGRE_FLOWID_MASK) | (hash & NVGRE_FLOWID_MASK);
     }
-    let fields = Fields { flags: tunnel.flags, key, tos, proto };
+    // The outer IPv6 flow label, for the same reason (RFC 6438).
+    let fields = Fields { flags: tunnel.flags, key, tos, proto, flow: hash };
     let segs = unsafe { (*skb).gso_segs };
     if fields.flags & (TUN_SEQ | TUN_CSUM) != 0 && segs > 1 {
         // GSO would copy one sequence number or checksum to every segment.

@@ -9,7 +9,7 @@ use std::{
     collections::HashSet,
     fmt,
     hash::{Hash, Hasher},
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     path::Path,
 };
 
@@ -295,7 +295,13 @@ impl Config {
         let t = &self.tunnel;
         let gre = gre_common::GreHdr::len_for(t.checksum, t.key.is_some() || t.vsid.is_some(), t.sequence) as u32;
         let eth = if t.mode == Mode::Gretap { 14 } else { 0 };
-        20 + gre + eth
+        let ip = if self.underlay6() { 40 } else { 20 };
+        ip + gre + eth
+    }
+
+    /// Whether the links (and so every path) are IPv6.
+    pub fn underlay6(&self) -> bool {
+        self.links.first().is_some_and(|l| l.address.is_ipv6())
     }
 
     /// The receive-side key lookup of this tunnel.
@@ -370,11 +376,12 @@ impl Config {
             if !devs.insert(l.dev.as_str()) {
                 return Err(err(format!("link[{i}].dev"), format!("`{}` is listed twice", l.dev)));
             }
-            match l.address {
-                IpAddr::V4(a) => check_unicast_v4(a).map_err(|r| err(format!("link[{i}].address"), r))?,
-                IpAddr::V6(a) => {
-                    return Err(err(format!("link[{i}].address"), format!("{a}: an IPv6 underlay is not supported yet")))
-                }
+            check_unicast(l.address).map_err(|r| err(format!("link[{i}].address"), r))?;
+            if l.address.is_ipv4() != self.links[0].address.is_ipv4() {
+                return Err(err(
+                    format!("link[{i}].address"),
+                    format!("{}: one underlay family per tunnel (link[0] is {})", l.address, self.links[0].address),
+                ));
             }
             if !addrs.insert(l.address) {
                 return Err(err(format!("link[{i}].address"), format!("{} is used by another link", l.address)));
@@ -472,10 +479,7 @@ impl Config {
             let Some(link) = self.link(&path.link) else {
                 return Err(err(f("link"), format!("`{}` is not a [[link]] dev of this tunnel", path.link)));
             };
-            match path.remote {
-                IpAddr::V4(a) => check_unicast_v4(a).map_err(|r| err(f("remote"), r))?,
-                IpAddr::V6(a) => return Err(err(f("remote"), format!("{a}: an IPv6 underlay is not supported yet"))),
-            }
+            check_unicast(path.remote).map_err(|r| err(f("remote"), r))?;
             if path.remote.is_ipv4() != link.address.is_ipv4() {
                 return Err(err(f("remote"), "address family differs from the link's address".into()));
             }
@@ -534,8 +538,12 @@ impl PeerIndex {
     }
 }
 
-fn check_unicast_v4(a: Ipv4Addr) -> Result<(), String> {
-    if a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback() {
+fn check_unicast(a: IpAddr) -> Result<(), String> {
+    let bad = match a {
+        IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast() || a.is_loopback(),
+        IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.is_loopback() || a.to_ipv4_mapped().is_some(),
+    };
+    if bad {
         return Err(format!("{a} is not a unicast address"));
     }
     Ok(())

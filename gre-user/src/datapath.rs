@@ -78,7 +78,11 @@ impl Datapath {
             }
             maps.extend(named);
         }
-        if progs.is_empty() {
+        // No programs, or only ones that do not transmit: the leftovers of
+        // a loader killed before it attached anything, which the kernel is
+        // freeing (a live datapath always has a tunnel's transmit program,
+        // and with it the tunnel map).
+        if progs.is_empty() || !maps.contains_key(MAP_TUNNELS) {
             return Ok(None);
         }
         let mut dp = Datapath { progs, prog_ids, maps, _ebpf: None };

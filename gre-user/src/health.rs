@@ -147,7 +147,10 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                         s.send(path.ifindex, &path, local, remote, key);
                     }
                 }
-                let probe_ok = sender.is_none() || now < started + window_ns || {
+                // Keepalives are Cisco's IPv4 format: an IPv6 path is
+                // watched by its link only.
+                let probed = v4(path.remote).is_some();
+                let probe_ok = sender.is_none() || !probed || now < started + window_ns || {
                     let t = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
                     t != 0 && now.saturating_sub(t) < window_ns
                 };
@@ -165,7 +168,8 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                 let why = reason(link_bad, probe_ok);
                 let prev = state.insert((id, j), why.clone());
                 if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !up) {
-                    let remote = v4(path.remote).map(IpAddr::V4).map(|a| a.to_string()).unwrap_or_default();
+                    let remote = std::net::Ipv6Addr::from(path.remote);
+                    let remote = remote.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(remote)).to_string();
                     let dev = link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
                     println!("{name}: peer {} path {j} ({dev} -> {remote}): {}", cstr(&p.name), if up { "up".to_string() } else { format!("down ({why})") });
                 }

@@ -17,7 +17,7 @@ use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
-    TUN_KEY, TUN_NVGRE, TUN_SEQ, DEFAULT_FDB_AGE, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
+    TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6, DEFAULT_FDB_AGE, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
 };
 use ipnet::IpNet;
 
@@ -470,6 +470,9 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     }
     if t.vsid.is_some() {
         flags |= TUN_NVGRE;
+    }
+    if cfg.underlay6() {
+        flags |= TUN_UNDERLAY6;
     }
     Tunnel {
         mode: match t.mode {

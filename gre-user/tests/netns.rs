@@ -275,3 +275,37 @@ fn inner_ipv6_over_the_tunnel() {
         assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);
     }
 }
+
+/// The same tunnel over an IPv6 underlay (2001:db8::/32): outer IPv6, next
+/// header 47, 40 bytes of outer header.
+#[test]
+fn ipv6_underlay_end_to_end() {
+    let _s = serial();
+    let t = Topo::pair("6");
+    t.a().run("ip addr add 2001:db8::10/64 dev va nodad");
+    t.b().run("ip addr add 2001:db8::20/64 dev vb nodad");
+    let six = |me: char| {
+        p2p_config(me, "key = 6", "tc").replace("198.18.0.10", "2001:db8::10").replace("198.18.0.20", "2001:db8::20")
+    };
+    let ca = t.write("a.toml", &six('a'));
+    let cb = t.write("b.toml", &six('b'));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    assert_eq!(t.a().mtu("gre0"), 1500 - 40 - 8, "IPv6 underlay: 40 + 8 bytes of outer header");
+
+    let cap = Capture::start(t.a(), "va", "ip6 proto 47 and src host 2001:db8::10", &["ipv6.nxt", "ipv6.dst", "gre.key"], 3, 15);
+    let ping = t.a().run("ping -c 3 -i 0.2 -W 2 198.19.100.2");
+    assert!(ping.contains("3 received"), "{ping}");
+    let pkts = cap.finish();
+    assert_eq!(pkts.len(), 3, "{pkts:?}");
+    for p in &pkts {
+        assert_eq!((p[0].as_str(), p[1].as_str(), p[2].as_str()), ("47", "2001:db8::20", "0x00000006"));
+    }
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 8);
+    assert_eq!(x.sent, x.got, "bytes/sha256 sent vs received");
+    let s = json_status(t.a());
+    assert_eq!(s["tunnels"][0]["peers"][0]["paths"][0]["remote"], "2001:db8::20");
+    for (reason, n) in s["drops"].as_object().unwrap() {
+        assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);
+    }
+}

@@ -817,3 +817,58 @@ fn gre_multicast_without_a_list_goes_nowhere_and_with_one_skips_its_source() {
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(dp.drops().get("split_horizon"), Some(&1), "{:?}", dp.drops());
 }
+
+const LOCAL6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+const REMOTE6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20];
+
+#[test]
+fn an_ipv6_underlay_carries_gre_after_next_header_47() {
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TUN_UNDERLAY6);
+    dp.peer(1, &[1]);
+    // The peer's path over IPv6 instead.
+    let mut p = dp.hash::<u32, Peer>(MAP_PEERS).get(&1, 0).unwrap();
+    p.paths[0].local = LOCAL6;
+    p.paths[0].remote = REMOTE6;
+    dp.hash::<u32, Peer>(MAP_PEERS).insert(1, p, 0).unwrap();
+    let rx = RxKey { tunnel_ifindex: TUN, remote: REMOTE6, local: LOCAL6 };
+    dp.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: 1, path: 0 }, 0).unwrap();
+    let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
+    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(LOCAL6, l, 0).unwrap();
+
+    let inner = inner_packet(77, 0xb8);
+    let (ret, out) = dp.tx(&tunnel_frame(&inner), 1);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    // The flow label comes from the inner flow's hash: take it from the
+    // output, check everything else against scapy.
+    let fl = u32::from_be_bytes(out[14..18].try_into().unwrap()) & 0xf_ffff;
+    let want = scapy_reference(serde_json::json!([{
+        "eth": ["02:00:00:00:00:20", "02:00:00:00:00:10"],
+        "ip6": {"src": "2001:db8::10", "dst": "2001:db8::20", "tc": 0xb8, "fl": fl},
+        "gre": {"key": 42},
+        "inner_hex": hexdump(&inner),
+    }]));
+    assert_eq!(hexdump(&out), hexdump(&want[0]), "outer IPv6, next header 47, traffic class copied");
+    let (_, again) = dp.tx(&tunnel_frame(&inner), 1);
+    assert_eq!(&again[14..18], &out[14..18], "one flow keeps its flow label");
+
+    // Receive: what scapy built, back to the inner packet, on both hooks.
+    let mut frame = want[0].clone();
+    frame[0..6].copy_from_slice(&LINK_MAC);
+    frame[6..12].copy_from_slice(&PEER_MAC);
+    frame[22..38].copy_from_slice(&REMOTE6);
+    frame[38..54].copy_from_slice(&LOCAL6);
+    let expect = eth(TUN_MAC, PEER_MAC, 0x0800, &inner);
+    let (ret, got) = dp.run(PROG_RX_TC, &frame, None);
+    assert_eq!(ret, TC_ACT_REDIRECT, "tc: drops {:?}", dp.drops());
+    assert_eq!(hexdump(&got), hexdump(&expect));
+    let (ret, got) = dp.run(PROG_RX_XDP, &frame, None);
+    assert_eq!(ret, XDP_PASS);
+    assert_eq!(hexdump(&got[8..]), hexdump(&expect));
+    assert_eq!(dp.path_stats(1, 0).rx_packets, 2);
+    // A payload length past the frame's end is malformed.
+    let mut bad = frame.clone();
+    bad[18..20].copy_from_slice(&2000u16.to_be_bytes());
+    assert_eq!(dp.run(PROG_RX_TC, &bad, None).0, TC_ACT_SHOT);
+    assert_eq!(dp.drops(), BTreeMap::from([("bad_outer", 1)]));
+}

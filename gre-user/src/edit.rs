@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::config::{Config, Mac, PathConfig, PeerConfig};
+use crate::config::{Config, GroupConfig, Mac, PathConfig, PeerConfig};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Edit {
@@ -26,6 +26,22 @@ pub enum Edit {
     /// The tunnel's GRE key.
     #[command(subcommand)]
     Key(KeyEdit),
+    /// `gre` mode: which peers a multicast group is replicated to.
+    #[command(subcommand)]
+    Group(GroupEdit),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum GroupEdit {
+    /// Replicate the group to these peers only (creates or replaces).
+    Set {
+        address: IpAddr,
+        /// A peer (repeat for more).
+        #[arg(long = "peer", required = true)]
+        peers: Vec<String>,
+    },
+    /// Back to every peer.
+    Del { address: IpAddr },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -166,7 +182,7 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
             None => return Some(Err(anyhow!("no peer has route {route}"))),
         },
         Edit::Neigh(NeighEdit::Set { peer, .. } | NeighEdit::Del { peer, .. }) => peer.clone(),
-        Edit::Key(_) => return None,
+        Edit::Key(_) | Edit::Group(_) => return None,
     };
     // The edit applied to a config holding just this peer (and the
     // tunnel's links, for nothing but context).
@@ -241,6 +257,19 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 k => Some(k.parse().map_err(|_| anyhow!("key `{k}`: want a number from 0 to 4294967295, or none"))?),
             }
         }
+        Edit::Group(GroupEdit::Set { address, peers }) => {
+            let g = GroupConfig { address: *address, peers: peers.clone() };
+            match c.groups.iter_mut().find(|g| g.address == *address) {
+                Some(old) => *old = g,
+                None => c.groups.push(g),
+            }
+        }
+        Edit::Group(GroupEdit::Del { address }) => {
+            if !c.groups.iter().any(|g| g.address == *address) {
+                bail!("no [[group]] {address}");
+            }
+            c.groups.retain(|g| g.address != *address);
+        }
     }
     Ok(c)
 }
@@ -282,6 +311,12 @@ mod tests {
         assert!(c.peers[0].paths[0].mac.is_none());
         let c = edit(&c, "key set 7").unwrap();
         assert_eq!(c.tunnel.key, Some(7));
+        let c = edit(&c, "group set 239.0.0.10 --peer q --peer p").unwrap();
+        assert_eq!(c.groups[0].peers, ["q", "p"]);
+        let c = edit(&c, "group set 239.0.0.10 --peer p").unwrap();
+        assert_eq!(c.groups.len(), 1);
+        let c = edit(&c, "group del 239.0.0.10").unwrap();
+        assert!(c.groups.is_empty());
         let c = edit(&c, "peer del q").unwrap();
         assert_eq!(c.peers.len(), 1);
     }
@@ -298,5 +333,8 @@ mod tests {
         assert!(e("key set banana").contains("want a number"));
         assert!(e("peer add p --path link=e0,remote=198.18.0.5").contains("exists already"));
         assert!(e("path add p link=e0").contains("remote"));
+        assert!(e("group set 198.19.0.9 --peer p").contains("group[0].address: 198.19.0.9 is not a multicast"));
+        assert!(e("group set 239.1.1.1 --peer nobody").contains("group[0].peers[0]: `nobody` is not a [[peer]]"));
+        assert!(e("group del 239.1.1.1").contains("no [[group]]"));
     }
 }

@@ -212,7 +212,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                     v
                 }
                 (None, Some(e)) => vec![(format!("map-edit {name}"), e)],
-                (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key) or --batch FILE"),
+                (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key, group) or --batch FILE"),
             };
             let (nl, dp) = running()?;
             let mut run = gre_user::state::show(&dp, &nl, &name).await?;

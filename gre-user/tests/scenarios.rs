@@ -72,6 +72,13 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     let h1 = &t.hosts[hosts[0]];
     // Two tunnels share e0, told apart by key; each is a 1458-byte Ethernet.
     assert_eq!(h1.mtu("t1"), 1500 - 20 - 8 - 14);
+    // What runs reads back as the config that made it: `up` of it again
+    // changes nothing.
+    let shown = h1.xgre_ok(Enter::Nsenter, "show t2");
+    assert!(shown.contains("mode = \"gretap\"") && shown.contains("key = 2"), "{shown}");
+    let again = t.write("shown.toml", &shown);
+    let out = h1.xgre_ok(Enter::Nsenter, &format!("up -c {again}"));
+    assert!(out.contains("already up"), "{out}");
 
     // Tenant 1 on host 1 asks for 198.19.0.2 for the first time. Watch
     // what host 1 sends: the ARP request goes once to each other host,
@@ -337,4 +344,60 @@ fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
         mroute.lines().any(|l| l.contains("198.19.10.2") && l.contains("239.0.0.10") && l.contains("gre0")),
         "(S,G) at site A does not leave by gre0:\n{mroute}"
     );
+}
+
+/// Count the datagrams host `h` receives on `group`:1234 (joined on its
+/// tunnel address `local`) while `send` runs.
+fn multicast_counts(t: &Topo, receivers: &[(usize, &str)], sender: usize, from: &str, group: &str, n: u32) -> Vec<u64> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
+    let children: Vec<_> = receivers
+        .iter()
+        .map(|(h, local)| t.hosts[*h].spawn(&format!("timeout 30 /usr/bin/python3 {script} recv {group} 1234 {local} 6")))
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    t.hosts[sender].run(&format!("timeout 30 /usr/bin/python3 {script} send {group} 1234 {from} {n}"));
+    children
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or("0").parse().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn gre_multicast_goes_to_every_peer_or_to_a_groups_peers_edited_live() {
+    let _s = serial();
+    let mut t = Topo::switched("g", 1, None);
+    let c = t.add("gc");
+    veth(&t, c, "c0", 2, "sc0");
+    t.sw().run("ip link set sc0 master br0");
+    t.hosts[c].run("ip addr add 198.18.0.30/24 dev c0");
+    let peer = |name: &str, inner: &str, remote: &str, link: &str| {
+        format!("\n[[peer]]\nname = \"{name}\"\nroutes = [\"{inner}/32\"]\n[[peer.path]]\nlink = \"{link}\"\nremote = \"{remote}\"\n")
+    };
+    let head = |inner: &str, link: &str, addr: &str| {
+        format!("[tunnel]\nname = \"gre0\"\naddress = [\"{inner}/32\"]\n\n[[link]]\ndev = \"{link}\"\naddress = \"{addr}\"\nrx = \"tc\"\n")
+    };
+    let ca = head("198.19.100.1", "a0", "198.18.0.10") + &peer("b", "198.19.100.2", "198.18.0.20", "a0") + &peer("c", "198.19.100.3", "198.18.0.30", "a0");
+    let cb = head("198.19.100.2", "b0", "198.18.0.20") + &peer("a", "198.19.100.1", "198.18.0.10", "b0");
+    let cc = head("198.19.100.3", "c0", "198.18.0.30") + &peer("a", "198.19.100.1", "198.18.0.10", "c0");
+    for (h, name, cfg) in [(0, "a", ca), (1, "b", cb), (c, "c", cc)] {
+        let f = t.write(&format!("{name}.toml"), &cfg);
+        t.hosts[h].xgre_ok(Enter::Nsenter, &format!("up -c {f}"));
+    }
+    let rx = [(1usize, "198.19.100.2"), (c, "198.19.100.3")];
+    // No group configured: every peer gets a copy.
+    assert_eq!(multicast_counts(&t, &rx, 0, "198.19.100.1", "239.0.0.20", 20), [20, 20], "replicated to b and c");
+    // Live edit: the group goes to c only.
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 group set 239.0.0.20 --peer c");
+    assert_eq!(multicast_counts(&t, &rx, 0, "198.19.100.1", "239.0.0.20", 20), [0, 20], "only c is in the group");
+    let s: serde_json::Value = serde_json::from_str(&t.a().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    assert_eq!(s["tunnels"][0]["groups"][0]["peers"], serde_json::json!(["c"]), "{}", s["tunnels"][0]["groups"]);
+    // Another group still goes to everyone; removing the group restores it.
+    assert_eq!(multicast_counts(&t, &rx, 0, "198.19.100.1", "239.0.0.21", 10), [10, 10]);
+    let o = t.a().xgre(Enter::Nsenter, "map-edit gre0 peer del c");
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("group[0].peers"), "a peer named by a group was removed");
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 group del 239.0.0.20");
+    assert_eq!(multicast_counts(&t, &rx, 0, "198.19.100.1", "239.0.0.20", 20), [20, 20]);
 }

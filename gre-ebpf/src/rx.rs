@@ -11,7 +11,10 @@
 //! which is right for NICs, whose frames carry full checksums.
 
 use aya_ebpf::{
-    bindings::{xdp_action, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT},
+    bindings::{
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_INGRESS,
+        TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+    },
     helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
@@ -27,6 +30,7 @@ use crate::{
 };
 
 const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever
 /// sent it.
@@ -164,16 +168,28 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         // our MAC header, then put the inner header back in its place.
         let inner: EthHdr = ctx.read(EthHdr::LEN + rx.outer_len)?;
         let shrink = (rx.outer_len + EthHdr::LEN) as i32;
-        ctx.adjust_room(-shrink, BPF_ADJ_ROOM_MAC, 0).map_err(|_| DropReason::HelperFailed)?;
+        let flags = decap_flags(u16::from_be(inner.ether_type));
+        ctx.adjust_room(-shrink, BPF_ADJ_ROOM_MAC, flags).map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner, 0).map_err(|_| DropReason::HelperFailed)?;
     } else {
-        ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, 0)
+        ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, decap_flags(rx.inner_proto))
             .map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
     delivered(ctx, &rx, segs as u64);
     let r = unsafe { bpf_redirect(rx.tunnel.ifindex, BPF_F_INGRESS as u64) };
     Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+}
+
+/// What the packet is once decapsulated: adjust_room then sets the skb's
+/// protocol to match and checks the remainder against that header's size,
+/// not the outer one's (without it, a 28-byte ARP left from a 40-byte IPv6
+/// outer header is refused as shorter than IPv6). Anything not IPv6 is
+/// declared IPv4, the smaller minimum; the tunnel device's ingress sets
+/// the protocol from the Ethernet header anyway.
+#[inline(always)]
+fn decap_flags(inner_proto: u16) -> u64 {
+    if inner_proto == ETH_P_IPV6 { BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64 } else { BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64 }
 }
 
 fn reflect_tc(ctx: &TcContext, rx: &Rx) -> Result<i32, DropReason> {

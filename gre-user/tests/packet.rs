@@ -825,16 +825,7 @@ const REMOTE6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 fn an_ipv6_underlay_carries_gre_after_next_header_47() {
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TUN_UNDERLAY6);
-    dp.peer(1, &[1]);
-    // The peer's path over IPv6 instead.
-    let mut p = dp.hash::<u32, Peer>(MAP_PEERS).get(&1, 0).unwrap();
-    p.paths[0].local = LOCAL6;
-    p.paths[0].remote = REMOTE6;
-    dp.hash::<u32, Peer>(MAP_PEERS).insert(1, p, 0).unwrap();
-    let rx = RxKey { tunnel_ifindex: TUN, remote: REMOTE6, local: LOCAL6 };
-    dp.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: 1, path: 0 }, 0).unwrap();
-    let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
-    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(LOCAL6, l, 0).unwrap();
+    v6_peer(&mut dp);
 
     let inner = inner_packet(77, 0xb8);
     let (ret, out) = dp.tx(&tunnel_frame(&inner), 1);
@@ -871,4 +862,42 @@ fn an_ipv6_underlay_carries_gre_after_next_header_47() {
     bad[18..20].copy_from_slice(&2000u16.to_be_bytes());
     assert_eq!(dp.run(PROG_RX_TC, &bad, None).0, TC_ACT_SHOT);
     assert_eq!(dp.drops(), BTreeMap::from([("bad_outer", 1)]));
+}
+
+/// Peer 1 with one path over IPv6 (LOCAL6 -> REMOTE6).
+fn v6_peer(dp: &mut Dp) {
+    dp.peer(1, &[1]);
+    let mut p = dp.hash::<u32, Peer>(MAP_PEERS).get(&1, 0).unwrap();
+    p.paths[0].local = LOCAL6;
+    p.paths[0].remote = REMOTE6;
+    dp.hash::<u32, Peer>(MAP_PEERS).insert(1, p, 0).unwrap();
+    let rx = RxKey { tunnel_ifindex: TUN, remote: REMOTE6, local: LOCAL6 };
+    dp.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: 1, path: 0 }, 0).unwrap();
+    let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
+    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(LOCAL6, l, 0).unwrap();
+}
+
+#[test]
+fn a_small_frame_behind_a_40_byte_ipv6_header_is_decapsulated() {
+    // An ARP request is 28 bytes after its Ethernet header: shorter than
+    // the IPv6 header it arrived behind.
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(42), TUN_UNDERLAY6);
+    v6_peer(&mut dp);
+    let arp = eth([0xff; 6], HOST_A, 0x0806, &[1u8; 28]);
+    let g = gre(Gre { proto: 0x6558, ..valid(Some(42)) }, &arp);
+    let mut ip6 = vec![0x60, 0, 0, 0];
+    ip6.extend((g.len() as u16).to_be_bytes());
+    ip6.extend([47, 64]);
+    ip6.extend(REMOTE6);
+    ip6.extend(LOCAL6);
+    ip6.extend(&g);
+    let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ip6);
+    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        let (ret, out) = dp.run(prog, &frame, None);
+        let (want_ret, skip) = if prog == PROG_RX_TC { (TC_ACT_REDIRECT, 0) } else { (XDP_PASS, 8) };
+        assert_eq!(ret, want_ret, "{prog}: drops {:?}", dp.drops());
+        assert_eq!(hexdump(&out[skip..]), hexdump(&arp), "{prog}");
+    }
+    assert_eq!(dp.fdb(HOST_A).map(|e| e.peer_id), Some(1), "learned over IPv6 too");
 }

@@ -26,6 +26,9 @@ pub enum Bench {
     /// Control plane at scale: `up` with many peers, map memory, edit rate,
     /// `xgre run` memory.
     Control(crate::control::ControlArgs),
+    /// Tunnel kinds (gre, gretap, NVGRE, IPv6 underlay) against the
+    /// kernel's VXLAN: one TCP stream each, same link, same run.
+    Overlay(crate::overlay::OverlayArgs),
 }
 
 #[derive(Args, Clone)]
@@ -58,6 +61,7 @@ pub fn run(b: Bench) -> Result<()> {
     match b {
         Bench::Agg(a) => agg(a),
         Bench::Control(c) => crate::control::control(c),
+        Bench::Overlay(o) => crate::overlay::overlay(o),
     }
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod control;
 mod demo;
 mod net;
+mod overlay;
 mod setup;
 
 use std::process::{Command, ExitCode};

@@ -12,7 +12,7 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_INGRESS,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS,
         TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
     helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
@@ -186,10 +186,15 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
 /// not the outer one's (without it, a 28-byte ARP left from a 40-byte IPv6
 /// outer header is refused as shorter than IPv6). Anything not IPv6 is
 /// declared IPv4, the smaller minimum; the tunnel device's ingress sets
-/// the protocol from the Ethernet header anyway.
+/// the protocol from the Ethernet header anyway. FIXED_GSO: the segments a
+/// GSO packet stands for carry as much payload after decap as before, and
+/// a gso_size grown by our header misleads the receiver's MSS estimate
+/// (measured, one TCP stream on veth, gretap: 13,747/14,867 against
+/// 13,336/13,381/13,293/12,650 Mbit/s without it).
 #[inline(always)]
 fn decap_flags(inner_proto: u16) -> u64 {
-    if inner_proto == ETH_P_IPV6 { BPF_F_ADJ_ROOM_DECAP_L3_IPV6 as u64 } else { BPF_F_ADJ_ROOM_DECAP_L3_IPV4 as u64 }
+    let l3 = if inner_proto == ETH_P_IPV6 { BPF_F_ADJ_ROOM_DECAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_DECAP_L3_IPV4 };
+    (l3 | BPF_F_ADJ_ROOM_FIXED_GSO) as u64
 }
 
 fn reflect_tc(ctx: &TcContext, rx: &Rx) -> Result<i32, DropReason> {

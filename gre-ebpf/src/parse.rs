@@ -120,23 +120,33 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if proto == PROTO_KEEPALIVE {
         return Ok(Verdict::KeepaliveReply(path));
     }
-    let ok = match tunnel.mode {
+    let rx = Rx { outer_len: ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
+    // The peer's keepalive, whatever the tunnel carries: GRE of our own
+    // family inside, from the address it was sent to back to the sender.
+    // Only ever reflected back to the sender: never a way to send GRE
+    // anywhere else.
+    let inner_off = EthHdr::LEN + rx.outer_len;
+    if proto == GreHdr::PROTO_IPV4 && v4 {
+        if let Ok(inner) = pkt.read::<Ipv4Hdr>(inner_off) {
+            if inner.proto as u8 == IPPROTO_GRE && v4_mapped(inner.src_addr) == local && v4_mapped(inner.dst_addr) == src {
+                return Ok(Verdict::Reflect(rx));
+            }
+        }
+    }
+    if proto == GreHdr::PROTO_IPV6 && !v4 {
+        if let Ok(inner) = pkt.read::<Ipv6Hdr>(inner_off) {
+            if inner.next_hdr as u8 == IPPROTO_GRE && inner.src_addr == local && inner.dst_addr == src {
+                return Ok(Verdict::Reflect(rx));
+            }
+        }
+    }
+    let ok = match rx.tunnel.mode {
         MODE_GRE => proto == GreHdr::PROTO_IPV4 || proto == GreHdr::PROTO_IPV6,
         MODE_GRETAP => proto == GreHdr::PROTO_TEB,
         _ => false,
     };
     if !ok {
         return Err(DropReason::UnknownProto);
-    }
-    let rx = Rx { outer_len: ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
-    if proto == GreHdr::PROTO_IPV4 && v4 {
-        // Only ever reflected back to the sender, from the address it sent
-        // to: never a way to send GRE anywhere else.
-        if let Ok(inner) = pkt.read::<Ipv4Hdr>(EthHdr::LEN + rx.outer_len) {
-            if inner.proto as u8 == IPPROTO_GRE && v4_mapped(inner.src_addr) == local && v4_mapped(inner.dst_addr) == src {
-                return Ok(Verdict::Reflect(rx));
-            }
-        }
     }
     Ok(Verdict::Decap(rx))
 }

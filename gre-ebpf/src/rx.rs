@@ -33,10 +33,10 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever
-/// sent it.
+/// sent it. The inner packet is of the outer one's family (Cisco format).
 #[inline(always)]
 fn reflect_eth(outer: &EthHdr) -> EthHdr {
-    EthHdr { dst_addr: outer.src_addr, src_addr: outer.dst_addr, ether_type: ETH_P_IP.to_be() }
+    EthHdr { dst_addr: outer.src_addr, src_addr: outer.dst_addr, ether_type: outer.ether_type }
 }
 
 /// Count a decapsulated packet, note its sequence number and, for gretap,

@@ -5,11 +5,7 @@
 //! it rejoins as soon as both are well again. Every change replaces the
 //! peer's map value whole, so the datapath never sees half an update.
 
-use std::{
-    collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
 use gre_common::{names::*, path_slot, Peer, Tunnel, PATH_UP};
@@ -19,16 +15,13 @@ use crate::{
     datapath::Datapath,
     keepalive,
     netlink::{Link, Netlink},
-    tunnel::{self, cstr, UpOutcome},
+    tunnel::{self, cstr, ip16, UpOutcome},
 };
 
 use crate::sys::monotonic_ns;
 
 const POLL: Duration = Duration::from_millis(20);
 
-fn v4(a: [u8; 16]) -> Option<Ipv4Addr> {
-    std::net::Ipv6Addr::from(a).to_ipv4_mapped()
-}
 
 /// Why a path is down, for the log.
 fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
@@ -73,7 +66,11 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
         .find(|(_, t)| cstr(&t.name) == *name)
         .map(|(k, _)| k)
         .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
-    let key = t.key;
+    // The key on the wire: NVGRE's is the VSID with FlowID 0.
+    let key = match t.vsid {
+        Some(v) => Some(v << 8),
+        None => t.key,
+    };
     let interval = Duration::from_millis(t.keepalive as u64);
     let window_ns = t.keepalive as u64 * t.keepalive_misses as u64 * 1_000_000;
 
@@ -143,14 +140,11 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                     _ => None,
                 };
                 if probe_now && link_bad.is_none() {
-                    if let (Some(s), Some(local), Some(remote)) = (&sender, v4(path.local), v4(path.remote)) {
-                        s.send(path.ifindex, &path, local, remote, key);
+                    if let Some(s) = &sender {
+                        s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), key);
                     }
                 }
-                // Keepalives are Cisco's IPv4 format: an IPv6 path is
-                // watched by its link only.
-                let probed = v4(path.remote).is_some();
-                let probe_ok = sender.is_none() || !probed || now < started + window_ns || {
+                let probe_ok = sender.is_none() || now < started + window_ns || {
                     let t = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
                     t != 0 && now.saturating_sub(t) < window_ns
                 };
@@ -168,8 +162,7 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                 let why = reason(link_bad, probe_ok);
                 let prev = state.insert((id, j), why.clone());
                 if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !up) {
-                    let remote = std::net::Ipv6Addr::from(path.remote);
-                    let remote = remote.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(remote)).to_string();
+                    let remote = ip16(path.remote).to_string();
                     let dev = link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
                     println!("{name}: peer {} path {j} ({dev} -> {remote}): {}", cstr(&p.name), if up { "up".to_string() } else { format!("down ({why})") });
                 }

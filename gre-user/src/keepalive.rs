@@ -5,7 +5,10 @@
 //! datapath reflects them out of the link they came in on). When ours comes
 //! back, the receive program notes the time per path.
 
-use std::{net::Ipv4Addr, os::fd::AsRawFd};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsRawFd,
+};
 
 use anyhow::{Context, Result};
 use socket2::{Domain, Socket, Type};
@@ -29,6 +32,17 @@ fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, ttl: u8) -> [u8
     h
 }
 
+fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize, hops: u8) -> [u8; 40] {
+    let mut h = [0u8; 40];
+    h[0] = 0x60;
+    h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
+    h[6] = IPPROTO_GRE;
+    h[7] = hops;
+    h[8..24].copy_from_slice(&src.octets());
+    h[24..40].copy_from_slice(&dst.octets());
+    h
+}
+
 fn gre_header(proto: u16, key: Option<u32>) -> Vec<u8> {
     let flags: u16 = if key.is_some() { 0x2000 } else { 0 };
     let mut g = flags.to_be_bytes().to_vec();
@@ -39,18 +53,31 @@ fn gre_header(proto: u16, key: Option<u32>) -> Vec<u8> {
     g
 }
 
-/// The whole keepalive, outer IPv4 header included. Both GRE headers carry
-/// the tunnel's key: the inner one becomes the outer header of the reply,
-/// which our receive program checks like any other packet.
-pub fn build(local: Ipv4Addr, remote: Ipv4Addr, key: Option<u32>) -> Vec<u8> {
+/// The whole keepalive, outer IP header included: IPv4 in IPv4, or IPv6 in
+/// IPv6 for a path over an IPv6 underlay. Both GRE headers carry the
+/// tunnel's key: the inner one becomes the outer header of the reply, which
+/// our receive program checks like any other packet.
+pub fn build(local: IpAddr, remote: IpAddr, key: Option<u32>) -> Vec<u8> {
     let inner_gre = gre_header(gre_common::PROTO_KEEPALIVE, key);
-    let mut inner = ipv4_header(remote, local, inner_gre.len(), 255).to_vec();
+    let ip = |src: IpAddr, dst: IpAddr, len: usize| match (src, dst) {
+        (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_header(s, d, len, 255).to_vec(),
+        (s, d) => ipv4_header(v4(s), v4(d), len, 255).to_vec(),
+    };
+    let mut inner = ip(remote, local, inner_gre.len());
     inner.extend(inner_gre);
-    let mut payload = gre_header(gre_common::GreHdr::PROTO_IPV4, key);
+    let proto = if local.is_ipv6() { gre_common::GreHdr::PROTO_IPV6 } else { gre_common::GreHdr::PROTO_IPV4 };
+    let mut payload = gre_header(proto, key);
     payload.extend(inner);
-    let mut pkt = ipv4_header(local, remote, payload.len(), 255).to_vec();
+    let mut pkt = ip(local, remote, payload.len());
     pkt.extend(payload);
     pkt
+}
+
+fn v4(a: IpAddr) -> Ipv4Addr {
+    match a {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(a) => a.to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
+    }
 }
 
 /// Sends keepalives as whole Ethernet frames through a packet socket, with
@@ -69,15 +96,16 @@ impl Sender {
         Ok(Sender { sock })
     }
 
-    pub fn send(&self, ifindex: u32, path: &gre_common::Path, local: Ipv4Addr, remote: Ipv4Addr, key: Option<u32>) {
+    pub fn send(&self, ifindex: u32, path: &gre_common::Path, local: IpAddr, remote: IpAddr, key: Option<u32>) {
+        let ethertype = if local.is_ipv6() { libc::ETH_P_IPV6 } else { libc::ETH_P_IP } as u16;
         let mut frame = path.dst_mac.to_vec();
         frame.extend(path.src_mac);
-        frame.extend(0x0800u16.to_be_bytes());
+        frame.extend(ethertype.to_be_bytes());
         frame.extend(build(local, remote, key));
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        sll.sll_protocol = ethertype.to_be();
         sll.sll_ifindex = ifindex as i32;
         sll.sll_halen = 6;
         sll.sll_addr[..6].copy_from_slice(&path.dst_mac);
@@ -102,13 +130,22 @@ mod tests {
 
     #[test]
     fn keepalive_layout() {
-        let p = build(Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 20), Some(42));
+        let p = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42));
         assert_eq!(p.len(), 20 + 8 + 20 + 8);
         assert_eq!(&p[12..20], &[198, 18, 0, 10, 198, 18, 0, 20], "outer: us -> peer");
         assert_eq!(&p[20..28], &[0x20, 0, 0x08, 0, 0, 0, 0, 42], "outer GRE: K, IPv4, key");
         assert_eq!(&p[40..48], &[198, 18, 0, 20, 198, 18, 0, 10], "inner: peer -> us");
         assert_eq!(&p[48..56], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: K, protocol 0, key");
-        let no_key = build(Ipv4Addr::new(198, 18, 0, 10), Ipv4Addr::new(198, 18, 0, 20), None);
+        let no_key = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), None);
         assert_eq!(no_key.len(), 20 + 4 + 20 + 4);
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("2001:db8::10".parse().unwrap(), "2001:db8::20".parse().unwrap());
+        let p6 = build(a.into(), b.into(), Some(42));
+        assert_eq!(p6.len(), 40 + 8 + 40 + 8);
+        assert_eq!((p6[0] >> 4, p6[6]), (6, 47), "outer IPv6, next header GRE");
+        assert_eq!(&p6[24..40], &b.octets(), "outer: to the peer");
+        assert_eq!(&p6[40..48], &[0x20, 0, 0x86, 0xdd, 0, 0, 0, 42], "outer GRE: K, IPv6, key");
+        assert_eq!(&p6[56..72], &b.octets(), "inner: from the peer");
+        assert_eq!(&p6[72..88], &a.octets(), "inner: back to us");
+        assert_eq!(&p6[88..96], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: protocol 0");
     }
 }

@@ -25,7 +25,7 @@ use crate::{
     config::{Config, GroupConfig, LinkConfig, Mac, Mode, PathConfig, PeerConfig, RxHook, TunnelConfig},
     datapath::Datapath,
     netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
-    tunnel::{addr16, build_peer, cstr, resolve_mac},
+    tunnel::{addr16, build_peer, cstr, ip16, resolve_mac},
 };
 
 /// What a tunnel is, as the loader needs to change it.
@@ -41,13 +41,6 @@ pub struct Running {
     pub links: BTreeMap<String, Link>,
 }
 
-fn ip16(a: [u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
 
 fn hook_cfg(r: RxHook) -> u32 {
     match r {

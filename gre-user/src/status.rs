@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::{
     datapath::Datapath,
     netlink::Netlink,
-    tunnel::{cstr, hook_name},
+    tunnel::{cstr, hook_name, ip16},
 };
 
 #[derive(Debug, Serialize, Default, Clone, Copy)]
@@ -141,13 +141,6 @@ pub struct Status {
     pub map_memory_bytes: u64,
 }
 
-fn ip16(a: [u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
 
 fn mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")

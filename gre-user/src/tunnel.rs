@@ -36,6 +36,16 @@ pub fn addr16(a: IpAddr) -> [u8; 16] {
     }
 }
 
+/// An address as the maps store it back to an `IpAddr` (IPv4-mapped ones
+/// as IPv4).
+pub fn ip16(a: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
 pub fn name16(name: &str) -> [u8; 16] {
     let mut n = [0u8; 16];
     n[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);

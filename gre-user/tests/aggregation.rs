@@ -115,3 +115,37 @@ fn sequence_numbers_measure_reordering_without_dropping() {
     assert!(text.contains("reorder:"), "{text}");
     let _ = &mut t;
 }
+
+/// `xgre run` probes gretap tunnels and IPv6 paths too: the peer reflects
+/// the probes (IPv6 in IPv6), the path stays up, and goes down when the
+/// peer stops answering.
+#[test]
+fn keepalives_watch_a_gretap_tunnel_over_ipv6() {
+    let _s = serial();
+    let mut t = Topo::pair("w");
+    t.a().run("ip addr add 2001:db8::10/64 dev va nodad");
+    t.b().run("ip addr add 2001:db8::20/64 dev vb nodad");
+    let cfg = |me: char| {
+        p2p_config(me, "key = 3\nkeepalive = 100\nkeepalive_misses = 3", "tc")
+            .replace("mode = \"gre\"", "mode = \"gretap\"")
+            .replace("/32\"]", "/24\"]")
+            .replace("198.18.0.10", "2001:db8::10")
+            .replace("198.18.0.20", "2001:db8::20")
+            .replace("routes = [\"198.19.100.1/24\"]\n", "")
+            .replace("routes = [\"198.19.100.2/24\"]\n", "")
+    };
+    let ca = t.write("a.toml", &cfg('a'));
+    let cb = t.write("b.toml", &cfg('b'));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    let _log = run_daemon(&mut t, 0, &ca);
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(path_up(t.a(), 0), "the gretap path over IPv6 went down with the peer reflecting");
+    let s: Value = serde_json::from_str(&t.a().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    let replies = s["tunnels"][0]["peers"][0]["paths"][0]["counters"]["keepalive_replies"].as_u64().unwrap();
+    assert!(replies >= 5, "only {replies} keepalive replies in 0.8 s at 100 ms");
+    t.a().run("ping -c 2 -i 0.2 -W 2 198.19.100.2");
+    // The peer goes away: within 3 misses (and a poll) the path is down.
+    t.b().xgre_ok(Enter::Nsenter, "down gre0");
+    let took = time_until(t.a(), 0, false, Duration::from_secs(3));
+    assert!(took < Duration::from_millis(1000), "path down after {took:?}");
+}

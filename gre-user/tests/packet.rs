@@ -603,9 +603,11 @@ fn the_peers_keepalives_are_sent_back_out_of_the_link() {
     let inner = &ka[20 + 8..];
     let want = eth(PEER_MAC, LINK_MAC, 0x0800, inner);
     assert_eq!(&inner[12..20], &[LOCAL, REMOTE].concat()[..], "inner: us -> peer");
-    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+    // Whatever the tunnel carries: a gretap peer running `xgre run` probes
+    // with the same IPv4-in-GRE keepalives.
+    for (prog, mode) in [(PROG_RX_TC, MODE_GRE), (PROG_RX_XDP, MODE_GRE), (PROG_RX_TC, MODE_GRETAP), (PROG_RX_XDP, MODE_GRETAP)] {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel_mode(mode, Some(42), 0);
         dp.peer(1, &[1]);
         let (ret, out) = dp.run(prog, &frame, None);
         if prog == PROG_RX_TC {
@@ -900,4 +902,38 @@ fn a_small_frame_behind_a_40_byte_ipv6_header_is_decapsulated() {
         assert_eq!(hexdump(&out[skip..]), hexdump(&arp), "{prog}");
     }
     assert_eq!(dp.fdb(HOST_A).map(|e| e.peer_id), Some(1), "learned over IPv6 too");
+}
+
+#[test]
+fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
+    let (l6, r6) = (std::net::Ipv6Addr::from(LOCAL6), std::net::Ipv6Addr::from(REMOTE6));
+    // The peer's IPv6 keepalive is sent back as IPv6.
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TUN_UNDERLAY6);
+    v6_peer(&mut dp);
+    let ka = gre_user::keepalive::build(r6.into(), l6.into(), Some(42));
+    let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ka);
+    let want = eth(PEER_MAC, LINK_MAC, 0x86DD, &ka[40 + 8..]);
+    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        let (ret, out) = dp.run(prog, &frame, None);
+        let skip = if prog == PROG_RX_TC { 0 } else { 8 };
+        assert!(ret == TC_ACT_REDIRECT || ret == XDP_PASS, "{prog}: {ret}, drops {:?}", dp.drops());
+        assert_eq!(hexdump(&out[skip..]), hexdump(&want), "{prog}");
+    }
+    assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 2);
+    // Ours, come back: the inner part of what we sent, as the peer returns it.
+    let ours = gre_user::keepalive::build(l6.into(), r6.into(), Some(42));
+    let back = eth(LINK_MAC, PEER_MAC, 0x86DD, &ours[40 + 8..]);
+    assert_eq!(dp.run(PROG_RX_TC, &back, None).0, TC_ACT_SHOT, "a reply is consumed");
+    assert_eq!(dp.path_stats(1, 0).keepalive_replies, 1);
+    assert!(dp.drops().is_empty(), "{:?}", dp.drops());
+
+    // NVGRE: probes carry the VSID with FlowID 0 and reach the tunnel.
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TUN_NVGRE);
+    dp.peer(1, &[1]);
+    let ka = gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8));
+    let (ret, _) = dp.run(PROG_RX_TC, &eth(LINK_MAC, PEER_MAC, 0x0800, &ka), None);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 1);
 }

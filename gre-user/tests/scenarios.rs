@@ -219,7 +219,7 @@ fn keepalived_moves_the_vip_over_gretap_and_back() {
     t.a().run(&format!("ping -c 2 -i 0.2 -W 2 {VIP}"));
 
     // Start it again: the VIP returns by priority.
-    start_keepalived(&mut t, 0, &ca);
+    let master = start_keepalived(&mut t, 0, &ca);
     let back = within(Duration::from_secs(15), || has_vip(t.a()) && !has_vip(t.b()));
     if back.is_none() {
         let log = t.dir.join("ka.log");
@@ -232,6 +232,17 @@ fn keepalived_moves_the_vip_over_gretap_and_back() {
     }
     let back = back.unwrap();
     println!("VIP back on the master {back:?} after it restarted");
+    // A crash this time (SIGKILL, no goodbye advert): the backup takes over
+    // when the master's adverts stop arriving over the tunnel, 3 × 1 s
+    // plus skew.
+    let crashed = Instant::now();
+    let vrrp_child = master.replace(".pid", ".vrrp.pid");
+    for f in [&vrrp_child, &master] {
+        let pid: i32 = std::fs::read_to_string(f).unwrap().trim().parse().unwrap();
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    within(Duration::from_secs(5), || has_vip(t.b())).expect("the VIP did not move to the backup within 5 s of a crash");
+    println!("VIP on the backup {:?} after the master crashed", crashed.elapsed());
     let s: serde_json::Value = serde_json::from_str(&t.a().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
     for (reason, n) in s["drops"].as_object().unwrap() {
         assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);

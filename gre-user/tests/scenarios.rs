@@ -131,6 +131,27 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     assert!(fdb.iter().any(|e| e["mac"] == vm_mac(2, 1) && e["peer"] == "h2"), "{fdb:?}");
     assert!(fdb.iter().any(|e| e["mac"] == vm_mac(3, 1) && e["peer"] == "h3"), "{fdb:?}");
     assert!(!fdb.iter().any(|e| e["mac"] == vm_mac(2, 2)), "tenant 2's MAC in tenant 1's table: {fdb:?}");
+
+    // Live edits: without h3, tenant 1's broadcasts go to h2 alone and
+    // h3's learned MACs are forgotten; with h3 back, to both again.
+    h1.xgre_ok(Enter::Nsenter, "map-edit t1 peer del h3");
+    let status: serde_json::Value = serde_json::from_str(&h1.xgre_ok(Enter::Nsenter, "status --json t1")).unwrap();
+    let fdb = status["tunnels"][0]["fdb"].as_array().unwrap().clone();
+    assert!(!fdb.iter().any(|e| e["peer"] == "h3"), "MACs of a removed peer kept: {fdb:?}");
+    let arp_to = |vm: &Host| {
+        let cap = Capture::start(h1, "e0", "ip proto 47 and src host 198.18.0.10", &["ip.dst", "gre.key", "arp.dst.proto_ipv4"], 40, 4);
+        // Nobody has .9: its ARP requests, flooded, are what to count.
+        let _ = sh_out(&vm.cmd(Enter::Nsenter, "ping -c 1 -W 1 198.19.0.9"));
+        let frames = cap.finish();
+        let mut d: Vec<String> =
+            frames.into_iter().filter(|f| f[1] == "0x00000001" && f[2] == "198.19.0.9").map(|f| f[0].clone()).collect();
+        d.sort();
+        d.dedup();
+        d
+    };
+    assert_eq!(arp_to(vm11), ["198.18.0.20"], "flooded to a removed peer");
+    h1.xgre_ok(Enter::Nsenter, "map-edit t1 peer add h3 --path link=e0,remote=198.18.0.30");
+    assert_eq!(arp_to(vm11), ["198.18.0.20", "198.18.0.30"]);
 }
 
 /// A gretap point-to-point config for the pair topology.

@@ -67,6 +67,16 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
+    family(&mut o, "xgre_fdb_entries", "gauge", "gretap: learned MAC addresses still valid, by peer.");
+    for t in s.tunnels.iter().filter(|t| t.mode == "gretap") {
+        let mut by_peer: std::collections::BTreeMap<&str, u64> = t.peers.iter().map(|p| (p.name.as_str(), 0)).collect();
+        for e in t.fdb.iter().filter(|e| !e.stale) {
+            *by_peer.entry(e.peer.as_str()).or_default() += 1;
+        }
+        for (peer, n) in by_peer {
+            let _ = writeln!(o, "xgre_fdb_entries{{tunnel=\"{}\",peer=\"{}\"}} {n}", esc(&t.name), esc(peer));
+        }
+    }
     family(&mut o, "xgre_drops_total", "counter", "Packets dropped by the datapath, by reason.");
     for (reason, v) in &s.drops {
         let _ = writeln!(o, "xgre_drops_total{{reason=\"{reason}\"}} {v}");
@@ -86,4 +96,35 @@ pub async fn serve(listen: &str) -> Result<()> {
     let l = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     println!("serving metrics on http://{}/metrics", l.local_addr()?);
     axum::serve(l, app).await.context("serving metrics")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::status::{Counters, FdbStatus, PeerStatus, TunnelStatus};
+
+    #[test]
+    fn learned_macs_are_counted_per_peer_and_stale_ones_are_not() {
+        let peer = |name: &str| PeerStatus { name: name.into(), id: 0, routes: vec![], paths: vec![], counters: Counters::default(), reorder: None };
+        let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale };
+        let t = TunnelStatus {
+            name: "t1".into(),
+            ifindex: 5,
+            device_present: true,
+            mode: "gretap",
+            key: Some(1),
+            vsid: None,
+            fdb: vec![mac("02:00:00:00:00:01", "h2", false), mac("02:00:00:00:00:02", "h2", false), mac("02:00:00:00:00:03", "h3", true)],
+            groups: vec![],
+            sequence: false,
+            checksum: false,
+            mtu: Some(1458),
+            links: vec![],
+            peers: vec![peer("h2"), peer("h3")],
+            counters: Counters::default(),
+        };
+        let body = render(&Status { tunnels: vec![t], drops: Default::default(), map_memory_bytes: 0 });
+        assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h2\"} 2"), "{body}");
+        assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h3\"} 0"), "a stale entry counted:\n{body}");
+    }
 }

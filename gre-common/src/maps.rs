@@ -228,6 +228,10 @@ pub struct FdbKey {
     pub _pad: [u8; 2],
 }
 
+/// `FdbEntry::seen_ns` of a MAC the config places behind a peer: never
+/// stale, never moved by learning.
+pub const FDB_STATIC: u64 = u64::MAX;
+
 /// Which peer a MAC address lives behind, and when a frame from it last
 /// arrived (bpf_ktime_get_ns): older than the tunnel's `fdb_age` and it
 /// is flooded again.

@@ -5,7 +5,7 @@
 //! is flooded again, as a switch does.
 
 use aya_ebpf::helpers::bpf_ktime_get_ns;
-use gre_common::{FdbEntry, FdbKey, Tunnel, DEFAULT_FDB_AGE};
+use gre_common::{FdbEntry, FdbKey, Tunnel, DEFAULT_FDB_AGE, FDB_STATIC};
 
 use crate::maps::FDB;
 
@@ -21,7 +21,7 @@ fn age_ns(tunnel: &Tunnel) -> u64 {
 }
 
 /// The peer `mac` was last heard from, if not longer ago than the tunnel's
-/// aging time.
+/// aging time (a static entry is never too old: now - MAX saturates to 0).
 #[inline(always)]
 pub fn lookup(tunnel: &Tunnel, mac: [u8; 6]) -> Option<u32> {
     let key = FdbKey { tunnel_ifindex: tunnel.ifindex, mac, _pad: [0; 2] };
@@ -44,6 +44,10 @@ pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32) {
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = FDB.get_ptr_mut(&key) {
         unsafe {
+            // The config's word stands over what a frame claims.
+            if core::ptr::read_volatile(&(*e).seen_ns) == FDB_STATIC {
+                return;
+            }
             if (*e).peer_id == peer_id {
                 if now.saturating_sub(core::ptr::read_volatile(&(*e).seen_ns)) > REFRESH_NS {
                     core::ptr::write_volatile(&mut (*e).seen_ns, now);

@@ -138,6 +138,10 @@ pub struct PeerConfig {
     pub routes: Vec<IpNet>,
     #[serde(default, rename = "path")]
     pub paths: Vec<PathConfig>,
+    /// `gretap`: MAC addresses known to live behind this peer (static
+    /// forwarding entries: they never age and learning never moves them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<Mac>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
@@ -175,7 +179,7 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub const DEFAULT_STRIPE_BURST: u32 = 8;
 
 /// An Ethernet address written `02:00:00:00:00:20`.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac(pub [u8; 6]);
 
 impl fmt::Display for Mac {
@@ -255,6 +259,7 @@ impl Config {
         c.tunnel.address.sort();
         for p in &mut c.peers {
             p.routes.sort();
+            p.macs.sort();
         }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         c.hash(&mut h);
@@ -467,6 +472,19 @@ impl Config {
                 return Err(err(field, format!("{r} is routed to another peer already")));
             }
         }
+        let mut own_macs = HashSet::new();
+        for (j, m) in p.macs.iter().enumerate() {
+            let field = format!("peer[{i}].macs[{j}]");
+            if self.tunnel.mode != Mode::Gretap {
+                return Err(err(field, "static MACs are for gretap tunnels".into()));
+            }
+            if m.0 == [0; 6] || m.0[0] & 1 == 1 {
+                return Err(err(field, format!("{m} is not a unicast MAC address")));
+            }
+            if others.macs.contains(m) || !own_macs.insert(*m) {
+                return Err(err(field, format!("{m} is placed behind another peer already")));
+            }
+        }
         if p.paths.is_empty() {
             return Err(err(format!("peer[{i}].path"), "at least one [[peer.path]] is required".into()));
         }
@@ -510,6 +528,7 @@ pub struct PeerIndex {
     pub names: HashSet<String>,
     pub routes: HashSet<IpNet>,
     pub pairs: HashSet<(String, IpAddr)>,
+    pub macs: HashSet<Mac>,
 }
 
 impl PeerIndex {
@@ -525,6 +544,7 @@ impl PeerIndex {
         self.names.insert(p.name.clone());
         self.routes.extend(p.routes.iter().copied());
         self.pairs.extend(p.paths.iter().map(|x| (x.link.clone(), x.remote)));
+        self.macs.extend(p.macs.iter().copied());
     }
 
     pub fn remove(&mut self, p: &PeerConfig) {
@@ -534,6 +554,9 @@ impl PeerIndex {
         }
         for x in &p.paths {
             self.pairs.remove(&(x.link.clone(), x.remote));
+        }
+        for m in &p.macs {
+            self.macs.remove(m);
         }
     }
 }
@@ -693,6 +716,11 @@ weight = 1
         expect(Config::parse(&tap(&group("239.0.0.10", "site2")), "t.toml").unwrap_err(), "group[0]", "gre` mode");
         Config::parse(&group("239.0.0.10", "site2"), "t.toml").expect("a group naming a peer");
         Config::parse(&group("ff0e::10", "site2"), "t.toml").expect("an IPv6 group");
+        let macs = |s: &str, list: &str| s.replace("weight = 1\n", &format!("weight = 1\n[[peer]]\nname = \"x\"\nmacs = [{list}]\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n"));
+        expect(bad(|s| macs(s, "\"02:00:00:00:00:01\"")), "peer[1].macs[0]", "gretap");
+        expect(bad(|s| macs(&tap(s), "\"01:00:00:00:00:01\"")), "peer[1].macs[0]", "unicast");
+        expect(bad(|s| macs(&tap(s), "\"02:00:00:00:00:01\", \"02:00:00:00:00:01\"")), "peer[1].macs[1]", "another peer");
+        Config::parse(&macs(&tap(GOOD), "\"02:00:00:00:00:01\""), "t.toml").expect("static MACs on gretap");
         expect(bad(|s| s.replace("mtu = 1476", "mtu = 20")), "tunnel.mtu", "68");
         expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
         expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");

@@ -52,6 +52,9 @@ pub struct PeerSpec {
     /// A path: `link=DEV,remote=ADDR[,mac=MAC][,weight=N][,up=false]` (repeat for more).
     #[arg(long = "path")]
     pub paths: Vec<PathSpec>,
+    /// gretap: a MAC address that lives behind the peer (repeat for more).
+    #[arg(long = "mac")]
+    pub macs: Vec<Mac>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -206,7 +209,12 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
             if c.peers.iter().any(|p| &p.name == name) {
                 bail!("peer `{name}` exists already (use `peer set`)");
             }
-            c.peers.push(PeerConfig { name: name.clone(), routes: spec.routes.clone(), paths: spec.paths.iter().map(|p| p.0.clone()).collect() });
+            c.peers.push(PeerConfig {
+                name: name.clone(),
+                routes: spec.routes.clone(),
+                paths: spec.paths.iter().map(|p| p.0.clone()).collect(),
+                macs: spec.macs.clone(),
+            });
         }
         Edit::Peer(PeerEdit::Del { name }) => {
             peer_mut(&mut c, name)?;
@@ -214,8 +222,11 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
         }
         Edit::Peer(PeerEdit::Set { name, spec }) => {
             let p = peer_mut(&mut c, name)?;
-            if spec.routes.is_empty() && spec.paths.is_empty() {
-                bail!("peer set {name}: give --route and/or --path to replace");
+            if spec.routes.is_empty() && spec.paths.is_empty() && spec.macs.is_empty() {
+                bail!("peer set {name}: give --route, --path and/or --mac to replace");
+            }
+            if !spec.macs.is_empty() {
+                p.macs = spec.macs.clone();
             }
             if !spec.routes.is_empty() {
                 p.routes = spec.routes.clone();

@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn learned_macs_are_counted_per_peer_and_stale_ones_are_not() {
         let peer = |name: &str| PeerStatus { name: name.into(), id: 0, routes: vec![], paths: vec![], counters: Counters::default(), reorder: None };
-        let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale };
+        let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false };
         let t = TunnelStatus {
             name: "t1".into(),
             ifindex: 5,

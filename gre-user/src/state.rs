@@ -17,7 +17,7 @@ use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
-    TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6, DEFAULT_FDB_AGE, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
+    TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6, DEFAULT_FDB_AGE, FDB_STATIC, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
 };
 use ipnet::IpNet;
 
@@ -83,6 +83,12 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         });
     }
     let routes = all_routes(dp)?;
+    let mut statics: BTreeMap<u32, Vec<Mac>> = BTreeMap::new();
+    for (k, e) in dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?.iter().filter_map(Result::ok) {
+        if k.tunnel_ifindex == tidx && e.seen_ns == FDB_STATIC {
+            statics.entry(e.peer_id).or_default().push(Mac(k.mac));
+        }
+    }
     let mut peers = Vec::new();
     let mut ids = BTreeMap::new();
     let all_peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
@@ -103,7 +109,9 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         proutes.sort();
         let pname = cstr(&p.name);
         ids.insert(pname.clone(), id);
-        peers.push(PeerConfig { name: pname, routes: proutes, paths });
+        let mut macs = statics.remove(&id).unwrap_or_default();
+        macs.sort();
+        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs });
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
@@ -279,6 +287,15 @@ fn write_peer(
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.
     dp.hash::<u32, Peer>(MAP_PEERS)?.insert(id, peer, 0)?;
+    let mut fdb = dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?;
+    for m in &pc.macs {
+        fdb.insert(FdbKey { tunnel_ifindex: tun, mac: m.0, _pad: [0; 2] }, FdbEntry { peer_id: id, _pad: 0, seen_ns: FDB_STATIC }, 0)?;
+    }
+    if let Some((_, old)) = old {
+        for m in old.macs.iter().filter(|m| !pc.macs.contains(m)) {
+            let _ = fdb.remove(&FdbKey { tunnel_ifindex: tun, mac: m.0, _pad: [0; 2] });
+        }
+    }
     for r in &pc.routes {
         set_route(dp, tun, r, Some(id))?;
     }

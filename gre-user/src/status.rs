@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer,
-    ReorderStats, Tunnel, DEFAULT_FDB_AGE, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE,
+    ReorderStats, Tunnel, DEFAULT_FDB_AGE, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE,
     TUN_SEQ,
 };
 use serde::Serialize;
@@ -102,6 +102,9 @@ pub struct FdbStatus {
     pub age_s: f64,
     /// Older than the tunnel's aging time: frames to it are flooded.
     pub stale: bool,
+    /// Placed by the config (`macs` of a peer): never ages.
+    #[serde(rename = "static")]
+    pub fixed: bool,
 }
 
 /// Who a multicast group is replicated to (`gre` mode `[[group]]`).
@@ -231,8 +234,9 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             .iter()
             .filter(|(k, _)| k.tunnel_ifindex == *tidx)
             .map(|(k, e)| {
-                let age_s = now.saturating_sub(e.seen_ns) as f64 / 1e9;
-                FdbStatus { mac: mac(k.mac), peer: name_of(&e.peer_id), age_s, stale: age_s > age }
+                let fixed = e.seen_ns == FDB_STATIC;
+                let age_s = if fixed { 0.0 } else { now.saturating_sub(e.seen_ns) as f64 / 1e9 };
+                FdbStatus { mac: mac(k.mac), peer: name_of(&e.peer_id), age_s, stale: !fixed && age_s > age, fixed }
             })
             .collect();
         macs.sort_by(|a, b| a.mac.cmp(&b.mac));
@@ -331,7 +335,8 @@ pub fn render(s: &Status) -> String {
             let fresh = t.fdb.iter().filter(|e| !e.stale).count();
             let _ = writeln!(o, "  learned MACs: {fresh} ({} stale)", t.fdb.len() - fresh);
             for e in t.fdb.iter().filter(|e| !e.stale).take(16) {
-                let _ = writeln!(o, "    {}  via {:<12} {:>6.1} s ago", e.mac, e.peer, e.age_s);
+                let when = if e.fixed { "static".to_string() } else { format!("{:.1} s ago", e.age_s) };
+                let _ = writeln!(o, "    {}  via {:<12} {:>12}", e.mac, e.peer, when);
             }
             if fresh > 16 {
                 let _ = writeln!(o, "    ... {} more (status --json lists all)", fresh - 16);

@@ -309,3 +309,42 @@ fn ipv6_underlay_end_to_end() {
         assert_eq!(n.as_u64().unwrap(), 0, "{reason}: {}", s["drops"]);
     }
 }
+
+/// Static MACs of a gretap peer: in the table from `up`, shown as static,
+/// written back by `show`, replaced by `map-edit`, gone with the peer.
+#[test]
+fn gretap_static_macs_from_the_config() {
+    let _s = serial();
+    let t = Topo::pair("s");
+    let tap = |me: char| {
+        p2p_config(me, "key = 4", "tc")
+            .replace("mode = \"gre\"", "mode = \"gretap\"")
+            .replace("routes = [\"198.19.100.2/32\"]", "macs = [\"02:00:00:00:aa:01\", \"02:00:00:00:aa:02\"]")
+            .replace("routes = [\"198.19.100.1/32\"]", "")
+    };
+    let ca = t.write("a.toml", &tap('a'));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    let fdb = |h: &Host| -> Vec<(String, String, bool)> {
+        let s = json_status(h);
+        s["tunnels"][0]["fdb"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["mac"].as_str().unwrap().to_string(), e["peer"].as_str().unwrap().to_string(), e["static"].as_bool().unwrap()))
+            .collect()
+    };
+    assert_eq!(
+        fdb(t.a()),
+        [("02:00:00:00:aa:01".into(), "site-b".into(), true), ("02:00:00:00:aa:02".into(), "site-b".into(), true)]
+    );
+    let shown = t.a().xgre_ok(Enter::Nsenter, "show gre0");
+    assert!(shown.contains("macs = [\"02:00:00:00:aa:01\", \"02:00:00:00:aa:02\"]"), "{shown}");
+    let again = t.write("shown.toml", &shown);
+    assert!(t.a().xgre_ok(Enter::Nsenter, &format!("up -c {again}")).contains("already up"));
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 peer set site-b --mac 02:00:00:00:aa:03");
+    assert_eq!(fdb(t.a()), [("02:00:00:00:aa:03".into(), "site-b".into(), true)]);
+    let o = t.a().xgre(Enter::Nsenter, "map-edit gre0 peer set site-b --mac 01:00:5e:00:00:01");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("peer[0].macs[0]: 01:00:5e:00:00:01 is not a unicast"), "{o:?}");
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 peer del site-b");
+    assert_eq!(fdb(t.a()), [], "static entries outlived their peer");
+}

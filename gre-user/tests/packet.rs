@@ -937,3 +937,31 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 1);
 }
+
+#[test]
+fn a_static_mac_neither_ages_nor_moves() {
+    let mut dp = Dp::new();
+    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.peer(2, &[1]);
+    let set = |dp: &mut Dp, peer: u32| {
+        dp.hash::<FdbKey, FdbEntry>(MAP_FDB)
+            .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: FDB_STATIC }, 0)
+            .unwrap();
+    };
+    let claim = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x6558, ..valid(Some(7)) }, &eth(HOST_A, HOST_B, 0x0806, &[1u8; 28]));
+    // Placed behind peer 5: a frame from peer 2 claiming the address does
+    // not move it.
+    set(&mut dp, 5);
+    assert_eq!(dp.run(PROG_RX_TC, &claim, None).0, TC_ACT_REDIRECT);
+    let e = dp.fdb(HOST_B).unwrap();
+    assert_eq!((e.peer_id, e.seen_ns), (5, FDB_STATIC), "learning moved a static entry");
+    // Placed behind peer 2: frames from it do not turn it into a learned
+    // entry that could age...
+    set(&mut dp, 2);
+    dp.run(PROG_RX_TC, &claim, None);
+    assert_eq!(dp.fdb(HOST_B).unwrap().seen_ns, FDB_STATIC, "a static entry became a learned one");
+    // ...and frames to it are unicast to peer 2, not flooded.
+    let (ret, out) = dp.tx(&eth(HOST_B, HOST_A, 0x0800, &inner_packet(20, 0)), 1);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    assert_eq!(&out[30..34], &REMOTE, "to peer 2's address");
+}

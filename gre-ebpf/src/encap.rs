@@ -61,11 +61,11 @@ pub struct Room {
     pub payload_sum: u16,
 }
 
-/// Make room for the outer headers in front of the packet. `tap`: the
-/// packet is an Ethernet frame and keeps its own header (gretap); else its
-/// Ethernet header becomes the outer one.
+/// Make room for the outer headers in front of the packet, whose Ethernet
+/// header is `eth`. `tap`: the packet is an Ethernet frame and keeps its
+/// own header (gretap); else its Ethernet header becomes the outer one.
 #[inline(always)]
-pub fn grow(ctx: &TcContext, f: &Fields, tap: bool) -> Result<Room, DropReason> {
+pub fn grow(ctx: &TcContext, f: &Fields, tap: bool, eth: &EthHdr) -> Result<Room, DropReason> {
     let csum_on = f.flags & TUN_CSUM != 0;
     let gre_len = GreHdr::len_for(csum_on, f.flags & (TUN_KEY | TUN_NVGRE) != 0, f.flags & TUN_SEQ != 0) & (2 * MAX_GRE - 1);
     if gre_len > MAX_GRE {
@@ -91,10 +91,9 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool) -> Result<Room, DropReason> 
         // The room goes after the frame's Ethernet header: the header moves
         // to the end of the room and stays the inner one. ENCAP_L2_ETH
         // tells GSO the inner packet is Ethernet (segmenting like gretap).
-        let inner: EthHdr = ctx.read(0)?;
         let flags = base | BPF_F_ADJ_ROOM_ENCAP_L2_ETH as u64 | ((EthHdr::LEN as u64) << BPF_ADJ_ROOM_ENCAP_L2_SHIFT);
         ctx.adjust_room((len + EthHdr::LEN) as i32, BPF_ADJ_ROOM_MAC, flags).map_err(|_| DropReason::HelperFailed)?;
-        ctx.store(EthHdr::LEN + len, &inner, 0).map_err(|_| DropReason::HelperFailed)?;
+        ctx.store(EthHdr::LEN + len, eth, 0).map_err(|_| DropReason::HelperFailed)?;
     } else {
         ctx.adjust_room(len as i32, BPF_ADJ_ROOM_MAC, base).map_err(|_| DropReason::HelperFailed)?;
     }

@@ -96,13 +96,13 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         let (path_idx, p) = path::select(peer, ctx.len() as u64).ok_or(DropReason::NoPath)?;
         let p = *p;
         let seq = next_seq(&fields, peer_id)?;
-        let room = encap::grow(ctx, &fields, tap)?;
+        let room = encap::grow(ctx, &fields, tap, &eth)?;
         encap::write(ctx, &room, encap::header(ctx, &fields, &room, &p, seq)?)?;
         count_tx(peer_id, path_idx, wire, inner_len);
         return Ok(unsafe { bpf_redirect(p.ifindex, 0) } as i32);
     }
     let list = flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;
-    let room = encap::grow(ctx, &fields, tap)?;
+    let room = encap::grow(ctx, &fields, tap, &eth)?;
     if !flood::replicate(ctx, tunnel.ifindex, list, target.skip, fields, room, inner_len, wire)? {
         // No copy went: each was counted (no_path) on the way.
         return Ok(TC_ACT_SHOT as i32);

@@ -152,6 +152,14 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     assert_eq!(arp_to(vm11), ["198.18.0.20"], "flooded to a removed peer");
     h1.xgre_ok(Enter::Nsenter, "map-edit t1 peer add h3 --path link=e0,remote=198.18.0.30");
     assert_eq!(arp_to(vm11), ["198.18.0.20", "198.18.0.30"]);
+
+    // Tenant 1 goes away on host 1; tenant 2 shares the link and the
+    // datapath and carries on.
+    h1.xgre_ok(Enter::Nsenter, "down t1");
+    let status: serde_json::Value = serde_json::from_str(&h1.xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    let names: Vec<&str> = status["tunnels"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["t2"]);
+    vm12.shell("ip neigh flush dev eth0 && ping -c 2 -i 0.2 -W 2 198.19.0.2 && ping -c 2 -i 0.2 -W 2 198.19.0.3");
 }
 
 /// A gretap point-to-point config for the pair topology.

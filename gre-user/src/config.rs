@@ -89,7 +89,7 @@ pub struct TunnelConfig {
     pub keepalive_misses: u32,
     /// `gretap`: seconds a learned MAC address stays valid without a frame
     /// from it.
-    #[serde(default = "default_fdb_age")]
+    #[serde(default = "default_fdb_age", skip_serializing_if = "is_default_fdb_age")]
     pub fdb_age: u32,
     /// NVGRE (RFC 7637, `gretap` only): the 24-bit Virtual Subnet ID. The
     /// key on the wire is the VSID and an 8-bit FlowID from the inner flow
@@ -100,6 +100,10 @@ pub struct TunnelConfig {
 
 fn default_fdb_age() -> u32 {
     gre_common::DEFAULT_FDB_AGE
+}
+
+fn is_default_fdb_age(a: &u32) -> bool {
+    *a == gre_common::DEFAULT_FDB_AGE
 }
 
 fn default_keepalive() -> u32 {
@@ -683,6 +687,14 @@ weight = 1
         assert!(!c.tunnel.sequence && !c.tunnel.checksum);
         assert_eq!(c.peers[0].paths[0].weight, 1);
         assert_eq!(c.overhead(), 24, "1500 - 24 = 1476 with no key and no sequence");
+    }
+
+    #[test]
+    fn written_back_configs_hold_only_what_was_set() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        let text = c.to_toml();
+        assert!(!text.contains("fdb_age") && !text.contains("vsid") && !text.contains("macs") && !text.contains("group"), "{text}");
+        assert_eq!(Config::parse(&text, "back.toml").unwrap().fingerprint(), c.fingerprint());
     }
 
     #[test]

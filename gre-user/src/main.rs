@@ -136,6 +136,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The namespace's datapath, maps only: for readers and the debug
+/// listener, which need no program loaded again (that costs a verifier
+/// run per program missing).
+fn running_maps() -> Result<gre_user::datapath::Datapath> {
+    gre_user::datapath::Datapath::find_maps()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))
+}
+
 fn running() -> Result<(netlink::Netlink, gre_user::datapath::Datapath)> {
     let dp = gre_user::datapath::Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))?;
     Ok((netlink::Netlink::new()?, dp))
@@ -262,7 +269,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Status { name, json: _, watch: true, interval, count } => {
             sys::require_root("status")?;
             let _log = match debug {
-                true => Some(gre_user::debug::listen(&running()?.1)?),
+                true => Some(gre_user::debug::listen(&running_maps()?)?),
                 false => None,
             };
             let mut prev = status::collect(name.as_deref()).await?;
@@ -287,7 +294,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Exporter { listen } => {
             sys::require_root("exporter")?;
             let _log = match debug {
-                true => Some(gre_user::debug::listen(&running()?.1)?),
+                true => Some(gre_user::debug::listen(&running_maps()?)?),
                 false => None,
             };
             gre_user::exporter::serve(&listen).await?;

@@ -4,7 +4,7 @@
 mod common;
 
 use std::{
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read},
     time::Duration,
 };
 
@@ -270,11 +270,17 @@ fn debug_prints_the_datapaths_own_drop_messages() {
     let cb = t.write("b.toml", &p2p_config('b', "key = 6", "tc"));
     t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
     t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
-    let watch = t.a().spawn(&format!("{XGRE} status --watch --debug --interval 0.5 --count 4"));
-    std::thread::sleep(Duration::from_millis(700));
+    let mut watch = t.a().spawn(&format!("{XGRE} status --watch --debug --interval 0.5 --count 6"));
+    // Send only once the listener says it listens.
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.contains("printing the datapath's messages"), "{first}");
     let _ = sh_out(&t.b().cmd(Enter::Nsenter, "ping -c 2 -i 0.2 -W 1 198.19.100.1"));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
     let out = watch.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = first + &rest;
     assert!(out.status.success(), "{err}");
     assert!(err.contains("drop (key_mismatch)"), "no datapath message in:\n{err}");
     // Nobody listens any more: the switch is off again.

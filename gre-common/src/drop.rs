@@ -38,9 +38,19 @@ pub enum DropReason {
     /// Transmit: the frame would go back to the peer it came from (its
     /// source MAC was learned from that peer).
     SplitHorizon = 15,
+    /// The outer IPv4 header checksum does not verify (RFC 1122 3.2.1.2).
+    BadIpChecksum = 16,
+    /// An outer IPv6 address is IPv4-mapped, which never appears on the
+    /// wire (RFC 4291 2.5.5.2): a way around IPv4 filtering into an IPv4
+    /// tunnel.
+    MappedAddress = 17,
 }
 
-pub const DROP_REASONS: usize = 16;
+/// Reasons in use.
+pub const DROP_REASONS: usize = 18;
+/// Slots of the drop counter map: room for reasons a later release adds
+/// without changing the map layout.
+pub const DROP_SLOTS: usize = 64;
 
 impl DropReason {
     pub const ALL: [DropReason; DROP_REASONS] = [
@@ -60,6 +70,8 @@ impl DropReason {
         DropReason::HelperFailed,
         DropReason::TooLong,
         DropReason::SplitHorizon,
+        DropReason::BadIpChecksum,
+        DropReason::MappedAddress,
     ];
 
     /// Stable snake-case name used in `xgre status` and JSON output.
@@ -81,6 +93,8 @@ impl DropReason {
             DropReason::HelperFailed => "helper_failed",
             DropReason::TooLong => "too_long",
             DropReason::SplitHorizon => "split_horizon",
+            DropReason::BadIpChecksum => "bad_ip_checksum",
+            DropReason::MappedAddress => "mapped_address",
         }
     }
 }

@@ -95,6 +95,20 @@ pub fn fold(mut s: u64) -> u16 {
     s as u16
 }
 
+/// Sum of the ten 16-bit words of an IPv4 header without options
+/// (unfolded): 0xffff once folded when its checksum is right.
+#[inline(always)]
+pub fn ipv4_words(ip: &network_types::ip::Ipv4Hdr) -> u64 {
+    let b: [u8; 20] = unsafe { core::mem::transmute_copy(ip) };
+    let mut s: u64 = 0;
+    let mut i = 0;
+    while i < 20 {
+        s += u16::from_be_bytes([b[i], b[i + 1]]) as u64;
+        i += 2;
+    }
+    s
+}
+
 /// Header checksum of an outer IPv4 header built on the stack.
 #[inline(always)]
 pub fn ipv4_header(hdr: &[u8; 20]) -> u16 {

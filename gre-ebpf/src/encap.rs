@@ -18,7 +18,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use crate::{csum, maps::HDR_SCRATCH, packet::Packet};
+use crate::{csum, lco, maps::HDR_SCRATCH, packet::Packet};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -99,7 +99,11 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool, eth: &EthHdr) -> Result<Room
     }
     let payload_sum = if csum_on {
         let off = EthHdr::LEN + ip_len(f) + gre_len;
-        csum::sum_bytes(ctx, off, (ctx.len() as usize).saturating_sub(off))?
+        let sum = csum::sum_bytes(ctx, off, (ctx.len() as usize).saturating_sub(off))?;
+        // The sum the inner packet will have once the stack or the NIC has
+        // filled its TCP/UDP checksum (see lco.rs).
+        let l3 = if tap { off + EthHdr::LEN } else { off };
+        lco::final_sum(ctx, off, l3, u16::from_be(eth.ether_type), sum)?
     } else {
         0
     };

@@ -13,6 +13,7 @@ mod csum;
 mod encap;
 mod fdb;
 mod flood;
+mod lco;
 mod maps;
 mod packet;
 mod parse;

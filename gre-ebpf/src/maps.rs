@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use gre_common::{
-    drop::DROP_REASONS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
+    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
     Route4, Route6, RxKey, RxPath, Tunnel, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
@@ -52,7 +52,7 @@ pub static PATH_STATS: PerCpuArray<PathStats> =
     PerCpuArray::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
 
 #[map(name = "XGRE_DROPS")]
-pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_REASONS as u32, 0);
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS as u32, 0);
 
 /// Next transmit sequence number of each peer; shared by all CPUs so the
 /// numbers are unique (atomic add).
@@ -96,3 +96,8 @@ pub static FLOOD: HashMap<FloodKey, FloodList> = HashMap::with_max_entries(MAX_T
 /// Where outer headers are built (see `encap::header`).
 #[map(name = "XGRE_HDR")]
 pub static HDR_SCRATCH: PerCpuArray<[u8; crate::encap::HDR_MAX]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where the inner IP header is read to account for an unfilled TCP/UDP
+/// checksum (see `lco.rs`): an IPv6 header's 40 bytes.
+#[map(name = "XGRE_LCO_HDR")]
+pub static LCO_HDR: PerCpuArray<[u8; 40]> = PerCpuArray::with_max_entries(1, 0);

@@ -19,6 +19,12 @@ pub trait Packet {
     fn ifindex(&self) -> u32;
     /// The program context (`__sk_buff` or `xdp_md`), for callbacks.
     fn raw(&self) -> *mut c_void;
+    /// The VLAN tag the driver or the stack took off the frame before the
+    /// program saw it (TC only: the kernel untags before TC ingress runs;
+    /// XDP sees tags in the frame).
+    fn stripped_vlan(&self) -> Option<u16>;
+    /// Whether the packet is an skb (TC) rather than an XDP buffer.
+    fn is_skb(&self) -> bool;
     /// Copy `len` bytes at `off` of the packet behind context `ctx`;
     /// non-zero when they are not all there.
     unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64;
@@ -57,6 +63,17 @@ impl Packet for TcContext {
     }
 
     #[inline(always)]
+    fn stripped_vlan(&self) -> Option<u16> {
+        let skb = unsafe { &*self.skb.skb };
+        (skb.vlan_present != 0).then_some(skb.vlan_tci as u16)
+    }
+
+    #[inline(always)]
+    fn is_skb(&self) -> bool {
+        true
+    }
+
+    #[inline(always)]
     unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64 {
         unsafe { bpf_skb_load_bytes(ctx as *const _, off, dst.cast(), len) }
     }
@@ -76,6 +93,16 @@ impl Packet for XdpContext {
     #[inline(always)]
     fn raw(&self) -> *mut c_void {
         self.ctx.cast()
+    }
+
+    #[inline(always)]
+    fn stripped_vlan(&self) -> Option<u16> {
+        None
+    }
+
+    #[inline(always)]
+    fn is_skb(&self) -> bool {
+        false
     }
 
     #[inline(always)]

@@ -23,8 +23,8 @@ const IPPROTO_GRE: u8 = 47;
 
 /// A GRE packet of ours, ready to decapsulate.
 pub struct Rx {
-    /// Bytes between the Ethernet header and the inner packet (outer IP +
-    /// GRE), to remove.
+    /// Bytes between the Ethernet header and the inner packet, to remove:
+    /// a priority tag (VID 0) in the frame, outer IP and GRE.
     pub outer_len: usize,
     /// EtherType of the inner packet.
     pub inner_proto: u16,
@@ -49,22 +49,56 @@ pub enum Verdict {
     Reflect(Rx),
 }
 
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+
+/// Where the frame's IP header starts and its EtherType, or None when the
+/// frame belongs to a VLAN: GRE on another VLAN of the link is for that
+/// VLAN's device and addresses, not ours (Linux drops it as another host's
+/// unless a VLAN device takes it). A priority tag (VID 0) means "no VLAN"
+/// in 802.1Q, as Linux treats it. TC sees the first tag already taken off
+/// by the kernel; XDP sees it in the frame, and takes a VID 0 tag there.
+/// An in-frame tag at TC is a second one (QinQ): never ours.
+#[inline(always)]
+fn l2<P: Packet>(pkt: &P, eth: &EthHdr) -> Option<(usize, u16)> {
+    if let Some(tci) = pkt.stripped_vlan() {
+        if tci & 0x0fff != 0 {
+            return None;
+        }
+    }
+    let ty = u16::from_be(eth.ether_type);
+    if ty != ETH_P_8021Q && ty != ETH_P_8021AD {
+        return Some((EthHdr::LEN, ty));
+    }
+    if pkt.stripped_vlan().is_some() || pkt.is_skb() {
+        return None;
+    }
+    let tag: [u8; 4] = pkt.read(EthHdr::LEN).ok()?;
+    if u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff != 0 {
+        return None;
+    }
+    Some((EthHdr::LEN + 4, u16::from_be_bytes([tag[2], tag[3]])))
+}
+
 #[inline(always)]
 pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     let eth: EthHdr = match pkt.read(0) {
         Ok(e) => e,
         Err(_) => return Ok(Verdict::Pass),
     };
-    let outer = match u16::from_be(eth.ether_type) {
-        ETH_P_IP => outer_v4(pkt, &eth)?,
-        ETH_P_IPV6 => outer_v6(pkt, &eth)?,
+    let Some((l2_len, ty)) = l2(pkt, &eth) else { return Ok(Verdict::Pass) };
+    let outer = match ty {
+        ETH_P_IP => outer_v4(pkt, &eth, l2_len)?,
+        ETH_P_IPV6 => outer_v6(pkt, &eth, l2_len)?,
         _ => None,
     };
     let Some(Outer { ip_len, tot_len, src, local, v4 }) = outer else {
         return Ok(Verdict::Pass);
     };
     let ihl = ip_len;
-    let gre_off = EthHdr::LEN + ihl;
+    // Bytes of priority tag in front of the outer IP header.
+    let tag = l2_len - EthHdr::LEN;
+    let gre_off = l2_len + ihl;
     if tot_len < ihl + GreHdr::LEN {
         return Err(DropReason::Truncated);
     }
@@ -120,7 +154,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if proto == PROTO_KEEPALIVE {
         return Ok(Verdict::KeepaliveReply(path));
     }
-    let rx = Rx { outer_len: ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
+    let rx = Rx { outer_len: tag + ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
     // The peer's keepalive, whatever the tunnel carries: GRE of our own
     // family inside, from the address it was sent to back to the sender.
     // Only ever reflected back to the sender: never a way to send GRE
@@ -176,8 +210,8 @@ fn ours<P: Packet>(pkt: &P, eth: &EthHdr, local: &[u8; 16]) -> bool {
 }
 
 #[inline(always)]
-fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr) -> Result<Option<Outer>, DropReason> {
-    let Ok(ip) = pkt.read::<Ipv4Hdr>(EthHdr::LEN) else { return Ok(None) };
+fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
+    let Ok(ip) = pkt.read::<Ipv4Hdr>(at) else { return Ok(None) };
     if ip.proto as u8 != IPPROTO_GRE || ip.version() != 4 {
         return Ok(None);
     }
@@ -185,14 +219,20 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr) -> Result<Option<Outer>, DropReaso
     if !ours(pkt, eth, &local) {
         return Ok(None);
     }
+    let ihl = ip.ihl() as usize;
+    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
+    if ihl < Ipv4Hdr::LEN || tot_len < ihl || at + tot_len > pkt.len() {
+        return Err(DropReason::BadOuter);
+    }
+    // RFC 1122 3.2.1.2: a datagram whose header checksum fails is
+    // discarded. Options, when there are any, are summed from the packet.
+    let opts = if ihl > Ipv4Hdr::LEN { csum::sum_bytes(pkt, at + Ipv4Hdr::LEN, ihl - Ipv4Hdr::LEN)? } else { 0 };
+    if csum::fold(csum::ipv4_words(&ip) + opts as u64) != 0xffff {
+        return Err(DropReason::BadIpChecksum);
+    }
     if ip.frags[0] & 0x3f != 0 || ip.frags[1] != 0 {
         // MF set or a non-zero offset: we do not reassemble.
         return Err(DropReason::Fragment);
-    }
-    let ihl = ip.ihl() as usize;
-    let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
-    if ihl < Ipv4Hdr::LEN || tot_len < ihl || EthHdr::LEN + tot_len > pkt.len() {
-        return Err(DropReason::BadOuter);
     }
     Ok(Some(Outer { ip_len: ihl, tot_len, src: v4_mapped(ip.src_addr), local, v4: true }))
 }
@@ -200,17 +240,29 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr) -> Result<Option<Outer>, DropReaso
 /// RFC 7676: GRE directly after the IPv6 header (next header 47). GRE
 /// behind extension headers is not taken (passed as not ours).
 #[inline(always)]
-fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr) -> Result<Option<Outer>, DropReason> {
-    let Ok(ip) = pkt.read::<Ipv6Hdr>(EthHdr::LEN) else { return Ok(None) };
+fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
+    let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return Ok(None) };
     if ip.next_hdr as u8 != IPPROTO_GRE || ip.vcf[0] >> 4 != 6 {
         return Ok(None);
     }
+    // Our IPv4 addresses are stored IPv4-mapped, so a mapped destination
+    // finds them: without this check an IPv6 frame could reach an IPv4
+    // tunnel, around any IPv4 filtering on the way.
     if !ours(pkt, eth, &ip.dst_addr) {
         return Ok(None);
     }
+    // RFC 4291 2.5.5.2: mapped addresses never appear on the wire.
+    if is_v4_mapped(&ip.src_addr) || is_v4_mapped(&ip.dst_addr) {
+        return Err(DropReason::MappedAddress);
+    }
     let tot_len = Ipv6Hdr::LEN + u16::from_be_bytes(ip.payload_len) as usize;
-    if EthHdr::LEN + tot_len > pkt.len() {
+    if at + tot_len > pkt.len() {
         return Err(DropReason::BadOuter);
     }
     Ok(Some(Outer { ip_len: Ipv6Hdr::LEN, tot_len, src: ip.src_addr, local: ip.dst_addr, v4: false }))
+}
+
+#[inline(always)]
+fn is_v4_mapped(a: &[u8; 16]) -> bool {
+    a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff
 }

@@ -348,3 +348,73 @@ fn gretap_static_macs_from_the_config() {
     t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 peer del site-b");
     assert_eq!(fdb(t.a()), [], "static entries outlived their peer");
 }
+
+/// Send `n` GRE frames (key 42, inner ICMP echo 198.19.100.2 -> .1) from
+/// b's `vb` to a, with a VLAN tag `vid` (None: untagged), by scapy.
+fn send_gre_from_b(t: &Topo, vid: Option<u16>, n: u32) {
+    let mac: Value = serde_json::from_str(&t.a().run("ip -j link show va")).unwrap();
+    let mac = mac[0]["address"].as_str().unwrap().to_string();
+    let tag = match vid {
+        Some(v) => format!("/Dot1Q(vlan={v}, prio=3)"),
+        None => String::new(),
+    };
+    t.b().run(&format!(
+        "/usr/bin/python3 -c \"from scapy.all import *; conf.verb=0; \
+         sendp(Ether(dst='{mac}'){tag}/IP(src='198.18.0.20', dst='198.18.0.10')/GRE(key_present=1, key=42)/\
+         IP(src='198.19.100.2', dst='198.19.100.1')/ICMP(), iface='vb', count={n})\""
+    ));
+}
+
+#[test]
+fn gre_on_a_vlan_of_the_link_is_not_taken_on_either_hook() {
+    for rx in ["tc", "xdp"] {
+        let _s = serial();
+        let t = Topo::pair(&format!("v{}", &rx[..1]));
+        let ca = t.write("a.toml", &p2p_config('a', "key = 42", rx));
+        t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+        let rx_packets = || json_status(t.a())["tunnels"][0]["counters"]["rx_packets"].as_u64().unwrap();
+        // On VLAN 7: for a VLAN device, not for the link (the kernel took
+        // the tag off before TC saw the frame).
+        send_gre_from_b(&t, Some(7), 5);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(rx_packets(), 0, "rx={rx}: GRE on VLAN 7 was decapsulated");
+        // A priority tag (VID 0) is no VLAN: taken, as Linux takes it.
+        send_gre_from_b(&t, Some(0), 5);
+        send_gre_from_b(&t, None, 5);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert_eq!(rx_packets(), 10, "rx={rx}: priority-tagged and untagged GRE");
+        let s = json_status(t.a());
+        let drops: u64 = s["drops"].as_object().unwrap().values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(drops, 0, "rx={rx}: {}", s["drops"]);
+    }
+}
+
+#[test]
+fn checksums_hold_when_the_inner_tcp_checksum_is_filled_after_xgre() {
+    let _s = serial();
+    let t = Topo::pair("k");
+    // Without checksum offload on the links, the stack fills each inner
+    // TCP checksum after xgre built its GRE checksum: what a NIC does on
+    // the wire, and what Open vSwitch and Linux peers verify.
+    t.a().run("ethtool -K va tx off");
+    t.b().run("ethtool -K vb tx off");
+    let extra = "key = 7\nchecksum = true";
+    let ca = t.write("a.toml", &p2p_config('a', extra, "tc"));
+    let cb = t.write("b.toml", &p2p_config('b', extra, "tc"));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    let cap = Capture::start(t.a(), "va", "ip proto 47", &["gre.checksum.status"], 20, 20);
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 4);
+    assert_eq!(x.sent, x.got, "a -> b");
+    let x = transfer(t.b(), t.a(), "198.19.100.1", 4);
+    assert_eq!(x.sent, x.got, "b -> a");
+    let pkts = cap.finish();
+    assert!(pkts.len() >= 10, "{pkts:?}");
+    for p in &pkts {
+        assert_eq!(p[0], "1", "tshark verifies each GRE checksum on the wire (1 = good): {pkts:?}");
+    }
+    for h in [t.a(), t.b()] {
+        let s = json_status(h);
+        assert_eq!(s["drops"]["bad_checksum"].as_u64().unwrap_or(0), 0, "{}", s["drops"]);
+    }
+}

@@ -965,3 +965,202 @@ fn a_static_mac_neither_ages_nor_moves() {
     assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     assert_eq!(&out[30..34], &REMOTE, "to peer 2's address");
 }
+
+/// An outer IPv6 GRE frame from `src` to `dst`.
+fn gre6_frame(src: [u8; 16], dst: [u8; 16], g: Gre, inner: &[u8]) -> Vec<u8> {
+    let body = gre(g, inner);
+    let mut ip6 = vec![0x60, 0, 0, 0];
+    ip6.extend((body.len() as u16).to_be_bytes());
+    ip6.extend([47, 64]);
+    ip6.extend(src);
+    ip6.extend(dst);
+    ip6.extend(&body);
+    eth(LINK_MAC, PEER_MAC, 0x86DD, &ip6)
+}
+
+#[test]
+fn ipv4_mapped_ipv6_frames_never_reach_an_ipv4_tunnel() {
+    let inner = inner_packet(40, 0);
+    // Data, and a keepalive that would be reflected: both from and to
+    // IPv4-mapped addresses of the peer and of our link.
+    let keepalive = {
+        let k = gre(Gre { proto: 0, ..valid(Some(42)) }, &[]);
+        ipv4(LOCAL, REMOTE, 47, 0, 0, &k)
+    };
+    for payload in [inner.clone(), keepalive] {
+        let frame = gre6_frame(v4_mapped(REMOTE), v4_mapped(LOCAL), valid(Some(42)), &payload);
+        for (prog, want) in [(PROG_RX_TC, TC_ACT_SHOT), (PROG_RX_XDP, XDP_DROP)] {
+            let mut dp = Dp::new();
+            dp.tunnel(Some(42), 0);
+            dp.peer(0, &[1]);
+            let (ret, _) = dp.run(prog, &frame, None);
+            assert_eq!(ret, want, "{prog}: a mapped-address frame was not dropped");
+            assert_eq!(dp.drops(), BTreeMap::from([("mapped_address", 1)]), "{prog}");
+            let s = dp.path_stats(0, 0);
+            assert_eq!((s.rx_packets, s.keepalives_reflected), (0, 0), "{prog}: delivered or reflected");
+        }
+    }
+}
+
+/// An IPv4 header with four NOP options (IHL 6) and a right checksum.
+fn ipv4_with_options(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x46, 0];
+    h.extend(((24 + payload.len()) as u16).to_be_bytes());
+    h.extend([0, 0, 0, 0, 64, 47, 0, 0]);
+    h.extend(src);
+    h.extend(dst);
+    h.extend([1, 1, 1, 1]);
+    let c = sum16(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend(payload);
+    h
+}
+
+#[test]
+fn a_bad_outer_ipv4_header_checksum_is_dropped_options_included() {
+    let inner = inner_packet(40, 0);
+    let good = gre_frame(REMOTE, LOCAL, 0, valid(Some(42)), &inner);
+    let mut bad = good.clone();
+    bad[14 + 10] ^= 0x01;
+    let with_opts = eth(LINK_MAC, PEER_MAC, 0x0800, &ipv4_with_options(REMOTE, LOCAL, &gre(valid(Some(42)), &inner)));
+    let mut bad_opts = with_opts.clone();
+    bad_opts[14 + 21] ^= 0x40; // an option byte: only the options' sum sees it
+    for (prog, drop, deliver) in [(PROG_RX_TC, TC_ACT_SHOT, TC_ACT_REDIRECT), (PROG_RX_XDP, XDP_DROP, XDP_PASS)] {
+        for frame in [&bad, &bad_opts] {
+            let mut dp = Dp::new();
+            dp.tunnel(Some(42), 0);
+            dp.peer(0, &[1]);
+            assert_eq!(dp.run(prog, frame, None).0, drop, "{prog}");
+            assert_eq!(dp.drops(), BTreeMap::from([("bad_ip_checksum", 1)]), "{prog}");
+            assert_eq!(dp.path_stats(0, 0).rx_packets, 0, "{prog}");
+        }
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), 0);
+        dp.peer(0, &[1]);
+        let (ret, out) = dp.run(prog, &with_opts, None);
+        assert_eq!(ret, deliver, "{prog}: options with a right checksum: drops {:?}", dp.drops());
+        let skip = if prog == PROG_RX_XDP { 8 } else { 0 };
+        assert_eq!(hexdump(&out[skip..]), hexdump(&eth(TUN_MAC, PEER_MAC, 0x0800, &inner)), "{prog}");
+    }
+}
+
+/// `frame` with a VLAN tag (`tpid`, `vid`) after its MAC addresses.
+fn tagged(frame: &[u8], tpid: u16, vid: u16) -> Vec<u8> {
+    let mut f = frame[..12].to_vec();
+    f.extend(tpid.to_be_bytes());
+    f.extend((vid | 0x6000).to_be_bytes()); // PCP 3: a priority tag
+    f.extend(&frame[12..]);
+    f
+}
+
+#[test]
+fn gre_on_a_vlan_is_not_ours_but_a_priority_tag_is() {
+    let inner = inner_packet(40, 0);
+    let plain = gre_frame(REMOTE, LOCAL, 0, valid(Some(42)), &inner);
+    let want = eth(TUN_MAC, PEER_MAC, 0x0800, &inner);
+    let new = || {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), 0);
+        dp.peer(0, &[1]);
+        dp
+    };
+    // On a VLAN: for that VLAN's device, whatever the hook.
+    let qinq = tagged(&tagged(&plain, 0x8100, 7), 0x88a8, 0);
+    for frame in [tagged(&plain, 0x8100, 7), tagged(&plain, 0x88a8, 7), tagged(&plain, 0x8100, 4095), qinq] {
+        let dp = new();
+        let (ret, out) = dp.run(PROG_RX_TC, &frame, None);
+        assert_eq!((ret, &out), (TC_ACT_OK, &frame), "tc took a tagged frame");
+        let (ret, out) = dp.run(PROG_RX_XDP, &frame, None);
+        assert_eq!((ret, &out), (XDP_PASS, &frame), "xdp took a tagged frame");
+        assert!(dp.drops().is_empty() && dp.path_stats(0, 0).rx_packets == 0);
+    }
+    // A priority tag (VID 0) is no VLAN (802.1Q): XDP sees it in the frame
+    // and decapsulates. (TC sees it already taken off by the kernel; the
+    // namespace test covers that.)
+    for tpid in [0x8100, 0x88a8] {
+        let dp = new();
+        let (ret, out) = dp.run(PROG_RX_XDP, &tagged(&plain, tpid, 0), None);
+        assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
+        assert_eq!(&out[..4], &0x7867_7265u32.to_ne_bytes(), "priority-tagged GRE was not decapsulated");
+        assert_eq!(hexdump(&out[8..]), hexdump(&want));
+        assert_eq!(dp.path_stats(0, 0).rx_packets, 1);
+    }
+}
+
+/// Sum of the pseudo-header and the L4 bytes, folded (0xffff: verifies).
+fn l4_sum(pseudo: &[u8], l4: &[u8]) -> u16 {
+    !sum16(&[pseudo, l4].concat())
+}
+
+/// A TCP segment in IPv4 or IPv6 whose checksum field holds what the stack
+/// leaves there with CHECKSUM_PARTIAL (the pseudo-header sum, not
+/// inverted), or the finished checksum when `finished`.
+fn tcp_packet(v6: bool, payload: usize, finished: bool) -> Vec<u8> {
+    let mut tcp = vec![0x30, 0x39, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0];
+    tcp.extend((0..payload).map(|i| (i * 13 + 5) as u8));
+    let len = tcp.len() as u32;
+    let (pseudo, ip): (Vec<u8>, Box<dyn Fn(&[u8]) -> Vec<u8>>) = if v6 {
+        let p = [&INNER6_SRC[..], &INNER6_DST[..], &len.to_be_bytes(), &[0, 0, 0, 6]].concat();
+        (p, Box::new(|t: &[u8]| {
+            let mut h = ipv6(INNER6_SRC, INNER6_DST, 0, t);
+            h[6] = 6;
+            h
+        }))
+    } else {
+        let p = [&INNER_SRC[..], &INNER_DST[..], &[0, 6], &(len as u16).to_be_bytes()].concat();
+        (p, Box::new(|t: &[u8]| ipv4(INNER_SRC, INNER_DST, 6, 0, 0x4000, t)))
+    };
+    let field = if finished { sum16(&[&pseudo[..], &tcp[..]].concat()) } else { !sum16(&pseudo) };
+    tcp[16..18].copy_from_slice(&field.to_be_bytes());
+    ip(&tcp)
+}
+
+/// What a NIC (or the stack, for a device without offload) does to a
+/// CHECKSUM_PARTIAL packet after we are done: fill the TCP checksum of
+/// the IP packet at `at` of `frame`.
+fn fill_tcp_checksum(frame: &mut [u8], at: usize) {
+    let v6 = frame[at] >> 4 == 6;
+    let (l4, pseudo_addrs) = if v6 { (at + 40, frame[at + 8..at + 40].to_vec()) } else { (at + 20, frame[at + 12..at + 20].to_vec()) };
+    let len = (frame.len() - l4) as u32;
+    let pseudo = if v6 { [&pseudo_addrs[..], &len.to_be_bytes(), &[0, 0, 0, 6]].concat() } else { [&pseudo_addrs[..], &[0, 6], &(len as u16).to_be_bytes()].concat() };
+    // The field holds the pseudo-header sum; summing from the L4 header
+    // with it in place and inverting gives the checksum (csum_start and
+    // csum_offset, as the kernel does it).
+    let c = sum16(&frame[l4..]);
+    frame[l4 + 16..l4 + 18].copy_from_slice(&c.to_be_bytes());
+    assert_eq!(l4_sum(&pseudo, &frame[l4..]), 0xffff, "the test's own TCP checksum fill is wrong");
+}
+
+#[test]
+fn the_gre_checksum_covers_the_inner_checksum_the_stack_fills_later() {
+    // gre mode over IPv4 and IPv6 inner packets, gretap; partial and
+    // finished inner checksums; odd and even payloads.
+    for (mode, v6, finished, payload) in [
+        (MODE_GRE, false, false, 100),
+        (MODE_GRE, false, false, 1401),
+        (MODE_GRE, true, false, 77),
+        (MODE_GRETAP, false, false, 300),
+        (MODE_GRETAP, true, false, 31),
+        (MODE_GRE, false, true, 100),
+        (MODE_GRETAP, true, true, 64),
+    ] {
+        let mut dp = Dp::new();
+        dp.tunnel_mode(mode, Some(42), TUN_CSUM);
+        dp.peer(0, &[1]);
+        let inner = tcp_packet(v6, payload, finished);
+        let ty = if v6 { 0x86DD } else { 0x0800 };
+        let frame = if mode == MODE_GRETAP { eth(PEER_MAC, HOST_A, ty, &inner) } else { eth(TUN_MAC, TUN_MAC, ty, &inner) };
+        if mode == MODE_GRETAP {
+            dp.learn(PEER_MAC, 0);
+        }
+        let (ret, mut out) = dp.tx(&frame, 1);
+        let what = format!("mode {mode} v6 {v6} finished {finished} payload {payload}");
+        assert_eq!(ret, TC_ACT_REDIRECT, "{what}: drops {:?}", dp.drops());
+        let gre_at = 14 + 20;
+        let inner_ip = gre_at + 12 + if mode == MODE_GRETAP { 14 } else { 0 };
+        if !finished {
+            fill_tcp_checksum(&mut out, inner_ip);
+        }
+        assert_eq!(sum16(&out[gre_at..]), 0, "{what}: the GRE checksum does not verify over the bytes on the wire");
+    }
+}

@@ -39,14 +39,37 @@ fn debug_on() -> bool {
 }
 
 /// Never true at run time, but the compiler cannot know: it makes every
-/// program reference the loader-only maps, so they live as long as any
-/// program does, and the loader finds the whole datapath again through
-/// any one program's map ids.
+/// program reference every map, so the whole set lives as long as any one
+/// program does (the transmit program outlives a link's receive programs
+/// when the link vanishes), and the loader finds the whole datapath again
+/// through any one program's map ids.
 #[inline(always)]
 fn keep_maps(data: usize) {
+    use gre_common::{FdbKey, FloodKey, KeyLookup, LinkUseKey, RxKey};
     if data == 0 {
-        let _ = maps::META.get(0);
-        let _ = unsafe { maps::LINK_USERS.get(&gre_common::LinkUseKey::default()) };
+        unsafe {
+            let _ = maps::META.get(0);
+            let _ = maps::TUNNELS.get(&0);
+            let _ = maps::TUNNEL_BY_KEY.get(&KeyLookup::default());
+            let _ = maps::PEERS.get(&0);
+            let _ = maps::ROUTES4.get(&aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
+            let _ = maps::ROUTES6.get(&aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
+            let _ = maps::RX_PATHS.get(&RxKey::default());
+            let _ = maps::LOCAL_ADDRS.get(&[0; 16]);
+            let _ = maps::LINK_USERS.get(&LinkUseKey::default());
+            let _ = maps::PATH_STATS.get(0);
+            let _ = maps::DROPS.get(0);
+            let _ = maps::TX_SEQ.get(0);
+            let _ = maps::SCRATCH.get(0);
+            let _ = maps::RX_SEQ.get(0);
+            let _ = maps::REORDER.get(0);
+            let _ = maps::PATH_SEEN.get(0);
+            let _ = maps::PATH_BYTES.get(0);
+            let _ = maps::FDB.get(&FdbKey::default());
+            let _ = maps::FLOOD.get(&FloodKey::default());
+            let _ = maps::HDR_SCRATCH.get(0);
+            let _ = maps::LCO_HDR.get(0);
+        }
     }
 }
 

@@ -287,3 +287,29 @@ fn debug_prints_the_datapaths_own_drop_messages() {
     let s = counters(t.a());
     assert!(s["drops"]["key_mismatch"].as_u64().unwrap() >= 2, "{}", s["drops"]);
 }
+
+#[test]
+fn status_and_down_work_after_every_link_vanished() {
+    // A tunnel brought up by plain `up` (no `xgre run` watching), whose only
+    // link then goes: a VM's tap closed, a NIC unplugged. Its receive
+    // programs go with the link; the rest of the datapath must not.
+    for rx in ["tc", "xdp"] {
+        let _s = serial();
+        let t = Topo::pair(&format!("g{}", &rx[..1]));
+        let ca = t.write("a.toml", &p2p_config('a', "key = 42\nsequence = true", rx));
+        t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+        t.a().run("ip link del va");
+        let o = t.a().xgre(Enter::Nsenter, "status");
+        assert!(o.status.success(), "rx={rx}: status failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("device gone"), "rx={rx}");
+        let s = counters(t.a());
+        assert_eq!(s["tunnels"][0]["links"][0]["present"], false, "rx={rx}");
+        t.a().xgre_ok(Enter::Nsenter, "down gre0");
+        assert!(!t.a().run("ip -o link").contains("gre0"), "rx={rx}: the tunnel device is left");
+        let start = std::time::Instant::now();
+        while !xgre_programs().is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(xgre_programs().is_empty(), "rx={rx}: programs left: {:?}", xgre_programs());
+    }
+}

@@ -8,7 +8,7 @@
 use std::{
     collections::HashSet,
     fmt,
-    hash::{Hash, Hasher},
+    hash::Hash,
     net::IpAddr,
     path::Path,
 };
@@ -265,9 +265,13 @@ impl Config {
             p.routes.sort();
             p.macs.sort();
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        c.hash(&mut h);
-        h.finish()
+        // Stored in the tunnel map and compared by later runs, possibly of a
+        // newer build: a defined digest of the canonical text, not
+        // DefaultHasher, whose output may change between Rust releases.
+        // TOML leaves unset optional fields out, so a field a later
+        // release adds does not change the fingerprint of configs that do
+        // not use it.
+        fingerprint_of(&c.to_toml())
     }
 
     /// The tunnel and links of this config, with no peers (cheap to clone
@@ -635,9 +639,20 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
 }
 
 
+/// The first 8 bytes of the SHA-256 of a canonical config text, as a
+/// big-endian number.
+pub fn fingerprint_of(canonical: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(canonical.as_bytes());
+    u64::from_be_bytes(d[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fingerprint_is_a_sha256_of_the_canonical_text_and_stable_across_builds`
+    const PINNED: u64 = 0x50e97228fa5a8fb9;
 
     const GOOD: &str = r#"
 [tunnel]
@@ -703,6 +718,26 @@ weight = 1
         let b = Config::parse(&GOOD.replace("key = 42", "key = 43"), "a").unwrap();
         assert_eq!(a.fingerprint(), Config::parse(GOOD, "b").unwrap().fingerprint());
         assert_ne!(a.fingerprint(), b.fingerprint());
+    }
+
+    #[test]
+    fn fingerprint_is_a_sha256_of_the_canonical_text_and_stable_across_builds() {
+        // The fingerprint is stored in the running tunnel's map and compared
+        // by a later xgre, perhaps a newer build: it must be a defined
+        // function of the config. Checked against coreutils' sha256sum, and
+        // pinned for this config so any change of algorithm or canonical
+        // form shows here.
+        let text = "[tunnel]\nname='t'\n[[link]]\ndev='e'\naddress='198.18.0.1'\n[[peer]]\nname='p'\n[[peer.path]]\nlink='e'\nremote='198.18.0.2'\n";
+        let c = Config::parse(text, "t.toml").unwrap();
+        let mut child = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("sha256sum");
+        std::io::Write::write_all(&mut child.stdin.take().unwrap(), c.to_toml().as_bytes()).unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        assert_eq!(format!("{:016x}", c.fingerprint()), out[..16]);
+        assert_eq!(c.fingerprint(), PINNED, "the fingerprint of an unchanged config changed: a running tunnel would be taken for a new one");
     }
 
     #[track_caller]

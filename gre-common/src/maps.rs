@@ -58,6 +58,13 @@ pub const PATH_STATIC_MAC: u32 = 1 << 2;
 /// checks never bring it back.
 pub const PATH_ADMIN_DOWN: u32 = 1 << 3;
 
+/// The peer's keepalive mode (`keepalive` of a `[[peer]]`), on each of its
+/// paths; neither bit: "auto", judged once the peer has answered a probe.
+/// Judged from the start: the peer is known to reflect keepalives.
+pub const PATH_KA_REQUIRED: u32 = 1 << 4;
+/// No keepalives to this peer.
+pub const PATH_KA_OFF: u32 = 1 << 5;
+
 /// `LinkUse::hook`
 pub const HOOK_XDP: u32 = 1;
 pub const HOOK_TC: u32 = 2;

@@ -146,6 +146,36 @@ pub struct PeerConfig {
     /// forwarding entries: they never age and learning never moves them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub macs: Vec<Mac>,
+    /// `xgre run`: how this peer's keepalive replies count (see
+    /// `KeepaliveMode`).
+    #[serde(default, skip_serializing_if = "KeepaliveMode::is_auto")]
+    pub keepalive: KeepaliveMode,
+}
+
+/// How `xgre run` judges a peer's paths by keepalives. Keepalives are
+/// Cisco-format IPv4/IPv6-in-GRE, which only an endpoint that routes the
+/// inner packet reflects: an xgre peer, a Linux `gre` device, a router. An
+/// Ethernet-only endpoint (a Linux `gretap`, Open vSwitch's default GRE
+/// port) cannot.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum KeepaliveMode {
+    /// Probes are sent; a path leaves the rotation for missed replies only
+    /// once the peer has answered one, so a peer that cannot reflect them
+    /// is never cut off.
+    #[default]
+    Auto,
+    /// Judged from the start: a path that never answers goes down after
+    /// `keepalive_misses` intervals.
+    Required,
+    /// No probes; only the link's own state counts.
+    Off,
+}
+
+impl KeepaliveMode {
+    pub fn is_auto(&self) -> bool {
+        *self == KeepaliveMode::Auto
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]

@@ -7,7 +7,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::config::{Config, GroupConfig, Mac, PathConfig, PeerConfig};
+use crate::config::{Config, GroupConfig, KeepaliveMode, Mac, PathConfig, PeerConfig};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Edit {
@@ -55,6 +55,10 @@ pub struct PeerSpec {
     /// gretap: a MAC address that lives behind the peer (repeat for more).
     #[arg(long = "mac")]
     pub macs: Vec<Mac>,
+    /// How `xgre run` judges this peer by keepalives: auto (once it has
+    /// answered one), required (from the start) or off.
+    #[arg(long, value_enum)]
+    pub keepalive: Option<KeepaliveMode>,
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -214,6 +218,7 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 routes: spec.routes.clone(),
                 paths: spec.paths.iter().map(|p| p.0.clone()).collect(),
                 macs: spec.macs.clone(),
+                keepalive: spec.keepalive.unwrap_or_default(),
             });
         }
         Edit::Peer(PeerEdit::Del { name }) => {
@@ -222,8 +227,11 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
         }
         Edit::Peer(PeerEdit::Set { name, spec }) => {
             let p = peer_mut(&mut c, name)?;
-            if spec.routes.is_empty() && spec.paths.is_empty() && spec.macs.is_empty() {
-                bail!("peer set {name}: give --route, --path and/or --mac to replace");
+            if spec.routes.is_empty() && spec.paths.is_empty() && spec.macs.is_empty() && spec.keepalive.is_none() {
+                bail!("peer set {name}: give --route, --path, --mac and/or --keepalive to replace");
+            }
+            if let Some(k) = spec.keepalive {
+                p.keepalive = k;
             }
             if !spec.macs.is_empty() {
                 p.macs = spec.macs.clone();

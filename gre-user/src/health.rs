@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
-use gre_common::{names::*, path_slot, Peer, Tunnel, PATH_UP};
+use gre_common::{names::*, path_slot, Peer, Tunnel, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_UP};
 
 use crate::{
     config::{Config, TunnelConfig},
@@ -30,6 +30,21 @@ fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
         (None, false) => "keepalives not coming back".into(),
         (None, true) => "up".into(),
     }
+}
+
+/// Whether keepalives say a path may carry traffic. `answered`: when a
+/// reply last came back over it (0: never). A peer in "auto" mode that has
+/// never answered is not judged at all: it may be a gretap or Open vSwitch
+/// endpoint, which cannot reflect IP-in-GRE, and cutting off its only path
+/// would kill the tunnel. Once it has answered, it is judged like any.
+fn probe_verdict(flags: u32, probing: bool, answered: u64, now: u64, started: u64, window_ns: u64) -> bool {
+    if !probing || flags & PATH_KA_OFF != 0 {
+        return true;
+    }
+    if answered == 0 {
+        return flags & PATH_KA_REQUIRED == 0 || now < started + window_ns;
+    }
+    now.saturating_sub(answered) < window_ns
 }
 
 pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
@@ -139,15 +154,14 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                     Some(l) if !l.lower_up => Some("no carrier"),
                     _ => None,
                 };
-                if probe_now && link_bad.is_none() {
+                let ka_off = path.flags & PATH_KA_OFF != 0;
+                if probe_now && link_bad.is_none() && !ka_off {
                     if let Some(s) = &sender {
                         s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), key);
                     }
                 }
-                let probe_ok = sender.is_none() || now < started + window_ns || {
-                    let t = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
-                    t != 0 && now.saturating_sub(t) < window_ns
-                };
+                let answered = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
+                let probe_ok = probe_verdict(path.flags, sender.is_some(), answered, now, started, window_ns);
                 let admin_down = path.flags & gre_common::PATH_ADMIN_DOWN != 0;
                 let up = link_bad.is_none() && probe_ok && !admin_down;
                 let was_up = path.flags & PATH_UP != 0;
@@ -172,5 +186,30 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                 peers.insert(id, p, 0)?;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u64 = 300_000_000;
+
+    #[test]
+    fn a_peer_that_never_answered_is_judged_only_when_required() {
+        let (start, late) = (1_000_000_000, 5_000_000_000);
+        // auto: never answered, long after start: still usable.
+        assert!(probe_verdict(0, true, 0, late, start, W));
+        // required: usable only during the start-up window.
+        assert!(probe_verdict(PATH_KA_REQUIRED, true, 0, start + W / 2, start, W));
+        assert!(!probe_verdict(PATH_KA_REQUIRED, true, 0, late, start, W));
+        // Once answered, both modes judge by the last reply.
+        for mode in [0, PATH_KA_REQUIRED] {
+            assert!(probe_verdict(mode, true, late - W / 2, late, start, W));
+            assert!(!probe_verdict(mode, true, late - 2 * W, late, start, W));
+        }
+        // off, or no keepalives at all: never judged.
+        assert!(probe_verdict(PATH_KA_OFF | PATH_KA_REQUIRED, true, late - 2 * W, late, start, W));
+        assert!(probe_verdict(PATH_KA_REQUIRED, false, 0, late, start, W));
     }
 }

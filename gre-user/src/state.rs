@@ -16,13 +16,13 @@ use anyhow::{anyhow, bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
-    RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
+    RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
     TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6, DEFAULT_FDB_AGE, FDB_STATIC, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
 };
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, GroupConfig, LinkConfig, Mac, Mode, PathConfig, PeerConfig, RxHook, TunnelConfig},
+    config::{Config, GroupConfig, KeepaliveMode, LinkConfig, Mac, Mode, PathConfig, PeerConfig, RxHook, TunnelConfig},
     datapath::Datapath,
     netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
     tunnel::{addr16, build_peer, cstr, ip16, resolve_mac},
@@ -111,7 +111,12 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         ids.insert(pname.clone(), id);
         let mut macs = statics.remove(&id).unwrap_or_default();
         macs.sort();
-        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs });
+        let keepalive = match p.paths[0].flags {
+            f if f & PATH_KA_OFF != 0 => KeepaliveMode::Off,
+            f if f & PATH_KA_REQUIRED != 0 => KeepaliveMode::Required,
+            _ => KeepaliveMode::Auto,
+        };
+        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive });
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
@@ -283,6 +288,11 @@ fn write_peer(
         if !path.up {
             peer.paths[j].flags = (peer.paths[j].flags & !PATH_UP) | PATH_ADMIN_DOWN;
         }
+        peer.paths[j].flags |= match pc.keepalive {
+            KeepaliveMode::Auto => 0,
+            KeepaliveMode::Required => PATH_KA_REQUIRED,
+            KeepaliveMode::Off => PATH_KA_OFF,
+        };
     }
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.

@@ -313,3 +313,84 @@ fn status_and_down_work_after_every_link_vanished() {
         assert!(xgre_programs().is_empty(), "rx={rx}: programs left: {:?}", xgre_programs());
     }
 }
+
+/// Start `xgre run -c cfg` on host `i` and wait for it to say it watches.
+fn start_run(t: &mut Topo, i: usize, cfg: &str) {
+    let mut child = t.hosts[i].spawn(&format!("{XGRE} run -c {cfg}"));
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    if !line.contains("watching") {
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("xgre run -c {cfg}: {line}{err}");
+    }
+    // Keep reading its log, so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+    t.keep(child);
+}
+
+#[test]
+fn keepalives_never_cut_off_a_peer_that_cannot_reflect_them() {
+    let _s = serial();
+    let mut t = Topo::switched("n", 1, None);
+    let tap = |me: char| {
+        multi_config(me, 1, "key = 4\nmode = \"gretap\"")
+            .replace("routes = [\"198.19.100.2/32\"]", "")
+            .replace("routes = [\"198.19.100.1/32\"]", "")
+            .replace("/32\"]\n", "/24\"]\n")
+    };
+    let (ca, cb) = (t.write("a.toml", &tap('a')), t.write("b.toml", &tap('b')));
+    // b stands for an Ethernet-only GRE endpoint (a Linux gretap, Open
+    // vSwitch's default GRE port), which drops IPv4-in-GRE: the switch
+    // drops a's keepalives to it. Data (0x6558) still flows.
+    t.sw().run("nft add table bridge f");
+    t.sw().shell("nft add chain bridge f drops \"{ type filter hook forward priority 0; }\"");
+    let no_reflect = "nft add rule bridge f drops ether type ip ip protocol 47 ip daddr 198.18.0.20 @th,16,16 0x0800 drop";
+    t.sw().run(no_reflect);
+    start_run(&mut t, 1, &cb);
+    start_run(&mut t, 0, &ca);
+    let path = |h: &Host| json_status_of(h)["tunnels"][0]["peers"][0]["paths"][0].clone();
+    // Ten keepalive intervals, over three times the miss window.
+    std::thread::sleep(Duration::from_millis(1000));
+    let p = path(t.a());
+    assert_eq!(p["up"], true, "a peer that cannot reflect keepalives was cut off: {p}");
+    assert_eq!(p["counters"]["keepalive_replies"], 0, "{p}");
+    let ping = t.a().run("ping -c 5 -i 0.2 -W 2 198.19.100.2");
+    assert!(ping.contains("5 received"), "{ping}");
+    // Once the peer has answered, it is judged like any other: when its
+    // replies stop, the path leaves the rotation within the miss window.
+    t.sw().run("nft flush chain bridge f drops");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(path(t.a())["counters"]["keepalive_replies"].as_u64().unwrap() > 0, "replies once b reflects");
+    t.sw().run(no_reflect);
+    let start = std::time::Instant::now();
+    while path(t.a())["up"] == true && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = start.elapsed();
+    assert_eq!(path(t.a())["up"], false, "an answering peer that went quiet stayed up");
+    assert!(took < Duration::from_millis(1000), "path down after {took:?}; the window is 3 x 100 ms");
+}
+
+#[test]
+fn keepalive_required_judges_a_silent_peer_from_the_start() {
+    let _s = serial();
+    let mut t = Topo::pair("q");
+    let ca = t.write("a.toml", &p2p_config('a', "", "tc").replace("[[peer.path]]", "keepalive = \"required\"\n[[peer.path]]"));
+    // No xgre on b: nothing reflects.
+    start_run(&mut t, 0, &ca);
+    std::thread::sleep(Duration::from_millis(800));
+    let s = json_status_of(t.a());
+    assert_eq!(s["tunnels"][0]["peers"][0]["paths"][0]["up"], false, "{}", s["tunnels"][0]["peers"][0]);
+    let shown = t.a().xgre_ok(Enter::Nsenter, "show gre0");
+    assert!(shown.contains("keepalive = \"required\""), "{shown}");
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 peer set site-b --keepalive auto");
+    std::thread::sleep(Duration::from_millis(300));
+    let s = json_status_of(t.a());
+    assert_eq!(s["tunnels"][0]["peers"][0]["paths"][0]["up"], true, "auto: a peer that never answered is not judged");
+}
+
+fn json_status_of(h: &Host) -> Value {
+    serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).expect("status --json is JSON")
+}

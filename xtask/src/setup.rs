@@ -19,6 +19,9 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "util-linux",
     "mptcpize",
+    // Interop tests: dropping frames on a test switch (this kernel has no
+    // tc gact action).
+    "nftables",
     // Scenario tests: VRRP over gretap, OSPF and PIM over gre.
     "keepalived",
     "frr",

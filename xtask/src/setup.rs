@@ -20,8 +20,9 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "mptcpize",
     // Interop tests: dropping frames on a test switch (this kernel has no
-    // tc gact action).
+    // tc gact action), and Open vSwitch as a GRE peer (userspace datapath).
     "nftables",
+    "openvswitch-switch",
     // Scenario tests: VRRP over gretap, OSPF and PIM over gre.
     "keepalived",
     "frr",

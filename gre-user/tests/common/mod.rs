@@ -3,6 +3,8 @@
 //! traffic leaves the namespaces.
 #![allow(dead_code)]
 
+pub mod ovs;
+
 use std::{
     io::{BufRead, BufReader},
     path::PathBuf,

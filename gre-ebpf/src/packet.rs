@@ -3,7 +3,8 @@
 //! they bound-check for us and work on non-linear buffers too.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_skb_load_bytes, bpf_xdp_load_bytes},
+    bindings::{BPF_CSUM_LEVEL_DEC, BPF_CSUM_LEVEL_INC, BPF_CSUM_LEVEL_QUERY},
+    helpers::generated::{bpf_csum_level, bpf_csum_update, bpf_skb_load_bytes, bpf_xdp_load_bytes},
     programs::{TcContext, XdpContext},
 };
 use core::{
@@ -25,6 +26,11 @@ pub trait Packet {
     fn stripped_vlan(&self) -> Option<u16>;
     /// Whether the packet is an skb (TC) rather than an XDP buffer.
     fn is_skb(&self) -> bool;
+    /// Whether the skb is CHECKSUM_PARTIAL: built on this machine (another
+    /// namespace, a VM behind a tap) with a checksum still to be filled in.
+    /// The kernel takes such a packet's checksums as good; its bytes do
+    /// not hold them yet. Never for XDP, which sees what a NIC received.
+    fn checksum_partial(&self) -> bool;
     /// Copy `len` bytes at `off` of the packet behind context `ctx`;
     /// non-zero when they are not all there.
     unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64;
@@ -73,6 +79,26 @@ impl Packet for TcContext {
         true
     }
 
+    /// `__sk_buff` does not show ip_summed; the checksum helpers tell it
+    /// without changing it. QUERY answers only for UNNECESSARY; INC turns
+    /// NONE into UNNECESSARY (undone by DEC) and leaves the others;
+    /// csum_update works only on COMPLETE. What is left is PARTIAL.
+    #[inline(always)]
+    fn checksum_partial(&self) -> bool {
+        let skb = self.skb.skb;
+        unsafe {
+            if bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY as u64) >= 0 {
+                return false;
+            }
+            bpf_csum_level(skb, BPF_CSUM_LEVEL_INC as u64);
+            if bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY as u64) >= 0 {
+                bpf_csum_level(skb, BPF_CSUM_LEVEL_DEC as u64);
+                return false;
+            }
+            bpf_csum_update(skb, 0) < 0
+        }
+    }
+
     #[inline(always)]
     unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64 {
         unsafe { bpf_skb_load_bytes(ctx as *const _, off, dst.cast(), len) }
@@ -102,6 +128,11 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn is_skb(&self) -> bool {
+        false
+    }
+
+    #[inline(always)]
+    fn checksum_partial(&self) -> bool {
         false
     }
 

@@ -118,8 +118,11 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     let mut opt = gre_off + GreHdr::LEN;
     if gre.has_checksum() {
         // The sum over the whole GRE packet, checksum field included, is
-        // 0xffff when the checksum is right.
-        if csum::sum_bytes(pkt, gre_off, tot_len - ihl)? != 0xffff {
+        // 0xffff when the checksum is right. A CHECKSUM_PARTIAL skb came
+        // from this machine with its checksums to be filled (Linux's
+        // ip_gre leaves the GRE checksum to the device; xgre leaves the
+        // inner TCP checksum): the kernel takes it as good, and so do we.
+        if !pkt.checksum_partial() && csum::sum_bytes(pkt, gre_off, tot_len - ihl)? != 0xffff {
             return Err(DropReason::BadChecksum);
         }
         opt += 4;

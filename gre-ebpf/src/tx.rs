@@ -131,7 +131,8 @@ pub fn next_seq(fields: &Fields, peer_id: u32) -> Result<u32, DropReason> {
     }
     let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;
     // Unique across CPUs; RFC 2890 sequence numbers are 32 bits. The first
-    // packet carries 1, as Linux's ip_gre does. SeqCst, not Relaxed: LLVM
+    // packet carries 1 (Linux 6.1's ip_gre starts at 0; both are fine with
+    // RFC 2890 and with each other). SeqCst, not Relaxed: LLVM
     // 22's BPF backend lowers a Relaxed fetch-add whose result is used to a
     // plain locked add and returns a stale value.
     Ok(unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1))

@@ -6,6 +6,7 @@
 mod bench;
 mod control;
 mod demo;
+mod guest;
 mod net;
 mod overlay;
 mod setup;

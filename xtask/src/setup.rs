@@ -23,6 +23,10 @@ const PACKAGES: &[&str] = &[
     // tc gact action), and Open vSwitch as a GRE peer (userspace datapath).
     "nftables",
     "openvswitch-switch",
+    // The Linux test peer: Debian's kernel under qemu (TCG), with a busybox
+    // initramfs (see guest.rs).
+    "qemu-system-x86",
+    "busybox-static",
     // Scenario tests: VRRP over gretap, OSPF and PIM over gre.
     "keepalived",
     "frr",
@@ -38,7 +42,7 @@ pub fn setup() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
     debian_packages()?;
-    Ok(())
+    crate::guest::guest()
 }
 
 fn rust_src() -> Result<()> {

@@ -3,6 +3,7 @@
 //! traffic leaves the namespaces.
 #![allow(dead_code)]
 
+pub mod linux_vm;
 pub mod ovs;
 
 use std::{

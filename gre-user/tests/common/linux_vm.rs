@@ -1,0 +1,116 @@
+//! Linux's own ip_gre and gretap as a GRE peer: Debian's kernel booted
+//! under qemu with software emulation (TCG; KVM guests hang on these
+//! machines), from the kernel and initramfs `cargo xtask setup` leaves in
+//! `target/guest/`. Its NIC is a tap device in a test namespace. Commands
+//! go to the guest's shell over the serial console, one line each; its
+//! init ends each command's output with `XGRE-DONE <status>`.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{channel, Receiver},
+    time::Duration,
+};
+
+use super::Host;
+
+pub struct LinuxVm {
+    child: Child,
+    stdin: ChildStdin,
+    lines: Receiver<String>,
+}
+
+fn guest_file(name: &str) -> String {
+    let p = format!("{}/../target/guest/{name}", env!("CARGO_MANIFEST_DIR"));
+    assert!(std::path::Path::new(&p).exists(), "{p} is missing: `cargo xtask setup` builds the Linux test peer");
+    p
+}
+
+impl LinuxVm {
+    /// Boot the guest in `host`'s namespace with its NIC on tap `tap`
+    /// (made by qemu) and wait until its shell listens. `offload`: the
+    /// guest's NIC offers checksum offload, so the guest leaves checksums
+    /// to be filled (CHECKSUM_PARTIAL frames on the tap); without it every
+    /// frame carries finished checksums, as on a wire.
+    pub fn boot(host: &Host, tap: &str, mac: &str, offload: bool) -> LinuxVm {
+        let (kernel, initrd) = (guest_file("vmlinuz"), guest_file("initrd.gz"));
+        let csum = if offload { "" } else { ",csum=off,guest_csum=off" };
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", host.ns))
+            .args(["timeout", "600", "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot"])
+            .args(["-kernel", &kernel, "-initrd", &initrd, "-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
+            .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")])
+            .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac},romfile={csum}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting qemu-system-x86_64 (`cargo xtask setup` installs it)");
+        let stdin = child.stdin.take().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut vm = LinuxVm { child, stdin, lines };
+        vm.wait_for("XGRE-GUEST-READY", Duration::from_secs(120));
+        vm
+    }
+
+    /// Lines up to the one containing `marker` (the console puts escape
+    /// codes in front of the first).
+    fn wait_for(&mut self, marker: &str, limit: Duration) -> (Vec<String>, String) {
+        let mut seen = Vec::new();
+        loop {
+            match self.lines.recv_timeout(limit) {
+                Ok(l) if l.contains(marker) => return (seen, l),
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("the Linux guest did not say `{marker}` within {limit:?}; it said:\n{}", seen.join("\n")),
+            }
+        }
+    }
+
+    /// Run `cmd` in the guest; its exit status and output.
+    pub fn sh_status(&mut self, cmd: &str, limit: Duration) -> (i32, String) {
+        writeln!(self.stdin, "{cmd}").expect("writing to the guest console");
+        self.stdin.flush().unwrap();
+        let (out, done) = self.wait_for("XGRE-DONE", limit);
+        let rc = done.rsplit(' ').next().and_then(|s| s.trim().parse().ok()).unwrap_or(-1);
+        (rc, out.join("\n"))
+    }
+
+    /// Run `cmd` in the guest; it must succeed.
+    #[track_caller]
+    pub fn sh(&mut self, cmd: &str) -> String {
+        let (rc, out) = self.sh_status(cmd, Duration::from_secs(120));
+        assert_eq!(rc, 0, "guest: `{cmd}` failed:\n{out}");
+        out
+    }
+
+    /// Start `cmd` in the guest without waiting; `finish` collects it.
+    pub fn start(&mut self, cmd: &str) {
+        writeln!(self.stdin, "{cmd}").expect("writing to the guest console");
+        self.stdin.flush().unwrap();
+    }
+
+    #[track_caller]
+    pub fn finish(&mut self, limit: Duration) -> String {
+        let (out, done) = self.wait_for("XGRE-DONE", limit);
+        assert!(done.trim_end().ends_with(" 0"), "guest command failed:\n{}", out.join("\n"));
+        out.join("\n")
+    }
+}
+
+impl Drop for LinuxVm {
+    fn drop(&mut self) {
+        // The child is `timeout`, which does not pass SIGKILL on to qemu.
+        let _ = Command::new("pkill").args(["-KILL", "-P", &self.child.id().to_string()]).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

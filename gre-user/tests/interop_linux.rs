@@ -1,0 +1,246 @@
+//! Interoperability with Linux's own ip_gre and gretap (Debian's 6.1
+//! kernel, booted under qemu; see common/linux_vm.rs): gre and gretap, with
+//! and without a key, with checksums (Linux verifies them and drops bad
+//! ones) and sequence numbers (Linux drops out-of-order and repeated
+//! ones); ping, DF ping at the tunnel MTU, tshark on both sides' frames,
+//! TCP hashed both ways, keepalives. Host a runs xgre on tap `qt0`, the
+//! guest's NIC.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{linux_vm::LinuxVm, *};
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    tap: bool,
+    key: Option<u32>,
+    csum: bool,
+    seq: bool,
+}
+
+const GUEST_MAC: &str = "52:54:00:12:34:56";
+
+fn status(h: &Host) -> Value {
+    serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).expect("status --json is JSON")
+}
+
+fn drops(s: &Value) -> Vec<(String, u64)> {
+    s["drops"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).filter(|(_, v)| *v > 0).collect()
+}
+
+/// Host a with the guest on its tap, underlay up.
+fn topo(tag: &str, offload: bool) -> (Topo, LinuxVm) {
+    let mut t = Topo::empty(tag);
+    let a = t.add(&format!("{tag}a"));
+    let h = &t.hosts[a];
+    // No IPv6 on the tunnel device: its router solicitations would make
+    // the first frames of a case unpredictable.
+    h.run("sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
+    let mut vm = LinuxVm::boot(h, "qt0", GUEST_MAC, offload);
+    h.run("ip addr add 198.18.0.10/24 dev qt0");
+    h.run("ip link set qt0 up");
+    if !offload {
+        // Like a NIC: finished checksums on the wire.
+        h.run("ethtool -K qt0 tx off");
+    }
+    vm.sh("sysctl -qw net.ipv6.conf.default.disable_ipv6=1 && ip addr add 198.18.0.20/24 dev eth0 && ip link set eth0 up");
+    let ok = (0..20).any(|_| vm.sh_status("ping -c 1 -W 1 198.18.0.10", Duration::from_secs(10)).0 == 0);
+    assert!(ok, "no underlay ping from the guest");
+    (t, vm)
+}
+
+fn xgre_config(c: Case) -> String {
+    let mut extra = String::new();
+    if let Some(k) = c.key {
+        extra += &format!("key = {k}\n");
+    }
+    if c.csum {
+        extra += "checksum = true\n";
+    }
+    if c.seq {
+        extra += "sequence = true\n";
+    }
+    let cfg = p2p_config('a', &extra, "tc").replace("\"va\"", "\"qt0\"");
+    if !c.tap {
+        return cfg;
+    }
+    cfg.replace("mode = \"gre\"", "mode = \"gretap\"")
+        .replace("address = [\"198.19.100.1/32\"]", "address = [\"198.19.100.1/24\"]")
+        .replace("routes = [\"198.19.100.2/32\"]\n", "")
+}
+
+/// The guest's tunnel `g1` for `c`, with xgre's MTU.
+fn linux_tunnel(vm: &mut LinuxVm, c: Case, mtu: u32) {
+    let kind = if c.tap { "gretap" } else { "gre" };
+    let mut opts = String::new();
+    if let Some(k) = c.key {
+        opts += &format!(" key {k}");
+    }
+    if c.csum {
+        opts += " csum";
+    }
+    if c.seq {
+        opts += " seq";
+    }
+    vm.sh_status("ip link del g1", Duration::from_secs(10));
+    vm.sh(&format!("ip link add g1 type {kind} local 198.18.0.20 remote 198.18.0.10{opts} && ip link set g1 mtu {mtu} up"));
+    if c.tap {
+        vm.sh("ip addr add 198.19.100.2/24 dev g1");
+    } else {
+        vm.sh("ip addr add 198.19.100.2/32 dev g1 && ip route add 198.19.100.1/32 dev g1");
+    }
+}
+
+fn guest_stat(vm: &mut LinuxVm, name: &str) -> u64 {
+    vm.sh(&format!("cat /sys/class/net/g1/statistics/{name}")).trim().parse().unwrap()
+}
+
+fn exercise(t: &Topo, vm: &mut LinuxVm, c: Case) {
+    let a = &t.hosts[0];
+    let _ = a.xgre(Enter::Nsenter, "down gre0");
+    let ca = t.write("a.toml", &xgre_config(c));
+    a.xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    let mtu = a.mtu("gre0");
+    linux_tunnel(vm, c, mtu);
+    // The first frame each side sends: where its numbering starts.
+    let first = c.seq.then(|| Capture::start(a, "qt0", "ip proto 47", &["ip.src", "gre.sequence_number"], 2, 30));
+    let ok = (0..20).any(|_| a.shell("ping -c 1 -W 2 198.19.100.2 >/dev/null && echo ok || true").contains("ok"));
+    assert!(ok, "{c:?}: no ping crossed the tunnel; xgre:\n{}", a.xgre_ok(Enter::Nsenter, "status"));
+    let first = first.map(Capture::finish).unwrap_or_default();
+    let cap = Capture::start_all(
+        a,
+        "qt0",
+        "ip proto 47",
+        &["ip.src", "frame.len", "gre.checksum.status", "gre.sequence_number", "_ws.malformed", "_ws.expert.message"],
+        10,
+        30,
+    );
+    let ping = a.run("ping -c 3 -i 0.2 -W 3 198.19.100.2");
+    assert!(ping.contains("3 received"), "{c:?}: {ping}");
+    let df = a.run(&format!("ping -c 2 -i 0.2 -W 3 -M do -s {} 198.19.100.2", mtu - 28));
+    assert!(df.contains("2 received"), "{c:?}: DF ping at the tunnel MTU: {df}");
+    let pkts = cap.finish();
+    assert_eq!(pkts.len(), 10, "{c:?}: {pkts:?}");
+    let mut seqs: [Vec<u64>; 2] = [vec![], vec![]];
+    for p in &pkts {
+        assert!(p[4].is_empty(), "{c:?}: tshark calls a frame malformed: {p:?}");
+        for m in p[5].split(';') {
+            let m = m.to_lowercase();
+            assert!(!(m.contains("gre") || m.contains("checksum") || m.contains("malformed")), "{c:?}: tshark warns: {p:?}");
+        }
+        if c.csum {
+            assert_eq!(p[2], "1", "{c:?}: tshark verifies the GRE checksum (1 = good): {p:?}");
+        }
+        if c.seq {
+            seqs[p[0].starts_with("198.18.0.20") as usize].push(p[3].parse().unwrap());
+        }
+    }
+    let largest = pkts.iter().map(|p| p[1].parse::<u32>().unwrap()).max().unwrap();
+    assert_eq!(largest, 1514, "{c:?}: the DF ping at the tunnel MTU is one full 1500-byte outer packet");
+    if c.seq {
+        for (side, s) in seqs.iter().enumerate() {
+            assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "{c:?}: side {side}: {s:?}");
+        }
+        let start = |src: &str| first.iter().find(|p| p[0] == src).map(|p| p[1].clone());
+        assert_eq!(start("198.18.0.10").as_deref(), Some("1"), "{c:?}: xgre numbers from 1: {first:?}");
+        assert_eq!(start("198.18.0.20").as_deref(), Some("0"), "{c:?}: Linux numbers from 0: {first:?}");
+    }
+    transfers(a, vm, c);
+    let s = status(a);
+    assert!(drops(&s).is_empty(), "{c:?}: xgre dropped {:?}", drops(&s));
+    if c.seq {
+        assert_eq!(s["tunnels"][0]["peers"][0]["reorder"]["out_of_order"], 0, "{c:?}");
+    }
+    // Linux counts bad checksums and out-of-order numbers as rx errors.
+    assert_eq!(guest_stat(vm, "rx_errors"), 0, "{c:?}: Linux refused some of xgre's packets");
+}
+
+/// 2 MiB each way over TCP, hashed at both ends (busybox nc in the guest).
+fn transfers(a: &Host, vm: &mut LinuxVm, c: Case) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transfer.py");
+    vm.start("nc -l -p 5001 | sha256sum");
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = a.run(&format!("timeout 90 /usr/bin/python3 {script} send 198.19.100.2 5001 2"));
+    let got = vm.finish(Duration::from_secs(90));
+    assert_eq!(got.split_whitespace().next(), sent.split_whitespace().nth(1), "{c:?}: xgre -> Linux");
+    let mut server = a.spawn(&format!("timeout 90 /usr/bin/python3 {script} recv 198.19.100.1 5002"));
+    let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let sent = vm.sh("dd if=/dev/urandom of=/tmp/d bs=1024 count=2048 2>/dev/null && sha256sum /tmp/d && nc 198.19.100.1 5002 < /tmp/d");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = server.wait();
+    assert_eq!(line.split_whitespace().nth(1), sent.split_whitespace().next(), "{c:?}: Linux -> xgre: {line} / {sent}");
+}
+
+#[test]
+fn gre_and_gretap_interoperate_with_linux_ip_gre() {
+    let _s = serial();
+    let (t, mut vm) = topo("lx", false);
+    for tap in [false, true] {
+        for (key, csum, seq) in [(None, false, false), (Some(42), false, false), (Some(42), true, true)] {
+            exercise(&t, &mut vm, Case { tap, key, csum, seq });
+        }
+    }
+}
+
+#[test]
+fn linux_leaves_its_gre_checksum_to_the_nic_and_xgre_takes_it() {
+    // With checksum offload on the guest's NIC, Linux's ip_gre sends its
+    // GRE checksum unfilled (CHECKSUM_PARTIAL, for the device to fill), and
+    // the tap hands xgre the frame that way: the kernel counts it as good,
+    // and so must xgre. The same holds for xgre's own inner TCP checksums
+    // going the other way.
+    let _s = serial();
+    let (t, mut vm) = topo("lo", true);
+    for tap in [true, false] {
+        let c = Case { tap, key: Some(42), csum: true, seq: true };
+        let a = &t.hosts[0];
+        let _ = a.xgre(Enter::Nsenter, "down gre0");
+        let ca = t.write("a.toml", &xgre_config(c));
+        a.xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+        linux_tunnel(&mut vm, c, a.mtu("gre0"));
+        let ok = (0..20).any(|_| a.shell("ping -c 1 -W 2 198.19.100.2 >/dev/null && echo ok || true").contains("ok"));
+        assert!(ok, "{c:?}: no ping crossed the tunnel; xgre:\n{}", a.xgre_ok(Enter::Nsenter, "status"));
+        transfers(a, &mut vm, c);
+        let s = status(a);
+        assert!(drops(&s).is_empty(), "{c:?}: xgre dropped {:?}", drops(&s));
+        assert_eq!(guest_stat(&mut vm, "rx_errors"), 0, "{c:?}: Linux refused some of xgre's packets");
+    }
+}
+
+#[test]
+fn keepalives_with_linux_come_back_only_where_it_routes_them() {
+    // Linux reflects a Cisco keepalive only if it may route a packet whose
+    // source is its own address back out: accept_local on the tunnel and
+    // forwarding. By default it does not, and `auto` keeps the path.
+    let _s = serial();
+    let (mut t, mut vm) = topo("lk", false);
+    let c = Case { tap: false, key: Some(42), csum: false, seq: false };
+    let ca = t.write("a.toml", &xgre_config(c));
+    let mut child = t.hosts[0].spawn(&format!("{XGRE} run -c {ca}"));
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert!(line.contains("watching"), "{line}");
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    t.keep(child);
+    let a = &t.hosts[0];
+    linux_tunnel(&mut vm, c, a.mtu("gre0"));
+    let path = |h: &Host| status(h)["tunnels"][0]["peers"][0]["paths"][0].clone();
+    std::thread::sleep(Duration::from_millis(1000));
+    let p = path(a);
+    assert_eq!((p["up"].as_bool(), p["counters"]["keepalive_replies"].as_u64()), (Some(true), Some(0)), "default Linux: {p}");
+    let ping = a.run("ping -c 3 -i 0.2 -W 3 198.19.100.2");
+    assert!(ping.contains("3 received"), "{ping}");
+    vm.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.g1.rp_filter=0 net.ipv4.conf.g1.accept_local=1");
+    std::thread::sleep(Duration::from_millis(1000));
+    let p = path(a);
+    assert_eq!(p["up"], true, "{p}");
+    assert!(p["counters"]["keepalive_replies"].as_u64().unwrap() >= 5, "Linux with accept_local and forwarding reflects: {p}");
+}

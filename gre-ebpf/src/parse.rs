@@ -185,6 +185,12 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if !ok {
         return Err(DropReason::UnknownProto);
     }
+    // An IP payload shorter than its own header is no packet: dropped, not
+    // handed to the tunnel device to be thrown away there uncounted.
+    let min = if proto == GreHdr::PROTO_IPV6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN };
+    if rx.tunnel.mode == MODE_GRE && rx.inner_len < min {
+        return Err(DropReason::Truncated);
+    }
     Ok(Verdict::Decap(rx))
 }
 
@@ -229,7 +235,11 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
     }
     // RFC 1122 3.2.1.2: a datagram whose header checksum fails is
     // discarded. Options, when there are any, are summed from the packet.
+    // sum_bytes sums in native order (bpf_csum_diff), the fixed header is
+    // summed big-endian: a one's complement sum in the other order is the
+    // same sum byte-swapped.
     let opts = if ihl > Ipv4Hdr::LEN { csum::sum_bytes(pkt, at + Ipv4Hdr::LEN, ihl - Ipv4Hdr::LEN)? } else { 0 };
+    let opts = u16::from_be_bytes(opts.to_ne_bytes());
     if csum::fold(csum::ipv4_words(&ip) + opts as u64) != 0xffff {
         return Err(DropReason::BadIpChecksum);
     }

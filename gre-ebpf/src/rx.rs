@@ -33,10 +33,12 @@ const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever
-/// sent it. The inner packet is of the outer one's family (Cisco format).
+/// sent it. The inner packet is of the outer one's family (Cisco format),
+/// so its EtherType is the GRE protocol type (not the frame's: a
+/// priority-tagged frame has the tag's there).
 #[inline(always)]
-fn reflect_eth(outer: &EthHdr) -> EthHdr {
-    EthHdr { dst_addr: outer.src_addr, src_addr: outer.dst_addr, ether_type: outer.ether_type }
+fn reflect_eth(outer: &EthHdr, rx: &Rx) -> EthHdr {
+    EthHdr { dst_addr: outer.src_addr, src_addr: outer.dst_addr, ether_type: rx.inner_proto.to_be() }
 }
 
 /// Count a decapsulated packet, note its sequence number and, for gretap,
@@ -89,7 +91,7 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         return Err(DropReason::Truncated);
     }
     if reflect {
-        unsafe { (data as *mut EthHdr).write_unaligned(reflect_eth(&outer)) };
+        unsafe { (data as *mut EthHdr).write_unaligned(reflect_eth(&outer, &rx)) };
         keepalive_reflected(rx.path.peer_id, rx.path.path);
     } else {
         if !tap {
@@ -200,7 +202,7 @@ fn decap_flags(inner_proto: u16) -> u64 {
 fn reflect_tc(ctx: &TcContext, rx: &Rx) -> Result<i32, DropReason> {
     let outer: EthHdr = ctx.read(0)?;
     ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, 0).map_err(|_| DropReason::HelperFailed)?;
-    ctx.store(0, &reflect_eth(&outer), 0).map_err(|_| DropReason::HelperFailed)?;
+    ctx.store(0, &reflect_eth(&outer, rx), 0).map_err(|_| DropReason::HelperFailed)?;
     keepalive_reflected(rx.path.peer_id, rx.path.path);
     let r = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
     Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })

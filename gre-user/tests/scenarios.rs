@@ -366,7 +366,7 @@ fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
     // A receiver at site B joins 239.0.0.10; a source at site A sends 200
     // 1000-byte datagrams to it.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
-    let mut recv = t.hosts[rcv].spawn(&format!("timeout 40 /usr/bin/python3 {script} recv 239.0.0.10 1234 198.19.20.2 20"));
+    let recv = t.hosts[rcv].spawn(&format!("timeout 40 /usr/bin/python3 {script} recv 239.0.0.10 1234 198.19.20.2 20"));
     std::thread::sleep(Duration::from_secs(2));
     let sent = t.hosts[src].run(&format!("timeout 40 /usr/bin/python3 {script} send 239.0.0.10 1234 198.19.10.2 200"));
     let out = {

@@ -6,6 +6,7 @@
 mod bench;
 mod control;
 mod demo;
+mod fuzz;
 mod guest;
 mod net;
 mod overlay;
@@ -43,6 +44,12 @@ enum Cmd {
         /// Extra arguments for `cargo test` (a test name filter, ...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Run one `cargo fuzz` target of the parsers (config, map_edit).
+    Fuzz {
+        target: String,
+        #[arg(long, default_value_t = 300)]
+        seconds: u32,
     },
     /// Benchmarks.
     Bench {
@@ -85,12 +92,20 @@ fn main() -> ExitCode {
         }),
         Cmd::Demo => setup::setup().and_then(|_| demo::demo()),
         Cmd::Test { args } => setup::setup().and_then(|_| {
-            step("running the tests (unit, BPF_PROG_RUN packet tests, namespace tests)");
-            run(Command::new(env!("CARGO"))
+            step("running the tests (unit, BPF_PROG_RUN packet tests, fuzzing against a model, namespace and interop tests)");
+            let tests = run(Command::new(env!("CARGO"))
                 .args(["test", "--workspace", "--no-fail-fast"])
                 .args(&args)
-                .current_dir(workspace_root()))
+                .current_dir(workspace_root()));
+            // A filtered run is someone looking at a few tests: no fuzzing.
+            if args.is_empty() {
+                for t in fuzz::TARGETS {
+                    fuzz::fuzz(t, 20)?;
+                }
+            }
+            tests
         }),
+        Cmd::Fuzz { target, seconds } => setup::setup().and_then(|_| fuzz::fuzz(&target, seconds)),
         Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(which)),
     };
     match r {

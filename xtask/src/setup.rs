@@ -41,6 +41,7 @@ fn output(cmd: &mut Command) -> Option<String> {
 pub fn setup() -> Result<()> {
     rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     debian_packages()?;
     crate::guest::guest()
 }
@@ -101,6 +102,18 @@ fn bpf_linker() -> Result<()> {
         .env("LLVM_PREFIX", &prefix))
     .context("installing bpf-linker")?;
     Ok(())
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz, for the parsers' fuzz targets (`cargo xtask test` runs them
+/// briefly).
+fn cargo_fuzz() -> Result<()> {
+    if output(Command::new("cargo").args(["fuzz", "--version"])).is_some_and(|v| v.contains(CARGO_FUZZ_VERSION)) {
+        return Ok(());
+    }
+    step(&format!("installing cargo-fuzz {CARGO_FUZZ_VERSION}; takes a minute"));
+    run(Command::new("cargo").args(["+stable", "install", &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"), "--locked"]))
 }
 
 fn installed(pkg: &str) -> bool {

@@ -3,8 +3,10 @@
 //! traffic leaves the namespaces.
 #![allow(dead_code)]
 
+pub mod bpf;
 pub mod linux_vm;
 pub mod ovs;
+pub mod rx_model;
 
 use std::{
     io::{BufRead, BufReader},

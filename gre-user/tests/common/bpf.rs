@@ -1,0 +1,322 @@
+//! The compiled datapath under BPF_PROG_RUN: a fresh copy per test (so
+//! tests share no map state), the test's view of its maps, and frame
+//! builders written here by hand, byte by byte.
+
+use std::{collections::BTreeMap, io::Write, process::{Command, Stdio}};
+
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray},
+    programs::{SchedClassifier, TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use gre_common::{names::*, *};
+use gre_user::datapath::OBJECT;
+
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+pub const TC_ACT_REDIRECT: u32 = 7;
+pub const XDP_DROP: u32 = 1;
+pub const XDP_PASS: u32 = 2;
+
+/// The tunnel device as the programs see it in a test run: `lo`, the only
+/// device BPF_PROG_RUN can put an skb on without creating one.
+pub const TUN: u32 = 1;
+pub const HIDDEN: u32 = 77;
+pub const LINK: u32 = 55;
+pub const TUN_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+pub const LOCAL: [u8; 4] = [198, 18, 0, 10];
+pub const REMOTE: [u8; 4] = [198, 18, 0, 20];
+pub const LINK_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x10];
+pub const PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x20];
+pub const INNER_SRC: [u8; 4] = [198, 19, 100, 1];
+pub const INNER_DST: [u8; 4] = [198, 19, 100, 2];
+pub const INNER6_SRC: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0x99, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const INNER6_DST: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+
+/// An IPv6 packet (UDP payload, checksum not needed here) with traffic class `tc`.
+pub fn ipv6(src: [u8; 16], dst: [u8; 16], tc: u8, payload: &[u8]) -> Vec<u8> {
+    let mut h = vec![0x60 | (tc >> 4), tc << 4, 0, 0];
+    h.extend((payload.len() as u16).to_be_bytes());
+    h.extend([17, 64]);
+    h.extend(src);
+    h.extend(dst);
+    h.extend(payload);
+    h
+}
+
+pub struct Dp {
+    pub ebpf: Ebpf,
+}
+
+pub fn sum16(b: &[u8]) -> u16 {
+    let mut s: u32 = 0;
+    for c in b.chunks(2) {
+        s += u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]) as u32;
+    }
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+/// An IPv4 packet with a correct header checksum.
+pub fn ipv4(src: [u8; 4], dst: [u8; 4], proto: u8, tos: u8, frags: u16, payload: &[u8]) -> Vec<u8> {
+    let len = 20 + payload.len();
+    let mut h = vec![0x45, tos];
+    h.extend((len as u16).to_be_bytes());
+    h.extend([0, 0]);
+    h.extend(frags.to_be_bytes());
+    h.extend([64, proto, 0, 0]);
+    h.extend(src);
+    h.extend(dst);
+    let c = sum16(&h);
+    h[10..12].copy_from_slice(&c.to_be_bytes());
+    h.extend(payload);
+    h
+}
+
+/// An ICMP echo request from INNER_SRC to INNER_DST with `n` payload bytes.
+pub fn inner_packet(n: usize, tos: u8) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1];
+    icmp.extend((0..n).map(|i| (i * 7 + 3) as u8));
+    let c = sum16(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4(INNER_SRC, INNER_DST, 1, tos, 0, &icmp)
+}
+
+pub fn eth(dst: [u8; 6], src: [u8; 6], ty: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = dst.to_vec();
+    f.extend(src);
+    f.extend(ty.to_be_bytes());
+    f.extend(payload);
+    f
+}
+
+#[derive(Default, Clone, Copy)]
+pub struct Gre {
+    pub flags: u16,
+    pub proto: u16,
+    pub csum: bool,
+    pub key: Option<u32>,
+    pub seq: Option<u32>,
+}
+
+/// GRE header + payload, hand-built; the checksum covers both.
+pub fn gre(g: Gre, payload: &[u8]) -> Vec<u8> {
+    let mut flags = g.flags;
+    if g.csum {
+        flags |= 0x8000;
+    }
+    if g.key.is_some() {
+        flags |= 0x2000;
+    }
+    if g.seq.is_some() {
+        flags |= 0x1000;
+    }
+    let mut h = flags.to_be_bytes().to_vec();
+    h.extend(g.proto.to_be_bytes());
+    if g.csum {
+        h.extend([0, 0, 0, 0]);
+    }
+    if let Some(k) = g.key {
+        h.extend(k.to_be_bytes());
+    }
+    if let Some(s) = g.seq {
+        h.extend(s.to_be_bytes());
+    }
+    h.extend(payload);
+    if g.csum {
+        let c = sum16(&h);
+        h[4..6].copy_from_slice(&c.to_be_bytes());
+    }
+    h
+}
+
+/// A GRE frame as a peer would send it to us.
+pub fn gre_frame(src: [u8; 4], dst: [u8; 4], frags: u16, g: Gre, inner: &[u8]) -> Vec<u8> {
+    eth(LINK_MAC, PEER_MAC, 0x0800, &ipv4(src, dst, 47, 0, frags, &gre(g, inner)))
+}
+
+/// `__sk_buff` for BPF_PROG_RUN: only the fields the kernel lets us set.
+pub fn skb_ctx(ifindex: u32, gso_segs: u32) -> Vec<u8> {
+    skb_ctx_from(ifindex, gso_segs, 0)
+}
+
+/// ... and the device the packet came in on (`ingress_ifindex`).
+pub fn skb_ctx_from(ifindex: u32, gso_segs: u32, ingress: u32) -> Vec<u8> {
+    let mut c = vec![0u8; 192];
+    c[36..40].copy_from_slice(&ingress.to_ne_bytes());
+    c[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+    c[164..168].copy_from_slice(&gso_segs.to_ne_bytes());
+    c
+}
+
+impl Dp {
+    pub fn new() -> Dp {
+        let mut ebpf = Ebpf::load(OBJECT).expect("loading the compiled datapath (are we root?)");
+        for name in [PROG_TX, PROG_RX_TC, PROG_RX_HANDOFF] {
+            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
+        }
+        for name in [PROG_RX_XDP, PROG_TUN_NAPI] {
+            let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
+        }
+        Dp { ebpf }
+    }
+
+    pub fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
+        self.ebpf.map_mut(name).unwrap().try_into().unwrap()
+    }
+
+    pub fn tunnel(&mut self, key: Option<u32>, flags: u32) {
+        self.tunnel_mode(MODE_GRE, key, flags);
+    }
+
+    /// A tunnel of `mode`; with `TUN_NVGRE` in `flags`, `key` is the VSID.
+    pub fn tunnel_mode(&mut self, mode: u32, key: Option<u32>, flags: u32) {
+        let nvgre = flags & TUN_NVGRE != 0;
+        let key = if nvgre { key.map(|v| v << 8) } else { key };
+        let mut f = flags;
+        if key.is_some() {
+            f |= TUN_KEY;
+        }
+        let t = Tunnel {
+            ifindex: TUN,
+            peer_ifindex: HIDDEN,
+            mode,
+            flags: if nvgre { f & !TUN_KEY } else { f },
+            key: key.unwrap_or(0),
+            mac: TUN_MAC,
+            ..Default::default()
+        };
+        self.hash::<u32, Tunnel>(MAP_TUNNELS).insert(TUN, t, 0).unwrap();
+        let has_key = if nvgre { KEY_NVGRE } else { key.is_some() as u32 };
+        let k = KeyLookup { key: key.unwrap_or(0), has_key };
+        self.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY).insert(k, TUN, 0).unwrap();
+        // BPF_PROG_RUN delivers on lo (ifindex 1): that is "our link" here.
+        let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
+        self.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(v4_mapped(LOCAL), l, 0).unwrap();
+    }
+
+    /// A peer with one path per weight, remote addresses REMOTE, .21, .22 ...
+    pub fn peer(&mut self, id: u32, weights: &[u32]) {
+        let mut p = Peer { id, tunnel_ifindex: TUN, npaths: weights.len() as u32, ..Default::default() };
+        for (j, &w) in weights.iter().enumerate() {
+            let mut remote = REMOTE;
+            remote[3] += j as u8;
+            let mut dst_mac = PEER_MAC;
+            dst_mac[5] += j as u8;
+            p.paths[j] = Path {
+                ifindex: LINK + j as u32,
+                flags: PATH_UP,
+                local: v4_mapped(LOCAL),
+                remote: v4_mapped(remote),
+                src_mac: LINK_MAC,
+                dst_mac,
+                weight: w,
+            };
+            let rx = RxKey { tunnel_ifindex: TUN, remote: v4_mapped(remote), local: v4_mapped(LOCAL) };
+            self.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: id, path: j as u32 }, 0).unwrap();
+        }
+        self.hash::<u32, Peer>(MAP_PEERS).insert(id, p, 0).unwrap();
+        let mut routes: LpmTrie<&mut MapData, Route4, u32> = self.ebpf.map_mut(MAP_ROUTES4).unwrap().try_into().unwrap();
+        let key = Key::new(64, Route4 { tunnel: TUN.to_be_bytes(), addr: INNER_DST });
+        routes.insert(&key, id, 0).unwrap();
+        let mut routes6: LpmTrie<&mut MapData, Route6, u32> = self.ebpf.map_mut(MAP_ROUTES6).unwrap().try_into().unwrap();
+        // 2001:db8:100::/64 to this peer.
+        let key = Key::new(32 + 64, Route6 { tunnel: TUN.to_be_bytes(), addr: INNER6_DST });
+        routes6.insert(&key, id, 0).unwrap();
+    }
+
+    pub fn run(&self, prog: &str, data: &[u8], ctx: Option<&[u8]>) -> (u32, Vec<u8>) {
+        self.try_run(prog, data, ctx).unwrap_or_else(|e| panic!("BPF_PROG_RUN of {prog}: {e}"))
+    }
+
+    /// `run`, or why BPF_PROG_RUN refused the frame.
+    pub fn try_run(&self, prog: &str, data: &[u8], ctx: Option<&[u8]>) -> Result<(u32, Vec<u8>), String> {
+        let mut out = vec![0u8; data.len() + 256];
+        let mut ctx_out = vec![0u8; 192];
+        let opts = TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut out),
+            ctx_in: ctx,
+            ctx_out: ctx.map(|_| &mut ctx_out[..]),
+            ..Default::default()
+        };
+        let prog_ref = self.ebpf.program(prog).unwrap();
+        let r = match prog {
+            PROG_RX_XDP | PROG_TUN_NAPI => <&Xdp>::try_from(prog_ref).unwrap().test_run(opts),
+            _ => <&SchedClassifier>::try_from(prog_ref).unwrap().test_run(opts),
+        }
+        .map_err(|e| format!("{e:?}"))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    pub fn tx(&self, frame: &[u8], gso_segs: u32) -> (u32, Vec<u8>) {
+        self.run(PROG_TX, frame, Some(&skb_ctx(TUN, gso_segs)))
+    }
+
+    /// Teach the forwarding table that `mac` lives behind `peer`, now.
+    pub fn learn(&mut self, mac: [u8; 6], peer: u32) {
+        let now = boot_ns();
+        self.hash::<FdbKey, FdbEntry>(MAP_FDB).insert(FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0).unwrap();
+    }
+
+    pub fn fdb(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
+        self.hash::<FdbKey, FdbEntry>(MAP_FDB).get(&FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, 0).ok()
+    }
+
+    pub fn drops(&self) -> BTreeMap<&'static str, u64> {
+        let m: PerCpuArray<&MapData, u64> = self.ebpf.map(MAP_DROPS).unwrap().try_into().unwrap();
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), m.get(&(*r as u32), 0).unwrap().iter().sum()))
+            .filter(|(_, v)| *v > 0)
+            .collect()
+    }
+
+    pub fn path_stats(&self, peer: u32, path: u32) -> PathStats {
+        let m: PerCpuArray<&MapData, PathStats> = self.ebpf.map(MAP_PATH_STATS).unwrap().try_into().unwrap();
+        m.get(&path_slot(peer, path), 0).unwrap().iter().fold(PathStats::default(), |mut a, s| {
+            a.tx_packets += s.tx_packets;
+            a.tx_bytes += s.tx_bytes;
+            a.rx_packets += s.rx_packets;
+            a.rx_bytes += s.rx_bytes;
+            a.keepalive_replies += s.keepalive_replies;
+            a.keepalives_reflected += s.keepalives_reflected;
+            a
+        })
+    }
+}
+
+/// Frames the tunnel device hands the transmit program: Ethernet + inner IP.
+pub fn tunnel_frame(inner: &[u8]) -> Vec<u8> {
+    eth(TUN_MAC, TUN_MAC, 0x0800, inner)
+}
+
+pub fn scapy_reference(specs: serde_json::Value) -> Vec<Vec<u8>> {
+    let mut child = Command::new("/usr/bin/python3")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gre_ref.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("running /usr/bin/python3 (scapy; `cargo xtask setup` installs python3-scapy)");
+    child.stdin.take().unwrap().write_all(specs.to_string().as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "gre_ref.py failed");
+    let hex: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    hex.iter().map(|h| (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()).collect()
+}
+
+/// CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns reads.
+pub fn boot_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn hexdump(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join("")
+}

@@ -27,8 +27,8 @@ pub struct Env {
     pub key: u32,
     pub local4: [u8; 4],
     pub remote4: [u8; 4],
-    pub local6: [u8; 16],
-    pub remote6: [u8; 16],
+    /// The link's IPv6 address and the peer's, if the link has one.
+    pub v6: Option<([u8; 16], [u8; 16])>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -124,7 +124,8 @@ pub fn model(env: &Env, hook: Hook, f: &[u8]) -> Want {
             }
             let ip = &f[l2..];
             let dst: [u8; 16] = ip[24..40].try_into().unwrap();
-            if ip[0] >> 4 != 6 || ip[6] != 47 || !(to_us && (dst == env.local6 || dst == mapped(env.local4))) {
+            let ours = env.v6.is_some_and(|(l, _)| l == dst) || dst == mapped(env.local4);
+            if ip[0] >> 4 != 6 || ip[6] != 47 || !(to_us && ours) {
                 return Want::Pass;
             }
             if is_mapped(&ip[8..24]) || is_mapped(&dst) {
@@ -162,7 +163,7 @@ pub fn model(env: &Env, hook: Hook, f: &[u8]) -> Want {
     if !k || u32::from_be_bytes(g[key_at..key_at + 4].try_into().unwrap()) != env.key {
         return Want::Drop("key_mismatch");
     }
-    let known = if v4 { src == mapped(env.remote4) && local == mapped(env.local4) } else { src == env.remote6 && local == env.local6 };
+    let known = if v4 { src == mapped(env.remote4) && local == mapped(env.local4) } else { env.v6 == Some((local, src)) };
     if !known {
         return Want::Drop("unknown_peer");
     }

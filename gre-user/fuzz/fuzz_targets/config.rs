@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
             let back = Config::parse(&c.to_toml(), "back.toml").expect("a config xgre wrote back parses");
             assert_eq!(back.fingerprint(), c.fingerprint(), "written back, the config changed");
         }
-        Err(e) => assert!(e.to_string().starts_with("fuzz.toml: "), "an error that does not name the file: {e}"),
+        Err(e) => assert!(e.to_string().starts_with("fuzz.toml:"), "an error that does not name the file: {e}"),
     }
 });

@@ -34,13 +34,10 @@ fn main() {
     for k in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
         cmd.env_remove(k);
     }
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!("cannot run `rustup run nightly cargo`: {e}; run `cargo xtask setup` first")
-    });
+    let status = cmd.status().unwrap_or_else(|e| panic!("cannot run `rustup run nightly cargo`: {e}; run `cargo xtask setup` first"));
     if !status.success() {
         panic!("building gre-ebpf failed ({status}); `cargo xtask setup` installs the nightly rust-src component and bpf-linker");
     }
     let obj = target_dir.join("bpfel-unknown-none/release/gre");
-    fs::copy(&obj, out.join("xgre.bpf.o"))
-        .unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
+    fs::copy(&obj, out.join("xgre.bpf.o")).unwrap_or_else(|e| panic!("copy {}: {e}", obj.display()));
 }

@@ -5,9 +5,8 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH,
-        BPF_F_ADJ_ROOM_ENCAP_L3_IPV4, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE,
-        BPF_F_ADJ_ROOM_FIXED_GSO,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
+        BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
     helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
@@ -47,7 +46,11 @@ pub struct Fields {
 /// Bytes of outer IP header: the tunnel's links are all of one family.
 #[inline(always)]
 fn ip_len(f: &Fields) -> usize {
-    if f.flags & TUN_UNDERLAY6 != 0 { OUTER_V6 } else { OUTER_V4 }
+    if f.flags & TUN_UNDERLAY6 != 0 {
+        OUTER_V6
+    } else {
+        OUTER_V4
+    }
 }
 
 /// The room made for the outer headers.

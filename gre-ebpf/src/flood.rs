@@ -89,7 +89,16 @@ extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
 /// caller's to consume. A copy with no path up is counted as `no_path`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn replicate(ctx: &TcContext, tunnel_ifindex: u32, list: &FloodList, skip: u32, fields: Fields, room: Room, inner_len: u64, segs: u64) -> Result<bool, DropReason> {
+pub fn replicate(
+    ctx: &TcContext,
+    tunnel_ifindex: u32,
+    list: &FloodList,
+    skip: u32,
+    fields: Fields,
+    room: Room,
+    inner_len: u64,
+    segs: u64,
+) -> Result<bool, DropReason> {
     let mut s = Copies {
         ctx: ctx.skb.skb,
         list: list as *const FloodList,

@@ -22,12 +22,12 @@ mod reorder;
 mod rx;
 mod tx;
 
-use aya_log_ebpf::debug;
 use aya_ebpf::{
     bindings::{xdp_action, TC_ACT_SHOT},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use aya_log_ebpf::debug;
 
 use crate::counters::count_drop;
 

@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use gre_common::{
-    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, Peer, PathStats, ReorderStats,
-    Route4, Route6, RxKey, RxPath, Tunnel, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, PathStats, Peer,
+    ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::csum::Scratch;
@@ -34,8 +34,7 @@ pub static ROUTES4: LpmTrie<Route4, u32> = LpmTrie::with_max_entries(MAX_ROUTES,
 pub static ROUTES6: LpmTrie<Route6, u32> = LpmTrie::with_max_entries(MAX_ROUTES, BPF_F_NO_PREALLOC);
 
 #[map(name = "XGRE_RX_PATHS")]
-pub static RX_PATHS: HashMap<RxKey, RxPath> =
-    HashMap::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+pub static RX_PATHS: HashMap<RxKey, RxPath> = HashMap::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
 
 /// Outer addresses of our links: GRE to anything else is not ours.
 #[map(name = "XGRE_LOCAL")]
@@ -44,12 +43,10 @@ pub static LOCAL_ADDRS: HashMap<[u8; 16], LocalAddr> = HashMap::with_max_entries
 /// Bookkeeping for the loader only; the programs never read it, but keeping
 /// it referenced ties its lifetime to theirs.
 #[map(name = "XGRE_LINK_USERS")]
-pub static LINK_USERS: HashMap<LinkUseKey, LinkUse> =
-    HashMap::with_max_entries(MAX_LINKS * MAX_TUNNELS, 0);
+pub static LINK_USERS: HashMap<LinkUseKey, LinkUse> = HashMap::with_max_entries(MAX_LINKS * MAX_TUNNELS, 0);
 
 #[map(name = "XGRE_PATH_STATS")]
-pub static PATH_STATS: PerCpuArray<PathStats> =
-    PerCpuArray::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+pub static PATH_STATS: PerCpuArray<PathStats> = PerCpuArray::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
 
 #[map(name = "XGRE_DROPS")]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS as u32, 0);
@@ -58,7 +55,6 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_SLOTS as
 /// numbers are unique (atomic add).
 #[map(name = "XGRE_TX_SEQ")]
 pub static TX_SEQ: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
-
 
 #[map(name = "XGRE_SCRATCH")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);

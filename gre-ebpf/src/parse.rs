@@ -3,8 +3,7 @@
 //! receive programs.
 
 use gre_common::{
-    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
+    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
 };
 use network_types::{
     eth::EthHdr,

@@ -12,8 +12,8 @@
 
 use aya_ebpf::{
     bindings::{
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6, BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS,
-        TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
     helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
@@ -61,11 +61,7 @@ fn delivered<P: Packet>(pkt: &P, rx: &Rx, packets: u64) {
 /// tunnel device so the stack takes it as its own.
 #[inline(always)]
 fn inner_eth(rx: &Rx, outer: &EthHdr) -> EthHdr {
-    EthHdr {
-        dst_addr: rx.tunnel.mac,
-        src_addr: outer.src_addr,
-        ether_type: rx.inner_proto.to_be(),
-    }
+    EthHdr { dst_addr: rx.tunnel.mac, src_addr: outer.src_addr, ether_type: rx.inner_proto.to_be() }
 }
 
 pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
@@ -174,8 +170,7 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         ctx.adjust_room(-shrink, BPF_ADJ_ROOM_MAC, flags).map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner, 0).map_err(|_| DropReason::HelperFailed)?;
     } else {
-        ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, decap_flags(rx.inner_proto))
-            .map_err(|_| DropReason::HelperFailed)?;
+        ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, decap_flags(rx.inner_proto)).map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
     delivered(ctx, &rx, segs as u64);

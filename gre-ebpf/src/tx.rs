@@ -4,15 +4,15 @@
 //! replicated.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_STOLEN, __sk_buff},
+    bindings::{__sk_buff, TC_ACT_SHOT, TC_ACT_STOLEN},
     helpers::generated::{bpf_get_hash_recalc, bpf_redirect},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{
-    v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+    v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_CSUM,
+    TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,

@@ -5,13 +5,7 @@
 //! everything that needs more than one field. Every error names the file,
 //! the field and the reason.
 
-use std::{
-    collections::HashSet,
-    fmt,
-    hash::Hash,
-    net::IpAddr,
-    path::Path,
-};
+use std::{collections::HashSet, fmt, hash::Hash, net::IpAddr, path::Path};
 
 use gre_common::MAX_PATHS;
 use ipnet::IpNet;
@@ -241,8 +235,7 @@ impl std::str::FromStr for Mac {
             if p.len() != 2 {
                 return Err(format!("`{s}` is not a MAC address (want six hex pairs like 02:00:00:00:00:20)"));
             }
-            m[i] = u8::from_str_radix(p, 16)
-                .map_err(|_| format!("`{s}` is not a MAC address (`{p}` is not hex)"))?;
+            m[i] = u8::from_str_radix(p, 16).map_err(|_| format!("`{s}` is not a MAC address (`{p}` is not hex)"))?;
         }
         Ok(Mac(m))
     }
@@ -492,7 +485,14 @@ impl Config {
     /// Check one peer against its own rules and against every other peer
     /// (`others` holds their names, routes and paths). Used for the whole
     /// file and, for a live edit, for the one peer it changes.
-    pub fn validate_peer(&self, file: &str, i: usize, p: &PeerConfig, addrs: &HashSet<IpAddr>, others: &PeerIndex) -> Result<(), ConfigError> {
+    pub fn validate_peer(
+        &self,
+        file: &str,
+        i: usize,
+        p: &PeerConfig,
+        addrs: &HashSet<IpAddr>,
+        others: &PeerIndex,
+    ) -> Result<(), ConfigError> {
         let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
         if p.name.is_empty() || p.name.len() > 31 {
             return Err(err(format!("peer[{i}].name"), "must be 1 to 31 characters".into()));
@@ -552,7 +552,10 @@ impl Config {
             }
             let pair = (path.link.clone(), path.remote);
             if others.pairs.contains(&pair) || !own_pairs.insert(pair) {
-                return Err(err(f("remote"), format!("{} over link {} is already a path (of this or another peer)", path.remote, path.link)));
+                return Err(err(
+                    f("remote"),
+                    format!("{} over link {} is already a path (of this or another peer)", path.remote, path.link),
+                ));
             }
         }
         Ok(())
@@ -626,10 +629,7 @@ fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
     let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
     let msg = e.message().to_string();
     // serde reports the failing path only in the message; the span tells the line.
-    let mut field = e
-        .span()
-        .and_then(|s| field_at(text, s.start))
-        .unwrap_or_else(|| "-".into());
+    let mut field = e.span().and_then(|s| field_at(text, s.start)).unwrap_or_else(|| "-".into());
     // For an unknown key the span covers its table; the key is in the text.
     if let Some(k) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
         if !field.ends_with(k) {
@@ -667,7 +667,6 @@ fn field_at(text: &str, pos: usize) -> Option<String> {
         None => None,
     }
 }
-
 
 /// The first 8 bytes of the SHA-256 of a canonical config text, as a
 /// big-endian number.
@@ -767,7 +766,11 @@ weight = 1
         std::io::Write::write_all(&mut child.stdin.take().unwrap(), c.to_toml().as_bytes()).unwrap();
         let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
         assert_eq!(format!("{:016x}", c.fingerprint()), out[..16]);
-        assert_eq!(c.fingerprint(), PINNED, "the fingerprint of an unchanged config changed: a running tunnel would be taken for a new one");
+        assert_eq!(
+            c.fingerprint(),
+            PINNED,
+            "the fingerprint of an unchanged config changed: a running tunnel would be taken for a new one"
+        );
     }
 
     #[track_caller]
@@ -786,14 +789,23 @@ weight = 1
         let tap = |s: &str| s.replace("mode = \"gre\"", "mode = \"gretap\"");
         expect(bad(|s| tap(s).replace("key = 42", "vsid = 5000\nkey = 1")), "tunnel.vsid", "not both");
         expect(bad(|s| tap(s).replace("key = 42", "vsid = 4095")), "tunnel.vsid", "4096");
-        expect(bad(|s| tap(s).replace("key = 42", "vsid = 5000").replace("sequence = false", "sequence = true")), "tunnel.vsid", "RFC 7637");
+        expect(
+            bad(|s| tap(s).replace("key = 42", "vsid = 5000").replace("sequence = false", "sequence = true")),
+            "tunnel.vsid",
+            "RFC 7637",
+        );
         let group = |addr: &str, peer: &str| format!("{GOOD}[[group]]\naddress = \"{addr}\"\npeers = [\"{peer}\"]\n");
         expect(Config::parse(&group("198.19.0.1", "site2"), "t.toml").unwrap_err(), "group[0].address", "not a multicast");
         expect(Config::parse(&group("239.0.0.10", "nobody"), "t.toml").unwrap_err(), "group[0].peers[0]", "not a [[peer]]");
         expect(Config::parse(&tap(&group("239.0.0.10", "site2")), "t.toml").unwrap_err(), "group[0]", "gre` mode");
         Config::parse(&group("239.0.0.10", "site2"), "t.toml").expect("a group naming a peer");
         Config::parse(&group("ff0e::10", "site2"), "t.toml").expect("an IPv6 group");
-        let macs = |s: &str, list: &str| s.replace("weight = 1\n", &format!("weight = 1\n[[peer]]\nname = \"x\"\nmacs = [{list}]\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n"));
+        let macs = |s: &str, list: &str| {
+            s.replace(
+                "weight = 1\n",
+                &format!("weight = 1\n[[peer]]\nname = \"x\"\nmacs = [{list}]\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n"),
+            )
+        };
         expect(bad(|s| macs(s, "\"02:00:00:00:00:01\"")), "peer[1].macs[0]", "gretap");
         expect(bad(|s| macs(&tap(s), "\"01:00:00:00:00:01\"")), "peer[1].macs[0]", "unicast");
         expect(bad(|s| macs(&tap(s), "\"02:00:00:00:00:01\", \"02:00:00:00:00:01\"")), "peer[1].macs[1]", "another peer");
@@ -809,13 +821,13 @@ weight = 1
         expect(bad(|s| s.replace("name = \"site2\"", "name = \"\"")), "peer[0].name", "1 to 31");
         let two_paths = GOOD.to_string() + "[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.20\"\n";
         expect(Config::parse(&two_paths, "t.toml").unwrap_err(), "peer[0].path[1].remote", "already a path");
-        let dup_peer = GOOD.to_string()
-            + "[[peer]]\nname = \"site2\"\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n";
+        let dup_peer = GOOD.to_string() + "[[peer]]\nname = \"site2\"\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n";
         expect(Config::parse(&dup_peer, "t.toml").unwrap_err(), "peer[1].name", "two peers");
         let dup_route = GOOD.to_string()
             + "[[peer]]\nname = \"x\"\nroutes = [\"198.19.100.2/32\"]\n[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n";
         expect(Config::parse(&dup_route, "t.toml").unwrap_err(), "peer[1].routes[0]", "another peer");
-        let no_path = GOOD.replace("[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.20\"\nmac = \"02:00:00:00:00:20\"\nweight = 1\n", "");
+        let no_path =
+            GOOD.replace("[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.20\"\nmac = \"02:00:00:00:00:20\"\nweight = 1\n", "");
         expect(Config::parse(&no_path, "t.toml").unwrap_err(), "peer[0].path", "at least one");
     }
 

@@ -130,12 +130,9 @@ impl Datapath {
     /// Load fresh programs and maps for this namespace.
     pub fn load() -> Result<Datapath> {
         let ns = sys::netns_ino()?;
-        let mut ebpf = EbpfLoader::new()
-            .load(OBJECT)
-            .context("loading the BPF object (is this kernel new enough, with BTF?)")?;
+        let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the BPF object (is this kernel new enough, with BTF?)")?;
         {
-            let mut meta: Array<&mut MapData, Meta> =
-                ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
+            let mut meta: Array<&mut MapData, Meta> = ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
             meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, debug: 0 }, 0)?;
         }
         Datapath::from_loaded(ebpf)
@@ -207,11 +204,7 @@ impl Datapath {
             let Ok(m) = MapData::from_id(id) else { continue };
             let path = format!("/proc/self/fdinfo/{}", m.fd().as_fd().as_raw_fd());
             if let Ok(info) = std::fs::read_to_string(path) {
-                total += info
-                    .lines()
-                    .find_map(|l| l.strip_prefix("memlock:"))
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .unwrap_or(0);
+                total += info.lines().find_map(|l| l.strip_prefix("memlock:")).and_then(|v| v.trim().parse::<u64>().ok()).unwrap_or(0);
             }
         }
         total

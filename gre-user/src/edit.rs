@@ -81,8 +81,14 @@ pub enum PeerEdit {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum PathEdit {
-    Add { peer: String, path: PathSpec },
-    Del { peer: String, index: usize },
+    Add {
+        peer: String,
+        path: PathSpec,
+    },
+    Del {
+        peer: String,
+        index: usize,
+    },
     Set {
         peer: String,
         index: usize,

@@ -25,7 +25,11 @@ pub fn render(s: &Status) -> String {
                 let _ = writeln!(
                     o,
                     "xgre_path_up{{tunnel=\"{}\",peer=\"{}\",path=\"{j}\",link=\"{}\",remote=\"{}\"}} {}",
-                    esc(&t.name), esc(&p.name), esc(&path.link), path.remote, path.up as u8
+                    esc(&t.name),
+                    esc(&p.name),
+                    esc(&path.link),
+                    path.remote,
+                    path.up as u8
                 );
             }
         }
@@ -46,14 +50,19 @@ pub fn render(s: &Status) -> String {
                     let _ = writeln!(
                         o,
                         "{name}{{tunnel=\"{}\",peer=\"{}\",path=\"{j}\",link=\"{}\"}} {}",
-                        esc(&t.name), esc(&p.name), esc(&path.link), get(&path.counters)
+                        esc(&t.name),
+                        esc(&p.name),
+                        esc(&path.link),
+                        get(&path.counters)
                     );
                 }
             }
         }
     }
     let reorder: [(&str, &str, &str, fn(&status::Reorder) -> u64); 3] = [
-        ("xgre_peer_reorder_out_of_order_total", "counter", "Packets that arrived after one with a higher sequence number.", |r| r.out_of_order),
+        ("xgre_peer_reorder_out_of_order_total", "counter", "Packets that arrived after one with a higher sequence number.", |r| {
+            r.out_of_order
+        }),
         ("xgre_peer_reorder_late_total", "counter", "Packets out of order by more than the late window.", |r| r.late),
         ("xgre_peer_reorder_max_displacement", "gauge", "Largest displacement seen, in packets.", |r| r.max_displacement),
     ];
@@ -105,7 +114,14 @@ mod tests {
 
     #[test]
     fn learned_macs_are_counted_per_peer_and_stale_ones_are_not() {
-        let peer = |name: &str| PeerStatus { name: name.into(), id: 0, routes: vec![], paths: vec![], counters: Counters::default(), reorder: None };
+        let peer = |name: &str| PeerStatus {
+            name: name.into(),
+            id: 0,
+            routes: vec![],
+            paths: vec![],
+            counters: Counters::default(),
+            reorder: None,
+        };
         let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false };
         let t = TunnelStatus {
             name: "t1".into(),

@@ -22,7 +22,6 @@ use crate::sys::monotonic_ns;
 
 const POLL: Duration = Duration::from_millis(20);
 
-
 /// Why a path is down, for the log.
 fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
     match (link_ok, probe_ok) {
@@ -147,7 +146,9 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
             for j in 0..p.npaths as usize {
                 let path = p.paths[j];
                 let link = links.entry(path.ifindex).or_insert(None);
-                last_links.entry(path.ifindex).or_insert_with(|| link.as_ref().map(|l| (true, l.up, l.lower_up)).unwrap_or((false, false, false)));
+                last_links
+                    .entry(path.ifindex)
+                    .or_insert_with(|| link.as_ref().map(|l| (true, l.up, l.lower_up)).unwrap_or((false, false, false)));
                 let link_bad = match link {
                     None => Some("link device gone"),
                     Some(l) if !l.up => Some("link set down"),
@@ -178,7 +179,11 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                 if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !up) {
                     let remote = ip16(path.remote).to_string();
                     let dev = link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
-                    println!("{name}: peer {} path {j} ({dev} -> {remote}): {}", cstr(&p.name), if up { "up".to_string() } else { format!("down ({why})") });
+                    println!(
+                        "{name}: peer {} path {j} ({dev} -> {remote}): {}",
+                        cstr(&p.name),
+                        if up { "up".to_string() } else { format!("down ({why})") }
+                    );
                 }
             }
             if changed {

@@ -156,12 +156,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 UpOutcome::AlreadyUp => println!("{}: already up with this configuration", cfg.tunnel.name),
                 UpOutcome::Created { ifindex, mtu, hooks } => {
                     let hooks: Vec<String> = hooks.iter().map(|(d, h)| format!("{d}:{h}")).collect();
-                    println!(
-                        "{}: up (ifindex {ifindex}, mtu {mtu}, {} peer(s), rx {})",
-                        cfg.tunnel.name,
-                        cfg.peers.len(),
-                        hooks.join(" ")
-                    );
+                    println!("{}: up (ifindex {ifindex}, mtu {mtu}, {} peer(s), rx {})", cfg.tunnel.name, cfg.peers.len(), hooks.join(" "));
                 }
             }
         }

@@ -22,10 +22,7 @@ use netlink_packet_route::{
     RouteNetlinkMessage,
 };
 use rtnetlink::{
-    packet_core::{
-        NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
-        NLM_F_REQUEST,
-    },
+    packet_core::{NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST},
     Handle, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
@@ -145,12 +142,7 @@ impl Netlink {
         if let Some(s) = gso_max_segs {
             b = b.append_extra_attribute(LinkAttribute::GsoMaxSegs(s));
         }
-        self.handle
-            .link()
-            .add(b.build())
-            .execute()
-            .await
-            .with_context(|| format!("creating device {name}"))
+        self.handle.link().add(b.build()).execute().await.with_context(|| format!("creating device {name}"))
     }
 
     pub async fn set_link(&self, index: u32, up: bool, arp: bool, mtu: u32) -> Result<()> {
@@ -300,10 +292,7 @@ impl Netlink {
         m.header.parent = TcHandle::CLSACT;
         m.header.handle = TcHandle { major: 0xffff, minor: 0 };
         m.attributes.push(TcAttribute::Kind("clsact".into()));
-        match self
-            .tc_request(RouteNetlinkMessage::NewQueueDiscipline(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)
-            .await
-        {
+        match self.tc_request(RouteNetlinkMessage::NewQueueDiscipline(m), NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL).await {
             Ok(_) => Ok(true),
             Err(e) if is_errno(&e, libc::EEXIST) => Ok(false),
             Err(e) => Err(e).with_context(|| format!("adding a clsact qdisc to device #{ifindex}")),
@@ -363,7 +352,9 @@ impl Netlink {
 /// A route to `dst` out of device `oif`.
 fn route_message(dst: IpNet, oif: u32) -> netlink_packet_route::route::RouteMessage {
     match dst {
-        IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build(),
+        IpNet::V4(n) => {
+            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build()
+        }
         IpNet::V6(n) => {
             RouteMessageBuilder::<std::net::Ipv6Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build()
         }

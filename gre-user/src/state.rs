@@ -15,9 +15,10 @@ use std::{
 use anyhow::{anyhow, bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
-    RxPath, Tunnel, HOOK_TC, HOOK_XDP, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_STATIC_MAC, PATH_UP, TUN_CSUM,
-    TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6, DEFAULT_FDB_AGE, FDB_STATIC, MAX_FLOOD, MODE_GRE, MODE_GRETAP,
+    names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats,
+    Route4, Route6, RxKey, RxPath, Tunnel, DEFAULT_FDB_AGE, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, MODE_GRE,
+    MODE_GRETAP, PATH_ADMIN_DOWN, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_STATIC_MAC, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ,
+    TUN_UNDERLAY6,
 };
 use ipnet::IpNet;
 
@@ -40,7 +41,6 @@ pub struct Running {
     /// The tunnel's links, looked up once.
     pub links: BTreeMap<String, Link>,
 }
-
 
 fn hook_cfg(r: RxHook) -> u32 {
     match r {
@@ -383,12 +383,8 @@ pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
             run.ids.len()
         );
     }
-    let want: BTreeMap<[u8; 16], FloodList> = run
-        .config
-        .groups
-        .iter()
-        .map(|g| (addr16(g.address), list(&mut g.peers.iter().filter_map(|n| run.ids.get(n).copied()))))
-        .collect();
+    let want: BTreeMap<[u8; 16], FloodList> =
+        run.config.groups.iter().map(|g| (addr16(g.address), list(&mut g.peers.iter().filter_map(|n| run.ids.get(n).copied())))).collect();
     let stale: Vec<FloodKey> =
         m.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tun && k.group != [0; 16] && !want.contains_key(&k.group)).collect();
     for k in stale {
@@ -455,7 +451,11 @@ pub async fn add_link(nl: &Netlink, dp: &Datapath, tun: u32, lc: &LinkConfig, li
         }
     }
     users.insert(LinkUseKey { link_ifindex: link.index, tunnel_ifindex: tun }, use_, 0)?;
-    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?.insert(addr16(lc.address), LocalAddr { ifindex: link.index, mac: link.mac, _pad: [0; 2] }, 0)?;
+    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?.insert(
+        addr16(lc.address),
+        LocalAddr { ifindex: link.index, mac: link.mac, _pad: [0; 2] },
+        0,
+    )?;
     Ok(crate::tunnel::hook_name(use_.hook))
 }
 
@@ -544,7 +544,9 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
             let id = match run.ids.get(name) {
                 Some(&id) => id,
                 None => {
-                    let id = (0..MAX_PEERS).find(|i| !run.used_ids.contains(i)).ok_or_else(|| anyhow!("more than {MAX_PEERS} peers in this namespace"))?;
+                    let id = (0..MAX_PEERS)
+                        .find(|i| !run.used_ids.contains(i))
+                        .ok_or_else(|| anyhow!("more than {MAX_PEERS} peers in this namespace"))?;
                     reset_peer_state(dp, id)?;
                     run.used_ids.insert(id);
                     run.ids.insert(name.to_string(), id);
@@ -582,7 +584,14 @@ pub fn stamp(dp: &Datapath, run: &mut Running) -> Result<()> {
 }
 
 /// Add the peers of `cfg` to a tunnel that has none yet (`up`).
-pub async fn add_peers(nl: &Netlink, dp: &Datapath, run: &mut Running, cfg: &Config, links: &BTreeMap<String, Link>, macs: &[Vec<[u8; 6]>]) -> Result<()> {
+pub async fn add_peers(
+    nl: &Netlink,
+    dp: &Datapath,
+    run: &mut Running,
+    cfg: &Config,
+    links: &BTreeMap<String, Link>,
+    macs: &[Vec<[u8; 6]>],
+) -> Result<()> {
     let fresh = free_ids(dp, cfg.peers.len())?;
     for ((p, id), m) in cfg.peers.iter().zip(fresh).zip(macs) {
         reset_peer_state(dp, id)?;

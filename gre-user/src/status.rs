@@ -5,9 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer,
-    ReorderStats, Tunnel, DEFAULT_FDB_AGE, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE,
-    TUN_SEQ,
+    names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Tunnel,
+    DEFAULT_FDB_AGE, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ,
 };
 use serde::Serialize;
 
@@ -144,7 +143,6 @@ pub struct Status {
     pub map_memory_bytes: u64,
 }
 
-
 fn mac(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
@@ -243,7 +241,10 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         let mut groups: Vec<GroupStatus> = floods
             .iter()
             .filter(|(k, _)| k.tunnel_ifindex == *tidx && k.group != [0; 16])
-            .map(|(k, l)| GroupStatus { address: ip16(k.group), peers: l.peers[..(l.n as usize).min(MAX_FLOOD)].iter().map(name_of).collect() })
+            .map(|(k, l)| GroupStatus {
+                address: ip16(k.group),
+                peers: l.peers[..(l.n as usize).min(MAX_FLOOD)].iter().map(name_of).collect(),
+            })
             .collect();
         groups.sort_by_key(|g| g.address);
         let nvgre = t.flags & TUN_NVGRE != 0;
@@ -286,7 +287,11 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", U[i])
+    }
 }
 
 pub fn render(s: &Status) -> String {
@@ -394,7 +399,11 @@ pub fn render_watch(prev: &Status, cur: &Status, secs: f64) -> String {
     };
     for t in &cur.tunnels {
         let _ = writeln!(o, "tunnel {}  {}", t.name, if t.device_present { "up" } else { "DEVICE MISSING" });
-        let _ = writeln!(o, "  {:<16} {:<6} {:<22} {:>11} {:>9} {:>11} {:>9}", "peer", "path", "link -> remote", "tx Mbit/s", "tx pps", "rx Mbit/s", "rx pps");
+        let _ = writeln!(
+            o,
+            "  {:<16} {:<6} {:<22} {:>11} {:>9} {:>11} {:>9}",
+            "peer", "path", "link -> remote", "tx Mbit/s", "tx pps", "rx Mbit/s", "rx pps"
+        );
         for p in &t.peers {
             for (j, path) in p.paths.iter().enumerate() {
                 let before = find_path(&t.name, &p.name, j).unwrap_or_default();
@@ -412,7 +421,11 @@ pub fn render_watch(prev: &Status, cur: &Status, secs: f64) -> String {
                 );
             }
             if let Some(r) = &p.reorder {
-                let _ = writeln!(o, "  {:<16} reorder: {} out of order, largest displacement {}, late {}", "", r.out_of_order, r.max_displacement, r.late);
+                let _ = writeln!(
+                    o,
+                    "  {:<16} reorder: {} out of order, largest displacement {}, late {}",
+                    "", r.out_of_order, r.max_displacement, r.late
+                );
             }
         }
     }

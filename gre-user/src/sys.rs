@@ -1,7 +1,10 @@
 //! The process's surroundings: privileges, network namespace identity and
 //! the BPF filesystem.
 
-use std::{os::unix::fs::MetadataExt, path::{Path, PathBuf}};
+use std::{
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
 use anyhow::{bail, Context, Result};
 use nix::mount::{mount, MsFlags};

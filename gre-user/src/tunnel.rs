@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::{anyhow, bail, Context, Result};
 use gre_common::{
-    names::*, v4_mapped, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel,
-    HOOK_TC, HOOK_XDP, PATH_UP,
+    names::*, v4_mapped, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel, HOOK_TC,
+    HOOK_XDP, PATH_UP,
 };
 use std::os::fd::{AsFd, AsRawFd};
 
@@ -77,14 +77,7 @@ pub fn hook_name(h: u32) -> &'static str {
 
 /// A path as the datapath wants it, from the config plus what the kernel
 /// told us (link index and MAC, neighbour MAC).
-pub fn build_peer(
-    id: u32,
-    tunnel_ifindex: u32,
-    cfg: &Config,
-    peer: &PeerConfig,
-    links: &BTreeMap<String, Link>,
-    macs: &[[u8; 6]],
-) -> Peer {
+pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig, links: &BTreeMap<String, Link>, macs: &[[u8; 6]]) -> Peer {
     let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, ..Default::default() };
     for (j, pc) in peer.paths.iter().enumerate() {
         let link = &links[&pc.link];
@@ -176,9 +169,9 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     let link_mtu = cfg.links.iter().map(|l| links[&l.dev].mtu).min().unwrap_or(1500);
     let overhead = cfg.overhead();
     let mtu = match cfg.tunnel.mtu {
-        Some(m) if m + overhead > link_mtu => bail!(
-            "{file}: tunnel.mtu: {m} plus {overhead} bytes of outer headers exceeds the {link_mtu}-byte MTU of the smallest link"
-        ),
+        Some(m) if m + overhead > link_mtu => {
+            bail!("{file}: tunnel.mtu: {m} plus {overhead} bytes of outer headers exceeds the {link_mtu}-byte MTU of the smallest link")
+        }
         Some(m) => m,
         None => link_mtu.saturating_sub(overhead),
     };
@@ -364,8 +357,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
             detach_rx(nl, k.link_ifindex, u).await?;
         }
     }
-    let remaining: BTreeSet<[u8; 16]> =
-        all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
+    let remaining: BTreeSet<[u8; 16]> = all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
     let mut local = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?;
     let stale: Vec<[u8; 16]> = local.keys().filter_map(Result::ok).filter(|a| !remaining.contains(a)).collect();
     for a in stale {
@@ -388,9 +380,7 @@ pub async fn detach_rx(nl: &Netlink, link_ifindex: u32, u: &LinkUse) -> Result<(
             // Ours by name, not by id: programs may have been loaded again
             // since this one was attached.
             let ours = link.xdp_prog_id.is_some_and(|id| {
-                aya::programs::loaded_programs()
-                    .filter_map(Result::ok)
-                    .any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
+                aya::programs::loaded_programs().filter_map(Result::ok).any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
             });
             if ours {
                 nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;

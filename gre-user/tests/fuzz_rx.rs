@@ -12,8 +12,9 @@ use std::collections::BTreeMap;
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use common::{
     bpf::*,
+    p2p_config,
     rx_model::{model, ones_sum, Env, Hook, Want},
-    p2p_config, serial, Enter, Topo,
+    serial, Enter, Topo,
 };
 use gre_common::{names::*, *};
 
@@ -295,7 +296,23 @@ fn receive_programs_agree_with_the_reference_model() {
     eprintln!("seed {seed}: {frames} frames x 2 hooks: {seen:?}");
     // The families must reach every verdict, or the fuzzer tests less than
     // it claims.
-    for kind in ["pass", "deliver", "reflect", "consumed", "drop bad_outer", "drop bad_ip_checksum", "drop fragment", "drop mapped_address", "drop truncated", "drop reserved_bits", "drop bad_version", "drop bad_checksum", "drop key_mismatch", "drop unknown_peer", "drop unknown_proto"] {
+    for kind in [
+        "pass",
+        "deliver",
+        "reflect",
+        "consumed",
+        "drop bad_outer",
+        "drop bad_ip_checksum",
+        "drop fragment",
+        "drop mapped_address",
+        "drop truncated",
+        "drop reserved_bits",
+        "drop bad_version",
+        "drop bad_checksum",
+        "drop key_mismatch",
+        "drop unknown_peer",
+        "drop unknown_proto",
+    ] {
         assert!(seen.get(kind).copied().unwrap_or(0) > 0, "no frame reached `{kind}`: {seen:?}");
     }
 }
@@ -317,7 +334,8 @@ fn a_sample_on_the_wire_is_judged_as_the_model_says() {
             let m: Vec<u8> = j[0]["address"].as_str().unwrap().split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
             m.try_into().unwrap()
         };
-        let env = Env { link_mac: mac("va"), tun_mac: mac("gre0"), key: KEY, local4: [198, 18, 0, 10], remote4: [198, 18, 0, 20], v6: None };
+        let env =
+            Env { link_mac: mac("va"), tun_mac: mac("gre0"), key: KEY, local4: [198, 18, 0, 10], remote4: [198, 18, 0, 20], v6: None };
         let mut r = Rng(seed | 1);
         let mut want: BTreeMap<String, u64> = BTreeMap::new();
         let mut hex = String::new();

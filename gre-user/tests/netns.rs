@@ -175,13 +175,17 @@ fn default_mtu_and_errors_that_change_nothing() {
         e
     };
     // An unknown link device.
-    let bad = t.write("bad-dev.toml", &p2p_config('a', "", "tc").replace("dev = \"va\"", "dev = \"eth9\"").replace("link = \"va\"", "link = \"eth9\""));
+    let bad = t.write(
+        "bad-dev.toml",
+        &p2p_config('a', "", "tc").replace("dev = \"va\"", "dev = \"eth9\"").replace("link = \"va\"", "link = \"eth9\""),
+    );
     let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("up -c {bad}")));
     assert!(e.contains("bad-dev.toml") && e.contains("link[0].dev") && e.contains("eth9"), "{e}");
     let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("check -c {bad}")));
     assert!(e.contains("link[0].dev"), "{e}");
     // A bad value: file, field, reason.
-    let bad = t.write("bad-weight.toml", &p2p_config('a', "", "tc").replace("remote = \"198.18.0.20\"", "remote = \"198.18.0.20\"\nweight = 0"));
+    let bad =
+        t.write("bad-weight.toml", &p2p_config('a', "", "tc").replace("remote = \"198.18.0.20\"", "remote = \"198.18.0.20\"\nweight = 0"));
     let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("check -c {bad}")));
     assert!(e.contains("bad-weight.toml: peer[0].path[0].weight: 0 is outside"), "{e}");
     // Not root.
@@ -284,9 +288,7 @@ fn ipv6_underlay_end_to_end() {
     let t = Topo::pair("6");
     t.a().run("ip addr add 2001:db8::10/64 dev va nodad");
     t.b().run("ip addr add 2001:db8::20/64 dev vb nodad");
-    let six = |me: char| {
-        p2p_config(me, "key = 6", "tc").replace("198.18.0.10", "2001:db8::10").replace("198.18.0.20", "2001:db8::20")
-    };
+    let six = |me: char| p2p_config(me, "key = 6", "tc").replace("198.18.0.10", "2001:db8::10").replace("198.18.0.20", "2001:db8::20");
     let ca = t.write("a.toml", &six('a'));
     let cb = t.write("b.toml", &six('b'));
     t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
@@ -333,10 +335,7 @@ fn gretap_static_macs_from_the_config() {
             .map(|e| (e["mac"].as_str().unwrap().to_string(), e["peer"].as_str().unwrap().to_string(), e["static"].as_bool().unwrap()))
             .collect()
     };
-    assert_eq!(
-        fdb(t.a()),
-        [("02:00:00:00:aa:01".into(), "site-b".into(), true), ("02:00:00:00:aa:02".into(), "site-b".into(), true)]
-    );
+    assert_eq!(fdb(t.a()), [("02:00:00:00:aa:01".into(), "site-b".into(), true), ("02:00:00:00:aa:02".into(), "site-b".into(), true)]);
     let shown = t.a().xgre_ok(Enter::Nsenter, "show gre0");
     assert!(shown.contains("macs = [\"02:00:00:00:aa:01\", \"02:00:00:00:aa:02\"]"), "{shown}");
     let again = t.write("shown.toml", &shown);

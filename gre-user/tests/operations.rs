@@ -165,7 +165,11 @@ fn sigkill_during_up_then_up_completes_cleanly() {
         let out = t.a().xgre_ok(Enter::Nsenter, &format!("up --pin -c {ca}"));
         assert!(out.contains("up"), "after SIGKILL at {delay_ms} ms: {out}");
         let ingress = t.a().run("tc filter show dev va ingress");
-        assert_eq!(ingress.lines().filter(|l| l.contains("xgre_")).count(), 1, "one receive filter after SIGKILL at {delay_ms} ms:\n{ingress}");
+        assert_eq!(
+            ingress.lines().filter(|l| l.contains("xgre_")).count(),
+            1,
+            "one receive filter after SIGKILL at {delay_ms} ms:\n{ingress}"
+        );
         let egress = t.a().run("tc filter show dev gre0 egress");
         assert_eq!(egress.lines().filter(|l| l.contains("xgre_tx")).count(), 1, "{egress}");
         let ping = t.a().run("ping -c 1 -W 2 198.19.100.2");

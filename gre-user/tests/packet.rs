@@ -15,7 +15,6 @@ use common::bpf::*;
 use aya::maps::{Array, MapData, PerCpuArray};
 use gre_common::{names::*, *};
 
-
 #[test]
 fn encapsulation_matches_scapy_byte_for_byte() {
     let cases: [(Option<u32>, bool, bool, u8); 5] = [
@@ -229,10 +228,8 @@ fn meta_map_is_tagged_with_the_namespace() {
     for name in [PROG_TX, PROG_RX_TC, PROG_RX_XDP, PROG_RX_HANDOFF, PROG_TUN_NAPI] {
         let info = dp.ebpf.program(name).unwrap().info().unwrap();
         let ids = info.map_ids().unwrap().unwrap();
-        let names: Vec<String> = ids
-            .iter()
-            .map(|&id| aya::maps::MapInfo::from_id(id).unwrap().name_as_str().unwrap().to_string())
-            .collect();
+        let names: Vec<String> =
+            ids.iter().map(|&id| aya::maps::MapInfo::from_id(id).unwrap().name_as_str().unwrap().to_string()).collect();
         assert!(names.iter().any(|n| n == MAP_META), "{name} does not reference {MAP_META}: {names:?}");
     }
     let meta: Array<&MapData, Meta> = dp.ebpf.map(MAP_META).unwrap().try_into().unwrap();
@@ -799,11 +796,14 @@ fn tcp_packet(v6: bool, payload: usize, finished: bool) -> Vec<u8> {
     let len = tcp.len() as u32;
     let (pseudo, ip): (Vec<u8>, Box<dyn Fn(&[u8]) -> Vec<u8>>) = if v6 {
         let p = [&INNER6_SRC[..], &INNER6_DST[..], &len.to_be_bytes(), &[0, 0, 0, 6]].concat();
-        (p, Box::new(|t: &[u8]| {
-            let mut h = ipv6(INNER6_SRC, INNER6_DST, 0, t);
-            h[6] = 6;
-            h
-        }))
+        (
+            p,
+            Box::new(|t: &[u8]| {
+                let mut h = ipv6(INNER6_SRC, INNER6_DST, 0, t);
+                h[6] = 6;
+                h
+            }),
+        )
     } else {
         let p = [&INNER_SRC[..], &INNER_DST[..], &[0, 6], &(len as u16).to_be_bytes()].concat();
         (p, Box::new(|t: &[u8]| ipv4(INNER_SRC, INNER_DST, 6, 0, 0x4000, t)))
@@ -820,7 +820,11 @@ fn fill_tcp_checksum(frame: &mut [u8], at: usize) {
     let v6 = frame[at] >> 4 == 6;
     let (l4, pseudo_addrs) = if v6 { (at + 40, frame[at + 8..at + 40].to_vec()) } else { (at + 20, frame[at + 12..at + 20].to_vec()) };
     let len = (frame.len() - l4) as u32;
-    let pseudo = if v6 { [&pseudo_addrs[..], &len.to_be_bytes(), &[0, 0, 0, 6]].concat() } else { [&pseudo_addrs[..], &[0, 6], &(len as u16).to_be_bytes()].concat() };
+    let pseudo = if v6 {
+        [&pseudo_addrs[..], &len.to_be_bytes(), &[0, 0, 0, 6]].concat()
+    } else {
+        [&pseudo_addrs[..], &[0, 6], &(len as u16).to_be_bytes()].concat()
+    };
     // The field holds the pseudo-header sum; summing from the L4 header
     // with it in place and inverting gives the checksum (csum_start and
     // csum_offset, as the kernel does it).

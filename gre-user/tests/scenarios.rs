@@ -11,7 +11,9 @@ use common::*;
 /// Join `a`'s device `da` and `b`'s device `db` with a veth pair.
 fn veth(t: &Topo, a: usize, da: &str, b: usize, db: &str) {
     let (na, nb) = (&t.hosts[a].ns, &t.hosts[b].ns);
-    sh(&format!("ip link add {da} netns {na} type veth peer name {db} netns {nb} && ip -n {na} link set {da} up && ip -n {nb} link set {db} up"));
+    sh(&format!(
+        "ip link add {da} netns {na} type veth peer name {db} netns {nb} && ip -n {na} link set {da} up && ip -n {nb} link set {db} up"
+    ));
 }
 
 fn no_ipv6(h: &Host) {
@@ -83,7 +85,14 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     // Tenant 1 on host 1 asks for 198.19.0.2 for the first time. Watch
     // what host 1 sends: the ARP request goes once to each other host,
     // then the echo requests go to host 2 alone.
-    let cap = Capture::start_all(h1, "e0", "ip proto 47 and src host 198.18.0.10", &["ip.dst", "gre.key", "eth.dst", "arp.opcode", "icmp.type"], 200, 6);
+    let cap = Capture::start_all(
+        h1,
+        "e0",
+        "ip proto 47 and src host 198.18.0.10",
+        &["ip.dst", "gre.key", "eth.dst", "arp.opcode", "icmp.type"],
+        200,
+        6,
+    );
     // Meanwhile tenant 2's VMs must see nothing of tenant 1's.
     let spies: Vec<Capture> = [2u32, 3]
         .iter()
@@ -103,7 +112,8 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
         assert_eq!(f[1], "0x00000001", "tenant 1's key");
         assert_eq!(f[2].split(';').nth(1), Some("ff:ff:ff:ff:ff:ff"), "inner broadcast: {f:?}");
     }
-    let echo: Vec<(String, String)> = frames.iter().filter(|f| f[4].split(';').next() == Some("8")).map(|f| (to(f), f[2].clone())).collect();
+    let echo: Vec<(String, String)> =
+        frames.iter().filter(|f| f[4].split(';').next() == Some("8")).map(|f| (to(f), f[2].clone())).collect();
     assert_eq!(echo.len(), 5, "{frames:?}");
     for (i, (dst, eth)) in echo.iter().enumerate() {
         // After learning: unicast, to the host whose VM was asked.
@@ -121,7 +131,10 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     for (vm, want) in [(vm11, 1u32), (vm12, 2)] {
         let neigh = vm.run("ip neigh show dev eth0");
         for k in [2u32, 3] {
-            assert!(neigh.contains(&format!("198.19.0.{k} lladdr {}", vm_mac(k, want))), "tenant {want} resolved another tenant's VM:\n{neigh}");
+            assert!(
+                neigh.contains(&format!("198.19.0.{k} lladdr {}", vm_mac(k, want))),
+                "tenant {want} resolved another tenant's VM:\n{neigh}"
+            );
         }
     }
     // The learned table, as status shows it.
@@ -241,7 +254,8 @@ fn keepalived_moves_the_vip_over_gretap_and_back() {
     // Stop the master's keepalived.
     let stopped = Instant::now();
     stop_keepalived(&master);
-    within(Duration::from_secs(5).saturating_sub(stopped.elapsed()), || has_vip(t.b())).expect("the VIP did not move to the backup within 5 s");
+    within(Duration::from_secs(5).saturating_sub(stopped.elapsed()), || has_vip(t.b()))
+        .expect("the VIP did not move to the backup within 5 s");
     println!("VIP on the backup {:?} after the master was told to stop", stopped.elapsed());
     assert!(within(Duration::from_secs(3), || !has_vip(t.a())).is_some(), "the old master kept the VIP");
     // The VIP answers from the backup, across the tunnel.
@@ -311,7 +325,9 @@ fn frr_configs(dir: &std::path::Path, me: char, lan_dev: &str, lan: &str, tun: &
     .unwrap();
     std::fs::write(
         dir.join("pimd.conf"),
-        format!("hostname r{me}\nip pim rp 198.19.10.1 239.0.0.0/8\ninterface gre0\n ip pim\n!\ninterface {lan_dev}\n ip pim\n ip igmp\n!\n"),
+        format!(
+            "hostname r{me}\nip pim rp 198.19.10.1 239.0.0.0/8\ninterface gre0\n ip pim\n!\ninterface {lan_dev}\n ip pim\n ip igmp\n!\n"
+        ),
     )
     .unwrap();
 }
@@ -361,7 +377,8 @@ fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
         .unwrap_or_else(|| panic!("OSPF did not learn site A's LAN:\n{}", vtysh(t.b(), &db, "show ip route ospf")));
     let routes = vtysh(t.b(), &db, "show ip route ospf");
     assert!(routes.lines().any(|l| l.contains("198.19.10.0/24") && l.contains("gre0")), "{routes}");
-    within(Duration::from_secs(30), || vtysh(t.a(), &da, "show ip route ospf").contains("198.19.20.0/24")).expect("site A did not learn site B's LAN");
+    within(Duration::from_secs(30), || vtysh(t.a(), &da, "show ip route ospf").contains("198.19.20.0/24"))
+        .expect("site A did not learn site B's LAN");
 
     // A receiver at site B joins 239.0.0.10; a source at site A sends 200
     // 1000-byte datagrams to it.
@@ -419,7 +436,9 @@ fn gre_multicast_goes_to_every_peer_or_to_a_groups_peers_edited_live() {
     let head = |inner: &str, link: &str, addr: &str| {
         format!("[tunnel]\nname = \"gre0\"\naddress = [\"{inner}/32\"]\n\n[[link]]\ndev = \"{link}\"\naddress = \"{addr}\"\nrx = \"tc\"\n")
     };
-    let ca = head("198.19.100.1", "a0", "198.18.0.10") + &peer("b", "198.19.100.2", "198.18.0.20", "a0") + &peer("c", "198.19.100.3", "198.18.0.30", "a0");
+    let ca = head("198.19.100.1", "a0", "198.18.0.10")
+        + &peer("b", "198.19.100.2", "198.18.0.20", "a0")
+        + &peer("c", "198.19.100.3", "198.18.0.30", "a0");
     let cb = head("198.19.100.2", "b0", "198.18.0.20") + &peer("a", "198.19.100.1", "198.18.0.10", "b0");
     let cc = head("198.19.100.3", "c0", "198.18.0.30") + &peer("a", "198.19.100.1", "198.18.0.10", "c0");
     for (h, name, cfg) in [(0, "a", ca), (1, "b", cb), (c, "c", cc)] {

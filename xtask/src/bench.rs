@@ -207,10 +207,8 @@ fn agg(args: AggArgs) -> Result<()> {
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
     std::fs::create_dir_all(&dir)?;
-    let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP"]
-        .iter()
-        .map(|s| Method { name: s.to_string(), burst: None })
-        .collect();
+    let mut methods: Vec<Method> =
+        ["single link", "ECMP", "iptables statistic", "MPTCP"].iter().map(|s| Method { name: s.to_string(), burst: None }).collect();
     methods.push(Method { name: "xgre".into(), burst: None });
     if args.units {
         for b in [1, 2, 4, 16] {
@@ -335,8 +333,7 @@ fn chart(args: &AggArgs, rows: &[Row], path: &std::path::Path) -> Result<()> {
             c.draw_series(std::iter::once(Text::new(format!("N={n} {m}"), (x0, -3.0), ("sans-serif", 10))))?;
         }
     }
-    c.draw_series(LineSeries::new([(0.0, 90.0), (slots, 90.0)], RED.stroke_width(1)))?
-        .label("90% target");
+    c.draw_series(LineSeries::new([(0.0, 90.0), (slots, 90.0)], RED.stroke_width(1)))?.label("90% target");
     root.present()?;
     Ok(())
 }

@@ -115,7 +115,9 @@ pub fn control(args: ControlArgs) -> Result<()> {
         std::thread::sleep(std::time::Duration::from_secs(3));
         let pid = std::fs::read_to_string(&pidfile)?.trim().to_string();
         let rss_kb: f64 = std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .with_context(|| format!("xgre run exited early: {}", std::fs::read_to_string(format!("{}.log", pidfile.display())).unwrap_or_default()))?
+            .with_context(|| {
+                format!("xgre run exited early: {}", std::fs::read_to_string(format!("{}.log", pidfile.display())).unwrap_or_default())
+            })?
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.split_whitespace().next()?.parse().ok())

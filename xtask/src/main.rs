@@ -93,10 +93,8 @@ fn main() -> ExitCode {
         Cmd::Demo => setup::setup().and_then(|_| demo::demo()),
         Cmd::Test { args } => setup::setup().and_then(|_| {
             step("running the tests (unit, BPF_PROG_RUN packet tests, fuzzing against a model, namespace and interop tests)");
-            let tests = run(Command::new(env!("CARGO"))
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .args(&args)
-                .current_dir(workspace_root()));
+            let tests =
+                run(Command::new(env!("CARGO")).args(["test", "--workspace", "--no-fail-fast"]).args(&args).current_dir(workspace_root()));
             // A filtered run is someone looking at a few tests: no fuzzing.
             if args.is_empty() {
                 for t in fuzz::TARGETS {

@@ -84,7 +84,9 @@ fn prepare(m: &str, ns: &Namespaces, xgre: &str, dir: &std::path::Path) -> Resul
         return Ok("198.18.0.20");
     }
     if m == "kernel VXLAN" {
-        for (host, local, remote, inner) in [(A, "198.18.0.10", "198.18.0.20", "198.19.60.1"), (B, "198.18.0.20", "198.18.0.10", "198.19.60.2")] {
+        for (host, local, remote, inner) in
+            [(A, "198.18.0.10", "198.18.0.20", "198.19.60.1"), (B, "198.18.0.20", "198.18.0.10", "198.19.60.2")]
+        {
             sh(&format!(
                 "ip -n {host} link add vx0 type vxlan id 7 local {local} remote {remote} dstport 4789 dev e0 && \
                  ip -n {host} addr add {inner}/24 dev vx0 && ip -n {host} link set vx0 up"

@@ -2,7 +2,11 @@
 //! tests share no map state), the test's view of its maps, and frame
 //! builders written here by hand, byte by byte.
 
-use std::{collections::BTreeMap, io::Write, process::{Command, Stdio}};
+use std::{
+    collections::BTreeMap,
+    io::Write,
+    process::{Command, Stdio},
+};
 
 use aya::{
     maps::{lpm_trie::Key, HashMap, LpmTrie, MapData, PerCpuArray},
@@ -261,7 +265,9 @@ impl Dp {
     /// Teach the forwarding table that `mac` lives behind `peer`, now.
     pub fn learn(&mut self, mac: [u8; 6], peer: u32) {
         let now = boot_ns();
-        self.hash::<FdbKey, FdbEntry>(MAP_FDB).insert(FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0).unwrap();
+        self.hash::<FdbKey, FdbEntry>(MAP_FDB)
+            .insert(FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0)
+            .unwrap();
     }
 
     pub fn fdb(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
@@ -270,11 +276,7 @@ impl Dp {
 
     pub fn drops(&self) -> BTreeMap<&'static str, u64> {
         let m: PerCpuArray<&MapData, u64> = self.ebpf.map(MAP_DROPS).unwrap().try_into().unwrap();
-        DropReason::ALL
-            .iter()
-            .map(|r| (r.name(), m.get(&(*r as u32), 0).unwrap().iter().sum()))
-            .filter(|(_, v)| *v > 0)
-            .collect()
+        DropReason::ALL.iter().map(|r| (r.name(), m.get(&(*r as u32), 0).unwrap().iter().sum())).filter(|(_, v)| *v > 0).collect()
     }
 
     pub fn path_stats(&self, peer: u32, path: u32) -> PathStats {

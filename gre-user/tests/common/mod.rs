@@ -152,11 +152,7 @@ impl Topo {
         let (a, b, sw) = (format!("xa{id}"), format!("xb{id}"), format!("xs{id}"));
         let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let t = Topo {
-            hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }, Host { ns: sw.clone() }],
-            dir,
-            children: vec![],
-        };
+        let t = Topo { hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }, Host { ns: sw.clone() }], dir, children: vec![] };
         let mut s = format!("ip netns add {a} && ip netns add {b} && ip netns add {sw} && ip -n {sw} link add br0 type bridge && ip -n {sw} link set br0 up");
         for (h, ns) in [("a", &a), ("b", &b)] {
             // Several NICs on one segment: answer ARP only for the address

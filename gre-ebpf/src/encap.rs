@@ -17,7 +17,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use crate::{csum, lco, maps::HDR_SCRATCH, packet::Packet};
+use crate::{csum, lco, maps::HDR_SCRATCH};
 
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
@@ -58,7 +58,6 @@ fn ip_len(f: &Fields) -> usize {
 pub struct Room {
     /// Outer IP + GRE bytes, after the outer Ethernet header.
     pub len: usize,
-    pub gre_len: usize,
     /// One's complement sum of what the GRE checksum covers after the GRE
     /// header (0 without a checksum): the same for every copy.
     pub payload_sum: u16,
@@ -110,7 +109,7 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool, eth: &EthHdr) -> Result<Room
     } else {
         0
     };
-    Ok(Room { len, gre_len, payload_sum })
+    Ok(Room { len, payload_sum })
 }
 
 /// The outer Ethernet + IPv4 + GRE header of one copy over `path`, with the

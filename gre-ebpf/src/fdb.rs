@@ -25,7 +25,7 @@ fn age_ns(tunnel: &Tunnel) -> u64 {
 #[inline(always)]
 pub fn lookup(tunnel: &Tunnel, mac: [u8; 6]) -> Option<u32> {
     let key = FdbKey { tunnel_ifindex: tunnel.ifindex, mac, _pad: [0; 2] };
-    let e = unsafe { FDB.get(&key) }?;
+    let e = unsafe { FDB.get(key) }?;
     let seen = unsafe { core::ptr::read_volatile(&e.seen_ns) };
     if unsafe { bpf_ktime_get_ns() }.saturating_sub(seen) > age_ns(tunnel) {
         return None;
@@ -42,7 +42,7 @@ pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32) {
     }
     let key = FdbKey { tunnel_ifindex, mac, _pad: [0; 2] };
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(e) = FDB.get_ptr_mut(&key) {
+    if let Some(e) = FDB.get_ptr_mut(key) {
         unsafe {
             // The config's word stands over what a frame claims.
             if core::ptr::read_volatile(&(*e).seen_ns) == FDB_STATIC {
@@ -57,5 +57,5 @@ pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32) {
         }
     }
     // New, or moved to another peer: one update replaces the whole entry.
-    let _ = FDB.insert(&key, &FdbEntry { peer_id, _pad: 0, seen_ns: now }, 0);
+    let _ = FDB.insert(key, FdbEntry { peer_id, _pad: 0, seen_ns: now }, 0);
 }

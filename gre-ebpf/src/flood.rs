@@ -54,7 +54,7 @@ extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
         s.skipped = 1;
         return 0;
     }
-    let Some(peer) = (unsafe { PEERS.get(&peer_id) }) else { return 0 };
+    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return 0 };
     if peer.tunnel_ifindex != s.tunnel_ifindex {
         return 0;
     }

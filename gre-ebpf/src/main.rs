@@ -49,14 +49,14 @@ fn keep_maps(data: usize) {
     if data == 0 {
         unsafe {
             let _ = maps::META.get(0);
-            let _ = maps::TUNNELS.get(&0);
-            let _ = maps::TUNNEL_BY_KEY.get(&KeyLookup::default());
-            let _ = maps::PEERS.get(&0);
-            let _ = maps::ROUTES4.get(&aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
-            let _ = maps::ROUTES6.get(&aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
-            let _ = maps::RX_PATHS.get(&RxKey::default());
-            let _ = maps::LOCAL_ADDRS.get(&[0; 16]);
-            let _ = maps::LINK_USERS.get(&LinkUseKey::default());
+            let _ = maps::TUNNELS.get(0);
+            let _ = maps::TUNNEL_BY_KEY.get(KeyLookup::default());
+            let _ = maps::PEERS.get(0);
+            let _ = maps::ROUTES4.get(aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
+            let _ = maps::ROUTES6.get(aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
+            let _ = maps::RX_PATHS.get(RxKey::default());
+            let _ = maps::LOCAL_ADDRS.get([0; 16]);
+            let _ = maps::LINK_USERS.get(LinkUseKey::default());
             let _ = maps::PATH_STATS.get(0);
             let _ = maps::DROPS.get(0);
             let _ = maps::TX_SEQ.get(0);
@@ -65,8 +65,8 @@ fn keep_maps(data: usize) {
             let _ = maps::REORDER.get(0);
             let _ = maps::PATH_SEEN.get(0);
             let _ = maps::PATH_BYTES.get(0);
-            let _ = maps::FDB.get(&FdbKey::default());
-            let _ = maps::FLOOD.get(&FloodKey::default());
+            let _ = maps::FDB.get(FdbKey::default());
+            let _ = maps::FLOOD.get(FloodKey::default());
             let _ = maps::HDR_SCRATCH.get(0);
             let _ = maps::LCO_HDR.get(0);
         }

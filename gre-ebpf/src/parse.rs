@@ -139,18 +139,18 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     } else {
         None
     };
-    let tun_ifindex = match unsafe { TUNNEL_BY_KEY.get(&lookup) } {
+    let tun_ifindex = match unsafe { TUNNEL_BY_KEY.get(lookup) } {
         Some(t) => t,
         // NVGRE: the low byte is a FlowID; the VSID alone names the tunnel.
         None if lookup.has_key == 1 => {
             let vsid = KeyLookup { key: lookup.key & !NVGRE_FLOWID_MASK, has_key: KEY_NVGRE };
-            unsafe { TUNNEL_BY_KEY.get(&vsid) }.ok_or(DropReason::KeyMismatch)?
+            unsafe { TUNNEL_BY_KEY.get(vsid) }.ok_or(DropReason::KeyMismatch)?
         }
         None => return Err(DropReason::KeyMismatch),
     };
     let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
-    let path = *unsafe { RX_PATHS.get(&rx_key) }.ok_or(DropReason::UnknownPeer)?;
+    let path = *unsafe { RX_PATHS.get(rx_key) }.ok_or(DropReason::UnknownPeer)?;
 
     let proto = gre.proto();
     if proto == PROTO_KEEPALIVE {
@@ -164,14 +164,14 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     let inner_off = EthHdr::LEN + rx.outer_len;
     if proto == GreHdr::PROTO_IPV4 && v4 {
         if let Ok(inner) = pkt.read::<Ipv4Hdr>(inner_off) {
-            if inner.proto as u8 == IPPROTO_GRE && v4_mapped(inner.src_addr) == local && v4_mapped(inner.dst_addr) == src {
+            if inner.proto == IPPROTO_GRE && v4_mapped(inner.src_addr) == local && v4_mapped(inner.dst_addr) == src {
                 return Ok(Verdict::Reflect(rx));
             }
         }
     }
     if proto == GreHdr::PROTO_IPV6 && !v4 {
         if let Ok(inner) = pkt.read::<Ipv6Hdr>(inner_off) {
-            if inner.next_hdr as u8 == IPPROTO_GRE && inner.src_addr == local && inner.dst_addr == src {
+            if inner.next_hdr == IPPROTO_GRE && inner.src_addr == local && inner.dst_addr == src {
                 return Ok(Verdict::Reflect(rx));
             }
         }
@@ -220,7 +220,7 @@ fn ours<P: Packet>(pkt: &P, eth: &EthHdr, local: &[u8; 16]) -> bool {
 #[inline(always)]
 fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
     let Ok(ip) = pkt.read::<Ipv4Hdr>(at) else { return Ok(None) };
-    if ip.proto as u8 != IPPROTO_GRE || ip.version() != 4 {
+    if ip.proto != IPPROTO_GRE || ip.version() != 4 {
         return Ok(None);
     }
     let local = v4_mapped(ip.dst_addr);
@@ -254,7 +254,7 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
 #[inline(always)]
 fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
     let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return Ok(None) };
-    if ip.next_hdr as u8 != IPPROTO_GRE || ip.vcf[0] >> 4 != 6 {
+    if ip.next_hdr != IPPROTO_GRE || ip.vcf[0] >> 4 != 6 {
         return Ok(None);
     }
     // Our IPv4 addresses are stored IPv4-mapped, so a mapped destination

@@ -29,7 +29,6 @@ use crate::{
     reorder,
 };
 
-const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever

@@ -60,7 +60,7 @@ impl Target {
 pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
-    let tunnel: &Tunnel = unsafe { TUNNELS.get(&ifindex) }.ok_or(DropReason::TxUnsupported)?;
+    let tunnel: &Tunnel = unsafe { TUNNELS.get(ifindex) }.ok_or(DropReason::TxUnsupported)?;
     let eth: EthHdr = ctx.read(0)?;
     // A packet that came in through this very device came from a peer: a
     // bridge hairpinning it, or the host routing it back out. Its copies
@@ -92,7 +92,7 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     let wire = segs.max(1) as u64;
     if !target.flood {
         let peer_id = target.peer;
-        let peer = unsafe { PEERS.get(&peer_id) }.ok_or(DropReason::NoRoute)?;
+        let peer = unsafe { PEERS.get(peer_id) }.ok_or(DropReason::NoRoute)?;
         let (path_idx, p) = path::select(peer, ctx.len() as u64).ok_or(DropReason::NoPath)?;
         let p = *p;
         let seq = next_seq(&fields, peer_id)?;
@@ -105,19 +105,19 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     let room = encap::grow(ctx, &fields, tap, &eth)?;
     if !flood::replicate(ctx, tunnel.ifindex, list, target.skip, fields, room, inner_len, wire)? {
         // No copy went: each was counted (no_path) on the way.
-        return Ok(TC_ACT_SHOT as i32);
+        return Ok(TC_ACT_SHOT);
     }
     // Every copy is on its way; the original is done with.
-    Ok(TC_ACT_STOLEN as i32)
+    Ok(TC_ACT_STOLEN)
 }
 
 /// The group's own flood list, else the tunnel's (every peer).
 #[inline(always)]
 fn flood_list(tunnel_ifindex: u32, group: [u8; 16]) -> Option<&'static FloodList> {
-    let own = unsafe { FLOOD.get(&FloodKey { tunnel_ifindex, group }) };
+    let own = unsafe { FLOOD.get(FloodKey { tunnel_ifindex, group }) };
     let list = match own {
         Some(l) => l,
-        None => unsafe { FLOOD.get(&FloodKey { tunnel_ifindex, group: [0; 16] }) }?,
+        None => unsafe { FLOOD.get(FloodKey { tunnel_ifindex, group: [0; 16] }) }?,
     };
     (list.n > 0).then_some(list)
 }
@@ -174,7 +174,7 @@ fn ip_target(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr, from_peer: bool) ->
 // pointer the verifier refuses.
 #[inline(always)]
 fn route4(tun: [u8; 4], addr: [u8; 4]) -> Option<u32> {
-    let id = match ROUTES4.get(&Key::new(64, Route4 { tunnel: tun, addr })) {
+    let id = match ROUTES4.get(Key::new(64, Route4 { tunnel: tun, addr })) {
         Some(v) => *v,
         None => NO_PEER,
     };
@@ -184,7 +184,7 @@ fn route4(tun: [u8; 4], addr: [u8; 4]) -> Option<u32> {
 
 #[inline(always)]
 fn route6(tun: [u8; 4], addr: [u8; 16]) -> Option<u32> {
-    let id = match ROUTES6.get(&Key::new(32 + 128, Route6 { tunnel: tun, addr })) {
+    let id = match ROUTES6.get(Key::new(32 + 128, Route6 { tunnel: tun, addr })) {
         Some(v) => *v,
         None => NO_PEER,
     };

@@ -34,7 +34,9 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
-    let counters: [(&str, &str, fn(&status::Counters) -> u64); 6] = [
+    /// Metric name, help text, the value.
+    type PathMetric = (&'static str, &'static str, fn(&status::Counters) -> u64);
+    let counters: [PathMetric; 6] = [
         ("xgre_path_tx_packets_total", "Packets sent over the path.", |c| c.tx_packets),
         ("xgre_path_tx_bytes_total", "Inner bytes sent over the path.", |c| c.tx_bytes),
         ("xgre_path_rx_packets_total", "Packets received over the path.", |c| c.rx_packets),
@@ -59,7 +61,9 @@ pub fn render(s: &Status) -> String {
             }
         }
     }
-    let reorder: [(&str, &str, &str, fn(&status::Reorder) -> u64); 3] = [
+    /// Metric name, type, help text, the value.
+    type ReorderMetric = (&'static str, &'static str, &'static str, fn(&status::Reorder) -> u64);
+    let reorder: [ReorderMetric; 3] = [
         ("xgre_peer_reorder_out_of_order_total", "counter", "Packets that arrived after one with a higher sequence number.", |r| {
             r.out_of_order
         }),

@@ -26,7 +26,7 @@ pub fn netns_ino() -> Result<u64> {
 
 fn is_bpffs(p: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
-    nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
 }
 
 /// Mount the BPF filesystem at /sys/fs/bpf when it is not there. Under

@@ -375,18 +375,15 @@ pub async fn detach_rx(nl: &Netlink, link_ifindex: u32, u: &LinkUse) -> Result<(
     let Some(link) = nl.link_by_index(link_ifindex).await? else {
         return Ok(()); // the link itself is gone, and its attachments with it
     };
-    match u.hook {
-        HOOK_XDP => {
-            // Ours by name, not by id: programs may have been loaded again
-            // since this one was attached.
-            let ours = link.xdp_prog_id.is_some_and(|id| {
-                aya::programs::loaded_programs().filter_map(Result::ok).any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
-            });
-            if ours {
-                nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;
-            }
+    if u.hook == HOOK_XDP {
+        // Ours by name, not by id: programs may have been loaded again
+        // since this one was attached.
+        let ours = link.xdp_prog_id.is_some_and(|id| {
+            aya::programs::loaded_programs().filter_map(Result::ok).any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
+        });
+        if ours {
+            nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;
         }
-        _ => {}
     }
     // Both hooks leave a TC filter on ingress (the receive program, or the
     // XDP handoff).

@@ -794,7 +794,8 @@ fn tcp_packet(v6: bool, payload: usize, finished: bool) -> Vec<u8> {
     let mut tcp = vec![0x30, 0x39, 0x13, 0x89, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0];
     tcp.extend((0..payload).map(|i| (i * 13 + 5) as u8));
     let len = tcp.len() as u32;
-    let (pseudo, ip): (Vec<u8>, Box<dyn Fn(&[u8]) -> Vec<u8>>) = if v6 {
+    type Wrap = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+    let (pseudo, ip): (Vec<u8>, Wrap) = if v6 {
         let p = [&INNER6_SRC[..], &INNER6_DST[..], &len.to_be_bytes(), &[0, 0, 0, 6]].concat();
         (
             p,

@@ -261,7 +261,7 @@ fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f
 
 fn report(args: &AggArgs, rows: &[Row]) -> Result<()> {
     step(&format!("results: one TCP connection, same topology, same run (median of {} runs)", args.runs.max(1)));
-    println!("    {:>2}  {:<20} {:>10} {:>9} {:>9}  {}", "N", "method", "Mbit/s", "% of N×R", "retrans", "all runs");
+    println!("    {:>2}  {:<20} {:>10} {:>9} {:>9}  all runs", "N", "method", "Mbit/s", "% of N×R", "retrans");
     for r in rows {
         let cap = (r.n * args.rate) as f64;
         let all: Vec<String> = r.all.iter().map(|v| format!("{v:.0}")).collect();

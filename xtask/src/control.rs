@@ -149,7 +149,9 @@ fn chart(rows: &[Row], path: &std::path::Path) -> Result<()> {
     let root = SVGBackend::new(path, (720, 380)).into_drawing_area();
     root.fill(&WHITE)?;
     let panels = root.split_evenly((1, 3));
-    let metrics: [(&str, f64, fn(&Row) -> f64); 3] = [
+    /// Panel title, target, the value.
+    type Metric = (&'static str, f64, fn(&Row) -> f64);
+    let metrics: [Metric; 3] = [
         ("xgre up (s), target < 2", 2.0, |r| r.up_s),
         ("edits/s, target >= 1000", 1000.0, |r| r.edits_per_s),
         ("xgre run RSS (MiB), target < 30", 30.0, |r| r.run_rss_mib),

@@ -139,7 +139,7 @@ pub fn overlay(args: OverlayArgs) -> Result<()> {
     let base = med[0].0.max(1.0);
     let vx = med[1].0.max(1.0);
     step(&format!("results: one TCP stream over one veth link, same run (median of {runs})"));
-    println!("    {:<28} {:>10} {:>12} {:>10} {:>9}  {}", "method", "Mbit/s", "÷ underlay", "÷ VXLAN", "retrans", "all runs");
+    println!("    {:<28} {:>10} {:>12} {:>10} {:>9}  all runs", "method", "Mbit/s", "÷ underlay", "÷ VXLAN", "retrans");
     for (m, (mbps, retr, all)) in METHODS.iter().zip(&med) {
         let all: Vec<String> = all.iter().map(|v| format!("{v:.0}")).collect();
         println!("    {:<28} {:>10.0} {:>12.2} {:>10.2} {:>9}  {}", m, mbps, mbps / base, mbps / vx, retr, all.join(" "));

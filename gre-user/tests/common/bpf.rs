@@ -240,7 +240,7 @@ impl Dp {
     /// `run`, or why BPF_PROG_RUN refused the frame.
     pub fn try_run(&self, prog: &str, data: &[u8], ctx: Option<&[u8]>) -> Result<(u32, Vec<u8>), String> {
         let mut out = vec![0u8; data.len() + 256];
-        let mut ctx_out = vec![0u8; 192];
+        let mut ctx_out = [0u8; 192];
         let opts = TestRunOptions {
             data_in: Some(data),
             data_out: Some(&mut out),

@@ -321,6 +321,7 @@ impl Capture {
             }
         }
         let _ = child.kill();
+        let _ = child.wait();
         panic!("tshark did not start capturing on {dev}:\n{seen}");
     }
 

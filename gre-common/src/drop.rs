@@ -2,7 +2,8 @@
 //! counter array, so `xgre status` can say what was thrown away and why.
 
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount)]
+#[strum(serialize_all = "snake_case")]
 pub enum DropReason {
     /// GRE header truncated (flags announce a field the packet does not hold).
     Truncated = 0,
@@ -47,54 +48,58 @@ pub enum DropReason {
 }
 
 /// Reasons in use.
-pub const DROP_REASONS: usize = 18;
+pub const DROP_REASONS: usize = <DropReason as strum::EnumCount>::COUNT;
 /// Slots of the drop counter map: room for reasons a later release adds
 /// without changing the map layout.
 pub const DROP_SLOTS: usize = 64;
+const _: () = assert!(DROP_REASONS <= DROP_SLOTS, "more drop reasons than counter slots");
 
 impl DropReason {
-    pub const ALL: [DropReason; DROP_REASONS] = [
-        DropReason::Truncated,
-        DropReason::ReservedBits,
-        DropReason::BadVersion,
-        DropReason::UnknownProto,
-        DropReason::BadChecksum,
-        DropReason::KeyMismatch,
-        DropReason::UnknownPeer,
-        DropReason::Fragment,
-        DropReason::BadOuter,
-        DropReason::NoRoute,
-        DropReason::NoPath,
-        DropReason::TxUnsupported,
-        DropReason::TxGsoPerPacket,
-        DropReason::HelperFailed,
-        DropReason::TooLong,
-        DropReason::SplitHorizon,
-        DropReason::BadIpChecksum,
-        DropReason::MappedAddress,
-    ];
+    /// Stable snake-case name used in `xgre status`, JSON output and the
+    /// exporter: the variant's name, derived.
+    #[inline(always)]
+    pub fn name(self) -> &'static str {
+        self.into()
+    }
 
-    /// Stable snake-case name used in `xgre status` and JSON output.
-    pub const fn name(self) -> &'static str {
-        match self {
-            DropReason::Truncated => "truncated",
-            DropReason::ReservedBits => "reserved_bits",
-            DropReason::BadVersion => "bad_version",
-            DropReason::UnknownProto => "unknown_proto",
-            DropReason::BadChecksum => "bad_checksum",
-            DropReason::KeyMismatch => "key_mismatch",
-            DropReason::UnknownPeer => "unknown_peer",
-            DropReason::Fragment => "fragment",
-            DropReason::BadOuter => "bad_outer",
-            DropReason::NoRoute => "no_route",
-            DropReason::NoPath => "no_path",
-            DropReason::TxUnsupported => "tx_unsupported",
-            DropReason::TxGsoPerPacket => "tx_gso_per_packet",
-            DropReason::HelperFailed => "helper_failed",
-            DropReason::TooLong => "too_long",
-            DropReason::SplitHorizon => "split_horizon",
-            DropReason::BadIpChecksum => "bad_ip_checksum",
-            DropReason::MappedAddress => "mapped_address",
-        }
+    /// Every reason, in counter-slot order.
+    pub fn all() -> DropReasonIter {
+        <Self as strum::IntoEnumIterator>::iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn names_are_the_stable_interface_and_slots_follow_the_order() {
+        let names: Vec<&str> = DropReason::all().map(DropReason::name).collect();
+        assert_eq!(
+            names,
+            [
+                "truncated",
+                "reserved_bits",
+                "bad_version",
+                "unknown_proto",
+                "bad_checksum",
+                "key_mismatch",
+                "unknown_peer",
+                "fragment",
+                "bad_outer",
+                "no_route",
+                "no_path",
+                "tx_unsupported",
+                "tx_gso_per_packet",
+                "helper_failed",
+                "too_long",
+                "split_horizon",
+                "bad_ip_checksum",
+                "mapped_address",
+            ]
+        );
+        assert!(DropReason::all().enumerate().all(|(i, r)| r as usize == i));
     }
 }

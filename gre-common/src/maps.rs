@@ -274,9 +274,11 @@ impl Default for FloodList {
 }
 
 /// Per-path counters, one slot per (peer id, path index). Bytes are inner
-/// bytes both ways.
+/// bytes both ways. Summed over CPUs, paths and peers by `+=`; `xgre
+/// status --json` writes them as they are.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+#[cfg_attr(feature = "user", derive(serde::Serialize))]
 pub struct PathStats {
     pub tx_packets: u64,
     pub tx_bytes: u64,
@@ -286,6 +288,17 @@ pub struct PathStats {
     pub keepalive_replies: u64,
     /// The peer's keepalives we sent back to it over this path.
     pub keepalives_reflected: u64,
+}
+
+impl core::ops::AddAssign for PathStats {
+    fn add_assign(&mut self, o: PathStats) {
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.keepalive_replies += o.keepalive_replies;
+        self.keepalives_reflected += o.keepalives_reflected;
+    }
 }
 
 /// Receive-side reordering of one peer's sequence-numbered packets (per

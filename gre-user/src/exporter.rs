@@ -124,6 +124,7 @@ mod tests {
             routes: vec![],
             paths: vec![],
             counters: Counters::default(),
+            keepalive: "auto",
             reorder: None,
         };
         let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false };

@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Tunnel,
-    DEFAULT_FDB_AGE, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ,
+    DEFAULT_FDB_AGE, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_UP, TUN_CSUM, TUN_KEY,
+    TUN_NVGRE, TUN_SEQ,
 };
 use serde::Serialize;
 
@@ -16,39 +17,9 @@ use crate::{
     tunnel::{cstr, hook_name, ip16},
 };
 
-#[derive(Debug, Serialize, Default, Clone, Copy)]
-pub struct Counters {
-    pub tx_packets: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub rx_bytes: u64,
-    pub keepalive_replies: u64,
-    pub keepalives_reflected: u64,
-}
-
-impl std::ops::AddAssign<Counters> for Counters {
-    fn add_assign(&mut self, s: Counters) {
-        self.tx_packets += s.tx_packets;
-        self.tx_bytes += s.tx_bytes;
-        self.rx_packets += s.rx_packets;
-        self.rx_bytes += s.rx_bytes;
-        self.keepalive_replies += s.keepalive_replies;
-        self.keepalives_reflected += s.keepalives_reflected;
-    }
-}
-
-impl From<&PathStats> for Counters {
-    fn from(s: &PathStats) -> Counters {
-        Counters {
-            tx_packets: s.tx_packets,
-            tx_bytes: s.tx_bytes,
-            rx_packets: s.rx_packets,
-            rx_bytes: s.rx_bytes,
-            keepalive_replies: s.keepalive_replies,
-            keepalives_reflected: s.keepalives_reflected,
-        }
-    }
-}
+/// Packets and bytes each way and keepalives, of a path, a peer or a
+/// tunnel: the datapath's own per-path counters, summed.
+pub type Counters = PathStats;
 
 #[derive(Debug, Serialize)]
 pub struct PathStatus {
@@ -78,6 +49,9 @@ pub struct PeerStatus {
     pub routes: Vec<String>,
     pub paths: Vec<PathStatus>,
     pub counters: Counters,
+    /// How `xgre run` judges this peer by keepalives: "auto" (once it has
+    /// answered one), "required" or "off".
+    pub keepalive: &'static str,
     /// Receive-side reordering, measured from sequence numbers (tunnels
     /// with `sequence = true`).
     pub reorder: Option<Reorder>,
@@ -191,7 +165,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                 let mut c = Counters::default();
                 if let Ok(v) = stats.get(&path_slot(p.id, j as u32), 0) {
                     for s in v.iter() {
-                        c += Counters::from(s);
+                        c += *s;
                     }
                 }
                 pcount += c;
@@ -223,7 +197,12 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                 }
                 r
             });
-            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, reorder });
+            let keepalive = match p.paths[0].flags {
+                f if f & PATH_KA_OFF != 0 => "off",
+                f if f & PATH_KA_REQUIRED != 0 => "required",
+                _ => "auto",
+            };
+            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, keepalive, reorder });
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
         let age = if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age } as f64;
@@ -272,7 +251,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     }
     let drops_map = dp.per_cpu::<u64>(MAP_DROPS)?;
     let mut drops = BTreeMap::new();
-    for r in DropReason::ALL {
+    for r in DropReason::all() {
         let v: u64 = drops_map.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
         drops.insert(r.name(), v);
     }
@@ -349,7 +328,17 @@ pub fn render(s: &Status) -> String {
         }
         let _ = writeln!(o, "  peers");
         for p in &t.peers {
-            let _ = writeln!(o, "    {}  routes {}", p.name, if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") });
+            // A peer in auto mode that never answered is not judged by
+            // keepalives (a gretap or Open vSwitch endpoint cannot reflect
+            // them): say so, or its "ka 0" reads like a failure.
+            let ka = match p.keepalive {
+                "auto" if p.counters.keepalive_replies == 0 => "keepalive auto (never answered: judged by link state only)",
+                "auto" => "keepalive auto",
+                "required" => "keepalive required",
+                _ => "keepalive off",
+            };
+            let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
+            let _ = writeln!(o, "    {}  routes {routes}  {ka}", p.name);
             if let Some(r) = &p.reorder {
                 let total = (r.in_order + r.out_of_order).max(1);
                 let _ = writeln!(

@@ -209,7 +209,7 @@ fn per_cpu_sum(m: &PerCpuArray<&MapData, u64>, slot: u32) -> u64 {
 }
 
 fn reason_slot(name: &str) -> u32 {
-    DropReason::ALL.iter().find(|r| r.name() == name).map(|r| *r as u32).unwrap_or_else(|| panic!("no drop reason {name}"))
+    DropReason::all().find(|r| r.name() == name).map(|r| r as u32).unwrap_or_else(|| panic!("no drop reason {name}"))
 }
 
 /// An IPv4 or IPv6 frame without room for its IP header.
@@ -290,7 +290,7 @@ fn receive_programs_agree_with_the_reference_model() {
         }
     }
     // Every drop was counted under its reason, and nothing else was.
-    let total: u64 = DropReason::ALL.iter().map(|r| per_cpu_sum(&drops, *r as u32)).sum();
+    let total: u64 = DropReason::all().map(|r| per_cpu_sum(&drops, r as u32)).sum();
     let want_total: u64 = seen.iter().filter(|(k, _)| k.starts_with("drop ")).map(|(_, v)| v).sum();
     assert_eq!(total, want_total, "drops counted {total}, the model's {want_total}: {seen:?}");
     eprintln!("seed {seed}: {frames} frames x 2 hooks: {seen:?}");

@@ -235,6 +235,9 @@ fn xgre_run_keeps_an_open_vswitch_peer_that_cannot_reflect_keepalives() {
     let p = &s["tunnels"][0]["peers"][0]["paths"][0];
     assert_eq!(p["up"], true, "{p}");
     assert_eq!(p["counters"]["keepalive_replies"], 0, "OVS reflected a keepalive after all: {p}");
+    assert_eq!(s["tunnels"][0]["peers"][0]["keepalive"], "auto");
+    let text = t.a().xgre_ok(Enter::Nsenter, "status");
+    assert!(text.contains("keepalive auto (never answered: judged by link state only)"), "{text}");
     let ping = t.a().run("ping -c 3 -i 0.2 -W 3 198.19.100.2");
     assert!(ping.contains("3 received"), "{ping}");
 }

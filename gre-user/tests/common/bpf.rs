@@ -276,18 +276,13 @@ impl Dp {
 
     pub fn drops(&self) -> BTreeMap<&'static str, u64> {
         let m: PerCpuArray<&MapData, u64> = self.ebpf.map(MAP_DROPS).unwrap().try_into().unwrap();
-        DropReason::ALL.iter().map(|r| (r.name(), m.get(&(*r as u32), 0).unwrap().iter().sum())).filter(|(_, v)| *v > 0).collect()
+        DropReason::all().map(|r| (r.name(), m.get(&(r as u32), 0).unwrap().iter().sum())).filter(|(_, v)| *v > 0).collect()
     }
 
     pub fn path_stats(&self, peer: u32, path: u32) -> PathStats {
         let m: PerCpuArray<&MapData, PathStats> = self.ebpf.map(MAP_PATH_STATS).unwrap().try_into().unwrap();
         m.get(&path_slot(peer, path), 0).unwrap().iter().fold(PathStats::default(), |mut a, s| {
-            a.tx_packets += s.tx_packets;
-            a.tx_bytes += s.tx_bytes;
-            a.rx_packets += s.rx_packets;
-            a.rx_bytes += s.rx_bytes;
-            a.keepalive_replies += s.keepalive_replies;
-            a.keepalives_reflected += s.keepalives_reflected;
+            a += *s;
             a
         })
     }

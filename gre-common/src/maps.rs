@@ -70,7 +70,7 @@ pub const HOOK_XDP: u32 = 1;
 pub const HOOK_TC: u32 = 2;
 
 /// Version of the map layout; a loader refuses a datapath of another version.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// One entry describing the datapath instance itself.
 #[repr(C)]
@@ -83,6 +83,10 @@ pub struct Meta {
     /// Non-zero while an `xgre ... --debug` is listening: the programs then
     /// log what they drop and why (aya-log).
     pub debug: u32,
+    /// Which build's programs are attached (a digest of the compiled
+    /// object): an xgre of another build with the same layout replaces
+    /// them in place.
+    pub build: u64,
 }
 
 /// A tunnel device, keyed by its ifindex.

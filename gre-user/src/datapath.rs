@@ -18,6 +18,14 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const PROGS: [&str; 5] = [PROG_TX, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_TUN_NAPI];
 
+/// This build's id: the first 8 bytes of the SHA-256 of its compiled
+/// datapath, so two builds with the same programs agree.
+pub fn build_id() -> u64 {
+    use sha2::{Digest, Sha256};
+    static ID: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *ID.get_or_init(|| u64::from_be_bytes(Sha256::digest(OBJECT)[..8].try_into().expect("32 bytes")))
+}
+
 pub struct Datapath {
     progs: BTreeMap<&'static str, ProgramFd>,
     prog_ids: BTreeMap<&'static str, u32>,
@@ -133,7 +141,7 @@ impl Datapath {
         let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the BPF object (is this kernel new enough, with BTF?)")?;
         {
             let mut meta: Array<&mut MapData, Meta> = ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
-            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, debug: 0 }, 0)?;
+            meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, debug: 0, build: build_id() }, 0)?;
         }
         Datapath::from_loaded(ebpf)
     }
@@ -165,6 +173,25 @@ impl Datapath {
             }
         }
         Ok(Datapath { progs, prog_ids, maps, _ebpf: Some(ebpf) })
+    }
+
+    /// The build whose programs the running datapath has attached.
+    pub fn running_build(&self) -> Result<u64> {
+        Ok(self.array::<Meta>(MAP_META)?.get(&0, 0)?.build)
+    }
+
+    /// Load this build's programs against the running datapath's maps, for
+    /// the caller to attach in place of the old ones.
+    pub fn load_this_build(&mut self) -> Result<()> {
+        self.reload_programs()
+    }
+
+    /// Record that this build's programs are the ones attached.
+    pub fn record_build(&self) -> Result<()> {
+        let mut meta = self.array::<Meta>(MAP_META)?;
+        let m = meta.get(&0, 0)?;
+        meta.set(0, Meta { build: build_id(), ..m }, 0)?;
+        Ok(())
     }
 
     pub fn prog(&self, name: &str) -> Result<&ProgramFd> {

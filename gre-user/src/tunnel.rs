@@ -142,6 +142,9 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     let nl = Netlink::new()?;
     let name = &cfg.tunnel.name;
     let links = state::resolve_links(&nl, cfg, file).await?;
+    if let Some((from, to)) = crate::upgrade::replace_programs_of_other_build(&nl).await? {
+        println!("datapath programs of build {from:016x} replaced in place by this build's ({to:016x})");
+    }
 
     let existing = Datapath::find_maps()?;
     if let Some(dev) = nl.link(name).await? {

@@ -1,0 +1,57 @@
+//! Hitless upgrade. An xgre of another build finds the running datapath
+//! (same map layout; another layout is refused by `Datapath::find`), loads
+//! its own programs against the same maps and attaches each in place of the
+//! old one. Both kinds of attachment swap atomically (an XDP program
+//! replaced through IFLA_XDP, a TC filter replaced by its handle), so no
+//! packet meets a missing program, and the maps (peers, learned MACs,
+//! counters, sequence numbers) carry on untouched.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::{AsFd, AsRawFd},
+};
+
+use anyhow::{Context, Result};
+use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel, HOOK_XDP};
+
+use crate::{
+    datapath::{build_id, Datapath},
+    netlink::{Netlink, XDP_FLAGS_DRV_MODE},
+};
+
+/// Replace the running datapath's programs with this build's when another
+/// build attached them. Returns the builds (from, to) when it did.
+pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64, u64)>> {
+    let Some(mut dp) = Datapath::find_maps()? else { return Ok(None) };
+    let running = dp.running_build()?;
+    if running == build_id() {
+        return Ok(None);
+    }
+    dp.load_this_build()?;
+    let fd = |name: &str| -> Result<i32> { Ok(dp.prog(name)?.as_fd().as_raw_fd()) };
+    let tunnels: Vec<u32> = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.keys().filter_map(Result::ok).collect();
+    for t in tunnels {
+        if nl.link_by_index(t).await?.is_none() {
+            continue;
+        }
+        nl.bpf_filter_add(t, true, fd(PROG_TX)?, PROG_TX).await?;
+        nl.xdp_set(t, fd(PROG_TUN_NAPI)?, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("replacing {PROG_TUN_NAPI} on #{t}"))?;
+    }
+    // Each link once, whichever tunnels use it.
+    let links: BTreeMap<u32, u32> =
+        dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).map(|(k, u)| (k.link_ifindex, u.hook)).collect();
+    for (link, hook) in links {
+        if nl.link_by_index(link).await?.is_none() {
+            continue;
+        }
+        if hook == HOOK_XDP {
+            nl.xdp_set(link, fd(PROG_RX_XDP)?, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("replacing {PROG_RX_XDP} on #{link}"))?;
+            nl.bpf_filter_add(link, false, fd(PROG_RX_HANDOFF)?, PROG_RX_HANDOFF).await?;
+        } else {
+            nl.bpf_filter_add(link, false, fd(PROG_RX_TC)?, PROG_RX_TC).await?;
+        }
+    }
+    // Last: an upgrade cut short is tried again by the next `up`.
+    dp.record_build()?;
+    Ok(Some((running, build_id())))
+}

@@ -10,26 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{linux_vm::LinuxVm, *};
-use serde_json::Value;
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    tap: bool,
-    key: Option<u32>,
-    csum: bool,
-    seq: bool,
-}
+use common::{interop::*, linux_vm::LinuxVm, *};
 
 const GUEST_MAC: &str = "52:54:00:12:34:56";
-
-fn status(h: &Host) -> Value {
-    serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).expect("status --json is JSON")
-}
-
-fn drops(s: &Value) -> Vec<(String, u64)> {
-    s["drops"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).filter(|(_, v)| *v > 0).collect()
-}
 
 /// Host a with the guest on its tap, underlay up.
 fn topo(tag: &str, offload: bool) -> (Topo, LinuxVm) {
@@ -50,26 +33,6 @@ fn topo(tag: &str, offload: bool) -> (Topo, LinuxVm) {
     let ok = (0..20).any(|_| vm.sh_status("ping -c 1 -W 1 198.18.0.10", Duration::from_secs(10)).0 == 0);
     assert!(ok, "no underlay ping from the guest");
     (t, vm)
-}
-
-fn xgre_config(c: Case) -> String {
-    let mut extra = String::new();
-    if let Some(k) = c.key {
-        extra += &format!("key = {k}\n");
-    }
-    if c.csum {
-        extra += "checksum = true\n";
-    }
-    if c.seq {
-        extra += "sequence = true\n";
-    }
-    let cfg = p2p_config('a', &extra, "tc").replace("\"va\"", "\"qt0\"");
-    if !c.tap {
-        return cfg;
-    }
-    cfg.replace("mode = \"gre\"", "mode = \"gretap\"")
-        .replace("address = [\"198.19.100.1/32\"]", "address = [\"198.19.100.1/24\"]")
-        .replace("routes = [\"198.19.100.2/32\"]\n", "")
 }
 
 /// The guest's tunnel `g1` for `c`, with xgre's MTU.
@@ -101,7 +64,7 @@ fn guest_stat(vm: &mut LinuxVm, name: &str) -> u64 {
 fn exercise(t: &Topo, vm: &mut LinuxVm, c: Case) {
     let a = &t.hosts[0];
     let _ = a.xgre(Enter::Nsenter, "down gre0");
-    let ca = t.write("a.toml", &xgre_config(c));
+    let ca = t.write("a.toml", &xgre_config(c, "qt0"));
     a.xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
     let mtu = a.mtu("gre0");
     linux_tunnel(vm, c, mtu);
@@ -110,43 +73,17 @@ fn exercise(t: &Topo, vm: &mut LinuxVm, c: Case) {
     let ok = (0..20).any(|_| a.shell("ping -c 1 -W 2 198.19.100.2 >/dev/null && echo ok || true").contains("ok"));
     assert!(ok, "{c:?}: no ping crossed the tunnel; xgre:\n{}", a.xgre_ok(Enter::Nsenter, "status"));
     let first = first.map(Capture::finish).unwrap_or_default();
-    let cap = Capture::start_all(
-        a,
-        "qt0",
-        "ip proto 47",
-        &["ip.src", "frame.len", "gre.checksum.status", "gre.sequence_number", "_ws.malformed", "_ws.expert.message"],
-        10,
-        30,
-    );
+    let cap = Capture::start_all(a, "qt0", "ip proto 47", &FRAME_FIELDS, 10, 30);
     let ping = a.run("ping -c 3 -i 0.2 -W 3 198.19.100.2");
     assert!(ping.contains("3 received"), "{c:?}: {ping}");
     let df = a.run(&format!("ping -c 2 -i 0.2 -W 3 -M do -s {} 198.19.100.2", mtu - 28));
     assert!(df.contains("2 received"), "{c:?}: DF ping at the tunnel MTU: {df}");
     let pkts = cap.finish();
     assert_eq!(pkts.len(), 10, "{c:?}: {pkts:?}");
-    let mut seqs: [Vec<u64>; 2] = [vec![], vec![]];
-    for p in &pkts {
-        assert!(p[4].is_empty(), "{c:?}: tshark calls a frame malformed: {p:?}");
-        for m in p[5].split(';') {
-            let m = m.to_lowercase();
-            assert!(!(m.contains("gre") || m.contains("checksum") || m.contains("malformed")), "{c:?}: tshark warns: {p:?}");
-        }
-        if c.csum {
-            assert_eq!(p[2], "1", "{c:?}: tshark verifies the GRE checksum (1 = good): {p:?}");
-        }
-        if c.seq {
-            seqs[p[0].starts_with("198.18.0.20") as usize].push(p[3].parse().unwrap());
-        }
-    }
-    let largest = pkts.iter().map(|p| p[1].parse::<u32>().unwrap()).max().unwrap();
-    assert_eq!(largest, 1514, "{c:?}: the DF ping at the tunnel MTU is one full 1500-byte outer packet");
+    check_frames(c, &pkts, "198.18.0.20");
     if c.seq {
-        for (side, s) in seqs.iter().enumerate() {
-            assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "{c:?}: side {side}: {s:?}");
-        }
-        let start = |src: &str| first.iter().find(|p| p[0] == src).map(|p| p[1].clone());
-        assert_eq!(start("198.18.0.10").as_deref(), Some("1"), "{c:?}: xgre numbers from 1: {first:?}");
-        assert_eq!(start("198.18.0.20").as_deref(), Some("0"), "{c:?}: Linux numbers from 0: {first:?}");
+        assert_eq!(first_seq(&first, "198.18.0.10").as_deref(), Some("1"), "{c:?}: xgre numbers from 1: {first:?}");
+        assert_eq!(first_seq(&first, "198.18.0.20").as_deref(), Some("0"), "{c:?}: Linux numbers from 0: {first:?}");
     }
     transfers(a, vm, c);
     let s = status(a);
@@ -202,7 +139,7 @@ fn linux_leaves_its_gre_checksum_to_the_nic_and_xgre_takes_it() {
         let c = Case { tap, key: Some(42), csum: true, seq: true };
         let a = &t.hosts[0];
         let _ = a.xgre(Enter::Nsenter, "down gre0");
-        let ca = t.write("a.toml", &xgre_config(c));
+        let ca = t.write("a.toml", &xgre_config(c, "qt0"));
         a.xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
         linux_tunnel(&mut vm, c, a.mtu("gre0"));
         let ok = (0..20).any(|_| a.shell("ping -c 1 -W 2 198.19.100.2 >/dev/null && echo ok || true").contains("ok"));
@@ -222,14 +159,8 @@ fn keepalives_with_linux_come_back_only_where_it_routes_them() {
     let _s = serial();
     let (mut t, mut vm) = topo("lk", false);
     let c = Case { tap: false, key: Some(42), csum: false, seq: false };
-    let ca = t.write("a.toml", &xgre_config(c));
-    let mut child = t.hosts[0].spawn(&format!("{XGRE} run -c {ca}"));
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert!(line.contains("watching"), "{line}");
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    t.keep(child);
+    let ca = t.write("a.toml", &xgre_config(c, "qt0"));
+    t.start_run(0, &ca);
     let a = &t.hosts[0];
     linux_tunnel(&mut vm, c, a.mtu("gre0"));
     let path = |h: &Host| status(h)["tunnels"][0]["peers"][0]["paths"][0].clone();

@@ -8,27 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ovs::*, *};
-use serde_json::Value;
-
-#[derive(Clone, Copy, Debug)]
-struct Case {
-    l3: bool,
-    key: Option<u32>,
-    csum: bool,
-    seq: bool,
-}
+use common::{interop::*, ovs::*, *};
 
 /// MAC the OVS side gives frames it delivers to its own stack in L3 mode.
 const L3_SRC_MAC: &str = "02:00:00:00:0b:03";
-
-fn status(h: &Host) -> Value {
-    serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).expect("status --json is JSON")
-}
-
-fn drops(s: &Value) -> Vec<(String, u64)> {
-    s["drops"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).filter(|(_, v)| *v > 0).collect()
-}
 
 /// The OVS host and xgre's host, underlay up.
 fn topo(tag: &str) -> (Topo, Ovs) {
@@ -46,27 +29,6 @@ fn topo(tag: &str) -> (Topo, Ovs) {
     (t, ovs)
 }
 
-/// xgre's side of `case`, from the standard point-to-point config.
-fn xgre_config(c: Case) -> String {
-    let mut extra = String::new();
-    if let Some(k) = c.key {
-        extra += &format!("key = {k}\n");
-    }
-    if c.csum {
-        extra += "checksum = true\n";
-    }
-    if c.seq {
-        extra += "sequence = true\n";
-    }
-    let cfg = p2p_config('a', &extra, "tc");
-    if c.l3 {
-        return cfg;
-    }
-    cfg.replace("mode = \"gre\"", "mode = \"gretap\"")
-        .replace("address = [\"198.19.100.1/32\"]", "address = [\"198.19.100.1/24\"]")
-        .replace("routes = [\"198.19.100.2/32\"]\n", "")
-}
-
 /// OVS's side of `case`: bridge `brt` with GRE port `t0` and the inner
 /// address on its internal port, whose MTU is xgre's tunnel MTU.
 fn ovs_tunnel(t: &Topo, ovs: &Ovs, c: Case, mtu: u32) {
@@ -74,7 +36,7 @@ fn ovs_tunnel(t: &Topo, ovs: &Ovs, c: Case, mtu: u32) {
     if let Some(k) = c.key {
         opts += &format!(" options:key={k}");
     }
-    if c.l3 {
+    if !c.tap {
         opts += " options:packet_type=legacy_l3";
     }
     ovs.vsctl(&format!(
@@ -84,7 +46,7 @@ fn ovs_tunnel(t: &Topo, ovs: &Ovs, c: Case, mtu: u32) {
     let b = t.b();
     b.run("sysctl -qw net.ipv6.conf.brt.disable_ipv6=1");
     b.run(&format!("ip link set brt mtu {mtu} up"));
-    if c.l3 {
+    if !c.tap {
         b.run("ip addr replace 198.19.100.2/32 dev brt");
         b.run("ip route replace 198.19.100.1/32 dev brt");
         b.run(&format!("ip neigh replace 198.19.100.1 lladdr {L3_SRC_MAC} dev brt"));
@@ -119,10 +81,10 @@ fn wait_for_tunnel(t: &Topo, ovs: &Ovs, c: Case) {
 /// outer packets), tshark's view of both sides' frames, 4 MiB each way.
 fn exercise(t: &Topo, ovs: &Ovs, c: Case) {
     let _ = t.a().xgre(Enter::Nsenter, "down gre0");
-    let ca = t.write("a.toml", &xgre_config(c));
+    let ca = t.write("a.toml", &xgre_config(c, "va"));
     t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
     let mtu = t.a().mtu("gre0");
-    let overhead = 24 + 4 * (c.key.is_some() as u32 + c.csum as u32 + c.seq as u32) + if c.l3 { 0 } else { 14 };
+    let overhead = 24 + 4 * (c.key.is_some() as u32 + c.csum as u32 + c.seq as u32) + if c.tap { 14 } else { 0 };
     assert_eq!(mtu, 1500 - overhead, "{c:?}");
     ovs_tunnel(t, ovs, c, mtu);
     // The first frame each side sends (ARP or the first echo, and its
@@ -132,14 +94,7 @@ fn exercise(t: &Topo, ovs: &Ovs, c: Case) {
     let first = first.map(Capture::finish).unwrap_or_default();
     // 3 echoes and 2 DF echoes, both ways (ARP was done by the warm-up).
     let frames = 10;
-    let cap = Capture::start_all(
-        t.a(),
-        "va",
-        "ip proto 47",
-        &["ip.src", "frame.len", "gre.checksum.status", "gre.sequence_number", "_ws.malformed", "_ws.expert.message"],
-        frames,
-        20,
-    );
+    let cap = Capture::start_all(t.a(), "va", "ip proto 47", &FRAME_FIELDS, frames, 20);
     let ping = t.a().run("ping -c 3 -i 0.2 -W 3 198.19.100.2");
     assert!(ping.contains("3 received"), "{c:?}: {ping}\n{}", ovs.log_tail());
     // The largest ICMP payload that fits the tunnel MTU, DF set.
@@ -147,32 +102,10 @@ fn exercise(t: &Topo, ovs: &Ovs, c: Case) {
     assert!(df.contains("2 received"), "{c:?}: DF ping at the tunnel MTU: {df}");
     let pkts = cap.finish();
     assert_eq!(pkts.len() as u32, frames, "{c:?}: {pkts:?}");
-    let mut seqs: [Vec<u64>; 2] = [vec![], vec![]];
-    for p in &pkts {
-        let from_ovs = p[0].starts_with("198.18.0.20");
-        assert!(p[4].is_empty(), "{c:?}: tshark calls a frame malformed: {p:?}");
-        for m in p[5].split(';') {
-            let m = m.to_lowercase();
-            assert!(!(m.contains("gre") || m.contains("checksum") || m.contains("malformed")), "{c:?}: tshark warns: {p:?}");
-        }
-        if c.csum {
-            assert_eq!(p[2], "1", "{c:?}: tshark verifies the GRE checksum (1 = good): {p:?}");
-        }
-        if c.seq {
-            seqs[from_ovs as usize].push(p[3].parse().unwrap());
-        }
-    }
-    let largest = pkts.iter().map(|p| p[1].parse::<u32>().unwrap()).max().unwrap();
-    assert_eq!(largest, 1514, "{c:?}: the DF ping at the tunnel MTU is one full 1500-byte outer packet");
+    check_frames(c, &pkts, "198.18.0.20");
     if c.seq {
-        // Each side numbers its own frames in order: xgre from 1, as
-        // Linux's ip_gre does, OVS from 0.
-        for (side, s) in seqs.iter().enumerate() {
-            assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "{c:?}: side {side}: {s:?}");
-        }
-        let start = |src: &str| first.iter().find(|p| p[0] == src).map(|p| p[1].clone());
-        assert_eq!(start("198.18.0.10").as_deref(), Some("1"), "{c:?}: xgre numbers from 1: {first:?}");
-        assert_eq!(start("198.18.0.20").as_deref(), Some("0"), "{c:?}: OVS numbers from 0: {first:?}");
+        assert_eq!(first_seq(&first, "198.18.0.10").as_deref(), Some("1"), "{c:?}: xgre numbers from 1: {first:?}");
+        assert_eq!(first_seq(&first, "198.18.0.20").as_deref(), Some("0"), "{c:?}: OVS numbers from 0: {first:?}");
     }
     let x = transfer(t.a(), t.b(), "198.19.100.2", 4);
     assert_eq!(x.sent, x.got, "{c:?}: xgre -> OVS");
@@ -191,10 +124,10 @@ fn gretap_interoperates_with_open_vswitch() {
     let _s = serial();
     let (t, ovs) = topo("ot");
     for c in [
-        Case { l3: false, key: Some(42), csum: false, seq: false },
-        Case { l3: false, key: None, csum: false, seq: false },
-        Case { l3: false, key: Some(42), csum: true, seq: false },
-        Case { l3: false, key: Some(42), csum: false, seq: true },
+        Case { tap: true, key: Some(42), csum: false, seq: false },
+        Case { tap: true, key: None, csum: false, seq: false },
+        Case { tap: true, key: Some(42), csum: true, seq: false },
+        Case { tap: true, key: Some(42), csum: false, seq: true },
     ] {
         exercise(&t, &ovs, c);
     }
@@ -205,9 +138,9 @@ fn l3_gre_interoperates_with_open_vswitch() {
     let _s = serial();
     let (t, ovs) = topo("ol");
     for c in [
-        Case { l3: true, key: Some(42), csum: false, seq: false },
-        Case { l3: true, key: None, csum: true, seq: false },
-        Case { l3: true, key: Some(42), csum: false, seq: true },
+        Case { tap: false, key: Some(42), csum: false, seq: false },
+        Case { tap: false, key: None, csum: true, seq: false },
+        Case { tap: false, key: Some(42), csum: false, seq: true },
     ] {
         exercise(&t, &ovs, c);
     }
@@ -217,15 +150,9 @@ fn l3_gre_interoperates_with_open_vswitch() {
 fn xgre_run_keeps_an_open_vswitch_peer_that_cannot_reflect_keepalives() {
     let _s = serial();
     let (mut t, ovs) = topo("ok");
-    let c = Case { l3: false, key: Some(42), csum: false, seq: false };
-    let ca = t.write("a.toml", &xgre_config(c));
-    let mut child = t.a().spawn(&format!("{XGRE} run -c {ca}"));
-    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    assert!(line.contains("watching"), "{line}");
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    t.keep(child);
+    let c = Case { tap: true, key: Some(42), csum: false, seq: false };
+    let ca = t.write("a.toml", &xgre_config(c, "va"));
+    t.start_run(0, &ca);
     ovs_tunnel(&t, &ovs, c, t.a().mtu("gre0"));
     wait_for_tunnel(&t, &ovs, c);
     // Ten keepalive intervals: OVS's gretap port drops IPv4-in-GRE, so no
@@ -249,8 +176,8 @@ fn open_vswitch_sums_its_gre_checksum_before_writing_the_sequence_number() {
     // so every frame it sends fails the check (xgre's, Linux's, tshark's).
     let _s = serial();
     let (t, ovs) = topo("oc");
-    let c = Case { l3: false, key: Some(42), csum: true, seq: true };
-    let ca = t.write("a.toml", &xgre_config(c));
+    let c = Case { tap: true, key: Some(42), csum: true, seq: true };
+    let ca = t.write("a.toml", &xgre_config(c, "va"));
     t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
     ovs_tunnel(&t, &ovs, c, t.a().mtu("gre0"));
     let cap = Capture::start(t.a(), "va", "ip proto 47 and src host 198.18.0.20", &["gre.sequence_number", "gre.checksum.status"], 3, 10);

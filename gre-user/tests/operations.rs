@@ -318,22 +318,6 @@ fn status_and_down_work_after_every_link_vanished() {
     }
 }
 
-/// Start `xgre run -c cfg` on host `i` and wait for it to say it watches.
-fn start_run(t: &mut Topo, i: usize, cfg: &str) {
-    let mut child = t.hosts[i].spawn(&format!("{XGRE} run -c {cfg}"));
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    if !line.contains("watching") {
-        let mut err = String::new();
-        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-        panic!("xgre run -c {cfg}: {line}{err}");
-    }
-    // Keep reading its log, so it never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
-    t.keep(child);
-}
-
 #[test]
 fn keepalives_never_cut_off_a_peer_that_cannot_reflect_them() {
     let _s = serial();
@@ -352,8 +336,8 @@ fn keepalives_never_cut_off_a_peer_that_cannot_reflect_them() {
     t.sw().shell("nft add chain bridge f drops \"{ type filter hook forward priority 0; }\"");
     let no_reflect = "nft add rule bridge f drops ether type ip ip protocol 47 ip daddr 198.18.0.20 @th,16,16 0x0800 drop";
     t.sw().run(no_reflect);
-    start_run(&mut t, 1, &cb);
-    start_run(&mut t, 0, &ca);
+    t.start_run(1, &cb);
+    t.start_run(0, &ca);
     let path = |h: &Host| json_status_of(h)["tunnels"][0]["peers"][0]["paths"][0].clone();
     // Ten keepalive intervals, over three times the miss window.
     std::thread::sleep(Duration::from_millis(1000));
@@ -383,7 +367,7 @@ fn keepalive_required_judges_a_silent_peer_from_the_start() {
     let mut t = Topo::pair("q");
     let ca = t.write("a.toml", &p2p_config('a', "", "tc").replace("[[peer.path]]", "keepalive = \"required\"\n[[peer.path]]"));
     // No xgre on b: nothing reflects.
-    start_run(&mut t, 0, &ca);
+    t.start_run(0, &ca);
     std::thread::sleep(Duration::from_millis(800));
     let s = json_status_of(t.a());
     assert_eq!(s["tunnels"][0]["peers"][0]["paths"][0]["up"], false, "{}", s["tunnels"][0]["peers"][0]);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bpf;
+pub mod interop;
 pub mod linux_vm;
 pub mod ovs;
 pub mod rx_model;
@@ -210,6 +211,25 @@ impl Topo {
 
     pub fn keep(&mut self, c: Child) {
         self.children.push(c);
+    }
+
+    /// Start `xgre run -c cfg` on host `i`, wait for it to say it watches
+    /// (or fail with what it said), and keep it until teardown.
+    pub fn start_run(&mut self, i: usize, cfg: &str) {
+        let mut child = self.hosts[i].spawn(&format!("{XGRE} run -c {cfg}"));
+        let mut r = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        if !line.contains("watching") {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("xgre run -c {cfg}: {line}{err}");
+        }
+        // Keep reading its log, so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
+        self.keep(child);
     }
 }
 

@@ -69,6 +69,9 @@ fn keep_maps(data: usize) {
             let _ = maps::FLOOD.get(FloodKey::default());
             let _ = maps::HDR_SCRATCH.get(0);
             let _ = maps::LCO_HDR.get(0);
+            // aya-log's buffer, for `--debug`: the programs that never log
+            // would not hold it otherwise.
+            let _ = aya_log_ebpf::macro_support::AYA_LOGS.query(0);
         }
     }
 }

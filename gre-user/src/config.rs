@@ -506,8 +506,11 @@ impl Config {
             if r.trunc() != *r {
                 return Err(err(field, format!("{r} has host bits set (did you mean {}?)", r.trunc())));
             }
-            if others.routes.contains(r) || !own_routes.insert(*r) {
+            if others.routes.contains(r) {
                 return Err(err(field, format!("{r} is routed to another peer already")));
+            }
+            if !own_routes.insert(*r) {
+                return Err(err(field, format!("{r} is listed twice")));
             }
         }
         let mut own_macs = HashSet::new();

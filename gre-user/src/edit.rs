@@ -354,7 +354,14 @@ mod tests {
         assert!(e("path set p 3 --weight 2").contains("has no path 3"));
         assert!(e("path add p link=e9,remote=198.18.0.9").contains("peer[0].path[1].link: `e9` is not a [[link]]"));
         assert!(e("path set p 0 --weight 0").contains("peer[0].path[0].weight"));
-        assert!(e("route add p 198.19.0.2/32").contains("routed to another peer") || e("route add p 198.19.0.2/32").contains("routes"));
+        assert!(
+            e("route add p 198.19.0.2/32").contains("peer[0].routes[1]: 198.19.0.2/32 is listed twice"),
+            "{}",
+            e("route add p 198.19.0.2/32")
+        );
+        let two = edit(&c, "peer add q --route 198.19.0.3/32 --path link=e0,remote=198.18.0.3").unwrap();
+        let e2 = edit(&two, "route add q 198.19.0.2/32").unwrap_err().to_string();
+        assert!(e2.contains("198.19.0.2/32 is routed to another peer already"), "{e2}");
         assert!(e("key set banana").contains("want a number"));
         assert!(e("peer add p --path link=e0,remote=198.18.0.5").contains("exists already"));
         assert!(e("path add p link=e0").contains("remote"));

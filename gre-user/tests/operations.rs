@@ -288,6 +288,7 @@ fn debug_prints_the_datapaths_own_drop_messages() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("drop (key_mismatch)"), "no datapath message in:\n{err}");
     // Nobody listens any more: the switch is off again.
+    assert_eq!(meta_of(t.a()).1.debug, 0, "the datapath still logs with nobody listening");
     let s = counters(t.a());
     assert!(s["drops"]["key_mismatch"].as_u64().unwrap() >= 2, "{}", s["drops"]);
 }
@@ -383,11 +384,10 @@ fn json_status_of(h: &Host) -> Value {
     serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).expect("status --json is JSON")
 }
 
-/// Make the datapath running in `h`'s namespace look like another build's
-/// (what an older xgre of the same map layout leaves behind).
-fn pretend_another_build(h: &Host) {
+/// The meta map of the datapath running in `h`'s namespace, and its value.
+fn meta_of(h: &Host) -> (aya::maps::Array<aya::maps::MapData, gre_common::Meta>, gre_common::Meta) {
     use aya::maps::{Array, Map, MapData, MapInfo};
-    use gre_common::{names::*, Meta};
+    use gre_common::names::*;
     let ino = h.netns_ino();
     for info in aya::programs::loaded_programs().filter_map(Result::ok) {
         if info.name_as_str() != Some(PROG_TX) {
@@ -398,15 +398,21 @@ fn pretend_another_build(h: &Host) {
             if MapInfo::from_id(id).ok().and_then(|m| m.name_as_str().map(str::to_string)).as_deref() != Some(MAP_META) {
                 continue;
             }
-            let mut meta: Array<MapData, Meta> = Map::from_map_data(MapData::from_id(id).unwrap()).unwrap().try_into().unwrap();
+            let meta: Array<MapData, gre_common::Meta> = Map::from_map_data(MapData::from_id(id).unwrap()).unwrap().try_into().unwrap();
             let m = meta.get(&0, 0).unwrap();
             if m.netns_ino == ino {
-                meta.set(0, Meta { build: 1, ..m }, 0).unwrap();
-                return;
+                return (meta, m);
             }
         }
     }
     panic!("no xgre datapath in {}", h.ns);
+}
+
+/// Make the datapath running in `h`'s namespace look like another build's
+/// (what an older xgre of the same map layout leaves behind).
+fn pretend_another_build(h: &Host) {
+    let (mut meta, m) = meta_of(h);
+    meta.set(0, gre_common::Meta { build: 1, ..m }, 0).unwrap();
 }
 
 /// The ids of the programs attached in `h`'s namespace (XDP and TC).

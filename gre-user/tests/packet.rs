@@ -221,19 +221,25 @@ fn weights_are_honoured_within_five_percent_over_10000_packets() {
 }
 
 #[test]
-fn meta_map_is_tagged_with_the_namespace() {
-    // The loader finds a datapath by this map; make sure it is reachable
-    // from every program (they all reference it).
+fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
+    // Any one program must keep the whole datapath alive and findable: a
+    // link's receive programs go with the link, the rest must not.
     let dp = Dp::new();
+    let all: std::collections::BTreeSet<String> = dp.ebpf.maps().map(|(n, _)| n.to_string()).filter(|n| !n.starts_with('.')).collect();
     for name in [PROG_TX, PROG_RX_TC, PROG_RX_XDP, PROG_RX_HANDOFF, PROG_TUN_NAPI] {
         let info = dp.ebpf.program(name).unwrap().info().unwrap();
         let ids = info.map_ids().unwrap().unwrap();
-        let names: Vec<String> =
+        let names: std::collections::BTreeSet<String> =
             ids.iter().map(|&id| aya::maps::MapInfo::from_id(id).unwrap().name_as_str().unwrap().to_string()).collect();
-        assert!(names.iter().any(|n| n == MAP_META), "{name} does not reference {MAP_META}: {names:?}");
+        let missing: Vec<&String> = all.iter().filter(|m| !names.contains(*m)).collect();
+        assert!(missing.is_empty(), "{name} does not reference {missing:?}");
     }
-    let meta: Array<&MapData, Meta> = dp.ebpf.map(MAP_META).unwrap().try_into().unwrap();
-    assert_eq!(meta.get(&0, 0).unwrap().layout, 0, "fresh object: the loader writes the layout");
+    // The loader writes which namespace, layout and build the maps serve.
+    let loaded = gre_user::datapath::Datapath::load().expect("loading the datapath");
+    let meta = loaded.array::<Meta>(MAP_META).unwrap().get(&0, 0).unwrap();
+    assert_eq!(meta.netns_ino, gre_user::sys::netns_ino().unwrap());
+    assert_eq!(meta.layout, LAYOUT_VERSION);
+    assert_eq!(meta.build, gre_user::datapath::build_id());
 }
 
 fn reorder_stats(dp: &Dp, peer: u32) -> ReorderStats {

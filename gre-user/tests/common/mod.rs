@@ -239,14 +239,26 @@ impl Drop for Topo {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let mut failed = Vec::new();
         for h in &self.hosts {
             // Kill whatever still runs in the namespace, take the tunnels
             // down (removes pins in the shared bpffs), then the namespace.
             let _ = sh_out(&format!("ip netns pids {} | xargs -r kill -9", h.ns));
-            let _ = sh_out(&format!("nsenter --net=/run/netns/{} {XGRE} down gre0", h.ns));
-            let _ = sh_out(&format!("ip netns del {}", h.ns));
+            let down = sh_out(&format!("nsenter --net=/run/netns/{} {XGRE} down gre0", h.ns));
+            if !down.status.success() {
+                failed.push(format!("xgre down in {}: {}", h.ns, String::from_utf8_lossy(&down.stderr).trim()));
+            }
+            let del = sh_out(&format!("ip netns del {}", h.ns));
+            if !del.status.success() {
+                failed.push(format!("ip netns del {}: {}", h.ns, String::from_utf8_lossy(&del.stderr).trim()));
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+        // A teardown that fails leaves state that breaks the next test;
+        // say so, unless the test failed already (a second panic aborts).
+        if !failed.is_empty() && !std::thread::panicking() {
+            panic!("test teardown failed:\n{}", failed.join("\n"));
+        }
     }
 }
 

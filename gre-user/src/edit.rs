@@ -1,13 +1,18 @@
 //! `xgre map-edit`: one change to a running tunnel, made to its config and
 //! checked by the config's own rules before the maps are touched.
 
-use std::{net::IpAddr, str::FromStr};
+use std::{net::IpAddr, path::Path, str::FromStr};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
-use crate::config::{Config, GroupConfig, KeepaliveMode, Mac, PathConfig, PeerConfig};
+use crate::{
+    config::{Config, GroupConfig, KeepaliveMode, Mac, PathConfig, PeerConfig, PeerIndex},
+    datapath::Datapath,
+    netlink::Netlink,
+    state::{self, Running},
+};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Edit {
@@ -297,6 +302,66 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
         }
     }
     Ok(c)
+}
+
+/// The edits of a `--batch` file, one per line (blank lines and `#`
+/// comments skipped), each labelled FILE:LINE for its errors.
+pub fn read_batch(path: &Path) -> Result<Vec<(String, Edit)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut v = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        let label = format!("{}:{}", path.display(), i + 1);
+        let e = parse_line(l).with_context(|| label.clone())?;
+        v.push((label, e));
+    }
+    Ok(v)
+}
+
+/// Apply `edits` to the running tunnel in order, each checked like a config
+/// file and applied on its own; the first refused one stops the batch with
+/// its label, the ones before it stay applied. A one-peer edit is checked
+/// against the other peers and applied to that peer alone, so a batch costs
+/// per edit what the edit touches.
+pub async fn apply_all(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(String, Edit)]) -> Result<()> {
+    let addrs = run.config.link_addrs();
+    let mut index = PeerIndex::of(&run.config.peers);
+    for (label, e) in edits {
+        match peer_change(&run.config, e) {
+            Some(change) => {
+                let (peer, new) = change.with_context(|| label.clone())?;
+                let pos = run.config.peers.iter().position(|p| p.name == peer);
+                let old = pos.map(|i| run.config.peers[i].clone());
+                run.config.check_membership(label, &peer, new.is_none(), old.is_none() && new.is_some())?;
+                if let Some(o) = &old {
+                    index.remove(o);
+                }
+                if let Some(n) = &new {
+                    let i = pos.unwrap_or(run.config.peers.len());
+                    if let Err(err) = run.config.validate_peer(label, i, n, &addrs, &index) {
+                        if let Some(o) = &old {
+                            index.add(o);
+                        }
+                        return Err(err.into());
+                    }
+                }
+                state::apply_peer(nl, dp, run, &peer, new.as_ref(), label).await?;
+                if let Some(n) = &new {
+                    index.add(n);
+                }
+            }
+            None => {
+                let want = apply_edit(&run.config, e).with_context(|| label.clone())?;
+                want.validate(label)?;
+                state::apply(nl, dp, run, &want, label).await?;
+                index = PeerIndex::of(&run.config.peers);
+            }
+        }
+    }
+    state::stamp(dp, run)
 }
 
 #[cfg(test)]

@@ -200,61 +200,14 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             sys::require_root("map-edit")?;
             let edits: Vec<(String, gre_user::edit::Edit)> = match (batch, edit) {
                 (Some(_), Some(_)) => bail!("map-edit: give one edit or --batch FILE, not both"),
-                (Some(f), None) => {
-                    let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
-                    let mut v = Vec::new();
-                    for (i, line) in text.lines().enumerate() {
-                        let l = line.trim();
-                        if l.is_empty() || l.starts_with('#') {
-                            continue;
-                        }
-                        let e = gre_user::edit::parse_line(l).with_context(|| format!("{}:{}", f.display(), i + 1))?;
-                        v.push((format!("{}:{}", f.display(), i + 1), e));
-                    }
-                    v
-                }
+                (Some(f), None) => gre_user::edit::read_batch(&f)?,
                 (None, Some(e)) => vec![(format!("map-edit {name}"), e)],
                 (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key, group) or --batch FILE"),
             };
             let (nl, dp) = running()?;
             let mut run = gre_user::state::show(&dp, &nl, &name).await?;
             let start = std::time::Instant::now();
-            let addrs = run.config.link_addrs();
-            let mut index = gre_user::config::PeerIndex::of(&run.config.peers);
-            for (label, e) in &edits {
-                match gre_user::edit::peer_change(&run.config, e) {
-                    // One peer: checked against the others, applied alone.
-                    Some(change) => {
-                        let (peer, new) = change.with_context(|| label.clone())?;
-                        let pos = run.config.peers.iter().position(|p| p.name == peer);
-                        let old = pos.map(|i| run.config.peers[i].clone());
-                        run.config.check_membership(label, &peer, new.is_none(), old.is_none() && new.is_some())?;
-                        if let Some(o) = &old {
-                            index.remove(o);
-                        }
-                        if let Some(n) = &new {
-                            let i = pos.unwrap_or(run.config.peers.len());
-                            if let Err(err) = run.config.validate_peer(label, i, n, &addrs, &index) {
-                                if let Some(o) = &old {
-                                    index.add(o);
-                                }
-                                return Err(err.into());
-                            }
-                        }
-                        gre_user::state::apply_peer(&nl, &dp, &mut run, &peer, new.as_ref(), label).await?;
-                        if let Some(n) = &new {
-                            index.add(n);
-                        }
-                    }
-                    None => {
-                        let want = gre_user::edit::apply_edit(&run.config, e).with_context(|| label.clone())?;
-                        want.validate(label)?;
-                        gre_user::state::apply(&nl, &dp, &mut run, &want, label).await?;
-                        index = gre_user::config::PeerIndex::of(&run.config.peers);
-                    }
-                }
-            }
-            gre_user::state::stamp(&dp, &mut run)?;
+            gre_user::edit::apply_all(&nl, &dp, &mut run, &edits).await?;
             if let Some(f) = save {
                 std::fs::write(&f, run.config.to_toml()).with_context(|| format!("writing {}", f.display()))?;
             }

@@ -162,7 +162,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         }
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
-            gre_user::health::run(cfg, &config.display().to_string(), debug).await?;
+            gre_user::run::run(cfg, &config.display().to_string(), debug).await?;
         }
         Cmd::Down { config, name } => {
             let name = match (config, name) {

@@ -95,28 +95,29 @@ pub fn fold(mut s: u64) -> u16 {
     s as u16
 }
 
-/// Sum of the ten 16-bit words of an IPv4 header without options
-/// (unfolded): 0xffff once folded when its checksum is right.
+/// Sum of the big-endian 16-bit words of `b` (an even number of bytes),
+/// unfolded: header fields read as the wire orders them.
 #[inline(always)]
-pub fn ipv4_words(ip: &network_types::ip::Ipv4Hdr) -> u64 {
-    let b: [u8; 20] = unsafe { core::mem::transmute_copy(ip) };
-    let mut s: u64 = 0;
+pub fn be_words(b: &[u8]) -> u64 {
+    let mut s = 0u64;
     let mut i = 0;
-    while i < 20 {
+    while i + 1 < b.len() {
         s += u16::from_be_bytes([b[i], b[i + 1]]) as u64;
         i += 2;
     }
     s
 }
 
+/// Sum of the ten 16-bit words of an IPv4 header without options
+/// (unfolded): 0xffff once folded when its checksum is right.
+#[inline(always)]
+pub fn ipv4_words(ip: &network_types::ip::Ipv4Hdr) -> u64 {
+    let b: [u8; 20] = unsafe { core::mem::transmute_copy(ip) };
+    be_words(&b)
+}
+
 /// Header checksum of an outer IPv4 header built on the stack.
 #[inline(always)]
 pub fn ipv4_header(hdr: &[u8; 20]) -> u16 {
-    let mut s: u64 = 0;
-    let mut i = 0;
-    while i < 20 {
-        s += u16::from_be_bytes([hdr[i], hdr[i + 1]]) as u64;
-        i += 2;
-    }
-    !fold(s)
+    !fold(be_words(hdr))
 }

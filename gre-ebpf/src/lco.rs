@@ -39,17 +39,6 @@ struct L4 {
 }
 
 #[inline(always)]
-fn words(b: &[u8]) -> u64 {
-    let mut s = 0u64;
-    let mut i = 0;
-    while i + 1 < b.len() {
-        s += u16::from_be_bytes([b[i], b[i + 1]]) as u64;
-        i += 2;
-    }
-    s
-}
-
-#[inline(always)]
 fn csum_field(proto: u8) -> Option<usize> {
     match proto {
         IPPROTO_TCP => Some(16),
@@ -76,7 +65,7 @@ fn l4<P: Packet>(pkt: &P, l3: usize, ty: u16) -> Option<L4> {
             let f = csum_field(proto)?;
             let ihl = ((buf[0] & 0x0f) as usize) * 4;
             let len = (u16::from_be_bytes([buf[2], buf[3]]) as usize).checked_sub(ihl)?;
-            let pseudo = words(&buf[12..20]) + proto as u64 + len as u64;
+            let pseudo = csum::be_words(&buf[12..20]) + proto as u64 + len as u64;
             Some(L4 { off: l3 + ihl, csum_off: l3 + ihl + f, pseudo })
         }
         ETH_P_IPV6 => {
@@ -85,7 +74,7 @@ fn l4<P: Packet>(pkt: &P, l3: usize, ty: u16) -> Option<L4> {
             let proto = buf[6];
             let f = csum_field(proto)?;
             let len = u16::from_be_bytes([buf[4], buf[5]]) as u64;
-            let pseudo = words(&buf[8..40]) + proto as u64 + len;
+            let pseudo = csum::be_words(&buf[8..40]) + proto as u64 + len;
             Some(L4 { off: l3 + Ipv6Hdr::LEN, csum_off: l3 + Ipv6Hdr::LEN + f, pseudo })
         }
         _ => None,

@@ -69,7 +69,9 @@ fn l2<P: Packet>(pkt: &P, eth: &EthHdr) -> Option<(usize, u16)> {
     if ty != ETH_P_8021Q && ty != ETH_P_8021AD {
         return Some((EthHdr::LEN, ty));
     }
-    if pkt.stripped_vlan().is_some() || pkt.is_skb() {
+    // Only an skb can have had a tag stripped: at TC a tag in the frame is a
+    // second one.
+    if pkt.is_skb() {
         return None;
     }
     let tag: [u8; 4] = pkt.read(EthHdr::LEN).ok()?;

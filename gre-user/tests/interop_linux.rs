@@ -95,23 +95,31 @@ fn exercise(t: &Topo, vm: &mut LinuxVm, c: Case) {
     assert_eq!(guest_stat(vm, "rx_errors"), 0, "{c:?}: Linux refused some of xgre's packets");
 }
 
-/// 2 MiB each way over TCP, hashed at both ends (busybox nc in the guest).
+/// 2 MiB each way over TCP, hashed at both ends (busybox nc in the guest,
+/// bounded by the guest's `timeout`).
 fn transfers(a: &Host, vm: &mut LinuxVm, c: Case) {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/transfer.py");
-    vm.start("nc -l -p 5001 | sha256sum");
+    let context = |a: &Host| format!("xgre:\n{}", a.xgre_ok(Enter::Nsenter, "status"));
+    vm.start("timeout 60 nc -l -p 5001 | sha256sum");
     std::thread::sleep(Duration::from_millis(500));
     let sent = a.run(&format!("timeout 90 /usr/bin/python3 {script} send 198.19.100.2 5001 2"));
-    let got = vm.finish(Duration::from_secs(90));
+    let (rc, got) = vm.finish(Duration::from_secs(90));
+    assert_eq!(rc, 0, "{c:?}: xgre -> Linux: the guest said {got}\n{}", context(a));
     assert_eq!(got.split_whitespace().next(), sent.split_whitespace().nth(1), "{c:?}: xgre -> Linux");
     let mut server = a.spawn(&format!("timeout 90 /usr/bin/python3 {script} recv 198.19.100.1 5002"));
     let mut out = std::io::BufReader::new(server.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
     assert_eq!(line.trim(), "listening");
-    let sent = vm.sh("dd if=/dev/urandom of=/tmp/d bs=1024 count=2048 2>/dev/null && sha256sum /tmp/d && nc 198.19.100.1 5002 < /tmp/d");
+    let (rc, sent) = vm.sh_status(
+        "dd if=/dev/urandom of=/tmp/d bs=1024 count=2048 2>/dev/null && sha256sum /tmp/d && timeout 60 nc 198.19.100.1 5002 < /tmp/d",
+        Duration::from_secs(90),
+    );
     line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    let _ = std::io::BufRead::read_line(&mut out, &mut line);
+    let _ = server.kill();
     let _ = server.wait();
+    assert_eq!(rc, 0, "{c:?}: Linux -> xgre: the guest said {sent}\nthe receiver said: {line}\n{}", context(a));
     assert_eq!(line.split_whitespace().nth(1), sent.split_whitespace().next(), "{c:?}: Linux -> xgre: {line} / {sent}");
 }
 

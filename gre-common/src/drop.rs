@@ -45,6 +45,11 @@ pub enum DropReason {
     /// wire (RFC 4291 2.5.5.2): a way around IPv4 filtering into an IPv4
     /// tunnel.
     MappedAddress = 17,
+    /// Transmit, on the tunnel device's hidden end: a packet without the
+    /// decision `xgre_tx` hands over (something other than the tunnel
+    /// device sent it, or a qdisc on the tunnel device overwrote the skb's
+    /// control block).
+    TxNoDecision = 18,
 }
 
 /// Reasons in use.

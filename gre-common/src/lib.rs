@@ -6,9 +6,11 @@
 
 pub mod drop;
 pub mod gre;
+pub mod handoff;
 pub mod maps;
 pub mod names;
 
 pub use drop::DropReason;
 pub use gre::GreHdr;
+pub use handoff::{HandoffMeta, TxDecision};
 pub use maps::*;

@@ -1,8 +1,12 @@
 //! Program and map names. The kernel keeps 15 characters of an object name, so
 //! every name here fits in 15; the loader finds a running datapath by them.
 
-/// TC egress on the tunnel device: encapsulate and send out of a link.
+/// TC egress on the tunnel device: decide where a packet goes (or drop it
+/// where veth counts the drop).
 pub const PROG_TX: &str = "xgre_tx";
+/// TC ingress on the tunnel device's hidden veth end: encapsulate as
+/// `xgre_tx` decided and send out of a link.
+pub const PROG_TX_SEND: &str = "xgre_tx_send";
 /// XDP receive on a link.
 pub const PROG_RX_XDP: &str = "xgre_rx_xdp";
 /// TC ingress receive on a link.
@@ -10,9 +14,6 @@ pub const PROG_RX_TC: &str = "xgre_rx_tc";
 /// TC ingress on a link received by XDP: hands frames XDP decapsulated to
 /// the tunnel device.
 pub const PROG_RX_HANDOFF: &str = "xgre_rx_handoff";
-/// XDP_PASS on the tunnel device, so that veth gives it a NAPI context to
-/// receive frames redirected from XDP.
-pub const PROG_TUN_NAPI: &str = "xgre_tun_napi";
 
 pub const MAP_META: &str = "XGRE_META";
 pub const MAP_TUNNELS: &str = "XGRE_TUNNELS";

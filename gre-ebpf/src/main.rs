@@ -84,6 +84,18 @@ pub fn xgre_tx(ctx: TcContext) -> i32 {
         if debug_on() {
             debug!(&ctx, "xgre_tx: drop ({})", reason.name());
         }
+        tx::drop_where_counted(&ctx)
+    })
+}
+
+#[classifier]
+pub fn xgre_tx_send(ctx: TcContext) -> i32 {
+    keep_maps(ctx.data());
+    tx::try_tx_send(&ctx).unwrap_or_else(|reason| {
+        count_drop(reason);
+        if debug_on() {
+            debug!(&ctx, "xgre_tx_send: drop ({})", reason.name());
+        }
         TC_ACT_SHOT
     })
 }
@@ -119,14 +131,6 @@ pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
         }
         xdp_action::XDP_DROP
     })
-}
-
-/// Attached to the tunnel device only so that veth gives it the NAPI
-/// context XDP redirects need.
-#[xdp]
-pub fn xgre_tun_napi(ctx: XdpContext) -> u32 {
-    keep_maps(ctx.data());
-    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -1,7 +1,8 @@
 //! Receive: decapsulate GRE of ours and deliver the inner packet to the
 //! tunnel device.
 //!
-//! TC decapsulates and redirects straight to the tunnel device's ingress.
+//! TC decapsulates and sends the packet from the tunnel device's hidden veth
+//! end, so the device counts it (`to_tunnel`).
 //! XDP decapsulates, tags the frame with the tunnel in XDP metadata and
 //! passes it on; the link's TC ingress hands tagged frames to the tunnel
 //! device. Passing, not redirecting, keeps the skb the driver built, and so
@@ -15,10 +16,10 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
-    helpers::generated::{bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use gre_common::{DropReason, MODE_GRETAP};
+use gre_common::{DropReason, HandoffMeta, MODE_GRETAP};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -100,7 +101,7 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         // adjust_meta moved data_meta: reload and re-check before writing.
         let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
         if meta + HandoffMeta::LEN <= data {
-            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target };
+            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target, peer_ifindex: rx.tunnel.peer_ifindex };
             unsafe { (meta as *mut HandoffMeta).write_unaligned(m) };
             return Ok(xdp_action::XDP_PASS);
         }
@@ -112,37 +113,48 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     Ok(r as u32)
 }
 
-/// XDP metadata in front of a decapsulated frame: which tunnel it is for.
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct HandoffMeta {
-    pub magic: u32,
-    pub tunnel_ifindex: u32,
-}
-
-impl HandoffMeta {
-    pub const LEN: usize = 8;
-    pub const MAGIC: u32 = 0x7867_7265; // "xgre"
-}
-
 /// TC ingress on a link whose receive hook is XDP: deliver the frames XDP
 /// decapsulated and tagged; leave everything else alone.
 pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
     let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
     if meta + HandoffMeta::LEN > data {
-        return Ok(TC_ACT_OK);
+        return Ok(legacy_handoff(ctx, meta, data));
     }
     let m = unsafe { (meta as *const HandoffMeta).read_unaligned() };
     if m.magic != HandoffMeta::MAGIC {
         return Ok(TC_ACT_OK);
     }
-    let r = if m.tunnel_ifindex == 0 {
+    if m.tunnel_ifindex == 0 {
+        // A reflected keepalive: out of the link it came in on.
+        let r = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
+        return Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 });
+    }
+    Ok(to_tunnel(ctx, m.tunnel_ifindex, m.peer_ifindex))
+}
+
+/// An older build's XDP program, still attached for the moment a hitless
+/// upgrade swaps the programs one by one, tags frames with 8 bytes (magic,
+/// tunnel): deliver them as that build did, straight to the device.
+#[inline(always)]
+fn legacy_handoff(ctx: &TcContext, meta: usize, data: usize) -> i32 {
+    if meta + 8 > data {
+        return TC_ACT_OK;
+    }
+    let (magic, tunnel) = unsafe { ((meta as *const u32).read_unaligned(), ((meta + 4) as *const u32).read_unaligned()) };
+    if magic != HandoffMeta::MAGIC {
+        return TC_ACT_OK;
+    }
+    let r = if tunnel == 0 {
         // A reflected keepalive: out of the link it came in on.
         unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) }
     } else {
-        unsafe { bpf_redirect(m.tunnel_ifindex, BPF_F_INGRESS as u64) }
+        unsafe { bpf_redirect(tunnel, BPF_F_INGRESS as u64) }
     };
-    Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+    if r == TC_ACT_REDIRECT as i64 {
+        TC_ACT_REDIRECT
+    } else {
+        r as i32
+    }
 }
 
 pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
@@ -173,8 +185,25 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
     delivered(ctx, &rx, segs as u64);
-    let r = unsafe { bpf_redirect(rx.tunnel.ifindex, BPF_F_INGRESS as u64) };
-    Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+    Ok(to_tunnel(ctx, rx.tunnel.ifindex, rx.tunnel.peer_ifindex))
+}
+
+/// Deliver a decapsulated packet to the tunnel device: sent from its hidden
+/// veth end, so that veth counts it as the device's rx (BPF cannot count
+/// into a device's statistics). veth refuses a packet longer than the
+/// device's MTU, which a peer with a larger MTU may send and Linux's ip_gre
+/// accepts (it has no MTU check on receive): such a packet goes straight
+/// to the device's ingress instead, delivered but not counted there.
+#[inline(always)]
+fn to_tunnel(ctx: &TcContext, tunnel_ifindex: u32, peer_ifindex: u32) -> i32 {
+    let mut mtu = 0u32;
+    let fits = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tunnel_ifindex, &mut mtu, 0, 0) } == 0;
+    let r = if fits { unsafe { bpf_redirect(peer_ifindex, 0) } } else { unsafe { bpf_redirect(tunnel_ifindex, BPF_F_INGRESS as u64) } };
+    if r == TC_ACT_REDIRECT as i64 {
+        TC_ACT_REDIRECT
+    } else {
+        r as i32
+    }
 }
 
 /// What the packet is once decapsulated: adjust_room then sets the skb's

@@ -1,18 +1,21 @@
-//! Transmit: TC egress on the tunnel device. Find where the packet goes
-//! (one peer, or a flood list), add outer IPv4 + GRE and send it out of the
-//! chosen path's link: redirected when unicast, cloned per peer when
-//! replicated.
+//! Transmit, in two halves around the tunnel device's veth pair. TC egress
+//! on the device finds where the packet goes (one peer and path, or a flood
+//! list) and hands that over in the skb's control block; veth counts the
+//! packet as the device's tx on the way through. TC ingress on the hidden
+//! end adds outer IP + GRE and sends it out of the chosen path's link:
+//! redirected when unicast, cloned per peer when replicated.
 
 use aya_ebpf::{
-    bindings::{__sk_buff, TC_ACT_SHOT, TC_ACT_STOLEN},
-    helpers::generated::{bpf_get_hash_recalc, bpf_redirect},
+    bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN},
+    helpers::generated::{bpf_check_mtu, bpf_get_hash_recalc, bpf_redirect, bpf_skb_change_tail},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{
-    v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_CSUM,
-    TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+    handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
+    v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE, MODE_GRETAP,
+    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -57,6 +60,10 @@ impl Target {
     }
 }
 
+/// The tunnel device's egress: where the packet goes, written into the
+/// skb's control block for `try_tx_send`. The packet then crosses the veth
+/// pair, which counts it as the device's tx. Errors are drops; `xgre_tx`
+/// makes veth count them (`drop_where_counted`).
 pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
@@ -71,6 +78,70 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         MODE_GRETAP => tap_target(ctx, tunnel, &eth, from_peer)?,
         _ => return Err(DropReason::TxUnsupported),
     };
+    let segs = unsafe { (*skb).gso_segs };
+    if tunnel.flags & (TUN_SEQ | TUN_CSUM) != 0 && segs > 1 {
+        // GSO would copy one sequence number or checksum to every segment.
+        return Err(DropReason::TxGsoPerPacket);
+    }
+    let proto_tos = ((proto as u32) << 16) | tos as u32;
+    let d = if !target.flood {
+        let peer = unsafe { PEERS.get(target.peer) }.ok_or(DropReason::NoRoute)?;
+        let (path, _) = path::select(peer, ctx.len() as u64).ok_or(DropReason::NoPath)?;
+        TxDecision { kind: TxDecision::MAGIC | TX_UNICAST, tunnel_ifindex: ifindex, peer: target.peer, path, proto_tos }
+    } else {
+        flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;
+        TxDecision { kind: TxDecision::MAGIC | TX_FLOOD, tunnel_ifindex: ifindex, peer: target.skip, path: 0, proto_tos }
+    };
+    set_decision(skb, d);
+    Ok(TC_ACT_OK)
+}
+
+#[inline(always)]
+fn set_decision(skb: *mut __sk_buff, d: TxDecision) {
+    let w = d.to_words();
+    for (i, v) in w.iter().enumerate() {
+        unsafe { (*skb).cb[i] = *v };
+    }
+}
+
+/// Drop a packet `try_tx` refused so that veth counts it in the device's
+/// tx_dropped, as ip_gre counts a packet with no route: grown past what
+/// the hidden end accepts (its MTU plus an Ethernet and a VLAN header, and
+/// no longer GSO), veth discards it and counts it. Returns TC_ACT_OK when
+/// the packet goes on to be dropped so, TC_ACT_SHOT when it must be
+/// dropped here (not our tunnel, or a jumbo MTU the helper cannot grow to).
+pub fn drop_where_counted(ctx: &TcContext) -> i32 {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let ifindex = unsafe { (*skb).ifindex };
+    let Some(tunnel) = (unsafe { TUNNELS.get(ifindex) }) else { return TC_ACT_SHOT };
+    let mut mtu = 0u32;
+    if unsafe { bpf_check_mtu(skb.cast(), tunnel.peer_ifindex, &mut mtu, 0, 0) } < 0 {
+        return TC_ACT_SHOT;
+    }
+    let too_long = mtu + (EthHdr::LEN as u32) + 4 + 1;
+    if unsafe { bpf_skb_change_tail(skb, too_long, 0) } != 0 {
+        return TC_ACT_SHOT;
+    }
+    set_decision(skb, TxDecision { kind: TxDecision::MAGIC | TX_DROP, tunnel_ifindex: ifindex, ..Default::default() });
+    TC_ACT_OK
+}
+
+/// The hidden end's ingress: encapsulate as decided and send, out of the
+/// chosen path's link (unicast) or as one copy per peer (flood).
+pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let mut w = [0u32; TX_DECISION_WORDS];
+    for (i, v) in w.iter_mut().enumerate() {
+        *v = unsafe { (*skb).cb[i] };
+    }
+    let d = TxDecision::from_words(&w);
+    let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
+    if kind == TX_DROP {
+        // Counted already, under its reason.
+        return Ok(TC_ACT_SHOT);
+    }
+    let tunnel: &Tunnel = unsafe { TUNNELS.get(d.tunnel_ifindex) }.ok_or(DropReason::TxUnsupported)?;
+    let eth: EthHdr = ctx.read(0)?;
     let mut key = tunnel.key;
     let hash = if tunnel.flags & (TUN_NVGRE | TUN_UNDERLAY6) != 0 { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };
     if tunnel.flags & TUN_NVGRE != 0 {
@@ -79,36 +150,46 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         key = (key & !NVGRE_FLOWID_MASK) | (hash & NVGRE_FLOWID_MASK);
     }
     // The outer IPv6 flow label, for the same reason (RFC 6438).
-    let fields = Fields { flags: tunnel.flags, key, tos, proto, flow: hash };
-    let segs = unsafe { (*skb).gso_segs };
-    if fields.flags & (TUN_SEQ | TUN_CSUM) != 0 && segs > 1 {
-        // GSO would copy one sequence number or checksum to every segment.
-        return Err(DropReason::TxGsoPerPacket);
-    }
+    let fields = Fields { flags: tunnel.flags, key, tos: d.tos(), proto: d.proto(), flow: hash };
     let tap = tunnel.mode == MODE_GRETAP;
     // Counters count inner bytes: the IP packet, or the whole frame (gretap).
     let inner_len = if tap { ctx.len() as u64 } else { ctx.len() as u64 - EthHdr::LEN as u64 };
     // A GSO packet leaves as gso_segs wire packets.
-    let wire = segs.max(1) as u64;
-    if !target.flood {
-        let peer_id = target.peer;
-        let peer = unsafe { PEERS.get(peer_id) }.ok_or(DropReason::NoRoute)?;
-        let (path_idx, p) = path::select(peer, ctx.len() as u64).ok_or(DropReason::NoPath)?;
-        let p = *p;
-        let seq = next_seq(&fields, peer_id)?;
+    let wire = unsafe { (*skb).gso_segs }.max(1) as u64;
+    if kind == TX_UNICAST {
+        let peer = unsafe { PEERS.get(d.peer) }.ok_or(DropReason::NoRoute)?;
+        let path_idx = d.path & (MAX_PATHS as u32 - 1);
+        // The peer may have been edited since the decision: a path that is
+        // gone now is no path.
+        if path_idx >= peer.npaths {
+            return Err(DropReason::NoPath);
+        }
+        let p = peer.paths[path_idx as usize];
+        let seq = next_seq(&fields, d.peer)?;
         let room = encap::grow(ctx, &fields, tap, &eth)?;
         encap::write(ctx, &room, encap::header(ctx, &fields, &room, &p, seq)?)?;
-        count_tx(peer_id, path_idx, wire, inner_len);
+        count_tx(d.peer, path_idx, wire, inner_len);
         return Ok(unsafe { bpf_redirect(p.ifindex, 0) } as i32);
     }
-    let list = flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;
+    let group = if tap { [0; 16] } else { ip_group(ctx, &eth)? };
+    let list = flood_list(tunnel.ifindex, group).ok_or(DropReason::NoRoute)?;
     let room = encap::grow(ctx, &fields, tap, &eth)?;
-    if !flood::replicate(ctx, tunnel.ifindex, list, target.skip, fields, room, inner_len, wire)? {
+    if !flood::replicate(ctx, tunnel.ifindex, list, d.peer, fields, room, inner_len, wire)? {
         // No copy went: each was counted (no_path) on the way.
         return Ok(TC_ACT_SHOT);
     }
     // Every copy is on its way; the original is done with.
     Ok(TC_ACT_STOLEN)
+}
+
+/// `gre` mode's flood group: the inner destination, as `ip_target` chose it.
+#[inline(always)]
+fn ip_group(ctx: &TcContext, eth: &EthHdr) -> Result<[u8; 16], DropReason> {
+    match u16::from_be(eth.ether_type) {
+        ETH_P_IP => Ok(v4_mapped(ctx.read::<Ipv4Hdr>(EthHdr::LEN)?.dst_addr)),
+        ETH_P_IPV6 => Ok(ctx.read::<Ipv6Hdr>(EthHdr::LEN)?.dst_addr),
+        _ => Err(DropReason::TxUnsupported),
+    }
 }
 
 /// The group's own flood list, else the tunnel's (every peer).

@@ -16,7 +16,7 @@ use crate::sys;
 /// The compiled datapath, built by build.rs from `gre-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
 
-const PROGS: [&str; 5] = [PROG_TX, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_TUN_NAPI];
+const PROGS: [&str; 5] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF];
 
 /// This build's id: the first 8 bytes of the SHA-256 of its compiled
 /// datapath, so two builds with the same programs agree.
@@ -148,11 +148,12 @@ impl Datapath {
 
     /// Verify the programs of a loaded object and note their fds and maps.
     fn from_loaded(mut ebpf: Ebpf) -> Result<Datapath> {
-        for name in [PROG_TX, PROG_RX_TC, PROG_RX_HANDOFF] {
+        for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
         }
-        for name in [PROG_RX_XDP, PROG_TUN_NAPI] {
+        {
+            let name = PROG_RX_XDP;
             let p: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
         }

@@ -709,7 +709,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         let link_mtu = links.values().map(|l| l.mtu).min().unwrap_or(1500);
         let mtu = want.tunnel.mtu.unwrap_or(link_mtu.saturating_sub(want.overhead()));
         nl.set_mtu(tun, mtu).await?;
-        nl.set_mtu(run.tunnel.peer_ifindex, mtu).await?;
+        nl.set_mtu(run.tunnel.peer_ifindex, crate::tunnel::hidden_mtu(mtu)).await?;
         done.push(format!("mtu {mtu}"));
     }
     if want.gso_max_segs() != have.gso_max_segs() {

@@ -57,3 +57,41 @@ pub fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
+
+/// Turn generic receive offload on for device `name` (ETHTOOL_SGRO, the
+/// ethtool ioctl: rtnetlink has no say over offloads). On a veth it also
+/// gives the device the NAPI context that frames XDP redirects to it need.
+pub fn enable_gro(name: &str) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
+    const ETHTOOL_SGRO: u32 = 0x2c;
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [libc::c_char; libc::IFNAMSIZ],
+        data: *mut EthtoolValue,
+        _pad: [u8; 16],
+    }
+    if name.len() >= libc::IFNAMSIZ {
+        bail!("device name {name} is too long");
+    }
+    let mut value = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut value, _pad: [0; 16] };
+    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening a socket for the ethtool ioctl");
+    }
+    let r = unsafe { libc::ioctl(sock, SIOCETHTOOL, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(sock) };
+    if r < 0 {
+        return Err(err).with_context(|| format!("turning GRO on for {name}"));
+    }
+    Ok(())
+}

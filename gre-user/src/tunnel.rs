@@ -57,6 +57,15 @@ pub fn cstr(b: &[u8]) -> String {
     String::from_utf8_lossy(&b[..end]).into_owned()
 }
 
+/// MTU of the hidden veth end behind a tunnel of `mtu`. Packets cross to
+/// it already decided but not yet encapsulated, so the tunnel's MTU would
+/// do; what matters is the margin, by which `xgre_tx` knows how long a
+/// packet must be for veth to drop it (and count it as the tunnel's
+/// tx_dropped).
+pub fn hidden_mtu(mtu: u32) -> u32 {
+    (mtu + 128).min(65535)
+}
+
 /// Name of the hidden veth end behind tunnel `name`.
 pub fn hidden_name(name: &str) -> String {
     if name.len() <= 12 {
@@ -244,7 +253,7 @@ async fn fill_and_attach(
     let v6 = t.address.iter().chain(cfg.peers.iter().flat_map(|p| p.routes.iter())).any(|n| matches!(n, ipnet::IpNet::V6(_)));
     setup_ipv6(&t.name, v6);
     setup_ipv6(&hid.name, false);
-    nl.set_link(hid.index, true, false, mtu).await?;
+    nl.set_link(hid.index, true, false, hidden_mtu(mtu)).await?;
     // gretap is Ethernet: ARP runs on it. A gre device has no neighbours.
     nl.set_link(tun.index, true, cfg.tunnel.mode == crate::config::Mode::Gretap, mtu).await?;
     for a in &t.address {
@@ -256,13 +265,17 @@ async fn fill_and_attach(
     tunnels.insert(tun.index, Tunnel { config_hash: 0, ..value }, 0)?;
     dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.insert(cfg.key_lookup(), tun.index, 0)?;
 
-    // The tunnel device: transmit program on egress, and an XDP_PASS so
-    // frames redirected from XDP receive can arrive on it.
+    // The tunnel device: transmit decision on egress, encapsulation on the
+    // hidden end's ingress (hidden end first: a decided packet always finds
+    // its sender), and GRO, whose NAPI context lets frames redirected from
+    // XDP receive arrive. (An XDP program would do that too, but veth then
+    // takes GSO from the hidden end, which would segment every received
+    // GRO packet on its way to the device.)
+    nl.clsact_add(hid.index).await?;
+    nl.bpf_filter_add(hid.index, false, dp.prog(PROG_TX_SEND)?.as_fd().as_raw_fd(), PROG_TX_SEND).await?;
     nl.clsact_add(tun.index).await?;
     nl.bpf_filter_add(tun.index, true, dp.prog(PROG_TX)?.as_fd().as_raw_fd(), PROG_TX).await?;
-    nl.xdp_set(tun.index, dp.prog(PROG_TUN_NAPI)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE)
-        .await
-        .with_context(|| format!("attaching {PROG_TUN_NAPI} to {}", t.name))?;
+    sys::enable_gro(&t.name)?;
 
     let mut hooks = Vec::new();
     for (i, lc) in cfg.links.iter().enumerate() {

@@ -17,6 +17,7 @@ use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel, HOOK_XDP};
 use crate::{
     datapath::{build_id, Datapath},
     netlink::{Netlink, XDP_FLAGS_DRV_MODE},
+    sys,
 };
 
 /// Replace the running datapath's programs with this build's when another
@@ -29,13 +30,19 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
     }
     dp.load_this_build()?;
     let fd = |name: &str| -> Result<i32> { Ok(dp.prog(name)?.as_fd().as_raw_fd()) };
-    let tunnels: Vec<u32> = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.keys().filter_map(Result::ok).collect();
-    for t in tunnels {
-        if nl.link_by_index(t).await?.is_none() {
-            continue;
-        }
+    let tunnels: Vec<(u32, u32)> =
+        dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex)).collect();
+    for (t, hidden) in tunnels {
+        let Some(dev) = nl.link_by_index(t).await? else { continue };
+        // The sender first: the new decider's packets must find it. An
+        // older build had no sender there (it sent from the tunnel's egress).
+        nl.clsact_add(hidden).await?;
+        nl.bpf_filter_add(hidden, false, fd(PROG_TX_SEND)?, PROG_TX_SEND).await?;
         nl.bpf_filter_add(t, true, fd(PROG_TX)?, PROG_TX).await?;
-        nl.xdp_set(t, fd(PROG_TUN_NAPI)?, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("replacing {PROG_TUN_NAPI} on #{t}"))?;
+        // Older builds gave the device NAPI with an XDP_PASS program; GRO
+        // gives it now. GRO first, so the device never lacks NAPI.
+        sys::enable_gro(&dev.name)?;
+        nl.xdp_set(t, -1, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("detaching the XDP program of an older build from #{t}"))?;
     }
     // Each link once, whichever tunnels use it.
     let links: BTreeMap<u32, u32> =

@@ -23,7 +23,6 @@ const REMOTE6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 const KEY: u32 = 42;
 /// An IPv6 address no test host has.
 const DOC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-const MAGIC: u32 = 0x7867_7265;
 
 const ENV: Env = Env { link_mac: LINK_MAC, tun_mac: TUN_MAC, key: KEY, local4: LOCAL, remote4: REMOTE, v6: Some((LOCAL6, REMOTE6)) };
 
@@ -262,7 +261,7 @@ fn receive_programs_agree_with_the_reference_model() {
                 }
                 Err(e) => panic!("seed {seed}, frame {n}: BPF_PROG_RUN refused it ({e}): {}", hexdump(&f)),
             };
-            let meta = |target: u32| [MAGIC.to_ne_bytes(), target.to_ne_bytes()].concat();
+            let meta = |target: u32| [HandoffMeta::MAGIC.to_ne_bytes(), target.to_ne_bytes(), HIDDEN.to_ne_bytes()].concat();
             let ok = match (&want, hook) {
                 (Want::Pass, Hook::Tc) => ret == TC_ACT_OK && out == f,
                 (Want::Pass, Hook::Xdp) => ret == XDP_PASS && out == f,

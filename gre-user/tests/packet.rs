@@ -102,13 +102,14 @@ fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
         assert_eq!(ret, TC_ACT_REDIRECT, "tc: drops {:?}", dp.drops());
         assert_eq!(hexdump(&out), hexdump(&want), "tc output");
 
-        // XDP hands the frame on with the tunnel's ifindex in 8 bytes of
-        // metadata in front of it, for the link's TC handoff.
+        // XDP hands the frame on with the tunnel's and its hidden end's
+        // ifindexes in metadata in front of it, for the link's TC handoff.
         let (ret, out) = dp.run(PROG_RX_XDP, &frame, None);
         assert_eq!(ret, XDP_PASS, "xdp: drops {:?}", dp.drops());
         assert_eq!(&out[..4], &0x7867_7265u32.to_ne_bytes(), "xdp metadata magic");
         assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
-        assert_eq!(hexdump(&out[8..]), hexdump(&want), "xdp output");
+        assert_eq!(&out[8..12], &HIDDEN.to_ne_bytes(), "xdp metadata hidden end");
+        assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&want), "xdp output");
         let s = dp.path_stats(3, 0);
         assert_eq!((s.rx_packets, s.rx_bytes), (2, 2 * inner.len() as u64));
         assert!(dp.drops().is_empty(), "{:?}", dp.drops());
@@ -226,7 +227,7 @@ fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
     // link's receive programs go with the link, the rest must not.
     let dp = Dp::new();
     let all: std::collections::BTreeSet<String> = dp.ebpf.maps().map(|(n, _)| n.to_string()).filter(|n| !n.starts_with('.')).collect();
-    for name in [PROG_TX, PROG_RX_TC, PROG_RX_XDP, PROG_RX_HANDOFF, PROG_TUN_NAPI] {
+    for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_XDP, PROG_RX_HANDOFF] {
         let info = dp.ebpf.program(name).unwrap().info().unwrap();
         let ids = info.map_ids().unwrap().unwrap();
         let names: std::collections::BTreeSet<String> =
@@ -315,7 +316,7 @@ fn the_peers_keepalives_are_sent_back_out_of_the_link() {
         } else {
             assert_eq!(ret, XDP_PASS);
             assert_eq!(&out[4..8], &0u32.to_ne_bytes(), "tunnel 0: back out of the link");
-            assert_eq!(hexdump(&out[8..]), hexdump(&want));
+            assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&want));
         }
         let s = dp.path_stats(1, 0);
         assert_eq!((s.keepalives_reflected, s.rx_packets), (1, 0), "{prog}");
@@ -412,7 +413,7 @@ fn gretap_carries_whole_ethernet_frames_both_ways_and_learns_macs() {
     let (ret, out) = dp.run(PROG_RX_XDP, &gre_in, None);
     assert_eq!(ret, XDP_PASS);
     assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
-    assert_eq!(hexdump(&out[8..]), hexdump(&back), "xdp delivers the inner frame as it was sent");
+    assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&back), "xdp delivers the inner frame as it was sent");
     // A gretap tunnel takes no IP-in-GRE, and a gre one no Ethernet.
     let ip_in = gre_frame(REMOTE, LOCAL, 0, valid(Some(7)), &inner_packet(10, 0));
     assert_eq!(dp.run(PROG_RX_TC, &ip_in, None).0, TC_ACT_SHOT);
@@ -433,18 +434,18 @@ fn a_frame_never_goes_back_to_the_peer_it_came_from() {
     let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(20, 0));
     // Came in through the tunnel device (a bridge hairpinning it): both
     // ends live behind peer 2, so it would go straight back.
-    let (ret, _) = dp.run(PROG_TX, &frame, Some(&skb_ctx_from(TUN, 1, TUN)));
+    let (ret, _) = dp.tx_ctx(&frame, &skb_ctx_from(TUN, 1, TUN));
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(dp.drops(), BTreeMap::from([("split_horizon", 1)]));
     // From a local port, the same frame is simply sent.
-    let (ret, _) = dp.run(PROG_TX, &frame, Some(&skb_ctx_from(TUN, 1, 9)));
+    let (ret, _) = dp.tx_ctx(&frame, &skb_ctx_from(TUN, 1, 9));
     assert_eq!(ret, TC_ACT_REDIRECT);
     // Broadcast from peer 2's side, with peer 2 the only peer: no copy.
     let mut list = FloodList { n: 1, ..Default::default() };
     list.peers[0] = 2;
     dp.hash::<FloodKey, FloodList>(MAP_FLOOD).insert(FloodKey { tunnel_ifindex: TUN, group: [0; 16] }, list, 0).unwrap();
     let bcast = eth([0xff; 6], HOST_A, 0x0806, &[0u8; 28]);
-    let (ret, _) = dp.run(PROG_TX, &bcast, Some(&skb_ctx_from(TUN, 1, TUN)));
+    let (ret, _) = dp.tx_ctx(&bcast, &skb_ctx_from(TUN, 1, TUN));
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(dp.drops().get("split_horizon"), Some(&2), "{:?}", dp.drops());
 }
@@ -514,7 +515,7 @@ fn gre_multicast_without_a_list_goes_nowhere_and_with_one_skips_its_source() {
     dp.hash::<FloodKey, FloodList>(MAP_FLOOD).insert(group, list, 0).unwrap();
     let mut from_peer = mc.clone();
     from_peer[12..16].copy_from_slice(&INNER_DST);
-    let (ret, _) = dp.run(PROG_TX, &tunnel_frame(&from_peer), Some(&skb_ctx_from(TUN, 1, TUN)));
+    let (ret, _) = dp.tx_ctx(&tunnel_frame(&from_peer), &skb_ctx_from(TUN, 1, TUN));
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(dp.drops().get("split_horizon"), Some(&1), "{:?}", dp.drops());
 }
@@ -556,7 +557,7 @@ fn an_ipv6_underlay_carries_gre_after_next_header_47() {
     assert_eq!(hexdump(&got), hexdump(&expect));
     let (ret, got) = dp.run(PROG_RX_XDP, &frame, None);
     assert_eq!(ret, XDP_PASS);
-    assert_eq!(hexdump(&got[8..]), hexdump(&expect));
+    assert_eq!(hexdump(&got[HandoffMeta::LEN..]), hexdump(&expect));
     assert_eq!(dp.path_stats(1, 0).rx_packets, 2);
     // A payload length past the frame's end is malformed.
     let mut bad = frame.clone();
@@ -596,7 +597,7 @@ fn a_small_frame_behind_a_40_byte_ipv6_header_is_decapsulated() {
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ip6);
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
         let (ret, out) = dp.run(prog, &frame, None);
-        let (want_ret, skip) = if prog == PROG_RX_TC { (TC_ACT_REDIRECT, 0) } else { (XDP_PASS, 8) };
+        let (want_ret, skip) = if prog == PROG_RX_TC { (TC_ACT_REDIRECT, 0) } else { (XDP_PASS, HandoffMeta::LEN) };
         assert_eq!(ret, want_ret, "{prog}: drops {:?}", dp.drops());
         assert_eq!(hexdump(&out[skip..]), hexdump(&arp), "{prog}");
     }
@@ -615,7 +616,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let want = eth(PEER_MAC, LINK_MAC, 0x86DD, &ka[40 + 8..]);
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
         let (ret, out) = dp.run(prog, &frame, None);
-        let skip = if prog == PROG_RX_TC { 0 } else { 8 };
+        let skip = if prog == PROG_RX_TC { 0 } else { HandoffMeta::LEN };
         assert!(ret == TC_ACT_REDIRECT || ret == XDP_PASS, "{prog}: {ret}, drops {:?}", dp.drops());
         assert_eq!(hexdump(&out[skip..]), hexdump(&want), "{prog}");
     }
@@ -740,7 +741,7 @@ fn a_bad_outer_ipv4_header_checksum_is_dropped_options_included() {
         dp.peer(0, &[1]);
         let (ret, out) = dp.run(prog, &with_opts, None);
         assert_eq!(ret, deliver, "{prog}: options with a right checksum: drops {:?}", dp.drops());
-        let skip = if prog == PROG_RX_XDP { 8 } else { 0 };
+        let skip = if prog == PROG_RX_XDP { HandoffMeta::LEN } else { 0 };
         assert_eq!(hexdump(&out[skip..]), hexdump(&eth(TUN_MAC, PEER_MAC, 0x0800, &inner)), "{prog}");
     }
 }
@@ -783,7 +784,7 @@ fn gre_on_a_vlan_is_not_ours_but_a_priority_tag_is() {
         let (ret, out) = dp.run(PROG_RX_XDP, &tagged(&plain, tpid, 0), None);
         assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
         assert_eq!(&out[..4], &0x7867_7265u32.to_ne_bytes(), "priority-tagged GRE was not decapsulated");
-        assert_eq!(hexdump(&out[8..]), hexdump(&want));
+        assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&want));
         assert_eq!(dp.path_stats(0, 0).rx_packets, 1);
     }
 }

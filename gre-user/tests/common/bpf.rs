@@ -158,11 +158,12 @@ pub fn skb_ctx_from(ifindex: u32, gso_segs: u32, ingress: u32) -> Vec<u8> {
 impl Dp {
     pub fn new() -> Dp {
         let mut ebpf = Ebpf::load(OBJECT).expect("loading the compiled datapath (are we root?)");
-        for name in [PROG_TX, PROG_RX_TC, PROG_RX_HANDOFF] {
+        for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
         }
-        for name in [PROG_RX_XDP, PROG_TUN_NAPI] {
+        {
+            let name = PROG_RX_XDP;
             let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
             p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
         }
@@ -239,6 +240,11 @@ impl Dp {
 
     /// `run`, or why BPF_PROG_RUN refused the frame.
     pub fn try_run(&self, prog: &str, data: &[u8], ctx: Option<&[u8]>) -> Result<(u32, Vec<u8>), String> {
+        self.try_run_ctx(prog, data, ctx).map(|(r, out, _)| (r, out))
+    }
+
+    /// `try_run`, with the context as the program left it.
+    pub fn try_run_ctx(&self, prog: &str, data: &[u8], ctx: Option<&[u8]>) -> Result<(u32, Vec<u8>, Vec<u8>), String> {
         let mut out = vec![0u8; data.len() + 256];
         let mut ctx_out = [0u8; 192];
         let opts = TestRunOptions {
@@ -250,16 +256,43 @@ impl Dp {
         };
         let prog_ref = self.ebpf.program(prog).unwrap();
         let r = match prog {
-            PROG_RX_XDP | PROG_TUN_NAPI => <&Xdp>::try_from(prog_ref).unwrap().test_run(opts),
+            PROG_RX_XDP => <&Xdp>::try_from(prog_ref).unwrap().test_run(opts),
             _ => <&SchedClassifier>::try_from(prog_ref).unwrap().test_run(opts),
         }
         .map_err(|e| format!("{e:?}"))?;
         out.truncate(r.data_size_out as usize);
-        Ok((r.return_value, out))
+        Ok((r.return_value, out, ctx_out.to_vec()))
     }
 
     pub fn tx(&self, frame: &[u8], gso_segs: u32) -> (u32, Vec<u8>) {
-        self.run(PROG_TX, frame, Some(&skb_ctx(TUN, gso_segs)))
+        self.tx_ctx(frame, &skb_ctx(TUN, gso_segs))
+    }
+
+    /// What the tunnel device's transmit does to `frame`: the decision on
+    /// its egress and, when that lets the packet cross the veth pair, the
+    /// send on the hidden end's ingress, handed the decision in `cb` as
+    /// veth hands it. Returns the last program's verdict and output.
+    pub fn tx_ctx(&self, frame: &[u8], ctx: &[u8]) -> (u32, Vec<u8>) {
+        let (ret, out, ctx_out) = self.try_run_ctx(PROG_TX, frame, Some(ctx)).unwrap_or_else(|e| panic!("BPF_PROG_RUN of {PROG_TX}: {e}"));
+        if ret != TC_ACT_OK {
+            return (ret, out);
+        }
+        assert_eq!(out, frame, "{PROG_TX} decides; it must not change the packet");
+        // The hidden end: ifindex 1 (lo), as there is no device HIDDEN here;
+        // the control block (cb, bytes 48..68) and gso_segs as they were.
+        let mut send = skb_ctx(1, 0);
+        send[48..68].copy_from_slice(&ctx_out[48..68]);
+        send[164..168].copy_from_slice(&ctx[164..168]);
+        self.run(PROG_TX_SEND, &out, Some(&send))
+    }
+
+    /// The decision `xgre_tx` hands over for `frame`, if it let it through.
+    pub fn tx_decision(&self, frame: &[u8], ctx: &[u8]) -> Option<TxDecision> {
+        let (ret, _, ctx_out) = self.try_run_ctx(PROG_TX, frame, Some(ctx)).unwrap();
+        (ret == TC_ACT_OK).then(|| {
+            let w: Vec<u32> = ctx_out[48..68].chunks(4).map(|c| u32::from_ne_bytes(c.try_into().unwrap())).collect();
+            TxDecision::from_words(&w.try_into().unwrap())
+        })
     }
 
     /// Teach the forwarding table that `mac` lives behind `peer`, now.

@@ -19,7 +19,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use gre_common::{DropReason, HandoffMeta, MODE_GRETAP};
+use gre_common::{DropReason, HandoffMeta, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
 use network_types::eth::EthHdr;
 
 use crate::{
@@ -101,7 +101,7 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         // adjust_meta moved data_meta: reload and re-check before writing.
         let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
         if meta + HandoffMeta::LEN <= data {
-            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target, peer_ifindex: rx.tunnel.peer_ifindex };
+            let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target, peer_ifindex: counted_via(&rx) };
             unsafe { (meta as *mut HandoffMeta).write_unaligned(m) };
             return Ok(xdp_action::XDP_PASS);
         }
@@ -185,7 +185,18 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
     delivered(ctx, &rx, segs as u64);
-    Ok(to_tunnel(ctx, rx.tunnel.ifindex, rx.tunnel.peer_ifindex))
+    Ok(to_tunnel(ctx, rx.tunnel.ifindex, counted_via(&rx)))
+}
+
+/// The hidden end to deliver through, so that veth counts the packet; 0
+/// when the tunnel counts nothing (`device_counters = false`).
+#[inline(always)]
+fn counted_via(rx: &Rx) -> u32 {
+    if rx.tunnel.flags & TUN_NO_DEV_COUNTERS != 0 {
+        0
+    } else {
+        rx.tunnel.peer_ifindex
+    }
 }
 
 /// Deliver a decapsulated packet to the tunnel device: sent from its hidden
@@ -193,11 +204,12 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
 /// into a device's statistics). veth refuses a packet longer than the
 /// device's MTU, which a peer with a larger MTU may send and Linux's ip_gre
 /// accepts (it has no MTU check on receive): such a packet goes straight
-/// to the device's ingress instead, delivered but not counted there.
+/// to the device's ingress instead, delivered but not counted there, as is
+/// everything when `peer_ifindex` is 0 (the tunnel counts nothing).
 #[inline(always)]
 fn to_tunnel(ctx: &TcContext, tunnel_ifindex: u32, peer_ifindex: u32) -> i32 {
     let mut mtu = 0u32;
-    let fits = unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tunnel_ifindex, &mut mtu, 0, 0) } == 0;
+    let fits = peer_ifindex != 0 && unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tunnel_ifindex, &mut mtu, 0, 0) } == 0;
     let r = if fits { unsafe { bpf_redirect(peer_ifindex, 0) } } else { unsafe { bpf_redirect(tunnel_ifindex, BPF_F_INGRESS as u64) } };
     if r == TC_ACT_REDIRECT as i64 {
         TC_ACT_REDIRECT

@@ -15,7 +15,7 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{
     handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
     v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NO_DEV_COUNTERS, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -92,6 +92,10 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;
         TxDecision { kind: TxDecision::MAGIC | TX_FLOOD, tunnel_ifindex: ifindex, peer: target.skip, path: 0, proto_tos }
     };
+    if tunnel.flags & TUN_NO_DEV_COUNTERS != 0 {
+        // Nothing to count: send from here, without crossing the pair.
+        return send(ctx, tunnel, &d);
+    }
     set_decision(skb, d);
     Ok(TC_ACT_OK)
 }
@@ -114,6 +118,9 @@ pub fn drop_where_counted(ctx: &TcContext) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
     let Some(tunnel) = (unsafe { TUNNELS.get(ifindex) }) else { return TC_ACT_SHOT };
+    if tunnel.flags & TUN_NO_DEV_COUNTERS != 0 {
+        return TC_ACT_SHOT;
+    }
     let mut mtu = 0u32;
     if unsafe { bpf_check_mtu(skb.cast(), tunnel.peer_ifindex, &mut mtu, 0, 0) } < 0 {
         return TC_ACT_SHOT;
@@ -141,6 +148,15 @@ pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(TC_ACT_SHOT);
     }
     let tunnel: &Tunnel = unsafe { TUNNELS.get(d.tunnel_ifindex) }.ok_or(DropReason::TxUnsupported)?;
+    send(ctx, tunnel, &d)
+}
+
+/// Encapsulate as `d` says and send: out of the chosen path's link
+/// (unicast) or as one copy per peer (flood).
+#[inline(always)]
+fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropReason> {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
     let eth: EthHdr = ctx.read(0)?;
     let mut key = tunnel.key;
     let hash = if tunnel.flags & (TUN_NVGRE | TUN_UNDERLAY6) != 0 { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };

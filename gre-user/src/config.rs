@@ -51,6 +51,16 @@ pub enum Mode {
     Gretap,
 }
 
+impl Mode {
+    /// As the config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Gre => "gre",
+            Mode::Gretap => "gretap",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
 #[serde(deny_unknown_fields)]
 pub struct TunnelConfig {
@@ -81,6 +91,10 @@ pub struct TunnelConfig {
     /// rotation.
     #[serde(default = "default_keepalive_misses")]
     pub keepalive_misses: u32,
+    /// Whether the tunnel device's own statistics (`ip -s link`) count
+    /// its traffic. Off saves the veth crossings that counting takes.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub device_counters: bool,
     /// `gretap`: seconds a learned MAC address stays valid without a frame
     /// from it.
     #[serde(default = "default_fdb_age", skip_serializing_if = "is_default_fdb_age")]
@@ -164,6 +178,17 @@ pub enum KeepaliveMode {
     Required,
     /// No probes; only the link's own state counts.
     Off,
+}
+
+impl KeepaliveMode {
+    /// As the config file spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeepaliveMode::Auto => "auto",
+            KeepaliveMode::Required => "required",
+            KeepaliveMode::Off => "off",
+        }
+    }
 }
 
 impl KeepaliveMode {

@@ -9,7 +9,7 @@ use aya::{
     programs::{loaded_programs, ProgramFd, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
-use gre_common::{names::*, Meta, LAYOUT_VERSION};
+use gre_common::{names::*, *};
 
 use crate::sys;
 
@@ -96,7 +96,7 @@ impl Datapath {
         let mut dp = Datapath { progs, prog_ids, maps, _ebpf: None };
         // A datapath with no tunnel left is being torn down: its programs
         // go as they are detached. Start afresh instead of reviving it.
-        if dp.hash::<u32, gre_common::Tunnel>(MAP_TUNNELS)?.keys().next().is_none() {
+        if dp.tunnels()?.keys().next().is_none() {
             return Ok(None);
         }
         // A program attached nowhere (say, XDP receive while every link
@@ -178,7 +178,7 @@ impl Datapath {
 
     /// The build whose programs the running datapath has attached.
     pub fn running_build(&self) -> Result<u64> {
-        Ok(self.array::<Meta>(MAP_META)?.get(&0, 0)?.build)
+        Ok(self.meta()?.get(&0, 0)?.build)
     }
 
     /// Load this build's programs against the running datapath's maps, for
@@ -189,7 +189,7 @@ impl Datapath {
 
     /// Record that this build's programs are the ones attached.
     pub fn record_build(&self) -> Result<()> {
-        let mut meta = self.array::<Meta>(MAP_META)?;
+        let mut meta = self.meta()?;
         let m = meta.get(&0, 0)?;
         meta.set(0, Meta { build: build_id(), ..m }, 0)?;
         Ok(())
@@ -208,20 +208,18 @@ impl Datapath {
         open(id)
     }
 
-    pub fn hash<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<HashMap<MapData, K, V>> {
+    /// Map `name` as the caller's type; the typed accessors below are the
+    /// way in, so each map's key and value types are written once.
+    fn typed<T: TryFrom<Map>>(&self, name: &str) -> Result<T>
+    where
+        T::Error: std::error::Error + Send + Sync + 'static,
+    {
         Ok(self.map(name)?.try_into()?)
     }
 
-    pub fn array<V: aya::Pod>(&self, name: &str) -> Result<Array<MapData, V>> {
-        Ok(self.map(name)?.try_into()?)
-    }
-
-    pub fn per_cpu<V: aya::Pod>(&self, name: &str) -> Result<PerCpuArray<MapData, V>> {
-        Ok(self.map(name)?.try_into()?)
-    }
-
-    pub fn lpm<K: aya::Pod, V: aya::Pod>(&self, name: &str) -> Result<LpmTrie<MapData, K, V>> {
-        Ok(self.map(name)?.try_into()?)
+    /// An LPM map of either family, for code that serves both.
+    pub fn lpm<K: aya::Pod>(&self, name: &str) -> Result<LpmTrie<MapData, K, u32>> {
+        self.typed(name)
     }
 
     /// Kernel memory charged to the datapath's maps (`memlock` of each).
@@ -254,6 +252,55 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// One accessor per map, typed once here.
+macro_rules! typed_maps {
+    ($($(#[$doc:meta])* $fn:ident: $kind:ident<$($t:ty),+> = $name:ident;)*) => {
+        impl Datapath {
+            $(
+                $(#[$doc])*
+                pub fn $fn(&self) -> Result<$kind<MapData, $($t),+>> {
+                    self.typed($name)
+                }
+            )*
+        }
+    };
+}
+
+typed_maps! {
+    meta: Array<Meta> = MAP_META;
+    tunnels: HashMap<u32, Tunnel> = MAP_TUNNELS;
+    tunnel_by_key: HashMap<KeyLookup, u32> = MAP_TUNNEL_BY_KEY;
+    peers: HashMap<u32, Peer> = MAP_PEERS;
+    routes4: LpmTrie<Route4, u32> = MAP_ROUTES4;
+    routes6: LpmTrie<Route6, u32> = MAP_ROUTES6;
+    rx_paths: HashMap<RxKey, RxPath> = MAP_RX_PATHS;
+    local_addrs: HashMap<[u8; 16], LocalAddr> = MAP_LOCAL_ADDRS;
+    link_users: HashMap<LinkUseKey, LinkUse> = MAP_LINK_USERS;
+    fdb: HashMap<FdbKey, FdbEntry> = MAP_FDB;
+    flood: HashMap<FloodKey, FloodList> = MAP_FLOOD;
+    path_stats: PerCpuArray<PathStats> = MAP_PATH_STATS;
+    path_seen: Array<u64> = MAP_PATH_SEEN;
+    path_bytes: Array<u64> = MAP_PATH_BYTES;
+    tx_seq: Array<u64> = MAP_TX_SEQ;
+    rx_seq: Array<u64> = MAP_RX_SEQ;
+    reorder: PerCpuArray<ReorderStats> = MAP_REORDER;
+    drops: PerCpuArray<u64> = MAP_DROPS;
+}
+
+/// Remove every entry of `map` that `pred` picks; returns how many went.
+/// An entry already gone (another `down` racing this one) counts as gone.
+pub fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, pred: impl Fn(&K, &V) -> bool) -> Result<usize> {
+    let doomed: Vec<K> = map.iter().filter_map(Result::ok).filter(|(k, v)| pred(k, v)).map(|(k, _)| k).collect();
+    for k in &doomed {
+        match map.remove(k) {
+            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(doomed.len())
 }
 
 /// Remove pin directories whose datapath no program uses any more: left by

@@ -32,7 +32,7 @@ pub fn listen(dp: &Datapath) -> Result<Listening> {
     // SAFETY: the logger owns the ring buffer's fd and lives in the AsyncFd
     // for as long as it is registered; nothing else closes it.
     let mut fd = unsafe { AsyncFd::register(logger) }.context("watching the log ring buffer")?;
-    let mut meta = dp.array::<Meta>(MAP_META)?;
+    let mut meta = dp.meta()?;
     set_debug(&mut meta, true)?;
     let task = tokio::spawn(async move {
         loop {

@@ -139,6 +139,7 @@ mod tests {
             groups: vec![],
             sequence: false,
             checksum: false,
+            device_counters: true,
             mtu: Some(1458),
             links: vec![],
             peers: vec![peer("h2"), peer("h3")],

@@ -1,12 +1,14 @@
 //! The xgre loader as a library: the `xgre` binary is a thin CLI over it,
 //! and the integration tests drive the same code.
 
+pub mod codec;
 pub mod config;
 pub mod datapath;
 pub mod debug;
 pub mod edit;
 pub mod exporter;
 pub mod keepalive;
+pub mod links;
 pub mod netlink;
 pub mod run;
 pub mod state;

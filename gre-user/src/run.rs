@@ -8,14 +8,15 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
-use gre_common::{names::*, path_slot, Peer, Tunnel, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_UP};
+use gre_common::{path_slot, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_UP};
 
 use crate::{
+    codec::{cstr, ip16},
     config::{Config, TunnelConfig},
     datapath::Datapath,
     keepalive,
     netlink::{Link, Netlink},
-    tunnel::{self, cstr, ip16, UpOutcome},
+    tunnel::{self, UpOutcome},
 };
 
 use crate::sys::monotonic_ns;
@@ -74,7 +75,7 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
     let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
     let nl = Netlink::new()?;
     let tidx = dp
-        .hash::<u32, Tunnel>(MAP_TUNNELS)?
+        .tunnels()?
         .iter()
         .filter_map(Result::ok)
         .find(|(_, t)| cstr(&t.name) == *name)
@@ -92,8 +93,8 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
     let started = monotonic_ns();
     let mut last_probe = 0u64;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
-    let seen = dp.array::<u64>(MAP_PATH_SEEN)?;
+    let mut peers = dp.peers()?;
+    let seen = dp.path_seen()?;
     let mut state: BTreeMap<(u32, usize), String> = BTreeMap::new();
     // Link states as last seen: (exists, admin up, carrier).
     let mut last_links: BTreeMap<u32, (bool, bool, bool)> = BTreeMap::new();

@@ -9,24 +9,22 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
-    os::fd::{AsFd, AsRawFd},
 };
 
 use anyhow::{anyhow, bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
-    names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, PathStats, Peer, ReorderStats,
-    Route4, Route6, RxKey, RxPath, Tunnel, DEFAULT_FDB_AGE, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, MODE_GRE,
-    MODE_GRETAP, PATH_ADMIN_DOWN, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_STATIC_MAC, PATH_UP, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ,
-    TUN_UNDERLAY6,
+    names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
+    RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP,
 };
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, GroupConfig, KeepaliveMode, LinkConfig, Mac, Mode, PathConfig, PeerConfig, RxHook, TunnelConfig},
-    datapath::Datapath,
-    netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
-    tunnel::{addr16, build_peer, cstr, ip16, resolve_mac},
+    codec::{addr16, build_peer, cstr, hidden_mtu, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value},
+    config::{Config, GroupConfig, LinkConfig, Mac, PathConfig, PeerConfig, RxHook},
+    datapath::{remove_where, Datapath},
+    links,
+    netlink::{Link, Netlink},
 };
 
 /// What a tunnel is, as the loader needs to change it.
@@ -42,17 +40,9 @@ pub struct Running {
     pub links: BTreeMap<String, Link>,
 }
 
-fn hook_cfg(r: RxHook) -> u32 {
-    match r {
-        RxHook::Auto => 0,
-        RxHook::Xdp => HOOK_XDP,
-        RxHook::Tc => HOOK_TC,
-    }
-}
-
 /// Find tunnel `name` in this namespace's datapath.
 pub fn find_tunnel(dp: &Datapath, name: &str) -> Result<Option<(u32, Tunnel)>> {
-    Ok(dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).find(|(_, t)| cstr(&t.name) == name))
+    Ok(dp.tunnels()?.iter().filter_map(Result::ok).find(|(_, t)| cstr(&t.name) == name))
 }
 
 async fn link_name(nl: &Netlink, cache: &mut BTreeMap<u32, String>, idx: u32) -> Result<String> {
@@ -70,7 +60,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut links = Vec::new();
     let users: Vec<(LinkUseKey, LinkUse)> =
-        dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).filter(|(k, _)| k.tunnel_ifindex == tidx).collect();
+        dp.link_users()?.iter().filter_map(Result::ok).filter(|(k, _)| k.tunnel_ifindex == tidx).collect();
     for (k, u) in &users {
         links.push(LinkConfig {
             dev: link_name(nl, &mut names, k.link_ifindex).await?,
@@ -84,14 +74,14 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     }
     let routes = all_routes(dp)?;
     let mut statics: BTreeMap<u32, Vec<Mac>> = BTreeMap::new();
-    for (k, e) in dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?.iter().filter_map(Result::ok) {
+    for (k, e) in dp.fdb()?.iter().filter_map(Result::ok) {
         if k.tunnel_ifindex == tidx && e.seen_ns == FDB_STATIC {
             statics.entry(e.peer_id).or_default().push(Mac(k.mac));
         }
     }
     let mut peers = Vec::new();
     let mut ids = BTreeMap::new();
-    let all_peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
+    let all_peers: Vec<(u32, Peer)> = dp.peers()?.iter().filter_map(Result::ok).collect();
     let used_ids = all_peers.iter().map(|(k, _)| *k).collect();
     for (id, p) in all_peers.into_iter().filter(|(_, p)| p.tunnel_ifindex == tidx) {
         let mut paths = Vec::new();
@@ -111,17 +101,13 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         ids.insert(pname.clone(), id);
         let mut macs = statics.remove(&id).unwrap_or_default();
         macs.sort();
-        let keepalive = match p.paths[0].flags {
-            f if f & PATH_KA_OFF != 0 => KeepaliveMode::Off,
-            f if f & PATH_KA_REQUIRED != 0 => KeepaliveMode::Required,
-            _ => KeepaliveMode::Auto,
-        };
+        let keepalive = keepalive_mode(p.paths[0].flags);
         peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive });
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
     let mut groups: Vec<GroupConfig> = dp
-        .hash::<FloodKey, FloodList>(MAP_FLOOD)?
+        .flood()?
         .iter()
         .filter_map(Result::ok)
         .filter(|(k, _)| k.tunnel_ifindex == tidx && k.group != [0; 16])
@@ -131,78 +117,23 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         })
         .collect();
     groups.sort_by_key(|g| g.address);
-    let nvgre = t.flags & TUN_NVGRE != 0;
     let mut address = nl.addresses(tidx).await?;
     address.sort();
-    let config = Config {
-        tunnel: TunnelConfig {
-            name: name.to_string(),
-            mode: if t.mode == MODE_GRETAP { Mode::Gretap } else { Mode::Gre },
-            address,
-            mtu: (t.mtu_cfg != 0).then_some(t.mtu_cfg),
-            key: (t.flags & TUN_KEY != 0 && !nvgre).then_some(t.key),
-            vsid: nvgre.then_some(t.key >> 8),
-            fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
-            sequence: t.flags & TUN_SEQ != 0,
-            checksum: t.flags & TUN_CSUM != 0,
-            stripe_burst: (t.stripe_burst != 0).then_some(t.stripe_burst),
-            keepalive: t.keepalive,
-            keepalive_misses: t.keepalive_misses,
-        },
-        links,
-        peers,
-        groups,
-    };
-    let links = resolve_links(nl, &config, name).await?;
+    let config = Config { tunnel: tunnel_config(name, &t, address), links, peers, groups };
+    let links = links::resolve_links(nl, &config, name).await?;
     Ok(Running { ifindex: tidx, tunnel: t, config, ids, used_ids, links })
-}
-
-/// The links a config names, looked up in this namespace.
-pub async fn resolve_links(nl: &Netlink, cfg: &Config, file: &str) -> Result<BTreeMap<String, Link>> {
-    let mut links = BTreeMap::new();
-    for (i, l) in cfg.links.iter().enumerate() {
-        let link = nl
-            .link(&l.dev)
-            .await?
-            .ok_or_else(|| anyhow!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev))?;
-        links.insert(l.dev.clone(), link);
-    }
-    Ok(links)
-}
-
-/// Neighbour MACs for a peer's paths: from the config, else from ARP.
-pub async fn resolve_macs(nl: &Netlink, cfg: &Config, i: usize, links: &BTreeMap<String, Link>, file: &str) -> Result<Vec<[u8; 6]>> {
-    let p = &cfg.peers[i];
-    let mut v = Vec::new();
-    for (j, pc) in p.paths.iter().enumerate() {
-        let mac = match pc.mac {
-            Some(m) => m.0,
-            None => {
-                let lc = cfg.link(&pc.link).expect("validated");
-                resolve_mac(nl, &links[&pc.link], lc.address, pc.remote).await?.ok_or_else(|| {
-                    anyhow!(
-                        "{file}: peer[{i}].path[{j}].mac: no neighbour entry for {} on {} and ARP got no answer; set `mac`",
-                        pc.remote,
-                        pc.link
-                    )
-                })?
-            }
-        };
-        v.push(mac);
-    }
-    Ok(v)
 }
 
 /// Every route in the datapath, both families: (tunnel ifindex, prefix,
 /// peer id).
 pub fn all_routes(dp: &Datapath) -> Result<Vec<(u32, IpNet, u32)>> {
     let mut out = Vec::new();
-    for (k, id) in dp.lpm::<Route4, u32>(MAP_ROUTES4)?.iter().filter_map(Result::ok) {
+    for (k, id) in dp.routes4()?.iter().filter_map(Result::ok) {
         let d = k.data();
         let net = IpNet::new(IpAddr::V4(d.addr.into()), (k.prefix_len() - 32) as u8)?;
         out.push((u32::from_be_bytes(d.tunnel), net, id));
     }
-    for (k, id) in dp.lpm::<Route6, u32>(MAP_ROUTES6)?.iter().filter_map(Result::ok) {
+    for (k, id) in dp.routes6()?.iter().filter_map(Result::ok) {
         let d = k.data();
         let net = IpNet::new(IpAddr::V6(d.addr.into()), (k.prefix_len() - 32) as u8)?;
         out.push((u32::from_be_bytes(d.tunnel), net, id));
@@ -221,7 +152,7 @@ pub fn set_route(dp: &Datapath, tun: u32, r: &IpNet, id: Option<u32>) -> Result<
 }
 
 fn lpm_set<K: aya::Pod>(dp: &Datapath, map: &str, key: Key<K>, id: Option<u32>) -> Result<()> {
-    let mut m = dp.lpm::<K, u32>(map)?;
+    let mut m = dp.lpm::<K>(map)?;
     match id {
         Some(id) => m.insert(&key, id, 0)?,
         // Already gone is what removal wanted.
@@ -235,23 +166,23 @@ fn lpm_set<K: aya::Pod>(dp: &Datapath, map: &str, key: Key<K>, id: Option<u32>) 
 /// Zero a peer id's counters and sequence state before it is used.
 fn reset_peer_state(dp: &Datapath, id: u32) -> Result<()> {
     let ncpu = aya::util::nr_cpus().map_err(|(s, e)| anyhow!("{s}: {e}"))?;
-    let mut stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
-    let mut seen = dp.array::<u64>(MAP_PATH_SEEN)?;
-    let mut bytes = dp.array::<u64>(MAP_PATH_BYTES)?;
+    let mut stats = dp.path_stats()?;
+    let mut seen = dp.path_seen()?;
+    let mut bytes = dp.path_bytes()?;
     for j in 0..MAX_PATHS as u32 {
         stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
         seen.set(path_slot(id, j), 0, 0)?;
         bytes.set(path_slot(id, j), 0, 0)?;
     }
-    dp.array::<u64>(MAP_TX_SEQ)?.set(id, 0, 0)?;
-    dp.array::<u64>(MAP_RX_SEQ)?.set(id, 0, 0)?;
-    dp.per_cpu::<ReorderStats>(MAP_REORDER)?.set(id, aya::maps::PerCpuValues::try_from(vec![ReorderStats::default(); ncpu])?, 0)?;
+    dp.tx_seq()?.set(id, 0, 0)?;
+    dp.rx_seq()?.set(id, 0, 0)?;
+    dp.reorder()?.set(id, aya::maps::PerCpuValues::try_from(vec![ReorderStats::default(); ncpu])?, 0)?;
     Ok(())
 }
 
 /// Lowest peer ids not in use in this namespace.
 fn free_ids(dp: &Datapath, n: usize) -> Result<Vec<u32>> {
-    let used: BTreeSet<u32> = dp.hash::<u32, Peer>(MAP_PEERS)?.keys().filter_map(Result::ok).collect();
+    let used: BTreeSet<u32> = dp.peers()?.keys().filter_map(Result::ok).collect();
     let free: Vec<u32> = (0..MAX_PEERS).filter(|i| !used.contains(i)).take(n).collect();
     if free.len() < n {
         bail!("more than {MAX_PEERS} peers in this namespace");
@@ -272,7 +203,7 @@ fn write_peer(
     macs: &[[u8; 6]],
     old: Option<(&Config, &PeerConfig)>,
 ) -> Result<()> {
-    let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
+    let mut rx = dp.rx_paths()?;
     let mut keys = BTreeSet::new();
     for (j, path) in pc.paths.iter().enumerate() {
         let lc = cfg.link(&path.link).expect("validated");
@@ -288,16 +219,12 @@ fn write_peer(
         if !path.up {
             peer.paths[j].flags = (peer.paths[j].flags & !PATH_UP) | PATH_ADMIN_DOWN;
         }
-        peer.paths[j].flags |= match pc.keepalive {
-            KeepaliveMode::Auto => 0,
-            KeepaliveMode::Required => PATH_KA_REQUIRED,
-            KeepaliveMode::Off => PATH_KA_OFF,
-        };
+        peer.paths[j].flags |= keepalive_flags(pc.keepalive);
     }
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.
-    dp.hash::<u32, Peer>(MAP_PEERS)?.insert(id, peer, 0)?;
-    let mut fdb = dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?;
+    dp.peers()?.insert(id, peer, 0)?;
+    let mut fdb = dp.fdb()?;
     for m in &pc.macs {
         fdb.insert(FdbKey { tunnel_ifindex: tun, mac: m.0, _pad: [0; 2] }, FdbEntry { peer_id: id, _pad: 0, seen_ns: FDB_STATIC }, 0)?;
     }
@@ -337,8 +264,8 @@ fn remove_peer(dp: &Datapath, cfg: &Config, pc: &PeerConfig, id: u32, tun: u32) 
         set_route(dp, tun, r, None)?;
     }
     forget_macs(dp, tun, Some(id))?;
-    dp.hash::<u32, Peer>(MAP_PEERS)?.remove(&id)?;
-    let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
+    dp.peers()?.remove(&id)?;
+    let mut rx = dp.rx_paths()?;
     for path in &pc.paths {
         if let Some(a) = old_link_addr(cfg, path) {
             let _ = rx.remove(&RxKey { tunnel_ifindex: tun, remote: addr16(path.remote), local: addr16(a) });
@@ -350,23 +277,14 @@ fn remove_peer(dp: &Datapath, cfg: &Config, pc: &PeerConfig, id: u32, tun: u32) 
 /// Forget the MAC addresses tunnel `tun` learned (from peer `id` only,
 /// when given): they would point at a peer that is gone.
 pub fn forget_macs(dp: &Datapath, tun: u32, id: Option<u32>) -> Result<()> {
-    let mut fdb = dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?;
-    let stale: Vec<FdbKey> = fdb
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(k, e)| k.tunnel_ifindex == tun && id.is_none_or(|i| e.peer_id == i))
-        .map(|(k, _)| k)
-        .collect();
-    for k in stale {
-        let _ = fdb.remove(&k);
-    }
+    remove_where(&mut dp.fdb()?, |k, e| k.tunnel_ifindex == tun && id.is_none_or(|i| e.peer_id == i))?;
     Ok(())
 }
 
 /// The replication lists of tunnel `run`: its default list (every peer,
 /// the first `MAX_FLOOD` by name) and one per `[[group]]`.
 pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
-    let mut m = dp.hash::<FloodKey, FloodList>(MAP_FLOOD)?;
+    let mut m = dp.flood()?;
     let tun = run.ifindex;
     let list = |ids: &mut dyn Iterator<Item = u32>| {
         let mut l = FloodList::default();
@@ -385,133 +303,12 @@ pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
     }
     let want: BTreeMap<[u8; 16], FloodList> =
         run.config.groups.iter().map(|g| (addr16(g.address), list(&mut g.peers.iter().filter_map(|n| run.ids.get(n).copied())))).collect();
-    let stale: Vec<FloodKey> =
-        m.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tun && k.group != [0; 16] && !want.contains_key(&k.group)).collect();
-    for k in stale {
-        let _ = m.remove(&k);
-    }
+    remove_where(&mut m, |k, _| k.tunnel_ifindex == tun && k.group != [0; 16] && !want.contains_key(&k.group))?;
     for (group, l) in want {
         m.insert(FloodKey { tunnel_ifindex: tun, group }, l, 0)?;
     }
     m.insert(FloodKey { tunnel_ifindex: tun, group: [0; 16] }, list(&mut run.ids.values().copied()), 0)?;
     Ok(())
-}
-
-/// Attach a receive program to a link by the configured hook. Returns the
-/// hook used and whether we added the clsact qdisc.
-pub async fn attach_rx(nl: &Netlink, dp: &Datapath, link: &Link, rx: RxHook) -> Result<(u32, bool)> {
-    // XDP decapsulates; a TC handoff on the same link delivers what it tagged.
-    let xdp = || async {
-        nl.xdp_set(link.index, dp.prog(PROG_RX_XDP)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await?;
-        let own = nl.clsact_add(link.index).await?;
-        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_HANDOFF)?.as_fd().as_raw_fd(), PROG_RX_HANDOFF).await?;
-        Ok::<_, anyhow::Error>(own)
-    };
-    let tc = || async {
-        let own = nl.clsact_add(link.index).await?;
-        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_TC)?.as_fd().as_raw_fd(), PROG_RX_TC).await?;
-        Ok::<_, anyhow::Error>(own)
-    };
-    match rx {
-        RxHook::Xdp => {
-            let own = xdp().await.map_err(|e| {
-                anyhow!("rx = \"xdp\": {} does not take a native XDP program ({e:#}); use rx = \"tc\" or \"auto\"", link.name)
-            })?;
-            Ok((HOOK_XDP, own))
-        }
-        RxHook::Tc => Ok((HOOK_TC, tc().await?)),
-        // On veth and other virtual devices XDP costs GRO (measured: the
-        // demo's TCP stream reaches 0.19 of the link with XDP, 0.85 with
-        // TC), so TC wins there. NICs with a native XDP driver take XDP.
-        RxHook::Auto if netlink::is_virtual(link) => Ok((HOOK_TC, tc().await?)),
-        RxHook::Auto => match xdp().await {
-            Ok(own) => Ok((HOOK_XDP, own)),
-            Err(e) => {
-                tracing::info!("{}: no native XDP ({e}); receiving with TC", link.name);
-                Ok((HOOK_TC, tc().await?))
-            }
-        },
-    }
-}
-
-/// Start receiving on a link for tunnel `tun` (attaching unless another
-/// tunnel already receives there). Returns the hook in use.
-pub async fn add_link(nl: &Netlink, dp: &Datapath, tun: u32, lc: &LinkConfig, link: &Link) -> Result<&'static str> {
-    let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
-    let shared = users.iter().filter_map(Result::ok).find(|(k, _)| k.link_ifindex == link.index && k.tunnel_ifindex != tun);
-    let mut use_ = LinkUse { addr: addr16(lc.address), rx_cfg: hook_cfg(lc.rx), ..Default::default() };
-    match shared {
-        // Another tunnel receives on this link already: one program serves
-        // both, told apart by key.
-        Some((_, u)) => use_.hook = u.hook,
-        None => {
-            let (hook, own) = attach_rx(nl, dp, link, lc.rx).await?;
-            use_.hook = hook;
-            use_.own_clsact = own as u32;
-        }
-    }
-    users.insert(LinkUseKey { link_ifindex: link.index, tunnel_ifindex: tun }, use_, 0)?;
-    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?.insert(
-        addr16(lc.address),
-        LocalAddr { ifindex: link.index, mac: link.mac, _pad: [0; 2] },
-        0,
-    )?;
-    Ok(crate::tunnel::hook_name(use_.hook))
-}
-
-/// Stop receiving on a link for tunnel `tun`; detach when no tunnel is left.
-pub async fn remove_link(nl: &Netlink, dp: &Datapath, tun: u32, link_ifindex: u32) -> Result<()> {
-    let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
-    let all: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
-    let key = LinkUseKey { link_ifindex, tunnel_ifindex: tun };
-    let Some((_, u)) = all.iter().find(|(k, _)| *k == key) else { return Ok(()) };
-    users.remove(&key)?;
-    if !all.iter().any(|(k, _)| k.link_ifindex == link_ifindex && k.tunnel_ifindex != tun) {
-        crate::tunnel::detach_rx(nl, link_ifindex, u).await?;
-    }
-    if !all.iter().any(|(k, o)| *k != key && o.addr == u.addr) {
-        let _ = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?.remove(&u.addr);
-    }
-    Ok(())
-}
-
-/// Tunnel-wide settings into the tunnel's map value.
-pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
-    let t = &cfg.tunnel;
-    let mut flags = 0;
-    if t.key.is_some() {
-        flags |= TUN_KEY;
-    }
-    if t.sequence {
-        flags |= TUN_SEQ;
-    }
-    if t.checksum {
-        flags |= TUN_CSUM;
-    }
-    if t.vsid.is_some() {
-        flags |= TUN_NVGRE;
-    }
-    if cfg.underlay6() {
-        flags |= TUN_UNDERLAY6;
-    }
-    Tunnel {
-        mode: match t.mode {
-            Mode::Gre => MODE_GRE,
-            Mode::Gretap => MODE_GRETAP,
-        },
-        flags,
-        key: match t.vsid {
-            Some(v) => v << 8,
-            None => t.key.unwrap_or(0),
-        },
-        fdb_age: t.fdb_age,
-        mtu_cfg: t.mtu.unwrap_or(0),
-        stripe_burst: t.stripe_burst.unwrap_or(0),
-        keepalive: t.keepalive,
-        keepalive_misses: t.keepalive_misses,
-        config_hash: cfg.fingerprint(),
-        ..base
-    }
 }
 
 /// Change one peer (`new: None` removes it), already validated against the
@@ -540,7 +337,7 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
                 }
             }
             let one = Config { peers: vec![p.clone()], ..run.config.clone_without_peers() };
-            let macs = resolve_macs(nl, &one, 0, &run.links, label).await?;
+            let macs = links::resolve_macs(nl, &one, 0, &run.links, label).await?;
             let id = match run.ids.get(name) {
                 Some(&id) => id,
                 None => {
@@ -578,7 +375,7 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
 /// (say, what `--save` wrote) is a no-op.
 pub fn stamp(dp: &Datapath, run: &mut Running) -> Result<()> {
     let value = tunnel_value(&run.config, run.tunnel);
-    dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(run.ifindex, value, 0)?;
+    dp.tunnels()?.insert(run.ifindex, value, 0)?;
     run.tunnel = value;
     Ok(())
 }
@@ -619,18 +416,18 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     if want.tunnel.mode != have.tunnel.mode {
         bail!("{label}: tunnel.mode: the mode cannot change on a running tunnel; take it down and up");
     }
-    let links = resolve_links(nl, want, label).await?;
+    let links = links::resolve_links(nl, want, label).await?;
     // Everything that can fail before anything changes: MACs, key clashes.
     let mut macs = BTreeMap::new();
     for (i, p) in want.peers.iter().enumerate() {
         let old = have.peers.iter().find(|o| o.name == p.name);
         if old != Some(p) {
-            macs.insert(p.name.clone(), resolve_macs(nl, want, i, &links, label).await?);
+            macs.insert(p.name.clone(), links::resolve_macs(nl, want, i, &links, label).await?);
         }
     }
     let new_lookup = want.key_lookup();
     let old_lookup = have.key_lookup();
-    let mut by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
+    let mut by_key = dp.tunnel_by_key()?;
     if new_lookup != old_lookup {
         if let Ok(other) = by_key.get(&new_lookup, 0) {
             if other != tun {
@@ -644,9 +441,9 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         if have.links.iter().all(|l| l.dev != lc.dev || l != lc) {
             if let Some(old) = have.links.iter().find(|l| l.dev == lc.dev) {
                 let idx = links[&old.dev].index;
-                remove_link(nl, dp, tun, idx).await?;
+                links::remove_link(nl, dp, tun, idx).await?;
             }
-            let hook = add_link(nl, dp, tun, lc, &links[&lc.dev]).await?;
+            let hook = links::add_link(nl, dp, tun, lc, &links[&lc.dev]).await?;
             done.push(format!("link {} ({hook})", lc.dev));
         }
     }
@@ -693,7 +490,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     for old in &have.links {
         if want.links.iter().all(|l| l.dev != old.dev) {
             if let Some(l) = nl.link(&old.dev).await? {
-                remove_link(nl, dp, tun, l.index).await?;
+                links::remove_link(nl, dp, tun, l.index).await?;
             }
             done.push(format!("link {} removed", old.dev));
         }
@@ -709,7 +506,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         let link_mtu = links.values().map(|l| l.mtu).min().unwrap_or(1500);
         let mtu = want.tunnel.mtu.unwrap_or(link_mtu.saturating_sub(want.overhead()));
         nl.set_mtu(tun, mtu).await?;
-        nl.set_mtu(run.tunnel.peer_ifindex, crate::tunnel::hidden_mtu(mtu)).await?;
+        nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(mtu)).await?;
         done.push(format!("mtu {mtu}"));
     }
     if want.gso_max_segs() != have.gso_max_segs() {
@@ -719,7 +516,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     if new_lookup != old_lookup {
         by_key.insert(new_lookup, tun, 0)?;
     }
-    dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.insert(tun, value, 0)?;
+    dp.tunnels()?.insert(tun, value, 0)?;
     if new_lookup != old_lookup {
         by_key.remove(&old_lookup)?;
         done.push(want.key_text());
@@ -727,7 +524,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     run.tunnel = value;
     run.config = want.clone();
     run.ids = ids;
-    run.used_ids = dp.hash::<u32, Peer>(MAP_PEERS)?.keys().filter_map(Result::ok).collect();
+    run.used_ids = dp.peers()?.keys().filter_map(Result::ok).collect();
     run.links = links;
     if want.peers.iter().map(|p| &p.name).ne(have.peers.iter().map(|p| &p.name)) || want.groups != have.groups {
         sync_flood(dp, run)?;

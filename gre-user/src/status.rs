@@ -5,16 +5,15 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Tunnel,
-    DEFAULT_FDB_AGE, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, MODE_GRETAP, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_UP, TUN_CSUM, TUN_KEY,
-    TUN_NVGRE, TUN_SEQ,
+    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, Tunnel, FDB_STATIC,
+    LATE_DISPLACEMENT, MAX_FLOOD, PATH_UP, TUN_SEQ,
 };
 use serde::Serialize;
 
 use crate::{
+    codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
     datapath::Datapath,
     netlink::Netlink,
-    tunnel::{cstr, hook_name, ip16},
 };
 
 /// Packets and bytes each way and keepalives, of a path, a peer or a
@@ -101,6 +100,8 @@ pub struct TunnelStatus {
     pub groups: Vec<GroupStatus>,
     pub sequence: bool,
     pub checksum: bool,
+    /// Whether `ip -s link` counts the tunnel's traffic.
+    pub device_counters: bool,
     pub mtu: Option<u32>,
     pub links: Vec<LinkStatus>,
     pub peers: Vec<PeerStatus>,
@@ -129,14 +130,14 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), map_memory_bytes: 0 });
     };
     let nl = Netlink::new()?;
-    let tunnels: Vec<(u32, Tunnel)> = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).collect();
-    let peers: Vec<(u32, Peer)> = dp.hash::<u32, Peer>(MAP_PEERS)?.iter().filter_map(Result::ok).collect();
-    let users: Vec<(LinkUseKey, LinkUse)> = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).collect();
+    let tunnels: Vec<(u32, Tunnel)> = dp.tunnels()?.iter().filter_map(Result::ok).collect();
+    let peers: Vec<(u32, Peer)> = dp.peers()?.iter().filter_map(Result::ok).collect();
+    let users: Vec<(LinkUseKey, LinkUse)> = dp.link_users()?.iter().filter_map(Result::ok).collect();
     let routes = crate::state::all_routes(&dp)?;
-    let stats = dp.per_cpu::<PathStats>(MAP_PATH_STATS)?;
-    let reorder_map = dp.per_cpu::<ReorderStats>(MAP_REORDER)?;
-    let fdb: Vec<(FdbKey, FdbEntry)> = dp.hash::<FdbKey, FdbEntry>(MAP_FDB)?.iter().filter_map(Result::ok).collect();
-    let floods: Vec<(FloodKey, FloodList)> = dp.hash::<FloodKey, FloodList>(MAP_FLOOD)?.iter().filter_map(Result::ok).collect();
+    let stats = dp.path_stats()?;
+    let reorder_map = dp.reorder()?;
+    let fdb: Vec<(FdbKey, FdbEntry)> = dp.fdb()?.iter().filter_map(Result::ok).collect();
+    let floods: Vec<(FloodKey, FloodList)> = dp.flood()?.iter().filter_map(Result::ok).collect();
     let peer_names: BTreeMap<u32, String> = peers.iter().map(|(id, p)| (*id, cstr(&p.name))).collect();
     let now = crate::sys::monotonic_ns();
 
@@ -197,15 +198,12 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                 }
                 r
             });
-            let keepalive = match p.paths[0].flags {
-                f if f & PATH_KA_OFF != 0 => "off",
-                f if f & PATH_KA_REQUIRED != 0 => "required",
-                _ => "auto",
-            };
+            let keepalive = keepalive_mode(p.paths[0].flags).as_str();
             ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, keepalive, reorder });
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
-        let age = if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age } as f64;
+        let tc = tunnel_config(&tname, t, Vec::new());
+        let age = tc.fdb_age as f64;
         let name_of = |id: &u32| peer_names.get(id).cloned().unwrap_or_else(|| format!("#{id}"));
         let mut macs: Vec<FdbStatus> = fdb
             .iter()
@@ -226,18 +224,18 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             })
             .collect();
         groups.sort_by_key(|g| g.address);
-        let nvgre = t.flags & TUN_NVGRE != 0;
         out.push(TunnelStatus {
             name: tname,
             ifindex: *tidx,
             device_present: dev.is_some(),
-            mode: if t.mode == MODE_GRETAP { "gretap" } else { "gre" },
-            key: (t.flags & TUN_KEY != 0 && !nvgre).then_some(t.key),
-            vsid: nvgre.then_some(t.key >> 8),
+            mode: tc.mode.as_str(),
+            key: tc.key,
+            vsid: tc.vsid,
             fdb: macs,
             groups,
-            sequence: t.flags & TUN_SEQ != 0,
-            checksum: t.flags & TUN_CSUM != 0,
+            sequence: tc.sequence,
+            checksum: tc.checksum,
+            device_counters: tc.device_counters,
             mtu: dev.map(|d| d.mtu),
             links,
             peers: ps,
@@ -249,7 +247,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             bail!("tunnel {n} is not up");
         }
     }
-    let drops_map = dp.per_cpu::<u64>(MAP_DROPS)?;
+    let drops_map = dp.drops()?;
     let mut drops = BTreeMap::new();
     for r in DropReason::all() {
         let v: u64 = drops_map.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
@@ -294,6 +292,9 @@ pub fn render(s: &Status) -> String {
         }
         if let Some(m) = t.mtu {
             opts.push(format!("mtu {m}"));
+        }
+        if !t.device_counters {
+            opts.push("no device counters".into());
         }
         let state = if t.device_present { "up" } else { "DEVICE MISSING" };
         let _ = writeln!(o, "tunnel {}  [{}]  {}", t.name, state, opts.join("  "));

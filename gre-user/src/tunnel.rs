@@ -1,129 +1,24 @@
 //! `xgre up` and `xgre down`: a tunnel's device, map entries and program
 //! attachments, made and removed as one unit.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::{IpAddr, SocketAddr, UdpSocket},
-    time::{Duration, Instant},
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{anyhow, bail, Context, Result};
-use gre_common::{
-    names::*, v4_mapped, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Path, Peer, RxKey, RxPath, Tunnel, HOOK_TC,
-    HOOK_XDP, PATH_UP,
-};
+use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel};
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::{
-    config::{Config, PeerConfig},
-    datapath::{self, Datapath},
-    netlink::{Link, Netlink, XDP_FLAGS_DRV_MODE},
+    codec::{self, cstr, hidden_mtu, hidden_name, name16},
+    config::Config,
+    datapath::{self, remove_where, Datapath},
+    links,
+    netlink::{Link, Netlink},
     state, sys,
 };
-
-/// How long `up` waits for ARP when a path gives no MAC.
-const NEIGH_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub enum UpOutcome {
     Created { ifindex: u32, mtu: u32, hooks: Vec<(String, &'static str)> },
     AlreadyUp,
-}
-
-pub fn addr16(a: IpAddr) -> [u8; 16] {
-    match a {
-        IpAddr::V4(v4) => v4_mapped(v4.octets()),
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// An address as the maps store it back to an `IpAddr` (IPv4-mapped ones
-/// as IPv4).
-pub fn ip16(a: [u8; 16]) -> IpAddr {
-    let v6 = std::net::Ipv6Addr::from(a);
-    match v6.to_ipv4_mapped() {
-        Some(v4) => IpAddr::V4(v4),
-        None => IpAddr::V6(v6),
-    }
-}
-
-pub fn name16(name: &str) -> [u8; 16] {
-    let mut n = [0u8; 16];
-    n[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
-    n
-}
-
-pub fn cstr(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
-/// MTU of the hidden veth end behind a tunnel of `mtu`. Packets cross to
-/// it already decided but not yet encapsulated, so the tunnel's MTU would
-/// do; what matters is the margin, by which `xgre_tx` knows how long a
-/// packet must be for veth to drop it (and count it as the tunnel's
-/// tx_dropped).
-pub fn hidden_mtu(mtu: u32) -> u32 {
-    (mtu + 128).min(65535)
-}
-
-/// Name of the hidden veth end behind tunnel `name`.
-pub fn hidden_name(name: &str) -> String {
-    if name.len() <= 12 {
-        format!("{name}-xg")
-    } else {
-        let h = name.bytes().fold(5381u32, |h, c| h.wrapping_mul(33) ^ c as u32);
-        format!("xg{h:08x}")
-    }
-}
-
-pub fn hook_name(h: u32) -> &'static str {
-    match h {
-        HOOK_XDP => "xdp",
-        HOOK_TC => "tc",
-        _ => "?",
-    }
-}
-
-/// A path as the datapath wants it, from the config plus what the kernel
-/// told us (link index and MAC, neighbour MAC).
-pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig, links: &BTreeMap<String, Link>, macs: &[[u8; 6]]) -> Peer {
-    let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, ..Default::default() };
-    for (j, pc) in peer.paths.iter().enumerate() {
-        let link = &links[&pc.link];
-        let lc = cfg.link(&pc.link).expect("validated");
-        p.paths[j] = Path {
-            ifindex: link.index,
-            flags: PATH_UP,
-            local: addr16(lc.address),
-            remote: addr16(pc.remote),
-            src_mac: link.mac,
-            dst_mac: macs[j],
-            weight: pc.weight,
-        };
-    }
-    let n = peer.name.as_bytes();
-    p.name[..n.len().min(31)].copy_from_slice(&n[..n.len().min(31)]);
-    p
-}
-
-/// The neighbour MAC for `remote` on `link`: from the kernel's table, after
-/// prompting ARP with one empty UDP datagram when there is no entry.
-pub async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAddr) -> Result<Option<[u8; 6]>> {
-    if let Some(m) = nl.neighbour(link.index, remote).await? {
-        return Ok(Some(m));
-    }
-    if let Ok(sock) = UdpSocket::bind(SocketAddr::new(local, 0)) {
-        // Port 9 (discard): the peer drops it; we only want ARP to run.
-        let _ = sock.send_to(&[], SocketAddr::new(remote, 9));
-    }
-    let start = Instant::now();
-    while start.elapsed() < NEIGH_TIMEOUT {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some(m) = nl.neighbour(link.index, remote).await? {
-            return Ok(Some(m));
-        }
-    }
-    Ok(None)
 }
 
 /// IPv6 on the tunnel device: off when the tunnel carries none, so the
@@ -150,7 +45,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     }
     let nl = Netlink::new()?;
     let name = &cfg.tunnel.name;
-    let links = state::resolve_links(&nl, cfg, file).await?;
+    let links = links::resolve_links(&nl, cfg, file).await?;
     if let Some((from, to)) = crate::upgrade::replace_programs_of_other_build(&nl).await? {
         println!("datapath programs of build {from:016x} replaced in place by this build's ({to:016x})");
     }
@@ -158,7 +53,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     let existing = Datapath::find_maps()?;
     if let Some(dev) = nl.link(name).await? {
         let ours = match &existing {
-            Some(dp) => dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&dev.index, 0).ok(),
+            Some(dp) => dp.tunnels()?.get(&dev.index, 0).ok(),
             None => None,
         };
         match ours {
@@ -189,7 +84,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     };
     let mut macs = Vec::new();
     for i in 0..cfg.peers.len() {
-        macs.push(state::resolve_macs(&nl, cfg, i, &links, file).await?);
+        macs.push(links::resolve_macs(&nl, cfg, i, &links, file).await?);
     }
 
     let dp = match Datapath::find()? {
@@ -198,8 +93,8 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     };
     // Refuse a key another tunnel of this namespace already receives.
     let lookup = cfg.key_lookup();
-    if let Ok(other) = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.get(&lookup, 0) {
-        let t = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.get(&other, 0).ok();
+    if let Ok(other) = dp.tunnel_by_key()?.get(&lookup, 0) {
+        let t = dp.tunnels()?.get(&other, 0).ok();
         let other = t.map(|t| cstr(&t.name)).unwrap_or_else(|| format!("#{other}"));
         let field = if cfg.tunnel.vsid.is_some() { "tunnel.vsid" } else { "tunnel.key" };
         bail!("{file}: {field}: tunnel {other} already receives {} in this namespace", cfg.key_text());
@@ -260,10 +155,10 @@ async fn fill_and_attach(
         nl.add_address(tun.index, *a).await?;
     }
     let base = Tunnel { ifindex: tun.index, peer_ifindex: hid.index, mac: tun.mac, name: name16(&t.name), ..Default::default() };
-    let mut tunnels = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?;
-    let value = state::tunnel_value(cfg, base);
+    let mut tunnels = dp.tunnels()?;
+    let value = codec::tunnel_value(cfg, base);
     tunnels.insert(tun.index, Tunnel { config_hash: 0, ..value }, 0)?;
-    dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?.insert(cfg.key_lookup(), tun.index, 0)?;
+    dp.tunnel_by_key()?.insert(cfg.key_lookup(), tun.index, 0)?;
 
     // The tunnel device: transmit decision on egress, encapsulation on the
     // hidden end's ingress (hidden end first: a decided packet always finds
@@ -279,10 +174,10 @@ async fn fill_and_attach(
 
     let mut hooks = Vec::new();
     for (i, lc) in cfg.links.iter().enumerate() {
-        let hook = state::add_link(nl, dp, tun.index, lc, &links[&lc.dev]).await.with_context(|| format!("link[{i}] ({})", lc.dev))?;
+        let hook = links::add_link(nl, dp, tun.index, lc, &links[&lc.dev]).await.with_context(|| format!("link[{i}] ({})", lc.dev))?;
         hooks.push((lc.dev.clone(), hook));
     }
-    let used_ids = dp.hash::<u32, gre_common::Peer>(MAP_PEERS)?.keys().filter_map(Result::ok).collect();
+    let used_ids = dp.peers()?.keys().filter_map(Result::ok).collect();
     let empty = state::Running {
         ifindex: tun.index,
         tunnel: value,
@@ -322,7 +217,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
         }
         return Ok(false);
     };
-    let mut tunnels = dp.hash::<u32, Tunnel>(MAP_TUNNELS)?;
+    let mut tunnels = dp.tunnels()?;
     let all: Vec<(u32, Tunnel)> = tunnels.iter().filter_map(Result::ok).collect();
     let Some((tidx, tunnel)) = all.iter().find(|(_, t)| cstr(&t.name) == name).copied() else {
         if nl.link(name).await?.is_some() {
@@ -337,75 +232,32 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
         nl.del_link(tunnel.peer_ifindex).await?;
     }
 
-    let mut peers = dp.hash::<u32, Peer>(MAP_PEERS)?;
-    let ids: Vec<u32> = peers.iter().filter_map(Result::ok).filter(|(_, p)| p.tunnel_ifindex == tidx).map(|(k, _)| k).collect();
-    for id in ids {
-        gone_ok(peers.remove(&id))?;
-    }
+    remove_where(&mut dp.peers()?, |_, p| p.tunnel_ifindex == tidx)?;
     for (t, r, _) in state::all_routes(dp)? {
         if t == tidx {
             state::set_route(dp, tidx, &r, None)?;
         }
     }
-    let mut rx = dp.hash::<RxKey, RxPath>(MAP_RX_PATHS)?;
-    let keys: Vec<RxKey> = rx.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tidx).collect();
-    for k in keys {
-        gone_ok(rx.remove(&k))?;
-    }
-    let mut by_key = dp.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY)?;
-    let keys: Vec<KeyLookup> = by_key.iter().filter_map(Result::ok).filter(|(_, v)| *v == tidx).map(|(k, _)| k).collect();
-    for k in keys {
-        gone_ok(by_key.remove(&k))?;
-    }
-    let mut flood = dp.hash::<FloodKey, FloodList>(MAP_FLOOD)?;
-    let lists: Vec<FloodKey> = flood.keys().filter_map(Result::ok).filter(|k| k.tunnel_ifindex == tidx).collect();
-    for k in lists {
-        gone_ok(flood.remove(&k))?;
-    }
+    remove_where(&mut dp.rx_paths()?, |k, _| k.tunnel_ifindex == tidx)?;
+    remove_where(&mut dp.tunnel_by_key()?, |_, t| *t == tidx)?;
+    remove_where(&mut dp.flood()?, |k, _| k.tunnel_ifindex == tidx)?;
     state::forget_macs(dp, tidx, None)?;
 
-    let mut users = dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?;
+    let mut users = dp.link_users()?;
     let all_users: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
     for (k, u) in all_users.iter().filter(|(k, _)| k.tunnel_ifindex == tidx) {
         gone_ok(users.remove(k))?;
         let still_used = all_users.iter().any(|(o, _)| o.link_ifindex == k.link_ifindex && o.tunnel_ifindex != tidx);
         if !still_used {
-            detach_rx(nl, k.link_ifindex, u).await?;
+            links::detach_rx(nl, k.link_ifindex, u).await?;
         }
     }
     let remaining: BTreeSet<[u8; 16]> = all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
-    let mut local = dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS)?;
-    let stale: Vec<[u8; 16]> = local.keys().filter_map(Result::ok).filter(|a| !remaining.contains(a)).collect();
-    for a in stale {
-        gone_ok(local.remove(&a))?;
-    }
+    remove_where(&mut dp.local_addrs()?, |a, _| !remaining.contains(a))?;
     gone_ok(tunnels.remove(&tidx))?;
     if tunnels.keys().next().is_none() {
         // Last tunnel: once detached, the kernel frees programs and maps.
         datapath::unpin_maps()?;
     }
     Ok(true)
-}
-
-pub async fn detach_rx(nl: &Netlink, link_ifindex: u32, u: &LinkUse) -> Result<()> {
-    let Some(link) = nl.link_by_index(link_ifindex).await? else {
-        return Ok(()); // the link itself is gone, and its attachments with it
-    };
-    if u.hook == HOOK_XDP {
-        // Ours by name, not by id: programs may have been loaded again
-        // since this one was attached.
-        let ours = link.xdp_prog_id.is_some_and(|id| {
-            aya::programs::loaded_programs().filter_map(Result::ok).any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
-        });
-        if ours {
-            nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;
-        }
-    }
-    // Both hooks leave a TC filter on ingress (the receive program, or the
-    // XDP handoff).
-    nl.bpf_filter_del(link_ifindex, false).await?;
-    if u.own_clsact != 0 {
-        nl.clsact_del(link_ifindex).await?;
-    }
-    Ok(())
 }

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel, HOOK_XDP};
+use gre_common::{names::*, HOOK_XDP};
 
 use crate::{
     datapath::{build_id, Datapath},
@@ -30,8 +30,7 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
     }
     dp.load_this_build()?;
     let fd = |name: &str| -> Result<i32> { Ok(dp.prog(name)?.as_fd().as_raw_fd()) };
-    let tunnels: Vec<(u32, u32)> =
-        dp.hash::<u32, Tunnel>(MAP_TUNNELS)?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex)).collect();
+    let tunnels: Vec<(u32, u32)> = dp.tunnels()?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex)).collect();
     for (t, hidden) in tunnels {
         let Some(dev) = nl.link_by_index(t).await? else { continue };
         // The sender first: the new decider's packets must find it. An
@@ -45,8 +44,7 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
         nl.xdp_set(t, -1, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("detaching the XDP program of an older build from #{t}"))?;
     }
     // Each link once, whichever tunnels use it.
-    let links: BTreeMap<u32, u32> =
-        dp.hash::<LinkUseKey, LinkUse>(MAP_LINK_USERS)?.iter().filter_map(Result::ok).map(|(k, u)| (k.link_ifindex, u.hook)).collect();
+    let links: BTreeMap<u32, u32> = dp.link_users()?.iter().filter_map(Result::ok).map(|(k, u)| (k.link_ifindex, u.hook)).collect();
     for (link, hook) in links {
         if nl.link_by_index(link).await?.is_none() {
             continue;

@@ -225,7 +225,7 @@ fn datapath() -> Dp {
     dp.tunnel(Some(KEY), 0);
     dp.peer(0, &[1]);
     let rx = RxKey { tunnel_ifindex: TUN, remote: REMOTE6, local: LOCAL6 };
-    dp.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: 0, path: 0 }, 0).unwrap();
+    dp.rx_paths().insert(rx, RxPath { peer_id: 0, path: 0 }, 0).unwrap();
     let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
     let mut local: HashMap<&mut MapData, [u8; 16], LocalAddr> = dp.ebpf.map_mut(MAP_LOCAL_ADDRS).unwrap().try_into().unwrap();
     local.insert(LOCAL6, l, 0).unwrap();

@@ -499,6 +499,19 @@ fn the_tunnel_device_counts_its_packets_and_its_drops() {
         );
         assert_eq!(delta(&dev3, &dev2, "tx", "packets"), 0, "{rx}: a dropped packet is not sent: {dev3}");
 
+        // device_counters = false: the crossings are skipped, live, and
+        // the device counts nothing while the paths still do.
+        t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 path set site-b 0 --up");
+        let off = t.write("a-off.toml", &p2p_config('a', "key = 42\ndevice_counters = false", rx));
+        t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {off}"));
+        let (dev4, ctr4) = (dev_stats(t.a(), "gre0"), path_counters(t.a()));
+        let ping = t.a().run("ping -c 10 -i 0.05 -W 2 198.19.100.2");
+        assert!(ping.contains("10 received"), "{rx}: {ping}");
+        let (dev5, ctr5) = (dev_stats(t.a(), "gre0"), path_counters(t.a()));
+        assert!(counter_delta(&ctr5, &ctr4, "tx_packets") >= 10 && counter_delta(&ctr5, &ctr4, "rx_packets") >= 10, "{rx}: {ctr5}");
+        assert_eq!((delta(&dev5, &dev4, "tx", "packets"), delta(&dev5, &dev4, "rx", "packets")), (0, 0), "{rx}: {dev5}");
+        assert!(t.a().xgre_ok(Enter::Nsenter, "status gre0").contains("no device counters"));
+
         t.a().xgre_ok(Enter::Nsenter, "down gre0");
         t.b().xgre_ok(Enter::Nsenter, "down gre0");
     }

@@ -237,7 +237,7 @@ fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
     }
     // The loader writes which namespace, layout and build the maps serve.
     let loaded = gre_user::datapath::Datapath::load().expect("loading the datapath");
-    let meta = loaded.array::<Meta>(MAP_META).unwrap().get(&0, 0).unwrap();
+    let meta = loaded.meta().unwrap().get(&0, 0).unwrap();
     assert_eq!(meta.netns_ino, gre_user::sys::netns_ino().unwrap());
     assert_eq!(meta.layout, LAYOUT_VERSION);
     assert_eq!(meta.build, gre_user::datapath::build_id());
@@ -334,7 +334,7 @@ fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
         dp.tunnel(Some(42), 0);
         dp.peer(0, &[1]);
         let l = LocalAddr { ifindex: owner, mac: LINK_MAC, _pad: [0; 2] };
-        dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(v4_mapped(LOCAL), l, 0).unwrap();
+        dp.local_addrs().insert(v4_mapped(LOCAL), l, 0).unwrap();
         for prog in [PROG_RX_TC, PROG_RX_XDP] {
             let (ret, out) = dp.run(prog, frame, None);
             let pass = if prog == PROG_RX_TC { TC_ACT_OK } else { XDP_PASS };
@@ -443,7 +443,7 @@ fn a_frame_never_goes_back_to_the_peer_it_came_from() {
     // Broadcast from peer 2's side, with peer 2 the only peer: no copy.
     let mut list = FloodList { n: 1, ..Default::default() };
     list.peers[0] = 2;
-    dp.hash::<FloodKey, FloodList>(MAP_FLOOD).insert(FloodKey { tunnel_ifindex: TUN, group: [0; 16] }, list, 0).unwrap();
+    dp.flood().insert(FloodKey { tunnel_ifindex: TUN, group: [0; 16] }, list, 0).unwrap();
     let bcast = eth([0xff; 6], HOST_A, 0x0806, &[0u8; 28]);
     let (ret, _) = dp.tx_ctx(&bcast, &skb_ctx_from(TUN, 1, TUN));
     assert_eq!(ret, TC_ACT_SHOT);
@@ -457,7 +457,7 @@ fn stale_macs_are_flooded_again() {
     dp.peer(2, &[1]);
     // Learned 301 s ago: past the default aging time of 300 s.
     let old = boot_ns().saturating_sub(301_000_000_000);
-    dp.hash::<FdbKey, FdbEntry>(MAP_FDB)
+    dp.fdb_map()
         .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, _pad: [0; 2] }, FdbEntry { peer_id: 2, _pad: 0, seen_ns: old }, 0)
         .unwrap();
     let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(20, 0));
@@ -512,7 +512,7 @@ fn gre_multicast_without_a_list_goes_nowhere_and_with_one_skips_its_source() {
     let mut list = FloodList { n: 1, ..Default::default() };
     list.peers[0] = 0;
     let group = FloodKey { tunnel_ifindex: TUN, group: v4_mapped([239, 0, 0, 10]) };
-    dp.hash::<FloodKey, FloodList>(MAP_FLOOD).insert(group, list, 0).unwrap();
+    dp.flood().insert(group, list, 0).unwrap();
     let mut from_peer = mc.clone();
     from_peer[12..16].copy_from_slice(&INNER_DST);
     let (ret, _) = dp.tx_ctx(&tunnel_frame(&from_peer), &skb_ctx_from(TUN, 1, TUN));
@@ -569,14 +569,14 @@ fn an_ipv6_underlay_carries_gre_after_next_header_47() {
 /// Peer 1 with one path over IPv6 (LOCAL6 -> REMOTE6).
 fn v6_peer(dp: &mut Dp) {
     dp.peer(1, &[1]);
-    let mut p = dp.hash::<u32, Peer>(MAP_PEERS).get(&1, 0).unwrap();
+    let mut p = dp.peers().get(&1, 0).unwrap();
     p.paths[0].local = LOCAL6;
     p.paths[0].remote = REMOTE6;
-    dp.hash::<u32, Peer>(MAP_PEERS).insert(1, p, 0).unwrap();
+    dp.peers().insert(1, p, 0).unwrap();
     let rx = RxKey { tunnel_ifindex: TUN, remote: REMOTE6, local: LOCAL6 };
-    dp.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: 1, path: 0 }, 0).unwrap();
+    dp.rx_paths().insert(rx, RxPath { peer_id: 1, path: 0 }, 0).unwrap();
     let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
-    dp.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(LOCAL6, l, 0).unwrap();
+    dp.local_addrs().insert(LOCAL6, l, 0).unwrap();
 }
 
 #[test]
@@ -644,7 +644,7 @@ fn a_static_mac_neither_ages_nor_moves() {
     dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
     dp.peer(2, &[1]);
     let set = |dp: &mut Dp, peer: u32| {
-        dp.hash::<FdbKey, FdbEntry>(MAP_FDB)
+        dp.fdb_map()
             .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: FDB_STATIC }, 0)
             .unwrap();
     };

@@ -174,6 +174,34 @@ impl Dp {
         self.ebpf.map_mut(name).unwrap().try_into().unwrap()
     }
 
+    pub fn tunnels(&mut self) -> HashMap<&mut MapData, u32, Tunnel> {
+        self.hash(MAP_TUNNELS)
+    }
+
+    pub fn tunnel_by_key(&mut self) -> HashMap<&mut MapData, KeyLookup, u32> {
+        self.hash(MAP_TUNNEL_BY_KEY)
+    }
+
+    pub fn peers(&mut self) -> HashMap<&mut MapData, u32, Peer> {
+        self.hash(MAP_PEERS)
+    }
+
+    pub fn rx_paths(&mut self) -> HashMap<&mut MapData, RxKey, RxPath> {
+        self.hash(MAP_RX_PATHS)
+    }
+
+    pub fn local_addrs(&mut self) -> HashMap<&mut MapData, [u8; 16], LocalAddr> {
+        self.hash(MAP_LOCAL_ADDRS)
+    }
+
+    pub fn flood(&mut self) -> HashMap<&mut MapData, FloodKey, FloodList> {
+        self.hash(MAP_FLOOD)
+    }
+
+    pub fn fdb_map(&mut self) -> HashMap<&mut MapData, FdbKey, FdbEntry> {
+        self.hash(MAP_FDB)
+    }
+
     pub fn tunnel(&mut self, key: Option<u32>, flags: u32) {
         self.tunnel_mode(MODE_GRE, key, flags);
     }
@@ -195,13 +223,13 @@ impl Dp {
             mac: TUN_MAC,
             ..Default::default()
         };
-        self.hash::<u32, Tunnel>(MAP_TUNNELS).insert(TUN, t, 0).unwrap();
+        self.tunnels().insert(TUN, t, 0).unwrap();
         let has_key = if nvgre { KEY_NVGRE } else { key.is_some() as u32 };
         let k = KeyLookup { key: key.unwrap_or(0), has_key };
-        self.hash::<KeyLookup, u32>(MAP_TUNNEL_BY_KEY).insert(k, TUN, 0).unwrap();
+        self.tunnel_by_key().insert(k, TUN, 0).unwrap();
         // BPF_PROG_RUN delivers on lo (ifindex 1): that is "our link" here.
         let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
-        self.hash::<[u8; 16], LocalAddr>(MAP_LOCAL_ADDRS).insert(v4_mapped(LOCAL), l, 0).unwrap();
+        self.local_addrs().insert(v4_mapped(LOCAL), l, 0).unwrap();
     }
 
     /// A peer with one path per weight, remote addresses REMOTE, .21, .22 ...
@@ -222,9 +250,9 @@ impl Dp {
                 weight: w,
             };
             let rx = RxKey { tunnel_ifindex: TUN, remote: v4_mapped(remote), local: v4_mapped(LOCAL) };
-            self.hash::<RxKey, RxPath>(MAP_RX_PATHS).insert(rx, RxPath { peer_id: id, path: j as u32 }, 0).unwrap();
+            self.rx_paths().insert(rx, RxPath { peer_id: id, path: j as u32 }, 0).unwrap();
         }
-        self.hash::<u32, Peer>(MAP_PEERS).insert(id, p, 0).unwrap();
+        self.peers().insert(id, p, 0).unwrap();
         let mut routes: LpmTrie<&mut MapData, Route4, u32> = self.ebpf.map_mut(MAP_ROUTES4).unwrap().try_into().unwrap();
         let key = Key::new(64, Route4 { tunnel: TUN.to_be_bytes(), addr: INNER_DST });
         routes.insert(&key, id, 0).unwrap();
@@ -298,13 +326,13 @@ impl Dp {
     /// Teach the forwarding table that `mac` lives behind `peer`, now.
     pub fn learn(&mut self, mac: [u8; 6], peer: u32) {
         let now = boot_ns();
-        self.hash::<FdbKey, FdbEntry>(MAP_FDB)
+        self.fdb_map()
             .insert(FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0)
             .unwrap();
     }
 
     pub fn fdb(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
-        self.hash::<FdbKey, FdbEntry>(MAP_FDB).get(&FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, 0).ok()
+        self.fdb_map().get(&FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, 0).ok()
     }
 
     pub fn drops(&self) -> BTreeMap<&'static str, u64> {

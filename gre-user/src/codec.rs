@@ -1,0 +1,180 @@
+//! Between config terms and map values: addresses, names, hooks, peers
+//! and the tunnel entry, both ways. Pure functions; nothing here touches
+//! the kernel.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use ipnet::IpNet;
+
+use gre_common::*;
+
+use crate::{
+    config::{Config, KeepaliveMode, Mode, PeerConfig, RxHook, TunnelConfig},
+    netlink::Link,
+};
+
+pub fn addr16(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// An address as the maps store it back to an `IpAddr` (IPv4-mapped ones
+/// as IPv4).
+pub fn ip16(a: [u8; 16]) -> IpAddr {
+    let v6 = std::net::Ipv6Addr::from(a);
+    match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    }
+}
+
+pub fn name16(name: &str) -> [u8; 16] {
+    let mut n = [0u8; 16];
+    n[..name.len().min(15)].copy_from_slice(&name.as_bytes()[..name.len().min(15)]);
+    n
+}
+
+pub fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// MTU of the hidden veth end behind a tunnel of `mtu`. Packets cross to
+/// it already decided but not yet encapsulated, so the tunnel's MTU would
+/// do; what matters is the margin, by which `xgre_tx` knows how long a
+/// packet must be for veth to drop it (and count it as the tunnel's
+/// tx_dropped).
+pub fn hidden_mtu(mtu: u32) -> u32 {
+    (mtu + 128).min(65535)
+}
+
+/// Name of the hidden veth end behind tunnel `name`.
+pub fn hidden_name(name: &str) -> String {
+    if name.len() <= 12 {
+        format!("{name}-xg")
+    } else {
+        let h = name.bytes().fold(5381u32, |h, c| h.wrapping_mul(33) ^ c as u32);
+        format!("xg{h:08x}")
+    }
+}
+
+pub fn hook_name(h: u32) -> &'static str {
+    match h {
+        HOOK_XDP => "xdp",
+        HOOK_TC => "tc",
+        _ => "?",
+    }
+}
+
+/// A path as the datapath wants it, from the config plus what the kernel
+/// told us (link index and MAC, neighbour MAC).
+pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig, links: &BTreeMap<String, Link>, macs: &[[u8; 6]]) -> Peer {
+    let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, ..Default::default() };
+    for (j, pc) in peer.paths.iter().enumerate() {
+        let link = &links[&pc.link];
+        let lc = cfg.link(&pc.link).expect("validated");
+        p.paths[j] = Path {
+            ifindex: link.index,
+            flags: PATH_UP,
+            local: addr16(lc.address),
+            remote: addr16(pc.remote),
+            src_mac: link.mac,
+            dst_mac: macs[j],
+            weight: pc.weight,
+        };
+    }
+    let n = peer.name.as_bytes();
+    p.name[..n.len().min(31)].copy_from_slice(&n[..n.len().min(31)]);
+    p
+}
+
+pub fn hook_cfg(r: RxHook) -> u32 {
+    match r {
+        RxHook::Auto => 0,
+        RxHook::Xdp => HOOK_XDP,
+        RxHook::Tc => HOOK_TC,
+    }
+}
+
+/// Tunnel-wide settings into the tunnel's map value.
+pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
+    let t = &cfg.tunnel;
+    let mut flags = 0;
+    if t.key.is_some() {
+        flags |= TUN_KEY;
+    }
+    if t.sequence {
+        flags |= TUN_SEQ;
+    }
+    if t.checksum {
+        flags |= TUN_CSUM;
+    }
+    if t.vsid.is_some() {
+        flags |= TUN_NVGRE;
+    }
+    if cfg.underlay6() {
+        flags |= TUN_UNDERLAY6;
+    }
+    if !t.device_counters {
+        flags |= TUN_NO_DEV_COUNTERS;
+    }
+    Tunnel {
+        mode: match t.mode {
+            Mode::Gre => MODE_GRE,
+            Mode::Gretap => MODE_GRETAP,
+        },
+        flags,
+        key: match t.vsid {
+            Some(v) => v << 8,
+            None => t.key.unwrap_or(0),
+        },
+        fdb_age: t.fdb_age,
+        mtu_cfg: t.mtu.unwrap_or(0),
+        stripe_burst: t.stripe_burst.unwrap_or(0),
+        keepalive: t.keepalive,
+        keepalive_misses: t.keepalive_misses,
+        config_hash: cfg.fingerprint(),
+        ..base
+    }
+}
+
+/// The tunnel entry back in config terms, for `show` and `status` alike.
+/// The inner addresses live on the device, not in the entry.
+pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfig {
+    let nvgre = t.flags & TUN_NVGRE != 0;
+    TunnelConfig {
+        name: name.to_string(),
+        mode: if t.mode == MODE_GRETAP { Mode::Gretap } else { Mode::Gre },
+        address,
+        mtu: (t.mtu_cfg != 0).then_some(t.mtu_cfg),
+        key: (t.flags & TUN_KEY != 0 && !nvgre).then_some(t.key),
+        vsid: nvgre.then_some(t.key >> 8),
+        fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
+        sequence: t.flags & TUN_SEQ != 0,
+        checksum: t.flags & TUN_CSUM != 0,
+        stripe_burst: (t.stripe_burst != 0).then_some(t.stripe_burst),
+        keepalive: t.keepalive,
+        keepalive_misses: t.keepalive_misses,
+        device_counters: t.flags & TUN_NO_DEV_COUNTERS == 0,
+    }
+}
+
+/// A peer's keepalive mode, kept in its paths' flags.
+pub fn keepalive_flags(m: KeepaliveMode) -> u32 {
+    match m {
+        KeepaliveMode::Auto => 0,
+        KeepaliveMode::Required => PATH_KA_REQUIRED,
+        KeepaliveMode::Off => PATH_KA_OFF,
+    }
+}
+
+/// ... and back.
+pub fn keepalive_mode(path_flags: u32) -> KeepaliveMode {
+    match path_flags {
+        f if f & PATH_KA_OFF != 0 => KeepaliveMode::Off,
+        f if f & PATH_KA_REQUIRED != 0 => KeepaliveMode::Required,
+        _ => KeepaliveMode::Auto,
+    }
+}

@@ -8,17 +8,10 @@ use aya_ebpf::helpers::generated::{bpf_csum_diff, bpf_loop};
 use core::ffi::c_void;
 use gre_common::DropReason;
 
-use crate::{maps::SCRATCH, packet::Packet};
+use crate::{consts::CHUNK, maps::SCRATCH, packet::Packet};
 
-pub const CHUNK: usize = 512;
 /// 64 KiB: a whole GSO/GRO packet.
 const MAX_CHUNKS: u32 = 128;
-
-/// The chunk, plus a word so a tail padded to 4 bytes stays in bounds.
-#[repr(C)]
-pub struct Scratch {
-    pub buf: [u8; CHUNK + 4],
-}
 
 #[repr(C)]
 struct Sum {

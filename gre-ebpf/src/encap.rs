@@ -17,16 +17,14 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
-use crate::{csum, lco, maps::HDR_SCRATCH};
+use crate::{
+    consts::{ETH_P_IP, ETH_P_IPV6, HDR_MAX, IPPROTO_GRE, MAX_GRE},
+    csum, lco,
+    maps::HDR_SCRATCH,
+};
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const IPPROTO_GRE: u8 = 47;
 const OUTER_V4: usize = Ipv4Hdr::LEN;
 const OUTER_V6: usize = Ipv6Hdr::LEN;
-const MAX_GRE: usize = 16;
-/// Outer Ethernet + IPv6 + the longest GRE header.
-pub const HDR_MAX: usize = EthHdr::LEN + OUTER_V6 + MAX_GRE;
 
 /// What every copy of one packet shares.
 #[derive(Clone, Copy)]

@@ -19,7 +19,7 @@ use crate::{
     encap::{self, Fields, Room},
     maps::PEERS,
     path,
-    tx::next_seq,
+    seq::next_seq,
 };
 
 /// Not a peer id: nothing to leave out.

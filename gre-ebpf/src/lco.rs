@@ -21,12 +21,12 @@
 use gre_common::DropReason;
 use network_types::ip::{Ipv4Hdr, Ipv6Hdr};
 
-use crate::{csum, maps::LCO_HDR, packet::Packet};
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
+use crate::{
+    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_TCP, IPPROTO_UDP},
+    csum,
+    maps::LCO_HDR,
+    packet::Packet,
+};
 
 /// Where the inner L4 header is and what its pseudo-header sums to.
 struct L4 {

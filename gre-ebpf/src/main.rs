@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod consts;
 mod counters;
 mod csum;
 mod encap;
@@ -18,8 +19,9 @@ mod maps;
 mod packet;
 mod parse;
 mod path;
-mod reorder;
 mod rx;
+mod seq;
+mod structs;
 mod tx;
 
 use aya_ebpf::{

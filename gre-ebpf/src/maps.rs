@@ -11,7 +11,7 @@ use gre_common::{
     ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
-use crate::csum::Scratch;
+use crate::structs::{InnerIpHdr, OuterHdr, Scratch};
 
 #[map(name = "XGRE_META")]
 pub static META: Array<Meta> = Array::with_max_entries(1, 0);
@@ -91,9 +91,9 @@ pub static FLOOD: HashMap<FloodKey, FloodList> = HashMap::with_max_entries(MAX_T
 
 /// Where outer headers are built (see `encap::header`).
 #[map(name = "XGRE_HDR")]
-pub static HDR_SCRATCH: PerCpuArray<[u8; crate::encap::HDR_MAX]> = PerCpuArray::with_max_entries(1, 0);
+pub static HDR_SCRATCH: PerCpuArray<OuterHdr> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where the inner IP header is read to account for an unfilled TCP/UDP
 /// checksum (see `lco.rs`): an IPv6 header's 40 bytes.
 #[map(name = "XGRE_LCO_HDR")]
-pub static LCO_HDR: PerCpuArray<[u8; 40]> = PerCpuArray::with_max_entries(1, 0);
+pub static LCO_HDR: PerCpuArray<InnerIpHdr> = PerCpuArray::with_max_entries(1, 0);

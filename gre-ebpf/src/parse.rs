@@ -8,17 +8,15 @@ use gre_common::{
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
+    vlan::VlanHdr,
 };
 
 use crate::{
+    consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IP_MF},
     csum,
     maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
 };
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
-const IPPROTO_GRE: u8 = 47;
 
 /// A GRE packet of ours, ready to decapsulate.
 pub struct Rx {
@@ -48,9 +46,6 @@ pub enum Verdict {
     Reflect(Rx),
 }
 
-const ETH_P_8021Q: u16 = 0x8100;
-const ETH_P_8021AD: u16 = 0x88A8;
-
 /// Where the frame's IP header starts and its EtherType, or None when the
 /// frame belongs to a VLAN: GRE on another VLAN of the link is for that
 /// VLAN's device and addresses, not ours (Linux drops it as another host's
@@ -74,11 +69,11 @@ fn l2<P: Packet>(pkt: &P, eth: &EthHdr) -> Option<(usize, u16)> {
     if pkt.is_skb() {
         return None;
     }
-    let tag: [u8; 4] = pkt.read(EthHdr::LEN).ok()?;
-    if u16::from_be_bytes([tag[0], tag[1]]) & 0x0fff != 0 {
+    let tag: VlanHdr = pkt.read(EthHdr::LEN).ok()?;
+    if tag.vid() != 0 {
         return None;
     }
-    Some((EthHdr::LEN + 4, u16::from_be_bytes([tag[2], tag[3]])))
+    Some((EthHdr::LEN + VlanHdr::LEN, u16::from_be(tag.ether_type)))
 }
 
 #[inline(always)]
@@ -244,7 +239,7 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
     if csum::fold(csum::ipv4_words(&ip) + opts as u64) != 0xffff {
         return Err(DropReason::BadIpChecksum);
     }
-    if ip.frags[0] & 0x3f != 0 || ip.frags[1] != 0 {
+    if ip.frag_flags() & IP_MF != 0 || ip.frag_offset() != 0 {
         // MF set or a non-zero offset: we do not reassemble.
         return Err(DropReason::Fragment);
     }
@@ -256,7 +251,7 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
 #[inline(always)]
 fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
     let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return Ok(None) };
-    if ip.next_hdr != IPPROTO_GRE || ip.vcf[0] >> 4 != 6 {
+    if ip.next_hdr != IPPROTO_GRE || ip.version() != 6 {
         return Ok(None);
     }
     // Our IPv4 addresses are stored IPv4-mapped, so a mapped destination

@@ -23,14 +23,13 @@ use gre_common::{DropReason, HandoffMeta, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
 use network_types::eth::EthHdr;
 
 use crate::{
+    consts::ETH_P_IPV6,
     counters::{count_rx, keepalive_reflected, keepalive_reply},
     fdb,
     packet::Packet,
     parse::{classify, Rx, Verdict},
-    reorder,
+    seq,
 };
-
-const ETH_P_IPV6: u16 = 0x86DD;
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever
 /// sent it. The inner packet is of the outer one's family (Cisco format),
@@ -53,7 +52,7 @@ fn delivered<P: Packet>(pkt: &P, rx: &Rx, packets: u64) {
         }
     }
     if let Some(seq) = rx.seq {
-        reorder::observe(rx.path.peer_id, seq);
+        seq::observe(rx.path.peer_id, seq);
     }
 }
 

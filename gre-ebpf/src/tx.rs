@@ -11,7 +11,6 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{
     handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
     v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE, MODE_GRETAP,
@@ -23,17 +22,16 @@ use network_types::{
 };
 
 use crate::{
+    consts::{ETH_P_IP, ETH_P_IPV6},
     counters::count_tx,
     encap::{self, Fields},
     fdb,
     flood::{self, NO_PEER},
-    maps::{FLOOD, PEERS, ROUTES4, ROUTES6, TUNNELS, TX_SEQ},
+    maps::{FLOOD, PEERS, ROUTES4, ROUTES6, TUNNELS},
     packet::Packet,
     path,
+    seq::next_seq,
 };
-
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86DD;
 
 /// Where a packet goes: to `peer`, or (`flood`) to every peer of the
 /// flood list of `group` (all zeros: the tunnel's default list) but
@@ -219,22 +217,6 @@ fn flood_list(tunnel_ifindex: u32, group: [u8; 16]) -> Option<&'static FloodList
     (list.n > 0).then_some(list)
 }
 
-/// The next RFC 2890 sequence number to `peer_id`, when the tunnel stamps
-/// them (else 0).
-#[inline(always)]
-pub fn next_seq(fields: &Fields, peer_id: u32) -> Result<u32, DropReason> {
-    if fields.flags & TUN_SEQ == 0 {
-        return Ok(0);
-    }
-    let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;
-    // Unique across CPUs; RFC 2890 sequence numbers are 32 bits. The first
-    // packet carries 1 (Linux 6.1's ip_gre starts at 0; both are fine with
-    // RFC 2890 and with each other). SeqCst, not Relaxed: LLVM
-    // 22's BPF backend lowers a Relaxed fetch-add whose result is used to a
-    // plain locked add and returns a stale value.
-    Ok(unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1))
-}
-
 /// `gre` mode: the peer routed for the inner destination (longest prefix),
 /// or every peer for multicast and broadcast. Also the DSCP/ECN to copy
 /// and the GRE protocol type.
@@ -254,7 +236,7 @@ fn ip_target(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr, from_peer: bool) ->
         }
         ETH_P_IPV6 => {
             let inner: Ipv6Hdr = ctx.read(EthHdr::LEN)?;
-            let tclass = (inner.vcf[0] << 4) | (inner.vcf[1] >> 4);
+            let tclass = (inner.dscp() << 2) | inner.ecn();
             if inner.dst_addr[0] == 0xff {
                 let skip = if from_peer { route6(tun, inner.src_addr).unwrap_or(NO_PEER) } else { NO_PEER };
                 return Ok((Target::flood(inner.dst_addr, skip), tclass, GreHdr::PROTO_IPV6));
@@ -296,7 +278,7 @@ fn tap_target(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr, from_peer: bool) -
     let skip = if from_peer { fdb::lookup(tunnel, eth.src_addr).unwrap_or(NO_PEER) } else { NO_PEER };
     let tos = match u16::from_be(eth.ether_type) {
         ETH_P_IP => ctx.read::<Ipv4Hdr>(EthHdr::LEN).map(|h| h.tos).unwrap_or(0),
-        ETH_P_IPV6 => ctx.read::<Ipv6Hdr>(EthHdr::LEN).map(|h| (h.vcf[0] << 4) | (h.vcf[1] >> 4)).unwrap_or(0),
+        ETH_P_IPV6 => ctx.read::<Ipv6Hdr>(EthHdr::LEN).map(|h| (h.dscp() << 2) | h.ecn()).unwrap_or(0),
         _ => 0,
     };
     if eth.dst_addr[0] & 1 == 0 {

@@ -1,0 +1,57 @@
+//! RFC 2890 sequence numbers: stamped on transmit (`next_seq`), and on
+//! receive turned into reorder telemetry (`observe`). Packets are never
+//! held or dropped for arriving out of order (Linux's ip_gre drops them,
+//! and that kills aggregation): receive only measures.
+
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use gre_common::{DropReason, LATE_DISPLACEMENT, TUN_SEQ};
+
+use crate::{
+    encap::Fields,
+    maps::{REORDER, RX_SEQ, TX_SEQ},
+};
+
+const SEEN: u64 = 1 << 32;
+
+#[inline(always)]
+pub fn observe(peer_id: u32, seq: u32) {
+    let (Some(hi), Some(st)) = (RX_SEQ.get_ptr_mut(peer_id), REORDER.get_ptr_mut(peer_id)) else {
+        return;
+    };
+    unsafe {
+        let cur = core::ptr::read_volatile(hi);
+        // Serial number arithmetic: ahead when the difference is positive.
+        let ahead = seq.wrapping_sub(cur as u32) as i32;
+        if cur & SEEN == 0 || ahead > 0 {
+            // Two CPUs may race here; the loser can only lower the mark by
+            // the few packets in flight between them, which telemetry bears.
+            core::ptr::write_volatile(hi, SEEN | seq as u64);
+            (*st).in_order += 1;
+        } else {
+            let disp = (ahead as i64).unsigned_abs();
+            (*st).out_of_order += 1;
+            if disp > (*st).max_displacement {
+                (*st).max_displacement = disp;
+            }
+            if disp > LATE_DISPLACEMENT as u64 {
+                (*st).late += 1;
+            }
+        }
+    }
+}
+
+/// The next RFC 2890 sequence number to `peer_id`, when the tunnel stamps
+/// them (else 0).
+#[inline(always)]
+pub fn next_seq(fields: &Fields, peer_id: u32) -> Result<u32, DropReason> {
+    if fields.flags & TUN_SEQ == 0 {
+        return Ok(0);
+    }
+    let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;
+    // Unique across CPUs; RFC 2890 sequence numbers are 32 bits. The first
+    // packet carries 1 (Linux 6.1's ip_gre starts at 0; both are fine with
+    // RFC 2890 and with each other). SeqCst, not Relaxed: LLVM
+    // 22's BPF backend lowers a Relaxed fetch-add whose result is used to a
+    // plain locked add and returns a stale value.
+    Ok(unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1))
+}

@@ -103,6 +103,7 @@ mod tests {
                 "split_horizon",
                 "bad_ip_checksum",
                 "mapped_address",
+                "tx_no_decision",
             ]
         );
         assert!(DropReason::all().enumerate().all(|(i, r)| r as usize == i));

@@ -64,7 +64,7 @@ extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
     };
     let ifindex = p.ifindex;
     let ctx = TcContext::new(s.ctx);
-    let seq = match next_seq(&s.fields, peer_id) {
+    let seq = match next_seq(s.fields.flags, peer_id) {
         Ok(q) => q,
         Err(r) => {
             count_drop(r);

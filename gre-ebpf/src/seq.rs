@@ -6,10 +6,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{DropReason, LATE_DISPLACEMENT, TUN_SEQ};
 
-use crate::{
-    encap::Fields,
-    maps::{REORDER, RX_SEQ, TX_SEQ},
-};
+use crate::maps::{REORDER, RX_SEQ, TX_SEQ};
 
 const SEEN: u64 = 1 << 32;
 
@@ -43,8 +40,8 @@ pub fn observe(peer_id: u32, seq: u32) {
 /// The next RFC 2890 sequence number to `peer_id`, when the tunnel stamps
 /// them (else 0).
 #[inline(always)]
-pub fn next_seq(fields: &Fields, peer_id: u32) -> Result<u32, DropReason> {
-    if fields.flags & TUN_SEQ == 0 {
+pub fn next_seq(tunnel_flags: u32, peer_id: u32) -> Result<u32, DropReason> {
+    if tunnel_flags & TUN_SEQ == 0 {
         return Ok(0);
     }
     let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;

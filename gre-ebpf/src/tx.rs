@@ -179,7 +179,7 @@ fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropRea
             return Err(DropReason::NoPath);
         }
         let p = peer.paths[path_idx as usize];
-        let seq = next_seq(&fields, d.peer)?;
+        let seq = next_seq(fields.flags, d.peer)?;
         let room = encap::grow(ctx, &fields, tap, &eth)?;
         encap::write(ctx, &room, encap::header(ctx, &fields, &room, &p, seq)?)?;
         count_tx(d.peer, path_idx, wire, inner_len);

@@ -292,7 +292,7 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| toml_error(file, text, e))?;
+        let cfg: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| toml_error(file, text, e))?;
         cfg.validate(file)?;
         Ok(cfg)
     }
@@ -653,16 +653,23 @@ pub fn validate_ifname(name: &str) -> Result<(), String> {
 }
 
 /// Turn a toml/serde error into file + field + reason, with the line.
-fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
-    let line = e.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-    let msg = e.message().to_string();
-    // serde reports the failing path only in the message; the span tells the line.
-    let mut field = e.span().and_then(|s| field_at(text, s.start)).unwrap_or_else(|| "-".into());
-    // For an unknown key the span covers its table; the key is in the text.
-    if let Some(k) = msg.strip_prefix("unknown field `").and_then(|r| r.split('`').next()) {
+/// serde_path_to_error names the field, indexed (`peer[0].path[1].mac`);
+/// a missing or unknown key is named only in the message, as the path
+/// stops at its table.
+fn toml_error(file: &str, text: &str, e: serde_path_to_error::Error<toml::de::Error>) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let line = inner.span().map(|s| text[..s.start.min(text.len())].lines().count().max(1));
+    let msg = inner.message().to_string();
+    let mut field = if path == "." { String::new() } else { path };
+    let named = msg.strip_prefix("unknown field `").or_else(|| msg.strip_prefix("missing field `")).and_then(|r| r.split('`').next());
+    if let Some(k) = named {
         if !field.ends_with(k) {
-            field = if field == "-" { k.to_string() } else { format!("{field}.{k}") };
+            field = if field.is_empty() { k.to_string() } else { format!("{field}.{k}") };
         }
+    }
+    if field.is_empty() {
+        field = "-".into();
     }
     ConfigError {
         file: match line {
@@ -671,28 +678,6 @@ fn toml_error(file: &str, text: &str, e: toml::de::Error) -> ConfigError {
         },
         field,
         reason: msg,
-    }
-}
-
-/// Best-effort dotted name of the key whose value starts at byte `pos`.
-fn field_at(text: &str, pos: usize) -> Option<String> {
-    let before = &text[..pos.min(text.len())];
-    let mut table = String::new();
-    for l in before.lines() {
-        let l = l.trim();
-        if let Some(t) = l.strip_prefix("[[").and_then(|l| l.split("]]").next()) {
-            table = t.trim().to_string();
-        } else if let Some(t) = l.strip_prefix('[').and_then(|l| l.split(']').next()) {
-            table = t.trim().to_string();
-        }
-    }
-    let line = before.rsplit('\n').next().unwrap_or("");
-    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty() && !k.starts_with('['));
-    match key {
-        Some(k) if table.is_empty() => Some(k.to_string()),
-        Some(k) => Some(format!("{table}.{k}")),
-        None if !table.is_empty() => Some(table),
-        None => None,
     }
 }
 
@@ -863,16 +848,21 @@ weight = 1
     fn type_and_unknown_field_errors_point_at_the_line() {
         let e = bad(|s| s.replace("mac = \"02:00:00:00:00:20\"", "mac = \"02:00\""));
         assert!(e.file.starts_with("t.toml:"), "{e}");
-        assert_eq!(e.field, "peer.path.mac");
+        assert_eq!(e.field, "peer[0].path[0].mac");
         assert!(e.reason.contains("MAC"), "{e}");
         let e = bad(|s| s.replace("sequence = false", "sequense = false"));
         assert!(e.reason.contains("unknown field"), "{e}");
         assert_eq!(e.field, "tunnel.sequense");
+        let e = bad(|s| s.replace("remote = \"198.18.0.20\"", ""));
+        assert_eq!(e.field, "peer[0].path[0].remote", "{e}");
+        assert!(e.reason.contains("missing field"), "{e}");
+        let e = bad(|s| s.replacen("name = \"gre0\"", "", 1));
+        assert_eq!(e.field, "tunnel.name", "{e}");
         let e = bad(|s| s.replace("rx = \"auto\"", "rx = \"fast\""));
-        assert_eq!(e.field, "link.rx");
+        assert_eq!(e.field, "link[0].rx");
         let e = bad(|s| s.replace("key = 42", "key = -1"));
         assert_eq!(e.field, "tunnel.key");
         let e = bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"198.18.0\""));
-        assert_eq!(e.field, "link.address");
+        assert_eq!(e.field, "link[0].address");
     }
 }

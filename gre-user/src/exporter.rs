@@ -1,105 +1,136 @@
 //! `xgre exporter --listen ADDR`: the status counters in the Prometheus
 //! text format, read from the maps on every scrape.
 
-use std::fmt::Write as _;
-
 use anyhow::{Context, Result};
 use axum::{http::header, response::IntoResponse, routing::get, Router};
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
 
 use crate::status::{self, Status};
 
-fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    tunnel: String,
+    peer: String,
+    path: String,
+    link: String,
 }
 
-/// Render a status snapshot as Prometheus text exposition.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathUpLabels {
+    tunnel: String,
+    peer: String,
+    path: String,
+    link: String,
+    remote: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerLabels {
+    tunnel: String,
+    peer: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// A counter family registered under `name` (the encoder adds `_total`).
+fn counters<S: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<S, Counter> {
+    let f = Family::<S, Counter>::default();
+    r.register(name, help, f.clone());
+    f
+}
+
+fn gauges<S: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static>(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+) -> Family<S, Gauge> {
+    let f = Family::<S, Gauge>::default();
+    r.register(name, help, f.clone());
+    f
+}
+
+/// Render a status snapshot in the OpenMetrics text format (which
+/// Prometheus scrapes). The values are read from the maps on every scrape,
+/// so each scrape fills a fresh registry.
 pub fn render(s: &Status) -> String {
-    let mut o = String::new();
-    let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(&mut o, "xgre_path_up", "gauge", "1 when the path is in its peer's rotation.");
+    let mut r = Registry::default();
+    let up = gauges::<PathUpLabels>(&mut r, "xgre_path_up", "1 when the path is in its peer's rotation.");
+    /// Which of a path's counters a metric shows.
+    type CounterOf = fn(&status::Counters) -> u64;
+    /// Metric name, help text, the value.
+    type PathMetric = (&'static str, &'static str, CounterOf);
+    let path_metrics: [PathMetric; 6] = [
+        ("xgre_path_tx_packets", "Packets sent over the path.", |c| c.tx_packets),
+        ("xgre_path_tx_bytes", "Inner bytes sent over the path.", |c| c.tx_bytes),
+        ("xgre_path_rx_packets", "Packets received over the path.", |c| c.rx_packets),
+        ("xgre_path_rx_bytes", "Inner bytes received over the path.", |c| c.rx_bytes),
+        ("xgre_path_keepalive_replies", "Our keepalives that came back over the path.", |c| c.keepalive_replies),
+        ("xgre_path_keepalives_reflected", "The peer's keepalives sent back over the path.", |c| c.keepalives_reflected),
+    ];
+    let path_families: Vec<(Family<PathLabels, Counter>, CounterOf)> =
+        path_metrics.iter().map(|(name, help, get)| (counters::<PathLabels>(&mut r, name, help), *get)).collect();
+    let out_of_order =
+        counters::<PeerLabels>(&mut r, "xgre_peer_reorder_out_of_order", "Packets that arrived after one with a higher sequence number.");
+    let late = counters::<PeerLabels>(&mut r, "xgre_peer_reorder_late", "Packets out of order by more than the late window.");
+    let displacement = gauges::<PeerLabels>(&mut r, "xgre_peer_reorder_max_displacement", "Largest displacement seen, in packets.");
+    let fdb = gauges::<PeerLabels>(&mut r, "xgre_fdb_entries", "gretap: learned MAC addresses still valid, by peer.");
+    let drops = counters::<ReasonLabels>(&mut r, "xgre_drops", "Packets dropped by the datapath, by reason.");
+
     for t in &s.tunnels {
         for p in &t.peers {
             for (j, path) in p.paths.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "xgre_path_up{{tunnel=\"{}\",peer=\"{}\",path=\"{j}\",link=\"{}\",remote=\"{}\"}} {}",
-                    esc(&t.name),
-                    esc(&p.name),
-                    esc(&path.link),
-                    path.remote,
-                    path.up as u8
-                );
-            }
-        }
-    }
-    /// Metric name, help text, the value.
-    type PathMetric = (&'static str, &'static str, fn(&status::Counters) -> u64);
-    let counters: [PathMetric; 6] = [
-        ("xgre_path_tx_packets_total", "Packets sent over the path.", |c| c.tx_packets),
-        ("xgre_path_tx_bytes_total", "Inner bytes sent over the path.", |c| c.tx_bytes),
-        ("xgre_path_rx_packets_total", "Packets received over the path.", |c| c.rx_packets),
-        ("xgre_path_rx_bytes_total", "Inner bytes received over the path.", |c| c.rx_bytes),
-        ("xgre_path_keepalive_replies_total", "Our keepalives that came back over the path.", |c| c.keepalive_replies),
-        ("xgre_path_keepalives_reflected_total", "The peer's keepalives sent back over the path.", |c| c.keepalives_reflected),
-    ];
-    for (name, help, get) in counters {
-        family(&mut o, name, "counter", help);
-        for t in &s.tunnels {
-            for p in &t.peers {
-                for (j, path) in p.paths.iter().enumerate() {
-                    let _ = writeln!(
-                        o,
-                        "{name}{{tunnel=\"{}\",peer=\"{}\",path=\"{j}\",link=\"{}\"}} {}",
-                        esc(&t.name),
-                        esc(&p.name),
-                        esc(&path.link),
-                        get(&path.counters)
-                    );
+                let l = PathLabels { tunnel: t.name.clone(), peer: p.name.clone(), path: j.to_string(), link: path.link.clone() };
+                let ul = PathUpLabels {
+                    tunnel: l.tunnel.clone(),
+                    peer: l.peer.clone(),
+                    path: l.path.clone(),
+                    link: l.link.clone(),
+                    remote: path.remote.to_string(),
+                };
+                up.get_or_create(&ul).set(path.up as i64);
+                for (f, get) in &path_families {
+                    f.get_or_create(&l).inc_by(get(&path.counters));
                 }
             }
+            if let Some(ro) = &p.reorder {
+                let l = PeerLabels { tunnel: t.name.clone(), peer: p.name.clone() };
+                out_of_order.get_or_create(&l).inc_by(ro.out_of_order);
+                late.get_or_create(&l).inc_by(ro.late);
+                displacement.get_or_create(&l).set(ro.max_displacement as i64);
+            }
         }
-    }
-    /// Metric name, type, help text, the value.
-    type ReorderMetric = (&'static str, &'static str, &'static str, fn(&status::Reorder) -> u64);
-    let reorder: [ReorderMetric; 3] = [
-        ("xgre_peer_reorder_out_of_order_total", "counter", "Packets that arrived after one with a higher sequence number.", |r| {
-            r.out_of_order
-        }),
-        ("xgre_peer_reorder_late_total", "counter", "Packets out of order by more than the late window.", |r| r.late),
-        ("xgre_peer_reorder_max_displacement", "gauge", "Largest displacement seen, in packets.", |r| r.max_displacement),
-    ];
-    for (name, kind, help, get) in reorder {
-        family(&mut o, name, kind, help);
-        for t in &s.tunnels {
-            for p in &t.peers {
-                if let Some(r) = &p.reorder {
-                    let _ = writeln!(o, "{name}{{tunnel=\"{}\",peer=\"{}\"}} {}", esc(&t.name), esc(&p.name), get(r));
-                }
+        if t.mode == "gretap" {
+            let mut by_peer: std::collections::BTreeMap<&str, i64> = t.peers.iter().map(|p| (p.name.as_str(), 0)).collect();
+            for e in t.fdb.iter().filter(|e| !e.stale) {
+                *by_peer.entry(e.peer.as_str()).or_default() += 1;
+            }
+            for (peer, n) in by_peer {
+                fdb.get_or_create(&PeerLabels { tunnel: t.name.clone(), peer: peer.to_string() }).set(n);
             }
         }
     }
-    family(&mut o, "xgre_fdb_entries", "gauge", "gretap: learned MAC addresses still valid, by peer.");
-    for t in s.tunnels.iter().filter(|t| t.mode == "gretap") {
-        let mut by_peer: std::collections::BTreeMap<&str, u64> = t.peers.iter().map(|p| (p.name.as_str(), 0)).collect();
-        for e in t.fdb.iter().filter(|e| !e.stale) {
-            *by_peer.entry(e.peer.as_str()).or_default() += 1;
-        }
-        for (peer, n) in by_peer {
-            let _ = writeln!(o, "xgre_fdb_entries{{tunnel=\"{}\",peer=\"{}\"}} {n}", esc(&t.name), esc(peer));
-        }
-    }
-    family(&mut o, "xgre_drops_total", "counter", "Packets dropped by the datapath, by reason.");
     for (reason, v) in &s.drops {
-        let _ = writeln!(o, "xgre_drops_total{{reason=\"{reason}\"}} {v}");
+        drops.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(*v);
     }
+    let mut o = String::new();
+    prometheus_client::encoding::text::encode(&mut o, &r).expect("writing to a String cannot fail");
     o
 }
 
 async fn metrics() -> impl IntoResponse {
     match status::collect(None).await {
-        Ok(s) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], render(&s)).into_response(),
+        Ok(s) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], render(&s)).into_response(),
         Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("xgre: {e:#}\n")).into_response(),
     }
 }

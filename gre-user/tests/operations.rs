@@ -249,18 +249,22 @@ fn exporter_and_watch_show_the_counters() {
     assert_eq!(sample("xgre_path_up"), 1);
     assert_eq!(sample("xgre_peer_reorder_out_of_order_total"), 0);
     assert!(body.contains("xgre_drops_total{reason=\"bad_checksum\"} 0"), "{body}");
-    // Text format: each family's HELP and TYPE come before its samples, once.
+    // OpenMetrics text: each family's HELP and TYPE come before its
+    // samples, once; a counter's samples end in _total; `# EOF` closes it.
     let mut seen = std::collections::BTreeSet::new();
     let mut current = String::new();
     for l in body.lines() {
         if let Some(rest) = l.strip_prefix("# TYPE ") {
-            current = rest.split(' ').next().unwrap().to_string();
-            assert!(seen.insert(current.clone()), "family {current} declared twice");
+            let mut w = rest.split(' ');
+            let (name, kind) = (w.next().unwrap(), w.next().unwrap());
+            current = if kind == "counter" { format!("{name}_total") } else { name.to_string() };
+            assert!(seen.insert(current.clone()), "family {name} declared twice");
         } else if !l.starts_with('#') && !l.is_empty() {
             let name = l.split(['{', ' ']).next().unwrap();
             assert_eq!(name, current, "sample of {name} outside its family");
         }
     }
+    assert_eq!(body.trim_end().lines().last(), Some("# EOF"), "{body}");
     let watch = t.a().xgre_ok(Enter::Nsenter, "status --watch --interval 0.2 --count 2");
     assert!(watch.contains("tx Mbit/s") && watch.contains("site-b") && watch.contains("reorder:"), "{watch}");
 }

@@ -69,6 +69,9 @@ pub const PATH_ADMIN_DOWN: u32 = 1 << 3;
 pub const PATH_KA_REQUIRED: u32 = 1 << 4;
 /// No keepalives to this peer.
 pub const PATH_KA_OFF: u32 = 1 << 5;
+/// A backup path (`standby = true`): used only while no other path of its
+/// peer is up.
+pub const PATH_STANDBY: u32 = 1 << 6;
 
 /// `LinkUse::hook`
 pub const HOOK_XDP: u32 = 1;

@@ -178,3 +178,11 @@ pub fn keepalive_mode(path_flags: u32) -> KeepaliveMode {
         _ => KeepaliveMode::Auto,
     }
 }
+
+/// Which paths carry traffic: the healthy ones, except that a standby path
+/// carries only while no other path is healthy. The datapath sees only the
+/// result (`PATH_UP`), so it pays nothing for backups.
+pub fn in_rotation(healthy: &[bool], standby: &[bool]) -> Vec<bool> {
+    let primary_ok = healthy.iter().zip(standby).any(|(&h, &s)| h && !s);
+    healthy.iter().zip(standby).map(|(&h, &s)| h && (!s || !primary_ok)).collect()
+}

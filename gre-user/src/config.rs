@@ -210,6 +210,10 @@ pub struct PathConfig {
     /// ... path set --down`).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
     pub up: bool,
+    /// A backup: carries the peer's traffic only while none of its other
+    /// paths is up (`xgre run` decides up and down).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub standby: bool,
 }
 
 fn default_weight() -> u32 {
@@ -222,6 +226,10 @@ fn default_true() -> bool {
 
 fn is_true(b: &bool) -> bool {
     *b
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Largest weight a path may have; weights are shares, not rates.
@@ -276,6 +284,76 @@ impl<'de> Deserialize<'de> for Mac {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Building a config in code (tests, tools): every setting at its default
+/// until set. Addresses are parsed here and panic when malformed: these
+/// are for literals, not for user input (that comes through `parse`).
+impl Config {
+    pub fn new(name: &str, mode: Mode) -> Config {
+        Config {
+            tunnel: TunnelConfig {
+                name: name.into(),
+                mode,
+                address: vec![],
+                mtu: None,
+                key: None,
+                sequence: false,
+                checksum: false,
+                stripe_burst: None,
+                keepalive: default_keepalive(),
+                keepalive_misses: default_keepalive_misses(),
+                device_counters: true,
+                fdb_age: default_fdb_age(),
+                vsid: None,
+            },
+            links: vec![],
+            peers: vec![],
+            groups: vec![],
+        }
+    }
+
+    /// An address of the tunnel device.
+    pub fn with_address(mut self, net: &str) -> Config {
+        self.tunnel.address.push(net.parse().expect("an address with a prefix length"));
+        self
+    }
+
+    pub fn with_link(mut self, dev: &str, address: &str, rx: RxHook) -> Config {
+        self.links.push(LinkConfig { dev: dev.into(), address: address.parse().expect("an IP address"), rx });
+        self
+    }
+
+    /// A peer with `routes` and one path per (link, remote).
+    pub fn with_peer(mut self, name: &str, routes: &[&str], paths: &[(&str, &str)]) -> Config {
+        self.peers.push(PeerConfig {
+            name: name.into(),
+            routes: routes.iter().map(|r| r.parse().expect("a prefix")).collect(),
+            paths: paths
+                .iter()
+                .map(|(link, remote)| PathConfig {
+                    link: link.to_string(),
+                    remote: remote.parse().expect("an IP address"),
+                    mac: None,
+                    weight: default_weight(),
+                    up: true,
+                    standby: false,
+                })
+                .collect(),
+            macs: vec![],
+            keepalive: KeepaliveMode::Auto,
+        });
+        self
+    }
+
+    /// Tunnel settings given as TOML (`"key = 42\nsequence = true"`),
+    /// checked as the file's would be.
+    pub fn with_tunnel_toml(self, extra: &str) -> Config {
+        let mut v = toml::Value::try_from(&self).expect("a config always serializes");
+        let extra: toml::Table = toml::from_str(extra).expect("tunnel settings in TOML");
+        v["tunnel"].as_table_mut().expect("a tunnel table").extend(extra);
+        v.try_into().expect("tunnel settings of the right types")
     }
 }
 

@@ -107,6 +107,10 @@ pub enum PathEdit {
         /// Out of the rotation (kept in the config).
         #[arg(long)]
         down: bool,
+        /// `true`: a backup, used only while the peer's other paths are all
+        /// down; `false`: an ordinary path.
+        #[arg(long)]
+        standby: Option<bool>,
     },
 }
 
@@ -137,7 +141,7 @@ pub struct PathSpec(pub PathConfig);
 impl FromStr for PathSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (mut link, mut remote, mut mac, mut weight, mut up) = (None, None, None, 1, true);
+        let (mut link, mut remote, mut mac, mut weight, mut up, mut standby) = (None, None, None, 1, true, false);
         for kv in s.split(',') {
             let (k, v) = kv.split_once('=').ok_or_else(|| format!("`{kv}`: want key=value"))?;
             match k {
@@ -146,7 +150,8 @@ impl FromStr for PathSpec {
                 "mac" => mac = Some(v.parse::<Mac>()?),
                 "weight" => weight = v.parse().map_err(|e| format!("weight `{v}`: {e}"))?,
                 "up" => up = v.parse().map_err(|e| format!("up `{v}`: {e}"))?,
-                _ => return Err(format!("unknown path field `{k}` (link, remote, mac, weight, up)")),
+                "standby" => standby = v.parse().map_err(|e| format!("standby `{v}`: {e}"))?,
+                _ => return Err(format!("unknown path field `{k}` (link, remote, mac, weight, up, standby)")),
             }
         }
         Ok(PathSpec(PathConfig {
@@ -155,6 +160,7 @@ impl FromStr for PathSpec {
             mac,
             weight,
             up,
+            standby,
         }))
     }
 }
@@ -259,8 +265,11 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
             path_mut(&mut c, peer, *index)?;
             peer_mut(&mut c, peer)?.paths.remove(*index);
         }
-        Edit::Path(PathEdit::Set { peer, index, weight, mac, up, down }) => {
+        Edit::Path(PathEdit::Set { peer, index, weight, mac, up, down, standby }) => {
             let p = path_mut(&mut c, peer, *index)?;
+            if let Some(s) = standby {
+                p.standby = *s;
+            }
             if let Some(w) = weight {
                 p.weight = *w;
             }

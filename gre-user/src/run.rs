@@ -8,10 +8,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
-use gre_common::{path_slot, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_UP};
+use gre_common::{path_slot, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_STANDBY, PATH_UP};
 
 use crate::{
-    codec::{cstr, ip16},
+    codec::{cstr, in_rotation, ip16},
     config::{Config, TunnelConfig},
     datapath::Datapath,
     keepalive,
@@ -143,8 +143,9 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
             if p.tunnel_ifindex != tidx {
                 continue;
             }
-            let mut changed = false;
-            for j in 0..p.npaths as usize {
+            let n = p.npaths as usize;
+            let mut healthy = vec![false; n];
+            for (j, ok) in healthy.iter_mut().enumerate() {
                 let path = p.paths[j];
                 let link = links.entry(path.ifindex).or_insert(None);
                 last_links
@@ -165,26 +166,28 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
                 let answered = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
                 let probe_ok = probe_verdict(path.flags, sender.is_some(), answered, now, started, window_ns);
                 let admin_down = path.flags & gre_common::PATH_ADMIN_DOWN != 0;
-                let up = link_bad.is_none() && probe_ok && !admin_down;
-                let was_up = path.flags & PATH_UP != 0;
-                if up != was_up {
-                    if up {
-                        p.paths[j].flags |= PATH_UP;
-                    } else {
-                        p.paths[j].flags &= !PATH_UP;
-                    }
-                    changed = true;
-                }
+                *ok = link_bad.is_none() && probe_ok && !admin_down;
                 let why = reason(link_bad, probe_ok);
                 let prev = state.insert((id, j), why.clone());
-                if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !up) {
+                if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !*ok) {
                     let remote = ip16(path.remote).to_string();
                     let dev = link.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
                     println!(
                         "{name}: peer {} path {j} ({dev} -> {remote}): {}",
                         cstr(&p.name),
-                        if up { "up".to_string() } else { format!("down ({why})") }
+                        if *ok { "up".to_string() } else { format!("down ({why})") }
                     );
+                }
+            }
+            let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags & PATH_STANDBY != 0).collect();
+            let mut changed = false;
+            for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
+                if carry != (p.paths[j].flags & PATH_UP != 0) {
+                    p.paths[j].flags = if carry { p.paths[j].flags | PATH_UP } else { p.paths[j].flags & !PATH_UP };
+                    changed = true;
+                    if standby[j] && healthy[j] {
+                        println!("{name}: peer {} path {j}: standby {}", cstr(&p.name), if carry { "in use" } else { "idle" });
+                    }
                 }
             }
             if changed {
@@ -200,6 +203,17 @@ mod tests {
     use super::*;
 
     const W: u64 = 300_000_000;
+
+    #[test]
+    fn a_standby_path_carries_only_while_no_other_path_is_healthy() {
+        let sb = [false, false, true];
+        assert_eq!(in_rotation(&[true, true, true], &sb), [true, true, false]);
+        assert_eq!(in_rotation(&[false, true, true], &sb), [false, true, false]);
+        assert_eq!(in_rotation(&[false, false, true], &sb), [false, false, true]);
+        assert_eq!(in_rotation(&[false, false, false], &sb), [false, false, false]);
+        // Only backups: they are the paths.
+        assert_eq!(in_rotation(&[true, true], &[true, true]), [true, true]);
+    }
 
     #[test]
     fn a_peer_that_never_answered_is_judged_only_when_required() {

@@ -15,12 +15,13 @@ use anyhow::{anyhow, bail, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
-    RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STATIC_MAC, PATH_UP,
+    RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STANDBY, PATH_STATIC_MAC,
+    PATH_UP,
 };
 use ipnet::IpNet;
 
 use crate::{
-    codec::{addr16, build_peer, cstr, hidden_mtu, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value},
+    codec::{addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value},
     config::{Config, GroupConfig, LinkConfig, Mac, PathConfig, PeerConfig, RxHook},
     datapath::{remove_where, Datapath},
     links,
@@ -93,6 +94,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
                 mac: (path.flags & PATH_STATIC_MAC != 0).then_some(Mac(path.dst_mac)),
                 weight: path.weight,
                 up: path.flags & PATH_ADMIN_DOWN == 0,
+                standby: path.flags & PATH_STANDBY != 0,
             });
         }
         let mut proutes: Vec<IpNet> = routes.iter().filter(|(t, _, v)| *t == tidx && *v == id).map(|(_, n, _)| *n).collect();
@@ -219,7 +221,19 @@ fn write_peer(
         if !path.up {
             peer.paths[j].flags = (peer.paths[j].flags & !PATH_UP) | PATH_ADMIN_DOWN;
         }
+        if path.standby {
+            peer.paths[j].flags |= PATH_STANDBY;
+        }
         peer.paths[j].flags |= keepalive_flags(pc.keepalive);
+    }
+    // Backups start idle while a primary is in the rotation (`xgre run`
+    // moves them in and out from there).
+    let healthy: Vec<bool> = pc.paths.iter().map(|p| p.up).collect();
+    let standby: Vec<bool> = pc.paths.iter().map(|p| p.standby).collect();
+    for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
+        if !carry {
+            peer.paths[j].flags &= !PATH_UP;
+        }
     }
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.

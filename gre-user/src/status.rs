@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, Tunnel, FDB_STATIC,
-    LATE_DISPLACEMENT, MAX_FLOOD, PATH_UP, TUN_SEQ,
+    LATE_DISPLACEMENT, MAX_FLOOD, PATH_STANDBY, PATH_UP, TUN_SEQ,
 };
 use serde::Serialize;
 
@@ -28,6 +28,8 @@ pub struct PathStatus {
     pub mac: String,
     pub weight: u32,
     pub up: bool,
+    /// A backup path (`standby = true`).
+    pub standby: bool,
     pub counters: Counters,
 }
 
@@ -181,6 +183,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     mac: mac(path.dst_mac),
                     weight: path.weight,
                     up: path.flags & PATH_UP != 0,
+                    standby: path.flags & PATH_STANDBY != 0,
                     counters: c,
                 });
             }
@@ -356,12 +359,17 @@ pub fn render(s: &Status) -> String {
             for (j, path) in p.paths.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "      path {j} {:<10} {} -> {:<15} w{:<3} {:<4} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}",
+                    "      path {j} {:<10} {} -> {:<15} w{:<3} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}",
                     path.link,
                     path.local,
                     path.remote,
                     path.weight,
-                    if path.up { "up" } else { "DOWN" },
+                    match (path.up, path.standby) {
+                        (true, false) => "up",
+                        (true, true) => "up standby",
+                        (false, false) => "DOWN",
+                        (false, true) => "standby idle",
+                    },
                     path.counters.tx_packets,
                     human_bytes(path.counters.tx_bytes),
                     path.counters.rx_packets,

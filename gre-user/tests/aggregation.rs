@@ -22,8 +22,15 @@ fn run_daemon(t: &mut Topo, host: usize, config: &str) -> std::sync::mpsc::Recei
             let _ = tx.send(line);
         }
     });
+    let first = match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = child.kill();
+            let o = child.wait_with_output().unwrap();
+            panic!("xgre run printed nothing ({e}); stderr:\n{}", String::from_utf8_lossy(&o.stderr));
+        }
+    };
     t.keep(child);
-    let first = rx.recv_timeout(Duration::from_secs(20)).expect("xgre run printed nothing");
     assert!(first.contains("watching its paths"), "{first}");
     rx
 }
@@ -148,4 +155,81 @@ fn keepalives_watch_a_gretap_tunnel_over_ipv6() {
     t.b().xgre_ok(Enter::Nsenter, "down gre0");
     let took = time_until(t.a(), 0, false, Duration::from_secs(3));
     assert!(took < Duration::from_millis(1000), "path down after {took:?}");
+}
+
+fn path_tx(h: &Host, path: usize) -> u64 {
+    let s: Value = serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+    s["tunnels"][0]["peers"][0]["paths"][path]["counters"]["tx_packets"].as_u64().unwrap()
+}
+
+/// Send `n` numbered multicast datagrams from a to b, `ms` apart, in the
+/// background; the receiver's report comes back from the handle.
+fn multicast(t: &Topo, n: u32, ms: u32) -> std::thread::JoinHandle<Value> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
+    let recv = t.b().spawn(&format!("timeout 30 /usr/bin/python3 {script} recv-seq 239.1.2.3 5000 198.19.100.2 20"));
+    std::thread::sleep(Duration::from_millis(300));
+    let send = t.a().spawn(&format!("timeout 30 /usr/bin/python3 {script} send-seq 239.1.2.3 5000 198.19.100.1 {n} {ms}"));
+    std::thread::spawn(move || {
+        let _ = send.wait_with_output();
+        let o = recv.wait_with_output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("receiver said {out:?}: {e}"))
+    })
+}
+
+/// The hybrid-cloud backup tunnel (issue 10): a `standby` path carries
+/// nothing while the primary is up; when the primary dies, `xgre run`
+/// fails over within 3 keepalive intervals, and a multicast stream across
+/// the failover sees no duplicate and no silence longer than the failover;
+/// when the primary is back, traffic returns to it.
+#[test]
+fn a_standby_path_carries_multicast_only_while_the_primary_is_down() {
+    let _s = serial();
+    let mut t = Topo::switched("y", 2, None);
+    let cfg = |me: char| {
+        let mut c = Config::parse(&multi_config(me, 2, "keepalive = 100\nkeepalive_misses = 3"), "t.toml").unwrap();
+        c.peers[0].paths[1].standby = true;
+        c.to_toml()
+    };
+    let (ca, cb) = (t.write("a.toml", &cfg('a')), t.write("b.toml", &cfg('b')));
+    run_daemon(&mut t, 0, &ca);
+    run_daemon(&mut t, 1, &cb);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(path_up(t.a(), 0) && !path_up(t.a(), 1), "the primary carries, the backup idles");
+    let status = t.a().xgre_ok(Enter::Nsenter, "status");
+    assert!(status.contains("standby idle"), "{status}");
+
+    // Primary up: the backup carries nothing.
+    let backup0 = path_tx(t.a(), 1);
+    let primary0 = path_tx(t.a(), 0);
+    let r = multicast(&t, 100, 5).join().unwrap();
+    assert_eq!((r["distinct"].as_u64(), r["duplicates"].as_u64()), (Some(100), Some(0)), "{r}");
+    assert_eq!(path_tx(t.a(), 1), backup0, "the standby path carried traffic while the primary was up");
+    assert!(path_tx(t.a(), 0) >= primary0 + 100);
+
+    // The primary dies under a stream of 5 ms datagrams.
+    let stream = multicast(&t, 600, 5);
+    std::thread::sleep(Duration::from_millis(1000));
+    let backup1 = path_tx(t.a(), 1);
+    assert_eq!(backup1, backup0, "the standby path carried traffic before the cut");
+    t.sw().run("ip link set sb0 down");
+    let failover = time_until(t.a(), 0, false, Duration::from_secs(2));
+    let r = stream.join().unwrap();
+    let gap = r["max_gap_ms"].as_f64().unwrap();
+    println!("failover after {failover:?}; longest silence {gap:.0} ms; {r}");
+    assert!(failover <= Duration::from_millis(450), "3 missed 100 ms keepalives took {failover:?}");
+    assert_eq!(r["duplicates"].as_u64(), Some(0), "{r}");
+    assert!(gap <= failover.as_millis() as f64 + 100.0, "a {gap:.0} ms silence, longer than the {failover:?} failover: {r}");
+    assert!(path_tx(t.a(), 1) > backup1 + 100, "the standby path took over");
+    assert!(path_up(t.a(), 1) && t.a().xgre_ok(Enter::Nsenter, "status").contains("up standby"));
+    let lost = 600 - r["distinct"].as_u64().unwrap();
+    assert!(lost as f64 <= gap / 5.0 + 2.0, "{lost} datagrams lost, more than the silence explains: {r}");
+
+    // The primary back: traffic returns to it.
+    t.sw().run("ip link set sb0 up");
+    time_until(t.a(), 0, true, Duration::from_secs(3));
+    let backup2 = path_tx(t.a(), 1);
+    let r = multicast(&t, 100, 5).join().unwrap();
+    assert_eq!((r["distinct"].as_u64(), r["duplicates"].as_u64()), (Some(100), Some(0)), "{r}");
+    assert_eq!(path_tx(t.a(), 1), backup2, "the standby path kept traffic after the primary came back");
 }

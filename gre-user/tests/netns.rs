@@ -175,17 +175,18 @@ fn default_mtu_and_errors_that_change_nothing() {
         e
     };
     // An unknown link device.
-    let bad = t.write(
-        "bad-dev.toml",
-        &p2p_config('a', "", "tc").replace("dev = \"va\"", "dev = \"eth9\"").replace("link = \"va\"", "link = \"eth9\""),
-    );
+    let mut c = p2p('a', "tc");
+    c.links[0].dev = "eth9".into();
+    c.peers[0].paths[0].link = "eth9".into();
+    let bad = t.write("bad-dev.toml", &c.to_toml());
     let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("up -c {bad}")));
     assert!(e.contains("bad-dev.toml") && e.contains("link[0].dev") && e.contains("eth9"), "{e}");
     let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("check -c {bad}")));
     assert!(e.contains("link[0].dev"), "{e}");
     // A bad value: file, field, reason.
-    let bad =
-        t.write("bad-weight.toml", &p2p_config('a', "", "tc").replace("remote = \"198.18.0.20\"", "remote = \"198.18.0.20\"\nweight = 0"));
+    let mut c = p2p('a', "tc");
+    c.peers[0].paths[0].weight = 0;
+    let bad = t.write("bad-weight.toml", &c.to_toml());
     let e = one_line(&t.a().xgre(Enter::Nsenter, &format!("check -c {bad}")));
     assert!(e.contains("bad-weight.toml: peer[0].path[0].weight: 0 is outside"), "{e}");
     // Not root.
@@ -212,13 +213,15 @@ fn two_tunnels_share_a_namespace_and_programs_come_back_when_needed() {
     ));
     let second = |me: char| {
         let (dev, local, remote, inner_me, inner_peer) = match me {
-            'a' => ("va2", "198.18.2.10", "198.18.2.20", "198.19.2.1", "198.19.2.2"),
-            _ => ("vb2", "198.18.2.20", "198.18.2.10", "198.19.2.2", "198.19.2.1"),
+            'a' => ("va2", "198.18.2.10", "198.18.2.20", "198.19.2.1/32", "198.19.2.2/32"),
+            _ => ("vb2", "198.18.2.20", "198.18.2.10", "198.19.2.2/32", "198.19.2.1/32"),
         };
-        format!(
-            "[tunnel]\nname = \"gre1\"\naddress = [\"{inner_me}/32\"]\nkey = 9\n[[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"xdp\"\n\
-             [[peer]]\nname = \"other\"\nroutes = [\"{inner_peer}/32\"]\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n"
-        )
+        Config::new("gre1", Mode::Gre)
+            .with_address(inner_me)
+            .with_link(dev, local, RxHook::Xdp)
+            .with_peer("other", &[inner_peer], &[(dev, remote)])
+            .with_tunnel_toml("key = 9")
+            .to_toml()
     };
     for (h, me) in [(t.a(), 'a'), (t.b(), 'b')] {
         // gre0 receives with TC only, so the XDP program is attached

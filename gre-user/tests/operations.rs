@@ -75,8 +75,9 @@ fn peer<'a>(s: &'a Value, name: &str) -> &'a Value {
 fn a_thousand_live_edits_leave_the_other_peer_untouched() {
     let _s = serial();
     let t = Topo::pair("m");
-    let mut cfg_a = p2p_config('a', "", "tc");
-    cfg_a += "\n[[peer]]\nname = \"c\"\nroutes = [\"198.19.100.3/32\"]\n[[peer.path]]\nlink = \"va\"\nremote = \"198.18.0.30\"\nmac = \"02:00:00:00:00:30\"\n";
+    let mut a = p2p('a', "tc").with_peer("c", &["198.19.100.3/32"], &[("va", "198.18.0.30")]);
+    a.peers[1].paths[0].mac = Some("02:00:00:00:00:30".parse().unwrap());
+    let cfg_a = a.to_toml();
     let ca = t.write("a.toml", &cfg_a);
     let cb = t.write("b.toml", &p2p_config('b', "", "tc"));
     t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
@@ -370,7 +371,9 @@ fn keepalives_never_cut_off_a_peer_that_cannot_reflect_them() {
 fn keepalive_required_judges_a_silent_peer_from_the_start() {
     let _s = serial();
     let mut t = Topo::pair("q");
-    let ca = t.write("a.toml", &p2p_config('a', "", "tc").replace("[[peer.path]]", "keepalive = \"required\"\n[[peer.path]]"));
+    let mut c = p2p('a', "tc");
+    c.peers[0].keepalive = gre_user::config::KeepaliveMode::Required;
+    let ca = t.write("a.toml", &c.to_toml());
     // No xgre on b: nothing reflects.
     t.start_run(0, &ca);
     std::thread::sleep(Duration::from_millis(800));

@@ -23,14 +23,12 @@ fn no_ipv6(h: &Host) {
 /// A gretap tunnel on host `k` (1-3) of the mesh, tenant `key`, with the
 /// other hosts as peers.
 fn mesh_config(k: u32, key: u32, hosts: u32) -> String {
-    let mut c = format!(
-        "[tunnel]\nname = \"t{key}\"\nmode = \"gretap\"\nkey = {key}\n\n[[link]]\ndev = \"e0\"\naddress = \"198.18.0.{}\"\nrx = \"tc\"\n",
-        10 * k
-    );
+    let mut c = Config::new(&format!("t{key}"), Mode::Gretap).with_link("e0", &format!("198.18.0.{}", 10 * k), RxHook::Tc);
+    c.tunnel.key = Some(key);
     for j in (1..=hosts).filter(|&j| j != k) {
-        c += &format!("\n[[peer]]\nname = \"h{j}\"\n[[peer.path]]\nlink = \"e0\"\nremote = \"198.18.0.{}\"\n", 10 * j);
+        c = c.with_peer(&format!("h{j}"), &[], &[("e0", &format!("198.18.0.{}", 10 * j))]);
     }
-    c
+    c.to_toml()
 }
 
 fn vm_mac(k: u32, tenant: u32) -> String {
@@ -181,9 +179,12 @@ fn tap_pair_config(me: char) -> String {
         'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.50.1/24", "b"),
         _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.50.2/24", "a"),
     };
-    format!(
-        "[tunnel]\nname = \"gre0\"\nmode = \"gretap\"\nkey = 9\naddress = [\"{inner}\"]\n\n[[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"tc\"\n\n[[peer]]\nname = \"{peer}\"\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n"
-    )
+    Config::new("gre0", Mode::Gretap)
+        .with_address(inner)
+        .with_link(dev, local, RxHook::Tc)
+        .with_peer(peer, &[], &[(dev, remote)])
+        .with_tunnel_toml("key = 9")
+        .to_toml()
 }
 
 const VIP: &str = "198.19.50.100";
@@ -339,9 +340,12 @@ fn site_config(me: char) -> String {
         'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.100.1/30", "site-b"),
         _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.100.2/30", "site-a"),
     };
-    format!(
-        "[tunnel]\nname = \"gre0\"\nkey = 5\naddress = [\"{inner}\"]\n\n[[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"tc\"\n\n[[peer]]\nname = \"{peer}\"\nroutes = [\"198.19.0.0/16\"]\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n"
-    )
+    Config::new("gre0", Mode::Gre)
+        .with_address(inner)
+        .with_link(dev, local, RxHook::Tc)
+        .with_peer(peer, &["198.19.0.0/16"], &[(dev, remote)])
+        .with_tunnel_toml("key = 5")
+        .to_toml()
 }
 
 #[test]
@@ -430,17 +434,13 @@ fn gre_multicast_goes_to_every_peer_or_to_a_groups_peers_edited_live() {
     veth(&t, c, "c0", 2, "sc0");
     t.sw().run("ip link set sc0 master br0");
     t.hosts[c].run("ip addr add 198.18.0.30/24 dev c0");
-    let peer = |name: &str, inner: &str, remote: &str, link: &str| {
-        format!("\n[[peer]]\nname = \"{name}\"\nroutes = [\"{inner}/32\"]\n[[peer.path]]\nlink = \"{link}\"\nremote = \"{remote}\"\n")
-    };
-    let head = |inner: &str, link: &str, addr: &str| {
-        format!("[tunnel]\nname = \"gre0\"\naddress = [\"{inner}/32\"]\n\n[[link]]\ndev = \"{link}\"\naddress = \"{addr}\"\nrx = \"tc\"\n")
-    };
-    let ca = head("198.19.100.1", "a0", "198.18.0.10")
-        + &peer("b", "198.19.100.2", "198.18.0.20", "a0")
-        + &peer("c", "198.19.100.3", "198.18.0.30", "a0");
-    let cb = head("198.19.100.2", "b0", "198.18.0.20") + &peer("a", "198.19.100.1", "198.18.0.10", "b0");
-    let cc = head("198.19.100.3", "c0", "198.18.0.30") + &peer("a", "198.19.100.1", "198.18.0.10", "c0");
+    let head = |inner: &str, link: &str, addr: &str| Config::new("gre0", Mode::Gre).with_address(inner).with_link(link, addr, RxHook::Tc);
+    let ca = head("198.19.100.1/32", "a0", "198.18.0.10")
+        .with_peer("b", &["198.19.100.2/32"], &[("a0", "198.18.0.20")])
+        .with_peer("c", &["198.19.100.3/32"], &[("a0", "198.18.0.30")])
+        .to_toml();
+    let cb = head("198.19.100.2/32", "b0", "198.18.0.20").with_peer("a", &["198.19.100.1/32"], &[("b0", "198.18.0.10")]).to_toml();
+    let cc = head("198.19.100.3/32", "c0", "198.18.0.30").with_peer("a", &["198.19.100.1/32"], &[("c0", "198.18.0.10")]).to_toml();
     for (h, name, cfg) in [(0, "a", ca), (1, "b", cb), (c, "c", cc)] {
         let f = t.write(&format!("{name}.toml"), &cfg);
         t.hosts[h].xgre_ok(Enter::Nsenter, &format!("up -c {f}"));

@@ -17,6 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub use gre_user::config::{Config, Mode, RxHook};
+
 pub const XGRE: &str = env!("CARGO_BIN_EXE_xgre");
 
 /// Namespace tests run one at a time: they check global state (loaded
@@ -263,48 +265,45 @@ impl Drop for Topo {
 }
 
 /// The standard point-to-point config for host `me` (a = .10, b = .20).
-pub fn p2p_config(me: char, extra_tunnel: &str, rx: &str) -> String {
+pub fn p2p(me: char, rx: &str) -> Config {
     let (dev, local, remote, inner_me, inner_peer, peer) = match me {
-        'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.100.1", "198.19.100.2", "site-b"),
-        _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.100.2", "198.19.100.1", "site-a"),
+        'a' => ("va", "198.18.0.10", "198.18.0.20", "198.19.100.1/32", "198.19.100.2/32", "site-b"),
+        _ => ("vb", "198.18.0.20", "198.18.0.10", "198.19.100.2/32", "198.19.100.1/32", "site-a"),
     };
-    format!(
-        r#"[tunnel]
-name = "gre0"
-mode = "gre"
-address = ["{inner_me}/32"]
-{extra_tunnel}
-
-[[link]]
-dev = "{dev}"
-address = "{local}"
-rx = "{rx}"
-
-[[peer]]
-name = "{peer}"
-routes = ["{inner_peer}/32"]
-[[peer.path]]
-link = "{dev}"
-remote = "{remote}"
-"#
+    Config::new("gre0", Mode::Gre).with_address(inner_me).with_link(dev, local, rx_hook(rx)).with_peer(
+        peer,
+        &[inner_peer],
+        &[(dev, remote)],
     )
+}
+
+/// `p2p` as a file, with tunnel settings added as TOML.
+pub fn p2p_config(me: char, extra_tunnel: &str, rx: &str) -> String {
+    p2p(me, rx).with_tunnel_toml(extra_tunnel).to_toml()
+}
+
+pub fn rx_hook(rx: &str) -> RxHook {
+    match rx {
+        "tc" => RxHook::Tc,
+        "xdp" => RxHook::Xdp,
+        _ => RxHook::Auto,
+    }
 }
 
 /// Config for host `me` of a switched topology: one peer, `n` paths.
 pub fn multi_config(me: char, n: u32, extra_tunnel: &str) -> String {
     let (my, peer, inner_me, inner_peer, pname, oct) = match me {
-        'a' => ("a", 20, "198.19.100.1", "198.19.100.2", "site-b", 10),
-        _ => ("b", 10, "198.19.100.2", "198.19.100.1", "site-a", 20),
+        'a' => ("a", 20, "198.19.100.1/32", "198.19.100.2/32", "site-b", 10),
+        _ => ("b", 10, "198.19.100.2/32", "198.19.100.1/32", "site-a", 20),
     };
-    let mut c = format!("[tunnel]\nname = \"gre0\"\naddress = [\"{inner_me}/32\"]\n{extra_tunnel}\n");
+    let mut c = Config::new("gre0", Mode::Gre).with_address(inner_me);
+    let mut paths = Vec::new();
     for i in 0..n {
-        c += &format!("\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{oct}\"\nrx = \"tc\"\n");
+        c = c.with_link(&format!("{my}{i}"), &format!("198.18.{i}.{oct}"), RxHook::Tc);
+        paths.push((format!("{my}{i}"), format!("198.18.{i}.{peer}")));
     }
-    c += &format!("\n[[peer]]\nname = \"{pname}\"\nroutes = [\"{inner_peer}/32\"]\n");
-    for i in 0..n {
-        c += &format!("[[peer.path]]\nlink = \"{my}{i}\"\nremote = \"198.18.{i}.{peer}\"\n");
-    }
-    c
+    let paths: Vec<(&str, &str)> = paths.iter().map(|(l, r)| (l.as_str(), r.as_str())).collect();
+    c.with_peer(pname, &[inner_peer], &paths).with_tunnel_toml(extra_tunnel).to_toml()
 }
 
 /// A packet capture on a host's link, started and ready before it returns.

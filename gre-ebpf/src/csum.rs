@@ -6,6 +6,7 @@
 
 use aya_ebpf::helpers::generated::{bpf_csum_diff, bpf_loop};
 use core::ffi::c_void;
+pub use gre_common::csum::{be_words, fold, ipv4_header};
 use gre_common::DropReason;
 
 use crate::{consts::CHUNK, maps::SCRATCH, packet::Packet};
@@ -77,40 +78,10 @@ pub fn sum_bytes<P: Packet>(pkt: &P, off: usize, len: usize) -> Result<u16, Drop
     Ok(fold(s.sum as u64))
 }
 
-/// Fold a one's complement accumulator to 16 bits.
-#[inline(always)]
-pub fn fold(mut s: u64) -> u16 {
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff_ffff) + (s >> 32);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    s as u16
-}
-
-/// Sum of the big-endian 16-bit words of `b` (an even number of bytes),
-/// unfolded: header fields read as the wire orders them.
-#[inline(always)]
-pub fn be_words(b: &[u8]) -> u64 {
-    let mut s = 0u64;
-    let mut i = 0;
-    while i + 1 < b.len() {
-        s += u16::from_be_bytes([b[i], b[i + 1]]) as u64;
-        i += 2;
-    }
-    s
-}
-
 /// Sum of the ten 16-bit words of an IPv4 header without options
 /// (unfolded): 0xffff once folded when its checksum is right.
 #[inline(always)]
 pub fn ipv4_words(ip: &network_types::ip::Ipv4Hdr) -> u64 {
     let b: [u8; 20] = unsafe { core::mem::transmute_copy(ip) };
     be_words(&b)
-}
-
-/// Header checksum of an outer IPv4 header built on the stack.
-#[inline(always)]
-pub fn ipv4_header(hdr: &[u8; 20]) -> u16 {
-    !fold(be_words(hdr))
 }

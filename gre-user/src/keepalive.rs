@@ -24,11 +24,8 @@ fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, ttl: u8) -> [u8
     h[9] = IPPROTO_GRE;
     h[12..16].copy_from_slice(&src.octets());
     h[16..20].copy_from_slice(&dst.octets());
-    let mut sum: u32 = h.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]) as u32).sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    h[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let check = gre_common::csum::ipv4_header(&h);
+    h[10..12].copy_from_slice(&check.to_be_bytes());
     h
 }
 

@@ -106,7 +106,7 @@ fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
         // ifindexes in metadata in front of it, for the link's TC handoff.
         let (ret, out) = dp.run(PROG_RX_XDP, &frame, None);
         assert_eq!(ret, XDP_PASS, "xdp: drops {:?}", dp.drops());
-        assert_eq!(&out[..4], &0x7867_7265u32.to_ne_bytes(), "xdp metadata magic");
+        assert_eq!(&out[..4], &HandoffMeta::MAGIC.to_ne_bytes(), "xdp metadata magic");
         assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
         assert_eq!(&out[8..12], &HIDDEN.to_ne_bytes(), "xdp metadata hidden end");
         assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&want), "xdp output");
@@ -783,7 +783,7 @@ fn gre_on_a_vlan_is_not_ours_but_a_priority_tag_is() {
         let dp = new();
         let (ret, out) = dp.run(PROG_RX_XDP, &tagged(&plain, tpid, 0), None);
         assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
-        assert_eq!(&out[..4], &0x7867_7265u32.to_ne_bytes(), "priority-tagged GRE was not decapsulated");
+        assert_eq!(&out[..4], &HandoffMeta::MAGIC.to_ne_bytes(), "priority-tagged GRE was not decapsulated");
         assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&want));
         assert_eq!(dp.path_stats(0, 0).rx_packets, 1);
     }

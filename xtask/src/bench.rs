@@ -3,8 +3,9 @@
 //!
 //! Topology: hosts `a` and `b`, each with N veth links into one bridge in a
 //! switch namespace (an unmanaged switch). Link i of a has 198.18.i.10/24, of
-//! b 198.18.i.20/24; every host-side link egress is limited to R Mbit/s by
-//! tbf. Each method gets a freshly built topology.
+//! b 198.18.i.20/24; each link is limited to its rate by tbf at both ends
+//! (the host NIC and the switch port, as a real rate-limited link is), or at
+//! the host NIC only (`--one-end`). Each method gets a freshly built topology.
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -49,9 +50,24 @@ pub struct AggArgs {
     /// Also run xgre with every striping unit (GSO burst size) it offers.
     #[arg(long)]
     pub units: bool,
-    /// TCP congestion control for every method (default: the system's).
+    /// TCP congestion control for every method (default: the system's),
+    /// set per socket (iperf3 -C): a namespace may default only to reno or bbr.
     #[arg(long)]
     pub cc: Option<String>,
+    /// One case of unequal links instead of `--links`: their rates in
+    /// Mbit/s (for example 300,100). xgre weighs its paths by rate.
+    #[arg(long, value_delimiter = ',')]
+    pub rates: Option<Vec<u32>>,
+    /// Also run xgre with `sequence = true`.
+    #[arg(long)]
+    pub seq: bool,
+    /// Run every case under a fixed background load: one busy process
+    /// pinned to CPU 0.
+    #[arg(long)]
+    pub cpu_load: bool,
+    /// tbf on the host NICs only (the benchmark before issue 10).
+    #[arg(long)]
+    pub one_end: bool,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -73,9 +89,32 @@ struct Method {
     name: String,
     /// For xgre: the striping unit (segments per GSO packet), if set.
     burst: Option<u32>,
+    /// For xgre: RFC 2890 sequence numbers on.
+    seq: bool,
 }
 
-fn topology(n: u32, rate: u32, xgre: &str) -> Result<Namespaces> {
+/// A busy loop pinned to CPU 0 for as long as it lives.
+struct CpuLoad(std::process::Child);
+
+impl CpuLoad {
+    fn start() -> Result<CpuLoad> {
+        let c = std::process::Command::new("taskset")
+            .args(["-c", "0", "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .context("starting the background load")?;
+        Ok(CpuLoad(c))
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn topology(rates: &[u32], both_ends: bool, xgre: &str) -> Result<Namespaces> {
+    let n = rates.len() as u32;
     let ns = Namespaces::new(&[A, B, SW], xgre)?;
     // Several NICs on one segment: each answers ARP only for its own
     // address, so every path resolves to the NIC it names.
@@ -85,14 +124,18 @@ fn topology(n: u32, rate: u32, xgre: &str) -> Result<Namespaces> {
          ip netns exec {B} sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2"
     );
     for i in 0..n {
+        let rate = rates[i as usize];
         for (h, host, oct) in [("a", A, 10), ("b", B, 20)] {
             write!(
                 s,
                 " && ip link add {h}{i} netns {host} type veth peer name s{h}{i} netns {SW} \
                  && ip -n {SW} link set s{h}{i} master br0 up \
                  && ip -n {host} addr add 198.18.{i}.{oct}/24 dev {h}{i} && ip -n {host} link set {h}{i} up \
-                 && tc -n {host} qdisc add dev {h}{i} root tbf rate {rate}mbit burst 32kb latency 20ms"
+                 && tc -n {host} qdisc add dev {h}{i} root tbf rate {rate}mbit burst 64kb latency 20ms"
             )?;
+            if both_ends {
+                write!(s, " && tc -n {SW} qdisc add dev s{h}{i} root tbf rate {rate}mbit burst 64kb latency 20ms")?;
+            }
         }
     }
     sh(&s)?;
@@ -101,7 +144,12 @@ fn topology(n: u32, rate: u32, xgre: &str) -> Result<Namespaces> {
     Ok(ns)
 }
 
-fn xgre_config(me: char, n: u32, burst: Option<u32>) -> String {
+fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
+    let n = rates.len() as u32;
+    let burst = m.burst;
+    // Weights are shares: the rates, in tens of Mbit/s (at least 1).
+    let weight = |i: u32| (rates[i as usize] / 10).clamp(1, 1000);
+    let equal = rates.iter().all(|&r| r == rates[0]);
     let (my, peer, inner_me, inner_peer, pname) = match me {
         'a' => ("a", 20, "198.19.100.1", "198.19.100.2", "b"),
         _ => ("b", 10, "198.19.100.2", "198.19.100.1", "a"),
@@ -111,19 +159,26 @@ fn xgre_config(me: char, n: u32, burst: Option<u32>) -> String {
     if let Some(b) = burst {
         writeln!(c, "stripe_burst = {b}").unwrap();
     }
+    if m.seq {
+        writeln!(c, "sequence = true").unwrap();
+    }
     for i in 0..n {
         write!(c, "\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{my_oct}\"\n").unwrap();
     }
     write!(c, "\n[[peer]]\nname = \"{pname}\"\nroutes = [\"{inner_peer}/32\"]\n").unwrap();
     for i in 0..n {
         write!(c, "[[peer.path]]\nlink = \"{my}{i}\"\nremote = \"198.18.{i}.{peer}\"\n").unwrap();
+        if !equal {
+            writeln!(c, "weight = {}", weight(i)).unwrap();
+        }
     }
     c
 }
 
 /// Configure a method on a fresh topology; returns the address to connect
 /// to and extra iperf3 client arguments.
-fn prepare(m: &Method, ns: &Namespaces, n: u32, xgre: &str, dir: &std::path::Path) -> Result<(String, String, bool)> {
+fn prepare(m: &Method, ns: &Namespaces, rates: &[u32], xgre: &str, dir: &std::path::Path) -> Result<(String, String, bool)> {
+    let n = rates.len() as u32;
     match m.name.as_str() {
         "single link" => Ok(("198.18.0.20".into(), "-B 198.18.0.10".into(), false)),
         "ECMP" => {
@@ -179,7 +234,7 @@ fn prepare(m: &Method, ns: &Namespaces, n: u32, xgre: &str, dir: &std::path::Pat
         _ => {
             for (me, host) in [('a', A), ('b', B)] {
                 let f = dir.join(format!("{me}.toml"));
-                std::fs::write(&f, xgre_config(me, n, m.burst))?;
+                std::fs::write(&f, xgre_config(me, rates, m))?;
                 ns.exec(host, &format!("{xgre} up -c {}", f.display()))?;
             }
             Ok(("198.19.100.2".into(), String::new(), false))
@@ -188,12 +243,33 @@ fn prepare(m: &Method, ns: &Namespaces, n: u32, xgre: &str, dir: &std::path::Pat
 }
 
 struct Row {
-    n: u32,
+    /// The case: "4×200", "300+100".
+    case: String,
+    /// Sum of the link rates, Mbit/s.
+    capacity: f64,
     method: String,
-    /// Median over the runs.
+    /// Median over the runs, and its retransmits.
     mbps: f64,
     retr: u64,
-    all: Vec<f64>,
+    /// Every run (Mbit/s, retransmits), slowest first.
+    all: Vec<(f64, u64)>,
+}
+
+/// A case's label: "4×200" for equal links, "300+100" for unequal ones.
+fn case_label(rates: &[u32]) -> String {
+    if rates.iter().all(|&r| r == rates[0]) {
+        format!("{}×{}", rates.len(), rates[0])
+    } else {
+        rates.iter().map(|r| r.to_string()).collect::<Vec<_>>().join("+")
+    }
+}
+
+/// The cases the arguments ask for: `--rates`, else N equal links per `--links`.
+fn cases(args: &AggArgs) -> Vec<Vec<u32>> {
+    match &args.rates {
+        Some(r) if !r.is_empty() => vec![r.clone()],
+        _ => args.links.iter().map(|&n| vec![args.rate; n as usize]).collect(),
+    }
 }
 
 fn agg(args: AggArgs) -> Result<()> {
@@ -202,38 +278,50 @@ fn agg(args: AggArgs) -> Result<()> {
         Some(c) => c.clone(),
         None => sh("cat /proc/sys/net/ipv4/tcp_congestion_control")?.trim().to_string(),
     };
-    step(&format!("TCP congestion control: {cc}; tbf rate {} Mbit/s per link, burst 32 KiB, latency 20 ms", args.rate));
+    let ends = if args.one_end { "the host NIC" } else { "both ends (host NIC and switch port)" };
+    step(&format!("TCP congestion control: {cc}; tbf at {ends}, burst 64 KiB, latency 20 ms"));
     let xgre = build_release()?.display().to_string();
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
     std::fs::create_dir_all(&dir)?;
-    let mut methods: Vec<Method> =
-        ["single link", "ECMP", "iptables statistic", "MPTCP"].iter().map(|s| Method { name: s.to_string(), burst: None }).collect();
-    methods.push(Method { name: "xgre".into(), burst: None });
+    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false };
+    let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
+    if args.seq {
+        methods.push(Method { name: "xgre seq".into(), burst: None, seq: true });
+    }
     if args.units {
         for b in [1, 2, 4, 16] {
-            methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b) });
+            methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b), seq: false });
         }
     }
+    let _load = if args.cpu_load {
+        step("background load: one busy process pinned to CPU 0 for the whole run");
+        Some(CpuLoad::start()?)
+    } else {
+        None
+    };
     let mut rows = Vec::new();
     let runs = args.runs.max(1);
-    let total = args.links.len() * methods.len() * runs as usize;
+    let cases = cases(&args);
+    let total = cases.len() * methods.len() * runs as usize;
     let mut k = 0;
-    for &n in &args.links {
+    for rates in &cases {
+        let label = case_label(rates);
+        let capacity: u32 = rates.iter().sum();
         // Methods take turns run by run, so a slow minute on a shared
         // machine hits all of them alike.
         let mut results: Vec<Vec<(f64, u64)>> = vec![Vec::new(); methods.len()];
         for _ in 0..runs {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
-                step(&format!("[{k}/{total}] N={n}, {} Mbit/s per link: {} ({secs} s)", args.rate, m.name));
-                let ns = topology(n, args.rate, &xgre)?;
-                let (addr, mut extra, mptcp) = prepare(m, &ns, n, &xgre, &dir)?;
+                step(&format!("[{k}/{total}] {label} Mbit/s: {} ({secs} s)", m.name));
+                let ns = topology(rates, !args.one_end, &xgre)?;
+                let (addr, mut extra, mptcp) = prepare(m, &ns, rates, &xgre, &dir)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
                 }
                 let (mbps, retr) = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf(&ns, B, A, &addr, secs, &extra)? };
-                println!("    {mbps:.0} Mbit/s ({:.0}% of {}), {retr} retransmits", 100.0 * mbps / (n * args.rate) as f64, n * args.rate);
+                println!("    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits", 100.0 * mbps / capacity as f64);
                 results[mi].push((mbps, retr));
                 drop(ns);
             }
@@ -241,11 +329,11 @@ fn agg(args: AggArgs) -> Result<()> {
         for (m, mut r) in methods.iter().zip(results) {
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
             let (mbps, retr) = r[r.len() / 2];
-            rows.push(Row { n, method: m.name.clone(), mbps, retr, all: r.iter().map(|x| x.0).collect() });
+            rows.push(Row { case: label.clone(), capacity: capacity as f64, method: m.name.clone(), mbps, retr, all: r });
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    report(&args, &rows)
+    report(&args, &cases, &rows)
 }
 
 fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f64, u64)> {
@@ -259,46 +347,63 @@ fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f
     ))
 }
 
-fn report(args: &AggArgs, rows: &[Row]) -> Result<()> {
-    step(&format!("results: one TCP connection, same topology, same run (median of {} runs)", args.runs.max(1)));
-    println!("    {:>2}  {:<20} {:>10} {:>9} {:>9}  all runs", "N", "method", "Mbit/s", "% of N×R", "retrans");
+fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
+    step(&format!("results: one TCP connection, same topology, same run ({} runs each: min, median, max)", args.runs.max(1)));
+    println!(
+        "    {:<8} {:<20} {:>8} {:>8} {:>8} {:>10} {:>9}  all runs (Mbit/s/retransmits)",
+        "links", "method", "min %", "median %", "max %", "median", "retrans"
+    );
     for r in rows {
-        let cap = (r.n * args.rate) as f64;
-        let all: Vec<String> = r.all.iter().map(|v| format!("{v:.0}")).collect();
-        println!("    {:>2}  {:<20} {:>10.0} {:>8.1}% {:>9}  {}", r.n, r.method, r.mbps, 100.0 * r.mbps / cap, r.retr, all.join(" "));
+        let pct = |v: f64| 100.0 * v / r.capacity;
+        let (min, max) = (r.all[0].0, r.all[r.all.len() - 1].0);
+        let all: Vec<String> = r.all.iter().map(|(v, t)| format!("{v:.0}/{t}")).collect();
+        println!(
+            "    {:<8} {:<20} {:>7.1}% {:>7.1}% {:>7.1}% {:>10.0} {:>9}  {}",
+            r.case,
+            r.method,
+            pct(min),
+            pct(r.mbps),
+            pct(max),
+            r.mbps,
+            r.retr,
+            all.join(" ")
+        );
     }
-    for &n in &args.links {
-        let x = rows.iter().find(|r| r.n == n && r.method == "xgre").map(|r| r.mbps).unwrap_or(0.0);
-        let best = rows.iter().filter(|r| r.n == n && !r.method.starts_with("xgre")).max_by(|a, b| a.mbps.total_cmp(&b.mbps));
-        if let Some(b) = best {
+    for rates in cases {
+        let label = case_label(rates);
+        let x = rows.iter().find(|r| r.case == label && r.method == "xgre");
+        let best = rows.iter().filter(|r| r.case == label && !r.method.starts_with("xgre")).max_by(|a, b| a.mbps.total_cmp(&b.mbps));
+        if let (Some(x), Some(b)) = (x, best) {
             println!(
-                "    N={n}: xgre {:.1}% of N×R, {:.2}× the best other method ({})",
-                100.0 * x / (n * args.rate) as f64,
-                x / b.mbps,
+                "    {label}: xgre median {:.1}% of capacity (worst run {:.1}%), {:.2}× the best other method ({}, median)",
+                100.0 * x.mbps / x.capacity,
+                100.0 * x.all[0].0 / x.capacity,
+                x.mbps / b.mbps,
                 b.method
             );
         }
     }
     std::fs::create_dir_all(&args.out)?;
     let json = json!({
-        "rate_mbps": args.rate,
+        "tbf": if args.one_end { "host NIC" } else { "both ends" },
+        "background_load": args.cpu_load,
         "congestion_control": args.cc.clone().unwrap_or_else(|| sh("cat /proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default().trim().to_string()),
         "secs": args.secs,
         "results": rows.iter().map(|r| json!({
-            "links": r.n, "method": r.method, "mbps": r.mbps,
-            "percent_of_capacity": 100.0 * r.mbps / (r.n * args.rate) as f64, "retransmits": r.retr,
-            "runs_mbps": r.all,
+            "links": r.case, "capacity_mbps": r.capacity, "method": r.method, "mbps": r.mbps,
+            "percent_of_capacity": 100.0 * r.mbps / r.capacity, "retransmits": r.retr,
+            "runs": r.all.iter().map(|(m, t)| json!({"mbps": m, "retransmits": t})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });
     let jpath = args.out.join("agg.json");
     std::fs::write(&jpath, serde_json::to_string_pretty(&json)?)?;
     let cpath = args.out.join("agg.svg");
-    chart(args, rows, &cpath)?;
+    chart(cases, rows, &cpath)?;
     println!("    wrote {} and {}", jpath.display(), cpath.display());
     Ok(())
 }
 
-fn chart(args: &AggArgs, rows: &[Row], path: &std::path::Path) -> Result<()> {
+fn chart(cases: &[Vec<u32>], rows: &[Row], path: &std::path::Path) -> Result<()> {
     use plotters::prelude::*;
     let methods: Vec<String> = {
         let mut m: Vec<String> = Vec::new();
@@ -309,28 +414,31 @@ fn chart(args: &AggArgs, rows: &[Row], path: &std::path::Path) -> Result<()> {
         }
         m
     };
-    let groups = args.links.len();
+    let groups = cases.len();
     let width = 160 + 110 * methods.len() as u32 * groups as u32;
     let root = SVGBackend::new(path, (width.max(640), 420)).into_drawing_area();
     root.fill(&WHITE)?;
     let slots = (methods.len() * groups + groups) as f64;
     let mut c = ChartBuilder::on(&root)
-        .caption(format!("One TCP connection over N × {} Mbit/s links (% of N×R)", args.rate), ("sans-serif", 18))
+        .caption("One TCP connection over rate-limited links (% of their sum; bar: median, line: min to max)", ("sans-serif", 16))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(50)
         .build_cartesian_2d(0f64..slots, 0f64..105f64)?;
     c.configure_mesh().disable_x_mesh().disable_x_axis().y_desc("% of capacity").draw()?;
     let colors = [RGBColor(150, 150, 150), RGBColor(120, 160, 200), RGBColor(230, 160, 80), RGBColor(140, 110, 190), RGBColor(40, 160, 90)];
-    for (gi, &n) in args.links.iter().enumerate() {
+    for (gi, rates) in cases.iter().enumerate() {
+        let label = case_label(rates);
         for (mi, m) in methods.iter().enumerate() {
-            let Some(r) = rows.iter().find(|r| r.n == n && &r.method == m) else { continue };
+            let Some(r) = rows.iter().find(|r| r.case == label && &r.method == m) else { continue };
             let x0 = (gi * (methods.len() + 1) + mi) as f64 + 0.5;
-            let pct = 100.0 * r.mbps / (n * args.rate) as f64;
+            let pct = |v: f64| 100.0 * v / r.capacity;
             let color = colors[mi.min(colors.len() - 1)];
-            c.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + 0.85, pct)], color.filled())))?;
-            c.draw_series(std::iter::once(Text::new(format!("{pct:.0}%"), (x0 + 0.1, pct + 4.0), ("sans-serif", 12))))?;
-            c.draw_series(std::iter::once(Text::new(format!("N={n} {m}"), (x0, -3.0), ("sans-serif", 10))))?;
+            c.draw_series(std::iter::once(Rectangle::new([(x0, 0.0), (x0 + 0.85, pct(r.mbps))], color.filled())))?;
+            let (lo, hi) = (pct(r.all[0].0), pct(r.all[r.all.len() - 1].0));
+            c.draw_series(std::iter::once(PathElement::new([(x0 + 0.42, lo), (x0 + 0.42, hi)], BLACK.stroke_width(2))))?;
+            c.draw_series(std::iter::once(Text::new(format!("{:.0}%", pct(r.mbps)), (x0 + 0.1, hi + 4.0), ("sans-serif", 12))))?;
+            c.draw_series(std::iter::once(Text::new(format!("{label} {m}"), (x0, -3.0), ("sans-serif", 10))))?;
         }
     }
     c.draw_series(LineSeries::new([(0.0, 90.0), (slots, 90.0)], RED.stroke_width(1)))?.label("90% target");

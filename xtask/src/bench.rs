@@ -58,7 +58,8 @@ pub struct AggArgs {
     /// Mbit/s (for example 300,100). xgre weighs its paths by rate.
     #[arg(long, value_delimiter = ',')]
     pub rates: Option<Vec<u32>>,
-    /// Also run xgre with `sequence = true`.
+    /// Also run xgre with `sequence = true`, with and without the device
+    /// counters' veth crossings.
     #[arg(long)]
     pub seq: bool,
     /// Run every case under a fixed background load: one busy process
@@ -91,6 +92,8 @@ struct Method {
     burst: Option<u32>,
     /// For xgre: RFC 2890 sequence numbers on.
     seq: bool,
+    /// For xgre: `device_counters = false` (no veth crossings).
+    no_counters: bool,
 }
 
 /// A busy loop pinned to CPU 0 for as long as it lives.
@@ -161,6 +164,9 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
     }
     if m.seq {
         writeln!(c, "sequence = true").unwrap();
+    }
+    if m.no_counters {
+        writeln!(c, "device_counters = false").unwrap();
     }
     for i in 0..n {
         write!(c, "\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{my_oct}\"\n").unwrap();
@@ -284,14 +290,17 @@ fn agg(args: AggArgs) -> Result<()> {
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
     std::fs::create_dir_all(&dir)?;
-    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false };
+    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false, no_counters: false };
     let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
     if args.seq {
-        methods.push(Method { name: "xgre seq".into(), burst: None, seq: true });
+        methods.push(Method { name: "xgre seq".into(), burst: None, seq: true, no_counters: false });
+        // Whether the tunnel device's veth crossings (the price of its
+        // counters) matter to one-segment packets.
+        methods.push(Method { name: "xgre seq, no dev ctr".into(), burst: None, seq: true, no_counters: true });
     }
     if args.units {
         for b in [1, 2, 4, 16] {
-            methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b), seq: false });
+            methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b), seq: false, no_counters: false });
         }
     }
     let _load = if args.cpu_load {

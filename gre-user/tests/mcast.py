@@ -20,7 +20,7 @@ import time
 mode, group, port, local = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
 
-def join(secs):
+def join():
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((group, port))
@@ -47,7 +47,7 @@ if mode == "send-seq":
 if mode == "recv-seq":
     import json
     secs = float(sys.argv[5])
-    s = join(secs)
+    s = join()
     end = time.time() + secs
     seen, dups, count, gap, last, first_seq, last_seq = set(), 0, 0, 0.0, None, None, None
     while time.time() < end:
@@ -82,11 +82,7 @@ if mode == "send":
     print(n)
 else:
     secs = float(sys.argv[5])
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind((group, port))
-    mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(local))
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+    s = join()
     s.settimeout(0.5)
     end = time.time() + secs
     count, size, last = 0, 0, None

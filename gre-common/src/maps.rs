@@ -55,6 +55,10 @@ pub const NVGRE_FLOWID_MASK: u32 = 0xff;
 /// `KeyLookup::has_key` of an NVGRE tunnel: looked up by VSID (FlowID 0).
 pub const KEY_NVGRE: u32 = 2;
 
+/// `Peer::flags`: the peer came from the mesh (etcd), not the config file;
+/// `xgre run` owns it, and `reload` and `show` leave it alone.
+pub const PEER_MESH: u32 = 1 << 0;
+
 /// `Path::flags`
 pub const PATH_UP: u32 = 1 << 0;
 /// The neighbour MAC came from the config (not from ARP).
@@ -161,7 +165,8 @@ pub struct Peer {
     pub id: u32,
     pub tunnel_ifindex: u32,
     pub npaths: u32,
-    pub _pad: u32,
+    /// `PEER_*`: user space's bookkeeping; the datapath ignores them.
+    pub flags: u32,
     pub paths: [Path; MAX_PATHS],
     /// Peer name from the config, NUL-padded (for status and `show`).
     pub name: [u8; 32],

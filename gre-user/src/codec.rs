@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use gre_common::*;
 
 use crate::{
-    config::{Config, KeepaliveMode, Mode, PeerConfig, RxHook, TunnelConfig},
+    config::{Config, KeepaliveMode, Mode, Origin, PeerConfig, RxHook, TunnelConfig},
     netlink::Link,
 };
 
@@ -71,7 +71,8 @@ pub fn hook_name(h: u32) -> &'static str {
 /// A path as the datapath wants it, from the config plus what the kernel
 /// told us (link index and MAC, neighbour MAC).
 pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig, links: &BTreeMap<String, Link>, macs: &[[u8; 6]]) -> Peer {
-    let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, ..Default::default() };
+    let flags = if peer.origin == Origin::Mesh { PEER_MESH } else { 0 };
+    let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, flags, ..Default::default() };
     for (j, pc) in peer.paths.iter().enumerate() {
         let link = &links[&pc.link];
         let lc = cfg.link(&pc.link).expect("validated");

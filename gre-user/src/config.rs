@@ -31,6 +31,68 @@ pub struct Config {
     /// other group goes to every peer).
     #[serde(default, rename = "group", skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<GroupConfig>,
+    /// Peers from etcd instead of the file (`xgre run`; see mesh.rs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshConfig>,
+}
+
+/// `[mesh]`: this host registers itself in etcd under
+/// `<prefix>/hosts/<host>` and takes every other host registered there as a
+/// peer. Read by `xgre run` when it starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct MeshConfig {
+    /// Client URLs of the etcd cluster's members (`http://` or `https://`).
+    pub etcd: Vec<String>,
+    /// Key prefix of this mesh, like `/xgre/prod`.
+    pub prefix: String,
+    /// Seconds this host's entry outlives it (the lease's TTL).
+    #[serde(default = "default_mesh_ttl")]
+    pub ttl: u32,
+    /// This host's name in the mesh, and its peer name at the others
+    /// (default: the system's host name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// `gre`: inner prefixes routed to this host besides the tunnel's own
+    /// addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<IpNet>,
+    /// `gretap`: MAC addresses that live behind this host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub macs: Vec<Mac>,
+    /// TLS, as etcdctl takes it: the CA that signed the members'
+    /// certificates (`--cacert`), and this client's certificate and key
+    /// (`--cert`, `--key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<std::path::PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+fn default_mesh_ttl() -> u32 {
+    10
+}
+
+/// Where a running peer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A `[[peer]]` of the config file (or a `map-edit`).
+    #[default]
+    File,
+    /// Another host's entry in the mesh.
+    Mesh,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::File => "file",
+            Origin::Mesh => "mesh",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
@@ -140,6 +202,21 @@ pub struct LinkConfig {
     pub address: IpAddr,
     #[serde(default)]
     pub rx: RxHook,
+    /// `[mesh]`: the weight other hosts give their paths to this link.
+    #[serde(default = "default_weight", skip_serializing_if = "is_default_weight")]
+    pub weight: u32,
+}
+
+impl LinkConfig {
+    /// The same device received the same way (`weight` is the mesh's
+    /// business, not the datapath's).
+    pub fn same_hook(&self, o: &LinkConfig) -> bool {
+        self.dev == o.dev && self.address == o.address && self.rx == o.rx
+    }
+}
+
+fn is_default_weight(w: &u32) -> bool {
+    *w == default_weight()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Hash)]
@@ -158,6 +235,9 @@ pub struct PeerConfig {
     /// `KeepaliveMode`).
     #[serde(default, skip_serializing_if = "KeepaliveMode::is_auto")]
     pub keepalive: KeepaliveMode,
+    /// Not in files: set for peers `xgre run` took from the mesh.
+    #[serde(skip)]
+    pub origin: Origin,
 }
 
 /// How `xgre run` judges a peer's paths by keepalives. Keepalives are
@@ -311,6 +391,7 @@ impl Config {
             links: vec![],
             peers: vec![],
             groups: vec![],
+            mesh: None,
         }
     }
 
@@ -321,7 +402,7 @@ impl Config {
     }
 
     pub fn with_link(mut self, dev: &str, address: &str, rx: RxHook) -> Config {
-        self.links.push(LinkConfig { dev: dev.into(), address: address.parse().expect("an IP address"), rx });
+        self.links.push(LinkConfig { dev: dev.into(), address: address.parse().expect("an IP address"), rx, weight: default_weight() });
         self
     }
 
@@ -343,6 +424,7 @@ impl Config {
                 .collect(),
             macs: vec![],
             keepalive: KeepaliveMode::Auto,
+            origin: Origin::File,
         });
         self
     }
@@ -380,6 +462,13 @@ impl Config {
     /// routes, addresses), so `xgre show` output fingerprints the same.
     pub fn fingerprint(&self) -> u64 {
         let mut c = self.clone();
+        // What the file says: `[mesh]` is read by `xgre run` only, and the
+        // peers it brings change while the file does not.
+        c.mesh = None;
+        c.peers.retain(|p| p.origin == Origin::File);
+        for l in &mut c.links {
+            l.weight = default_weight();
+        }
         c.links.sort_by(|a, b| a.dev.cmp(&b.dev));
         c.groups.sort_by_key(|g| g.address);
         for g in &mut c.groups {
@@ -403,7 +492,15 @@ impl Config {
     /// The tunnel and links of this config, with no peers (cheap to clone
     /// for a one-peer change).
     pub fn clone_without_peers(&self) -> Config {
-        Config { tunnel: self.tunnel.clone(), links: self.links.clone(), peers: vec![], groups: self.groups.clone() }
+        Config { tunnel: self.tunnel.clone(), links: self.links.clone(), peers: vec![], groups: self.groups.clone(), mesh: None }
+    }
+
+    /// What a file should hold of a running tunnel: not the mesh's peers,
+    /// which register themselves (a file naming them would clash).
+    pub fn without_mesh_peers(&self) -> Config {
+        let mut c = self.clone();
+        c.peers.retain(|p| p.origin == Origin::File);
+        c
     }
 
     pub fn to_toml(&self) -> String {
@@ -525,6 +622,14 @@ impl Config {
             if !addrs.insert(l.address) {
                 return Err(err(format!("link[{i}].address"), format!("{} is used by another link", l.address)));
             }
+        }
+        for (i, l) in self.links.iter().enumerate() {
+            if l.weight == 0 || l.weight > MAX_WEIGHT {
+                return Err(err(format!("link[{i}].weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
+            }
+        }
+        if let Some(m) = &self.mesh {
+            m.validate(self.tunnel.mode).map_err(|(f, r)| err(format!("mesh.{f}"), r))?;
         }
         let mut index = PeerIndex::default();
         for (i, p) in self.peers.iter().enumerate() {
@@ -666,6 +771,57 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl MeshConfig {
+    /// (field, reason) of the first thing wrong.
+    fn validate(&self, mode: Mode) -> Result<(), (String, String)> {
+        if self.etcd.is_empty() {
+            return Err(("etcd".into(), "name at least one etcd member (http://HOST:2379)".into()));
+        }
+        for (i, u) in self.etcd.iter().enumerate() {
+            let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains('/') && !r.ends_with('/')) {
+                return Err((
+                    format!("etcd[{i}]"),
+                    format!("`{u}` is not an etcd client URL (want http://HOST:PORT or https://HOST:PORT)"),
+                ));
+            }
+            if u.starts_with("https://") && self.ca.is_none() {
+                return Err((format!("etcd[{i}]"), "https needs `ca`, the certificate authority of the members".into()));
+            }
+        }
+        if !self.prefix.starts_with('/') || self.prefix.ends_with('/') || self.prefix.len() < 2 {
+            return Err(("prefix".into(), format!("`{}`: want a key prefix like /xgre/prod (leading /, no trailing /)", self.prefix)));
+        }
+        if !(2..=3600).contains(&self.ttl) {
+            return Err(("ttl".into(), format!("{} s is outside 2..=3600", self.ttl)));
+        }
+        if let Some(h) = &self.host {
+            check_host_name(h).map_err(|r| ("host".to_string(), r))?;
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err((if self.cert.is_some() { "key" } else { "cert" }.into(), "`cert` and `key` go together".into()));
+        }
+        if mode != Mode::Gre && !self.routes.is_empty() {
+            return Err(("routes".into(), "routes are for `gre` mode; gretap announces `macs`".into()));
+        }
+        if mode != Mode::Gretap && !self.macs.is_empty() {
+            return Err(("macs".into(), "static MACs are for gretap tunnels".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A mesh host's name, which becomes its peer name at the others.
+pub fn check_host_name(h: &str) -> Result<(), String> {
+    if h.is_empty() || h.len() > 31 {
+        return Err(format!("`{h}`: a host name is 1 to 31 characters"));
+    }
+    if !h.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(format!("`{h}`: letters, digits, `-`, `_` and `.` only"));
+    }
+    Ok(())
 }
 
 /// Names, routes and (link, remote) pairs of a set of peers: what a peer

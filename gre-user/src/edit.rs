@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, GroupConfig, KeepaliveMode, Mac, PathConfig, PeerConfig, PeerIndex},
+    config::{Config, GroupConfig, KeepaliveMode, Mac, Origin, PathConfig, PeerConfig, PeerIndex},
     datapath::Datapath,
     netlink::Netlink,
     state::{self, Running},
@@ -208,6 +208,9 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
         Edit::Neigh(NeighEdit::Set { peer, .. } | NeighEdit::Del { peer, .. }) => peer.clone(),
         Edit::Key(_) | Edit::Group(_) => return None,
     };
+    if cfg.peers.iter().any(|p| p.name == name && p.origin == Origin::Mesh) {
+        return Some(Err(anyhow!("peer `{name}` comes from the mesh (etcd); change that host's own config instead")));
+    }
     // The edit applied to a config holding just this peer (and the
     // tunnel's links, for nothing but context).
     let one = Config {
@@ -215,6 +218,7 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
         links: vec![],
         tunnel: cfg.tunnel.clone(),
         groups: vec![],
+        mesh: None,
     };
     Some(apply_edit(&one, edit).map(|c| {
         let p = c.peers.into_iter().find(|p| p.name == name);
@@ -236,6 +240,7 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 paths: spec.paths.iter().map(|p| p.0.clone()).collect(),
                 macs: spec.macs.clone(),
                 keepalive: spec.keepalive.unwrap_or_default(),
+                origin: Origin::File,
             });
         }
         Edit::Peer(PeerEdit::Del { name }) => {

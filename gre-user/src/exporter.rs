@@ -35,6 +35,18 @@ struct PeerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerOriginLabels {
+    tunnel: String,
+    peer: String,
+    origin: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TunnelLabels {
+    tunnel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -86,9 +98,27 @@ pub fn render(s: &Status) -> String {
     let displacement = gauges::<PeerLabels>(&mut r, "xgre_peer_reorder_max_displacement", "Largest displacement seen, in packets.");
     let fdb = gauges::<PeerLabels>(&mut r, "xgre_fdb_entries", "gretap: learned MAC addresses still valid, by peer.");
     let drops = counters::<ReasonLabels>(&mut r, "xgre_drops", "Packets dropped by the datapath, by reason.");
+    let info = gauges::<PeerOriginLabels>(&mut r, "xgre_peer_info", "1 per peer; `origin` is file (config, map-edit) or mesh (etcd).");
+    let mesh_up = gauges::<TunnelLabels>(
+        &mut r,
+        "xgre_mesh_connected",
+        "[mesh]: 1 while `xgre run` is connected to etcd; 0 while etcd is unreachable (the peers stay as last known).",
+    );
+    let mesh_hosts = gauges::<TunnelLabels>(&mut r, "xgre_mesh_hosts", "[mesh]: peers installed from etcd.");
+    let mesh_rev = gauges::<TunnelLabels>(&mut r, "xgre_mesh_revision", "[mesh]: the etcd revision the peers are current to.");
+    let mesh_refused =
+        gauges::<TunnelLabels>(&mut r, "xgre_mesh_refused_entries", "[mesh]: host entries refused as malformed or clashing.");
 
     for t in &s.tunnels {
+        if let Some(m) = &t.mesh {
+            let l = TunnelLabels { tunnel: t.name.clone() };
+            mesh_up.get_or_create(&l).set((m.running && m.state == crate::mesh::ConnState::Connected) as i64);
+            mesh_hosts.get_or_create(&l).set(m.hosts as i64);
+            mesh_rev.get_or_create(&l).set(m.revision);
+            mesh_refused.get_or_create(&l).set(m.refused.len() as i64);
+        }
         for p in &t.peers {
+            info.get_or_create(&PeerOriginLabels { tunnel: t.name.clone(), peer: p.name.clone(), origin: p.origin.to_string() }).set(1);
             for (j, path) in p.paths.iter().enumerate() {
                 let l = PathLabels { tunnel: t.name.clone(), peer: p.name.clone(), path: j.to_string(), link: path.link.clone() };
                 let ul = PathUpLabels {
@@ -157,6 +187,7 @@ mod tests {
             counters: Counters::default(),
             keepalive: "auto",
             reorder: None,
+            origin: "file",
         };
         let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false };
         let t = TunnelStatus {
@@ -175,6 +206,7 @@ mod tests {
             links: vec![],
             peers: vec![peer("h2"), peer("h3")],
             counters: Counters::default(),
+            mesh: None,
         };
         let body = render(&Status { tunnels: vec![t], drops: Default::default(), map_memory_bytes: 0 });
         assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h2\"} 2"), "{body}");

@@ -9,6 +9,8 @@ pub mod edit;
 pub mod exporter;
 pub mod keepalive;
 pub mod links;
+pub mod mesh;
+pub mod mesh_entry;
 pub mod netlink;
 pub mod run;
 pub mod state;

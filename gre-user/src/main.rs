@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gre_user::{
-    config::Config,
+    config::{Config, Origin},
     netlink, status, sys,
     tunnel::{self, UpOutcome},
 };
@@ -194,7 +194,11 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             let (nl, dp) = running()?;
             let run = gre_user::state::show(&dp, &nl, &name).await?;
             println!("# xgre show {name}: the running state as a config file");
-            print!("{}", run.config.to_toml());
+            let mesh: Vec<&str> = run.config.peers.iter().filter(|p| p.origin == Origin::Mesh).map(|p| p.name.as_str()).collect();
+            if !mesh.is_empty() {
+                println!("# and {} peer(s) from the mesh (etcd), not written here: {}", mesh.len(), mesh.join(", "));
+            }
+            print!("{}", run.config.without_mesh_peers().to_toml());
         }
         Cmd::MapEdit { name, save, batch, edit } => {
             sys::require_root("map-edit")?;
@@ -209,7 +213,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             let start = std::time::Instant::now();
             gre_user::edit::apply_all(&nl, &dp, &mut run, &edits).await?;
             if let Some(f) = save {
-                std::fs::write(&f, run.config.to_toml()).with_context(|| format!("writing {}", f.display()))?;
+                std::fs::write(&f, run.config.without_mesh_peers().to_toml()).with_context(|| format!("writing {}", f.display()))?;
             }
             let secs = start.elapsed().as_secs_f64();
             println!("{name}: {} edit(s) applied in {:.3} s ({:.0}/s)", edits.len(), secs, edits.len() as f64 / secs.max(1e-9));

@@ -15,6 +15,7 @@ use crate::{
     config::{Config, TunnelConfig},
     datapath::Datapath,
     keepalive,
+    mesh::{Event, Mesh},
     netlink::{Link, Netlink},
     tunnel::{self, UpOutcome},
 };
@@ -55,6 +56,13 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // The watcher needs only the tunnel's settings: drop the config (with
     // 10,000 peers it and what parsing left around it are tens of MB) and
     // hand the freed heap back before settling in for the long run.
+    let mut mesh = match cfg.mesh.is_some() {
+        true => {
+            let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+            Some(Mesh::start(&cfg, file, &Netlink::new()?, &dp).await?)
+        }
+        false => None,
+    };
     let t = cfg.tunnel.clone();
     drop(cfg);
     // SAFETY: malloc_trim only releases memory that is already free.
@@ -63,14 +71,26 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         true => Some(crate::debug::listen(&Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
         false => None,
     };
-    let result = watch(&t).await;
+    let result = watch(&t, mesh.as_mut()).await;
     drop(log);
+    if let Some(m) = mesh {
+        println!("{}: mesh: withdrawing this host", t.name);
+        m.stop().await;
+    }
     println!("{}: stopping; taking the tunnel down", t.name);
     tunnel::down(&t.name).await?;
     result
 }
 
-async fn watch(t: &TunnelConfig) -> Result<()> {
+/// The next mesh event, or never without a mesh.
+async fn mesh_event(mesh: &mut Option<&mut Mesh>) -> Option<Event> {
+    match mesh {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
     let name = &t.name;
     let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
     let nl = Netlink::new()?;
@@ -104,10 +124,14 @@ async fn watch(t: &TunnelConfig) -> Result<()> {
     // netlink dump, not a walk over every peer.
     let rescan_ns = interval.as_nanos().clamp(1, 100_000_000) as u64;
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(POLL) => {}
+        let ev = tokio::select! {
+            _ = tokio::time::sleep(POLL) => None,
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
+            ev = mesh_event(&mut mesh) => ev,
+        };
+        if let (Some(ev), Some(m)) = (ev, mesh.as_mut()) {
+            m.applier.handle(&nl, &dp, ev).await;
         }
         let now = monotonic_ns();
         let all_links = nl.links().await?;

@@ -16,13 +16,13 @@ use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STANDBY, PATH_STATIC_MAC,
-    PATH_UP,
+    PATH_UP, PEER_MESH,
 };
 use ipnet::IpNet;
 
 use crate::{
     codec::{addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value},
-    config::{Config, GroupConfig, LinkConfig, Mac, PathConfig, PeerConfig, RxHook},
+    config::{Config, GroupConfig, LinkConfig, Mac, Origin, PathConfig, PeerConfig, RxHook},
     datapath::{remove_where, Datapath},
     links,
     netlink::{Link, Netlink},
@@ -71,6 +71,8 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
                 HOOK_TC => RxHook::Tc,
                 _ => RxHook::Auto,
             },
+            // Not in the datapath: only `[mesh]` reads it, from the file.
+            weight: 1,
         });
     }
     let routes = all_routes(dp)?;
@@ -104,7 +106,8 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         let mut macs = statics.remove(&id).unwrap_or_default();
         macs.sort();
         let keepalive = keepalive_mode(p.paths[0].flags);
-        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive });
+        let origin = if p.flags & PEER_MESH != 0 { Origin::Mesh } else { Origin::File };
+        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive, origin });
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
@@ -121,7 +124,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     groups.sort_by_key(|g| g.address);
     let mut address = nl.addresses(tidx).await?;
     address.sort();
-    let config = Config { tunnel: tunnel_config(name, &t, address), links, peers, groups };
+    let config = Config { tunnel: tunnel_config(name, &t, address), links, peers, groups, mesh: None };
     let links = links::resolve_links(nl, &config, name).await?;
     Ok(Running { ifindex: tidx, tunnel: t, config, ids, used_ids, links })
 }
@@ -308,7 +311,9 @@ pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
         }
         l
     };
-    if run.ids.len() > MAX_FLOOD {
+    // Once per process: a mesh adds peers one at a time.
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if run.ids.len() > MAX_FLOOD && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
             "{}: multicast and broadcast reach the first {MAX_FLOOD} of {} peers by name; name the peers of a group in [[group]]",
             run.config.tunnel.name,
@@ -417,11 +422,30 @@ pub async fn add_peers(
     sync_flood(dp, run)
 }
 
+/// `want` (a file) plus the mesh's peers of the running tunnel: a file
+/// never names them, and `xgre run` alone adds and removes them.
+fn with_mesh_peers(want: &Config, have: &Config, label: &str) -> Result<Config> {
+    let mesh: Vec<&PeerConfig> = have.peers.iter().filter(|p| p.origin == Origin::Mesh).collect();
+    if mesh.is_empty() {
+        return Ok(want.clone());
+    }
+    let mut c = want.clone();
+    for m in mesh {
+        if let Some(i) = want.peers.iter().position(|p| p.name == m.name) {
+            bail!("{label}: peer[{i}].name: `{}` is also the name of a mesh host (from etcd); rename the [[peer]]", m.name);
+        }
+        c.peers.push(m.clone());
+    }
+    c.validate(label)?;
+    Ok(c)
+}
+
 /// Change tunnel `run` from the config it runs with to `want` (already
 /// validated), touching only what differs. `label` names the source in
 /// errors (a file, or the edit).
 pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config, label: &str) -> Result<Vec<String>> {
     let have = run.config.clone();
+    let want = &with_mesh_peers(want, &have, label)?;
     let tun = run.ifindex;
     let mut done = Vec::new();
     if want.tunnel.name != have.tunnel.name {
@@ -452,7 +476,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
 
     // Links first: new ones must receive before peers use them.
     for lc in &want.links {
-        if have.links.iter().all(|l| l.dev != lc.dev || l != lc) {
+        if have.links.iter().all(|l| !l.same_hook(lc)) {
             if let Some(old) = have.links.iter().find(|l| l.dev == lc.dev) {
                 let idx = links[&old.dev].index;
                 links::remove_link(nl, dp, tun, idx).await?;

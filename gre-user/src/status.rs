@@ -6,13 +6,15 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, Tunnel, FDB_STATIC,
-    LATE_DISPLACEMENT, MAX_FLOOD, PATH_STANDBY, PATH_UP, TUN_SEQ,
+    LATE_DISPLACEMENT, MAX_FLOOD, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_SEQ,
 };
 use serde::Serialize;
 
 use crate::{
     codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
+    config::Origin,
     datapath::Datapath,
+    mesh::{ConnState, MeshStatus},
     netlink::Netlink,
 };
 
@@ -56,6 +58,8 @@ pub struct PeerStatus {
     /// Receive-side reordering, measured from sequence numbers (tunnels
     /// with `sequence = true`).
     pub reorder: Option<Reorder>,
+    /// "file" (the config file or `map-edit`) or "mesh" (etcd).
+    pub origin: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +112,8 @@ pub struct TunnelStatus {
     pub links: Vec<LinkStatus>,
     pub peers: Vec<PeerStatus>,
     pub counters: Counters,
+    /// `[mesh]`: the etcd connection as `xgre run` last saw it.
+    pub mesh: Option<MeshStatus>,
 }
 
 #[derive(Debug, Serialize)]
@@ -202,7 +208,8 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                 r
             });
             let keepalive = keepalive_mode(p.paths[0].flags).as_str();
-            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, keepalive, reorder });
+            let origin = if p.flags & PEER_MESH != 0 { Origin::Mesh } else { Origin::File }.as_str();
+            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, keepalive, reorder, origin });
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
         let tc = tunnel_config(&tname, t, Vec::new());
@@ -228,6 +235,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             .collect();
         groups.sort_by_key(|g| g.address);
         out.push(TunnelStatus {
+            mesh: crate::mesh::read_status(&tname),
             name: tname,
             ifindex: *tidx,
             device_present: dev.is_some(),
@@ -257,6 +265,29 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         drops.insert(r.name(), v);
     }
     Ok(Status { tunnels: out, drops, map_memory_bytes: dp.map_memory() })
+}
+
+/// One line on the mesh connection: readable at a glance, the problem
+/// first when there is one.
+fn mesh_line(m: &MeshStatus) -> String {
+    let ago = crate::mesh::unix_now().saturating_sub(m.since_unix);
+    let state = match (m.running, m.state) {
+        (false, _) => "NOT WATCHING (no `xgre run`; peers as last known)".to_string(),
+        (true, ConnState::Connected) => format!("connected for {ago} s"),
+        (true, ConnState::Connecting) => "connecting".to_string(),
+        (true, ConnState::Unreachable) => {
+            format!("ETCD UNREACHABLE for {ago} s, forwarding with the last known peers ({})", m.error.as_deref().unwrap_or("-"))
+        }
+    };
+    format!(
+        "mesh    host {} in {} via {}: {state}; {} host(s) at revision {}{}",
+        m.host,
+        m.prefix,
+        m.etcd.join(","),
+        m.hosts,
+        m.revision,
+        if m.refused.is_empty() { String::new() } else { format!(", {} entry(ies) refused", m.refused.len()) }
+    )
 }
 
 pub fn human_bytes(b: u64) -> String {
@@ -309,6 +340,12 @@ pub fn render(s: &Status) -> String {
             t.counters.rx_packets,
             human_bytes(t.counters.rx_bytes)
         );
+        if let Some(m) = &t.mesh {
+            let _ = writeln!(o, "  {}", mesh_line(m));
+            for (k, why) in &m.refused {
+                let _ = writeln!(o, "    refused {k}: {why}");
+            }
+        }
         let _ = writeln!(o, "  links");
         for l in &t.links {
             let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{}", l.dev, l.address, l.rx, if l.present { "" } else { "  (device gone)" });
@@ -342,7 +379,8 @@ pub fn render(s: &Status) -> String {
                 _ => "keepalive off",
             };
             let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
-            let _ = writeln!(o, "    {}  routes {routes}  {ka}", p.name);
+            let from = if p.origin == "mesh" { "  (mesh)" } else { "" };
+            let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}", p.name);
             if let Some(r) = &p.reorder {
                 let total = (r.in_order + r.out_of_order).max(1);
                 let _ = writeln!(

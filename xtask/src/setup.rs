@@ -30,6 +30,11 @@ const PACKAGES: &[&str] = &[
     // Scenario tests: VRRP over gretap, OSPF and PIM over gre.
     "keepalived",
     "frr",
+    // The mesh (`[mesh]`): etcd members and etcdctl for its tests and
+    // benchmark, and protoc, which the etcd-client crate's build runs.
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

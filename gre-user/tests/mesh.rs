@@ -1,0 +1,339 @@
+//! `[mesh]`: hosts that find each other through etcd. A 3-member etcd
+//! cluster (Debian's etcd-server) on a management network and 5 xgre hosts
+//! on an underlay, each in its own namespace, torn down by Drop.
+
+mod common;
+
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    process::Child,
+    time::{Duration, Instant},
+};
+
+use common::*;
+use gre_user::config::MeshConfig;
+
+const TTL: u32 = 3;
+const PREFIX: &str = "/xgre/t";
+const HOSTS: usize = 5;
+
+fn member_url(m: usize, port: u16) -> String {
+    format!("http://198.18.200.{m}:{port}")
+}
+
+fn endpoints() -> String {
+    (1..=3).map(|m| member_url(m, 2379)).collect::<Vec<_>>().join(",")
+}
+
+/// The mesh: namespaces, etcd members and xgre hosts.
+struct Mesh {
+    t: Topo,
+    /// Namespace index in `t.hosts` of etcd member m (1-3) and host h (1-5).
+    etcd_ns: Vec<usize>,
+    host_ns: Vec<usize>,
+    etcd: Vec<Option<Child>>,
+    xgre: Vec<Option<Child>>,
+    dir: PathBuf,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for c in self.etcd.iter_mut().chain(self.xgre.iter_mut()).flatten() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Mesh {
+    fn new() -> Mesh {
+        let mut t = Topo::empty("e");
+        let sw = t.add("esw");
+        t.hosts[sw].shell("ip link add mg type bridge && ip link set mg up && ip link add ul type bridge && ip link set ul up");
+        let plug = |t: &Topo, ns: usize, dev: &str, port: &str, bridge: &str, addr: &str| {
+            let (n, s) = (&t.hosts[ns].ns, &t.hosts[sw].ns);
+            sh(&format!(
+                "ip link add {dev} netns {n} type veth peer name {port} netns {s} && ip -n {s} link set {port} master {bridge} up && \
+                 ip -n {n} addr add {addr} dev {dev} && ip -n {n} link set {dev} up"
+            ));
+        };
+        let mut etcd_ns = Vec::new();
+        for m in 1..=3 {
+            let ns = t.add(&format!("ee{m}"));
+            plug(&t, ns, "m0", &format!("pe{m}"), "mg", &format!("198.18.200.{m}/24"));
+            etcd_ns.push(ns);
+        }
+        let mut host_ns = Vec::new();
+        for h in 1..=HOSTS {
+            let ns = t.add(&format!("eh{h}"));
+            plug(&t, ns, "m0", &format!("pm{h}"), "mg", &format!("198.18.200.{}/24", 10 + h));
+            plug(&t, ns, "eth0", &format!("pu{h}"), "ul", &format!("198.18.1.{h}/24"));
+            host_ns.push(ns);
+        }
+        let dir = t.dir.clone();
+        Mesh { t, etcd_ns, host_ns, etcd: (0..3).map(|_| None).collect(), xgre: (0..HOSTS).map(|_| None).collect(), dir }
+    }
+
+    fn host(&self, h: usize) -> &Host {
+        &self.t.hosts[self.host_ns[h - 1]]
+    }
+
+    fn start_etcd(&mut self, m: usize) {
+        let cluster: Vec<String> = (1..=3).map(|i| format!("e{i}={}", member_url(i, 2380))).collect();
+        let data = self.dir.join(format!("e{m}"));
+        let log = self.dir.join(format!("e{m}.log"));
+        let cmd = format!(
+            "etcd --name e{m} --data-dir {} --listen-client-urls {c} --advertise-client-urls {c} --listen-peer-urls {p} \
+             --initial-advertise-peer-urls {p} --initial-cluster {} --initial-cluster-state new --initial-cluster-token xgre-test \
+             --heartbeat-interval 50 --election-timeout 500 >> {} 2>&1",
+            data.display(),
+            cluster.join(","),
+            log.display(),
+            c = member_url(m, 2379),
+            p = member_url(m, 2380),
+        );
+        self.etcd[m - 1] = Some(self.t.hosts[self.etcd_ns[m - 1]].spawn(&cmd));
+    }
+
+    fn stop_etcd(&mut self, m: usize, signal: &str) {
+        if let Some(mut c) = self.etcd[m - 1].take() {
+            sh(&format!("ip netns pids {} | xargs -r kill -{signal}", self.t.hosts[self.etcd_ns[m - 1]].ns));
+            let _ = c.wait();
+        }
+    }
+
+    /// etcdctl from the first host's namespace (it is on the management
+    /// network too).
+    fn etcdctl(&self, args: &str) -> String {
+        self.host(1).run(&format!("env ETCDCTL_API=3 etcdctl --dial-timeout 2s --endpoints {} {args}", endpoints()))
+    }
+
+    fn wait_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            let o = sh_out(
+                &self.host(1).cmd(Enter::Nsenter, &format!("env ETCDCTL_API=3 etcdctl --endpoints {} endpoint health", endpoints())),
+            );
+            if o.status.success() {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "etcd cluster not healthy: {}", String::from_utf8_lossy(&o.stderr));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn config(&self, h: usize) -> String {
+        let mut c = Config::new("gre0", Mode::Gre).with_address(&format!("198.19.0.{h}/24")).with_link(
+            "eth0",
+            &format!("198.18.1.{h}"),
+            RxHook::Tc,
+        );
+        c.tunnel.keepalive = 100;
+        if h == 1 {
+            // A static peer beside the mesh's.
+            c = c.with_peer("legacy", &["198.19.9.0/24"], &[("eth0", "198.18.1.99")]);
+            c.peers[0].paths[0].mac = Some("02:00:00:00:00:99".parse().unwrap());
+        }
+        c.mesh = Some(MeshConfig {
+            etcd: (1..=3).map(|m| member_url(m, 2379)).collect(),
+            prefix: PREFIX.into(),
+            ttl: TTL,
+            host: Some(format!("h{h}")),
+            routes: vec![],
+            macs: vec![],
+            ca: None,
+            cert: None,
+            key: None,
+        });
+        self.t.write(&format!("h{h}.toml"), &c.to_toml())
+    }
+
+    fn log(&self, h: usize) -> String {
+        std::fs::read_to_string(self.dir.join(format!("h{h}.log"))).unwrap_or_default()
+    }
+
+    /// Start `xgre run` on host h; returns when its tunnel is up.
+    fn start_host(&mut self, h: usize) {
+        let cfg = self.config(h);
+        let log = self.dir.join(format!("h{h}.log"));
+        let child = self.host(h).spawn(&format!("{XGRE} run -c {cfg} >> {} 2>&1", log.display()));
+        self.xgre[h - 1] = Some(child);
+        let start = Instant::now();
+        while !self.log(h).contains("watching") {
+            assert!(start.elapsed() < Duration::from_secs(30), "xgre run on h{h} did not start:\n{}", self.log(h));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_host(&mut self, h: usize, signal: &str) {
+        if let Some(mut c) = self.xgre[h - 1].take() {
+            sh(&format!("ip netns pids {} | xargs -r kill -{signal}", self.host(h).ns));
+            let _ = c.wait();
+        }
+    }
+
+    fn status(&self, h: usize) -> serde_json::Value {
+        serde_json::from_str(&self.host(h).xgre_ok(Enter::Nsenter, "status --json")).unwrap()
+    }
+
+    /// Host h's mesh peers.
+    fn peers(&self, h: usize) -> BTreeSet<String> {
+        let s = self.status(h);
+        s["tunnels"][0]["peers"]
+            .as_array()
+            .map(|ps| ps.iter().filter(|p| p["origin"] == "mesh").map(|p| p["name"].as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Wait until every host in `on` has exactly the mesh peers `want`
+    /// (minus itself); the time it took.
+    fn wait_peers(&self, on: &[usize], want: &[usize], limit: Duration) -> Duration {
+        let start = Instant::now();
+        loop {
+            let mut missing = Vec::new();
+            for &h in on {
+                let expect: BTreeSet<String> = want.iter().filter(|&&w| w != h).map(|w| format!("h{w}")).collect();
+                let got = self.peers(h);
+                if got != expect {
+                    missing.push(format!("h{h} has {got:?}, want {expect:?}"));
+                }
+            }
+            if missing.is_empty() {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "after {:.1} s: {}\nh{} log:\n{}",
+                start.elapsed().as_secs_f64(),
+                missing.join("; "),
+                on[0],
+                self.log(on[0])
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ping(&self, from: usize, to: usize) -> bool {
+        sh_out(&self.host(from).cmd(Enter::Nsenter, &format!("ping -c 1 -W 2 198.19.0.{to}"))).status.success()
+    }
+
+    fn ping_all(&self, hosts: &[usize]) {
+        let mut failed = Vec::new();
+        for &a in hosts {
+            for &b in hosts.iter().filter(|&&b| b != a) {
+                if !self.ping(a, b) {
+                    failed.push(format!("h{a} -> h{b}"));
+                }
+            }
+        }
+        assert!(failed.is_empty(), "no answer over the tunnel: {}", failed.join(", "));
+    }
+}
+
+#[test]
+fn five_hosts_find_each_other_through_etcd_and_survive_its_failures() {
+    let _s = serial();
+    let mut m = Mesh::new();
+    for e in 1..=3 {
+        m.start_etcd(e);
+    }
+    m.wait_healthy();
+
+    // Join one by one: every host gets every other, every pair pings.
+    let mut up = Vec::new();
+    for h in 1..=HOSTS {
+        m.start_host(h);
+        up.push(h);
+        m.wait_peers(&up, &up, Duration::from_secs(10));
+    }
+    m.ping_all(&up);
+    let s = m.status(1);
+    let legacy: Vec<&serde_json::Value> = s["tunnels"][0]["peers"].as_array().unwrap().iter().filter(|p| p["name"] == "legacy").collect();
+    assert_eq!(legacy.len(), 1, "the static peer is gone: {s}");
+    assert_eq!(legacy[0]["origin"], "file");
+    assert_eq!(s["tunnels"][0]["mesh"]["state"], "connected", "{s}");
+    let text = m.host(1).xgre_ok(Enter::Nsenter, "status gre0");
+    assert!(text.contains("mesh    host h1 in /xgre/t") && text.contains("connected for"), "{text}");
+    assert!(text.contains("h2  (mesh)"), "{text}");
+    // `show` writes a file of the host's own: the mesh's peers are named
+    // in a comment only.
+    let shown = m.host(1).xgre_ok(Enter::Nsenter, "show gre0");
+    assert!(shown.contains("# and 4 peer(s) from the mesh (etcd), not written here: h2, h3, h4, h5"), "{shown}");
+    assert!(!shown.contains("name = \"h2\""), "{shown}");
+
+    // A host that dies leaves every other host within ttl + 1 s.
+    m.kill_host(5, "9");
+    let took = m.wait_peers(&[1, 2, 3, 4], &[1, 2, 3, 4], Duration::from_secs(TTL as u64 + 1));
+    println!("a SIGKILLed host left the others' peers after {:.2} s (ttl {TTL} s)", took.as_secs_f64());
+
+    // One etcd member down: joins and leaves still work.
+    m.stop_etcd(1, "9");
+    m.start_host(5);
+    m.wait_peers(&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5], Duration::from_secs(15));
+    m.kill_host(4, "TERM");
+    // Withdrawn on SIGTERM: no TTL to wait for.
+    let took = m.wait_peers(&[1, 2, 3, 5], &[1, 2, 3, 5], Duration::from_secs(3));
+    println!("a host stopped with SIGTERM left the others' peers after {:.2} s", took.as_secs_f64());
+
+    // Every member down: forwarding goes on with the last known peers, and
+    // a host that starts meanwhile joins once etcd is back.
+    m.stop_etcd(2, "TERM");
+    m.stop_etcd(3, "TERM");
+    std::thread::sleep(Duration::from_secs(2 * TTL as u64));
+    m.ping_all(&[1, 2, 3, 5]);
+    let s = m.status(1);
+    assert_eq!(s["tunnels"][0]["mesh"]["state"], "unreachable", "{s}");
+    let text = m.host(1).xgre_ok(Enter::Nsenter, "status gre0");
+    assert!(text.contains("ETCD UNREACHABLE"), "{text}");
+    m.start_host(4);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(!m.peers(1).contains("h4"), "h4 joined without etcd");
+    for e in 1..=3 {
+        m.start_etcd(e);
+    }
+    m.wait_healthy();
+    m.wait_peers(&[1, 2, 3, 4, 5], &[1, 2, 3, 4, 5], Duration::from_secs(20));
+    m.ping_all(&[1, 4, 5]);
+
+    // A malformed entry, and one that clashes with h1's static peer: refused
+    // with a line naming key and field; the others' well-formed ones stay.
+    m.etcdctl(&format!(r#"put {PREFIX}/hosts/bad '{{"version":1,"mode":"gre","links":[{{"address":"banana"}}]}}'"#));
+    m.etcdctl(&format!(
+        r#"put {PREFIX}/hosts/legacy '{{"version":1,"mode":"gre","links":[{{"address":"198.18.1.98/24","mac":"02:00:00:00:00:98"}}]}}'"#
+    ));
+    let start = Instant::now();
+    let want_bad = format!("refused etcd key {PREFIX}/hosts/bad: links[0].address: invalid IP address syntax");
+    let want_clash = format!("refused etcd key {PREFIX}/hosts/legacy: host: `legacy` is also the name of peer[0] of the config file");
+    while !(m.log(1).contains(&want_bad) && m.log(1).contains(&want_clash)) {
+        assert!(start.elapsed() < Duration::from_secs(5), "no refusal logged:\n{}", m.log(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = m.status(1);
+    assert!(s["tunnels"][0]["mesh"]["refused"][format!("{PREFIX}/hosts/bad")].as_str().unwrap().starts_with("links[0].address"), "{s}");
+    assert!(!m.peers(1).contains("bad"));
+    // The clash is h1's only: h2 takes `legacy` as a mesh host.
+    let start = Instant::now();
+    while !m.peers(2).contains("legacy") {
+        assert!(start.elapsed() < Duration::from_secs(5), "h2 did not take the well-formed entry");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let exporter = m.host(1).spawn(&format!("timeout 20 {XGRE} exporter --listen 127.0.0.1:19478"));
+    m.t.keep(exporter);
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = m.host(1).run(
+        "/usr/bin/python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:19478/metrics', timeout=10).read().decode())\"",
+    );
+    assert!(metrics.contains(r#"xgre_mesh_connected{tunnel="gre0"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"xgre_mesh_refused_entries{tunnel="gre0"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"xgre_peer_info{tunnel="gre0",peer="h2",origin="mesh"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"xgre_peer_info{tunnel="gre0",peer="legacy",origin="file"} 1"#), "{metrics}");
+
+    // A mesh peer is not edited by hand, and a reload keeps the mesh's.
+    let o = m.host(1).xgre(Enter::Nsenter, "map-edit gre0 path set h2 0 --weight 3");
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("comes from the mesh"), "{o:?}");
+    let cfg = m.dir.join("h1.toml");
+    let out = m.host(1).xgre_ok(Enter::Nsenter, &format!("reload -c {}", cfg.display()));
+    assert!(out.contains("no changes"), "{out}");
+    assert_eq!(m.peers(1).len(), 4);
+}

@@ -112,7 +112,7 @@ pub fn render(s: &Status) -> String {
     for t in &s.tunnels {
         if let Some(m) = &t.mesh {
             let l = TunnelLabels { tunnel: t.name.clone() };
-            mesh_up.get_or_create(&l).set((m.running && m.state == crate::mesh::ConnState::Connected) as i64);
+            mesh_up.get_or_create(&l).set((m.running && m.state == crate::mesh_status::ConnState::Connected) as i64);
             mesh_hosts.get_or_create(&l).set(m.hosts as i64);
             mesh_rev.get_or_create(&l).set(m.revision);
             mesh_refused.get_or_create(&l).set(m.refused.len() as i64);

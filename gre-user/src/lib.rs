@@ -11,6 +11,7 @@ pub mod keepalive;
 pub mod links;
 pub mod mesh;
 pub mod mesh_entry;
+pub mod mesh_status;
 pub mod netlink;
 pub mod run;
 pub mod state;

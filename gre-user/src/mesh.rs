@@ -17,22 +17,21 @@
 use std::{
     collections::BTreeMap,
     path::PathBuf,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{anyhow, bail, Context, Result};
 use etcd_client::{Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions, WatchOptions};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::{Config, Mac, MeshConfig, Origin, PeerIndex},
     datapath::Datapath,
     mesh_entry::{entry_field, host_of, my_links, HostEntry},
+    mesh_status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
     netlink::Netlink,
     state::{self, Running},
-    sys,
 };
 
 /// Longest wait for one etcd request before the connection counts as lost.
@@ -59,73 +58,9 @@ pub enum Event {
         key: String,
     },
     Connected,
+    /// One member failed; the next is tried.
+    Lost(String),
     Unreachable(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ConnState {
-    Connecting,
-    Connected,
-    /// etcd cannot be reached: forwarding with the last known peers.
-    Unreachable,
-}
-
-impl ConnState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnState::Connecting => "connecting",
-            ConnState::Connected => "connected",
-            ConnState::Unreachable => "unreachable",
-        }
-    }
-}
-
-/// What `xgre status` and the exporter show of the mesh: written by
-/// `xgre run` to a file per tunnel, since they run in other processes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MeshStatus {
-    pub pid: u32,
-    pub host: String,
-    pub prefix: String,
-    pub etcd: Vec<String>,
-    pub state: ConnState,
-    /// Unix seconds when `state` last changed.
-    pub since_unix: u64,
-    pub error: Option<String>,
-    /// The etcd revision the peers are current to.
-    pub revision: i64,
-    /// Mesh peers installed.
-    pub hosts: usize,
-    /// Entries refused, by key: "field: reason".
-    pub refused: BTreeMap<String, String>,
-    /// Whether the `xgre run` that wrote this is still running.
-    #[serde(default)]
-    pub running: bool,
-}
-
-/// Where `xgre run` keeps tunnel `name`'s mesh status, per namespace like
-/// the pins.
-pub fn status_path(name: &str) -> Result<PathBuf> {
-    Ok(PathBuf::from(format!("/run/xgre/net{}/{name}.mesh.json", sys::netns_ino()?)))
-}
-
-/// The mesh status of tunnel `name`, if it has a mesh.
-pub fn read_status(name: &str) -> Option<MeshStatus> {
-    let text = std::fs::read_to_string(status_path(name).ok()?).ok()?;
-    let mut s: MeshStatus = serde_json::from_str(&text).ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    s.running = unsafe { libc::kill(s.pid as i32, 0) } == 0;
-    Some(s)
-}
-
-/// Forget tunnel `name`'s mesh status (`down`, or `run` stopping).
-pub fn remove_status(name: &str) {
-    if let Ok(p) = status_path(name) {
-        let _ = std::fs::remove_file(&p);
-        // Only when empty: other tunnels of the namespace may have one.
-        let _ = p.parent().map(std::fs::remove_dir);
-    }
 }
 
 /// This system's host name, the default `[mesh] host`.
@@ -145,7 +80,10 @@ fn connect_options(m: &MeshConfig, file: &str) -> Result<ConnectOptions> {
         // HTTP/2 pings: a member that died is noticed within 2 s even
         // while the watch is quiet.
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(1))
-        .with_keep_alive_while_idle(true);
+        .with_keep_alive_while_idle(true)
+        // A member cut off from the others' quorum fails requests instead
+        // of answering from a stale view.
+        .with_require_leader(true);
     if let Some(ca) = &m.ca {
         let read = |p: &PathBuf, field: &str| std::fs::read(p).with_context(|| format!("{file}: mesh.{field}: reading {}", p.display()));
         let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(read(ca, "ca")?));
@@ -178,29 +116,44 @@ struct Session {
 
 impl Session {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        // One member at a time, in turn: a member that died is skipped at
+        // once instead of taking a share of the requests (the client's own
+        // balancing over all members did, and a lease could expire while
+        // requests kept landing on the dead one).
+        let n = self.m.etcd.len();
+        let mut next = 0;
+        let mut failed = 0;
         let mut backoff = BACKOFF_MIN;
         loop {
-            let started = Instant::now();
-            match self.once(&mut stop).await {
+            let endpoint = self.m.etcd[next % n].clone();
+            let mut connected = false;
+            match self.once(&endpoint, &mut connected, &mut stop).await {
                 Ok(()) => return,
                 Err(e) => {
-                    let _ = self.tx.send(Event::Unreachable(format!("{e:#}")));
+                    if connected {
+                        failed = 0;
+                        backoff = BACKOFF_MIN;
+                    }
+                    failed += 1;
+                    // Unreachable only when every member failed in turn.
+                    let why = format!("{endpoint}: {e:#}");
+                    let _ = self.tx.send(if failed >= n { Event::Unreachable(why) } else { Event::Lost(why) });
                 }
             }
-            if started.elapsed() > Duration::from_secs(10) {
-                backoff = BACKOFF_MIN;
+            next += 1;
+            if failed >= n && failed % n == 0 {
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
 
     /// One connection: Ok when stopped, Err when it broke.
-    async fn once(&mut self, stop: &mut watch::Receiver<bool>) -> Result<()> {
-        let mut c = timed("connecting to etcd", Client::connect(&self.m.etcd, Some(self.options.clone()))).await?;
+    async fn once(&mut self, endpoint: &str, connected: &mut bool, stop: &mut watch::Receiver<bool>) -> Result<()> {
+        let mut c = timed("connecting", Client::connect([endpoint], Some(self.options.clone()))).await?;
         let ttl = self.m.ttl as i64;
         // The lease survives a short outage (etcd extends leases when a
         // leader is elected); a new one only when it is gone.
@@ -214,6 +167,8 @@ impl Session {
         }
         let id = self.lease.expect("set above");
         let (mut keeper, mut acks) = timed("lease keepalive", c.lease_keep_alive(id)).await?;
+        // Now: the outage may have eaten most of the lease's time.
+        timed("lease keepalive", keeper.keep_alive()).await?;
         timed("registering", c.put(self.key.clone(), self.entry.clone(), Some(PutOptions::new().with_lease(id)))).await?;
         let snap = timed("reading the hosts", c.get(self.hosts.clone(), Some(GetOptions::new().with_prefix()))).await?;
         let revision = snap.header().map(|h| h.revision()).unwrap_or(0);
@@ -225,6 +180,7 @@ impl Session {
         .await?;
         let _ = self.tx.send(Event::Snapshot { revision, entries });
         let _ = self.tx.send(Event::Connected);
+        *connected = true;
         let period = Duration::from_millis(self.m.ttl as u64 * 1000 / 3);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         let mut last_ack = Instant::now();
@@ -359,10 +315,6 @@ impl Mesh {
     }
 }
 
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
 /// The applying half: entries into peers, inside the `run` loop.
 pub struct Applier {
     run: Running,
@@ -407,6 +359,11 @@ impl Applier {
                     println!("{}: mesh: connected to etcd as host {}", self.tunnel(), self.status.host);
                 }
                 self.set_state(ConnState::Connected, None);
+            }
+            Event::Lost(e) => {
+                if self.status.state == ConnState::Connected {
+                    println!("{}: mesh: lost etcd member ({e}); trying the next", self.tunnel());
+                }
             }
             Event::Unreachable(e) => {
                 if self.status.state != ConnState::Unreachable {

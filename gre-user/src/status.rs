@@ -14,7 +14,7 @@ use crate::{
     codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
     config::Origin,
     datapath::Datapath,
-    mesh::{ConnState, MeshStatus},
+    mesh_status::{ConnState, MeshStatus},
     netlink::Netlink,
 };
 
@@ -235,7 +235,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             .collect();
         groups.sort_by_key(|g| g.address);
         out.push(TunnelStatus {
-            mesh: crate::mesh::read_status(&tname),
+            mesh: crate::mesh_status::read_status(&tname),
             name: tname,
             ifindex: *tidx,
             device_present: dev.is_some(),
@@ -270,7 +270,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
 /// One line on the mesh connection: readable at a glance, the problem
 /// first when there is one.
 fn mesh_line(m: &MeshStatus) -> String {
-    let ago = crate::mesh::unix_now().saturating_sub(m.since_unix);
+    let ago = crate::mesh_status::unix_now().saturating_sub(m.since_unix);
     let state = match (m.running, m.state) {
         (false, _) => "NOT WATCHING (no `xgre run`; peers as last known)".to_string(),
         (true, ConnState::Connected) => format!("connected for {ago} s"),

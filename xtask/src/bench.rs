@@ -30,6 +30,9 @@ pub enum Bench {
     /// Tunnel kinds (gre, gretap, NVGRE, IPv6 underlay) against the
     /// kernel's VXLAN: one TCP stream each, same link, same run.
     Overlay(crate::overlay::OverlayArgs),
+    /// The etcd mesh: time to install N hosts' peers, time for one change
+    /// to reach the maps, etcd writes while idle.
+    Mesh(crate::mesh::MeshArgs),
 }
 
 #[derive(Args, Clone)]
@@ -79,6 +82,7 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Agg(a) => agg(a),
         Bench::Control(c) => crate::control::control(c),
         Bench::Overlay(o) => crate::overlay::overlay(o),
+        Bench::Mesh(m) => crate::mesh::mesh(m),
     }
 }
 

@@ -8,6 +8,7 @@ mod control;
 mod demo;
 mod fuzz;
 mod guest;
+mod mesh;
 mod net;
 mod overlay;
 mod setup;

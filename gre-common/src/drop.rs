@@ -50,6 +50,10 @@ pub enum DropReason {
     /// device sent it, or a qdisc on the tunnel device overwrote the skb's
     /// control block).
     TxNoDecision = 18,
+    /// Transmit, trunk tunnel: the frame's VLAN has no key.
+    VlanUnknown = 19,
+    /// Transmit, trunk tunnel: an untagged frame and no native key.
+    Untagged = 20,
 }
 
 /// Reasons in use.

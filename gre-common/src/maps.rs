@@ -49,6 +49,9 @@ pub const TUN_UNDERLAY6: u32 = 1 << 4;
 /// kernel count them in the tunnel device's statistics (a few percent
 /// faster; `ip -s link` then reads 0).
 pub const TUN_NO_DEV_COUNTERS: u32 = 1 << 5;
+/// `gretap` trunk: the key comes from the frame's VLAN (`XGRE_VLANS`), and
+/// received frames are tagged with the VLAN of their key.
+pub const TUN_TRUNK: u32 = 1 << 6;
 
 /// Low byte of an NVGRE key: the FlowID.
 pub const NVGRE_FLOWID_MASK: u32 = 0xff;
@@ -249,8 +252,23 @@ pub struct LinkUse {
 pub struct FdbKey {
     pub tunnel_ifindex: u32,
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// The VLAN (trunk tunnels; 0 otherwise): learning is per VID.
+    pub vid: u16,
 }
+
+/// A trunk's VLAN ⇄ key pairs, both ways in one map: `dir` `VLAN_TO_KEY`
+/// (`id` a VID, 0 for untagged frames: the native key) or `KEY_TO_VLAN`
+/// (`id` a key; the value 0 means deliver untagged).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct VlanMapKey {
+    pub tunnel_ifindex: u32,
+    pub dir: u32,
+    pub id: u32,
+}
+
+pub const VLAN_TO_KEY: u32 = 0;
+pub const KEY_TO_VLAN: u32 = 1;
 
 /// `FdbEntry::seen_ns` of a MAC the config places behind a peer: never
 /// stale, never moved by learning.
@@ -371,6 +389,7 @@ mod user {
     unsafe impl aya::Pod for PathStats {}
     unsafe impl aya::Pod for ReorderStats {}
     unsafe impl aya::Pod for FdbKey {}
+    unsafe impl aya::Pod for VlanMapKey {}
     unsafe impl aya::Pod for FdbEntry {}
     unsafe impl aya::Pod for FloodKey {}
     unsafe impl aya::Pod for FloodList {}

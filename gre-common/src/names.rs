@@ -33,5 +33,6 @@ pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
 pub const MAP_REORDER: &str = "XGRE_REORDER";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
 pub const MAP_FDB: &str = "XGRE_FDB";
+pub const MAP_VLANS: &str = "XGRE_VLANS";
 pub const MAP_FLOOD: &str = "XGRE_FLOOD";
 pub const MAP_HDR: &str = "XGRE_HDR";

@@ -23,8 +23,8 @@ fn age_ns(tunnel: &Tunnel) -> u64 {
 /// The peer `mac` was last heard from, if not longer ago than the tunnel's
 /// aging time (a static entry is never too old: now - MAX saturates to 0).
 #[inline(always)]
-pub fn lookup(tunnel: &Tunnel, mac: [u8; 6]) -> Option<u32> {
-    let key = FdbKey { tunnel_ifindex: tunnel.ifindex, mac, _pad: [0; 2] };
+pub fn lookup(tunnel: &Tunnel, mac: [u8; 6], vid: u16) -> Option<u32> {
+    let key = FdbKey { tunnel_ifindex: tunnel.ifindex, mac, vid };
     let e = unsafe { FDB.get(key) }?;
     let seen = unsafe { core::ptr::read_volatile(&e.seen_ns) };
     if unsafe { bpf_ktime_get_ns() }.saturating_sub(seen) > age_ns(tunnel) {
@@ -33,14 +33,14 @@ pub fn lookup(tunnel: &Tunnel, mac: [u8; 6]) -> Option<u32> {
     Some(e.peer_id)
 }
 
-/// A frame from `mac` arrived from peer `peer_id`.
+/// A frame from `mac` (in VLAN `vid` of a trunk) arrived from peer `peer_id`.
 #[inline(always)]
-pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32) {
+pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32, vid: u16) {
     // Group addresses are never a source; all zeros is no address.
     if mac[0] & 1 != 0 || mac == [0; 6] {
         return;
     }
-    let key = FdbKey { tunnel_ifindex, mac, _pad: [0; 2] };
+    let key = FdbKey { tunnel_ifindex, mac, vid };
     let now = unsafe { bpf_ktime_get_ns() };
     if let Some(e) = FDB.get_ptr_mut(key) {
         unsafe {

@@ -22,6 +22,7 @@ mod path;
 mod rx;
 mod seq;
 mod structs;
+mod trunk;
 mod tx;
 
 use aya_ebpf::{
@@ -69,6 +70,7 @@ fn keep_maps(data: usize) {
             let _ = maps::PATH_BYTES.get(0);
             let _ = maps::FDB.get(FdbKey::default());
             let _ = maps::FLOOD.get(FloodKey::default());
+            let _ = maps::VLANS.get(gre_common::VlanMapKey::default());
             let _ = maps::HDR_SCRATCH.get(0);
             let _ = maps::LCO_HDR.get(0);
             // aya-log's buffer, for `--debug`: the programs that never log

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use gre_common::{
     drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, PathStats, Peer,
-    ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::structs::{InnerIpHdr, OuterHdr, Scratch};
@@ -82,6 +82,10 @@ pub static PATH_BYTES: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATH
 /// until it is heard again.
 #[map(name = "XGRE_FDB")]
 pub static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::with_max_entries(MAX_FDB, 0);
+
+/// Trunk tunnels: VLAN ⇄ key, both ways (`VlanMapKey`).
+#[map(name = "XGRE_VLANS")]
+pub static VLANS: HashMap<VlanMapKey, u32> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 /// Who a flooded or multicast packet is replicated to: per tunnel, every
 /// peer (group all zeros) and per configured group. Not preallocated, so a

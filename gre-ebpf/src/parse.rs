@@ -4,6 +4,7 @@
 
 use gre_common::{
     v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
+    TUN_TRUNK,
 };
 use network_types::{
     eth::EthHdr,
@@ -16,6 +17,7 @@ use crate::{
     csum,
     maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
+    trunk,
 };
 
 /// A GRE packet of ours, ready to decapsulate.
@@ -31,6 +33,8 @@ pub struct Rx {
     pub inner_len: usize,
     /// RFC 2890 sequence number, when the packet carries one.
     pub seq: Option<u32>,
+    /// Trunk tunnels: the VLAN the key stands for (0: untagged).
+    pub vid: u16,
 }
 
 pub enum Verdict {
@@ -146,6 +150,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         None => return Err(DropReason::KeyMismatch),
     };
     let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
+    let vid = if tunnel.flags & TUN_TRUNK != 0 { trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)? } else { 0 };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
     let path = *unsafe { RX_PATHS.get(rx_key) }.ok_or(DropReason::UnknownPeer)?;
 
@@ -153,7 +158,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if proto == PROTO_KEEPALIVE {
         return Ok(Verdict::KeepaliveReply(path));
     }
-    let rx = Rx { outer_len: tag + ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq };
+    let rx = Rx { outer_len: tag + ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq, vid };
     // The peer's keepalive, whatever the tunnel carries: GRE of our own
     // family inside, from the address it was sent to back to the sender.
     // Only ever reflected back to the sender: never a way to send GRE

@@ -16,14 +16,14 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
     },
-    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
 use gre_common::{DropReason, HandoffMeta, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
-use network_types::eth::EthHdr;
+use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use crate::{
-    consts::ETH_P_IPV6,
+    consts::{ETH_P_8021Q, ETH_P_IPV6},
     counters::{count_rx, keepalive_reflected, keepalive_reply},
     fdb,
     packet::Packet,
@@ -48,7 +48,7 @@ fn delivered<P: Packet>(pkt: &P, rx: &Rx, packets: u64) {
     count_rx(rx.path.peer_id, rx.path.path, packets, rx.inner_len as u64);
     if rx.tunnel.mode == MODE_GRETAP {
         if let Ok(src) = pkt.read::<[u8; 6]>(6) {
-            fdb::learn(rx.tunnel.ifindex, src, rx.path.peer_id);
+            fdb::learn(rx.tunnel.ifindex, src, rx.path.peer_id, rx.vid);
         }
     }
     if let Some(seq) = rx.seq {
@@ -89,6 +89,9 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         unsafe { (data as *mut EthHdr).write_unaligned(reflect_eth(&outer, &rx)) };
         keepalive_reflected(rx.path.peer_id, rx.path.path);
     } else {
+        if tap && rx.vid != 0 {
+            tag_xdp(ctx, rx.vid)?;
+        }
         if !tap {
             unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
         }
@@ -110,6 +113,29 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     let r = unsafe { bpf_redirect(rx.tunnel.peer_ifindex, 0) };
     Ok(r as u32)
+}
+
+/// Trunk: tag a decapsulated frame (at `data`) with its VLAN, in the
+/// frame: 4 bytes in front, the MAC addresses moved into them, then the
+/// 802.1Q tag. The stack's receive path moves it into the skb's metadata.
+#[inline(always)]
+fn tag_xdp(ctx: &XdpContext, vid: u16) -> Result<(), DropReason> {
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VlanHdr::LEN as i32)) } != 0 {
+        return Err(DropReason::HelperFailed);
+    }
+    // adjust_head invalidated every packet pointer: reload and re-check.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + EthHdr::LEN + VlanHdr::LEN > end {
+        return Err(DropReason::Truncated);
+    }
+    unsafe {
+        let macs = ((data + VlanHdr::LEN) as *const [u8; 12]).read_unaligned();
+        (data as *mut [u8; 12]).write_unaligned(macs);
+        let tpid = ETH_P_8021Q.to_be_bytes();
+        let tci = vid.to_be_bytes();
+        ((data + 12) as *mut [u8; 4]).write_unaligned([tpid[0], tpid[1], tci[0], tci[1]]);
+    }
+    Ok(())
 }
 
 /// TC ingress on a link whose receive hook is XDP: deliver the frames XDP
@@ -179,6 +205,9 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         let flags = decap_flags(u16::from_be(inner.ether_type));
         ctx.adjust_room(-shrink, BPF_ADJ_ROOM_MAC, flags).map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner, 0).map_err(|_| DropReason::HelperFailed)?;
+        if rx.vid != 0 && unsafe { bpf_skb_vlan_push(ctx.skb.skb, ETH_P_8021Q.to_be(), rx.vid) } != 0 {
+            return Err(DropReason::HelperFailed);
+        }
     } else {
         ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, decap_flags(rx.inner_proto)).map_err(|_| DropReason::HelperFailed)?;
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use gre_common::{
     handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
     v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NO_DEV_COUNTERS, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NO_DEV_COUNTERS, TUN_NVGRE, TUN_SEQ, TUN_TRUNK, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -31,6 +31,7 @@ use crate::{
     packet::Packet,
     path,
     seq::next_seq,
+    trunk,
 };
 
 /// Where a packet goes: to `peer`, or (`flood`) to every peer of the
@@ -155,8 +156,11 @@ pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
 fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
-    let eth: EthHdr = ctx.read(0)?;
     let mut key = tunnel.key;
+    if tunnel.flags & TUN_TRUNK != 0 {
+        key = trunk::leave(ctx, tunnel, &ctx.read(0)?)?;
+    }
+    let eth: EthHdr = ctx.read(0)?;
     let hash = if tunnel.flags & (TUN_NVGRE | TUN_UNDERLAY6) != 0 { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };
     if tunnel.flags & TUN_NVGRE != 0 {
         // RFC 7637 section 3.1: the FlowID spreads one VSID's flows over
@@ -275,14 +279,23 @@ fn route6(tun: [u8; 4], addr: [u8; 16]) -> Option<u32> {
 /// peer for broadcast, multicast and unknown unicast.
 #[inline(always)]
 fn tap_target(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr, from_peer: bool) -> Result<(Target, u8, u16), DropReason> {
-    let skip = if from_peer { fdb::lookup(tunnel, eth.src_addr).unwrap_or(NO_PEER) } else { NO_PEER };
+    // A trunk learns and looks up per VLAN, and refuses a VLAN it has no
+    // key for here, where the drop is counted as the device's.
+    let vid = if tunnel.flags & TUN_TRUNK != 0 {
+        let vid = trunk::frame_vid(ctx, eth)?;
+        trunk::key_of(tunnel, vid)?;
+        vid
+    } else {
+        0
+    };
+    let skip = if from_peer { fdb::lookup(tunnel, eth.src_addr, vid).unwrap_or(NO_PEER) } else { NO_PEER };
     let tos = match u16::from_be(eth.ether_type) {
         ETH_P_IP => ctx.read::<Ipv4Hdr>(EthHdr::LEN).map(|h| h.tos).unwrap_or(0),
         ETH_P_IPV6 => ctx.read::<Ipv6Hdr>(EthHdr::LEN).map(|h| (h.dscp() << 2) | h.ecn()).unwrap_or(0),
         _ => 0,
     };
     if eth.dst_addr[0] & 1 == 0 {
-        if let Some(peer) = fdb::lookup(tunnel, eth.dst_addr) {
+        if let Some(peer) = fdb::lookup(tunnel, eth.dst_addr, vid) {
             if peer == skip {
                 return Err(DropReason::SplitHorizon);
             }

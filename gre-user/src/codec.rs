@@ -106,6 +106,10 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     if t.key.is_some() {
         flags |= TUN_KEY;
     }
+    if cfg.is_trunk() {
+        // Every frame carries a key, the one of its VLAN.
+        flags |= TUN_KEY | TUN_TRUNK;
+    }
     if t.sequence {
         flags |= TUN_SEQ;
     }
@@ -150,7 +154,10 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         mode: if t.mode == MODE_GRETAP { Mode::Gretap } else { Mode::Gre },
         address,
         mtu: (t.mtu_cfg != 0).then_some(t.mtu_cfg),
-        key: (t.flags & TUN_KEY != 0 && !nvgre).then_some(t.key),
+        key: (t.flags & TUN_KEY != 0 && !nvgre && t.flags & TUN_TRUNK == 0).then_some(t.key),
+        // Trunks keep their pairs in `XGRE_VLANS` (`state::show` adds them).
+        native_key: None,
+        vlans: vec![],
         vsid: nvgre.then_some(t.key >> 8),
         fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
         sequence: t.flags & TUN_SEQ != 0,
@@ -160,6 +167,20 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         keepalive_misses: t.keepalive_misses,
         device_counters: t.flags & TUN_NO_DEV_COUNTERS == 0,
     }
+}
+
+/// A trunk's `XGRE_VLANS` entries, both ways.
+pub fn vlan_entries(cfg: &Config, tunnel_ifindex: u32) -> Vec<(VlanMapKey, u32)> {
+    let t = &cfg.tunnel;
+    let pairs = t.vlans.iter().map(|v| (v.vid as u32, v.key)).chain(t.native_key.map(|k| (0, k)));
+    pairs
+        .flat_map(|(vid, key)| {
+            [
+                (VlanMapKey { tunnel_ifindex, dir: VLAN_TO_KEY, id: vid }, key),
+                (VlanMapKey { tunnel_ifindex, dir: KEY_TO_VLAN, id: key }, vid),
+            ]
+        })
+        .collect()
 }
 
 /// A peer's keepalive mode, kept in its paths' flags.

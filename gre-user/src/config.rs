@@ -166,6 +166,23 @@ pub struct TunnelConfig {
     /// hash. Instead of `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsid: Option<u32>,
+    /// `gretap` trunk: the key untagged frames take (without it they are
+    /// dropped and counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub native_key: Option<u32>,
+    /// `gretap` trunk (`[[tunnel.vlan]]`): a frame leaving with VLAN `vid`
+    /// goes out with `key` and without the tag; one arriving with `key`
+    /// enters tagged `vid`. Learning and flooding are per VLAN. Instead of
+    /// `key`.
+    #[serde(default, rename = "vlan", skip_serializing_if = "Vec::is_empty")]
+    pub vlans: Vec<VlanConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct VlanConfig {
+    pub vid: u16,
+    pub key: u32,
 }
 
 fn default_fdb_age() -> u32 {
@@ -387,6 +404,8 @@ impl Config {
                 device_counters: true,
                 fdb_age: default_fdb_age(),
                 vsid: None,
+                native_key: None,
+                vlans: vec![],
             },
             links: vec![],
             peers: vec![],
@@ -529,7 +548,7 @@ impl Config {
     /// and the inner Ethernet header in `gretap` mode).
     pub fn overhead(&self) -> u32 {
         let t = &self.tunnel;
-        let gre = gre_common::GreHdr::len_for(t.checksum, t.key.is_some() || t.vsid.is_some(), t.sequence) as u32;
+        let gre = gre_common::GreHdr::len_for(t.checksum, t.key.is_some() || t.vsid.is_some() || self.is_trunk(), t.sequence) as u32;
         let eth = if t.mode == Mode::Gretap { 14 } else { 0 };
         let ip = if self.underlay6() { 40 } else { 20 };
         ip + gre + eth
@@ -538,6 +557,21 @@ impl Config {
     /// Whether the links (and so every path) are IPv6.
     pub fn underlay6(&self) -> bool {
         self.links.first().is_some_and(|l| l.address.is_ipv6())
+    }
+
+    /// A `gretap` trunk: keys come from VLANs.
+    pub fn is_trunk(&self) -> bool {
+        !self.tunnel.vlans.is_empty()
+    }
+
+    /// Every key this tunnel receives: one, or a trunk's VLAN keys and its
+    /// native key.
+    pub fn key_lookups(&self) -> Vec<gre_common::KeyLookup> {
+        if !self.is_trunk() {
+            return vec![self.key_lookup()];
+        }
+        let t = &self.tunnel;
+        t.vlans.iter().map(|v| v.key).chain(t.native_key).map(|key| gre_common::KeyLookup { key, has_key: 1 }).collect()
     }
 
     /// The receive-side key lookup of this tunnel.
@@ -552,6 +586,10 @@ impl Config {
 
     /// What the key lookup means, for messages.
     pub fn key_text(&self) -> String {
+        if self.is_trunk() {
+            let keys: Vec<String> = self.key_lookups().iter().map(|k| k.key.to_string()).collect();
+            return format!("trunk keys {}", keys.join(", "));
+        }
         match (self.tunnel.vsid, self.tunnel.key) {
             (Some(v), _) => format!("VSID {v}"),
             (None, Some(k)) => format!("key {k}"),
@@ -577,6 +615,7 @@ impl Config {
                 return Err(err("tunnel.vsid".into(), format!("{v} is outside 4096..=16777214 (RFC 7637 reserves the rest)")));
             }
         }
+        self.validate_trunk().map_err(|(f, r)| err(f, r))?;
         if !(1..=86_400).contains(&t.fdb_age) {
             return Err(err("tunnel.fdb_age".into(), format!("{} s is outside 1..=86400", t.fdb_age)));
         }
@@ -637,6 +676,46 @@ impl Config {
             index.add(p);
         }
         self.validate_groups(file, &index)
+    }
+
+    /// `[[tunnel.vlan]]` and `native_key`: (field, reason) of the first
+    /// thing wrong.
+    fn validate_trunk(&self) -> Result<(), (String, String)> {
+        let t = &self.tunnel;
+        if t.vlans.is_empty() {
+            if t.native_key.is_some() {
+                return Err(("tunnel.native_key".into(), "is for trunks: add [[tunnel.vlan]] pairs".into()));
+            }
+            return Ok(());
+        }
+        if t.mode != Mode::Gretap {
+            return Err(("tunnel.vlan".into(), "VLAN trunks carry Ethernet: set mode = \"gretap\"".into()));
+        }
+        if t.key.is_some() || t.vsid.is_some() {
+            return Err((
+                "tunnel.vlan".into(),
+                "a trunk's keys come from its VLANs; remove `key` / `vsid` (untagged frames: `native_key`)".into(),
+            ));
+        }
+        let mut vids = HashSet::new();
+        let mut keys = HashSet::new();
+        for (i, v) in t.vlans.iter().enumerate() {
+            if !(1..=4094).contains(&v.vid) {
+                return Err((format!("tunnel.vlan[{i}].vid"), format!("{} is outside 1..=4094", v.vid)));
+            }
+            if !vids.insert(v.vid) {
+                return Err((format!("tunnel.vlan[{i}].vid"), format!("VLAN {} is listed twice", v.vid)));
+            }
+            if !keys.insert(v.key) {
+                return Err((format!("tunnel.vlan[{i}].key"), format!("key {} already carries another VLAN", v.key)));
+            }
+        }
+        if let Some(k) = t.native_key {
+            if keys.contains(&k) {
+                return Err(("tunnel.native_key".into(), format!("key {k} already carries a VLAN")));
+            }
+        }
+        Ok(())
     }
 
     /// What a one-peer edit must not break beyond the peer itself: a group
@@ -1098,5 +1177,37 @@ weight = 1
         assert_eq!(e.field, "tunnel.key");
         let e = bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"198.18.0\""));
         assert_eq!(e.field, "link[0].address");
+    }
+
+    fn trunk(vlans: &str) -> String {
+        GOOD.replace("mode = \"gre\"", "mode = \"gretap\"")
+            .replace("address = [\"198.19.100.1/32\"]\n", "")
+            .replace("mtu = 1476\n", "")
+            .replace("key = 42\n", "")
+            .replace("routes = [\"198.19.100.2/32\"]\n", "")
+            .replace("[[link]]", &format!("{vlans}\n[[link]]"))
+    }
+
+    #[test]
+    fn trunk_pairs_are_checked() {
+        let c = Config::parse(&trunk("native_key = 7\n[[tunnel.vlan]]\nvid = 100\nkey = 5100\n"), "t.toml").unwrap();
+        assert!(c.is_trunk());
+        assert_eq!(c.tunnel.native_key, Some(7));
+        let err = |vlans: &str| Config::parse(&trunk(vlans), "t.toml").expect_err(vlans);
+        let e = err("[[tunnel.vlan]]\nvid = 4095\nkey = 1\n");
+        assert_eq!(e.field, "tunnel.vlan[0].vid", "{e}");
+        let e = err("[[tunnel.vlan]]\nvid = 100\nkey = 1\n[[tunnel.vlan]]\nvid = 100\nkey = 2\n");
+        assert_eq!(e.field, "tunnel.vlan[1].vid", "{e}");
+        let e = err("[[tunnel.vlan]]\nvid = 100\nkey = 1\n[[tunnel.vlan]]\nvid = 200\nkey = 1\n");
+        assert_eq!(e.field, "tunnel.vlan[1].key", "{e}");
+        let e = err("native_key = 1\n[[tunnel.vlan]]\nvid = 100\nkey = 1\n");
+        assert_eq!(e.field, "tunnel.native_key", "{e}");
+        let e = err("native_key = 1\n");
+        assert_eq!(e.field, "tunnel.native_key", "{e}");
+        let e = err("key = 9\n[[tunnel.vlan]]\nvid = 100\nkey = 1\n");
+        assert_eq!(e.field, "tunnel.vlan", "{e}");
+        let e = bad(|s| s.replace("[[link]]", "[[tunnel.vlan]]\nvid = 100\nkey = 1\n[[link]]"));
+        assert_eq!(e.field, "tunnel.vlan", "{e}");
+        assert!(e.reason.contains("gretap"), "{e}");
     }
 }

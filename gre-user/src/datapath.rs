@@ -272,6 +272,7 @@ typed_maps! {
     meta: Array<Meta> = MAP_META;
     tunnels: HashMap<u32, Tunnel> = MAP_TUNNELS;
     tunnel_by_key: HashMap<KeyLookup, u32> = MAP_TUNNEL_BY_KEY;
+    vlans: HashMap<VlanMapKey, u32> = MAP_VLANS;
     peers: HashMap<u32, Peer> = MAP_PEERS;
     routes4: LpmTrie<Route4, u32> = MAP_ROUTES4;
     routes6: LpmTrie<Route6, u32> = MAP_ROUTES6;

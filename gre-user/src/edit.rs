@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, GroupConfig, KeepaliveMode, Mac, Origin, PathConfig, PeerConfig, PeerIndex},
+    config::{Config, GroupConfig, KeepaliveMode, Mac, Origin, PathConfig, PeerConfig, PeerIndex, VlanConfig},
     datapath::Datapath,
     netlink::Netlink,
     state::{self, Running},
@@ -34,6 +34,19 @@ pub enum Edit {
     /// `gre` mode: which peers a multicast group is replicated to.
     #[command(subcommand)]
     Group(GroupEdit),
+    /// `gretap` trunk: VLAN ⇄ key pairs and the native key.
+    #[command(subcommand)]
+    Vlan(VlanEdit),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum VlanEdit {
+    /// Carry VLAN `vid` with `key` (adds or replaces the VLAN's key).
+    Add { vid: u16, key: u32 },
+    /// Stop carrying VLAN `vid`.
+    Del { vid: u16 },
+    /// The key untagged frames take, or `none` (dropped and counted).
+    Native { key: String },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -206,7 +219,7 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
             None => return Some(Err(anyhow!("no peer has route {route}"))),
         },
         Edit::Neigh(NeighEdit::Set { peer, .. } | NeighEdit::Del { peer, .. }) => peer.clone(),
-        Edit::Key(_) | Edit::Group(_) => return None,
+        Edit::Key(_) | Edit::Group(_) | Edit::Vlan(_) => return None,
     };
     if cfg.peers.iter().any(|p| p.name == name && p.origin == Origin::Mesh) {
         return Some(Err(anyhow!("peer `{name}` comes from the mesh (etcd); change that host's own config instead")));
@@ -306,6 +319,25 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
             match c.groups.iter_mut().find(|g| g.address == *address) {
                 Some(old) => *old = g,
                 None => c.groups.push(g),
+            }
+        }
+        Edit::Vlan(VlanEdit::Add { vid, key }) => {
+            let v = VlanConfig { vid: *vid, key: *key };
+            match c.tunnel.vlans.iter_mut().find(|x| x.vid == *vid) {
+                Some(old) => *old = v,
+                None => c.tunnel.vlans.push(v),
+            }
+        }
+        Edit::Vlan(VlanEdit::Del { vid }) => {
+            if !c.tunnel.vlans.iter().any(|v| v.vid == *vid) {
+                bail!("the trunk does not carry VLAN {vid}");
+            }
+            c.tunnel.vlans.retain(|v| v.vid != *vid);
+        }
+        Edit::Vlan(VlanEdit::Native { key }) => {
+            c.tunnel.native_key = match key.as_str() {
+                "none" => None,
+                k => Some(k.parse().map_err(|_| anyhow!("native key `{k}`: want a number from 0 to 4294967295, or none"))?),
             }
         }
         Edit::Group(GroupEdit::Del { address }) => {

@@ -189,7 +189,7 @@ mod tests {
             reorder: None,
             origin: "file",
         };
-        let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false };
+        let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false, vid: 0 };
         let t = TunnelStatus {
             name: "t1".into(),
             ifindex: 5,
@@ -197,6 +197,8 @@ mod tests {
             mode: "gretap",
             key: Some(1),
             vsid: None,
+            vlans: vec![],
+            native_key: None,
             fdb: vec![mac("02:00:00:00:00:01", "h2", false), mac("02:00:00:00:00:02", "h2", false), mac("02:00:00:00:00:03", "h3", true)],
             groups: vec![],
             sequence: false,

@@ -102,9 +102,10 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
         .map(|(k, _)| k)
         .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
     // The key on the wire: NVGRE's is the VSID with FlowID 0.
+    // A trunk: a key it carries (any one reflects the same).
     let key = match t.vsid {
         Some(v) => Some(v << 8),
-        None => t.key,
+        None => t.key.or(t.native_key).or(t.vlans.first().map(|v| v.key)),
     };
     let interval = Duration::from_millis(t.keepalive as u64);
     let window_ns = t.keepalive as u64 * t.keepalive_misses as u64 * 1_000_000;

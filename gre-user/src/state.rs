@@ -16,13 +16,15 @@ use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STANDBY, PATH_STATIC_MAC,
-    PATH_UP, PEER_MESH,
+    PATH_UP, PEER_MESH, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
 use crate::{
-    codec::{addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value},
-    config::{Config, GroupConfig, LinkConfig, Mac, Origin, PathConfig, PeerConfig, RxHook},
+    codec::{
+        addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value, vlan_entries,
+    },
+    config::{Config, GroupConfig, LinkConfig, Mac, Origin, PathConfig, PeerConfig, RxHook, VlanConfig},
     datapath::{remove_where, Datapath},
     links,
     netlink::{Link, Netlink},
@@ -124,7 +126,15 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     groups.sort_by_key(|g| g.address);
     let mut address = nl.addresses(tidx).await?;
     address.sort();
-    let config = Config { tunnel: tunnel_config(name, &t, address), links, peers, groups, mesh: None };
+    let mut tc = tunnel_config(name, &t, address);
+    for (k, v) in dp.vlans()?.iter().filter_map(Result::ok).filter(|(k, _)| k.tunnel_ifindex == tidx && k.dir == VLAN_TO_KEY) {
+        match k.id {
+            0 => tc.native_key = Some(v),
+            vid => tc.vlans.push(VlanConfig { vid: vid as u16, key: v }),
+        }
+    }
+    tc.vlans.sort();
+    let config = Config { tunnel: tc, links, peers, groups, mesh: None };
     let links = links::resolve_links(nl, &config, name).await?;
     Ok(Running { ifindex: tidx, tunnel: t, config, ids, used_ids, links })
 }
@@ -243,11 +253,11 @@ fn write_peer(
     dp.peers()?.insert(id, peer, 0)?;
     let mut fdb = dp.fdb()?;
     for m in &pc.macs {
-        fdb.insert(FdbKey { tunnel_ifindex: tun, mac: m.0, _pad: [0; 2] }, FdbEntry { peer_id: id, _pad: 0, seen_ns: FDB_STATIC }, 0)?;
+        fdb.insert(FdbKey { tunnel_ifindex: tun, mac: m.0, vid: 0 }, FdbEntry { peer_id: id, _pad: 0, seen_ns: FDB_STATIC }, 0)?;
     }
     if let Some((_, old)) = old {
         for m in old.macs.iter().filter(|m| !pc.macs.contains(m)) {
-            let _ = fdb.remove(&FdbKey { tunnel_ifindex: tun, mac: m.0, _pad: [0; 2] });
+            let _ = fdb.remove(&FdbKey { tunnel_ifindex: tun, mac: m.0, vid: 0 });
         }
     }
     for r in &pc.routes {
@@ -463,13 +473,14 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
             macs.insert(p.name.clone(), links::resolve_macs(nl, want, i, &links, label).await?);
         }
     }
-    let new_lookup = want.key_lookup();
-    let old_lookup = have.key_lookup();
+    let new_lookups = want.key_lookups();
+    let old_lookups = have.key_lookups();
     let mut by_key = dp.tunnel_by_key()?;
-    if new_lookup != old_lookup {
-        if let Ok(other) = by_key.get(&new_lookup, 0) {
+    for l in new_lookups.iter().filter(|l| !old_lookups.contains(l)) {
+        if let Ok(other) = by_key.get(l, 0) {
             if other != tun {
-                bail!("{label}: tunnel.key: another tunnel of this namespace receives that key");
+                let field = if want.is_trunk() { "tunnel.vlan" } else { "tunnel.key" };
+                bail!("{label}: {field}: another tunnel of this namespace receives key {}", l.key);
             }
         }
     }
@@ -551,12 +562,24 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         nl.set_gso_max_segs(tun, want.gso_max_segs().unwrap_or(65535)).await?;
     }
     let value = tunnel_value(want, run.tunnel);
-    if new_lookup != old_lookup {
-        by_key.insert(new_lookup, tun, 0)?;
+    // New VLANs and keys before the tunnel says trunk; old ones after.
+    let new_vlans = vlan_entries(want, tun);
+    let old_vlans = vlan_entries(&have, tun);
+    let mut vlans = dp.vlans()?;
+    for (k, v) in new_vlans.iter().filter(|e| !old_vlans.contains(e)) {
+        vlans.insert(k, v, 0)?;
+    }
+    for l in new_lookups.iter().filter(|l| !old_lookups.contains(l)) {
+        by_key.insert(l, tun, 0)?;
     }
     dp.tunnels()?.insert(tun, value, 0)?;
-    if new_lookup != old_lookup {
-        by_key.remove(&old_lookup)?;
+    for l in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {
+        by_key.remove(l)?;
+    }
+    for (k, _) in old_vlans.iter().filter(|(k, _)| !new_vlans.iter().any(|(n, _)| n == k)) {
+        vlans.remove(k)?;
+    }
+    if new_lookups != old_lookups || new_vlans != old_vlans {
         done.push(want.key_text());
     }
     run.tunnel = value;

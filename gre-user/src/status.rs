@@ -5,14 +5,14 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, Tunnel, FDB_STATIC,
-    LATE_DISPLACEMENT, MAX_FLOOD, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_SEQ,
+    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, Tunnel, VlanMapKey, FDB_STATIC,
+    LATE_DISPLACEMENT, MAX_FLOOD, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_SEQ, VLAN_TO_KEY,
 };
 use serde::Serialize;
 
 use crate::{
     codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
-    config::Origin,
+    config::{Origin, VlanConfig},
     datapath::Datapath,
     mesh_status::{ConnState, MeshStatus},
     netlink::Netlink,
@@ -83,6 +83,8 @@ pub struct FdbStatus {
     /// Placed by the config (`macs` of a peer): never ages.
     #[serde(rename = "static")]
     pub fixed: bool,
+    /// Trunks: the VLAN it was learned in (0 otherwise).
+    pub vid: u16,
 }
 
 /// Who a multicast group is replicated to (`gre` mode `[[group]]`).
@@ -101,6 +103,9 @@ pub struct TunnelStatus {
     pub key: Option<u32>,
     /// NVGRE Virtual Subnet ID.
     pub vsid: Option<u32>,
+    /// Trunks: VLAN ⇄ key pairs, and the key of untagged frames.
+    pub vlans: Vec<VlanConfig>,
+    pub native_key: Option<u32>,
     /// `gretap`: the learned forwarding table, by MAC.
     pub fdb: Vec<FdbStatus>,
     pub groups: Vec<GroupStatus>,
@@ -146,6 +151,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let reorder_map = dp.reorder()?;
     let fdb: Vec<(FdbKey, FdbEntry)> = dp.fdb()?.iter().filter_map(Result::ok).collect();
     let floods: Vec<(FloodKey, FloodList)> = dp.flood()?.iter().filter_map(Result::ok).collect();
+    let vlan_map: Vec<(VlanMapKey, u32)> = dp.vlans()?.iter().filter_map(Result::ok).collect();
     let peer_names: BTreeMap<u32, String> = peers.iter().map(|(id, p)| (*id, cstr(&p.name))).collect();
     let now = crate::sys::monotonic_ns();
 
@@ -213,6 +219,15 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
         let tc = tunnel_config(&tname, t, Vec::new());
+        let mut vlans = Vec::new();
+        let mut native_key = None;
+        for (k, v) in vlan_map.iter().filter(|(k, _)| k.tunnel_ifindex == *tidx && k.dir == VLAN_TO_KEY) {
+            match k.id {
+                0 => native_key = Some(*v),
+                vid => vlans.push(VlanConfig { vid: vid as u16, key: *v }),
+            }
+        }
+        vlans.sort();
         let age = tc.fdb_age as f64;
         let name_of = |id: &u32| peer_names.get(id).cloned().unwrap_or_else(|| format!("#{id}"));
         let mut macs: Vec<FdbStatus> = fdb
@@ -221,7 +236,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             .map(|(k, e)| {
                 let fixed = e.seen_ns == FDB_STATIC;
                 let age_s = if fixed { 0.0 } else { now.saturating_sub(e.seen_ns) as f64 / 1e9 };
-                FdbStatus { mac: mac(k.mac), peer: name_of(&e.peer_id), age_s, stale: !fixed && age_s > age, fixed }
+                FdbStatus { mac: mac(k.mac), peer: name_of(&e.peer_id), age_s, stale: !fixed && age_s > age, fixed, vid: k.vid }
             })
             .collect();
         macs.sort_by(|a, b| a.mac.cmp(&b.mac));
@@ -242,6 +257,8 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             mode: tc.mode.as_str(),
             key: tc.key,
             vsid: tc.vsid,
+            vlans,
+            native_key,
             fdb: macs,
             groups,
             sequence: tc.sequence,
@@ -356,12 +373,18 @@ pub fn render(s: &Status) -> String {
                 let _ = writeln!(o, "    {:<20} -> {}", g.address, g.peers.join(", "));
             }
         }
+        if !t.vlans.is_empty() {
+            let pairs: Vec<String> = t.vlans.iter().map(|v| format!("{} -> key {}", v.vid, v.key)).collect();
+            let untagged = t.native_key.map(|k| format!("key {k}")).unwrap_or_else(|| "dropped".into());
+            let _ = writeln!(o, "  trunk   vlan {}; untagged -> {untagged}", pairs.join(", "));
+        }
         if t.mode == "gretap" {
             let fresh = t.fdb.iter().filter(|e| !e.stale).count();
             let _ = writeln!(o, "  learned MACs: {fresh} ({} stale)", t.fdb.len() - fresh);
             for e in t.fdb.iter().filter(|e| !e.stale).take(16) {
                 let when = if e.fixed { "static".to_string() } else { format!("{:.1} s ago", e.age_s) };
-                let _ = writeln!(o, "    {}  via {:<12} {:>12}", e.mac, e.peer, when);
+                let vlan = if e.vid != 0 { format!("  vlan {}", e.vid) } else { String::new() };
+                let _ = writeln!(o, "    {}  via {:<12} {:>12}{vlan}", e.mac, e.peer, when);
             }
             if fresh > 16 {
                 let _ = writeln!(o, "    ... {} more (status --json lists all)", fresh - 16);

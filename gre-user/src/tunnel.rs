@@ -92,12 +92,17 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
         None => Datapath::load()?,
     };
     // Refuse a key another tunnel of this namespace already receives.
-    let lookup = cfg.key_lookup();
-    if let Ok(other) = dp.tunnel_by_key()?.get(&lookup, 0) {
-        let t = dp.tunnels()?.get(&other, 0).ok();
-        let other = t.map(|t| cstr(&t.name)).unwrap_or_else(|| format!("#{other}"));
-        let field = if cfg.tunnel.vsid.is_some() { "tunnel.vsid" } else { "tunnel.key" };
-        bail!("{file}: {field}: tunnel {other} already receives {} in this namespace", cfg.key_text());
+    for lookup in cfg.key_lookups() {
+        if let Ok(other) = dp.tunnel_by_key()?.get(&lookup, 0) {
+            let t = dp.tunnels()?.get(&other, 0).ok();
+            let other = t.map(|t| cstr(&t.name)).unwrap_or_else(|| format!("#{other}"));
+            let (field, what) = match (cfg.is_trunk(), cfg.tunnel.vsid.is_some()) {
+                (true, _) => ("tunnel.vlan", format!("key {}", lookup.key)),
+                (false, true) => ("tunnel.vsid", cfg.key_text()),
+                (false, false) => ("tunnel.key", cfg.key_text()),
+            };
+            bail!("{file}: {field}: tunnel {other} already receives {what} in this namespace");
+        }
     }
 
     let hidden = hidden_name(name);
@@ -158,7 +163,14 @@ async fn fill_and_attach(
     let mut tunnels = dp.tunnels()?;
     let value = codec::tunnel_value(cfg, base);
     tunnels.insert(tun.index, Tunnel { config_hash: 0, ..value }, 0)?;
-    dp.tunnel_by_key()?.insert(cfg.key_lookup(), tun.index, 0)?;
+    // A trunk's VLANs before its keys: a key it receives always finds
+    // its VLAN.
+    for (k, v) in codec::vlan_entries(cfg, tun.index) {
+        dp.vlans()?.insert(k, v, 0)?;
+    }
+    for lookup in cfg.key_lookups() {
+        dp.tunnel_by_key()?.insert(lookup, tun.index, 0)?;
+    }
 
     // The tunnel device: transmit decision on egress, encapsulation on the
     // hidden end's ingress (hidden end first: a decided packet always finds
@@ -240,6 +252,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     }
     remove_where(&mut dp.rx_paths()?, |k, _| k.tunnel_ifindex == tidx)?;
     remove_where(&mut dp.tunnel_by_key()?, |_, t| *t == tidx)?;
+    remove_where(&mut dp.vlans()?, |k, _| k.tunnel_ifindex == tidx)?;
     remove_where(&mut dp.flood()?, |k, _| k.tunnel_ifindex == tidx)?;
     state::forget_macs(dp, tidx, None)?;
 

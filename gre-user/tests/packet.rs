@@ -457,9 +457,7 @@ fn stale_macs_are_flooded_again() {
     dp.peer(2, &[1]);
     // Learned 301 s ago: past the default aging time of 300 s.
     let old = boot_ns().saturating_sub(301_000_000_000);
-    dp.fdb_map()
-        .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, _pad: [0; 2] }, FdbEntry { peer_id: 2, _pad: 0, seen_ns: old }, 0)
-        .unwrap();
+    dp.fdb_map().insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, vid: 0 }, FdbEntry { peer_id: 2, _pad: 0, seen_ns: old }, 0).unwrap();
     let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(20, 0));
     // No flood list: flooding has nowhere to go, which shows it flooded.
     let (ret, _) = dp.tx(&frame, 1);
@@ -645,7 +643,7 @@ fn a_static_mac_neither_ages_nor_moves() {
     dp.peer(2, &[1]);
     let set = |dp: &mut Dp, peer: u32| {
         dp.fdb_map()
-            .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: FDB_STATIC }, 0)
+            .insert(FdbKey { tunnel_ifindex: TUN, mac: HOST_B, vid: 0 }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: FDB_STATIC }, 0)
             .unwrap();
     };
     let claim = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0x6558, ..valid(Some(7)) }, &eth(HOST_A, HOST_B, 0x0806, &[1u8; 28]));

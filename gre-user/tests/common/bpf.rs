@@ -326,13 +326,11 @@ impl Dp {
     /// Teach the forwarding table that `mac` lives behind `peer`, now.
     pub fn learn(&mut self, mac: [u8; 6], peer: u32) {
         let now = boot_ns();
-        self.fdb_map()
-            .insert(FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0)
-            .unwrap();
+        self.fdb_map().insert(FdbKey { tunnel_ifindex: TUN, mac, vid: 0 }, FdbEntry { peer_id: peer, _pad: 0, seen_ns: now }, 0).unwrap();
     }
 
     pub fn fdb(&mut self, mac: [u8; 6]) -> Option<FdbEntry> {
-        self.fdb_map().get(&FdbKey { tunnel_ifindex: TUN, mac, _pad: [0; 2] }, 0).ok()
+        self.fdb_map().get(&FdbKey { tunnel_ifindex: TUN, mac, vid: 0 }, 0).ok()
     }
 
     pub fn drops(&self) -> BTreeMap<&'static str, u64> {

@@ -31,7 +31,19 @@ impl Ovs {
     /// `nic` (holding no address yet) a port of bridge `br0`, which gets
     /// `addr` (e.g. "198.18.0.20/24").
     pub fn start(host: &Host, dir: &std::path::Path, nic: &str, addr: &str) -> Ovs {
-        let dir = dir.join("ovs").display().to_string();
+        let o = Ovs::daemons(host, &dir.join("ovs"));
+        host.run(&format!("ethtool -K {nic} tx off rx off tso off gso off gro off"));
+        host.run(&format!("sysctl -qw net.ipv4.conf.{nic}.arp_ignore=8"));
+        o.vsctl(&format!("add-br br0 -- set bridge br0 datapath_type=netdev other-config:hwaddr={UNDERLAY_MAC} -- add-port br0 {nic}"));
+        host.run(&format!("ip addr add {addr} dev br0"));
+        host.run("ip link set br0 up");
+        o
+    }
+
+    /// Only ovsdb-server and ovs-vswitchd, in `host`'s namespace, with
+    /// their files in `dir`: bridges are the caller's.
+    pub fn daemons(host: &Host, dir: &std::path::Path) -> Ovs {
+        let dir = dir.display().to_string();
         let o = Ovs { ns: host.ns.clone(), dir };
         sh(&format!("rm -rf {d} && mkdir -p {d}", d = o.dir));
         o.run(&format!("ovsdb-tool create {d}/conf.db /usr/share/openvswitch/vswitch.ovsschema", d = o.dir));
@@ -44,11 +56,6 @@ impl Ovs {
             "ovs-vswitchd unix:{d}/db.sock --pidfile={d}/vswitchd.pid --detach --log-file={d}/vswitchd.log --unixctl={d}/vswitchd.ctl",
             d = o.dir
         ));
-        host.run(&format!("ethtool -K {nic} tx off rx off tso off gso off gro off"));
-        host.run(&format!("sysctl -qw net.ipv4.conf.{nic}.arp_ignore=8"));
-        o.vsctl(&format!("add-br br0 -- set bridge br0 datapath_type=netdev other-config:hwaddr={UNDERLAY_MAC} -- add-port br0 {nic}"));
-        host.run(&format!("ip addr add {addr} dev br0"));
-        host.run("ip link set br0 up");
         o
     }
 

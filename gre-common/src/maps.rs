@@ -52,6 +52,23 @@ pub const TUN_NO_DEV_COUNTERS: u32 = 1 << 5;
 /// `gretap` trunk: the key comes from the frame's VLAN (`XGRE_VLANS`), and
 /// received frames are tagged with the VLAN of their key.
 pub const TUN_TRUNK: u32 = 1 << 6;
+/// `arp_suppress = true` (`gretap`): ARP requests and Neighbour
+/// Solicitations for addresses known behind a peer are answered on this
+/// host; only the unknown ones are flooded (`XGRE_NEIGH`).
+pub const TUN_ARP_SUPPRESS: u32 = 1 << 7;
+
+/// Addresses `XGRE_NEIGH` holds in one network namespace (all tunnels);
+/// the least recently used entry makes room for a new one.
+pub const MAX_NEIGH: u32 = 65536;
+/// `NeighEntry::flags`: learned from a frame a peer sent (the address lives
+/// behind the tunnel: requests for it are answered here), or static.
+pub const NEIGH_REMOTE: u16 = 1 << 0;
+/// Learned from a Neighbour Advertisement with the Router flag: answers
+/// carry it on (RFC 4861 section 4.4).
+pub const NEIGH_ROUTER: u16 = 1 << 1;
+/// `skb->mark` of an answer on its way into the tunnel device, so the
+/// receive-side learner does not take our own answer for news.
+pub const NEIGH_ANSWER_MARK: u32 = 0x7867_7265;
 
 /// Low byte of an NVGRE key: the FlowID.
 pub const NVGRE_FLOWID_MASK: u32 = 0xff;
@@ -85,7 +102,7 @@ pub const HOOK_XDP: u32 = 1;
 pub const HOOK_TC: u32 = 2;
 
 /// Version of the map layout; a loader refuses a datapath of another version.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// One entry describing the datapath instance itself.
 #[repr(C)]
@@ -256,6 +273,45 @@ pub struct FdbKey {
     pub vid: u16,
 }
 
+/// An IP address seen in ARP or Neighbour Discovery on a `gretap` tunnel
+/// with `arp_suppress` (IPv4-mapped when IPv4), per VLAN of a trunk.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
+pub struct NeighKey {
+    pub tunnel_ifindex: u32,
+    pub vid: u16,
+    pub _pad: u16,
+    pub addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NeighEntry {
+    pub mac: [u8; 6],
+    /// `NEIGH_*`
+    pub flags: u16,
+    /// When last confirmed (bpf_ktime_get_ns); `FDB_STATIC` for an entry
+    /// of the config. Ages with the tunnel's `fdb_age`.
+    pub seen_ns: u64,
+}
+
+/// What ARP/ND suppression did on one tunnel (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct NeighStats {
+    /// ARP requests answered on this host (address behind a peer).
+    pub arp_answered: u64,
+    /// Neighbour Solicitations answered on this host.
+    pub nd_answered: u64,
+    /// Requests for an address on this host's side of the tunnel: not sent
+    /// to any peer (the owner answers them itself).
+    pub kept_local: u64,
+    /// Requests for an address not known: flooded to every peer.
+    pub flooded: u64,
+    /// Addresses learned or moved.
+    pub learned: u64,
+}
+
 /// A trunk's VLAN ⇄ key pairs, both ways in one map: `dir` `VLAN_TO_KEY`
 /// (`id` a VID, 0 for untagged frames: the native key) or `KEY_TO_VLAN`
 /// (`id` a key; the value 0 means deliver untagged).
@@ -375,6 +431,9 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
 mod user {
     use super::*;
     unsafe impl aya::Pod for Meta {}
+    unsafe impl aya::Pod for NeighKey {}
+    unsafe impl aya::Pod for NeighEntry {}
+    unsafe impl aya::Pod for NeighStats {}
     unsafe impl aya::Pod for Tunnel {}
     unsafe impl aya::Pod for KeyLookup {}
     unsafe impl aya::Pod for Path {}

@@ -15,6 +15,12 @@ pub const PROG_RX_TC: &str = "xgre_rx_tc";
 /// the tunnel device.
 pub const PROG_RX_HANDOFF: &str = "xgre_rx_handoff";
 
+/// TC egress on a `gretap` tunnel device, before `xgre_tx`: ARP/ND
+/// suppression (answer, keep local, learn what this host's side says).
+pub const PROG_NEIGH_OUT: &str = "xgre_neigh_out";
+/// TC ingress on a `gretap` tunnel device: learn what peers' sides say.
+pub const PROG_NEIGH_IN: &str = "xgre_neigh_in";
+
 pub const MAP_META: &str = "XGRE_META";
 pub const MAP_TUNNELS: &str = "XGRE_TUNNELS";
 pub const MAP_TUNNEL_BY_KEY: &str = "XGRE_TUN_KEY";
@@ -34,5 +40,7 @@ pub const MAP_REORDER: &str = "XGRE_REORDER";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
 pub const MAP_FDB: &str = "XGRE_FDB";
 pub const MAP_VLANS: &str = "XGRE_VLANS";
+pub const MAP_NEIGH: &str = "XGRE_NEIGH";
+pub const MAP_NEIGH_STATS: &str = "XGRE_NEIGH_STAT";
 pub const MAP_FLOOD: &str = "XGRE_FLOOD";
 pub const MAP_HDR: &str = "XGRE_HDR";

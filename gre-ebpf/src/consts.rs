@@ -10,11 +10,13 @@ use network_types::{
 pub const ETH_P_IP: u16 = u16::from_be(EtherType::Ipv4 as u16);
 pub const ETH_P_IPV6: u16 = u16::from_be(EtherType::Ipv6 as u16);
 pub const ETH_P_8021Q: u16 = u16::from_be(EtherType::Ieee8021q as u16);
+pub const ETH_P_ARP: u16 = u16::from_be(EtherType::Arp as u16);
 pub const ETH_P_8021AD: u16 = u16::from_be(EtherType::Ieee8021ad as u16);
 
 pub const IPPROTO_GRE: u8 = IpProto::Gre as u8;
 pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
 pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
+pub const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
 
 /// More Fragments, of the 3 IPv4 flag bits (RFC 791).
 pub const IP_MF: u8 = 1;

@@ -15,7 +15,7 @@ const NS: u64 = 1_000_000_000;
 const REFRESH_NS: u64 = NS;
 
 #[inline(always)]
-fn age_ns(tunnel: &Tunnel) -> u64 {
+pub fn age_ns(tunnel: &Tunnel) -> u64 {
     let s = if tunnel.fdb_age == 0 { DEFAULT_FDB_AGE } else { tunnel.fdb_age };
     s as u64 * NS
 }

@@ -16,6 +16,7 @@ mod fdb;
 mod flood;
 mod lco;
 mod maps;
+mod neigh;
 mod packet;
 mod parse;
 mod path;
@@ -71,6 +72,8 @@ fn keep_maps(data: usize) {
             let _ = maps::FDB.get(FdbKey::default());
             let _ = maps::FLOOD.get(FloodKey::default());
             let _ = maps::VLANS.get(gre_common::VlanMapKey::default());
+            let _ = maps::NEIGH.get(gre_common::NeighKey::default());
+            let _ = maps::NEIGH_STATS.get(0);
             let _ = maps::HDR_SCRATCH.get(0);
             let _ = maps::LCO_HDR.get(0);
             // aya-log's buffer, for `--debug`: the programs that never log
@@ -102,6 +105,33 @@ pub fn xgre_tx_send(ctx: TcContext) -> i32 {
         }
         TC_ACT_SHOT
     })
+}
+
+/// Suppression is an optimisation: a frame it cannot read goes on to
+/// `xgre_tx` (or into the device) as if it were not there; only a frame
+/// it was rewriting when a helper failed is dropped.
+#[inline(always)]
+fn neigh_verdict(r: Result<i32, gre_common::DropReason>) -> i32 {
+    match r {
+        Ok(v) => v,
+        Err(gre_common::DropReason::HelperFailed) => {
+            count_drop(gre_common::DropReason::HelperFailed);
+            TC_ACT_SHOT
+        }
+        Err(_) => aya_ebpf::bindings::TC_ACT_UNSPEC,
+    }
+}
+
+#[classifier]
+pub fn xgre_neigh_out(ctx: TcContext) -> i32 {
+    keep_maps(ctx.data());
+    neigh_verdict(neigh::try_neigh_out(&ctx))
+}
+
+#[classifier]
+pub fn xgre_neigh_in(ctx: TcContext) -> i32 {
+    keep_maps(ctx.data());
+    neigh_verdict(neigh::try_neigh_in(&ctx))
 }
 
 #[classifier]

@@ -4,11 +4,11 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use gre_common::{
-    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, PathStats, Peer,
-    ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, NeighEntry, NeighKey, NeighStats, PathStats, Peer,
+    ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS, MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::structs::{InnerIpHdr, OuterHdr, Scratch};
@@ -86,6 +86,16 @@ pub static FDB: LruHashMap<FdbKey, FdbEntry> = LruHashMap::with_max_entries(MAX_
 /// Trunk tunnels: VLAN ⇄ key, both ways (`VlanMapKey`).
 #[map(name = "XGRE_VLANS")]
 pub static VLANS: HashMap<VlanMapKey, u32> = HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// `arp_suppress`: IP -> MAC per tunnel and VLAN, learned from ARP and ND
+/// (and static from the config). LRU: a full table forgets the address
+/// unheard from longest, whose requests are then flooded again.
+#[map(name = "XGRE_NEIGH")]
+pub static NEIGH: LruHashMap<NeighKey, NeighEntry> = LruHashMap::with_max_entries(MAX_NEIGH, 0);
+
+/// What suppression did, per tunnel ifindex.
+#[map(name = "XGRE_NEIGH_STAT")]
+pub static NEIGH_STATS: PerCpuHashMap<u32, NeighStats> = PerCpuHashMap::with_max_entries(MAX_TUNNELS, 0);
 
 /// Who a flooded or multicast packet is replicated to: per tunnel, every
 /// peer (group all zeros) and per configured group. Not preallocated, so a

@@ -125,6 +125,9 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     if !t.device_counters {
         flags |= TUN_NO_DEV_COUNTERS;
     }
+    if t.arp_suppress {
+        flags |= TUN_ARP_SUPPRESS;
+    }
     Tunnel {
         mode: match t.mode {
             Mode::Gre => MODE_GRE,
@@ -158,6 +161,9 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         // Trunks keep their pairs in `XGRE_VLANS` (`state::show` adds them).
         native_key: None,
         vlans: vec![],
+        arp_suppress: t.flags & TUN_ARP_SUPPRESS != 0,
+        // Static neighbours live in `XGRE_NEIGH` (`state::show` adds them).
+        neighbors: vec![],
         vsid: nvgre.then_some(t.key >> 8),
         fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
         sequence: t.flags & TUN_SEQ != 0,
@@ -167,6 +173,21 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         keepalive_misses: t.keepalive_misses,
         device_counters: t.flags & TUN_NO_DEV_COUNTERS == 0,
     }
+}
+
+/// The static `XGRE_NEIGH` entries of `[[tunnel.neighbor]]`: behind the
+/// tunnel, so answered for, and never aged.
+pub fn neigh_entries(cfg: &Config, tunnel_ifindex: u32) -> Vec<(NeighKey, NeighEntry)> {
+    cfg.tunnel
+        .neighbors
+        .iter()
+        .map(|n| {
+            (
+                NeighKey { tunnel_ifindex, vid: n.vid, _pad: 0, addr: addr16(n.ip) },
+                NeighEntry { mac: n.mac.0, flags: NEIGH_REMOTE, seen_ns: FDB_STATIC },
+            )
+        })
+        .collect()
 }
 
 /// A trunk's `XGRE_VLANS` entries, both ways.

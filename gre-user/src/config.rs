@@ -166,6 +166,12 @@ pub struct TunnelConfig {
     /// hash. Instead of `key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vsid: Option<u32>,
+    /// `gretap`: answer ARP requests and Neighbour Solicitations for
+    /// addresses known behind a peer on this host, and flood only the
+    /// unknown ones. Addresses are learned from ARP replies, gratuitous
+    /// ARP and Neighbour Advertisements, and age with `fdb_age`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub arp_suppress: bool,
     /// `gretap` trunk: the key untagged frames take (without it they are
     /// dropped and counted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,6 +182,24 @@ pub struct TunnelConfig {
     /// `key`.
     #[serde(default, rename = "vlan", skip_serializing_if = "Vec::is_empty")]
     pub vlans: Vec<VlanConfig>,
+    /// `arp_suppress` (`[[tunnel.neighbor]]`): addresses answered for
+    /// without ever being learned, as static FDB entries are forwarded to.
+    #[serde(default, rename = "neighbor", skip_serializing_if = "Vec::is_empty")]
+    pub neighbors: Vec<NeighborConfig>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct NeighborConfig {
+    pub ip: IpAddr,
+    pub mac: Mac,
+    /// The VLAN the address lives in (trunks; 0 otherwise).
+    #[serde(default, skip_serializing_if = "is_zero_u16")]
+    pub vid: u16,
+}
+
+fn is_zero_u16(v: &u16) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -404,8 +428,10 @@ impl Config {
                 device_counters: true,
                 fdb_age: default_fdb_age(),
                 vsid: None,
+                arp_suppress: false,
                 native_key: None,
                 vlans: vec![],
+                neighbors: vec![],
             },
             links: vec![],
             peers: vec![],
@@ -616,6 +642,7 @@ impl Config {
             }
         }
         self.validate_trunk().map_err(|(f, r)| err(f, r))?;
+        self.validate_neighbors().map_err(|(f, r)| err(f, r))?;
         if !(1..=86_400).contains(&t.fdb_age) {
             return Err(err("tunnel.fdb_age".into(), format!("{} s is outside 1..=86400", t.fdb_age)));
         }
@@ -713,6 +740,41 @@ impl Config {
         if let Some(k) = t.native_key {
             if keys.contains(&k) {
                 return Err(("tunnel.native_key".into(), format!("key {k} already carries a VLAN")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_neighbors(&self) -> Result<(), (String, String)> {
+        let t = &self.tunnel;
+        if t.arp_suppress && t.mode != Mode::Gretap {
+            return Err(("tunnel.arp_suppress".into(), "ARP and ND run over Ethernet: set mode = \"gretap\"".into()));
+        }
+        if !t.neighbors.is_empty() && !t.arp_suppress {
+            return Err(("tunnel.neighbor".into(), "static neighbours are answered by suppression: set arp_suppress = true".into()));
+        }
+        let mut seen = HashSet::new();
+        for (i, n) in t.neighbors.iter().enumerate() {
+            let unusable = match n.ip {
+                IpAddr::V4(a) => a.is_unspecified() || a.is_multicast() || a.is_broadcast(),
+                IpAddr::V6(a) => a.is_unspecified() || a.is_multicast() || a.to_ipv4_mapped().is_some(),
+            };
+            if unusable {
+                return Err((format!("tunnel.neighbor[{i}].ip"), format!("{} is not a unicast address", n.ip)));
+            }
+            if n.mac.0[0] & 1 != 0 || n.mac.0 == [0; 6] {
+                return Err((format!("tunnel.neighbor[{i}].mac"), "is not a unicast MAC address".into()));
+            }
+            if self.is_trunk() {
+                let carried = n.vid == 0 && t.native_key.is_some() || t.vlans.iter().any(|v| v.vid == n.vid);
+                if !carried {
+                    return Err((format!("tunnel.neighbor[{i}].vid"), format!("VLAN {} is not carried by this trunk", n.vid)));
+                }
+            } else if n.vid != 0 {
+                return Err((format!("tunnel.neighbor[{i}].vid"), "VLANs are for trunks ([[tunnel.vlan]])".into()));
+            }
+            if !seen.insert((n.ip, n.vid)) {
+                return Err((format!("tunnel.neighbor[{i}].ip"), format!("{} is listed twice", n.ip)));
             }
         }
         Ok(())
@@ -1209,5 +1271,34 @@ weight = 1
         let e = bad(|s| s.replace("[[link]]", "[[tunnel.vlan]]\nvid = 100\nkey = 1\n[[link]]"));
         assert_eq!(e.field, "tunnel.vlan", "{e}");
         assert!(e.reason.contains("gretap"), "{e}");
+    }
+
+    #[test]
+    fn static_neighbours_are_checked() {
+        let n = |ip: &str, mac: &str, vid: u16| format!("[[tunnel.neighbor]]\nip = \"{ip}\"\nmac = \"{mac}\"\nvid = {vid}\n");
+        // Plain keys, then the VLAN and the neighbours (TOML tables last).
+        let parse = |plain: &str, neighbors: &str| {
+            Config::parse(&trunk(&format!("{plain}[[tunnel.vlan]]\nvid = 100\nkey = 5100\n{neighbors}")), "t.toml")
+        };
+        let on = "arp_suppress = true\n";
+        let both = n("198.19.1.3", "02:00:00:00:01:03", 0) + &n("2001:db8::3", "02:00:00:00:01:03", 100);
+        let c = parse(&format!("{on}native_key = 7\n"), &both).unwrap();
+        assert_eq!(c.tunnel.neighbors.len(), 2);
+        let err = |plain: &str, neighbors: &str| parse(plain, neighbors).expect_err(neighbors);
+        let e = err("", &n("198.19.1.3", "02:00:00:00:01:03", 100));
+        assert_eq!(e.field, "tunnel.neighbor", "needs arp_suppress: {e}");
+        let e = err(on, &n("224.0.0.1", "02:00:00:00:01:03", 100));
+        assert_eq!(e.field, "tunnel.neighbor[0].ip", "{e}");
+        let e = err(on, &n("198.19.1.3", "01:00:00:00:01:03", 100));
+        assert_eq!(e.field, "tunnel.neighbor[0].mac", "{e}");
+        let e = err(on, &n("198.19.1.3", "02:00:00:00:01:03", 300));
+        assert_eq!(e.field, "tunnel.neighbor[0].vid", "{e}");
+        let e = err(on, &n("198.19.1.3", "02:00:00:00:01:03", 0));
+        assert_eq!(e.field, "tunnel.neighbor[0].vid", "untagged, no native key: {e}");
+        let twice = n("198.19.1.3", "02:00:00:00:01:03", 100) + &n("198.19.1.3", "02:00:00:00:01:04", 100);
+        let e = err(on, &twice);
+        assert_eq!(e.field, "tunnel.neighbor[1].ip", "{e}");
+        let e = bad(|s| s.replace("sequence = false", "sequence = false\narp_suppress = true"));
+        assert_eq!(e.field, "tunnel.arp_suppress", "gre mode: {e}");
     }
 }

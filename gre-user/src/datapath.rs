@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
-    maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap},
     programs::{loaded_programs, ProgramFd, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -16,7 +16,7 @@ use crate::sys;
 /// The compiled datapath, built by build.rs from `gre-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
 
-const PROGS: [&str; 5] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF];
+const PROGS: [&str; 7] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN];
 
 /// This build's id: the first 8 bytes of the SHA-256 of its compiled
 /// datapath, so two builds with the same programs agree.
@@ -148,7 +148,7 @@ impl Datapath {
 
     /// Verify the programs of a loaded object and note their fds and maps.
     fn from_loaded(mut ebpf: Ebpf) -> Result<Datapath> {
-        for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF] {
+        for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN] {
             let p: &mut SchedClassifier = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
             p.load().with_context(|| format!("verifying {name}"))?;
         }
@@ -273,6 +273,8 @@ typed_maps! {
     tunnels: HashMap<u32, Tunnel> = MAP_TUNNELS;
     tunnel_by_key: HashMap<KeyLookup, u32> = MAP_TUNNEL_BY_KEY;
     vlans: HashMap<VlanMapKey, u32> = MAP_VLANS;
+    neigh: HashMap<NeighKey, NeighEntry> = MAP_NEIGH;
+    neigh_stats: PerCpuHashMap<u32, NeighStats> = MAP_NEIGH_STATS;
     peers: HashMap<u32, Peer> = MAP_PEERS;
     routes4: LpmTrie<Route4, u32> = MAP_ROUTES4;
     routes6: LpmTrie<Route6, u32> = MAP_ROUTES6;

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::{
-    config::{Config, GroupConfig, KeepaliveMode, Mac, Origin, PathConfig, PeerConfig, PeerIndex, VlanConfig},
+    config::{Config, GroupConfig, KeepaliveMode, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerIndex, VlanConfig},
     datapath::Datapath,
     netlink::Netlink,
     state::{self, Running},
@@ -37,6 +37,28 @@ pub enum Edit {
     /// `gretap` trunk: VLAN ⇄ key pairs and the native key.
     #[command(subcommand)]
     Vlan(VlanEdit),
+    /// `arp_suppress`: static neighbours, answered for without being
+    /// learned.
+    #[command(subcommand)]
+    Arp(ArpEdit),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum ArpEdit {
+    /// Answer for `ip` with `mac` (adds or replaces).
+    Add {
+        ip: IpAddr,
+        mac: Mac,
+        /// The VLAN it lives in (trunks).
+        #[arg(long, default_value_t = 0)]
+        vid: u16,
+    },
+    /// No longer a static neighbour.
+    Del {
+        ip: IpAddr,
+        #[arg(long, default_value_t = 0)]
+        vid: u16,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
@@ -219,7 +241,7 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
             None => return Some(Err(anyhow!("no peer has route {route}"))),
         },
         Edit::Neigh(NeighEdit::Set { peer, .. } | NeighEdit::Del { peer, .. }) => peer.clone(),
-        Edit::Key(_) | Edit::Group(_) | Edit::Vlan(_) => return None,
+        Edit::Key(_) | Edit::Group(_) | Edit::Vlan(_) | Edit::Arp(_) => return None,
     };
     if cfg.peers.iter().any(|p| p.name == name && p.origin == Origin::Mesh) {
         return Some(Err(anyhow!("peer `{name}` comes from the mesh (etcd); change that host's own config instead")));
@@ -339,6 +361,19 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 "none" => None,
                 k => Some(k.parse().map_err(|_| anyhow!("native key `{k}`: want a number from 0 to 4294967295, or none"))?),
             }
+        }
+        Edit::Arp(ArpEdit::Add { ip, mac, vid }) => {
+            let n = NeighborConfig { ip: *ip, mac: *mac, vid: *vid };
+            match c.tunnel.neighbors.iter_mut().find(|x| x.ip == *ip && x.vid == *vid) {
+                Some(old) => *old = n,
+                None => c.tunnel.neighbors.push(n),
+            }
+        }
+        Edit::Arp(ArpEdit::Del { ip, vid }) => {
+            if !c.tunnel.neighbors.iter().any(|x| x.ip == *ip && x.vid == *vid) {
+                bail!("{ip} is not a static neighbour{}", if *vid != 0 { format!(" in VLAN {vid}") } else { String::new() });
+            }
+            c.tunnel.neighbors.retain(|x| !(x.ip == *ip && x.vid == *vid));
         }
         Edit::Group(GroupEdit::Del { address }) => {
             if !c.groups.iter().any(|g| g.address == *address) {

@@ -47,6 +47,12 @@ struct TunnelLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NeighLabels {
+    tunnel: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -97,6 +103,17 @@ pub fn render(s: &Status) -> String {
     let late = counters::<PeerLabels>(&mut r, "xgre_peer_reorder_late", "Packets out of order by more than the late window.");
     let displacement = gauges::<PeerLabels>(&mut r, "xgre_peer_reorder_max_displacement", "Largest displacement seen, in packets.");
     let fdb = gauges::<PeerLabels>(&mut r, "xgre_fdb_entries", "gretap: learned MAC addresses still valid, by peer.");
+    let suppressed = counters::<NeighLabels>(
+        &mut r,
+        "xgre_neigh_suppressed",
+        "arp_suppress: requests not flooded, by what happened (arp_answered, nd_answered, kept_local).",
+    );
+    let neigh_flooded = counters::<TunnelLabels>(&mut r, "xgre_neigh_flooded", "arp_suppress: requests for unknown addresses, flooded.");
+    let neigh_entries = gauges::<NeighLabels>(
+        &mut r,
+        "xgre_neigh_entries",
+        "arp_suppress: addresses known, by where (remote: behind a peer, local, static).",
+    );
     let drops = counters::<ReasonLabels>(&mut r, "xgre_drops", "Packets dropped by the datapath, by reason.");
     let info = gauges::<PeerOriginLabels>(&mut r, "xgre_peer_info", "1 per peer; `origin` is file (config, map-edit) or mesh (etcd).");
     let mesh_up = gauges::<TunnelLabels>(
@@ -139,6 +156,16 @@ pub fn render(s: &Status) -> String {
                 late.get_or_create(&l).inc_by(ro.late);
                 displacement.get_or_create(&l).set(ro.max_displacement as i64);
             }
+        }
+        if let Some(n) = &t.neigh {
+            let l = |kind: &str| NeighLabels { tunnel: t.name.clone(), kind: kind.into() };
+            suppressed.get_or_create(&l("arp_answered")).inc_by(n.arp_answered);
+            suppressed.get_or_create(&l("nd_answered")).inc_by(n.nd_answered);
+            suppressed.get_or_create(&l("kept_local")).inc_by(n.kept_local);
+            neigh_flooded.get_or_create(&TunnelLabels { tunnel: t.name.clone() }).inc_by(n.flooded);
+            neigh_entries.get_or_create(&l("remote")).set(n.remote as i64);
+            neigh_entries.get_or_create(&l("local")).set(n.local as i64);
+            neigh_entries.get_or_create(&l("static")).set(n.fixed as i64);
         }
         if t.mode == "gretap" {
             let mut by_peer: std::collections::BTreeMap<&str, i64> = t.peers.iter().map(|p| (p.name.as_str(), 0)).collect();
@@ -200,6 +227,7 @@ mod tests {
             vlans: vec![],
             native_key: None,
             fdb: vec![mac("02:00:00:00:00:01", "h2", false), mac("02:00:00:00:00:02", "h2", false), mac("02:00:00:00:00:03", "h3", true)],
+            neigh: None,
             groups: vec![],
             sequence: false,
             checksum: false,

@@ -317,10 +317,20 @@ impl Netlink {
 
     /// Attach a TC program in direct-action mode (replacing ours if present).
     pub async fn bpf_filter_add(&self, ifindex: u32, egress: bool, fd: RawFd, name: &str) -> Result<()> {
+        self.bpf_filter_add_at(ifindex, egress, fd, name, FILTER_PRIO).await
+    }
+
+    /// Attach a TC program that runs before the one `bpf_filter_add`
+    /// attaches, and hands it what it leaves alone (TC_ACT_UNSPEC).
+    pub async fn bpf_filter_add_first(&self, ifindex: u32, egress: bool, fd: RawFd, name: &str) -> Result<()> {
+        self.bpf_filter_add_at(ifindex, egress, fd, name, FILTER_PRIO - 1).await
+    }
+
+    async fn bpf_filter_add_at(&self, ifindex: u32, egress: bool, fd: RawFd, name: &str, prio: u16) -> Result<()> {
         let mut m = TcMessage::with_index(ifindex as i32);
         m.header.parent = Self::filter_parent(egress);
         m.header.handle = TcHandle::from(FILTER_HANDLE);
-        m.header.info = ((FILTER_PRIO as u32) << 16) | ETH_P_ALL.to_be() as u32;
+        m.header.info = ((prio as u32) << 16) | ETH_P_ALL.to_be() as u32;
         m.attributes.push(TcAttribute::Kind("bpf".into()));
         m.attributes.push(TcAttribute::Options(vec![
             TcOption::Bpf(TcFilterBpfOption::ProgFd(fd as u32)),

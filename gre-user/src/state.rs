@@ -22,9 +22,10 @@ use ipnet::IpNet;
 
 use crate::{
     codec::{
-        addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, tunnel_config, tunnel_value, vlan_entries,
+        addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, neigh_entries, tunnel_config,
+        tunnel_value, vlan_entries,
     },
-    config::{Config, GroupConfig, LinkConfig, Mac, Origin, PathConfig, PeerConfig, RxHook, VlanConfig},
+    config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, RxHook, VlanConfig},
     datapath::{remove_where, Datapath},
     links,
     netlink::{Link, Netlink},
@@ -134,6 +135,10 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         }
     }
     tc.vlans.sort();
+    for (k, e) in dp.neigh()?.iter().filter_map(Result::ok).filter(|(k, e)| k.tunnel_ifindex == tidx && e.seen_ns == FDB_STATIC) {
+        tc.neighbors.push(NeighborConfig { ip: ip16(k.addr), mac: Mac(e.mac), vid: k.vid });
+    }
+    tc.neighbors.sort();
     let config = Config { tunnel: tc, links, peers, groups, mesh: None };
     let links = links::resolve_links(nl, &config, name).await?;
     Ok(Running { ifindex: tidx, tunnel: t, config, ids, used_ids, links })
@@ -581,6 +586,24 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
     }
     if new_lookups != old_lookups || new_vlans != old_vlans {
         done.push(want.key_text());
+    }
+    let new_neigh = neigh_entries(want, tun);
+    let old_neigh = neigh_entries(&have, tun);
+    if new_neigh != old_neigh {
+        let mut neigh = dp.neigh()?;
+        for (k, v) in new_neigh.iter().filter(|e| !old_neigh.contains(e)) {
+            neigh.insert(k, v, 0)?;
+        }
+        for (k, _) in old_neigh.iter().filter(|(k, _)| !new_neigh.iter().any(|(n, _)| n == k)) {
+            match neigh.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        done.push(format!("{} static neighbours", new_neigh.len()));
+    }
+    if want.tunnel.arp_suppress != have.tunnel.arp_suppress {
+        done.push(format!("arp_suppress {}", if want.tunnel.arp_suppress { "on" } else { "off" }));
     }
     run.tunnel = value;
     run.config = want.clone();

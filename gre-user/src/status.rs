@@ -5,8 +5,8 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, Tunnel, VlanMapKey, FDB_STATIC,
-    LATE_DISPLACEMENT, MAX_FLOOD, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_SEQ, VLAN_TO_KEY,
+    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
+    VlanMapKey, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_SEQ, VLAN_TO_KEY,
 };
 use serde::Serialize;
 
@@ -87,6 +87,27 @@ pub struct FdbStatus {
     pub vid: u16,
 }
 
+/// ARP/ND suppression of one tunnel (`arp_suppress`).
+#[derive(Debug, Default, Serialize)]
+pub struct NeighStatus {
+    /// ARP requests answered on this host instead of flooded.
+    pub arp_answered: u64,
+    /// Neighbour Solicitations answered on this host instead of flooded.
+    pub nd_answered: u64,
+    /// Requests for an address on this host's side, sent to no peer.
+    pub kept_local: u64,
+    /// Requests for unknown addresses, flooded.
+    pub flooded: u64,
+    /// Addresses learned or moved since the tunnel came up.
+    pub learned: u64,
+    /// Entries still valid: behind a peer (answered for), on this side,
+    /// and static from the config.
+    pub remote: usize,
+    pub local: usize,
+    #[serde(rename = "static")]
+    pub fixed: usize,
+}
+
 /// Who a multicast group is replicated to (`gre` mode `[[group]]`).
 #[derive(Debug, Serialize)]
 pub struct GroupStatus {
@@ -108,6 +129,8 @@ pub struct TunnelStatus {
     pub native_key: Option<u32>,
     /// `gretap`: the learned forwarding table, by MAC.
     pub fdb: Vec<FdbStatus>,
+    /// `arp_suppress`: what it did and knows.
+    pub neigh: Option<NeighStatus>,
     pub groups: Vec<GroupStatus>,
     pub sequence: bool,
     pub checksum: bool,
@@ -152,6 +175,8 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let fdb: Vec<(FdbKey, FdbEntry)> = dp.fdb()?.iter().filter_map(Result::ok).collect();
     let floods: Vec<(FloodKey, FloodList)> = dp.flood()?.iter().filter_map(Result::ok).collect();
     let vlan_map: Vec<(VlanMapKey, u32)> = dp.vlans()?.iter().filter_map(Result::ok).collect();
+    let neigh: Vec<(NeighKey, NeighEntry)> = dp.neigh()?.iter().filter_map(Result::ok).collect();
+    let neigh_stats = dp.neigh_stats()?;
     let peer_names: BTreeMap<u32, String> = peers.iter().map(|(id, p)| (*id, cstr(&p.name))).collect();
     let now = crate::sys::monotonic_ns();
 
@@ -249,7 +274,32 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             })
             .collect();
         groups.sort_by_key(|g| g.address);
+        let neigh_status = tc.arp_suppress.then(|| {
+            let mut n = NeighStatus::default();
+            if let Ok(per_cpu) = neigh_stats.get(tidx, 0) {
+                for s in per_cpu.iter() {
+                    n.arp_answered += s.arp_answered;
+                    n.nd_answered += s.nd_answered;
+                    n.kept_local += s.kept_local;
+                    n.flooded += s.flooded;
+                    n.learned += s.learned;
+                }
+            }
+            for (_, e) in neigh.iter().filter(|(k, _)| k.tunnel_ifindex == *tidx) {
+                if e.seen_ns == FDB_STATIC {
+                    n.fixed += 1;
+                } else if (now.saturating_sub(e.seen_ns) as f64 / 1e9) > age {
+                    continue;
+                } else if e.flags & NEIGH_REMOTE != 0 {
+                    n.remote += 1;
+                } else {
+                    n.local += 1;
+                }
+            }
+            n
+        });
         out.push(TunnelStatus {
+            neigh: neigh_status,
             mesh: crate::mesh_status::read_status(&tname),
             name: tname,
             ifindex: *tidx,
@@ -381,6 +431,20 @@ pub fn render(s: &Status) -> String {
         if t.mode == "gretap" {
             let fresh = t.fdb.iter().filter(|e| !e.stale).count();
             let _ = writeln!(o, "  learned MACs: {fresh} ({} stale)", t.fdb.len() - fresh);
+            if let Some(n) = &t.neigh {
+                let _ = writeln!(
+                    o,
+                    "  arp     suppressed {} ({} ARP, {} ND answered; {} kept local); flooded {} unknown; knows {} behind peers, {} here, {} static",
+                    n.arp_answered + n.nd_answered + n.kept_local,
+                    n.arp_answered,
+                    n.nd_answered,
+                    n.kept_local,
+                    n.flooded,
+                    n.remote,
+                    n.local,
+                    n.fixed
+                );
+            }
             for e in t.fdb.iter().filter(|e| !e.stale).take(16) {
                 let when = if e.fixed { "static".to_string() } else { format!("{:.1} s ago", e.age_s) };
                 let vlan = if e.vid != 0 { format!("  vlan {}", e.vid) } else { String::new() };

@@ -171,6 +171,9 @@ async fn fill_and_attach(
     for lookup in cfg.key_lookups() {
         dp.tunnel_by_key()?.insert(lookup, tun.index, 0)?;
     }
+    for (k, v) in codec::neigh_entries(cfg, tun.index) {
+        dp.neigh()?.insert(k, v, 0)?;
+    }
 
     // The tunnel device: transmit decision on egress, encapsulation on the
     // hidden end's ingress (hidden end first: a decided packet always finds
@@ -182,6 +185,12 @@ async fn fill_and_attach(
     nl.bpf_filter_add(hid.index, false, dp.prog(PROG_TX_SEND)?.as_fd().as_raw_fd(), PROG_TX_SEND).await?;
     nl.clsact_add(tun.index).await?;
     nl.bpf_filter_add(tun.index, true, dp.prog(PROG_TX)?.as_fd().as_raw_fd(), PROG_TX).await?;
+    if cfg.tunnel.mode == crate::config::Mode::Gretap {
+        // ARP/ND suppression, idle until `arp_suppress` says otherwise: a
+        // reload turns it on and off without touching attachments.
+        nl.bpf_filter_add_first(tun.index, true, dp.prog(PROG_NEIGH_OUT)?.as_fd().as_raw_fd(), PROG_NEIGH_OUT).await?;
+        nl.bpf_filter_add_first(tun.index, false, dp.prog(PROG_NEIGH_IN)?.as_fd().as_raw_fd(), PROG_NEIGH_IN).await?;
+    }
     sys::enable_gro(&t.name)?;
 
     let mut hooks = Vec::new();
@@ -253,6 +262,8 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     remove_where(&mut dp.rx_paths()?, |k, _| k.tunnel_ifindex == tidx)?;
     remove_where(&mut dp.tunnel_by_key()?, |_, t| *t == tidx)?;
     remove_where(&mut dp.vlans()?, |k, _| k.tunnel_ifindex == tidx)?;
+    remove_where(&mut dp.neigh()?, |k, _| k.tunnel_ifindex == tidx)?;
+    gone_ok(dp.neigh_stats()?.remove(&tidx))?;
     remove_where(&mut dp.flood()?, |k, _| k.tunnel_ifindex == tidx)?;
     state::forget_macs(dp, tidx, None)?;
 

@@ -12,7 +12,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use gre_common::{names::*, HOOK_XDP};
+use gre_common::{names::*, HOOK_XDP, MODE_GRETAP};
 
 use crate::{
     datapath::{build_id, Datapath},
@@ -30,14 +30,18 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
     }
     dp.load_this_build()?;
     let fd = |name: &str| -> Result<i32> { Ok(dp.prog(name)?.as_fd().as_raw_fd()) };
-    let tunnels: Vec<(u32, u32)> = dp.tunnels()?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex)).collect();
-    for (t, hidden) in tunnels {
+    let tunnels: Vec<(u32, u32, u32)> = dp.tunnels()?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex, v.mode)).collect();
+    for (t, hidden, mode) in tunnels {
         let Some(dev) = nl.link_by_index(t).await? else { continue };
         // The sender first: the new decider's packets must find it. An
         // older build had no sender there (it sent from the tunnel's egress).
         nl.clsact_add(hidden).await?;
         nl.bpf_filter_add(hidden, false, fd(PROG_TX_SEND)?, PROG_TX_SEND).await?;
         nl.bpf_filter_add(t, true, fd(PROG_TX)?, PROG_TX).await?;
+        if mode == MODE_GRETAP {
+            nl.bpf_filter_add_first(t, true, fd(PROG_NEIGH_OUT)?, PROG_NEIGH_OUT).await?;
+            nl.bpf_filter_add_first(t, false, fd(PROG_NEIGH_IN)?, PROG_NEIGH_IN).await?;
+        }
         // Older builds gave the device NAPI with an XDP_PASS program; GRO
         // gives it now. GRO first, so the device never lacks NAPI.
         sys::enable_gro(&dev.name)?;

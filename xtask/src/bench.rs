@@ -33,6 +33,9 @@ pub enum Bench {
     /// The etcd mesh: time to install N hosts' peers, time for one change
     /// to reach the maps, etcd writes while idle.
     Mesh(crate::mesh::MeshArgs),
+    /// ARP/ND suppression: requests crossing the underlay for N VMs each
+    /// making M resolutions, with `arp_suppress` off and on.
+    Arp(crate::arp::ArpArgs),
 }
 
 #[derive(Args, Clone)]
@@ -83,6 +86,7 @@ pub fn run(b: Bench) -> Result<()> {
         Bench::Control(c) => crate::control::control(c),
         Bench::Overlay(o) => crate::overlay::overlay(o),
         Bench::Mesh(m) => crate::mesh::mesh(m),
+        Bench::Arp(a) => crate::arp::arp(a),
     }
 }
 

@@ -3,6 +3,7 @@
 //! Everything the project needs on a fresh machine is installed by `setup`,
 //! which every other task runs first.
 
+mod arp;
 mod bench;
 mod control;
 mod demo;

@@ -7,8 +7,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use gre_common::{
-    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, NeighEntry, NeighKey, NeighStats, PathStats, Peer,
-    ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS, MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, NeighEntry, NeighKey,
+    NeighStats, PathStats, Peer, ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS, MAX_NEIGH, MAX_PATHS,
+    MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::structs::{InnerIpHdr, OuterHdr, Scratch};

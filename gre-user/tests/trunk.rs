@@ -175,4 +175,28 @@ fn one_trunk_carries_each_vlan_under_its_own_key_and_keeps_them_apart() {
     assert!(shown.contains("native_key = 5000") && shown.contains("[[tunnel.vlan]]") && !shown.contains("vid = 200"), "{shown}");
     let again = t.write("shown.toml", &shown);
     assert!(h1.xgre_ok(Enter::Nsenter, &format!("up -c {again}")).contains("already up"));
+
+    // ARP suppression on a trunk, turned on live: what VLAN 100 said
+    // answers VLAN 100's requests, tagged back into VLAN 100; VLAN 200 is
+    // not answered from it.
+    let on = t.write("suppress.toml", &shown.replacen("[tunnel]\n", "[tunnel]\narp_suppress = true\n", 1));
+    h1.xgre_ok(Enter::Nsenter, &format!("reload -c {on}"));
+    h1.xgre_ok(Enter::Nsenter, "map-edit gre0 vlan add 200 5200");
+    vm(1, 100).run("ip neigh flush dev eth0");
+    assert!(ping(vm(1, 100), &vm_ip(2, 100)), "VLAN 100 broke with suppression on");
+    let ask = |vm: &Host, ip: &str| -> serde_json::Value {
+        let out = vm.run(&format!("timeout 20 /usr/bin/python3 {}/tests/neigh.py arp eth0 {ip}", env!("CARGO_MANIFEST_DIR")));
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("neigh.py: {e}: {out}"))
+    };
+    let answered = |h: &Host| -> u64 {
+        let s: serde_json::Value = serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+        s["tunnels"][0]["neigh"]["arp_answered"].as_u64().unwrap()
+    };
+    let before = answered(h1);
+    let r = ask(vm(1, 100), &vm_ip(2, 100));
+    assert_eq!(r["sha"], vm_mac(2, 100), "VLAN 100's request not answered in VLAN 100: {r}");
+    assert_eq!(answered(h1), before + 1, "answered by the VM itself, not by host 1");
+    let r = ask(vm(1, 200), &vm_ip(2, 100));
+    assert_eq!(r["answered"], false, "VLAN 200 was answered from VLAN 100's table: {r}");
+    assert_eq!(answered(h1), before + 1);
 }

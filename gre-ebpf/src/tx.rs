@@ -77,11 +77,6 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         MODE_GRETAP => tap_target(ctx, tunnel, &eth, from_peer)?,
         _ => return Err(DropReason::TxUnsupported),
     };
-    let segs = unsafe { (*skb).gso_segs };
-    if tunnel.flags & (TUN_SEQ | TUN_CSUM) != 0 && segs > 1 {
-        // GSO would copy one sequence number or checksum to every segment.
-        return Err(DropReason::TxGsoPerPacket);
-    }
     let proto_tos = ((proto as u32) << 16) | tos as u32;
     let d = if !target.flood {
         let peer = unsafe { PEERS.get(target.peer) }.ok_or(DropReason::NoRoute)?;
@@ -156,6 +151,14 @@ pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
 fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
+    if tunnel.flags & (TUN_SEQ | TUN_CSUM) != 0 && unsafe { (*skb).gso_segs } > 1 {
+        // GSO would copy one sequence number or checksum to every segment.
+        // The device segments what it sends (its TSO is off), so that
+        // the stack can hand it bursts and each segment reaches us here
+        // on its own; only a device without the veth crossing (or with TSO
+        // turned back on) gets here.
+        return Err(DropReason::TxGsoPerPacket);
+    }
     let mut key = tunnel.key;
     if tunnel.flags & TUN_TRUNK != 0 {
         key = trunk::leave(ctx, tunnel, &ctx.read(0)?)?;

@@ -142,7 +142,8 @@ pub struct TunnelConfig {
     /// Striping unit: the most segments one GSO packet may carry, and so
     /// the longest run of packets one path takes before the next path's
     /// turn. Default: see `DEFAULT_STRIPE_BURST` when a peer has several
-    /// paths, unlimited otherwise; always 1 with `sequence` or `checksum`.
+    /// paths, unlimited otherwise; 1 with `sequence` or `checksum` and
+    /// `device_counters = false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_burst: Option<u32>,
     /// `xgre run`: milliseconds between keepalives on each path (Cisco
@@ -560,14 +561,28 @@ impl Config {
     /// transmit program run may send down one path.
     pub fn gso_max_segs(&self) -> Option<u32> {
         let t = &self.tunnel;
-        if t.sequence || t.checksum {
-            // Every packet needs its own sequence number or checksum.
+        if self.segments_per_packet() && !t.device_counters {
+            // Every packet needs its own sequence number or checksum, and
+            // nothing segments between the stack and the transmit program.
             return Some(1);
         }
         if self.peers.iter().any(|p| p.paths.len() > 1) {
             return Some(t.stripe_burst.unwrap_or(DEFAULT_STRIPE_BURST));
         }
         t.stripe_burst
+    }
+
+    /// Whether every wire packet needs a header of its own (a sequence
+    /// number, a checksum): the tunnel device then segments GSO packets
+    /// itself (TSO off) before they reach the transmit program.
+    pub fn segments_per_packet(&self) -> bool {
+        self.tunnel.sequence || self.tunnel.checksum
+    }
+
+    /// Whether the tunnel device segments GSO packets itself: per-packet
+    /// headers, and the veth crossing in which it happens.
+    pub fn device_segments(&self) -> bool {
+        self.segments_per_packet() && self.tunnel.device_counters
     }
 
     /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE,

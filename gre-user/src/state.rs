@@ -563,6 +563,11 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(mtu)).await?;
         done.push(format!("mtu {mtu}"));
     }
+    if want.device_segments() && !have.device_segments() {
+        // Segmenting before the tunnel stamps each packet, and before a
+        // larger gso_max_segs lets bursts through.
+        crate::sys::set_tso(&want.tunnel.name, false)?;
+    }
     if want.gso_max_segs() != have.gso_max_segs() {
         nl.set_gso_max_segs(tun, want.gso_max_segs().unwrap_or(65535)).await?;
     }
@@ -578,6 +583,9 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         by_key.insert(l, tun, 0)?;
     }
     dp.tunnels()?.insert(tun, value, 0)?;
+    if !want.device_segments() && have.device_segments() {
+        crate::sys::set_tso(&want.tunnel.name, true)?;
+    }
     for l in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {
         by_key.remove(l)?;
     }

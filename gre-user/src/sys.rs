@@ -62,8 +62,23 @@ pub fn monotonic_ns() -> u64 {
 /// ethtool ioctl: rtnetlink has no say over offloads). On a veth it also
 /// gives the device the NAPI context that frames XDP redirects to it need.
 pub fn enable_gro(name: &str) -> Result<()> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     const ETHTOOL_SGRO: u32 = 0x2c;
+    ethtool_set(name, ETHTOOL_SGRO, 1).with_context(|| format!("turning GRO on for {name}"))
+}
+
+/// TCP segmentation offload on or off for device `name` (ETHTOOL_STSO: all
+/// TSO features). Off, the stack still builds GSO packets for the device
+/// (generic segmentation offload stays on) and segments them in software
+/// as it hands them to the device's driver: after the device's TC egress,
+/// before the veth crossing.
+pub fn set_tso(name: &str, on: bool) -> Result<()> {
+    const ETHTOOL_STSO: u32 = 0x1f;
+    ethtool_set(name, ETHTOOL_STSO, on as u32).with_context(|| format!("turning TSO {} for {name}", if on { "on" } else { "off" }))
+}
+
+/// One `struct ethtool_value` set command.
+fn ethtool_set(name: &str, cmd: u32, data: u32) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
@@ -78,7 +93,7 @@ pub fn enable_gro(name: &str) -> Result<()> {
     if name.len() >= libc::IFNAMSIZ {
         bail!("device name {name} is too long");
     }
-    let mut value = EthtoolValue { cmd: ETHTOOL_SGRO, data: 1 };
+    let mut value = EthtoolValue { cmd, data };
     let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut value, _pad: [0; 16] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
@@ -91,7 +106,7 @@ pub fn enable_gro(name: &str) -> Result<()> {
     let err = std::io::Error::last_os_error();
     unsafe { libc::close(sock) };
     if r < 0 {
-        return Err(err).with_context(|| format!("turning GRO on for {name}"));
+        return Err(err.into());
     }
     Ok(())
 }

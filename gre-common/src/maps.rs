@@ -174,6 +174,10 @@ pub struct Path {
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
     pub weight: u32,
+    /// The configured rate in kbit/s (`rate`; 0: none), kept for `show` and
+    /// `status`: the datapath stripes by `weight`, which the loader derives
+    /// from the rates of the peer's paths.
+    pub rate_kbps: u32,
 }
 
 /// A peer as the transmit program sees it. Replaced whole by one map update,

@@ -9,7 +9,7 @@ use ipnet::IpNet;
 use gre_common::*;
 
 use crate::{
-    config::{Config, KeepaliveMode, Mode, Origin, PeerConfig, RxHook, TunnelConfig},
+    config::{Config, KeepaliveMode, Mode, Origin, PeerConfig, RxHook, TunnelConfig, MAX_WEIGHT},
     netlink::Link,
 };
 
@@ -73,6 +73,7 @@ pub fn hook_name(h: u32) -> &'static str {
 pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig, links: &BTreeMap<String, Link>, macs: &[[u8; 6]]) -> Peer {
     let flags = if peer.origin == Origin::Mesh { PEER_MESH } else { 0 };
     let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, flags, ..Default::default() };
+    let weights = path_weights(peer);
     for (j, pc) in peer.paths.iter().enumerate() {
         let link = &links[&pc.link];
         let lc = cfg.link(&pc.link).expect("validated");
@@ -83,7 +84,8 @@ pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig,
             remote: addr16(pc.remote),
             src_mac: link.mac,
             dst_mac: macs[j],
-            weight: pc.weight,
+            weight: weights[j],
+            rate_kbps: pc.rate.map_or(0, |r| r.kbps),
         };
     }
     let n = peer.name.as_bytes();
@@ -97,6 +99,20 @@ pub fn hook_cfg(r: RxHook) -> u32 {
         RxHook::Xdp => HOOK_XDP,
         RxHook::Tc => HOOK_TC,
     }
+}
+
+/// The datapath's weight of each path of `peer`: its `weight`, or, with
+/// rates (shares with units), the rate scaled so the fastest path weighs
+/// MAX_WEIGHT.
+pub fn path_weights(peer: &PeerConfig) -> Vec<u32> {
+    let top = peer.paths.iter().filter_map(|p| p.rate).map(|r| r.kbps as u64).max().unwrap_or(1);
+    peer.paths
+        .iter()
+        .map(|pc| match pc.rate {
+            Some(r) => ((r.kbps as u64 * MAX_WEIGHT as u64 + top / 2) / top).max(1) as u32,
+            None => pc.weight,
+        })
+        .collect()
 }
 
 /// Tunnel-wide settings into the tunnel's map value.
@@ -228,4 +244,22 @@ pub fn keepalive_mode(path_flags: u32) -> KeepaliveMode {
 pub fn in_rotation(healthy: &[bool], standby: &[bool]) -> Vec<bool> {
     let primary_ok = healthy.iter().zip(standby).any(|(&h, &s)| h && !s);
     healthy.iter().zip(standby).map(|(&h, &s)| h && (!s || !primary_ok)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_weights;
+    use crate::config::{Config, Mode, Rate};
+
+    #[test]
+    fn rates_become_weights_in_proportion() {
+        let c = Config::new("t", Mode::Gre).with_peer("p", &[], &[("e0", "198.18.0.1"), ("e1", "198.18.1.1"), ("e2", "198.18.2.1")]);
+        let mut p = c.peers[0].clone();
+        assert_eq!(path_weights(&p), [1, 1, 1]);
+        for (pc, r) in p.paths.iter_mut().zip(["300mbit", "100mbit", "1kbit"]) {
+            pc.rate = Some(r.parse::<Rate>().unwrap());
+        }
+        // 3:1 as the rates say; a path far slower still gets a share.
+        assert_eq!(path_weights(&p), [1000, 333, 1]);
+    }
 }

@@ -11,6 +11,8 @@ use gre_common::MAX_PATHS;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::rate::Rate;
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {field}: {reason}")]
 pub struct ConfigError {
@@ -328,6 +330,11 @@ pub struct PathConfig {
     pub mac: Option<Mac>,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// The path's rate (`300mbit`), on every path of a peer or on none:
+    /// shares with units, instead of `weight` (the datapath weighs each
+    /// path by its rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
     /// `false`: kept in the config but out of the rotation (`xgre map-edit
     /// ... path set --down`).
     #[serde(default = "default_true", skip_serializing_if = "is_true")]
@@ -464,6 +471,7 @@ impl Config {
                     remote: remote.parse().expect("an IP address"),
                     mac: None,
                     weight: default_weight(),
+                    rate: None,
                     up: true,
                     standby: false,
                 })
@@ -916,6 +924,12 @@ impl Config {
             }
             if path.weight == 0 || path.weight > MAX_WEIGHT {
                 return Err(err(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", path.weight)));
+            }
+            if path.rate.is_some() != p.paths[0].rate.is_some() {
+                return Err(err(f("rate"), "give every path of a peer a rate, or none (then weights share)".into()));
+            }
+            if path.rate.is_some() && path.weight != default_weight() {
+                return Err(err(f("weight"), "set `rate` or `weight`, not both: rates are shares with units".into()));
             }
             let pair = (path.link.clone(), path.remote);
             if others.pairs.contains(&pair) || !own_pairs.insert(pair) {

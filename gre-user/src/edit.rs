@@ -89,7 +89,7 @@ pub struct PeerSpec {
     /// An inner route to the peer (repeat for more).
     #[arg(long = "route")]
     pub routes: Vec<IpNet>,
-    /// A path: `link=DEV,remote=ADDR[,mac=MAC][,weight=N][,up=false]` (repeat for more).
+    /// A path: `link=DEV,remote=ADDR[,mac=MAC][,weight=N][,rate=R][,up=false]` (repeat for more).
     #[arg(long = "path")]
     pub paths: Vec<PathSpec>,
     /// gretap: a MAC address that lives behind the peer (repeat for more).
@@ -134,6 +134,9 @@ pub enum PathEdit {
         index: usize,
         #[arg(long)]
         weight: Option<u32>,
+        /// The path's rate (`300mbit`), or `none` (back to weights).
+        #[arg(long)]
+        rate: Option<String>,
         #[arg(long)]
         mac: Option<Mac>,
         /// Back into the rotation.
@@ -169,14 +172,14 @@ pub enum KeyEdit {
     Set { key: String },
 }
 
-/// `link=eth0,remote=198.18.0.20,mac=02:..,weight=2,up=false`
+/// `link=eth0,remote=198.18.0.20,mac=02:..,weight=2,rate=300mbit,up=false`
 #[derive(Debug, Clone)]
 pub struct PathSpec(pub PathConfig);
 
 impl FromStr for PathSpec {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (mut link, mut remote, mut mac, mut weight, mut up, mut standby) = (None, None, None, 1, true, false);
+        let (mut link, mut remote, mut mac, mut weight, mut rate, mut up, mut standby) = (None, None, None, 1, None, true, false);
         for kv in s.split(',') {
             let (k, v) = kv.split_once('=').ok_or_else(|| format!("`{kv}`: want key=value"))?;
             match k {
@@ -184,9 +187,10 @@ impl FromStr for PathSpec {
                 "remote" => remote = Some(v.parse::<IpAddr>().map_err(|e| format!("remote `{v}`: {e}"))?),
                 "mac" => mac = Some(v.parse::<Mac>()?),
                 "weight" => weight = v.parse().map_err(|e| format!("weight `{v}`: {e}"))?,
+                "rate" => rate = Some(v.parse::<crate::rate::Rate>()?),
                 "up" => up = v.parse().map_err(|e| format!("up `{v}`: {e}"))?,
                 "standby" => standby = v.parse().map_err(|e| format!("standby `{v}`: {e}"))?,
-                _ => return Err(format!("unknown path field `{k}` (link, remote, mac, weight, up, standby)")),
+                _ => return Err(format!("unknown path field `{k}` (link, remote, mac, weight, rate, up, standby)")),
             }
         }
         Ok(PathSpec(PathConfig {
@@ -194,6 +198,7 @@ impl FromStr for PathSpec {
             remote: remote.ok_or("a path needs remote=ADDR")?,
             mac,
             weight,
+            rate,
             up,
             standby,
         }))
@@ -305,8 +310,14 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
             path_mut(&mut c, peer, *index)?;
             peer_mut(&mut c, peer)?.paths.remove(*index);
         }
-        Edit::Path(PathEdit::Set { peer, index, weight, mac, up, down, standby }) => {
+        Edit::Path(PathEdit::Set { peer, index, weight, rate, mac, up, down, standby }) => {
             let p = path_mut(&mut c, peer, *index)?;
+            if let Some(r) = rate {
+                p.rate = match r.as_str() {
+                    "none" => None,
+                    r => Some(r.parse::<crate::rate::Rate>().map_err(|e| anyhow!("--rate: {e}"))?),
+                };
+            }
             if let Some(s) = standby {
                 p.standby = *s;
             }

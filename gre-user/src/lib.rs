@@ -13,6 +13,7 @@ pub mod mesh;
 pub mod mesh_entry;
 pub mod mesh_status;
 pub mod netlink;
+pub mod rate;
 pub mod run;
 pub mod state;
 pub mod status;

@@ -132,7 +132,7 @@ impl HostEntry {
             }
             let remote = l.address.addr();
             for (dev, _) in my_links.iter().filter(|(_, n)| n.contains(&remote) && n.addr() != remote) {
-                paths.push(PathConfig { link: dev.clone(), remote, mac: l.mac, weight: l.weight, up: true, standby: false });
+                paths.push(PathConfig { link: dev.clone(), remote, mac: l.mac, weight: l.weight, rate: None, up: true, standby: false });
                 to_link.push(k);
             }
         }

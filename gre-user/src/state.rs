@@ -97,7 +97,9 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
                 link: link_name(nl, &mut names, path.ifindex).await?,
                 remote: ip16(path.remote),
                 mac: (path.flags & PATH_STATIC_MAC != 0).then_some(Mac(path.dst_mac)),
-                weight: path.weight,
+                // With rates, the weight is derived (`codec::build_peer`).
+                weight: if path.rate_kbps != 0 { 1 } else { path.weight },
+                rate: (path.rate_kbps != 0).then_some(crate::rate::Rate { kbps: path.rate_kbps }),
                 up: path.flags & PATH_ADMIN_DOWN == 0,
                 standby: path.flags & PATH_STANDBY != 0,
             });
@@ -351,6 +353,7 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
     let tun = run.ifindex;
     let pos = run.config.peers.iter().position(|p| p.name == name);
     let old = pos.map(|i| run.config.peers[i].clone());
+
     match (old.as_ref(), new) {
         (None, None) => bail!("{label}: peer `{name}` does not exist"),
         (Some(old), None) => {

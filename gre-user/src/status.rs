@@ -29,6 +29,8 @@ pub struct PathStatus {
     pub remote: IpAddr,
     pub mac: String,
     pub weight: u32,
+    /// `rate` in kbit/s, if set (`weight` is then the derived share).
+    pub rate_kbps: Option<u32>,
     pub up: bool,
     /// A backup path (`standby = true`).
     pub standby: bool,
@@ -219,6 +221,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     remote: ip16(path.remote),
                     mac: mac(path.dst_mac),
                     weight: path.weight,
+                    rate_kbps: (path.rate_kbps != 0).then_some(path.rate_kbps),
                     up: path.flags & PATH_UP != 0,
                     standby: path.flags & PATH_STANDBY != 0,
                     counters: c,
@@ -484,11 +487,14 @@ pub fn render(s: &Status) -> String {
             for (j, path) in p.paths.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "      path {j} {:<10} {} -> {:<15} w{:<3} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}",
+                    "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}",
                     path.link,
                     path.local,
                     path.remote,
-                    path.weight,
+                    match path.rate_kbps {
+                        Some(k) => crate::rate::Rate { kbps: k }.to_string(),
+                        None => format!("w{}", path.weight),
+                    },
                     match (path.up, path.standby) {
                         (true, false) => "up",
                         (true, true) => "up standby",

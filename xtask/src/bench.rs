@@ -68,6 +68,10 @@ pub struct AggArgs {
     /// counters' veth crossings.
     #[arg(long)]
     pub seq: bool,
+    /// Also run xgre with each path's `rate` instead of a weight (shares
+    /// with units); always with unequal `--rates`.
+    #[arg(long)]
+    pub by_rate: bool,
     /// Run every case under a fixed background load: one busy process
     /// pinned to CPU 0.
     #[arg(long)]
@@ -102,6 +106,8 @@ struct Method {
     seq: bool,
     /// For xgre: `device_counters = false` (no veth crossings).
     no_counters: bool,
+    /// For xgre: each path's `rate` instead of a weight.
+    by_rate: bool,
 }
 
 /// A busy loop pinned to CPU 0 for as long as it lives.
@@ -182,7 +188,9 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
     write!(c, "\n[[peer]]\nname = \"{pname}\"\nroutes = [\"{inner_peer}/32\"]\n").unwrap();
     for i in 0..n {
         write!(c, "[[peer.path]]\nlink = \"{my}{i}\"\nremote = \"198.18.{i}.{peer}\"\n").unwrap();
-        if !equal {
+        if m.by_rate {
+            writeln!(c, "rate = \"{}mbit\"", rates[i as usize]).unwrap();
+        } else if !equal {
             writeln!(c, "weight = {}", weight(i)).unwrap();
         }
     }
@@ -298,17 +306,20 @@ fn agg(args: AggArgs) -> Result<()> {
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
     std::fs::create_dir_all(&dir)?;
-    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false, no_counters: false };
+    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false, no_counters: false, by_rate: false };
     let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
     if args.seq {
-        methods.push(Method { name: "xgre seq".into(), burst: None, seq: true, no_counters: false });
+        methods.push(Method { name: "xgre seq".into(), seq: true, ..plain("") });
         // Whether the tunnel device's veth crossings (the price of its
         // counters) matter to one-segment packets.
-        methods.push(Method { name: "xgre seq, no dev ctr".into(), burst: None, seq: true, no_counters: true });
+        methods.push(Method { name: "xgre seq, no dev ctr".into(), seq: true, no_counters: true, ..plain("") });
+    }
+    if args.by_rate || args.rates.as_ref().is_some_and(|r| r.iter().any(|&x| x != r[0])) {
+        methods.push(Method { name: "xgre rate".into(), by_rate: true, ..plain("") });
     }
     if args.units {
         for b in [1, 2, 4, 16] {
-            methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b), seq: false, no_counters: false });
+            methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b), ..plain("") });
         }
     }
     let _load = if args.cpu_load {

@@ -248,6 +248,7 @@ impl Dp {
                 src_mac: LINK_MAC,
                 dst_mac,
                 weight: w,
+                rate_kbps: 0,
             };
             let rx = RxKey { tunnel_ifindex: TUN, remote: v4_mapped(remote), local: v4_mapped(LOCAL) };
             self.rx_paths().insert(rx, RxPath { peer_id: id, path: j as u32 }, 0).unwrap();

@@ -108,6 +108,8 @@ mod tests {
                 "bad_ip_checksum",
                 "mapped_address",
                 "tx_no_decision",
+                "vlan_unknown",
+                "untagged",
             ]
         );
         assert!(DropReason::all().enumerate().all(|(i, r)| r as usize == i));

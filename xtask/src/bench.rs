@@ -349,7 +349,11 @@ fn agg(args: AggArgs) -> Result<()> {
                     extra.push_str(&format!(" -C {cc}"));
                 }
                 let (mbps, retr) = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf(&ns, B, A, &addr, secs, &extra)? };
-                println!("    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits", 100.0 * mbps / capacity as f64);
+                let (dsack, dropped) = why_retransmitted(&ns)?;
+                println!(
+                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues)",
+                    100.0 * mbps / capacity as f64
+                );
                 results[mi].push((mbps, retr));
                 drop(ns);
             }
@@ -362,6 +366,34 @@ fn agg(args: AggArgs) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     report(&args, &cases, &rows)
+}
+
+/// Why a run retransmitted: the DSACKs the sender received (a segment
+/// arrived twice, so its retransmit was spurious: reordering made RACK call
+/// it lost) and the packets the links' tbf queues dropped (real loss).
+fn why_retransmitted(ns: &Namespaces) -> Result<(u64, u64)> {
+    let netstat = ns.exec(A, "cat /proc/net/netstat")?;
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let dsack = match (lines.next(), lines.next()) {
+        (Some(names), Some(values)) => names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .filter(|(n, _)| *n == "TCPDSACKRecv" || *n == "TCPDSACKOfoRecv")
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum(),
+        _ => 0,
+    };
+    let mut dropped = 0;
+    for n in [A, B, SW] {
+        let qd = sh(&format!("tc -n {n} -s qdisc show"))?;
+        let mut words = qd.split_whitespace();
+        while let Some(w) = words.next() {
+            if w == "(dropped" {
+                dropped += words.next().and_then(|v| v.trim_end_matches(',').parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    Ok((dsack, dropped))
 }
 
 fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f64, u64)> {

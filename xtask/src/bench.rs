@@ -76,6 +76,10 @@ pub struct AggArgs {
     /// pinned to CPU 0.
     #[arg(long)]
     pub cpu_load: bool,
+    /// Also measure what xgre's programs cost per run (the kernel's BPF
+    /// run-time statistics, which add a clock read per run of their own).
+    #[arg(long)]
+    pub prog_cost: bool,
     /// tbf on the host NICs only (the benchmark before issue 10).
     #[arg(long)]
     pub one_end: bool,
@@ -275,6 +279,8 @@ struct Row {
     retr: u64,
     /// Every run (Mbit/s, retransmits), slowest first.
     all: Vec<(f64, u64)>,
+    /// `--prog-cost`: the median run's program costs.
+    cost: Option<String>,
 }
 
 /// A case's label: "4×200" for equal links, "300+100" for unequal ones.
@@ -328,6 +334,7 @@ fn agg(args: AggArgs) -> Result<()> {
     } else {
         None
     };
+    let _stats = if args.prog_cost { Some(crate::progcost::stats_on()?) } else { None };
     let mut rows = Vec::new();
     let runs = args.runs.max(1);
     let cases = cases(&args);
@@ -338,7 +345,7 @@ fn agg(args: AggArgs) -> Result<()> {
         let capacity: u32 = rates.iter().sum();
         // Methods take turns run by run, so a slow minute on a shared
         // machine hits all of them alike.
-        let mut results: Vec<Vec<(f64, u64)>> = vec![Vec::new(); methods.len()];
+        let mut results: Vec<Vec<(f64, u64, Option<String>)>> = vec![Vec::new(); methods.len()];
         for _ in 0..runs {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
@@ -348,20 +355,27 @@ fn agg(args: AggArgs) -> Result<()> {
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
                 }
+                let before = crate::progcost::snapshot();
                 let (mbps, retr) = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf(&ns, B, A, &addr, secs, &extra)? };
                 let (dsack, dropped) = why_retransmitted(&ns)?;
                 println!(
                     "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues)",
                     100.0 * mbps / capacity as f64
                 );
-                results[mi].push((mbps, retr));
+                let cost = (args.prog_cost && m.name.starts_with("xgre")).then(|| {
+                    let c = crate::progcost::describe(&crate::progcost::between(&before, &crate::progcost::snapshot()));
+                    println!("    programs: {c}");
+                    c
+                });
+                results[mi].push((mbps, retr, cost));
                 drop(ns);
             }
         }
         for (m, mut r) in methods.iter().zip(results) {
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (mbps, retr) = r[r.len() / 2];
-            rows.push(Row { case: label.clone(), capacity: capacity as f64, method: m.name.clone(), mbps, retr, all: r });
+            let (mbps, retr, cost) = r[r.len() / 2].clone();
+            let all = r.into_iter().map(|(m, t, _)| (m, t)).collect();
+            rows.push(Row { case: label.clone(), capacity: capacity as f64, method: m.name.clone(), mbps, retr, all, cost });
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -443,6 +457,9 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
             );
         }
     }
+    for r in rows.iter().filter(|r| r.cost.is_some()) {
+        println!("    {} {} (median run) programs: {}", r.case, r.method, r.cost.as_deref().unwrap_or_default());
+    }
     std::fs::create_dir_all(&args.out)?;
     let json = json!({
         "tbf": if args.one_end { "host NIC" } else { "both ends" },
@@ -452,6 +469,7 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
         "results": rows.iter().map(|r| json!({
             "links": r.case, "capacity_mbps": r.capacity, "method": r.method, "mbps": r.mbps,
             "percent_of_capacity": 100.0 * r.mbps / r.capacity, "retransmits": r.retr,
+            "program_cost": r.cost,
             "runs": r.all.iter().map(|(m, t)| json!({"mbps": m, "retransmits": t})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });

@@ -12,6 +12,7 @@ mod guest;
 mod mesh;
 mod net;
 mod overlay;
+mod progcost;
 mod setup;
 
 use std::process::{Command, ExitCode};

@@ -249,6 +249,10 @@ pub struct LinkConfig {
     /// `[mesh]`: the weight other hosts give their paths to this link.
     #[serde(default = "default_weight", skip_serializing_if = "is_default_weight")]
     pub weight: u32,
+    /// `[mesh]`: the rate other hosts give their paths to this link
+    /// (`300mbit`), instead of a weight: every link has one, or none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 impl LinkConfig {
@@ -455,7 +459,13 @@ impl Config {
     }
 
     pub fn with_link(mut self, dev: &str, address: &str, rx: RxHook) -> Config {
-        self.links.push(LinkConfig { dev: dev.into(), address: address.parse().expect("an IP address"), rx, weight: default_weight() });
+        self.links.push(LinkConfig {
+            dev: dev.into(),
+            address: address.parse().expect("an IP address"),
+            rx,
+            weight: default_weight(),
+            rate: None,
+        });
         self
     }
 
@@ -522,6 +532,7 @@ impl Config {
         c.peers.retain(|p| p.origin == Origin::File);
         for l in &mut c.links {
             l.weight = default_weight();
+            l.rate = None;
         }
         c.links.sort_by(|a, b| a.dev.cmp(&b.dev));
         c.groups.sort_by_key(|g| g.address);
@@ -715,6 +726,12 @@ impl Config {
         for (i, l) in self.links.iter().enumerate() {
             if l.weight == 0 || l.weight > MAX_WEIGHT {
                 return Err(err(format!("link[{i}].weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
+            }
+            if l.rate.is_some() != self.links[0].rate.is_some() {
+                return Err(err(format!("link[{i}].rate"), "give every link a rate, or none (then weights share)".into()));
+            }
+            if l.rate.is_some() && l.weight != default_weight() {
+                return Err(err(format!("link[{i}].weight"), "set `rate` or `weight`, not both: rates are shares with units".into()));
             }
         }
         if let Some(m) = &self.mesh {
@@ -1227,6 +1244,17 @@ weight = 1
         expect(bad(|s| macs(&tap(s), "\"01:00:00:00:00:01\"")), "peer[1].macs[0]", "unicast");
         expect(bad(|s| macs(&tap(s), "\"02:00:00:00:00:01\", \"02:00:00:00:00:01\"")), "peer[1].macs[1]", "another peer");
         Config::parse(&macs(&tap(GOOD), "\"02:00:00:00:00:01\""), "t.toml").expect("static MACs on gretap");
+        let two_links = |s: &str, first: &str, second: &str| {
+            s.replace(
+                "rx = \"auto\"\n",
+                &format!("rx = \"auto\"\n{first}\n[[link]]\ndev = \"eth1\"\naddress = \"198.18.1.10\"\n{second}\n"),
+            )
+        };
+        expect(bad(|s| two_links(s, "rate = \"300mbit\"", "")), "link[1].rate", "every link a rate");
+        expect(bad(|s| two_links(s, "rate = \"300mbit\"\nweight = 3", "rate = \"100mbit\"")), "link[0].weight", "not both");
+        expect(bad(|s| two_links(s, "rate = \"fast\"", "")), "link[0].rate", "not a rate");
+        let rated = Config::parse(&two_links(GOOD, "rate = \"300mbit\"", "rate = \"100mbit\""), "t.toml").expect("rates on every link");
+        assert_eq!(rated.links[1].rate.map(|r| r.kbps), Some(100_000));
         expect(bad(|s| s.replace("mtu = 1476", "mtu = 20")), "tunnel.mtu", "68");
         expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
         expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");

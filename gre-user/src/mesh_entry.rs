@@ -6,7 +6,7 @@ use gre_common::MAX_PATHS;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{check_host_name, Config, KeepaliveMode, Mac, Mode, Origin, PathConfig, PeerConfig, MAX_WEIGHT};
+use crate::config::{check_host_name, Config, KeepaliveMode, Mac, Mode, Origin, PathConfig, PeerConfig, Rate, MAX_WEIGHT};
 
 /// The entry format this build writes and reads.
 pub const ENTRY_VERSION: u32 = 1;
@@ -42,6 +42,10 @@ pub struct EntryLink {
     pub mac: Option<Mac>,
     #[serde(default = "one")]
     pub weight: u32,
+    /// The link's `rate`, which the others' paths to it take instead of a
+    /// weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<Rate>,
 }
 
 fn one() -> u32 {
@@ -76,7 +80,12 @@ impl HostEntry {
             mode: cfg.tunnel.mode,
             key: cfg.tunnel.key,
             vsid: cfg.tunnel.vsid,
-            links: cfg.links.iter().zip(links).map(|(l, (net, mac))| EntryLink { address: *net, mac: *mac, weight: l.weight }).collect(),
+            links: cfg
+                .links
+                .iter()
+                .zip(links)
+                .map(|(l, (net, mac))| EntryLink { address: *net, mac: *mac, weight: l.weight, rate: l.rate })
+                .collect(),
             routes,
             macs: mesh.map(|m| m.macs.clone()).unwrap_or_default(),
         }
@@ -130,9 +139,15 @@ impl HostEntry {
             if l.weight == 0 || l.weight > MAX_WEIGHT {
                 return Err(bad(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
             }
+            if l.rate.is_some() != self.links[0].rate.is_some() {
+                return Err(bad(f("rate"), "every link has a rate, or none"));
+            }
+            if l.rate.is_some() && l.weight != 1 {
+                return Err(bad(f("weight"), "a rate or a weight, not both"));
+            }
             let remote = l.address.addr();
             for (dev, _) in my_links.iter().filter(|(_, n)| n.contains(&remote) && n.addr() != remote) {
-                paths.push(PathConfig { link: dev.clone(), remote, mac: l.mac, weight: l.weight, rate: None, up: true, standby: false });
+                paths.push(PathConfig { link: dev.clone(), remote, mac: l.mac, weight: l.weight, rate: l.rate, up: true, standby: false });
                 to_link.push(k);
             }
         }
@@ -235,6 +250,27 @@ mod tests {
         assert_eq!(p.paths[1].link, "eth1");
         assert_eq!(to_link, [0, 1]);
         assert_eq!(p.origin, Origin::Mesh);
+        assert_eq!((p.paths[0].rate, p.paths[0].weight), (None, 1));
+    }
+
+    #[test]
+    fn link_rates_travel_to_the_paths() {
+        let mut other = Config::new("gre0", Mode::Gre).with_address("198.19.0.2/24").with_link("a", "198.18.1.2", RxHook::Auto).with_link(
+            "b",
+            "198.18.2.2",
+            RxHook::Auto,
+        );
+        other.links[0].rate = Some("300mbit".parse().unwrap());
+        other.links[1].rate = Some("100mbit".parse().unwrap());
+        let e = HostEntry::of(&other, &[("198.18.1.2/24".parse().unwrap(), None), ("198.18.2.2/24".parse().unwrap(), None)]);
+        let json = String::from_utf8(e.to_json()).unwrap();
+        assert!(json.contains(r#""rate":"300mbit""#), "{json}");
+        let (p, _) = HostEntry::parse(json.as_bytes()).unwrap().to_peer("h2", &me(), &links()).unwrap();
+        let rates: Vec<u32> = p.paths.iter().map(|q| q.rate.map_or(0, |r| r.kbps)).collect();
+        assert_eq!(rates, [300_000, 100_000]);
+        let mut cfg = me();
+        cfg.peers.push(p);
+        cfg.validate("test.toml").expect("a peer with rates on every path is valid");
     }
 
     #[test]
@@ -254,6 +290,11 @@ mod tests {
             "links[0].mac"
         );
         assert_eq!(e("not json").field, "-");
+        let mixed = r#"{"version":1,"mode":"gre","links":[{"address":"198.18.1.2/24","rate":"300mbit"},{"address":"198.18.2.2/24"}]}"#;
+        assert_eq!(e(mixed).field, "links[1].rate");
+        let both = r#"{"version":1,"mode":"gre","links":[{"address":"198.18.1.2/24","rate":"300mbit","weight":3}]}"#;
+        assert_eq!(e(both).field, "links[0].weight");
+        assert_eq!(e(r#"{"version":1,"mode":"gre","links":[{"address":"198.18.1.2/24","rate":"fast"}]}"#).field, "links[0].rate");
     }
 
     #[test]

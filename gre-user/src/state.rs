@@ -76,6 +76,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
             },
             // Not in the datapath: only `[mesh]` reads it, from the file.
             weight: 1,
+            rate: None,
         });
     }
     let routes = all_routes(dp)?;

@@ -11,6 +11,7 @@ use gre_common::MAX_PATHS;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::rate::check_rate_or_weight;
 pub use crate::rate::Rate;
 
 #[derive(Debug, thiserror::Error)]
@@ -727,12 +728,7 @@ impl Config {
             if l.weight == 0 || l.weight > MAX_WEIGHT {
                 return Err(err(format!("link[{i}].weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
             }
-            if l.rate.is_some() != self.links[0].rate.is_some() {
-                return Err(err(format!("link[{i}].rate"), "give every link a rate, or none (then weights share)".into()));
-            }
-            if l.rate.is_some() && l.weight != default_weight() {
-                return Err(err(format!("link[{i}].weight"), "set `rate` or `weight`, not both: rates are shares with units".into()));
-            }
+            check_rate_or_weight("link", l.rate, self.links[0].rate, l.weight).map_err(|(f, r)| err(format!("link[{i}].{f}"), r))?;
         }
         if let Some(m) = &self.mesh {
             m.validate(self.tunnel.mode).map_err(|(f, r)| err(format!("mesh.{f}"), r))?;
@@ -942,12 +938,7 @@ impl Config {
             if path.weight == 0 || path.weight > MAX_WEIGHT {
                 return Err(err(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", path.weight)));
             }
-            if path.rate.is_some() != p.paths[0].rate.is_some() {
-                return Err(err(f("rate"), "give every path of a peer a rate, or none (then weights share)".into()));
-            }
-            if path.rate.is_some() && path.weight != default_weight() {
-                return Err(err(f("weight"), "set `rate` or `weight`, not both: rates are shares with units".into()));
-            }
+            check_rate_or_weight("path of a peer", path.rate, p.paths[0].rate, path.weight).map_err(|(n, r)| err(f(n), r))?;
             let pair = (path.link.clone(), path.remote);
             if others.pairs.contains(&pair) || !own_pairs.insert(pair) {
                 return Err(err(

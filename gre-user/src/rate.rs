@@ -60,6 +60,19 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
+/// Rates are all-or-none among a peer's paths (or a host's links, `noun`)
+/// and never beside a weight: the field (`"rate"` or `"weight"`) and why,
+/// for the first rule `rate`/`weight` break against the first one's rate.
+pub fn check_rate_or_weight(noun: &str, rate: Option<Rate>, first: Option<Rate>, weight: u32) -> Result<(), (&'static str, String)> {
+    if rate.is_some() != first.is_some() {
+        return Err(("rate", format!("give every {noun} a rate, or none (then weights share)")));
+    }
+    if rate.is_some() && weight != 1 {
+        return Err(("weight", "set `rate` or `weight`, not both: rates are shares with units".into()));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::Rate;

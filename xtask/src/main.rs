@@ -5,6 +5,7 @@
 
 mod arp;
 mod bench;
+mod bpffs;
 mod control;
 mod demo;
 mod fuzz;
@@ -86,6 +87,7 @@ pub fn build_release() -> Result<std::path::PathBuf> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _bpffs = bpffs::Guard::new();
     let r = match cli.cmd {
         Cmd::Setup => setup::setup(),
         Cmd::Build => setup::setup().and_then(|_| build_release().map(|_| ())),

@@ -355,14 +355,16 @@ fn agg(args: AggArgs) -> Result<()> {
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
                 }
-                let before = crate::progcost::snapshot();
+                let before = args.prog_cost.then(crate::progcost::snapshot);
+                let cpu_before = CpuTimes::read();
                 let (mbps, retr) = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf(&ns, B, A, &addr, secs, &extra)? };
+                let cpu = CpuTimes::read().since(&cpu_before);
                 let (dsack, dropped) = why_retransmitted(&ns)?;
                 println!(
-                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues)",
+                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues); CPU: {cpu}",
                     100.0 * mbps / capacity as f64
                 );
-                let cost = (args.prog_cost && m.name.starts_with("xgre")).then(|| {
+                let cost = before.filter(|_| m.name.starts_with("xgre")).map(|before| {
                     let c = crate::progcost::describe(&crate::progcost::between(&before, &crate::progcost::snapshot()));
                     println!("    programs: {c}");
                     c
@@ -380,6 +382,42 @@ fn agg(args: AggArgs) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     report(&args, &cases, &rows)
+}
+
+/// Each CPU's time from /proc/stat, to tell a run that lost to the machine
+/// (another guest's steal, no idle left) from one that lost to the method.
+struct CpuTimes(Vec<[u64; 3]>);
+
+impl CpuTimes {
+    /// Per CPU: total, idle (with iowait) and steal ticks.
+    fn read() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        CpuTimes(
+            stat.lines()
+                .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+                .map(|l| {
+                    let v: Vec<u64> = l.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+                    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+                    // guest time is already counted in user time.
+                    [v.iter().take(8).sum(), at(3) + at(4), at(7)]
+                })
+                .collect(),
+        )
+    }
+
+    fn since(&self, before: &CpuTimes) -> CpuTimes {
+        CpuTimes(self.0.iter().zip(&before.0).map(|(a, b)| [a[0] - b[0], a[1] - b[1], a[2] - b[2]]).collect())
+    }
+}
+
+impl std::fmt::Display for CpuTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        for (i, [total, idle, steal]) in self.0.iter().enumerate() {
+            let pct = |x: u64| 100.0 * x as f64 / (*total).max(1) as f64;
+            write!(f, "{}cpu{i} idle {:.0}% steal {:.0}%", if i > 0 { ", " } else { "" }, pct(*idle), pct(*steal))?;
+        }
+        Ok(())
+    }
 }
 
 /// Why a run retransmitted: the DSACKs the sender received (a segment

@@ -47,8 +47,20 @@ pub const TUN_UNDERLAY6: u32 = 1 << 4;
 
 /// `device_counters = false`: packets skip the veth crossings that let the
 /// kernel count them in the tunnel device's statistics (a few percent
-/// faster; `ip -s link` then reads 0).
+/// faster; `ip -s link` then reads 0). Transmit keeps its crossing while
+/// packets need headers of their own: see [`tx_crosses_pair`].
 pub const TUN_NO_DEV_COUNTERS: u32 = 1 << 5;
+
+/// Whether a tunnel's transmit decision crosses its veth pair before the
+/// packet is encapsulated. With sequence numbers or checksums it always
+/// does: the crossing is where the kernel segments TCP's bursts (the
+/// device's TSO is off), so that the stack can still hand the device bursts
+/// and every wire packet gets a header of its own. Without the crossing the
+/// device had to ask for one-MSS packets, and BBR pacing them one by one
+/// fell to 35-44% of the links (`cargo xtask bench agg --seq`).
+pub const fn tx_crosses_pair(flags: u32) -> bool {
+    flags & TUN_NO_DEV_COUNTERS == 0 || flags & (TUN_SEQ | TUN_CSUM) != 0
+}
 /// `gretap` trunk: the key comes from the frame's VLAN (`XGRE_VLANS`), and
 /// received frames are tagged with the VLAN of their key.
 pub const TUN_TRUNK: u32 = 1 << 6;

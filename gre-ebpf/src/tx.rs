@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use gre_common::{
     handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
-    v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NO_DEV_COUNTERS, TUN_NVGRE, TUN_SEQ, TUN_TRUNK, TUN_UNDERLAY6,
+    tx_crosses_pair, v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE,
+    MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ, TUN_TRUNK, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -86,8 +86,8 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
         flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;
         TxDecision { kind: TxDecision::MAGIC | TX_FLOOD, tunnel_ifindex: ifindex, peer: target.skip, path: 0, proto_tos }
     };
-    if tunnel.flags & TUN_NO_DEV_COUNTERS != 0 {
-        // Nothing to count: send from here, without crossing the pair.
+    if !tx_crosses_pair(tunnel.flags) {
+        // Nothing to count or segment: send from here.
         return send(ctx, tunnel, &d);
     }
     set_decision(skb, d);
@@ -112,7 +112,7 @@ pub fn drop_where_counted(ctx: &TcContext) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
     let Some(tunnel) = (unsafe { TUNNELS.get(ifindex) }) else { return TC_ACT_SHOT };
-    if tunnel.flags & TUN_NO_DEV_COUNTERS != 0 {
+    if !tx_crosses_pair(tunnel.flags) {
         return TC_ACT_SHOT;
     }
     let mut mtu = 0u32;
@@ -155,8 +155,7 @@ fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropRea
         // GSO would copy one sequence number or checksum to every segment.
         // The device segments what it sends (its TSO is off), so that
         // the stack can hand it bursts and each segment reaches us here
-        // on its own; only a device without the veth crossing (or with TSO
-        // turned back on) gets here.
+        // on its own; only a device with TSO turned back on gets here.
         return Err(DropReason::TxGsoPerPacket);
     }
     let mut key = tunnel.key;

@@ -581,11 +581,6 @@ impl Config {
     /// transmit program run may send down one path.
     pub fn gso_max_segs(&self) -> Option<u32> {
         let t = &self.tunnel;
-        if self.segments_per_packet() && !t.device_counters {
-            // Every packet needs its own sequence number or checksum, and
-            // nothing segments between the stack and the transmit program.
-            return Some(1);
-        }
         if self.peers.iter().any(|p| p.paths.len() > 1) {
             return Some(t.stripe_burst.unwrap_or(DEFAULT_STRIPE_BURST));
         }
@@ -594,15 +589,11 @@ impl Config {
 
     /// Whether every wire packet needs a header of its own (a sequence
     /// number, a checksum): the tunnel device then segments GSO packets
-    /// itself (TSO off) before they reach the transmit program.
+    /// itself (TSO off) before they reach the transmit program, in the veth
+    /// crossing its transmit then makes whatever `device_counters` says
+    /// (`gre_common::tx_crosses_pair`).
     pub fn segments_per_packet(&self) -> bool {
         self.tunnel.sequence || self.tunnel.checksum
-    }
-
-    /// Whether the tunnel device segments GSO packets itself: per-packet
-    /// headers, and the veth crossing in which it happens.
-    pub fn device_segments(&self) -> bool {
-        self.segments_per_packet() && self.tunnel.device_counters
     }
 
     /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE,
@@ -1135,6 +1126,18 @@ weight = 1
 
     fn bad(edit: impl Fn(&str) -> String) -> ConfigError {
         Config::parse(&edit(GOOD), "t.toml").expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn per_packet_headers_keep_bursts_without_device_counters() {
+        // The device segments in its veth crossing, which transmit keeps for
+        // sequence numbers: no one-MSS packets (BBR collapsed on them).
+        let c = Config::parse(&GOOD.replace("sequence = false", "sequence = true\ndevice_counters = false"), "t.toml").unwrap();
+        assert!(c.segments_per_packet());
+        assert_eq!(c.gso_max_segs(), None);
+        let two = GOOD.replace("sequence = false", "sequence = true\ndevice_counters = false")
+            + "[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\nmac = \"02:00:00:00:00:21\"\n";
+        assert_eq!(Config::parse(&two, "t.toml").unwrap().gso_max_segs(), Some(DEFAULT_STRIPE_BURST));
     }
 
     #[test]

@@ -567,7 +567,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(mtu)).await?;
         done.push(format!("mtu {mtu}"));
     }
-    if want.device_segments() && !have.device_segments() {
+    if want.segments_per_packet() && !have.segments_per_packet() {
         // Segmenting before the tunnel stamps each packet, and before a
         // larger gso_max_segs lets bursts through.
         crate::sys::set_tso(&want.tunnel.name, false)?;
@@ -587,7 +587,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         by_key.insert(l, tun, 0)?;
     }
     dp.tunnels()?.insert(tun, value, 0)?;
-    if !want.device_segments() && have.device_segments() {
+    if !want.segments_per_packet() && have.segments_per_packet() {
         crate::sys::set_tso(&want.tunnel.name, true)?;
     }
     for l in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {

@@ -192,7 +192,7 @@ async fn fill_and_attach(
         nl.bpf_filter_add_first(tun.index, false, dp.prog(PROG_NEIGH_IN)?.as_fd().as_raw_fd(), PROG_NEIGH_IN).await?;
     }
     sys::enable_gro(&t.name)?;
-    if cfg.device_segments() {
+    if cfg.segments_per_packet() {
         sys::set_tso(&t.name, false)?;
     }
 

@@ -63,6 +63,27 @@ fn encapsulation_matches_scapy_byte_for_byte() {
 }
 
 #[test]
+fn per_packet_headers_cross_the_pair_even_without_device_counters() {
+    // `device_counters = false` skips the veth crossing, but the crossing
+    // is where the kernel segments TCP's bursts for per-packet headers:
+    // a sequenced tunnel must still hand its decision to the hidden end.
+    for (flags, crosses) in
+        [(TUN_NO_DEV_COUNTERS, false), (TUN_SEQ | TUN_NO_DEV_COUNTERS, true), (TUN_CSUM | TUN_NO_DEV_COUNTERS, true), (TUN_SEQ, true)]
+    {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(1), flags);
+        dp.peer(0, &[1]);
+        let frame = tunnel_frame(&inner_packet(10, 0));
+        let (ret, _, _) = dp.try_run_ctx(PROG_TX, &frame, Some(&skb_ctx(TUN, 1))).unwrap();
+        let want = if crosses { TC_ACT_OK } else { TC_ACT_REDIRECT };
+        assert_eq!(ret, want, "flags {flags:#x}: {PROG_TX} returned {ret}; drops {:?}", dp.drops());
+        let (ret, out) = dp.tx(&frame, 1);
+        assert_eq!(ret, TC_ACT_REDIRECT, "flags {flags:#x}: not sent; drops {:?}", dp.drops());
+        assert_eq!(out.len(), frame.len() + 20 + 4 + 4 + 4 * (flags & (TUN_SEQ | TUN_CSUM) != 0) as usize);
+    }
+}
+
+#[test]
 fn transmit_drops_what_it_cannot_send() {
     let mut dp = Dp::new();
     dp.tunnel(Some(1), TUN_SEQ);

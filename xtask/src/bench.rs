@@ -83,6 +83,11 @@ pub struct AggArgs {
     /// tbf on the host NICs only (the benchmark before issue 10).
     #[arg(long)]
     pub one_end: bool,
+    /// Size every tbf bucket in time, this many milliseconds of its link's
+    /// rate, instead of 64 KB (which is 1.7 ms at 300 Mbit/s but 5.2 ms at
+    /// 100: unequal links then queue unequally).
+    #[arg(long)]
+    pub burst_ms: Option<f64>,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -134,7 +139,16 @@ impl Drop for CpuLoad {
     }
 }
 
-fn topology(rates: &[u32], both_ends: bool, xgre: &str) -> Result<Namespaces> {
+/// The tbf bucket of a link of `rate` Mbit/s: 64 KB, or `ms` of its rate
+/// (at least two full frames).
+fn bucket(rate: u32, ms: Option<f64>) -> String {
+    match ms {
+        Some(ms) => format!("{}b", ((rate as f64 * 1e6 / 8.0 * ms / 1e3) as u64).max(3028)),
+        None => "64kb".into(),
+    }
+}
+
+fn topology(rates: &[u32], both_ends: bool, burst_ms: Option<f64>, xgre: &str) -> Result<Namespaces> {
     let n = rates.len() as u32;
     let ns = Namespaces::new(&[A, B, SW], xgre)?;
     // Several NICs on one segment: each answers ARP only for its own
@@ -146,16 +160,17 @@ fn topology(rates: &[u32], both_ends: bool, xgre: &str) -> Result<Namespaces> {
     );
     for i in 0..n {
         let rate = rates[i as usize];
+        let burst = bucket(rate, burst_ms);
         for (h, host, oct) in [("a", A, 10), ("b", B, 20)] {
             write!(
                 s,
                 " && ip link add {h}{i} netns {host} type veth peer name s{h}{i} netns {SW} \
                  && ip -n {SW} link set s{h}{i} master br0 up \
                  && ip -n {host} addr add 198.18.{i}.{oct}/24 dev {h}{i} && ip -n {host} link set {h}{i} up \
-                 && tc -n {host} qdisc add dev {h}{i} root tbf rate {rate}mbit burst 64kb latency 20ms"
+                 && tc -n {host} qdisc add dev {h}{i} root tbf rate {rate}mbit burst {burst} latency 20ms"
             )?;
             if both_ends {
-                write!(s, " && tc -n {SW} qdisc add dev s{h}{i} root tbf rate {rate}mbit burst 64kb latency 20ms")?;
+                write!(s, " && tc -n {SW} qdisc add dev s{h}{i} root tbf rate {rate}mbit burst {burst} latency 20ms")?;
             }
         }
     }
@@ -307,7 +322,8 @@ fn agg(args: AggArgs) -> Result<()> {
         None => sh("cat /proc/sys/net/ipv4/tcp_congestion_control")?.trim().to_string(),
     };
     let ends = if args.one_end { "the host NIC" } else { "both ends (host NIC and switch port)" };
-    step(&format!("TCP congestion control: {cc}; tbf at {ends}, burst 64 KiB, latency 20 ms"));
+    let bucket = args.burst_ms.map_or("64 KiB".to_string(), |ms| format!("{ms} ms of each link's rate"));
+    step(&format!("TCP congestion control: {cc}; tbf at {ends}, burst {bucket}, latency 20 ms"));
     let xgre = build_release()?.display().to_string();
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
@@ -350,7 +366,7 @@ fn agg(args: AggArgs) -> Result<()> {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
                 step(&format!("[{k}/{total}] {label} Mbit/s: {} ({secs} s)", m.name));
-                let ns = topology(rates, !args.one_end, &xgre)?;
+                let ns = topology(rates, !args.one_end, args.burst_ms, &xgre)?;
                 let (addr, mut extra, mptcp) = prepare(m, &ns, rates, &xgre, &dir)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
@@ -511,6 +527,7 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json = json!({
         "tbf": if args.one_end { "host NIC" } else { "both ends" },
+        "tbf_burst": args.burst_ms.map_or("64 KiB".to_string(), |ms| format!("{ms} ms")),
         "background_load": args.cpu_load,
         "congestion_control": args.cc.clone().unwrap_or_else(|| sh("cat /proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default().trim().to_string()),
         "secs": args.secs,

@@ -85,7 +85,7 @@ pub struct AggArgs {
     pub one_end: bool,
     /// Size every tbf bucket in time, this many milliseconds of its link's
     /// rate, instead of 64 KB (which is 1.7 ms at 300 Mbit/s but 5.2 ms at
-    /// 100: unequal links then queue unequally).
+    /// 100).
     #[arg(long)]
     pub burst_ms: Option<f64>,
     /// Where the JSON and the chart go.
@@ -146,6 +146,10 @@ fn bucket(rate: u32, ms: Option<f64>) -> String {
         Some(ms) => format!("{}b", ((rate as f64 * 1e6 / 8.0 * ms / 1e3) as u64).max(3028)),
         None => "64kb".into(),
     }
+}
+
+fn bucket_text(args: &AggArgs) -> String {
+    args.burst_ms.map_or("64 KiB".to_string(), |ms| format!("{ms} ms of each link's rate"))
 }
 
 fn topology(rates: &[u32], both_ends: bool, burst_ms: Option<f64>, xgre: &str) -> Result<Namespaces> {
@@ -322,8 +326,7 @@ fn agg(args: AggArgs) -> Result<()> {
         None => sh("cat /proc/sys/net/ipv4/tcp_congestion_control")?.trim().to_string(),
     };
     let ends = if args.one_end { "the host NIC" } else { "both ends (host NIC and switch port)" };
-    let bucket = args.burst_ms.map_or("64 KiB".to_string(), |ms| format!("{ms} ms of each link's rate"));
-    step(&format!("TCP congestion control: {cc}; tbf at {ends}, burst {bucket}, latency 20 ms"));
+    step(&format!("TCP congestion control: {cc}; tbf at {ends}, burst {}, latency 20 ms", bucket_text(&args)));
     let xgre = build_release()?.display().to_string();
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
@@ -475,12 +478,14 @@ fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f
     ))
 }
 
-/// Retransmits as a share of the segments a run delivered, counting them as
-/// full 1448-byte segments: tunnels' segments are smaller, so the real share
-/// is a little lower, never higher.
-fn retransmitted_share(mbps: f64, retransmits: u64, secs: f64) -> f64 {
-    let segments = (mbps * 1e6 * secs / 8.0 / 1448.0).max(1.0);
-    100.0 * retransmits as f64 / segments
+impl Row {
+    /// The worst run's retransmits as a share of the segments it delivered,
+    /// counted as full 1448-byte segments: tunnels' segments are smaller,
+    /// so the real share is a little lower, never higher.
+    fn worst_retransmitted(&self, secs: f64) -> f64 {
+        let share = |mbps: f64, retransmits: u64| 100.0 * retransmits as f64 / (mbps * 1e6 * secs / 8.0 / 1448.0).max(1.0);
+        self.all.iter().map(|&(m, t)| share(m, t)).fold(0.0, f64::max)
+    }
 }
 
 fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
@@ -503,7 +508,7 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
             pct(max),
             r.mbps,
             r.retr,
-            r.all.iter().map(|&(m, t)| retransmitted_share(m, t, secs)).fold(0.0, f64::max),
+            r.worst_retransmitted(secs),
             all.join(" ")
         );
     }
@@ -527,14 +532,14 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
     std::fs::create_dir_all(&args.out)?;
     let json = json!({
         "tbf": if args.one_end { "host NIC" } else { "both ends" },
-        "tbf_burst": args.burst_ms.map_or("64 KiB".to_string(), |ms| format!("{ms} ms")),
+        "tbf_burst": bucket_text(args),
         "background_load": args.cpu_load,
         "congestion_control": args.cc.clone().unwrap_or_else(|| sh("cat /proc/sys/net/ipv4/tcp_congestion_control").unwrap_or_default().trim().to_string()),
         "secs": args.secs,
         "results": rows.iter().map(|r| json!({
             "links": r.case, "capacity_mbps": r.capacity, "method": r.method, "mbps": r.mbps,
             "percent_of_capacity": 100.0 * r.mbps / r.capacity, "retransmits": r.retr,
-            "worst_retransmitted_percent": r.all.iter().map(|&(m, t)| retransmitted_share(m, t, secs)).fold(0.0, f64::max),
+            "worst_retransmitted_percent": r.worst_retransmitted(secs),
             "program_cost": r.cost,
             "runs": r.all.iter().map(|(m, t)| json!({"mbps": m, "retransmits": t})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),

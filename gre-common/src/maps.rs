@@ -147,7 +147,10 @@ pub struct Tunnel {
     pub key: u32,
     /// MAC of the tunnel device: decapsulated frames are addressed to it.
     pub mac: [u8; 6],
-    pub _pad: [u8; 2],
+    /// Loader-only: `tcp_reordering` plus one (0: not set, the default).
+    /// It took the place of two bytes of padding, so entries pinned by
+    /// older builds read as "not set".
+    pub tcp_reordering: u16,
     /// Device name, NUL-padded, so a tunnel can be found and reported even
     /// after its device is gone.
     pub name: [u8; 16],

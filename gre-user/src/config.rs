@@ -145,10 +145,16 @@ pub struct TunnelConfig {
     /// Striping unit: the most segments one GSO packet may carry, and so
     /// the longest run of packets one path takes before the next path's
     /// turn. Default: see `DEFAULT_STRIPE_BURST` when a peer has several
-    /// paths, unlimited otherwise; 1 with `sequence` or `checksum` and
-    /// `device_counters = false`.
+    /// paths, unlimited otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripe_burst: Option<u32>,
+    /// What routes to a peer that stripes over several paths tell this
+    /// host's TCP (the `reordering` metric of `ip route`): how many
+    /// segments may arrive out of order before a sender counts them lost,
+    /// the per-route form of the `net.ipv4.tcp_reordering` advice for
+    /// bonding's balance-rr. Unset or 0: no metric (the kernel's 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_reordering: Option<u32>,
     /// `xgre run`: milliseconds between keepalives on each path (Cisco
     /// format, reflected by any GRE peer); 0 turns them off.
     #[serde(default = "default_keepalive")]
@@ -373,6 +379,10 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// --units` measures the choices; see the README).
 pub const DEFAULT_STRIPE_BURST: u32 = 8;
 
+/// Largest `tcp_reordering`: the kernel's `tcp_max_reordering` default,
+/// above which TCP ignores it.
+pub const MAX_TCP_REORDERING: u32 = 300;
+
 /// An Ethernet address written `02:00:00:00:00:20`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Mac(pub [u8; 6]);
@@ -436,6 +446,7 @@ impl Config {
                 sequence: false,
                 checksum: false,
                 stripe_burst: None,
+                tcp_reordering: None,
                 keepalive: default_keepalive(),
                 keepalive_misses: default_keepalive_misses(),
                 device_counters: true,
@@ -587,6 +598,14 @@ impl Config {
         t.stripe_burst
     }
 
+    /// The `reordering` metric of the routes to `peer`: set when it
+    /// stripes, that is when more than one of its paths is not a standby.
+    pub fn route_reordering(&self, peer: &PeerConfig) -> Option<u32> {
+        let n = self.tunnel.tcp_reordering.unwrap_or(0);
+        let striping = peer.paths.iter().filter(|p| !p.standby).count() > 1;
+        (n != 0 && striping).then_some(n)
+    }
+
     /// Whether every wire packet needs a header of its own (a sequence
     /// number, a checksum): the tunnel device then segments GSO packets
     /// itself (TSO off) before they reach the transmit program, in the veth
@@ -681,6 +700,14 @@ impl Config {
         if let Some(b) = t.stripe_burst {
             if !(1..=64).contains(&b) {
                 return Err(err("tunnel.stripe_burst".into(), format!("{b} is outside 1..=64")));
+            }
+        }
+        if let Some(n) = t.tcp_reordering {
+            if n > MAX_TCP_REORDERING {
+                return Err(err(
+                    "tunnel.tcp_reordering".into(),
+                    format!("{n} is above {MAX_TCP_REORDERING}, where TCP stops listening (0 leaves the kernel's default)"),
+                ));
             }
         }
         if t.keepalive != 0 && !(10..=60_000).contains(&t.keepalive) {

@@ -18,6 +18,7 @@ use ipnet::IpNet;
 use netlink_packet_route::{
     link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
+    route::{RouteAttribute, RouteMetric},
     tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption},
     RouteNetlinkMessage,
 };
@@ -218,11 +219,22 @@ impl Netlink {
         }
     }
 
-    pub async fn add_route(&self, dst: IpNet, oif: u32) -> Result<()> {
-        let msg = route_message(dst, oif);
-        match self.handle.route().add(msg).execute().await {
+    /// A route to `dst` out of the tunnel `oif`, with TCP's `reordering`
+    /// metric when given. One that exists already is rewritten, so the
+    /// metric follows the peer's paths and `up` twice changes nothing.
+    pub async fn add_route(&self, dst: IpNet, oif: u32, reordering: Option<u32>) -> Result<()> {
+        let msg = || {
+            let mut m = route_message(dst, oif);
+            if let Some(n) = reordering {
+                m.attributes.push(RouteAttribute::Metrics(vec![RouteMetric::Reordering(n)]));
+            }
+            m
+        };
+        match self.handle.route().add(msg()).execute().await {
             Ok(()) => Ok(()),
-            Err(e) if is_errno(&e, libc::EEXIST) => Ok(()),
+            Err(e) if is_errno(&e, libc::EEXIST) => {
+                self.handle.route().add(msg()).replace().execute().await.with_context(|| format!("rewriting route {dst}"))
+            }
             Err(e) => Err(e).with_context(|| format!("adding route {dst}")),
         }
     }

@@ -391,8 +391,10 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
             let have = &run.config;
             write_peer(dp, &one, p, id, tun, &run.links, &macs, old.map(|o| (have, o)))?;
             let old_routes: &[IpNet] = old.map(|o| &o.routes[..]).unwrap_or(&[]);
-            for r in p.routes.iter().filter(|r| !old_routes.contains(r)) {
-                nl.add_route(*r, tun).await?;
+            let reordering = run.config.route_reordering(p);
+            let same_metric = old.is_some_and(|o| run.config.route_reordering(o) == reordering);
+            for r in p.routes.iter().filter(|r| !(same_metric && old_routes.contains(r))) {
+                nl.add_route(*r, tun, reordering).await?;
             }
             for r in old_routes.iter().filter(|r| !p.routes.contains(r)) {
                 nl.del_route(*r, tun).await?;
@@ -433,7 +435,7 @@ pub async fn add_peers(
         write_peer(dp, cfg, p, id, run.ifindex, links, m, None)?;
         run.ids.insert(p.name.clone(), id);
         for r in &p.routes {
-            nl.add_route(*r, run.ifindex).await?;
+            nl.add_route(*r, run.ifindex, cfg.route_reordering(p)).await?;
         }
     }
     run.config.peers = cfg.peers.clone();
@@ -514,19 +516,29 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         write_peer(dp, want, p, id, tun, &links, &macs[&p.name], None)?;
         ids.insert(p.name.clone(), id);
         for r in &p.routes {
-            nl.add_route(*r, tun).await?;
+            nl.add_route(*r, tun, want.route_reordering(p)).await?;
         }
         done.push(format!("peer {} added", p.name));
     }
     for p in &want.peers {
         let Some(old) = have.peers.iter().find(|o| o.name == p.name) else { continue };
+        // A tunnel-wide `tcp_reordering` change rewrites routes of peers
+        // that did not change themselves.
+        let reordering = want.route_reordering(p);
+        let same_metric = have.route_reordering(old) == reordering;
         if old == p {
+            if !same_metric {
+                for r in &p.routes {
+                    nl.add_route(*r, tun, reordering).await?;
+                }
+                done.push(format!("peer {} routes: reordering {}", p.name, reordering.map_or("unset".into(), |n| n.to_string())));
+            }
             continue;
         }
         let id = ids[&p.name];
         write_peer(dp, want, p, id, tun, &links, &macs[&p.name], Some((&have, old)))?;
-        for r in p.routes.iter().filter(|r| !old.routes.contains(r)) {
-            nl.add_route(*r, tun).await?;
+        for r in p.routes.iter().filter(|r| !(same_metric && old.routes.contains(r))) {
+            nl.add_route(*r, tun, reordering).await?;
         }
         for r in old.routes.iter().filter(|r| !p.routes.contains(r)) {
             nl.del_route(*r, tun).await?;

@@ -233,3 +233,61 @@ fn a_standby_path_carries_multicast_only_while_the_primary_is_down() {
     assert_eq!((r["distinct"].as_u64(), r["duplicates"].as_u64()), (Some(100), Some(0)), "{r}");
     assert_eq!(path_tx(t.a(), 1), backup2, "the standby path kept traffic after the primary came back");
 }
+
+/// The `reordering` metric of the route to 198.19.100.2 on `h`, if any.
+fn route_reordering(h: &Host) -> Option<u64> {
+    let j: Value = serde_json::from_str(&h.run("ip -j -d route show 198.19.100.2")).unwrap();
+    let metrics = j[0]["metrics"].as_array()?;
+    metrics.iter().find_map(|m| m["reordering"].as_u64())
+}
+
+/// Striping reorders, and with `tcp_reordering` the TCP endpoints on the
+/// hosts hear of it from the route: routes to a peer with several paths
+/// carry TCP's `reordering` metric, so a sender waits for more segments
+/// before it takes a burst from the slower path for a loss. Connections
+/// start from it, the route follows config changes, and a bad value
+/// changes nothing.
+#[test]
+fn striped_routes_tell_tcp_to_expect_reordering() {
+    let _s = serial();
+    let t = Topo::switched("o", 2, Some(100));
+    let ca = t.write("a.toml", &multi_config('a', 2, "tcp_reordering = 32"));
+    let cb = t.write("b.toml", &multi_config('b', 2, ""));
+    t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
+    assert_eq!(route_reordering(t.a()), Some(32), "{}", t.a().run("ip -d route show 198.19.100.2"));
+    assert_eq!(route_reordering(t.b()), None, "unset: the kernel's default");
+
+    // What TCP took for this destination: the kernel's metrics cache is
+    // filled from the route when a connection starts.
+    let x = transfer(t.a(), t.b(), "198.19.100.2", 2);
+    assert_eq!(x.sent, x.got);
+    let cached = t.a().run("ip tcp_metrics show 198.19.100.2");
+    let learned: u64 = cached
+        .split_whitespace()
+        .skip_while(|w| *w != "reordering")
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no reordering in the TCP metrics: {cached}"));
+    assert!(learned >= 32, "{cached}");
+
+    // The setting, turned off, and a standby path (nothing to stripe).
+    let set = |extra: &str| t.write("a2.toml", &multi_config('a', 2, extra));
+    t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {}", set("tcp_reordering = 64")));
+    assert_eq!(route_reordering(t.a()), Some(64));
+    let bad = t.a().xgre(Enter::Nsenter, &format!("reload -c {}", set("tcp_reordering = 301")));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("tunnel.tcp_reordering") && err.contains("300"), "{err}");
+    assert_eq!(route_reordering(t.a()), Some(64), "a bad value changes nothing");
+    t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {}", set("tcp_reordering = 0")));
+    assert_eq!(route_reordering(t.a()), None);
+    t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {ca}"));
+    assert_eq!(route_reordering(t.a()), Some(32));
+    // `show` writes the setting back (it lives in the tunnel's entry).
+    assert!(t.a().xgre_ok(Enter::Nsenter, "show gre0").contains("tcp_reordering = 32"));
+    let mut standby: toml::Value = toml::from_str(&multi_config('a', 2, "tcp_reordering = 32")).unwrap();
+    standby["peer"][0]["path"][1].as_table_mut().unwrap().insert("standby".into(), true.into());
+    let standby = toml::to_string(&standby).unwrap();
+    t.a().xgre_ok(Enter::Nsenter, &format!("reload -c {}", t.write("a3.toml", &standby)));
+    assert_eq!(route_reordering(t.a()), None, "{standby}");
+}

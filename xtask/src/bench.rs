@@ -9,7 +9,7 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -53,9 +53,17 @@ pub struct AggArgs {
     /// noisy: single runs of the same method vary by a few percent).
     #[arg(long, default_value_t = 3)]
     pub runs: u32,
-    /// Also run xgre with every striping unit (GSO burst size) it offers.
-    #[arg(long)]
-    pub units: bool,
+    /// Also run xgre with these striping units (GSO burst sizes); without
+    /// a list, with 1, 2, 4 and 16.
+    #[arg(long, num_args = 0.., value_delimiter = ',')]
+    pub units: Option<Vec<u32>>,
+    /// Also run xgre with these `tcp_reordering` values (the routes'
+    /// `reordering` metric for TCP on the hosts).
+    #[arg(long, value_delimiter = ',')]
+    pub reordering: Vec<u32>,
+    /// Run only these methods (for example `MPTCP,xgre`; default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
     /// TCP congestion control for every method (default: the system's),
     /// set per socket (iperf3 -C): a namespace may default only to reno or bbr.
     #[arg(long)]
@@ -117,6 +125,8 @@ struct Method {
     no_counters: bool,
     /// For xgre: each path's `rate` instead of a weight.
     by_rate: bool,
+    /// For xgre: `tcp_reordering`, if set.
+    reordering: Option<u32>,
 }
 
 /// A busy loop pinned to CPU 0 for as long as it lives.
@@ -204,6 +214,9 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
     }
     if m.no_counters {
         writeln!(c, "device_counters = false").unwrap();
+    }
+    if let Some(r) = m.reordering {
+        writeln!(c, "tcp_reordering = {r}").unwrap();
     }
     for i in 0..n {
         write!(c, "\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{my_oct}\"\n").unwrap();
@@ -331,7 +344,7 @@ fn agg(args: AggArgs) -> Result<()> {
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
     std::fs::create_dir_all(&dir)?;
-    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false, no_counters: false, by_rate: false };
+    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false, no_counters: false, by_rate: false, reordering: None };
     let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
     if args.seq {
         methods.push(Method { name: "xgre seq".into(), seq: true, ..plain("") });
@@ -342,9 +355,20 @@ fn agg(args: AggArgs) -> Result<()> {
     if args.by_rate || args.rates.as_ref().is_some_and(|r| r.iter().any(|&x| x != r[0])) {
         methods.push(Method { name: "xgre rate".into(), by_rate: true, ..plain("") });
     }
-    if args.units {
-        for b in [1, 2, 4, 16] {
+    if let Some(units) = &args.units {
+        let units = if units.is_empty() { vec![1, 2, 4, 16] } else { units.clone() };
+        for b in units {
             methods.push(Method { name: format!("xgre burst {b}"), burst: Some(b), ..plain("") });
+        }
+    }
+    for &r in &args.reordering {
+        methods.push(Method { name: format!("xgre reordering {r}"), reordering: Some(r), ..plain("") });
+    }
+    if !args.only.is_empty() {
+        // Variants asked for by --units and --reordering stay.
+        methods.retain(|m| m.burst.is_some() || m.reordering.is_some() || args.only.iter().any(|o| o.eq_ignore_ascii_case(&m.name)));
+        if methods.is_empty() {
+            bail!("--only matches no method");
         }
     }
     let _load = if args.cpu_load {

@@ -379,6 +379,14 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// --units` measures the choices; see the README).
 pub const DEFAULT_STRIPE_BURST: u32 = 8;
 
+/// A peer's kernel routes out of the tunnel device, and their `reordering`
+/// metric for TCP (`Config::peer_routes`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerRoutes<'a> {
+    pub routes: &'a [IpNet],
+    pub reordering: Option<u32>,
+}
+
 /// Largest `tcp_reordering`: the kernel's `tcp_max_reordering` default,
 /// above which TCP ignores it.
 pub const MAX_TCP_REORDERING: u32 = 300;
@@ -598,12 +606,13 @@ impl Config {
         t.stripe_burst
     }
 
-    /// The `reordering` metric of the routes to `peer`: set when it
-    /// stripes, that is when more than one of its paths is not a standby.
-    pub fn route_reordering(&self, peer: &PeerConfig) -> Option<u32> {
+    /// The kernel routes `peer` gets. Their `reordering` metric is set
+    /// when the peer stripes, that is when more than one of its paths is not
+    /// a standby.
+    pub fn peer_routes<'a>(&self, peer: &'a PeerConfig) -> PeerRoutes<'a> {
         let n = self.tunnel.tcp_reordering.unwrap_or(0);
         let striping = peer.paths.iter().filter(|p| !p.standby).count() > 1;
-        (n != 0 && striping).then_some(n)
+        PeerRoutes { routes: &peer.routes, reordering: (n != 0 && striping).then_some(n) }
     }
 
     /// Whether every wire packet needs a header of its own (a sequence

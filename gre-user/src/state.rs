@@ -25,7 +25,7 @@ use crate::{
         addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, neigh_entries, tunnel_config,
         tunnel_value, vlan_entries,
     },
-    config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, RxHook, VlanConfig},
+    config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerRoutes, RxHook, VlanConfig},
     datapath::{remove_where, Datapath},
     links,
     netlink::{Link, Netlink},
@@ -390,15 +390,8 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
             };
             let have = &run.config;
             write_peer(dp, &one, p, id, tun, &run.links, &macs, old.map(|o| (have, o)))?;
-            let old_routes: &[IpNet] = old.map(|o| &o.routes[..]).unwrap_or(&[]);
-            let reordering = run.config.route_reordering(p);
-            let same_metric = old.is_some_and(|o| run.config.route_reordering(o) == reordering);
-            for r in p.routes.iter().filter(|r| !(same_metric && old_routes.contains(r))) {
-                nl.add_route(*r, tun, reordering).await?;
-            }
-            for r in old_routes.iter().filter(|r| !p.routes.contains(r)) {
-                nl.del_route(*r, tun).await?;
-            }
+            let cfg = &run.config;
+            sync_routes(nl, tun, old.map(|o| cfg.peer_routes(o)).unwrap_or_default(), cfg.peer_routes(p)).await?;
             match pos {
                 Some(i) => run.config.peers[i] = p.clone(),
                 None => {
@@ -407,6 +400,19 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Bring a peer's kernel routes from `from` to `to`: add the new ones,
+/// rewrite every one when the metric changed, remove the ones gone.
+async fn sync_routes(nl: &Netlink, tun: u32, from: PeerRoutes<'_>, to: PeerRoutes<'_>) -> Result<()> {
+    let same_metric = from.reordering == to.reordering;
+    for r in to.routes.iter().filter(|r| !(same_metric && from.routes.contains(r))) {
+        nl.add_route(*r, tun, to.reordering).await?;
+    }
+    for r in from.routes.iter().filter(|r| !to.routes.contains(r)) {
+        nl.del_route(*r, tun).await?;
     }
     Ok(())
 }
@@ -434,9 +440,7 @@ pub async fn add_peers(
         reset_peer_state(dp, id)?;
         write_peer(dp, cfg, p, id, run.ifindex, links, m, None)?;
         run.ids.insert(p.name.clone(), id);
-        for r in &p.routes {
-            nl.add_route(*r, run.ifindex, cfg.route_reordering(p)).await?;
-        }
+        sync_routes(nl, run.ifindex, PeerRoutes::default(), cfg.peer_routes(p)).await?;
     }
     run.config.peers = cfg.peers.clone();
     run.config.groups = cfg.groups.clone();
@@ -515,34 +519,24 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         reset_peer_state(dp, id)?;
         write_peer(dp, want, p, id, tun, &links, &macs[&p.name], None)?;
         ids.insert(p.name.clone(), id);
-        for r in &p.routes {
-            nl.add_route(*r, tun, want.route_reordering(p)).await?;
-        }
+        sync_routes(nl, tun, PeerRoutes::default(), want.peer_routes(p)).await?;
         done.push(format!("peer {} added", p.name));
     }
     for p in &want.peers {
         let Some(old) = have.peers.iter().find(|o| o.name == p.name) else { continue };
-        // A tunnel-wide `tcp_reordering` change rewrites routes of peers
-        // that did not change themselves.
-        let reordering = want.route_reordering(p);
-        let same_metric = have.route_reordering(old) == reordering;
+        let (from, to) = (have.peer_routes(old), want.peer_routes(p));
         if old == p {
-            if !same_metric {
-                for r in &p.routes {
-                    nl.add_route(*r, tun, reordering).await?;
-                }
-                done.push(format!("peer {} routes: reordering {}", p.name, reordering.map_or("unset".into(), |n| n.to_string())));
+            // A tunnel-wide `tcp_reordering` change rewrites the routes of
+            // peers that did not change themselves.
+            if from != to {
+                sync_routes(nl, tun, from, to).await?;
+                done.push(format!("peer {} routes: reordering {}", p.name, to.reordering.map_or("unset".into(), |n| n.to_string())));
             }
             continue;
         }
         let id = ids[&p.name];
         write_peer(dp, want, p, id, tun, &links, &macs[&p.name], Some((&have, old)))?;
-        for r in p.routes.iter().filter(|r| !(same_metric && old.routes.contains(r))) {
-            nl.add_route(*r, tun, reordering).await?;
-        }
-        for r in old.routes.iter().filter(|r| !p.routes.contains(r)) {
-            nl.del_route(*r, tun).await?;
-        }
+        sync_routes(nl, tun, from, to).await?;
         done.push(format!("peer {} changed", p.name));
     }
     for old in &have.peers {

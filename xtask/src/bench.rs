@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::{
     build_release,
-    net::{iperf, sh, Namespaces},
+    net::{iperf_stream, sh, Namespaces, Stream},
     step,
 };
 
@@ -400,11 +400,17 @@ fn agg(args: AggArgs) -> Result<()> {
                 }
                 let before = args.prog_cost.then(crate::progcost::snapshot);
                 let cpu_before = CpuTimes::read();
-                let (mbps, retr) = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf(&ns, B, A, &addr, secs, &extra)? };
+                let stream = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf_stream(&ns, B, A, &addr, secs, &extra)? };
+                let (mbps, retr) = (stream.mbps, stream.retransmits);
                 let cpu = CpuTimes::read().since(&cpu_before);
                 let (dsack, dropped) = why_retransmitted(&ns)?;
+                // The sender's RTT: RACK's reordering window is bounded by
+                // it, so a run's RTT is the first thing to compare between
+                // a good and a bad run.
+                let rtt =
+                    stream.rtt_us.map(|[lo, mean, hi]| format!("; RTT {lo} / {mean} / {hi} µs (min / mean / max)")).unwrap_or_default();
                 println!(
-                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues); CPU: {cpu}",
+                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}",
                     100.0 * mbps / capacity as f64
                 );
                 let cost = before.filter(|_| m.name.starts_with("xgre")).map(|before| {
@@ -491,15 +497,10 @@ fn why_retransmitted(ns: &Namespaces) -> Result<(u64, u64)> {
     Ok((dsack, dropped))
 }
 
-fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<(f64, u64)> {
+fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<Stream> {
     sh(&format!("nsenter --net=/run/netns/{B} mptcpize run iperf3 -s -1 -D -p 5201"))?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = ns.exec(A, &format!("timeout {} mptcpize run iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?;
-    let j: serde_json::Value = serde_json::from_str(&out)?;
-    Ok((
-        j["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
-        j["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
-    ))
+    Stream::parse(&ns.exec(A, &format!("timeout {} mptcpize run iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?)
 }
 
 impl Row {

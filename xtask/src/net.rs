@@ -51,16 +51,40 @@ impl Drop for Namespaces {
     }
 }
 
+/// What one iperf3 TCP stream did, from its `-J` report.
+pub struct Stream {
+    /// Mbit/s received.
+    pub mbps: f64,
+    pub retransmits: u64,
+    /// The sender's smoothed RTT samples, µs: minimum, mean and maximum
+    /// (None when iperf3 has no TCP_INFO for it).
+    pub rtt_us: Option<[u64; 3]>,
+}
+
+impl Stream {
+    pub fn parse(json: &str) -> Result<Stream> {
+        let j: serde_json::Value = serde_json::from_str(json)?;
+        let end = &j["end"];
+        let sender = &end["streams"][0]["sender"];
+        let rtt = |k: &str| sender[k].as_u64().filter(|&v| v > 0);
+        Ok(Stream {
+            mbps: end["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
+            retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+            rtt_us: rtt("min_rtt").zip(rtt("mean_rtt")).zip(rtt("max_rtt")).map(|((a, b), c)| [a, b, c]),
+        })
+    }
+}
+
 /// One iperf3 TCP stream from `client` to `addr` (served in `server`) for
 /// `secs` seconds: (Mbit/s received, retransmits).
 pub fn iperf(ns: &Namespaces, server: &str, client: &str, addr: &str, secs: u32, extra: &str) -> Result<(f64, u64)> {
+    iperf_stream(ns, server, client, addr, secs, extra).map(|s| (s.mbps, s.retransmits))
+}
+
+/// `iperf`, with the whole report.
+pub fn iperf_stream(ns: &Namespaces, server: &str, client: &str, addr: &str, secs: u32, extra: &str) -> Result<Stream> {
     let _ = sh_out(&format!("ip netns pids {server} | xargs -r kill -9"));
     sh(&format!("nsenter --net=/run/netns/{server} iperf3 -s -1 -D -B {addr} -p 5201"))?;
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let out = ns.exec(client, &format!("timeout {} iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?;
-    let j: serde_json::Value = serde_json::from_str(&out)?;
-    let end = &j["end"];
-    let mbps = end["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6;
-    let retr = end["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
-    Ok((mbps, retr))
+    Stream::parse(&ns.exec(client, &format!("timeout {} iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?)
 }

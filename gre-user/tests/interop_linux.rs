@@ -61,6 +61,17 @@ fn guest_stat(vm: &mut LinuxVm, name: &str) -> u64 {
     vm.sh(&format!("cat /sys/class/net/g1/statistics/{name}")).trim().parse().unwrap()
 }
 
+/// Linux took every packet xgre sent: it counts a refused one (a checksum
+/// flag it does not expect, a number out of sequence) as an rx error.
+/// Out-of-sequence drops (rx_fifo_errors) may be one or two: two CPUs
+/// number their packets in turn but may reach the link's queue the other
+/// way round, as with Linux's own ip_gre. A numbering bug drops hundreds.
+fn assert_linux_took_all(vm: &mut LinuxVm, c: Case) {
+    let (errors, out_of_seq) = (guest_stat(vm, "rx_errors"), guest_stat(vm, "rx_fifo_errors"));
+    assert_eq!(errors - out_of_seq, 0, "{c:?}: Linux refused {errors} of xgre's packets, {out_of_seq} of them out of sequence");
+    assert!(out_of_seq <= 2, "{c:?}: Linux dropped {out_of_seq} of xgre's packets as out of sequence");
+}
+
 fn exercise(t: &Topo, vm: &mut LinuxVm, c: Case) {
     let a = &t.hosts[0];
     let _ = a.xgre(Enter::Nsenter, "down gre0");
@@ -91,8 +102,7 @@ fn exercise(t: &Topo, vm: &mut LinuxVm, c: Case) {
     if c.seq {
         assert_eq!(s["tunnels"][0]["peers"][0]["reorder"]["out_of_order"], 0, "{c:?}");
     }
-    // Linux counts bad checksums and out-of-order numbers as rx errors.
-    assert_eq!(guest_stat(vm, "rx_errors"), 0, "{c:?}: Linux refused some of xgre's packets");
+    assert_linux_took_all(vm, c);
 }
 
 /// 2 MiB each way over TCP, hashed at both ends (busybox nc in the guest,
@@ -155,7 +165,7 @@ fn linux_leaves_its_gre_checksum_to_the_nic_and_xgre_takes_it() {
         transfers(a, &mut vm, c);
         let s = status(a);
         assert!(drops(&s).is_empty(), "{c:?}: xgre dropped {:?}", drops(&s));
-        assert_eq!(guest_stat(&mut vm, "rx_errors"), 0, "{c:?}: Linux refused some of xgre's packets");
+        assert_linux_took_all(&mut vm, c);
     }
 }
 

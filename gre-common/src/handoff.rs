@@ -25,6 +25,25 @@ impl HandoffMeta {
     pub const MAGIC: u32 = 0x7867_7265;
 }
 
+/// What XDP adds behind `HandoffMeta` when the frame carries an RFC 2890
+/// sequence number, so the hand-off can resequence it. Behind, not in
+/// front: a hand-off of an older build reads the first `HandoffMeta::LEN`
+/// bytes and is not misled during a hitless upgrade.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HandoffSeq {
+    /// `HandoffSeq::MAGIC`.
+    pub magic: u32,
+    pub peer_id: u32,
+    pub seq: u32,
+}
+
+impl HandoffSeq {
+    pub const LEN: usize = core::mem::size_of::<HandoffSeq>();
+    /// "xseq"
+    pub const MAGIC: u32 = 0x7873_6571;
+}
+
 /// The transmit decision, made on the tunnel device's TC egress
 /// (`xgre_tx`) and carried in the skb's control block (`__sk_buff.cb`)
 /// through the veth pair to its hidden end's TC ingress (`xgre_tx_send`),

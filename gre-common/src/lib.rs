@@ -10,8 +10,10 @@ pub mod gre;
 pub mod handoff;
 pub mod maps;
 pub mod names;
+pub mod reseq;
 
 pub use drop::DropReason;
 pub use gre::GreHdr;
-pub use handoff::{HandoffMeta, TxDecision};
+pub use handoff::{HandoffMeta, HandoffSeq, TxDecision};
 pub use maps::*;
+pub use reseq::ReseqHdr;

@@ -37,6 +37,8 @@ pub const MAP_PATH_BYTES: &str = "XGRE_PATH_BYTES";
 pub const MAP_SCRATCH: &str = "XGRE_SCRATCH";
 pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
 pub const MAP_REORDER: &str = "XGRE_REORDER";
+/// Tunnel ifindex -> the tap `xgre run` resequences through (`resequence`).
+pub const MAP_RESEQ_TAP: &str = "XGRE_RESEQ_TAP";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
 pub const MAP_FDB: &str = "XGRE_FDB";
 pub const MAP_VLANS: &str = "XGRE_VLANS";

@@ -20,6 +20,7 @@ mod neigh;
 mod packet;
 mod parse;
 mod path;
+mod reseq;
 mod rx;
 mod seq;
 mod structs;

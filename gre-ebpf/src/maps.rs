@@ -68,6 +68,11 @@ pub static RX_SEQ: Array<u64> = Array::with_max_entries(MAX_PEERS, 0);
 #[map(name = "XGRE_REORDER")]
 pub static REORDER: PerCpuArray<ReorderStats> = PerCpuArray::with_max_entries(MAX_PEERS, 0);
 
+/// Tunnel ifindex -> the tap `xgre run` resequences its numbered packets
+/// through (`resequence`); absent or 0: delivered as they arrive.
+#[map(name = "XGRE_RESEQ_TAP")]
+pub static RESEQ_TAP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
 /// When a keepalive last came back over each path (bpf_ktime_get_ns,
 /// CLOCK_MONOTONIC): the loader's path health reads it.
 #[map(name = "XGRE_PATH_SEEN")]

@@ -19,7 +19,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use gre_common::{DropReason, HandoffMeta, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
+use gre_common::{DropReason, HandoffMeta, HandoffSeq, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use crate::{
@@ -28,7 +28,7 @@ use crate::{
     fdb,
     packet::Packet,
     parse::{classify, Rx, Verdict},
-    seq,
+    reseq, seq,
 };
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever
@@ -99,9 +99,20 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     // Tunnel 0 tells the handoff to send the frame back out of the link.
     let target = if reflect { 0 } else { rx.tunnel.ifindex };
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(HandoffMeta::LEN as i32)) } == 0 {
+    // A numbered frame also tells the hand-off its number, to resequence
+    // it. Not a trunk's tagged one: the tag is in the skb's metadata by
+    // the hand-off, and the tap would write it in where our header is.
+    let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0);
+    let meta_len = if numbered.is_some() { HandoffMeta::LEN + HandoffSeq::LEN } else { HandoffMeta::LEN };
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(meta_len as i32)) } == 0 {
         // adjust_meta moved data_meta: reload and re-check before writing.
         let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
+        if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
+            if let Some(seq) = numbered {
+                let s = HandoffSeq { magic: HandoffSeq::MAGIC, peer_id: rx.path.peer_id, seq };
+                unsafe { ((meta + HandoffMeta::LEN) as *mut HandoffSeq).write_unaligned(s) };
+            }
+        }
         if meta + HandoffMeta::LEN <= data {
             let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target, peer_ifindex: counted_via(&rx) };
             unsafe { (meta as *mut HandoffMeta).write_unaligned(m) };
@@ -153,6 +164,14 @@ pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
         // A reflected keepalive: out of the link it came in on.
         let r = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
         return Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 });
+    }
+    if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
+        let s = unsafe { ((meta + HandoffMeta::LEN) as *const HandoffSeq).read_unaligned() };
+        if s.magic == HandoffSeq::MAGIC {
+            if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq) {
+                return r;
+            }
+        }
     }
     Ok(to_tunnel(ctx, m.tunnel_ifindex, m.peer_ifindex))
 }
@@ -213,6 +232,11 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
     delivered(ctx, &rx, segs as u64);
+    if let (Some(seq), 0) = (rx.seq, rx.vid) {
+        if let Some(r) = reseq::hand_over(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq) {
+            return r;
+        }
+    }
     Ok(to_tunnel(ctx, rx.tunnel.ifindex, counted_via(&rx)))
 }
 

@@ -187,6 +187,9 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         checksum: t.flags & TUN_CSUM != 0,
         stripe_burst: (t.stripe_burst != 0).then_some(t.stripe_burst),
         tcp_reordering: t.tcp_reordering.checked_sub(1).map(u32::from),
+        // A setting of `xgre run`'s, not of the datapath: the entry has no
+        // room for it, and nothing resequences without `run` anyway.
+        resequence: None,
         keepalive: t.keepalive,
         keepalive_misses: t.keepalive_misses,
         device_counters: t.flags & TUN_NO_DEV_COUNTERS == 0,

@@ -155,6 +155,13 @@ pub struct TunnelConfig {
     /// bonding's balance-rr. Unset or 0: no metric (the kernel's 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_reordering: Option<u32>,
+    /// `xgre run`: put each peer's numbered packets (RFC 2890, a peer with
+    /// `sequence = true`) back in order before delivering them, holding
+    /// those that arrive ahead of a gap for up to this many milliseconds.
+    /// For paths of unequal speed, whose packets overtake each other by
+    /// more than TCP tolerates. Unset or 0: delivered as they arrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resequence: Option<u32>,
     /// `xgre run`: milliseconds between keepalives on each path (Cisco
     /// format, reflected by any GRE peer); 0 turns them off.
     #[serde(default = "default_keepalive")]
@@ -455,6 +462,7 @@ impl Config {
                 checksum: false,
                 stripe_burst: None,
                 tcp_reordering: None,
+                resequence: None,
                 keepalive: default_keepalive(),
                 keepalive_misses: default_keepalive_misses(),
                 device_counters: true,
@@ -716,6 +724,17 @@ impl Config {
                 return Err(err(
                     "tunnel.tcp_reordering".into(),
                     format!("{n} is above {MAX_TCP_REORDERING}, where TCP stops listening (0 leaves the kernel's default)"),
+                ));
+            }
+        }
+        if let Some(ms) = t.resequence {
+            if ms > gre_common::reseq::MAX_RESEQUENCE_MS {
+                return Err(err(
+                    "tunnel.resequence".into(),
+                    format!(
+                        "{ms} ms is above {}, where TCP's own timers would resend first (0 turns it off)",
+                        gre_common::reseq::MAX_RESEQUENCE_MS
+                    ),
                 ));
             }
         }

@@ -289,6 +289,7 @@ typed_maps! {
     tx_seq: Array<u64> = MAP_TX_SEQ;
     rx_seq: Array<u64> = MAP_RX_SEQ;
     reorder: PerCpuArray<ReorderStats> = MAP_REORDER;
+    reseq_tap: HashMap<u32, u32> = MAP_RESEQ_TAP;
     drops: PerCpuArray<u64> = MAP_DROPS;
 }
 

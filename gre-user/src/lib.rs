@@ -14,6 +14,8 @@ pub mod mesh_entry;
 pub mod mesh_status;
 pub mod netlink;
 pub mod rate;
+pub mod reseq_window;
+pub mod resequence;
 pub mod run;
 pub mod state;
 pub mod status;

@@ -178,6 +178,12 @@ impl Netlink {
         self.handle.link().set(m).execute().await.with_context(|| format!("setting gso_max_segs of device #{index}"))
     }
 
+    /// Up, with no ARP, and the queue `txqueuelen` long.
+    pub async fn set_up_quiet(&self, index: u32, txqueuelen: u32) -> Result<()> {
+        let m = LinkUnspec::new_with_index(index).arp(false).up().append_extra_attribute(LinkAttribute::TxQueueLen(txqueuelen)).build();
+        self.handle.link().set(m).execute().await.with_context(|| format!("setting device #{index} up"))
+    }
+
     /// Addresses on a device.
     pub async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
         use netlink_packet_route::address::AddressAttribute;

@@ -17,6 +17,7 @@ use crate::{
     keepalive,
     mesh::{Event, Mesh},
     netlink::{Link, Netlink},
+    resequence::Resequencer,
     tunnel::{self, UpOutcome},
 };
 
@@ -71,7 +72,18 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         true => Some(crate::debug::listen(&Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
         false => None,
     };
+    let reseq = match t.resequence.filter(|&ms| ms > 0) {
+        Some(ms) => Some(start_resequencer(&t, ms).await?),
+        None => None,
+    };
     let result = watch(&t, mesh.as_mut()).await;
+    if let Some(r) = reseq {
+        let s = r.stop(Datapath::find_maps().ok().flatten().as_ref());
+        println!(
+            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped",
+            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate
+        );
+    }
     drop(log);
     if let Some(m) = mesh {
         println!("{}: mesh: withdrawing this host", t.name);
@@ -80,6 +92,21 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     println!("{}: stopping; taking the tunnel down", t.name);
     tunnel::down(&t.name).await?;
     result
+}
+
+/// Resequence the tunnel's numbered packets for as long as this runs.
+async fn start_resequencer(t: &TunnelConfig, ms: u32) -> Result<Resequencer> {
+    let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+    let tun = dp
+        .tunnels()?
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(_, e)| cstr(&e.name) == t.name)
+        .map(|(_, e)| e)
+        .ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
+    let r = Resequencer::start(&Netlink::new()?, &dp, tun.ifindex, tun.peer_ifindex, Duration::from_millis(ms as u64)).await?;
+    println!("{}: resequencing numbered packets through {} (hold {ms} ms)", t.name, r.tap());
+    Ok(r)
 }
 
 /// The next mesh event, or never without a mesh.

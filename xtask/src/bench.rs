@@ -15,7 +15,7 @@ use serde_json::json;
 
 use crate::{
     build_release,
-    net::{iperf_stream, sh, Namespaces, Stream},
+    net::{iperf_stream, sh, sh_out, Namespaces, Stream},
     step,
 };
 
@@ -61,6 +61,10 @@ pub struct AggArgs {
     /// `reordering` metric for TCP on the hosts).
     #[arg(long, value_delimiter = ',')]
     pub reordering: Vec<u32>,
+    /// Also run xgre with sequence numbers and `resequence` (the receiver
+    /// puts packets back in order under `xgre run`) holding this many ms.
+    #[arg(long, value_delimiter = ',')]
+    pub resequence: Vec<u32>,
     /// Run only these methods (for example `MPTCP,xgre`; default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -127,6 +131,8 @@ struct Method {
     by_rate: bool,
     /// For xgre: `tcp_reordering`, if set.
     reordering: Option<u32>,
+    /// For xgre: `resequence` (ms) under `xgre run`, if set.
+    resequence: Option<u32>,
 }
 
 /// A busy loop pinned to CPU 0 for as long as it lives.
@@ -218,6 +224,10 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
     if let Some(r) = m.reordering {
         writeln!(c, "tcp_reordering = {r}").unwrap();
     }
+    if let Some(ms) = m.resequence {
+        // Keepalives would only add packets; the links never fail here.
+        writeln!(c, "resequence = {ms}\nkeepalive = 0").unwrap();
+    }
     for i in 0..n {
         write!(c, "\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{my_oct}\"\n").unwrap();
     }
@@ -293,11 +303,57 @@ fn prepare(m: &Method, ns: &Namespaces, rates: &[u32], xgre: &str, dir: &std::pa
             for (me, host) in [('a', A), ('b', B)] {
                 let f = dir.join(format!("{me}.toml"));
                 std::fs::write(&f, xgre_config(me, rates, m))?;
-                ns.exec(host, &format!("{xgre} up -c {}", f.display()))?;
+                if m.resequence.is_some() {
+                    start_run(host, xgre, &f, &dir.join(format!("{me}-run.log")))?;
+                } else {
+                    ns.exec(host, &format!("{xgre} up -c {}", f.display()))?;
+                }
             }
             Ok(("198.19.100.2".into(), String::new(), false))
         }
     }
+}
+
+/// `xgre run -c cfg` in `host`, in the background (the namespace's
+/// teardown kills it), once it says it resequences.
+fn start_run(host: &str, xgre: &str, cfg: &std::path::Path, log: &std::path::Path) -> Result<()> {
+    let out = std::fs::File::create(log)?;
+    std::process::Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{host}"))
+        .args([xgre, "run", "-c"])
+        .arg(cfg)
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .context("starting xgre run")?;
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(10) {
+        let said = std::fs::read_to_string(log).unwrap_or_default();
+        if said.contains("resequencing") {
+            return Ok(());
+        }
+        if said.contains("xgre:") {
+            bail!("xgre run in {host}: {said}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    bail!("xgre run in {host} did not start resequencing within 10 s: {}", std::fs::read_to_string(log).unwrap_or_default())
+}
+
+/// What the receiver's resequencer did: stop its `xgre run` and read its
+/// last word.
+fn resequencer_said(dir: &std::path::Path) -> String {
+    let cfg = dir.join("b.toml");
+    let _ = sh_out(&format!("pkill -TERM -f 'run -c {}'", cfg.display()));
+    let log = dir.join("b-run.log");
+    for _ in 0..40 {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = said.lines().find(|l| l.contains("resequenced")) {
+            return l.split_once(": ").map_or(l, |(_, r)| r).to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    "said nothing".into()
 }
 
 struct Row {
@@ -344,7 +400,15 @@ fn agg(args: AggArgs) -> Result<()> {
     sh("command -v mptcpize >/dev/null").context("mptcpize is missing (cargo xtask setup installs it)")?;
     let dir = std::env::temp_dir().join("xgre-bench");
     std::fs::create_dir_all(&dir)?;
-    let plain = |s: &str| Method { name: s.to_string(), burst: None, seq: false, no_counters: false, by_rate: false, reordering: None };
+    let plain = |s: &str| Method {
+        name: s.to_string(),
+        burst: None,
+        seq: false,
+        no_counters: false,
+        by_rate: false,
+        reordering: None,
+        resequence: None,
+    };
     let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
     if args.seq {
         methods.push(Method { name: "xgre seq".into(), seq: true, ..plain("") });
@@ -364,9 +428,17 @@ fn agg(args: AggArgs) -> Result<()> {
     for &r in &args.reordering {
         methods.push(Method { name: format!("xgre reordering {r}"), reordering: Some(r), ..plain("") });
     }
+    for &ms in &args.resequence {
+        methods.push(Method { name: format!("xgre reseq {ms} ms"), seq: true, resequence: Some(ms), ..plain("") });
+    }
     if !args.only.is_empty() {
-        // Variants asked for by --units and --reordering stay.
-        methods.retain(|m| m.burst.is_some() || m.reordering.is_some() || args.only.iter().any(|o| o.eq_ignore_ascii_case(&m.name)));
+        // Variants asked for by --units, --reordering and --resequence stay.
+        methods.retain(|m| {
+            m.burst.is_some()
+                || m.reordering.is_some()
+                || m.resequence.is_some()
+                || args.only.iter().any(|o| o.eq_ignore_ascii_case(&m.name))
+        });
         if methods.is_empty() {
             bail!("--only matches no method");
         }
@@ -413,6 +485,9 @@ fn agg(args: AggArgs) -> Result<()> {
                     "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}",
                     100.0 * mbps / capacity as f64
                 );
+                if m.resequence.is_some() {
+                    println!("    resequencer: {}", resequencer_said(&dir));
+                }
                 let cost = before.filter(|_| m.name.starts_with("xgre")).map(|before| {
                     let c = crate::progcost::describe(&crate::progcost::between(&before, &crate::progcost::snapshot()));
                     println!("    programs: {c}");

@@ -58,7 +58,7 @@ enum Cmd {
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
-        which: bench::Bench,
+        which: Box<bench::Bench>,
     },
 }
 
@@ -109,7 +109,7 @@ fn main() -> ExitCode {
             tests
         }),
         Cmd::Fuzz { target, seconds } => setup::setup().and_then(|_| fuzz::fuzz(&target, seconds)),
-        Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(which)),
+        Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(*which)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

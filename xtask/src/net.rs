@@ -83,7 +83,9 @@ pub fn iperf(ns: &Namespaces, server: &str, client: &str, addr: &str, secs: u32,
 
 /// `iperf`, with the whole report.
 pub fn iperf_stream(ns: &Namespaces, server: &str, client: &str, addr: &str, secs: u32, extra: &str) -> Result<Stream> {
-    let _ = sh_out(&format!("ip netns pids {server} | xargs -r kill -9"));
+    // A server left by an earlier run; not whatever else runs there
+    // (`xgre run`).
+    let _ = sh_out(&format!("for p in $(ip netns pids {server}); do [ \"$(cat /proc/$p/comm)\" = iperf3 ] && kill -9 $p; done; true"));
     sh(&format!("nsenter --net=/run/netns/{server} iperf3 -s -1 -D -B {addr} -p 5201"))?;
     std::thread::sleep(std::time::Duration::from_millis(300));
     Stream::parse(&ns.exec(client, &format!("timeout {} iperf3 -c {addr} -p 5201 -t {secs} -J {extra}", secs + 20))?)

@@ -1,0 +1,49 @@
+//! Resequencing (`resequence` under `xgre run`): the receive programs hand
+//! numbered packets from a peer to `xgre run` through a tap device instead
+//! of the tunnel device, and `xgre run` delivers them in sequence-number
+//! order. BPF cannot hold a packet; a process reading a tap can.
+
+/// In front of each frame handed to the resequencer's tap: whose packet it
+/// is and its RFC 2890 sequence number. The inner Ethernet frame follows.
+/// In front, not behind: the tap completes a partial TCP/UDP checksum up to
+/// the frame's end, and a trailer would be summed with it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReseqHdr {
+    /// `ReseqHdr::MAGIC`, in network order like the rest.
+    pub magic: [u8; 4],
+    pub peer_id: [u8; 4],
+    pub seq: [u8; 4],
+}
+
+impl ReseqHdr {
+    pub const LEN: usize = core::mem::size_of::<ReseqHdr>();
+    /// "xrsq"
+    pub const MAGIC: u32 = 0x7872_7371;
+
+    #[inline(always)]
+    pub fn new(peer_id: u32, seq: u32) -> ReseqHdr {
+        ReseqHdr { magic: Self::MAGIC.to_be_bytes(), peer_id: peer_id.to_be_bytes(), seq: seq.to_be_bytes() }
+    }
+
+    /// The header at the start of `frame`, if one of ours is there.
+    pub fn parse(frame: &[u8]) -> Option<ReseqHdr> {
+        let b: &[u8; 12] = frame.get(..Self::LEN)?.try_into().ok()?;
+        let h = ReseqHdr { magic: [b[0], b[1], b[2], b[3]], peer_id: [b[4], b[5], b[6], b[7]], seq: [b[8], b[9], b[10], b[11]] };
+        (u32::from_be_bytes(h.magic) == Self::MAGIC).then_some(h)
+    }
+
+    #[inline(always)]
+    pub fn peer_id(&self) -> u32 {
+        u32::from_be_bytes(self.peer_id)
+    }
+
+    #[inline(always)]
+    pub fn seq(&self) -> u32 {
+        u32::from_be_bytes(self.seq)
+    }
+}
+
+/// Largest `resequence` hold, in milliseconds: TCP's own timers start near
+/// 200 ms, and a buffer holding longer only delays what it cannot save.
+pub const MAX_RESEQUENCE_MS: u32 = 100;

@@ -1,0 +1,42 @@
+//! Resequencing: under `xgre run` with `resequence`, a decapsulated packet
+//! that carries a sequence number goes to the tap `xgre run` reads, with
+//! its peer and number in front (`ReseqHdr`), instead of to the tunnel
+//! device. `xgre run` delivers it in order, through the same hidden veth
+//! end, so the device still counts it.
+
+use aya_ebpf::{
+    bindings::TC_ACT_REDIRECT,
+    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_change_head},
+    programs::TcContext,
+};
+use gre_common::{DropReason, ReseqHdr};
+
+use crate::maps::RESEQ_TAP;
+
+/// Hand the packet (its inner frame at the start) to the tunnel's
+/// resequencer. None: deliver it as usual, because nothing resequences
+/// this tunnel, its tap is gone (`xgre run` ended without clearing the
+/// entry), or the packet is a GSO one, which the tap would segment with
+/// our header taken for the MAC header.
+#[inline(always)]
+pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32) -> Option<Result<i32, DropReason>> {
+    let tap = *unsafe { RESEQ_TAP.get(tunnel_ifindex) }?;
+    if tap == 0 || unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+        return None;
+    }
+    // Only to see whether the device is still there (-ENODEV when not).
+    let mut mtu = 0u32;
+    if unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tap, &mut mtu, 0, 0) } < 0 {
+        return None;
+    }
+    if unsafe { bpf_skb_change_head(ctx.skb.skb, ReseqHdr::LEN as u32, 0) } != 0 {
+        return None;
+    }
+    // From here the frame has our header's room in front: it goes to the
+    // tap or nowhere.
+    if ctx.store(0, &ReseqHdr::new(peer_id, seq), 0).is_err() {
+        return Some(Err(DropReason::HelperFailed));
+    }
+    let r = unsafe { bpf_redirect(tap, 0) };
+    Some(Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 }))
+}

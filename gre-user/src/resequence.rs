@@ -1,0 +1,195 @@
+//! `resequence` under `xgre run`: the receive programs hand numbered
+//! packets to a tap device this process reads (see gre-common's `reseq`);
+//! a thread puts each peer's packets back in sequence-number order
+//! (`reseq_window`) and sends them out of the tunnel's hidden veth end,
+//! the way the programs deliver everything else, so the tunnel device
+//! receives and counts them. BPF cannot hold a packet; this can.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    io::Read,
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use gre_common::ReseqHdr;
+
+use crate::{
+    datapath::Datapath,
+    netlink::Netlink,
+    reseq_window::{Window, WindowStats},
+};
+
+/// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread
+/// that falls briefly behind does not lose any.
+const TAP_QUEUE: u32 = 2000;
+/// Longest sleep without a frame or a deadline, to notice `stop`.
+const IDLE: Duration = Duration::from_millis(50);
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+pub struct Resequencer {
+    tunnel_ifindex: u32,
+    tap: String,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<WindowStats>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A tap device of this process's (gone when the descriptor closes).
+fn open_tap(name: &str) -> Result<File> {
+    // SAFETY: a plain open(2) of a path literal.
+    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening /dev/net/tun for the resequencer's tap");
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq { name: [0; 16], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
+    if name.len() > 15 {
+        bail!("tap name {name} is longer than 15 bytes");
+    }
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes one struct ifreq, which IfReq is.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("creating tap {name}"));
+    }
+    Ok(file)
+}
+
+/// A packet socket that sends frames out of `ifindex` and receives nothing.
+fn sender(ifindex: u32) -> Result<(OwnedFd, libc::sockaddr_ll)> {
+    // SAFETY: socket(2) with constant arguments; protocol 0 joins no tap.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error()).context("opening the resequencer's packet socket");
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sa.sll_family = libc::AF_PACKET as u16;
+    sa.sll_ifindex = ifindex as i32;
+    sa.sll_halen = 6;
+    Ok((fd, sa))
+}
+
+fn send(fd: &OwnedFd, sa: &libc::sockaddr_ll, frame: &[u8]) {
+    // SAFETY: frame and sa outlive the call; the lengths are theirs.
+    unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (sa as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        );
+    }
+}
+
+/// Sleep until the tap has a frame or `timeout` passes (µs precision:
+/// holds are a millisecond or two).
+fn wait(tap: &File, timeout: Duration) {
+    let mut pfd = libc::pollfd { fd: tap.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+    // SAFETY: one pollfd, a valid timespec, no signal mask.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
+fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, hold: Duration, stop: Arc<AtomicBool>, shared: Arc<Mutex<WindowStats>>) {
+    let mut windows: HashMap<u32, Window> = HashMap::new();
+    let mut stats = WindowStats::default();
+    let mut buf = vec![0u8; 65536];
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        let deadline = windows.values().filter_map(Window::oldest).min().map(|t| t + hold);
+        let timeout = deadline.map_or(IDLE, |d| d.saturating_duration_since(now).min(IDLE));
+        if !timeout.is_zero() {
+            wait(&tap, timeout);
+        }
+        // A bounded batch, so deadlines are seen to under a steady stream.
+        for _ in 0..256 {
+            let n = match tap.read(&mut buf) {
+                Ok(n) => n,
+                Err(_) => break,
+            };
+            let frame = &buf[..n];
+            let Some(h) = ReseqHdr::parse(frame) else { continue };
+            windows.entry(h.peer_id()).or_default().push(h.seq(), &frame[ReseqHdr::LEN..], Instant::now(), &mut stats, &mut out);
+            for f in out.drain(..) {
+                send(&out_fd, &sa, &f);
+            }
+        }
+        let now = Instant::now();
+        for w in windows.values_mut() {
+            w.expire(now, hold, &mut stats, &mut out);
+        }
+        for f in out.drain(..) {
+            send(&out_fd, &sa, &f);
+        }
+        if let Ok(mut s) = shared.lock() {
+            *s = stats;
+        }
+    }
+}
+
+impl Resequencer {
+    /// Resequence what tunnel `tunnel_ifindex` receives, delivering
+    /// through its hidden veth end `hidden_ifindex`.
+    pub async fn start(nl: &Netlink, dp: &Datapath, tunnel_ifindex: u32, hidden_ifindex: u32, hold: Duration) -> Result<Resequencer> {
+        let name = format!("xrsq{tunnel_ifindex}");
+        let tap = open_tap(&name)?;
+        // Nothing but our frames may enter the tap: no IPv6 of its own.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+        let link = nl.link(&name).await?.with_context(|| format!("tap {name} vanished"))?;
+        nl.set_up_quiet(link.index, TAP_QUEUE).await?;
+        let (out_fd, sa) = sender(hidden_ifindex)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new(WindowStats::default()));
+        let (s, st) = (stop.clone(), stats.clone());
+        let thread = std::thread::Builder::new()
+            .name("xgre-reseq".into())
+            .spawn(move || serve(tap, out_fd, sa, hold, s, st))
+            .context("starting the resequencer thread")?;
+        dp.reseq_tap()?.insert(tunnel_ifindex, link.index, 0).context("pointing the datapath at the resequencer")?;
+        Ok(Resequencer { tunnel_ifindex, tap: name, stop, stats, thread: Some(thread) })
+    }
+
+    pub fn tap(&self) -> &str {
+        &self.tap
+    }
+
+    pub fn stats(&self) -> WindowStats {
+        self.stats.lock().map(|s| *s).unwrap_or_default()
+    }
+
+    /// Deliver as they arrive again, then end the thread (its tap goes
+    /// with it).
+    pub fn stop(mut self, dp: Option<&Datapath>) -> WindowStats {
+        if let Some(dp) = dp {
+            if let Ok(mut m) = dp.reseq_tap() {
+                let _ = m.remove(&self.tunnel_ifindex);
+            }
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.stats()
+    }
+}

@@ -1305,6 +1305,9 @@ weight = 1
         let rated = Config::parse(&two_links(GOOD, "rate = \"300mbit\"", "rate = \"100mbit\""), "t.toml").expect("rates on every link");
         assert_eq!(rated.links[1].rate.map(|r| r.kbps), Some(100_000));
         expect(bad(|s| s.replace("mtu = 1476", "mtu = 20")), "tunnel.mtu", "68");
+        expect(bad(|s| s.replace("key = 42", "key = 42\nresequence = 101")), "tunnel.resequence", "above 100");
+        let reseq = Config::parse(&GOOD.replace("key = 42", "key = 42\nresequence = 5"), "t.toml").expect("resequence = 5");
+        assert_eq!(reseq.tunnel.resequence, Some(5));
         expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
         expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");
         expect(bad(|s| s.replace("link = \"eth0\"", "link = \"eth1\"")), "peer[0].path[0].link", "not a [[link]]");

@@ -50,19 +50,19 @@ impl Window {
     }
 
     /// Take a frame; `out` gets what may leave now, in order.
-    pub fn push(&mut self, seq: u32, frame: &[u8], now: Instant, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    pub fn push(&mut self, seq: u32, frame: Vec<u8>, now: Instant, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
         // Start well above 0 so numbers before the first one still extend
         // below it without wrapping.
         let next = *self.next.get_or_insert((1u64 << 32) | seq as u64);
         let e = Self::extend(next, seq);
         if e < next {
             stats.late += 1;
-            out.push(frame.to_vec());
+            out.push(frame);
             return;
         }
         if e == next {
             stats.in_order += 1;
-            out.push(frame.to_vec());
+            out.push(frame);
             self.next = Some(next + 1);
             self.drain(stats, out);
             return;
@@ -71,7 +71,7 @@ impl Window {
             // A restart: flush what waits, then carry on from here.
             self.release_all(stats, out);
             stats.in_order += 1;
-            out.push(frame.to_vec());
+            out.push(frame);
             self.next = Some(e + 1);
             return;
         }
@@ -79,7 +79,7 @@ impl Window {
             stats.duplicate += 1;
             return;
         }
-        self.held.insert(e, (now, frame.to_vec()));
+        self.held.insert(e, (now, frame));
         if self.held.len() > MAX_HELD {
             self.skip_gap(stats, out);
         }
@@ -137,7 +137,7 @@ mod tests {
     fn run(seqs: &[u32], w: &mut Window, st: &mut WindowStats, now: Instant) -> Vec<u32> {
         let mut out = Vec::new();
         for &s in seqs {
-            w.push(s, &s.to_be_bytes(), now, st, &mut out);
+            w.push(s, s.to_be_bytes().to_vec(), now, st, &mut out);
         }
         out.iter().map(|f| u32::from_be_bytes(f[..4].try_into().unwrap())).collect()
     }

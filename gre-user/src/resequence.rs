@@ -32,6 +32,11 @@ use crate::{
 const TAP_QUEUE: u32 = 2000;
 /// Longest sleep without a frame or a deadline, to notice `stop`.
 const IDLE: Duration = Duration::from_millis(50);
+/// While frames keep coming, read them this often rather than per frame:
+/// 7 frames at 400 Mbit/s, for 0.1 ms of delay.
+const NAP: Duration = Duration::from_micros(100);
+/// Most frames read before the deadlines are looked at again.
+const BATCH: usize = 256;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
@@ -87,18 +92,31 @@ fn sender(ifindex: u32) -> Result<(OwnedFd, libc::sockaddr_ll)> {
     Ok((fd, sa))
 }
 
-fn send(fd: &OwnedFd, sa: &libc::sockaddr_ll, frame: &[u8]) {
-    // SAFETY: frame and sa outlive the call; the lengths are theirs.
-    unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (sa as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        );
+/// Send `frames` out in as few calls as sendmmsg takes. A frame the
+/// kernel refuses is lost, as it would be on a full device queue.
+fn send_all(fd: &OwnedFd, sa: &libc::sockaddr_ll, frames: &mut Vec<Vec<u8>>) {
+    let mut iov: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+    let mut msgs: Vec<libc::mmsghdr> = iov
+        .iter_mut()
+        .map(|v| {
+            // SAFETY: msghdr is plain data; all zeros is a valid value.
+            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+            h.msg_name = (sa as *const libc::sockaddr_ll).cast_mut().cast();
+            h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            h.msg_iov = v;
+            h.msg_iovlen = 1;
+            libc::mmsghdr { msg_hdr: h, msg_len: 0 }
+        })
+        .collect();
+    let mut done = 0;
+    while done < msgs.len() {
+        // SAFETY: every header points at an iovec and a frame that live
+        // until this function returns.
+        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs[done..].as_mut_ptr(), (msgs.len() - done) as u32, 0) };
+        // A refused frame: skip it and go on with the rest.
+        done += if n > 0 { n as usize } else { 1 };
     }
+    frames.clear();
 }
 
 /// Sleep until the tap has a frame or `timeout` passes (µs precision:
@@ -115,33 +133,35 @@ fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, hold: Duration, 
     let mut stats = WindowStats::default();
     let mut buf = vec![0u8; 65536];
     let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut busy = false;
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
         let deadline = windows.values().filter_map(Window::oldest).min().map(|t| t + hold);
         let timeout = deadline.map_or(IDLE, |d| d.saturating_duration_since(now).min(IDLE));
-        if !timeout.is_zero() {
+        if busy {
+            // Frames are coming: let a few gather instead of waking for
+            // each, which costs more than the frame.
+            std::thread::sleep(timeout.min(NAP));
+        } else if !timeout.is_zero() {
             wait(&tap, timeout);
         }
+        busy = false;
         // A bounded batch, so deadlines are seen to under a steady stream.
-        for _ in 0..256 {
+        for _ in 0..BATCH {
             let n = match tap.read(&mut buf) {
                 Ok(n) => n,
                 Err(_) => break,
             };
-            let frame = &buf[..n];
-            let Some(h) = ReseqHdr::parse(frame) else { continue };
-            windows.entry(h.peer_id()).or_default().push(h.seq(), &frame[ReseqHdr::LEN..], Instant::now(), &mut stats, &mut out);
-            for f in out.drain(..) {
-                send(&out_fd, &sa, &f);
-            }
+            busy = true;
+            let Some(h) = ReseqHdr::parse(&buf[..n]) else { continue };
+            let frame = buf[ReseqHdr::LEN..n].to_vec();
+            windows.entry(h.peer_id()).or_default().push(h.seq(), frame, Instant::now(), &mut stats, &mut out);
         }
         let now = Instant::now();
         for w in windows.values_mut() {
             w.expire(now, hold, &mut stats, &mut out);
         }
-        for f in out.drain(..) {
-            send(&out_fd, &sa, &f);
-        }
+        send_all(&out_fd, &sa, &mut out);
         if let Ok(mut s) = shared.lock() {
             *s = stats;
         }

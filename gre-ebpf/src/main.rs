@@ -77,6 +77,7 @@ fn keep_maps(data: usize) {
             let _ = maps::NEIGH_STATS.get(0);
             let _ = maps::HDR_SCRATCH.get(0);
             let _ = maps::LCO_HDR.get(0);
+            let _ = maps::RESEQ_TAP.get(0);
             // aya-log's buffer, for `--debug`: the programs that never log
             // would not hold it otherwise.
             let _ = aya_log_ebpf::macro_support::AYA_LOGS.query(0);

@@ -262,13 +262,17 @@ fn receive_programs_agree_with_the_reference_model() {
                 Err(e) => panic!("seed {seed}, frame {n}: BPF_PROG_RUN refused it ({e}): {}", hexdump(&f)),
             };
             let meta = |target: u32| [HandoffMeta::MAGIC.to_ne_bytes(), target.to_ne_bytes(), HIDDEN.to_ne_bytes()].concat();
+            // A numbered frame's peer (0 here) and number follow, for the
+            // hand-off to resequence it.
+            let seq_meta =
+                |seq: Option<u32>| seq.map_or(vec![], |s| [HandoffSeq::MAGIC.to_ne_bytes(), 0u32.to_ne_bytes(), s.to_ne_bytes()].concat());
             let ok = match (&want, hook) {
                 (Want::Pass, Hook::Tc) => ret == TC_ACT_OK && out == f,
                 (Want::Pass, Hook::Xdp) => ret == XDP_PASS && out == f,
                 (Want::Drop(_) | Want::Consumed, Hook::Tc) => ret == TC_ACT_SHOT,
                 (Want::Drop(_) | Want::Consumed, Hook::Xdp) => ret == XDP_DROP,
-                (Want::Deliver(w), Hook::Tc) | (Want::Reflect(w), Hook::Tc) => ret == TC_ACT_REDIRECT && out == *w,
-                (Want::Deliver(w), Hook::Xdp) => ret == XDP_PASS && out == [meta(TUN), w.clone()].concat(),
+                (Want::Deliver(w, _), Hook::Tc) | (Want::Reflect(w), Hook::Tc) => ret == TC_ACT_REDIRECT && out == *w,
+                (Want::Deliver(w, seq), Hook::Xdp) => ret == XDP_PASS && out == [meta(TUN), seq_meta(*seq), w.clone()].concat(),
                 (Want::Reflect(w), Hook::Xdp) => ret == XDP_PASS && out == [meta(0), w.clone()].concat(),
             };
             let counted = match (slot, before) {
@@ -348,7 +352,7 @@ fn a_sample_on_the_wire_is_judged_as_the_model_says() {
             }
             let kind = match model(&env, Hook::Xdp, &f) {
                 Want::Drop(reason) => format!("drop {reason}"),
-                Want::Deliver(_) => "deliver".into(),
+                Want::Deliver(..) => "deliver".into(),
                 Want::Reflect(_) => "reflect".into(),
                 Want::Consumed => "consumed".into(),
                 Want::Pass => "pass".into(),

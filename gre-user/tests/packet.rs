@@ -130,7 +130,14 @@ fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
         assert_eq!(&out[..4], &HandoffMeta::MAGIC.to_ne_bytes(), "xdp metadata magic");
         assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
         assert_eq!(&out[8..12], &HIDDEN.to_ne_bytes(), "xdp metadata hidden end");
-        assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&want), "xdp output");
+        // A numbered frame's peer and number follow, to be resequenced.
+        let mut at = HandoffMeta::LEN;
+        if let Some(seq) = g.seq {
+            let s = [HandoffSeq::MAGIC.to_ne_bytes(), 3u32.to_ne_bytes(), seq.to_ne_bytes()].concat();
+            assert_eq!(hexdump(&out[at..at + HandoffSeq::LEN]), hexdump(&s), "xdp metadata sequence number");
+            at += HandoffSeq::LEN;
+        }
+        assert_eq!(hexdump(&out[at..]), hexdump(&want), "xdp output");
         let s = dp.path_stats(3, 0);
         assert_eq!((s.rx_packets, s.rx_bytes), (2, 2 * inner.len() as u64));
         assert!(dp.drops().is_empty(), "{:?}", dp.drops());

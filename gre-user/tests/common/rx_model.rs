@@ -45,8 +45,10 @@ pub enum Want {
     Drop(&'static str),
     /// Our keepalive came back: consumed, no drop counted.
     Consumed,
-    /// Delivered to the tunnel: the frame the tunnel device gets.
-    Deliver(Vec<u8>),
+    /// Delivered to the tunnel: the frame the tunnel device gets, and the
+    /// RFC 2890 sequence number it came with (XDP hands it on to be
+    /// resequenced).
+    Deliver(Vec<u8>, Option<u32>),
     /// The peer's keepalive, sent back out: the frame that leaves.
     Reflect(Vec<u8>),
 }
@@ -201,5 +203,6 @@ pub fn model(env: &Env, hook: Hook, f: &[u8]) -> Want {
     out.extend(&f[6..12]);
     out.extend(proto.to_be_bytes());
     out.extend(inner);
-    Want::Deliver(out)
+    let seq_at = 4 + 4 * (c as usize + k as usize);
+    Want::Deliver(out, s.then(|| u32::from_be_bytes(g[seq_at..seq_at + 4].try_into().unwrap())))
 }

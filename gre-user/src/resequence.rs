@@ -128,7 +128,24 @@ fn wait(tap: &File, timeout: Duration) {
     unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
 }
 
+/// Run the calling thread under SCHED_FIFO at the lowest real-time
+/// priority, so that a busy process on its CPU cannot keep the receive
+/// path waiting for a time slice: without resequencing the stack receives
+/// in softirq, which pre-empts any process. The thread sleeps between
+/// batches, and the kernel's real-time throttling bounds it anyway.
+fn realtime() -> std::io::Result<()> {
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a valid sched_param for the calling thread.
+    match unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) } {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
 fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, hold: Duration, stop: Arc<AtomicBool>, shared: Arc<Mutex<WindowStats>>) {
+    if let Err(e) = realtime() {
+        tracing::warn!("resequencer: staying at normal priority ({e})");
+    }
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
     let mut buf = vec![0u8; 65536];

@@ -330,6 +330,24 @@ fn ready(child: &mut std::process::Child) -> BufReader<std::process::ChildStdout
     r
 }
 
+/// The scheduling policy of every thread named `comm` on the machine
+/// (field 41 of /proc/PID/task/TID/stat).
+fn thread_policies(comm: &str) -> Vec<u32> {
+    let mut found = vec![];
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(tasks) = std::fs::read_dir(p.path().join("task")) else { continue };
+        for t in tasks.flatten() {
+            if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == comm) {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+                // Fields after the parenthesised name start at field 3.
+                let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+                found.extend(rest.split_whitespace().nth(41 - 3).and_then(|f| f.parse::<u32>().ok()));
+            }
+        }
+    }
+    found
+}
+
 /// `resequence`: packets a peer numbered reach the tunnel in number order
 /// however they arrive; a gap that does not fill is given up on after the
 /// hold, and the packet that was missing is still delivered when it comes.
@@ -343,6 +361,9 @@ fn resequencing_delivers_in_number_order_and_gives_up_on_a_gap_after_the_hold() 
         let log = run_daemon(&mut t, 1, &cb);
         let first = log.recv_timeout(Duration::from_secs(5)).expect("run says it resequences");
         assert!(first.contains("resequencing numbered packets through xrsq"), "{first}");
+        // A busy process on its CPU must not keep the window waiting
+        // (`ps -eLo comm,cls` shows FF).
+        assert_eq!(thread_policies("xgre-reseq"), [libc::SCHED_FIFO as u32], "{rx}: the resequencer's scheduling policy");
         let mut recv = receive_numbered(t.b(), 9, 5);
         let mut out = ready(&mut recv);
         // 3 arrives after 4 and 5; 7 never comes in time.

@@ -5,7 +5,6 @@
 //! end, so the device still counts it.
 
 use aya_ebpf::{
-    bindings::TC_ACT_REDIRECT,
     helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_change_head},
     programs::TcContext,
 };
@@ -37,6 +36,6 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32) -
     if ctx.store(0, &ReseqHdr::new(peer_id, seq), 0).is_err() {
         return Some(Err(DropReason::HelperFailed));
     }
-    let r = unsafe { bpf_redirect(tap, 0) };
-    Some(Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 }))
+    // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
+    Some(Ok(unsafe { bpf_redirect(tap, 0) } as i32))
 }

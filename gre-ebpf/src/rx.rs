@@ -14,7 +14,7 @@
 use aya_ebpf::{
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
-        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT,
+        BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT,
     },
     helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
@@ -162,8 +162,7 @@ pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     if m.tunnel_ifindex == 0 {
         // A reflected keepalive: out of the link it came in on.
-        let r = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
-        return Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 });
+        return Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32);
     }
     if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
         let s = unsafe { ((meta + HandoffMeta::LEN) as *const HandoffSeq).read_unaligned() };
@@ -194,11 +193,8 @@ fn legacy_handoff(ctx: &TcContext, meta: usize, data: usize) -> i32 {
     } else {
         unsafe { bpf_redirect(tunnel, BPF_F_INGRESS as u64) }
     };
-    if r == TC_ACT_REDIRECT as i64 {
-        TC_ACT_REDIRECT
-    } else {
-        r as i32
-    }
+    // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
+    r as i32
 }
 
 pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
@@ -263,11 +259,8 @@ fn to_tunnel(ctx: &TcContext, tunnel_ifindex: u32, peer_ifindex: u32) -> i32 {
     let mut mtu = 0u32;
     let fits = peer_ifindex != 0 && unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tunnel_ifindex, &mut mtu, 0, 0) } == 0;
     let r = if fits { unsafe { bpf_redirect(peer_ifindex, 0) } } else { unsafe { bpf_redirect(tunnel_ifindex, BPF_F_INGRESS as u64) } };
-    if r == TC_ACT_REDIRECT as i64 {
-        TC_ACT_REDIRECT
-    } else {
-        r as i32
-    }
+    // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
+    r as i32
 }
 
 /// What the packet is once decapsulated: adjust_room then sets the skb's
@@ -291,6 +284,5 @@ fn reflect_tc(ctx: &TcContext, rx: &Rx) -> Result<i32, DropReason> {
     ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, 0).map_err(|_| DropReason::HelperFailed)?;
     ctx.store(0, &reflect_eth(&outer, rx), 0).map_err(|_| DropReason::HelperFailed)?;
     keepalive_reflected(rx.path.peer_id, rx.path.path);
-    let r = unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) };
-    Ok(if r == TC_ACT_REDIRECT as i64 { TC_ACT_REDIRECT } else { r as i32 })
+    Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32)
 }

@@ -59,7 +59,7 @@ pub const TUN_NO_DEV_COUNTERS: u32 = 1 << 5;
 /// device had to ask for one-MSS packets, and BBR pacing them one by one
 /// fell to 35-44% of the links (`cargo xtask bench agg --seq`).
 pub const fn tx_crosses_pair(flags: u32) -> bool {
-    flags & TUN_NO_DEV_COUNTERS == 0 || flags & (TUN_SEQ | TUN_CSUM) != 0
+    flags & TUN_NO_DEV_COUNTERS == 0 || flags & TUN_PER_PACKET != 0
 }
 /// `gretap` trunk: the key comes from the frame's VLAN (`XGRE_VLANS`), and
 /// received frames are tagged with the VLAN of their key.
@@ -68,6 +68,15 @@ pub const TUN_TRUNK: u32 = 1 << 6;
 /// Solicitations for addresses known behind a peer are answered on this
 /// host; only the unknown ones are flooded (`XGRE_NEIGH`).
 pub const TUN_ARP_SUPPRESS: u32 = 1 << 7;
+/// `ip_id_sequence = true`: packets are numbered per peer as with
+/// `TUN_SEQ`, but in the outer IPv4 header's Identification field (16 bits,
+/// meaningless in a DF datagram, RFC 6864) instead of 4 more GRE bytes;
+/// receive takes a peer's IPv4 ID as its number. Between xgre peers only.
+pub const TUN_IPID_SEQ: u32 = 1 << 8;
+/// Tunnels that number their packets, one way or the other.
+pub const TUN_NUMBERED: u32 = TUN_SEQ | TUN_IPID_SEQ;
+/// Tunnels whose every wire packet needs a header of its own.
+pub const TUN_PER_PACKET: u32 = TUN_NUMBERED | TUN_CSUM;
 
 /// Addresses `XGRE_NEIGH` holds in one network namespace (all tunnels);
 /// the least recently used entry makes room for a new one.

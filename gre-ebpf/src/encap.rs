@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
+use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_IPID_SEQ, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -136,7 +136,7 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
         ip + OUTER_V6
     } else {
         hdr[12..14].copy_from_slice(&ETH_P_IP.to_be_bytes());
-        outer_v4(hdr, f, path, tot_len);
+        outer_v4(hdr, f, path, tot_len, seq);
         ip + OUTER_V4
     };
     gre_fields(hdr, go, f, room, seq);
@@ -144,11 +144,16 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
 }
 
 #[inline(always)]
-fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16) {
+fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16, seq: u32) {
     let ip = EthHdr::LEN;
     hdr[ip] = 0x45;
     hdr[ip + 1] = f.tos;
     hdr[ip + 2..ip + 4].copy_from_slice(&tot_len.to_be_bytes());
+    if f.flags & TUN_IPID_SEQ != 0 {
+        // The peer's number, in a field a DF datagram does not use (RFC
+        // 6864 section 4.1): numbered at no cost in bytes.
+        hdr[ip + 4..ip + 6].copy_from_slice(&(seq as u16).to_be_bytes());
+    }
     hdr[ip + 6] = 0x40; // DF: the tunnel MTU already leaves room for our headers.
     hdr[ip + 8] = 64;
     hdr[ip + 9] = IPPROTO_GRE;

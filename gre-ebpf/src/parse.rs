@@ -4,7 +4,7 @@
 
 use gre_common::{
     v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
-    TUN_TRUNK,
+    TUN_IPID_SEQ, TUN_TRUNK,
 };
 use network_types::{
     eth::EthHdr,
@@ -17,7 +17,7 @@ use crate::{
     csum,
     maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
-    trunk,
+    seq, trunk,
 };
 
 /// A GRE packet of ours, ready to decapsulate.
@@ -31,7 +31,9 @@ pub struct Rx {
     pub path: RxPath,
     /// Inner bytes, for the counters.
     pub inner_len: usize,
-    /// RFC 2890 sequence number, when the packet carries one.
+    /// The peer's number for the packet, when it has one: its RFC 2890
+    /// sequence number, or with `ip_id_sequence` its outer IPv4 ID widened
+    /// to 32 bits (`seq::widen`).
     pub seq: Option<u32>,
     /// Trunk tunnels: the VLAN the key stands for (0: untagged).
     pub vid: u16,
@@ -92,7 +94,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         ETH_P_IPV6 => outer_v6(pkt, &eth, l2_len)?,
         _ => None,
     };
-    let Some(Outer { ip_len, tot_len, src, local, v4 }) = outer else {
+    let Some(Outer { ip_len, tot_len, src, local, v4, ip_id }) = outer else {
         return Ok(Verdict::Pass);
     };
     let ihl = ip_len;
@@ -134,7 +136,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     } else {
         KeyLookup { key: 0, has_key: 0 }
     };
-    let seq = if gre.has_seq() {
+    let gre_seq = if gre.has_seq() {
         let s: [u8; 4] = pkt.read(opt)?;
         Some(u32::from_be_bytes(s))
     } else {
@@ -153,6 +155,10 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     let vid = if tunnel.flags & TUN_TRUNK != 0 { trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)? } else { 0 };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
     let path = *unsafe { RX_PATHS.get(rx_key) }.ok_or(DropReason::UnknownPeer)?;
+    let seq = match gre_seq {
+        None if v4 && tunnel.flags & TUN_IPID_SEQ != 0 => Some(seq::widen(path.peer_id, ip_id)),
+        s => s,
+    };
 
     let proto = gre.proto();
     if proto == PROTO_KEEPALIVE {
@@ -204,6 +210,8 @@ struct Outer {
     src: [u8; 16],
     local: [u8; 16],
     v4: bool,
+    /// IPv4 Identification (0 for IPv6): the number of `ip_id_sequence`.
+    ip_id: u16,
 }
 
 /// GRE to someone else (or another GRE implementation's address) is not
@@ -248,7 +256,7 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
         // MF set or a non-zero offset: we do not reassemble.
         return Err(DropReason::Fragment);
     }
-    Ok(Some(Outer { ip_len: ihl, tot_len, src: v4_mapped(ip.src_addr), local, v4: true }))
+    Ok(Some(Outer { ip_len: ihl, tot_len, src: v4_mapped(ip.src_addr), local, v4: true, ip_id: ip.id() }))
 }
 
 /// RFC 7676: GRE directly after the IPv6 header (next header 47). GRE
@@ -273,7 +281,7 @@ fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
     if at + tot_len > pkt.len() {
         return Err(DropReason::BadOuter);
     }
-    Ok(Some(Outer { ip_len: Ipv6Hdr::LEN, tot_len, src: ip.src_addr, local: ip.dst_addr, v4: false }))
+    Ok(Some(Outer { ip_len: Ipv6Hdr::LEN, tot_len, src: ip.src_addr, local: ip.dst_addr, v4: false, ip_id: 0 }))
 }
 
 #[inline(always)]

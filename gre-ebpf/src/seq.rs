@@ -1,10 +1,11 @@
-//! RFC 2890 sequence numbers: stamped on transmit (`next_seq`), and on
+//! Per-peer packet numbers (RFC 2890 sequence numbers, or the outer IPv4
+//! ID with `ip_id_sequence`): stamped on transmit (`next_seq`), and on
 //! receive turned into reorder telemetry (`observe`). Packets are never
 //! held or dropped for arriving out of order (Linux's ip_gre drops them,
 //! and that kills aggregation): receive only measures.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use gre_common::{DropReason, LATE_DISPLACEMENT, TUN_SEQ};
+use gre_common::{DropReason, LATE_DISPLACEMENT, TUN_NUMBERED};
 
 use crate::maps::{REORDER, RX_SEQ, TX_SEQ};
 
@@ -37,11 +38,30 @@ pub fn observe(peer_id: u32, seq: u32) {
     }
 }
 
-/// The next RFC 2890 sequence number to `peer_id`, when the tunnel stamps
-/// them (else 0).
+/// A peer's 16-bit number (`ip_id_sequence`: the outer IPv4 ID) widened
+/// to 32 bits around the highest number seen from it, so that telemetry
+/// and the resequencer see one sequence across the 16-bit wrap: the
+/// nearest 32-bit number with these low bits. A number seen first is
+/// taken as it is.
+#[inline(always)]
+pub fn widen(peer_id: u32, id: u16) -> u32 {
+    let Some(hi) = RX_SEQ.get_ptr(peer_id) else {
+        return id as u32;
+    };
+    let cur = unsafe { core::ptr::read_volatile(hi) };
+    if cur & SEEN == 0 {
+        return id as u32;
+    }
+    let cur = cur as u32;
+    cur.wrapping_add(id.wrapping_sub(cur as u16) as i16 as i32 as u32)
+}
+
+/// The next number to `peer_id`, when the tunnel numbers its packets
+/// (RFC 2890's sequence number, or its low 16 bits as the outer IPv4 ID),
+/// else 0.
 #[inline(always)]
 pub fn next_seq(tunnel_flags: u32, peer_id: u32) -> Result<u32, DropReason> {
-    if tunnel_flags & TUN_SEQ == 0 {
+    if tunnel_flags & TUN_NUMBERED == 0 {
         return Ok(0);
     }
     let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;

@@ -14,7 +14,7 @@ use aya_ebpf::{
 use gre_common::{
     handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
     tx_crosses_pair, v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE,
-    MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_CSUM, TUN_NVGRE, TUN_SEQ, TUN_TRUNK, TUN_UNDERLAY6,
+    MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_NVGRE, TUN_PER_PACKET, TUN_TRUNK, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -151,7 +151,7 @@ pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
 fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
-    if tunnel.flags & (TUN_SEQ | TUN_CSUM) != 0 && unsafe { (*skb).gso_segs } > 1 {
+    if tunnel.flags & TUN_PER_PACKET != 0 && unsafe { (*skb).gso_segs } > 1 {
         // GSO would copy one sequence number or checksum to every segment.
         // The device segments what it sends (its TSO is off), so that
         // the stack can hand it bursts and each segment reaches us here

@@ -129,6 +129,9 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     if t.sequence {
         flags |= TUN_SEQ;
     }
+    if t.ip_id_sequence {
+        flags |= TUN_IPID_SEQ;
+    }
     if t.checksum {
         flags |= TUN_CSUM;
     }
@@ -184,6 +187,7 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         vsid: nvgre.then_some(t.key >> 8),
         fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
         sequence: t.flags & TUN_SEQ != 0,
+        ip_id_sequence: t.flags & TUN_IPID_SEQ != 0,
         checksum: t.flags & TUN_CSUM != 0,
         stripe_burst: (t.stripe_burst != 0).then_some(t.stripe_burst),
         tcp_reordering: t.tcp_reordering.checked_sub(1).map(u32::from),

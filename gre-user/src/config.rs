@@ -140,6 +140,13 @@ pub struct TunnelConfig {
     pub key: Option<u32>,
     #[serde(default)]
     pub sequence: bool,
+    /// Number packets per peer as `sequence` does, but in the outer IPv4
+    /// header's Identification field (16 bits, unused in a DF datagram,
+    /// RFC 6864) instead of 4 more GRE bytes per packet, and take a peer's
+    /// IPv4 ID as its number on receive: for `resequence` between xgre
+    /// peers that both set it, at full packet size. IPv4 links only.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ip_id_sequence: bool,
     #[serde(default)]
     pub checksum: bool,
     /// Striping unit: the most segments one GSO packet may carry, and so
@@ -459,6 +466,7 @@ impl Config {
                 mtu: None,
                 key: None,
                 sequence: false,
+                ip_id_sequence: false,
                 checksum: false,
                 stripe_burst: None,
                 tcp_reordering: None,
@@ -629,7 +637,7 @@ impl Config {
     /// crossing its transmit then makes whatever `device_counters` says
     /// (`gre_common::tx_crosses_pair`).
     pub fn segments_per_packet(&self) -> bool {
-        self.tunnel.sequence || self.tunnel.checksum
+        self.tunnel.sequence || self.tunnel.ip_id_sequence || self.tunnel.checksum
     }
 
     /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE,
@@ -735,6 +743,20 @@ impl Config {
                         "{ms} ms is above {}, where TCP's own timers would resend first (0 turns it off)",
                         gre_common::reseq::MAX_RESEQUENCE_MS
                     ),
+                ));
+            }
+        }
+        if t.ip_id_sequence {
+            if t.sequence {
+                return Err(err(
+                    "tunnel.ip_id_sequence".into(),
+                    "`sequence = true` numbers packets already (in the GRE header); set one of the two".into(),
+                ));
+            }
+            if self.underlay6() {
+                return Err(err(
+                    "tunnel.ip_id_sequence".into(),
+                    "IPv6 links have no IPv4 Identification field; number packets with `sequence = true`".into(),
                 ));
             }
         }
@@ -1308,6 +1330,13 @@ weight = 1
         expect(bad(|s| s.replace("key = 42", "key = 42\nresequence = 101")), "tunnel.resequence", "above 100");
         let reseq = Config::parse(&GOOD.replace("key = 42", "key = 42\nresequence = 5"), "t.toml").expect("resequence = 5");
         assert_eq!(reseq.tunnel.resequence, Some(5));
+        expect(bad(|s| s.replace("sequence = false", "sequence = true\nip_id_sequence = true")), "tunnel.ip_id_sequence", "one of the two");
+        let v6 = |s: &str| s.replace("198.18.0.10\"", "2001:db8::10\"").replace("198.18.0.20\"", "2001:db8::20\"");
+        Config::parse(&v6(GOOD), "t.toml").expect("GOOD over IPv6");
+        expect(bad(|s| v6(s).replace("sequence = false", "ip_id_sequence = true")), "tunnel.ip_id_sequence", "IPv6 links");
+        let by_id = Config::parse(&GOOD.replace("sequence = false", "ip_id_sequence = true"), "t.toml").expect("ip_id_sequence");
+        assert!(by_id.segments_per_packet(), "one number per wire packet");
+        assert_eq!(by_id.overhead(), 28, "no bytes for the number: the same as without it");
         expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
         expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");
         expect(bad(|s| s.replace("link = \"eth0\"", "link = \"eth1\"")), "peer[0].path[0].link", "not a [[link]]");

@@ -230,6 +230,7 @@ mod tests {
             neigh: None,
             groups: vec![],
             sequence: false,
+            ip_id_sequence: false,
             checksum: false,
             device_counters: true,
             mtu: Some(1458),

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
-    VlanMapKey, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_SEQ, VLAN_TO_KEY,
+    VlanMapKey, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_NUMBERED, VLAN_TO_KEY,
 };
 use serde::Serialize;
 
@@ -135,6 +135,8 @@ pub struct TunnelStatus {
     pub neigh: Option<NeighStatus>,
     pub groups: Vec<GroupStatus>,
     pub sequence: bool,
+    /// Numbered in the outer IPv4 ID (`ip_id_sequence`).
+    pub ip_id_sequence: bool,
     pub checksum: bool,
     /// Whether `ip -s link` counts the tunnel's traffic.
     pub device_counters: bool,
@@ -229,7 +231,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             }
             let proutes = routes.iter().filter(|(t, _, v)| t == tidx && *v == p.id).map(|(_, n, _)| n.to_string()).collect();
             tcount += pcount;
-            let reorder = (t.flags & TUN_SEQ != 0).then(|| {
+            let reorder = (t.flags & TUN_NUMBERED != 0).then(|| {
                 let mut r = Reorder { late_after: LATE_DISPLACEMENT, ..Default::default() };
                 if let Ok(v) = reorder_map.get(&p.id, 0) {
                     for s in v.iter() {
@@ -315,6 +317,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             fdb: macs,
             groups,
             sequence: tc.sequence,
+            ip_id_sequence: tc.ip_id_sequence,
             checksum: tc.checksum,
             device_counters: tc.device_counters,
             mtu: dev.map(|d| d.mtu),
@@ -390,6 +393,9 @@ pub fn render(s: &Status) -> String {
         }
         if t.sequence {
             opts.push("seq".into());
+        }
+        if t.ip_id_sequence {
+            opts.push("seq in ip id".into());
         }
         if t.checksum {
             opts.push("csum".into());

@@ -296,17 +296,22 @@ fn striped_routes_tell_tcp_to_expect_reordering() {
 /// a (which runs no xgre) in the order given: each carries a UDP datagram
 /// to b's tunnel address whose payload is its sequence number. A list
 /// separated by `pause` goes out in two bursts `pause` seconds apart.
-fn send_numbered(t: &Topo, first: &[u32], pause: f64, second: &[u32]) {
+/// `ip_id`: numbered as `ip_id_sequence` numbers them, in the outer IPv4
+/// ID, counting from 65530 so that the 16-bit number wraps between 5 and
+/// 6; else in the GRE sequence number.
+fn send_numbered(t: &Topo, first: &[u32], pause: f64, second: &[u32], ip_id: bool) {
     let link = t.b().run("ip -br link show vb");
     let mac = link.split_whitespace().nth(2).expect("vb's MAC").to_string();
     let list = |s: &[u32]| s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
     t.a().run(&format!(
         "/usr/bin/python3 -c \"from scapy.all import *; import time; conf.verb=0; \
-         mk=lambda n: Ether(dst='{mac}')/IP(src='198.18.0.10', dst='198.18.0.20')/GRE(seqnum_present=1, sequence_number=n)/\
+         mk=lambda n: Ether(dst='{mac}')/IP(src='198.18.0.10', dst='198.18.0.20', flags='DF', id={id})/{gre}/\
          IP(src='198.19.100.1', dst='198.19.100.2')/UDP(sport=9000, dport=9000)/Raw(str(n).encode()); \
          s=conf.L2socket(iface='va'); [s.send(mk(n)) for n in [{}]]; time.sleep({pause}); [s.send(mk(n)) for n in [{}]]\"",
         list(first),
-        list(second)
+        list(second),
+        id = if ip_id { "(65530 + n) % 65536" } else { "0" },
+        gre = if ip_id { "GRE()" } else { "GRE(seqnum_present=1, sequence_number=n)" },
     ));
 }
 
@@ -351,13 +356,17 @@ fn thread_policies(comm: &str) -> Vec<u32> {
 /// `resequence`: packets a peer numbered reach the tunnel in number order
 /// however they arrive; a gap that does not fill is given up on after the
 /// hold, and the packet that was missing is still delivered when it comes.
-/// Through TC and through XDP receive (which hands over in metadata).
+/// Through TC and through XDP receive (which hands over in metadata), and
+/// with the numbers in the outer IPv4 ID (`ip_id_sequence`) across their
+/// 16-bit wrap.
 #[test]
 fn resequencing_delivers_in_number_order_and_gives_up_on_a_gap_after_the_hold() {
     let _s = serial();
-    for rx in ["tc", "xdp"] {
+    for (rx, ip_id) in [("tc", false), ("xdp", false), ("xdp", true)] {
         let mut t = Topo::pair("q");
-        let cb = t.write("b.toml", &p2p_config('b', "keepalive = 0\nresequence = 50", rx));
+        let extra = if ip_id { "keepalive = 0\nresequence = 50\nip_id_sequence = true" } else { "keepalive = 0\nresequence = 50" };
+        let cb = t.write("b.toml", &p2p_config('b', extra, rx));
+        let rx = if ip_id { "xdp, ip id" } else { rx };
         let log = run_daemon(&mut t, 1, &cb);
         let first = log.recv_timeout(Duration::from_secs(5)).expect("run says it resequences");
         assert!(first.contains("resequencing numbered packets through xrsq"), "{first}");
@@ -367,7 +376,7 @@ fn resequencing_delivers_in_number_order_and_gives_up_on_a_gap_after_the_hold() 
         let mut recv = receive_numbered(t.b(), 9, 5);
         let mut out = ready(&mut recv);
         // 3 arrives after 4 and 5; 7 never comes in time.
-        send_numbered(&t, &[1, 2, 4, 5, 3, 6, 8], 0.3, &[7, 9]);
+        send_numbered(&t, &[1, 2, 4, 5, 3, 6, 8], 0.3, &[7, 9], ip_id);
         let mut line = String::new();
         out.read_line(&mut line).unwrap();
         let _ = recv.wait();

@@ -2,7 +2,7 @@
 """Independent reference for the packet tests: builds GRE frames with scapy.
 
 Reads a JSON list of frame specs on stdin, writes a JSON list of hex frames.
-Each spec: {"eth": [dst, src], "ip": {"src", "dst", "tos"} or "ip6": {"src",
+Each spec: {"eth": [dst, src], "ip": {"src", "dst", "tos", "id"} or "ip6": {"src",
 "dst", "tc", "fl"}, "gre": {"key",
 "seq", "csum"}, "inner_hex": "..."}.
 """
@@ -32,7 +32,7 @@ for spec in json.load(sys.stdin):
     else:
         ip = spec["ip"]
         outer = Ether(dst=spec["eth"][0], src=spec["eth"][1], type=0x0800) / IP(
-            src=ip["src"], dst=ip["dst"], tos=ip.get("tos", 0), id=0, flags="DF", ttl=64, proto=47
+            src=ip["src"], dst=ip["dst"], tos=ip.get("tos", 0), id=ip.get("id", 0), flags="DF", ttl=64, proto=47
         )
     frame = outer / gre / Raw(bytes.fromhex(spec["inner_hex"]))
     out.append(bytes(frame).hex())

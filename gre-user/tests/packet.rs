@@ -62,14 +62,89 @@ fn encapsulation_matches_scapy_byte_for_byte() {
     }
 }
 
+/// `ip_id_sequence`: the number is the outer IPv4 ID, and the GRE header
+/// stays as it is without numbers (no S bit, no 4 more bytes).
+#[test]
+fn ip_id_sequence_numbers_packets_in_the_outer_ipv4_id() {
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TUN_IPID_SEQ);
+    dp.peer(0, &[1]);
+    let inner = inner_packet(64, 0);
+    let mut got = Vec::new();
+    let mut specs = Vec::new();
+    for n in 1..=3u32 {
+        let (ret, out) = dp.tx(&tunnel_frame(&inner), 1);
+        assert_eq!(ret, TC_ACT_REDIRECT, "packet {n}: not sent; drops {:?}", dp.drops());
+        got.push(out);
+        specs.push(serde_json::json!({
+            "eth": ["02:00:00:00:00:20", "02:00:00:00:00:10"],
+            "ip": {"src": "198.18.0.10", "dst": "198.18.0.20", "id": n},
+            "gre": {"key": 42},
+            "inner_hex": hexdump(&inner),
+        }));
+    }
+    let want = scapy_reference(serde_json::Value::Array(specs));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(hexdump(g), hexdump(w), "frame {i} differs from scapy's");
+    }
+    // A GSO packet would give every segment one number.
+    let (ret, _) = dp.tx(&tunnel_frame(&inner), 4);
+    assert_eq!(ret, TC_ACT_SHOT);
+    assert_eq!(dp.drops().get("tx_gso_per_packet"), Some(&1), "{:?}", dp.drops());
+}
+
+/// Receive takes an `ip_id_sequence` peer's IPv4 ID as its number,
+/// widened across the 16-bit wrap, and hands it on like an RFC 2890 one;
+/// a tunnel without the setting ignores the ID.
+#[test]
+fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
+    let inner = inner_packet(40, 0);
+    let with_id = |id: u16| {
+        let mut f = gre_frame(REMOTE, LOCAL, 0x4000, valid(Some(42)), &inner);
+        f[18..20].copy_from_slice(&id.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = sum16(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let handed = |out: &[u8]| -> Option<(u32, u32)> {
+        let s = &out[HandoffMeta::LEN..HandoffMeta::LEN + HandoffSeq::LEN];
+        let word = |i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap());
+        (word(0) == HandoffSeq::MAGIC).then(|| (word(4), word(8)))
+    };
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TUN_IPID_SEQ);
+    dp.peer(3, &[1]);
+    // 65534, 65535, then 0 is 65536 and 1 is 65537; 65533 arriving late
+    // stays below the wrap.
+    for (id, want) in [(65534u16, 65534u32), (65535, 65535), (0, 65536), (65533, 65533), (1, 65537), (3, 65539), (2, 65538)] {
+        let (ret, out) = dp.run(PROG_RX_XDP, &with_id(id), None);
+        assert_eq!(ret, XDP_PASS, "id {id}: drops {:?}", dp.drops());
+        assert_eq!(handed(&out), Some((3, want)), "id {id}: peer and number handed on");
+        assert_eq!(&out[HandoffMeta::LEN + HandoffSeq::LEN..], eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id {id}: inner frame");
+    }
+    let r = dp.reorder(3);
+    assert_eq!((r.in_order, r.out_of_order, r.max_displacement), (5, 2, 3), "reorder telemetry across the wrap: {r:?}");
+    let mut plain = Dp::new();
+    plain.tunnel(Some(42), 0);
+    plain.peer(3, &[1]);
+    let (ret, out) = plain.run(PROG_RX_XDP, &with_id(7), None);
+    assert_eq!(ret, XDP_PASS);
+    assert_eq!(handed(&out), None, "a tunnel without ip_id_sequence hands on no number");
+}
+
 #[test]
 fn per_packet_headers_cross_the_pair_even_without_device_counters() {
     // `device_counters = false` skips the veth crossing, but the crossing
     // is where the kernel segments TCP's bursts for per-packet headers:
     // a sequenced tunnel must still hand its decision to the hidden end.
-    for (flags, crosses) in
-        [(TUN_NO_DEV_COUNTERS, false), (TUN_SEQ | TUN_NO_DEV_COUNTERS, true), (TUN_CSUM | TUN_NO_DEV_COUNTERS, true), (TUN_SEQ, true)]
-    {
+    for (flags, crosses) in [
+        (TUN_NO_DEV_COUNTERS, false),
+        (TUN_SEQ | TUN_NO_DEV_COUNTERS, true),
+        (TUN_IPID_SEQ | TUN_NO_DEV_COUNTERS, true),
+        (TUN_CSUM | TUN_NO_DEV_COUNTERS, true),
+        (TUN_SEQ, true),
+    ] {
         let mut dp = Dp::new();
         dp.tunnel(Some(1), flags);
         dp.peer(0, &[1]);

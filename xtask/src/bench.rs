@@ -65,6 +65,10 @@ pub struct AggArgs {
     /// puts packets back in order under `xgre run`) holding this many ms.
     #[arg(long, value_delimiter = ',')]
     pub resequence: Vec<u32>,
+    /// With `--resequence`: also (`both`) or only (`only`) xgre numbering
+    /// in the outer IPv4 ID (`ip_id_sequence`) instead of the GRE header.
+    #[arg(long, value_parser = ["both", "only"])]
+    pub ip_id: Option<String>,
     /// Run only these methods (for example `MPTCP,xgre`; default: all).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -125,6 +129,8 @@ struct Method {
     burst: Option<u32>,
     /// For xgre: RFC 2890 sequence numbers on.
     seq: bool,
+    /// For xgre: numbers in the outer IPv4 ID (`ip_id_sequence`).
+    ip_id: bool,
     /// For xgre: `device_counters = false` (no veth crossings).
     no_counters: bool,
     /// For xgre: each path's `rate` instead of a weight.
@@ -217,6 +223,9 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
     }
     if m.seq {
         writeln!(c, "sequence = true").unwrap();
+    }
+    if m.ip_id {
+        writeln!(c, "ip_id_sequence = true").unwrap();
     }
     if m.no_counters {
         writeln!(c, "device_counters = false").unwrap();
@@ -404,6 +413,7 @@ fn agg(args: AggArgs) -> Result<()> {
         name: s.to_string(),
         burst: None,
         seq: false,
+        ip_id: false,
         no_counters: false,
         by_rate: false,
         reordering: None,
@@ -429,7 +439,12 @@ fn agg(args: AggArgs) -> Result<()> {
         methods.push(Method { name: format!("xgre reordering {r}"), reordering: Some(r), ..plain("") });
     }
     for &ms in &args.resequence {
-        methods.push(Method { name: format!("xgre reseq {ms} ms"), seq: true, resequence: Some(ms), ..plain("") });
+        if args.ip_id.as_deref() != Some("only") {
+            methods.push(Method { name: format!("xgre reseq {ms} ms"), seq: true, resequence: Some(ms), ..plain("") });
+        }
+        if args.ip_id.is_some() {
+            methods.push(Method { name: format!("xgre reseq {ms} ms ip id"), ip_id: true, resequence: Some(ms), ..plain("") });
+        }
     }
     if !args.only.is_empty() {
         // Variants asked for by --units, --reordering and --resequence stay.
@@ -590,17 +605,18 @@ impl Row {
 
 fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
     step(&format!("results: one TCP connection, same topology, same run ({} runs each: min, median, max)", args.runs.max(1)));
+    let w = rows.iter().map(|r| r.method.len()).max().unwrap_or(0).max(20);
     println!(
-        "    {:<8} {:<20} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}  all runs (Mbit/s/retransmits)",
+        "    {:<8} {:<w$} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}  all runs (Mbit/s/retransmits)",
         "links", "method", "min %", "median %", "max %", "median", "retrans", "worst rt%"
     );
     let secs = args.secs.max(8) as f64;
     for r in rows {
         let pct = |v: f64| 100.0 * v / r.capacity;
         let (min, max) = (r.all[0].0, r.all[r.all.len() - 1].0);
-        let all: Vec<String> = r.all.iter().map(|(v, t)| format!("{v:.0}/{t}")).collect();
+        let all: Vec<String> = r.all.iter().map(|(v, t)| format!("{v:.1}/{t}")).collect();
         println!(
-            "    {:<8} {:<20} {:>7.1}% {:>7.1}% {:>7.1}% {:>10.0} {:>9} {:>8.2}%  {}",
+            "    {:<8} {:<w$} {:>7.1}% {:>7.1}% {:>7.1}% {:>10.0} {:>9} {:>8.2}%  {}",
             r.case,
             r.method,
             pct(min),

@@ -143,9 +143,6 @@ fn realtime() -> std::io::Result<()> {
 }
 
 fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, hold: Duration, stop: Arc<AtomicBool>, shared: Arc<Mutex<WindowStats>>) {
-    if let Err(e) = realtime() {
-        tracing::warn!("resequencer: staying at normal priority ({e})");
-    }
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
     let mut buf = vec![0u8; 65536];
@@ -199,10 +196,20 @@ impl Resequencer {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(WindowStats::default()));
         let (s, st) = (stop.clone(), stats.clone());
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("xgre-reseq".into())
-            .spawn(move || serve(tap, out_fd, sa, hold, s, st))
+            .spawn(move || {
+                if let Err(e) = realtime() {
+                    tracing::warn!("resequencer: staying at normal priority ({e})");
+                }
+                let _ = ready_tx.send(());
+                serve(tap, out_fd, sa, hold, s, st)
+            })
             .context("starting the resequencer thread")?;
+        // Back only once the thread runs as it will, so that what `run`
+        // says next (it resequences) is already true of its priority.
+        let _ = ready_rx.recv_timeout(Duration::from_secs(1));
         dp.reseq_tap()?.insert(tunnel_ifindex, link.index, 0).context("pointing the datapath at the resequencer")?;
         Ok(Resequencer { tunnel_ifindex, tap: name, stop, stats, thread: Some(thread) })
     }

@@ -123,7 +123,7 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
         assert_eq!(handed(&out), Some((3, want)), "id {id}: peer and number handed on");
         assert_eq!(&out[HandoffMeta::LEN + HandoffSeq::LEN..], eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id {id}: inner frame");
     }
-    let r = dp.reorder(3);
+    let r = reorder_stats(&dp, 3);
     assert_eq!((r.in_order, r.out_of_order, r.max_displacement), (5, 2, 3), "reorder telemetry across the wrap: {r:?}");
     let mut plain = Dp::new();
     plain.tunnel(Some(42), 0);

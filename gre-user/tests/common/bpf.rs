@@ -339,18 +339,6 @@ impl Dp {
         DropReason::all().map(|r| (r.name(), m.get(&(r as u32), 0).unwrap().iter().sum())).filter(|(_, v)| *v > 0).collect()
     }
 
-    /// A peer's reorder telemetry, summed over CPUs.
-    pub fn reorder(&self, peer: u32) -> ReorderStats {
-        let m: PerCpuArray<&MapData, ReorderStats> = self.ebpf.map(MAP_REORDER).unwrap().try_into().unwrap();
-        m.get(&peer, 0).unwrap().iter().fold(ReorderStats::default(), |mut a, s| {
-            a.in_order += s.in_order;
-            a.out_of_order += s.out_of_order;
-            a.late += s.late;
-            a.max_displacement = a.max_displacement.max(s.max_displacement);
-            a
-        })
-    }
-
     pub fn path_stats(&self, peer: u32, path: u32) -> PathStats {
         let m: PerCpuArray<&MapData, PathStats> = self.ebpf.map(MAP_PATH_STATS).unwrap().try_into().unwrap();
         m.get(&path_slot(peer, path), 0).unwrap().iter().fold(PathStats::default(), |mut a, s| {

@@ -15,6 +15,7 @@ mod net;
 mod overlay;
 mod progcost;
 mod setup;
+mod testrun;
 
 use std::process::{Command, ExitCode};
 
@@ -98,15 +99,12 @@ fn main() -> ExitCode {
         Cmd::Demo => setup::setup().and_then(|_| demo::demo()),
         Cmd::Test { args } => setup::setup().and_then(|_| {
             step("running the tests (unit, BPF_PROG_RUN packet tests, fuzzing against a model, namespace and interop tests)");
-            let tests =
-                run(Command::new(env!("CARGO")).args(["test", "--workspace", "--no-fail-fast"]).args(&args).current_dir(workspace_root()));
+            let tests = testrun::run(
+                Command::new(env!("CARGO")).args(["test", "--workspace", "--no-fail-fast"]).args(&args).current_dir(workspace_root()),
+            );
             // A filtered run is someone looking at a few tests: no fuzzing.
-            if args.is_empty() {
-                for t in fuzz::TARGETS {
-                    fuzz::fuzz(t, 20)?;
-                }
-            }
-            tests
+            let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 20)) } else { Ok(()) };
+            tests.finish().and(fuzzed)
         }),
         Cmd::Fuzz { target, seconds } => setup::setup().and_then(|_| fuzz::fuzz(&target, seconds)),
         Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(*which)),

@@ -17,7 +17,11 @@ fn main() {
     for p in ["gre-ebpf/src", "gre-ebpf/Cargo.toml", "gre-ebpf/Cargo.lock", "gre-common/src"] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
-    let target_dir = out.join("ebpf-target");
+    // One target directory for every build of gre-user (check, test,
+    // release, the fuzzers' own workspace): the object is the same for all
+    // of them, and building core for BPF from scratch costs each ~25 s.
+    // The inner cargo locks it, so builds running at once take turns.
+    let target_dir = root.join("target/ebpf");
     let flags = ["-Ctarget-cpu=v3", "-Cdebuginfo=2", "-Clink-arg=--btf"].join("\x1f");
     let mut cmd = Command::new("rustup");
     cmd.args(["run", "nightly", "cargo", "build", "--release", "--locked"])
@@ -33,6 +37,13 @@ fn main() {
     // nightly build.
     for k in ["RUSTC", "RUSTC_WORKSPACE_WRAPPER", "RUSTUP_TOOLCHAIN", "RUSTFLAGS", "CARGO_TARGET_DIR"] {
         cmd.env_remove(k);
+    }
+    // Nor the outer profile overrides (`CARGO_PROFILE_RELEASE_*`): they are
+    // meant for the host build, and the BPF object is built one way only.
+    for (k, _) in env::vars_os() {
+        if k.to_str().is_some_and(|k| k.starts_with("CARGO_PROFILE_")) {
+            cmd.env_remove(k);
+        }
     }
     let status = cmd.status().unwrap_or_else(|e| panic!("cannot run `rustup run nightly cargo`: {e}; run `cargo xtask setup` first"));
     if !status.success() {

@@ -152,6 +152,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
     match cmd {
         Cmd::Up { config, pin } => {
             let cfg = Config::load(&config)?;
+            advise(&cfg, &config);
             match tunnel::up(&cfg, &config.display().to_string(), pin).await? {
                 UpOutcome::AlreadyUp => println!("{}: already up with this configuration", cfg.tunnel.name),
                 UpOutcome::Created { ifindex, mtu, hooks } => {
@@ -162,6 +163,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         }
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
+            advise(&cfg, &config);
             gre_user::run::run(cfg, &config.display().to_string(), debug).await?;
         }
         Cmd::Down { config, name } => {
@@ -278,9 +280,20 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 }
             }
             println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
+            for a in cfg.advice(&file) {
+                println!("warning: {a}");
+            }
         }
     }
     Ok(())
+}
+
+/// A valid config that will not do what its author likely wants: said on
+/// stderr, and the command goes on.
+fn advise(cfg: &Config, file: &std::path::Path) {
+    for a in cfg.advice(&file.display().to_string()) {
+        tracing::warn!("{a}");
+    }
 }
 
 #[cfg(test)]

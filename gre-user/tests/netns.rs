@@ -217,6 +217,18 @@ fn default_mtu_and_errors_that_change_nothing() {
     let out = t.a().xgre_ok(Enter::Nsenter, &format!("check -c {ca}"));
     assert!(out.contains("ok"), "{out}");
     assert!(!t.a().run("ip -o link show").contains("gre0"), "check changed the host");
+    assert!(!out.contains("warning"), "{out}");
+    // Valid but unwise: paths of unequal weight and no resequencing. It
+    // checks ok, and says what reorders and what to set.
+    let mut c = p2p('a', "tc");
+    let mut slow = c.peers[0].paths[0].clone();
+    slow.remote = "198.18.0.21".parse().unwrap();
+    c.peers[0].paths[0].weight = 3;
+    c.peers[0].paths.push(slow);
+    let unequal = t.write("unequal.toml", &c.to_toml());
+    let out = t.a().xgre_ok(Enter::Nsenter, &format!("check -c {unequal}"));
+    assert!(out.contains("unequal.toml: ok"), "{out}");
+    assert!(out.contains("warning: ") && out.contains("unequal.toml: peer[0] `") && out.contains("tunnel.resequence = 5"), "{out}");
     assert!(xgre_programs().is_empty(), "a failed up left programs: {:?}", xgre_programs());
 }
 

@@ -166,14 +166,17 @@ fn path_tx(h: &Host, path: usize) -> u64 {
 /// background; the receiver's report comes back from the handle.
 fn multicast(t: &Topo, n: u32, ms: u32) -> std::thread::JoinHandle<Value> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
-    let recv = t.b().spawn(&format!("timeout 30 /usr/bin/python3 {script} recv-seq 239.1.2.3 5000 198.19.100.2 20"));
-    std::thread::sleep(Duration::from_millis(300));
+    let mut recv = t.b().spawn(&format!("timeout 30 /usr/bin/python3 {script} recv-seq 239.1.2.3 5000 198.19.100.2 20"));
+    // Not a fixed sleep: 300 ms assumed Python had started and joined by
+    // then, and once in CI the first 10 datagrams went unheard.
+    let mut out = ready(&mut recv);
     let send = t.a().spawn(&format!("timeout 30 /usr/bin/python3 {script} send-seq 239.1.2.3 5000 198.19.100.1 {n} {ms}"));
     std::thread::spawn(move || {
         let _ = send.wait_with_output();
-        let o = recv.wait_with_output().unwrap();
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("receiver said {out:?}: {e}"))
+        let mut line = String::new();
+        let _ = out.read_line(&mut line);
+        let _ = recv.wait();
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("receiver said {line:?}: {e}"))
     })
 }
 

@@ -8,9 +8,10 @@ prints "RECEIVED SIZE" (count, size of the last) after SECS seconds or once
 nothing arrived for 5 s after the first datagram.
 
 send-seq GROUP PORT LOCAL_ADDR COUNT INTERVAL_MS: numbered datagrams.
-recv-seq GROUP PORT LOCAL_ADDR SECS: prints JSON: received, distinct,
-duplicates, the longest silence between two arrivals (ms), and the numbers
-of the first and last; stops after SECS or 2 s of silence after the first.
+recv-seq GROUP PORT LOCAL_ADDR SECS: prints "ready" once it has joined,
+then JSON: received, distinct, duplicates, the longest silence between two
+arrivals (ms), and the numbers of the first and last; stops after SECS or
+2 s of silence after the first.
 """
 import socket
 import struct
@@ -48,6 +49,7 @@ if mode == "recv-seq":
     import json
     secs = float(sys.argv[5])
     s = join()
+    print("ready", flush=True)
     end = time.time() + secs
     seen, dups, count, gap, last, first_seq, last_seq = set(), 0, 0, 0.0, None, None, None
     while time.time() < end:
@@ -83,6 +85,7 @@ if mode == "send":
 else:
     secs = float(sys.argv[5])
     s = join()
+    print("ready", flush=True)
     s.settimeout(0.5)
     end = time.time() + secs
     count, size, last = 0, 0, None

@@ -85,7 +85,6 @@ if mode == "send":
 else:
     secs = float(sys.argv[5])
     s = join()
-    print("ready", flush=True)
     s.settimeout(0.5)
     end = time.time() + secs
     count, size, last = 0, 0, None

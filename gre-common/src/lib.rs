@@ -4,6 +4,7 @@
 //! the byte layout of every map key and value.
 #![no_std]
 
+pub mod announce;
 pub mod csum;
 pub mod drop;
 pub mod gre;
@@ -12,6 +13,7 @@ pub mod maps;
 pub mod names;
 pub mod reseq;
 
+pub use announce::{Announce, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
 pub use drop::DropReason;
 pub use gre::GreHdr;
 pub use handoff::{HandoffMeta, HandoffSeq, TxDecision};

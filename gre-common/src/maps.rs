@@ -73,8 +73,19 @@ pub const TUN_ARP_SUPPRESS: u32 = 1 << 7;
 /// meaningless in a DF datagram, RFC 6864) instead of 4 more GRE bytes;
 /// receive takes a peer's IPv4 ID as its number. Between xgre peers only.
 pub const TUN_IPID_SEQ: u32 = 1 << 8;
+/// `ip_id_sequence` unset on a tunnel with a peer striped over paths of
+/// unequal speed: packets leave numbered in the outer IPv4 ID as with
+/// `TUN_IPID_SEQ` (harmless to any receiver, RFC 6864), but a peer's IDs
+/// are taken for numbers only while it announces that it numbers them
+/// (`announce.rs`).
+pub const TUN_IPID_SEQ_TX: u32 = 1 << 9;
+/// `resequence` unset: under `xgre run`, only the packets of peers that
+/// announce numbering are resequenced (with it set, every numbered one).
+pub const TUN_RESEQ_ANNOUNCED: u32 = 1 << 10;
+/// Tunnels that number their packets in the outer IPv4 ID.
+pub const TUN_IPID_NUMBERED: u32 = TUN_IPID_SEQ | TUN_IPID_SEQ_TX;
 /// Tunnels that number their packets, one way or the other.
-pub const TUN_NUMBERED: u32 = TUN_SEQ | TUN_IPID_SEQ;
+pub const TUN_NUMBERED: u32 = TUN_SEQ | TUN_IPID_NUMBERED;
 /// Tunnels whose every wire packet needs a header of its own.
 pub const TUN_PER_PACKET: u32 = TUN_NUMBERED | TUN_CSUM;
 

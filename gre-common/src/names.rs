@@ -40,6 +40,8 @@ pub const MAP_REORDER: &str = "XGRE_REORDER";
 /// Tunnel ifindex -> the tap `xgre run` resequences through (`resequence`).
 pub const MAP_RESEQ_TAP: &str = "XGRE_RESEQ_TAP";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
+/// Peer id -> what it last announced about numbering, until when.
+pub const MAP_ANNOUNCED: &str = "XGRE_ANNOUNCED";
 pub const MAP_FDB: &str = "XGRE_FDB";
 pub const MAP_VLANS: &str = "XGRE_VLANS";
 pub const MAP_NEIGH: &str = "XGRE_NEIGH";

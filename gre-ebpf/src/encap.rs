@@ -11,7 +11,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_IPID_SEQ, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
+use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_IPID_NUMBERED, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -149,7 +149,7 @@ fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16, seq:
     hdr[ip] = 0x45;
     hdr[ip + 1] = f.tos;
     hdr[ip + 2..ip + 4].copy_from_slice(&tot_len.to_be_bytes());
-    if f.flags & TUN_IPID_SEQ != 0 {
+    if f.flags & TUN_IPID_NUMBERED != 0 {
         // The peer's number, in a field a DF datagram does not use (RFC
         // 6864 section 4.1): numbered at no cost in bytes.
         hdr[ip + 4..ip + 6].copy_from_slice(&(seq as u16).to_be_bytes());

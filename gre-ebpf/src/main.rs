@@ -8,6 +8,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod announce;
 mod consts;
 mod counters;
 mod csum;
@@ -69,6 +70,7 @@ fn keep_maps(data: usize) {
             let _ = maps::RX_SEQ.get(0);
             let _ = maps::REORDER.get(0);
             let _ = maps::PATH_SEEN.get(0);
+            let _ = maps::ANNOUNCED.get(0);
             let _ = maps::PATH_BYTES.get(0);
             let _ = maps::FDB.get(FdbKey::default());
             let _ = maps::FLOOD.get(FloodKey::default());

@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use gre_common::{
     drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, NeighEntry, NeighKey,
-    NeighStats, PathStats, Peer, ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS, MAX_NEIGH, MAX_PATHS,
-    MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
+    NeighStats, PathStats, Peer, PeerAnnounce, ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS,
+    MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
 use crate::structs::{InnerIpHdr, OuterHdr, Scratch};
@@ -77,6 +77,11 @@ pub static RESEQ_TAP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TUNNELS,
 /// CLOCK_MONOTONIC): the loader's path health reads it.
 #[map(name = "XGRE_PATH_SEEN")]
 pub static PATH_SEEN: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
+/// What each peer last announced about numbering its packets, and until
+/// when (`announce.rs`).
+#[map(name = "XGRE_ANNOUNCED")]
+pub static ANNOUNCED: Array<PeerAnnounce> = Array::with_max_entries(MAX_PEERS, 0);
 
 /// Bytes each path has been given, shared by all CPUs (atomic add): what
 /// path selection balances by weight.

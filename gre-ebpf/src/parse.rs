@@ -3,8 +3,8 @@
 //! receive programs.
 
 use gre_common::{
-    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
-    TUN_IPID_SEQ, TUN_TRUNK,
+    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK,
+    PROTO_KEEPALIVE, TUN_IPID_SEQ, TUN_RESEQ_ANNOUNCED, TUN_TRUNK,
 };
 use network_types::{
     eth::EthHdr,
@@ -13,6 +13,7 @@ use network_types::{
 };
 
 use crate::{
+    announce,
     consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IP_MF},
     csum,
     maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
@@ -32,9 +33,13 @@ pub struct Rx {
     /// Inner bytes, for the counters.
     pub inner_len: usize,
     /// The peer's number for the packet, when it has one: its RFC 2890
-    /// sequence number, or with `ip_id_sequence` its outer IPv4 ID widened
-    /// to 32 bits (`seq::widen`).
+    /// sequence number, or with `ip_id_sequence` (ours, or announced by
+    /// the peer) its outer IPv4 ID widened to 32 bits (`seq::widen`).
     pub seq: Option<u32>,
+    /// Whether a resequencer, if one runs, takes the packet: it is
+    /// numbered, and either `resequence` is set or the peer announces
+    /// that it numbers.
+    pub resequence: bool,
     /// Trunk tunnels: the VLAN the key stands for (0: untagged).
     pub vid: u16,
 }
@@ -155,16 +160,19 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     let vid = if tunnel.flags & TUN_TRUNK != 0 { trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)? } else { 0 };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
     let path = *unsafe { RX_PATHS.get(rx_key) }.ok_or(DropReason::UnknownPeer)?;
+    let announced = announce::in_force(path.peer_id);
     let seq = match gre_seq {
-        None if v4 && tunnel.flags & TUN_IPID_SEQ != 0 => Some(seq::widen(path.peer_id, ip_id)),
+        None if v4 && (tunnel.flags & TUN_IPID_SEQ != 0 || announced & ANNOUNCE_IPID != 0) => Some(seq::widen(path.peer_id, ip_id)),
         s => s,
     };
+    let resequence = seq.is_some() && (tunnel.flags & TUN_RESEQ_ANNOUNCED == 0 || announced != 0);
 
     let proto = gre.proto();
     if proto == PROTO_KEEPALIVE {
         return Ok(Verdict::KeepaliveReply(path));
     }
-    let rx = Rx { outer_len: tag + ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq, vid };
+    let rx =
+        Rx { outer_len: tag + ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq, resequence, vid };
     // The peer's keepalive, whatever the tunnel carries: GRE of our own
     // family inside, from the address it was sent to back to the sender.
     // Only ever reflected back to the sender: never a way to send GRE
@@ -173,6 +181,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if proto == GreHdr::PROTO_IPV4 && v4 {
         if let Ok(inner) = pkt.read::<Ipv4Hdr>(inner_off) {
             if inner.proto == IPPROTO_GRE && v4_mapped(inner.src_addr) == local && v4_mapped(inner.dst_addr) == src {
+                note_announcement(pkt, inner_off + inner.ihl() as usize, path.peer_id);
                 return Ok(Verdict::Reflect(rx));
             }
         }
@@ -180,6 +189,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     if proto == GreHdr::PROTO_IPV6 && !v4 {
         if let Ok(inner) = pkt.read::<Ipv6Hdr>(inner_off) {
             if inner.next_hdr == IPPROTO_GRE && inner.src_addr == local && inner.dst_addr == src {
+                note_announcement(pkt, inner_off + Ipv6Hdr::LEN, path.peer_id);
                 return Ok(Verdict::Reflect(rx));
             }
         }
@@ -199,6 +209,15 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         return Err(DropReason::Truncated);
     }
     Ok(Verdict::Decap(rx))
+}
+
+/// A reflected keepalive's inner GRE header starts at `at`; what the peer
+/// announces follows it.
+#[inline(always)]
+fn note_announcement<P: Packet>(pkt: &P, at: usize, peer_id: u32) {
+    if let Ok(g) = pkt.read::<GreHdr>(at) {
+        announce::note(pkt, at + g.header_len(), peer_id);
+    }
 }
 
 /// The outer IP header of a GRE packet for one of our addresses.

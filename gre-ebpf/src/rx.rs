@@ -102,7 +102,7 @@ pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     // A numbered frame also tells the hand-off its number, to resequence
     // it. Not a trunk's tagged one: the tag is in the skb's metadata by
     // the hand-off, and the tap would write it in where our header is.
-    let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0);
+    let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0 && rx.resequence);
     let meta_len = if numbered.is_some() { HandoffMeta::LEN + HandoffSeq::LEN } else { HandoffMeta::LEN };
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(meta_len as i32)) } == 0 {
         // adjust_meta moved data_meta: reload and re-check before writing.
@@ -228,7 +228,7 @@ pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         ctx.store(0, &inner_eth(&rx, &outer), 0).map_err(|_| DropReason::HelperFailed)?;
     }
     delivered(ctx, &rx, segs as u64);
-    if let (Some(seq), 0) = (rx.seq, rx.vid) {
+    if let (Some(seq), 0, true) = (rx.seq, rx.vid, rx.resequence) {
         if let Some(r) = reseq::hand_over(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq) {
             return r;
         }

@@ -131,6 +131,11 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     }
     if t.ip_id_sequence {
         flags |= TUN_IPID_SEQ;
+    } else if cfg.auto_ip_id_sequence() {
+        flags |= TUN_IPID_SEQ_TX;
+    }
+    if t.resequence.is_none() {
+        flags |= TUN_RESEQ_ANNOUNCED;
     }
     if t.checksum {
         flags |= TUN_CSUM;

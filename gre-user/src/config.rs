@@ -166,7 +166,9 @@ pub struct TunnelConfig {
     /// `sequence = true`) back in order before delivering them, holding
     /// those that arrive ahead of a gap for up to this many milliseconds.
     /// For paths of unequal speed, whose packets overtake each other by
-    /// more than TCP tolerates. Unset or 0: delivered as they arrive.
+    /// more than TCP tolerates. 0: delivered as they arrive. Unset: 5 ms
+    /// (`DEFAULT_RESEQUENCE_MS`) for the peers that announce that they
+    /// number their packets, when some peer stripes (`auto_resequence`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resequence: Option<u32>,
     /// `xgre run`: milliseconds between keepalives on each path (Cisco
@@ -631,27 +633,55 @@ impl Config {
         PeerRoutes { routes: &peer.routes, reordering: (n != 0 && striping).then_some(n) }
     }
 
+    /// Peers striped over non-standby paths of unequal weight or rate,
+    /// whose packets overtake each other by more than TCP tolerates (300+100
+    /// with BBR: 3.6-8.9% of segments retransmitted, issue 10), with their
+    /// index and what is unequal ("weight" or "rate").
+    pub fn unequal_peers(&self) -> impl Iterator<Item = (usize, &PeerConfig, &'static str)> {
+        self.peers.iter().enumerate().filter_map(|(i, peer)| {
+            let shares: Vec<u32> = peer.paths.iter().filter(|p| !p.standby).map(|p| p.rate.map_or(p.weight, |r| r.kbps)).collect();
+            let unequal = shares.iter().any(|&s| s != shares[0]);
+            unequal.then_some((i, peer, if peer.paths.iter().any(|p| p.rate.is_some()) { "rate" } else { "weight" }))
+        })
+    }
+
+    /// Whether packets leave numbered in the outer IPv4 ID without
+    /// `ip_id_sequence` saying so: a peer is striped over unequal paths, so
+    /// it will want to put them back in order, and nothing else numbers
+    /// them. Harmless to any receiver (RFC 6864); an xgre receiver takes
+    /// the IDs for numbers only while `xgre run` here announces them.
+    pub fn auto_ip_id_sequence(&self) -> bool {
+        let t = &self.tunnel;
+        !t.ip_id_sequence && !t.sequence && !self.underlay6() && self.unequal_peers().next().is_some()
+    }
+
+    /// Whether `xgre run` starts a resequencer without `resequence` saying
+    /// so, for the packets of peers that announce numbering: some peer
+    /// stripes (more than one path not a standby), so it may stripe back.
+    pub fn auto_resequence(&self) -> bool {
+        self.tunnel.resequence.is_none() && self.peers.iter().any(|p| p.paths.iter().filter(|q| !q.standby).count() > 1)
+    }
+
     /// What a valid config will do that its author likely does not want,
     /// as lines naming the file and the field. Today one thing: a peer
-    /// striped over paths of unequal weight or rate without `resequence`,
-    /// whose packets overtake each other by more than TCP tolerates (300+100
-    /// with BBR: 3.6-8.9% of segments retransmitted, issue 10).
+    /// striped over paths of unequal speed whose packets will not be put
+    /// back in order, because this end turns resequencing off, or cannot
+    /// number or announce its own.
     pub fn advice(&self, file: &str) -> Vec<String> {
         let t = &self.tunnel;
-        if t.resequence.unwrap_or(0) > 0 {
-            return Vec::new();
-        }
-        let numbering = if self.underlay6() { "sequence = true" } else { "ip_id_sequence = true (or sequence = true)" };
         let mut out = Vec::new();
-        for (i, peer) in self.peers.iter().enumerate() {
-            let shares: Vec<u32> = peer.paths.iter().filter(|p| !p.standby).map(|p| p.rate.map_or(p.weight, |r| r.kbps)).collect();
-            if shares.iter().any(|&s| s != shares[0]) {
-                out.push(format!(
-                    "{file}: peer[{i}] `{}`: paths of unequal {} reorder one TCP connection's packets; set tunnel.resequence = 5 and tunnel.{numbering} on both ends",
-                    peer.name,
-                    if peer.paths.iter().any(|p| p.rate.is_some()) { "rate" } else { "weight" }
-                ));
-            }
+        for (i, peer, what) in self.unequal_peers() {
+            let why = if t.resequence == Some(0) {
+                "`resequence = 0` here delivers the peer's packets as they arrive; leave it unset (resequenced when the peer announces numbers) or set it".to_string()
+            } else if self.underlay6() && !t.sequence {
+                "IPv6 links have no IPv4 ID to number packets in by themselves; set tunnel.sequence = true on both ends".to_string()
+            } else if t.keepalive == 0 || peer.keepalive == KeepaliveMode::Off {
+                let field = if t.keepalive == 0 { "tunnel.keepalive = 0".to_string() } else { format!("peer[{i}].keepalive = \"off\"") };
+                format!("{field}: numbering is announced with keepalives, so the peer will not resequence unless it sets `resequence`")
+            } else {
+                continue;
+            };
+            out.push(format!("{file}: peer[{i}] `{}`: paths of unequal {what} reorder one TCP connection's packets; {why}", peer.name));
         }
         out
     }
@@ -662,7 +692,7 @@ impl Config {
     /// crossing its transmit then makes whatever `device_counters` says
     /// (`gre_common::tx_crosses_pair`).
     pub fn segments_per_packet(&self) -> bool {
-        self.tunnel.sequence || self.tunnel.ip_id_sequence || self.tunnel.checksum
+        self.tunnel.sequence || self.tunnel.ip_id_sequence || self.tunnel.checksum || self.auto_ip_id_sequence()
     }
 
     /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE,
@@ -1197,6 +1227,7 @@ pub fn fingerprint_of(canonical: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gre_common::{TUN_IPID_SEQ, TUN_IPID_SEQ_TX, TUN_RESEQ_ANNOUNCED};
 
     /// `fingerprint_is_a_sha256_of_the_canonical_text_and_stable_across_builds`
     const PINNED: u64 = 0x50e97228fa5a8fb9;
@@ -1243,22 +1274,40 @@ weight = 1
     }
 
     #[test]
-    fn unequal_paths_without_resequencing_get_advice() {
+    fn unequal_paths_are_numbered_and_resequenced_unless_turned_off() {
         let two = |w1: &str, w2: &str, extra: &str| {
             GOOD.replace("weight = 1", w1).replace("key = 42", &format!("key = 42\n{extra}"))
                 + &format!("[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n{w2}\n")
         };
-        let advice = |text: String| Config::parse(&text, "t.toml").unwrap().advice("t.toml");
-        let a = advice(two("weight = 3", "weight = 1", ""));
+        let cfg = |text: String| Config::parse(&text, "t.toml").unwrap();
+        // By default: numbered in the IPv4 ID, segmented per packet,
+        // resequenced for peers that announce, and nothing to warn about.
+        let c = cfg(two("weight = 3", "weight = 1", ""));
+        assert!(c.auto_ip_id_sequence() && c.segments_per_packet() && c.auto_resequence());
+        assert!(c.advice("t.toml").is_empty());
+        let flags = crate::codec::tunnel_value(&c, Default::default()).flags;
+        assert_eq!(flags & (TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED | TUN_IPID_SEQ), TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED);
+        let r = cfg(two("rate = \"300mbit\"", "rate = \"100mbit\"", ""));
+        assert!(r.auto_ip_id_sequence());
+        // Equal shares and standby paths stripe in order: not numbered; a
+        // striped peer still gets its announced packets resequenced.
+        let eq = cfg(two("weight = 2", "weight = 2", ""));
+        assert!(!eq.auto_ip_id_sequence() && !eq.segments_per_packet() && eq.auto_resequence());
+        let sb = cfg(two("weight = 3", "weight = 1\nstandby = true", ""));
+        assert!(!sb.auto_ip_id_sequence() && !sb.auto_resequence());
+        assert!(!cfg(GOOD.to_string()).auto_resequence());
+        // Numbered explicitly: nothing automatic on top; `resequence` set:
+        // every numbered packet, not only announced ones.
+        let explicit = cfg(two("weight = 3", "weight = 1", "resequence = 5\nip_id_sequence = true"));
+        assert!(!explicit.auto_ip_id_sequence() && !explicit.auto_resequence() && explicit.advice("t.toml").is_empty());
+        let flags = crate::codec::tunnel_value(&explicit, Default::default()).flags;
+        assert_eq!(flags & (TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED | TUN_IPID_SEQ), TUN_IPID_SEQ);
+        // Turned off, or unannounced: advice naming the file, peer and field.
+        let a = cfg(two("weight = 3", "weight = 1", "resequence = 0")).advice("t.toml");
         assert_eq!(a.len(), 1, "{a:?}");
-        assert!(a[0].starts_with("t.toml: peer[0] `site2`: paths of unequal weight"), "{a:?}");
-        assert!(a[0].contains("tunnel.resequence = 5") && a[0].contains("ip_id_sequence"), "{a:?}");
-        let r = advice(two("rate = \"300mbit\"", "rate = \"100mbit\"", ""));
-        assert!(r.len() == 1 && r[0].contains("unequal rate"), "{r:?}");
-        assert!(advice(two("weight = 2", "weight = 2", "")).is_empty(), "equal weights stripe in order");
-        assert!(advice(two("weight = 3", "weight = 1\nstandby = true", "")).is_empty(), "a standby path does not stripe");
-        assert!(advice(two("weight = 3", "weight = 1", "resequence = 5\nip_id_sequence = true")).is_empty(), "already resequenced");
-        assert!(advice(GOOD.to_string()).is_empty());
+        assert!(a[0].starts_with("t.toml: peer[0] `site2`: paths of unequal weight") && a[0].contains("`resequence = 0` here"), "{a:?}");
+        let a = cfg(two("rate = \"300mbit\"", "rate = \"100mbit\"", "keepalive = 0")).advice("t.toml");
+        assert!(a.len() == 1 && a[0].contains("unequal rate") && a[0].contains("tunnel.keepalive = 0"), "{a:?}");
     }
 
     #[test]

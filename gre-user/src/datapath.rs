@@ -129,6 +129,11 @@ impl Datapath {
         })();
         let _ = std::fs::remove_dir_all(&dir);
         let fresh = result?;
+        // A map this build has and the running one had not (an upgrade
+        // that adds one) was created by the load: keep it too.
+        for (name, id) in fresh.maps {
+            self.maps.entry(name).or_insert(id);
+        }
         self.progs = fresh.progs;
         self.prog_ids = fresh.prog_ids;
         self._ebpf = fresh._ebpf;
@@ -285,6 +290,7 @@ typed_maps! {
     flood: HashMap<FloodKey, FloodList> = MAP_FLOOD;
     path_stats: PerCpuArray<PathStats> = MAP_PATH_STATS;
     path_seen: Array<u64> = MAP_PATH_SEEN;
+    announced: Array<PeerAnnounce> = MAP_ANNOUNCED;
     path_bytes: Array<u64> = MAP_PATH_BYTES;
     tx_seq: Array<u64> = MAP_TX_SEQ;
     rx_seq: Array<u64> = MAP_RX_SEQ;

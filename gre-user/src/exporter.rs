@@ -214,6 +214,7 @@ mod tests {
             counters: Counters::default(),
             keepalive: "auto",
             reorder: None,
+            announces: None,
             origin: "file",
         };
         let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false, vid: 0 };
@@ -231,6 +232,7 @@ mod tests {
             groups: vec![],
             sequence: false,
             ip_id_sequence: false,
+            ip_id_sequence_auto: false,
             checksum: false,
             device_counters: true,
             mtu: Some(1458),

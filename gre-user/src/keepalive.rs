@@ -11,6 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use gre_common::Announce;
 use socket2::{Domain, Socket, Type};
 
 const IPPROTO_GRE: u8 = 47;
@@ -53,9 +54,14 @@ fn gre_header(proto: u16, key: Option<u32>) -> Vec<u8> {
 /// The whole keepalive, outer IP header included: IPv4 in IPv4, or IPv6 in
 /// IPv6 for a path over an IPv6 underlay. Both GRE headers carry the
 /// tunnel's key: the inner one becomes the outer header of the reply, which
-/// our receive program checks like any other packet.
-pub fn build(local: IpAddr, remote: IpAddr, key: Option<u32>) -> Vec<u8> {
-    let inner_gre = gre_header(gre_common::PROTO_KEEPALIVE, key);
+/// our receive program checks like any other packet. What this end
+/// announces (`gre_common::announce`) follows the inner GRE header, where
+/// any GRE endpoint carries it back untouched.
+pub fn build(local: IpAddr, remote: IpAddr, key: Option<u32>, announce: Option<Announce>) -> Vec<u8> {
+    let mut inner_gre = gre_header(gre_common::PROTO_KEEPALIVE, key);
+    if let Some(a) = announce {
+        inner_gre.extend(a.to_bytes());
+    }
     let ip = |src: IpAddr, dst: IpAddr, len: usize| match (src, dst) {
         (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_header(s, d, len, 255).to_vec(),
         (s, d) => ipv4_header(v4(s), v4(d), len, 255).to_vec(),
@@ -93,12 +99,12 @@ impl Sender {
         Ok(Sender { sock })
     }
 
-    pub fn send(&self, ifindex: u32, path: &gre_common::Path, local: IpAddr, remote: IpAddr, key: Option<u32>) {
+    pub fn send(&self, ifindex: u32, path: &gre_common::Path, local: IpAddr, remote: IpAddr, key: Option<u32>, announce: Option<Announce>) {
         let ethertype = if local.is_ipv6() { libc::ETH_P_IPV6 } else { libc::ETH_P_IP } as u16;
         let mut frame = path.dst_mac.to_vec();
         frame.extend(path.src_mac);
         frame.extend(ethertype.to_be_bytes());
-        frame.extend(build(local, remote, key));
+        frame.extend(build(local, remote, key, announce));
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -127,16 +133,16 @@ mod tests {
 
     #[test]
     fn keepalive_layout() {
-        let p = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42));
+        let p = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), None);
         assert_eq!(p.len(), 20 + 8 + 20 + 8);
         assert_eq!(&p[12..20], &[198, 18, 0, 10, 198, 18, 0, 20], "outer: us -> peer");
         assert_eq!(&p[20..28], &[0x20, 0, 0x08, 0, 0, 0, 0, 42], "outer GRE: K, IPv4, key");
         assert_eq!(&p[40..48], &[198, 18, 0, 20, 198, 18, 0, 10], "inner: peer -> us");
         assert_eq!(&p[48..56], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: K, protocol 0, key");
-        let no_key = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), None);
+        let no_key = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), None, None);
         assert_eq!(no_key.len(), 20 + 4 + 20 + 4);
         let (a, b): (Ipv6Addr, Ipv6Addr) = ("2001:db8::10".parse().unwrap(), "2001:db8::20".parse().unwrap());
-        let p6 = build(a.into(), b.into(), Some(42));
+        let p6 = build(a.into(), b.into(), Some(42), None);
         assert_eq!(p6.len(), 40 + 8 + 40 + 8);
         assert_eq!((p6[0] >> 4, p6[6]), (6, 47), "outer IPv6, next header GRE");
         assert_eq!(&p6[24..40], &b.octets(), "outer: to the peer");
@@ -144,5 +150,10 @@ mod tests {
         assert_eq!(&p6[56..72], &b.octets(), "inner: from the peer");
         assert_eq!(&p6[72..88], &a.octets(), "inner: back to us");
         assert_eq!(&p6[88..96], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: protocol 0");
+        let ann = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), Some(Announce::new(1, 400)));
+        assert_eq!(ann.len(), 20 + 8 + 20 + 8 + Announce::LEN);
+        assert_eq!(&ann[2..4], &(ann.len() as u16).to_be_bytes(), "outer length covers the announcement");
+        assert_eq!(&ann[30..32], &((20 + 8 + Announce::LEN) as u16).to_be_bytes(), "so does the inner one");
+        assert_eq!(&ann[56..], &[0x78, 0x67, 0x61, 0x6e, 0, 0, 0, 1, 0, 0, 1, 0x90], "behind the inner GRE header: magic, flags, ttl");
     }
 }

@@ -8,7 +8,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
-use gre_common::{path_slot, PATH_KA_OFF, PATH_KA_REQUIRED, PATH_STANDBY, PATH_UP};
+use gre_common::{
+    path_slot, reseq::DEFAULT_RESEQUENCE_MS, Announce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS, PATH_KA_OFF, PATH_KA_REQUIRED,
+    PATH_STANDBY, PATH_UP, TUN_IPID_NUMBERED, TUN_SEQ,
+};
 
 use crate::{
     codec::{cstr, in_rotation, ip16},
@@ -49,6 +52,21 @@ fn probe_verdict(flags: u32, probing: bool, answered: u64, now: u64, started: u6
     now.saturating_sub(answered) < window_ns
 }
 
+/// What this end's keepalives announce, given its tunnel's flags: how its
+/// packets are numbered (nothing when they are not), valid for as long as
+/// the peer would take to miss `keepalive_misses` of them and one more.
+fn announcement(flags: u32, t: &TunnelConfig) -> Option<Announce> {
+    let mut what = 0;
+    if flags & TUN_IPID_NUMBERED != 0 {
+        what |= ANNOUNCE_IPID;
+    }
+    if flags & TUN_SEQ != 0 {
+        what |= ANNOUNCE_GRE_SEQ;
+    }
+    let ttl = (t.keepalive as u64 * (t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
+    (what != 0).then(|| Announce::new(what, ttl))
+}
+
 pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     match tunnel::up(&cfg, file, false).await? {
         UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
@@ -65,6 +83,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         false => None,
     };
     let t = cfg.tunnel.clone();
+    let auto_reseq = cfg.auto_resequence();
     drop(cfg);
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
@@ -72,8 +91,17 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         true => Some(crate::debug::listen(&Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
         false => None,
     };
-    let reseq = match t.resequence.filter(|&ms| ms > 0) {
-        Some(ms) => Some(start_resequencer(&t, ms).await?),
+    let reseq = match t.resequence {
+        Some(0) => None,
+        Some(ms) => Some(start_resequencer(&t, ms, false).await?),
+        // Unasked for: a tunnel that cannot have one still runs.
+        None if auto_reseq => match start_resequencer(&t, DEFAULT_RESEQUENCE_MS, true).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("{}: not resequencing: {e:#}", t.name);
+                None
+            }
+        },
         None => None,
     };
     let result = watch(&t, mesh.as_mut()).await;
@@ -94,8 +122,10 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     result
 }
 
-/// Resequence the tunnel's numbered packets for as long as this runs.
-async fn start_resequencer(t: &TunnelConfig, ms: u32) -> Result<Resequencer> {
+/// Resequence the tunnel's numbered packets for as long as this runs
+/// (`announced`: only those of peers that announce numbering, which the
+/// datapath decides by `TUN_RESEQ_ANNOUNCED`).
+async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result<Resequencer> {
     let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
     let tun = dp
         .tunnels()?
@@ -105,7 +135,8 @@ async fn start_resequencer(t: &TunnelConfig, ms: u32) -> Result<Resequencer> {
         .map(|(_, e)| e)
         .ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
     let r = Resequencer::start(&Netlink::new()?, &dp, tun.ifindex, tun.peer_ifindex, Duration::from_millis(ms as u64)).await?;
-    println!("{}: resequencing numbered packets through {} (hold {ms} ms)", t.name, r.tap());
+    let whose = if announced { "the packets of peers that announce numbers" } else { "numbered packets" };
+    println!("{}: resequencing {whose} through {} (hold {ms} ms)", t.name, r.tap());
     Ok(r)
 }
 
@@ -147,6 +178,7 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
     // Link states as last seen: (exists, admin up, carrier).
     let mut last_links: BTreeMap<u32, (bool, bool, bool)> = BTreeMap::new();
     let mut last_scan = 0u64;
+    let mut announce = None;
     // Peers are rescanned on a keepalive tick, when a link changes, and at
     // least every 100 ms (to pick up map edits); a 20 ms poll costs one
     // netlink dump, not a walk over every peer.
@@ -184,6 +216,10 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
             continue;
         }
         last_scan = now;
+        if probe_now {
+            // Re-read each round: a reload may have changed the numbering.
+            announce = dp.tunnels()?.get(&tidx, 0).ok().and_then(|v| announcement(v.flags, t));
+        }
         for l in &all_links {
             links.insert(l.index, Some(l.clone()));
         }
@@ -212,7 +248,7 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
                 let ka_off = path.flags & PATH_KA_OFF != 0;
                 if probe_now && link_bad.is_none() && !ka_off {
                     if let Some(s) = &sender {
-                        s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), key);
+                        s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), key, announce);
                     }
                 }
                 let answered = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);

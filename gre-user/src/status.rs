@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
-    VlanMapKey, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UP, PEER_MESH, TUN_NUMBERED, VLAN_TO_KEY,
+    VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UP, PEER_MESH,
+    TUN_IPID_SEQ_TX, TUN_NUMBERED, VLAN_TO_KEY,
 };
 use serde::Serialize;
 
@@ -58,8 +59,12 @@ pub struct PeerStatus {
     /// answered one), "required" or "off".
     pub keepalive: &'static str,
     /// Receive-side reordering, measured from sequence numbers (tunnels
-    /// with `sequence = true`).
+    /// with `sequence = true`, or a peer announcing its numbers).
     pub reorder: Option<Reorder>,
+    /// How the peer says (with its keepalives) that it numbers its packets
+    /// to us: "ip id", "gre seq", or nothing. Its numbered packets are
+    /// resequenced under `xgre run` unless `resequence = 0`.
+    pub announces: Option<&'static str>,
     /// "file" (the config file or `map-edit`) or "mesh" (etcd).
     pub origin: &'static str,
 }
@@ -137,6 +142,9 @@ pub struct TunnelStatus {
     pub sequence: bool,
     /// Numbered in the outer IPv4 ID (`ip_id_sequence`).
     pub ip_id_sequence: bool,
+    /// Numbered in the outer IPv4 ID without `ip_id_sequence`, because a
+    /// peer stripes over unequal paths (`Config::auto_ip_id_sequence`).
+    pub ip_id_sequence_auto: bool,
     pub checksum: bool,
     /// Whether `ip -s link` counts the tunnel's traffic.
     pub device_counters: bool,
@@ -176,6 +184,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let routes = crate::state::all_routes(&dp)?;
     let stats = dp.path_stats()?;
     let reorder_map = dp.reorder()?;
+    let announced_map = dp.announced()?;
     let fdb: Vec<(FdbKey, FdbEntry)> = dp.fdb()?.iter().filter_map(Result::ok).collect();
     let floods: Vec<(FloodKey, FloodList)> = dp.flood()?.iter().filter_map(Result::ok).collect();
     let vlan_map: Vec<(VlanMapKey, u32)> = dp.vlans()?.iter().filter_map(Result::ok).collect();
@@ -231,7 +240,14 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             }
             let proutes = routes.iter().filter(|(t, _, v)| t == tidx && *v == p.id).map(|(_, n, _)| n.to_string()).collect();
             tcount += pcount;
-            let reorder = (t.flags & TUN_NUMBERED != 0).then(|| {
+            let announced = announced_map.get(&p.id, 0).map_or(0, |a| a.in_force(now));
+            let announces = match (announced & ANNOUNCE_IPID != 0, announced & ANNOUNCE_GRE_SEQ != 0) {
+                (true, true) => Some("ip id, gre seq"),
+                (true, false) => Some("ip id"),
+                (false, true) => Some("gre seq"),
+                _ => None,
+            };
+            let reorder = (t.flags & TUN_NUMBERED != 0 || announces.is_some()).then(|| {
                 let mut r = Reorder { late_after: LATE_DISPLACEMENT, ..Default::default() };
                 if let Ok(v) = reorder_map.get(&p.id, 0) {
                     for s in v.iter() {
@@ -245,7 +261,17 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             });
             let keepalive = keepalive_mode(p.paths[0].flags).as_str();
             let origin = if p.flags & PEER_MESH != 0 { Origin::Mesh } else { Origin::File }.as_str();
-            ps.push(PeerStatus { name: cstr(&p.name), id: p.id, routes: proutes, paths, counters: pcount, keepalive, reorder, origin });
+            ps.push(PeerStatus {
+                name: cstr(&p.name),
+                id: p.id,
+                routes: proutes,
+                paths,
+                counters: pcount,
+                keepalive,
+                reorder,
+                announces,
+                origin,
+            });
         }
         ps.sort_by(|a, b| a.name.cmp(&b.name));
         let tc = tunnel_config(&tname, t, Vec::new());
@@ -318,6 +344,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
             groups,
             sequence: tc.sequence,
             ip_id_sequence: tc.ip_id_sequence,
+            ip_id_sequence_auto: t.flags & TUN_IPID_SEQ_TX != 0,
             checksum: tc.checksum,
             device_counters: tc.device_counters,
             mtu: dev.map(|d| d.mtu),
@@ -396,6 +423,9 @@ pub fn render(s: &Status) -> String {
         }
         if t.ip_id_sequence {
             opts.push("seq in ip id".into());
+        }
+        if t.ip_id_sequence_auto {
+            opts.push("seq in ip id (unequal paths)".into());
         }
         if t.checksum {
             opts.push("csum".into());
@@ -476,7 +506,8 @@ pub fn render(s: &Status) -> String {
             };
             let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
             let from = if p.origin == "mesh" { "  (mesh)" } else { "" };
-            let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}", p.name);
+            let numbers = p.announces.map(|a| format!("  numbers its packets ({a})")).unwrap_or_default();
+            let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}{numbers}", p.name);
             if let Some(r) = &p.reorder {
                 let total = (r.in_order + r.out_of_order).max(1);
                 let _ = writeln!(

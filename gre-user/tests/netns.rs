@@ -218,8 +218,9 @@ fn default_mtu_and_errors_that_change_nothing() {
     assert!(out.contains("ok"), "{out}");
     assert!(!t.a().run("ip -o link show").contains("gre0"), "check changed the host");
     assert!(!out.contains("warning"), "{out}");
-    // Valid but unwise: paths of unequal weight and no resequencing. It
-    // checks ok, and says what reorders and what to set.
+    // Paths of unequal weight are resequenced by default (numbers
+    // announced with keepalives): no warning. Valid but unwise is turning
+    // that off: it checks ok, and says what reorders and what to do.
     let mut c = p2p('a', "tc");
     let mut slow = c.peers[0].paths[0].clone();
     slow.remote = "198.18.0.21".parse().unwrap();
@@ -227,8 +228,12 @@ fn default_mtu_and_errors_that_change_nothing() {
     c.peers[0].paths.push(slow);
     let unequal = t.write("unequal.toml", &c.to_toml());
     let out = t.a().xgre_ok(Enter::Nsenter, &format!("check -c {unequal}"));
-    assert!(out.contains("unequal.toml: ok"), "{out}");
-    assert!(out.contains("warning: ") && out.contains("unequal.toml: peer[0] `") && out.contains("tunnel.resequence = 5"), "{out}");
+    assert!(out.contains("unequal.toml: ok") && !out.contains("warning"), "{out}");
+    c.tunnel.resequence = Some(0);
+    let off = t.write("unequal-off.toml", &c.to_toml());
+    let out = t.a().xgre_ok(Enter::Nsenter, &format!("check -c {off}"));
+    assert!(out.contains("unequal-off.toml: ok"), "{out}");
+    assert!(out.contains("warning: ") && out.contains("unequal-off.toml: peer[0] `") && out.contains("`resequence = 0` here"), "{out}");
     assert!(xgre_programs().is_empty(), "a failed up left programs: {:?}", xgre_programs());
 }
 

@@ -133,6 +133,81 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
     assert_eq!(handed(&out), None, "a tunnel without ip_id_sequence hands on no number");
 }
 
+/// `resequence` unset (`TUN_RESEQ_ANNOUNCED`): a peer's IPv4 IDs are
+/// numbers, and its numbered packets go to the resequencer, only while its
+/// keepalives announce that it numbers them. Another implementation's IDs
+/// (no announcement) are never taken for numbers.
+#[test]
+fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
+    let inner = inner_packet(40, 0);
+    let with_id = |id: u16, g: Gre| {
+        let mut f = gre_frame(REMOTE, LOCAL, 0x4000, g, &inner);
+        f[18..20].copy_from_slice(&id.to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = sum16(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let handed = |out: &[u8]| -> Option<(u32, u32)> {
+        let s = &out[HandoffMeta::LEN..HandoffMeta::LEN + HandoffSeq::LEN];
+        let word = |i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap());
+        (word(0) == HandoffSeq::MAGIC).then(|| (word(4), word(8)))
+    };
+    let keepalive =
+        |a: Option<Announce>| eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), a));
+    let announced = |dp: &Dp| -> PeerAnnounce {
+        let m: Array<&MapData, PeerAnnounce> = dp.ebpf.map(MAP_ANNOUNCED).unwrap().try_into().unwrap();
+        m.get(&3, 0).unwrap()
+    };
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TUN_RESEQ_ANNOUNCED);
+    dp.peer(3, &[1]);
+    let (ret, out) = dp.run(PROG_RX_XDP, &with_id(7, valid(Some(42))), None);
+    assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
+    assert_eq!(handed(&out), None, "an IPv4 ID nobody announced is no number");
+    // The peer announces: its keepalive is reflected as ever, the
+    // announcement carried back untouched, and noted.
+    let ka = keepalive(Some(Announce::new(ANNOUNCE_IPID, 400)));
+    let (ret, out) = dp.run(PROG_RX_XDP, &ka, None);
+    assert_eq!(ret, XDP_PASS);
+    assert_eq!(&out[4..8], &0u32.to_ne_bytes(), "reflected: back out of the link");
+    assert_eq!(&out[out.len() - Announce::LEN..], &Announce::new(ANNOUNCE_IPID, 400).to_bytes(), "the announcement goes back as it came");
+    let a = announced(&dp);
+    assert_eq!(a.flags, ANNOUNCE_IPID);
+    assert!(a.expires_ns > 0, "{a:?}");
+    for (id, want) in [(8u16, 8u32), (10, 10), (9, 9)] {
+        let (ret, out) = dp.run(PROG_RX_XDP, &with_id(id, valid(Some(42))), None);
+        assert_eq!(ret, XDP_PASS);
+        assert_eq!(handed(&out), Some((3, want)), "id {id}: announced, so a number, handed on");
+    }
+    assert_eq!(reorder_stats(&dp, 3).out_of_order, 1, "9 after 10");
+    // RFC 2890 numbers too are taken only from a peer that announces them.
+    let gre_seq = |n: u32| with_id(0, Gre { seq: Some(n), ..valid(Some(42)) });
+    let (_, out) = dp.run(PROG_RX_XDP, &gre_seq(11), None);
+    assert_eq!(handed(&out), Some((3, 11)), "any number of an announcing peer");
+    // A keepalive without the announcement ends it at once.
+    dp.run(PROG_RX_XDP, &keepalive(None), None);
+    assert_eq!(announced(&dp).flags & ANNOUNCE_IPID, 0);
+    let (_, out) = dp.run(PROG_RX_XDP, &with_id(12, valid(Some(42))), None);
+    assert_eq!(handed(&out), None, "no longer announced");
+    let (_, out) = dp.run(PROG_RX_XDP, &gre_seq(13), None);
+    assert_eq!(handed(&out), None, "sequence numbers of a peer that does not announce are not resequenced by default");
+    // And it lapses when not renewed.
+    dp.run(PROG_RX_XDP, &keepalive(Some(Announce::new(ANNOUNCE_IPID, 1))), None);
+    let (_, out) = dp.run(PROG_RX_XDP, &with_id(14, valid(Some(42))), None);
+    assert_eq!(handed(&out), Some((3, 14)), "in force for 1 ms");
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let (_, out) = dp.run(PROG_RX_XDP, &with_id(15, valid(Some(42))), None);
+    assert_eq!(handed(&out), None, "lapsed after 1 ms");
+    // With `resequence` set (no TUN_RESEQ_ANNOUNCED), every numbered
+    // packet goes, announced or not, as before.
+    let mut set = Dp::new();
+    set.tunnel(Some(42), 0);
+    set.peer(3, &[1]);
+    let (_, out) = set.run(PROG_RX_XDP, &gre_seq(5), None);
+    assert_eq!(handed(&out), Some((3, 5)));
+}
+
 #[test]
 fn per_packet_headers_cross_the_pair_even_without_device_counters() {
     // `device_counters = false` skips the veth crossing, but the crossing
@@ -401,7 +476,7 @@ fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
 
 #[test]
 fn the_peers_keepalives_are_sent_back_out_of_the_link() {
-    let ka = gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42));
+    let ka = gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x0800, &ka);
     let inner = &ka[20 + 8..];
     let want = eth(PEER_MAC, LINK_MAC, 0x0800, inner);
@@ -712,7 +787,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TUN_UNDERLAY6);
     v6_peer(&mut dp);
-    let ka = gre_user::keepalive::build(r6.into(), l6.into(), Some(42));
+    let ka = gre_user::keepalive::build(r6.into(), l6.into(), Some(42), None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ka);
     let want = eth(PEER_MAC, LINK_MAC, 0x86DD, &ka[40 + 8..]);
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
@@ -723,7 +798,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     }
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 2);
     // Ours, come back: the inner part of what we sent, as the peer returns it.
-    let ours = gre_user::keepalive::build(l6.into(), r6.into(), Some(42));
+    let ours = gre_user::keepalive::build(l6.into(), r6.into(), Some(42), None);
     let back = eth(LINK_MAC, PEER_MAC, 0x86DD, &ours[40 + 8..]);
     assert_eq!(dp.run(PROG_RX_TC, &back, None).0, TC_ACT_SHOT, "a reply is consumed");
     assert_eq!(dp.path_stats(1, 0).keepalive_replies, 1);
@@ -733,7 +808,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let mut dp = Dp::new();
     dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TUN_NVGRE);
     dp.peer(1, &[1]);
-    let ka = gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8));
+    let ka = gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8), None);
     let (ret, _) = dp.run(PROG_RX_TC, &eth(LINK_MAC, PEER_MAC, 0x0800, &ka), None);
     assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 1);

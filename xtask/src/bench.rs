@@ -254,7 +254,7 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
 
 /// Configure a method on a fresh topology; returns the address to connect
 /// to and extra iperf3 client arguments.
-fn prepare(m: &Method, ns: &Namespaces, rates: &[u32], xgre: &str, dir: &std::path::Path) -> Result<(String, String, bool)> {
+fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path) -> Result<(String, String, bool)> {
     let n = rates.len() as u32;
     match m.name.as_str() {
         "single link" => Ok(("198.18.0.20".into(), "-B 198.18.0.10".into(), false)),
@@ -312,12 +312,12 @@ fn prepare(m: &Method, ns: &Namespaces, rates: &[u32], xgre: &str, dir: &std::pa
             for (me, host) in [('a', A), ('b', B)] {
                 let f = dir.join(format!("{me}.toml"));
                 std::fs::write(&f, xgre_config(me, rates, m))?;
-                if m.resequence.is_some() {
-                    start_run(host, xgre, &f, &dir.join(format!("{me}-run.log")))?;
-                } else {
-                    ns.exec(host, &format!("{xgre} up -c {}", f.display()))?;
-                }
+                // Under `xgre run`, as striped tunnels are run: path
+                // health, and the resequencing a config gets by default.
+                start_run(host, xgre, &f, &dir.join(format!("{me}-run.log")))?;
             }
+            // The keepalives that announce numbering go every 100 ms.
+            std::thread::sleep(std::time::Duration::from_millis(300));
             Ok(("198.19.100.2".into(), String::new(), false))
         }
     }
@@ -481,7 +481,7 @@ fn agg(args: AggArgs) -> Result<()> {
                 k += 1;
                 step(&format!("[{k}/{total}] {label} Mbit/s: {} ({secs} s)", m.name));
                 let ns = topology(rates, !args.one_end, args.burst_ms, &xgre)?;
-                let (addr, mut extra, mptcp) = prepare(m, &ns, rates, &xgre, &dir)?;
+                let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
                 }
@@ -500,7 +500,7 @@ fn agg(args: AggArgs) -> Result<()> {
                     "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}",
                     100.0 * mbps / capacity as f64
                 );
-                if m.resequence.is_some() {
+                if m.name.starts_with("xgre") {
                     println!("    resequencer: {}", resequencer_said(&dir));
                 }
                 let cost = before.filter(|_| m.name.starts_with("xgre")).map(|before| {
@@ -577,10 +577,14 @@ fn why_retransmitted(ns: &Namespaces) -> Result<(u64, u64)> {
     let mut dropped = 0;
     for n in [A, B, SW] {
         let qd = sh(&format!("tc -n {n} -s qdisc show"))?;
-        let mut words = qd.split_whitespace();
-        while let Some(w) = words.next() {
-            if w == "(dropped" {
-                dropped += words.next().and_then(|v| v.trim_end_matches(',').parse::<u64>().ok()).unwrap_or(0);
+        // The links' tbf only: clsact counts what a TC program consumes
+        // (our keepalive replies) as dropped too.
+        for q in qd.split("qdisc ").filter(|q| q.starts_with("tbf ")) {
+            let mut words = q.split_whitespace();
+            while let Some(w) = words.next() {
+                if w == "(dropped" {
+                    dropped += words.next().and_then(|v| v.trim_end_matches(',').parse::<u64>().ok()).unwrap_or(0);
+                }
             }
         }
     }

@@ -16,7 +16,7 @@ use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STANDBY, PATH_STATIC_MAC,
-    PATH_UP, PEER_MESH, VLAN_TO_KEY,
+    PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_PER_PACKET, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
@@ -420,7 +420,11 @@ async fn sync_routes(nl: &Netlink, tun: u32, from: PeerRoutes<'_>, to: PeerRoute
 /// Record the running config's fingerprint, so `up` of the same config
 /// (say, what `--save` wrote) is a no-op.
 pub fn stamp(dp: &Datapath, run: &mut Running) -> Result<()> {
-    let value = tunnel_value(&run.config, run.tunnel);
+    let mut value = tunnel_value(&run.config, run.tunnel);
+    // Numbering by default follows the config at `up` and `reload`, which
+    // also set the device's segmentation to match: an edit's weights do
+    // not switch it (a numbered tunnel must segment per packet).
+    value.flags = (value.flags & !TUN_IPID_SEQ_TX) | (run.tunnel.flags & TUN_IPID_SEQ_TX);
     dp.tunnels()?.insert(run.ifindex, value, 0)?;
     run.tunnel = value;
     Ok(())
@@ -573,7 +577,11 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(mtu)).await?;
         done.push(format!("mtu {mtu}"));
     }
-    if want.segments_per_packet() && !have.segments_per_packet() {
+    // What the device does now, from the entry itself: numbering by
+    // default is judged from the config at `up`, and edits since may have
+    // changed what `have` would judge.
+    let had_per_packet = run.tunnel.flags & TUN_PER_PACKET != 0;
+    if want.segments_per_packet() && !had_per_packet {
         // Segmenting before the tunnel stamps each packet, and before a
         // larger gso_max_segs lets bursts through.
         crate::sys::set_tso(&want.tunnel.name, false)?;
@@ -593,7 +601,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         by_key.insert(l, tun, 0)?;
     }
     dp.tunnels()?.insert(tun, value, 0)?;
-    if !want.segments_per_packet() && have.segments_per_packet() {
+    if !want.segments_per_packet() && had_per_packet {
         crate::sys::set_tso(&want.tunnel.name, true)?;
     }
     for l in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {

@@ -7,8 +7,10 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
+use crate::config::{Config, GroupConfig, KeepaliveMode, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, VlanConfig};
+#[cfg(feature = "runtime")]
 use crate::{
-    config::{Config, GroupConfig, KeepaliveMode, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerIndex, VlanConfig},
+    config::PeerIndex,
     datapath::Datapath,
     netlink::Netlink,
     state::{self, Running},
@@ -418,6 +420,7 @@ pub fn read_batch(path: &Path) -> Result<Vec<(String, Edit)>> {
 /// its label, the ones before it stay applied. A one-peer edit is checked
 /// against the other peers and applied to that peer alone, so a batch costs
 /// per edit what the edit touches.
+#[cfg(feature = "runtime")]
 pub async fn apply_all(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(String, Edit)]) -> Result<()> {
     let addrs = run.config.link_addrs();
     let mut index = PeerIndex::of(&run.config.peers);

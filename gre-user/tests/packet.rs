@@ -93,25 +93,33 @@ fn ip_id_sequence_numbers_packets_in_the_outer_ipv4_id() {
     assert_eq!(dp.drops().get("tx_gso_per_packet"), Some(&1), "{:?}", dp.drops());
 }
 
+/// A GRE frame from the peer whose outer IPv4 ID is `id` (the number of
+/// `ip_id_sequence`), its header checksum redone.
+fn frame_with_ip_id(id: u16, g: Gre, inner: &[u8]) -> Vec<u8> {
+    let mut f = gre_frame(REMOTE, LOCAL, 0x4000, g, inner);
+    f[18..20].copy_from_slice(&id.to_be_bytes());
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = sum16(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    f
+}
+
+/// The (peer, number) XDP receive handed on in metadata for the
+/// resequencer, if it handed any.
+fn handed_number(out: &[u8]) -> Option<(u32, u32)> {
+    let s = &out[HandoffMeta::LEN..HandoffMeta::LEN + HandoffSeq::LEN];
+    let word = |i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap());
+    (word(0) == HandoffSeq::MAGIC).then(|| (word(4), word(8)))
+}
+
 /// Receive takes an `ip_id_sequence` peer's IPv4 ID as its number,
 /// widened across the 16-bit wrap, and hands it on like an RFC 2890 one;
 /// a tunnel without the setting ignores the ID.
 #[test]
 fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
     let inner = inner_packet(40, 0);
-    let with_id = |id: u16| {
-        let mut f = gre_frame(REMOTE, LOCAL, 0x4000, valid(Some(42)), &inner);
-        f[18..20].copy_from_slice(&id.to_be_bytes());
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = sum16(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f
-    };
-    let handed = |out: &[u8]| -> Option<(u32, u32)> {
-        let s = &out[HandoffMeta::LEN..HandoffMeta::LEN + HandoffSeq::LEN];
-        let word = |i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap());
-        (word(0) == HandoffSeq::MAGIC).then(|| (word(4), word(8)))
-    };
+    let with_id = |id: u16| frame_with_ip_id(id, valid(Some(42)), &inner);
+    let handed = handed_number;
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TUN_IPID_SEQ);
     dp.peer(3, &[1]);
@@ -140,19 +148,8 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
 #[test]
 fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     let inner = inner_packet(40, 0);
-    let with_id = |id: u16, g: Gre| {
-        let mut f = gre_frame(REMOTE, LOCAL, 0x4000, g, &inner);
-        f[18..20].copy_from_slice(&id.to_be_bytes());
-        f[24..26].copy_from_slice(&[0, 0]);
-        let c = sum16(&f[14..34]);
-        f[24..26].copy_from_slice(&c.to_be_bytes());
-        f
-    };
-    let handed = |out: &[u8]| -> Option<(u32, u32)> {
-        let s = &out[HandoffMeta::LEN..HandoffMeta::LEN + HandoffSeq::LEN];
-        let word = |i: usize| u32::from_ne_bytes(s[i..i + 4].try_into().unwrap());
-        (word(0) == HandoffSeq::MAGIC).then(|| (word(4), word(8)))
-    };
+    let with_id = |id: u16, g: Gre| frame_with_ip_id(id, g, &inner);
+    let handed = handed_number;
     let keepalive =
         |a: Option<Announce>| eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), a));
     let announced = |dp: &Dp| -> PeerAnnounce {

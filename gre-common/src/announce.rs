@@ -6,9 +6,10 @@
 //! there: so nothing is resequenced by default unless its sender said so.
 //!
 //! The announcement rides on the sender's keepalives, behind the inner GRE
-//! header (the part the receiver reflects). Any GRE endpoint reflects the
-//! probe with the bytes behind it as they are, so a peer that is not xgre
-//! sees an ordinary keepalive; an xgre receive program notes the
+//! header (the part the receiver reflects), inside the inner packet's
+//! length: an endpoint that reflects the probe by routing the inner packet
+//! carries them back, and one that is not xgre sees an ordinary keepalive
+//! with a payload; an xgre receive program notes the
 //! announcement for the peer it came from (`XGRE_ANNOUNCED`) before
 //! reflecting it. It lapses unless renewed: a sender that stops numbering,
 //! or stops running, is taken at its word within `ttl_ms`.

@@ -164,13 +164,16 @@ fn sequence_numbers_and_checksums_end_to_end() {
     // Distinct always. Increasing nearly always: two CPUs transmitting for
     // one peer can put a later number on the wire a moment before an
     // earlier one (Linux's ip_gre has the same window, with an unlocked
-    // counter); one such swap in 2,000 packets was seen under CI load.
+    // counter). Such a swap is between neighbours: one number taken on
+    // each CPU, microseconds apart. One such swap in 2,000 was seen under
+    // CI load once, and 28 another time (1.4%), every one of n and n+1.
     let mut distinct = seqs.clone();
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), seqs.len(), "a sequence number repeats");
     let swapped: Vec<(u64, u64)> = seqs.windows(2).filter(|w| w[1] < w[0]).map(|w| (w[0], w[1])).collect();
-    assert!(swapped.len() * 100 <= seqs.len(), "{} of {} numbers out of order: {swapped:?}", swapped.len(), seqs.len());
+    assert!(swapped.iter().all(|(a, b)| a - b <= 2), "numbers out of order by more than a CPU race: {swapped:?}");
+    assert!(swapped.len() * 20 <= seqs.len(), "{} of {} numbers out of order: {swapped:?}", swapped.len(), seqs.len());
     let s = json_status(t.a());
     assert_eq!(s["drops"]["tx_gso_per_packet"], 0, "{}", s["drops"]);
     let s = json_status(t.b());

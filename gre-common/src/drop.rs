@@ -2,7 +2,7 @@
 //! counter array, so `xgre status` can say what was thrown away and why.
 
 #[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::IntoStaticStr, strum::EnumIter, strum::EnumCount, strum::FromRepr)]
 #[strum(serialize_all = "snake_case")]
 pub enum DropReason {
     /// GRE header truncated (flags announce a field the packet does not hold).

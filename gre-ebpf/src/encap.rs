@@ -4,6 +4,7 @@
 //! copies differ only in addresses and sequence number).
 
 use aya_ebpf::{
+    bindings::__sk_buff,
     bindings::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
@@ -11,7 +12,7 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use gre_common::{DropReason, GreHdr, Path, TUN_CSUM, TUN_IPID_NUMBERED, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
+use gre_common::{DropReason, GreHdr, Path, MAX_PATHS, TUN_CSUM, TUN_IPID_NUMBERED, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -19,14 +20,17 @@ use network_types::{
 
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, HDR_MAX, IPPROTO_GRE, MAX_GRE},
-    csum, lco,
-    maps::HDR_SCRATCH,
+    csum, global, lco,
+    maps::{HDR_SCRATCH, PEERS},
+    packet::Packet,
+    seq::next_seq,
 };
 
 const OUTER_V4: usize = Ipv4Hdr::LEN;
 const OUTER_V6: usize = Ipv6Hdr::LEN;
 
 /// What every copy of one packet shares.
+#[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Fields {
     /// `Tunnel::flags`
@@ -59,6 +63,65 @@ pub struct Room {
     /// One's complement sum of what the GRE checksum covers after the GRE
     /// header (0 without a checksum): the same for every copy.
     pub payload_sum: u16,
+}
+
+impl Room {
+    /// As a global function returns it: never negative.
+    #[inline(always)]
+    fn pack(self) -> i64 {
+        ((self.len as i64) & 0xff) | ((self.payload_sum as i64) << 16)
+    }
+
+    #[inline(always)]
+    pub fn unpack(v: i64) -> Room {
+        Room { len: (v & 0xff) as usize, payload_sum: (v >> 16) as u16 }
+    }
+}
+
+/// `grow` for the packet at `skb` (its Ethernet header still in front),
+/// as a global function: the room, packed (`Room::unpack`), or a negative
+/// drop reason (`global::decode`).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_encap_grow(skb: *mut __sk_buff, f: *const Fields, tap: u32) -> i64 {
+    if f.is_null() {
+        return global::encode(Err(DropReason::HelperFailed));
+    }
+    let ctx = TcContext::new(skb);
+    let f = unsafe { *f };
+    let r = ctx.read::<EthHdr>(0).and_then(|eth| grow(&ctx, &f, tap != 0, &eth));
+    match r {
+        Ok(room) => room.pack(),
+        Err(e) => global::encode(Err(e)),
+    }
+}
+
+/// Write the outer headers of one copy over the room made by `grow`: to
+/// `peer_id` over its path `path_idx`, numbered when the tunnel numbers.
+/// A global function: the link to send out of, or a negative drop reason.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_encap_put(skb: *mut __sk_buff, f: *const Fields, room: i64, peer_id: u32, path_idx: u32) -> i64 {
+    if f.is_null() {
+        return global::encode(Err(DropReason::HelperFailed));
+    }
+    let ctx = TcContext::new(skb);
+    let f = unsafe { *f };
+    global::encode(put(&ctx, &f, &Room::unpack(room), peer_id, path_idx))
+}
+
+#[inline(always)]
+fn put(ctx: &TcContext, f: &Fields, room: &Room, peer_id: u32, path_idx: u32) -> Result<i32, DropReason> {
+    let peer = unsafe { PEERS.get(peer_id) }.ok_or(DropReason::NoRoute)?;
+    // The peer may have been edited since the path was chosen: a path
+    // that is gone now is no path.
+    if path_idx >= peer.npaths || path_idx >= MAX_PATHS as u32 {
+        return Err(DropReason::NoPath);
+    }
+    let p = &peer.paths[path_idx as usize & (MAX_PATHS - 1)];
+    let seq = next_seq(f.flags, peer_id)?;
+    write(ctx, room, header(ctx, f, room, p, seq)?)?;
+    Ok(p.ifindex as i32)
 }
 
 /// Make room for the outer headers in front of the packet, whose Ethernet

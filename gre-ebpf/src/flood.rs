@@ -16,10 +16,10 @@ use gre_common::{DropReason, FloodList, MAX_FLOOD};
 
 use crate::{
     counters::{count_drop, count_tx},
-    encap::{self, Fields, Room},
+    encap::{self, Fields},
+    global,
     maps::PEERS,
-    path,
-    seq::next_seq,
+    path::{self, NO_PATH},
 };
 
 /// Not a peer id: nothing to leave out.
@@ -33,7 +33,8 @@ struct Copies {
     /// The peer the packet came from: it gets no copy.
     skip: u32,
     fields: Fields,
-    room: Room,
+    /// `encap::Room`, packed.
+    room: i64,
     inner_len: u64,
     segs: u64,
     /// Flags, not counts: the verifier checks the callback until its state
@@ -58,24 +59,19 @@ extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
     if peer.tunnel_ifindex != s.tunnel_ifindex {
         return 0;
     }
-    let Some((j, p)) = path::select(peer, s.inner_len) else {
+    let j = path::xgre_select_path(peer_id, s.inner_len);
+    if j == NO_PATH {
         count_drop(DropReason::NoPath);
         return 0;
-    };
-    let ifindex = p.ifindex;
-    let ctx = TcContext::new(s.ctx);
-    let seq = match next_seq(s.fields.flags, peer_id) {
-        Ok(q) => q,
+    }
+    let ifindex = match global::decode(encap::xgre_encap_put(s.ctx, &s.fields, s.room, peer_id, j)) {
+        Ok(i) => i as u32,
         Err(r) => {
             count_drop(r);
             return 0;
         }
     };
-    let Ok(hdr) = encap::header(&ctx, &s.fields, &s.room, p, seq) else {
-        count_drop(DropReason::HelperFailed);
-        return 0;
-    };
-    if encap::write(&ctx, &s.room, hdr).is_err() || unsafe { bpf_clone_redirect(s.ctx, ifindex, 0) } != 0 {
+    if unsafe { bpf_clone_redirect(s.ctx, ifindex, 0) } != 0 {
         count_drop(DropReason::HelperFailed);
         return 0;
     }
@@ -95,7 +91,7 @@ pub fn replicate(
     list: &FloodList,
     skip: u32,
     fields: Fields,
-    room: Room,
+    room: i64,
     inner_len: u64,
     segs: u64,
 ) -> Result<bool, DropReason> {

@@ -15,6 +15,7 @@ mod csum;
 mod encap;
 mod fdb;
 mod flood;
+mod global;
 mod lco;
 mod maps;
 mod neigh;
@@ -93,7 +94,7 @@ pub fn xgre_tx(ctx: TcContext) -> i32 {
     tx::try_tx(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
         if debug_on() {
-            debug!(&ctx, "xgre_tx: drop ({})", reason.name());
+            debug!(&ctx, "xgre_tx: drop reason {}", reason as u32);
         }
         tx::drop_where_counted(&ctx)
     })
@@ -105,7 +106,7 @@ pub fn xgre_tx_send(ctx: TcContext) -> i32 {
     tx::try_tx_send(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
         if debug_on() {
-            debug!(&ctx, "xgre_tx_send: drop ({})", reason.name());
+            debug!(&ctx, "xgre_tx_send: drop reason {}", reason as u32);
         }
         TC_ACT_SHOT
     })
@@ -144,7 +145,7 @@ pub fn xgre_rx_tc(ctx: TcContext) -> i32 {
     rx::try_rx_tc(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
         if debug_on() {
-            debug!(&ctx, "xgre_rx_tc: drop ({})", reason.name());
+            debug!(&ctx, "xgre_rx_tc: drop reason {}", reason as u32);
         }
         TC_ACT_SHOT
     })
@@ -165,7 +166,7 @@ pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
     rx::try_rx_xdp(&ctx).unwrap_or_else(|reason| {
         count_drop(reason);
         if debug_on() {
-            debug!(&ctx, "xgre_rx_xdp: drop ({})", reason.name());
+            debug!(&ctx, "xgre_rx_xdp: drop reason {}", reason as u32);
         }
         xdp_action::XDP_DROP
     })

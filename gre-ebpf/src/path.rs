@@ -10,7 +10,23 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{path_slot, Path, Peer, MAX_PATHS, PATH_UP};
 
-use crate::maps::PATH_BYTES;
+use crate::maps::{PATH_BYTES, PEERS};
+
+/// No path is up.
+pub const NO_PATH: u32 = u32::MAX;
+
+/// The path `peer_id`'s next packet of `bytes` takes, or `NO_PATH`.
+/// A global function: the verifier checks it once, on its own, and its
+/// callers see one unknown number back instead of one state per path.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_select_path(peer_id: u32, bytes: u64) -> u32 {
+    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return NO_PATH };
+    match select(peer, bytes) {
+        Some((j, _)) => j,
+        None => NO_PATH,
+    }
+}
 
 /// How far behind its share a path may start (new, or back from down), so
 /// it does not take every packet until it has caught up.

@@ -27,11 +27,10 @@ use crate::{
     encap::{self, Fields},
     fdb,
     flood::{self, NO_PEER},
+    global,
     maps::{FLOOD, PEERS, ROUTES4, ROUTES6, TUNNELS},
     packet::Packet,
-    path,
-    seq::next_seq,
-    trunk,
+    path, trunk,
 };
 
 /// Where a packet goes: to `peer`, or (`flood`) to every peer of the
@@ -61,9 +60,31 @@ impl Target {
 
 /// The tunnel device's egress: where the packet goes, written into the
 /// skb's control block for `try_tx_send`. The packet then crosses the veth
-/// pair, which counts it as the device's tx. Errors are drops; `xgre_tx`
-/// makes veth count them (`drop_where_counted`).
+/// pair, which counts it as the device's tx, or is sent from here when
+/// there is nothing to count. Errors are drops; `xgre_tx` makes veth
+/// count them (`drop_where_counted`).
 pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    // Two global functions, one after the other: their stacks never add up.
+    if global::decode(xgre_decide(skb))? == SEND_HERE {
+        return global::decode(xgre_send(skb));
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// What `xgre_decide` returns when the packet is to be sent at once.
+const SEND_HERE: i32 = 1;
+
+/// Decide where the packet goes and leave that in its control block.
+/// `SEND_HERE` when the tunnel skips the veth crossing.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_decide(skb: *mut __sk_buff) -> i64 {
+    global::encode(decide(&TcContext::new(skb)))
+}
+
+#[inline(always)]
+fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     let ifindex = unsafe { (*skb).ifindex };
     let tunnel: &Tunnel = unsafe { TUNNELS.get(ifindex) }.ok_or(DropReason::TxUnsupported)?;
@@ -79,19 +100,21 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let proto_tos = ((proto as u32) << 16) | tos as u32;
     let d = if !target.flood {
-        let peer = unsafe { PEERS.get(target.peer) }.ok_or(DropReason::NoRoute)?;
-        let (path, _) = path::select(peer, ctx.len() as u64).ok_or(DropReason::NoPath)?;
+        if unsafe { PEERS.get(target.peer) }.is_none() {
+            return Err(DropReason::NoRoute);
+        }
+        let path = path::xgre_select_path(target.peer, ctx.len() as u64);
+        if path == path::NO_PATH {
+            return Err(DropReason::NoPath);
+        }
         TxDecision { kind: TxDecision::MAGIC | TX_UNICAST, tunnel_ifindex: ifindex, peer: target.peer, path, proto_tos }
     } else {
         flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;
         TxDecision { kind: TxDecision::MAGIC | TX_FLOOD, tunnel_ifindex: ifindex, peer: target.skip, path: 0, proto_tos }
     };
-    if !tx_crosses_pair(tunnel.flags) {
-        // Nothing to count or segment: send from here.
-        return send(ctx, tunnel, &d);
-    }
     set_decision(skb, d);
-    Ok(TC_ACT_OK)
+    // Nothing to count or segment: send from here.
+    Ok(if tx_crosses_pair(tunnel.flags) { 0 } else { SEND_HERE })
 }
 
 #[inline(always)]
@@ -130,27 +153,38 @@ pub fn drop_where_counted(ctx: &TcContext) -> i32 {
 /// The hidden end's ingress: encapsulate as decided and send, out of the
 /// chosen path's link (unicast) or as one copy per peer (flood).
 pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
-    let skb: *mut __sk_buff = ctx.skb.skb;
+    global::decode(xgre_send(ctx.skb.skb))
+}
+
+/// The decision `xgre_tx` left in the control block.
+#[inline(always)]
+fn decision(skb: *mut __sk_buff) -> TxDecision {
     let mut w = [0u32; TX_DECISION_WORDS];
     for (i, v) in w.iter_mut().enumerate() {
         *v = unsafe { (*skb).cb[i] };
     }
-    let d = TxDecision::from_words(&w);
+    TxDecision::from_words(&w)
+}
+
+/// Encapsulate and send as the control block's decision says.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_send(skb: *mut __sk_buff) -> i64 {
+    global::encode(send(&TcContext::new(skb)))
+}
+
+/// Encapsulate as `d` says and send: out of the chosen path's link
+/// (unicast) or as one copy per peer (flood).
+#[inline(always)]
+fn send(ctx: &TcContext) -> Result<i32, DropReason> {
+    let skb: *mut __sk_buff = ctx.skb.skb;
+    let d = &decision(skb);
     let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
     if kind == TX_DROP {
         // Counted already, under its reason.
         return Ok(TC_ACT_SHOT);
     }
     let tunnel: &Tunnel = unsafe { TUNNELS.get(d.tunnel_ifindex) }.ok_or(DropReason::TxUnsupported)?;
-    send(ctx, tunnel, &d)
-}
-
-/// Encapsulate as `d` says and send: out of the chosen path's link
-/// (unicast) or as one copy per peer (flood).
-#[inline(always)]
-fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropReason> {
-    let skb: *mut __sk_buff = ctx.skb.skb;
-    let kind = d.kind().ok_or(DropReason::TxNoDecision)?;
     if tunnel.flags & TUN_PER_PACKET != 0 && unsafe { (*skb).gso_segs } > 1 {
         // GSO would copy one sequence number or checksum to every segment.
         // The device segments what it sends (its TSO is off), so that
@@ -177,24 +211,15 @@ fn send(ctx: &TcContext, tunnel: &Tunnel, d: &TxDecision) -> Result<i32, DropRea
     // A GSO packet leaves as gso_segs wire packets.
     let wire = unsafe { (*skb).gso_segs }.max(1) as u64;
     if kind == TX_UNICAST {
-        let peer = unsafe { PEERS.get(d.peer) }.ok_or(DropReason::NoRoute)?;
-        let path_idx = d.path & (MAX_PATHS as u32 - 1);
-        // The peer may have been edited since the decision: a path that is
-        // gone now is no path.
-        if path_idx >= peer.npaths {
-            return Err(DropReason::NoPath);
-        }
-        let p = peer.paths[path_idx as usize];
-        let seq = next_seq(fields.flags, d.peer)?;
-        let room = encap::grow(ctx, &fields, tap, &eth)?;
-        encap::write(ctx, &room, encap::header(ctx, &fields, &room, &p, seq)?)?;
-        count_tx(d.peer, path_idx, wire, inner_len);
-        return Ok(unsafe { bpf_redirect(p.ifindex, 0) } as i32);
+        let room = global::decode(encap::xgre_encap_grow(skb, &fields, tap as u32))?;
+        let ifindex = global::decode(encap::xgre_encap_put(skb, &fields, room as i64, d.peer, d.path))?;
+        count_tx(d.peer, d.path & (MAX_PATHS as u32 - 1), wire, inner_len);
+        return Ok(unsafe { bpf_redirect(ifindex as u32, 0) } as i32);
     }
     let group = if tap { [0; 16] } else { ip_group(ctx, &eth)? };
     let list = flood_list(tunnel.ifindex, group).ok_or(DropReason::NoRoute)?;
-    let room = encap::grow(ctx, &fields, tap, &eth)?;
-    if !flood::replicate(ctx, tunnel.ifindex, list, d.peer, fields, room, inner_len, wire)? {
+    let room = global::decode(encap::xgre_encap_grow(skb, &fields, tap as u32))?;
+    if !flood::replicate(ctx, tunnel.ifindex, list, d.peer, fields, room as i64, inner_len, wire)? {
         // No copy went: each was counted (no_path) on the way.
         return Ok(TC_ACT_SHOT);
     }

@@ -1,12 +1,12 @@
 //! The datapath of one network namespace: its programs and maps, loaded
 //! fresh or found again in the kernel through BPF object ids.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
 use aya::{
     maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray, PerCpuHashMap},
-    programs::{loaded_programs, ProgramFd, SchedClassifier, Xdp},
+    programs::{loaded_programs, ProgramError, ProgramFd, ProgramInfo, SchedClassifier, Xdp},
     Ebpf, EbpfLoader,
 };
 use gre_common::{names::*, *};
@@ -27,12 +27,17 @@ pub fn build_id() -> u64 {
 }
 
 pub struct Datapath {
-    progs: BTreeMap<&'static str, ProgramFd>,
-    prog_ids: BTreeMap<&'static str, u32>,
+    /// Programs found attached, or loaded by this process: loading is
+    /// done on demand (`prog`), one program at a time, so that readers
+    /// and editors (`status`, `show`, `map-edit`, `reload`) verify nothing.
+    progs: Mutex<BTreeMap<&'static str, ProgramFd>>,
+    /// Each program's id and verified instructions.
+    prog_ids: Mutex<BTreeMap<&'static str, (u32, u32)>>,
     maps: BTreeMap<String, u32>,
-    /// Set when this process loaded the programs: they must stay loaded
+    /// The object this process loads programs from, bound to the maps
+    /// above; programs loaded from it live as long as it does, at least
     /// until attached.
-    _ebpf: Option<Ebpf>,
+    object: Mutex<Option<Ebpf>>,
 }
 
 fn static_name(n: &str) -> Option<&'static str> {
@@ -43,25 +48,30 @@ fn map_name(id: u32) -> Option<String> {
     MapInfo::from_id(id).ok().and_then(|i| i.name_as_str().map(str::to_string))
 }
 
+/// The kinds of map the datapath has (aya-log's included).
+fn map_data(m: &Map) -> Option<&MapData> {
+    match m {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LpmTrie(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerfEventArray(d)
+        | Map::RingBuf(d) => Some(d),
+        _ => None,
+    }
+}
+
 fn open(id: u32) -> Result<Map> {
     let data = MapData::from_id(id).with_context(|| format!("opening map #{id}"))?;
     Map::from_map_data(data).map_err(|e| anyhow!("map #{id}: {e}"))
 }
 
 impl Datapath {
-    /// The datapath serving this network namespace, if one is loaded, with
-    /// every program ready to attach.
+    /// The datapath serving this network namespace, if one is loaded: its
+    /// maps, and the programs attached. Nothing is loaded or verified.
     pub fn find() -> Result<Option<Datapath>> {
-        Self::find_with(true)
-    }
-
-    /// The datapath's maps only, for readers (status, the path watcher):
-    /// no programs are loaded again, so nothing big stays in memory.
-    pub fn find_maps() -> Result<Option<Datapath>> {
-        Self::find_with(false)
-    }
-
-    fn find_with(programs: bool) -> Result<Option<Datapath>> {
         let ns = sys::netns_ino()?;
         let mut progs = BTreeMap::new();
         let mut prog_ids = BTreeMap::new();
@@ -82,7 +92,7 @@ impl Datapath {
             }
             if let Ok(fd) = info.fd() {
                 progs.insert(name, fd);
-                prog_ids.insert(name, info.id());
+                prog_ids.insert(name, (info.id(), info.verified_instruction_count().unwrap_or(0)));
             }
             maps.extend(named);
         }
@@ -93,24 +103,19 @@ impl Datapath {
         if progs.is_empty() || !maps.contains_key(MAP_TUNNELS) {
             return Ok(None);
         }
-        let mut dp = Datapath { progs, prog_ids, maps, _ebpf: None };
+        let dp = Datapath { progs: Mutex::new(progs), prog_ids: Mutex::new(prog_ids), maps, object: Mutex::new(None) };
         // A datapath with no tunnel left is being torn down: its programs
         // go as they are detached. Start afresh instead of reviving it.
         if dp.tunnels()?.keys().next().is_none() {
             return Ok(None);
         }
-        // A program attached nowhere (say, XDP receive while every link
-        // uses TC) was freed when its loader exited; bring the set back.
-        if programs && PROGS.iter().any(|p| !dp.progs.contains_key(p)) {
-            dp.reload_programs()?;
-        }
         Ok(Some(dp))
     }
 
-    /// Load the programs again, bound to this datapath's existing maps: the
-    /// maps are pinned for a moment in a private directory and handed to
-    /// the loader by path.
-    fn reload_programs(&mut self) -> Result<()> {
+    /// Parse the object with its maps bound to this datapath's: the maps
+    /// are pinned for a moment in a private directory and handed to the
+    /// loader by path. Verifies nothing.
+    fn bind_object(&self) -> Result<Ebpf> {
         sys::ensure_bpffs()?;
         let dir = std::path::PathBuf::from(format!("{}/xgre-load-{}", sys::BPFFS, std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -124,23 +129,13 @@ impl Datapath {
                 MapData::from_id(id)?.pin(&path).map_err(|e| anyhow!("pinning {name}: {e}"))?;
                 loader.map_pin_path(name.as_str(), path);
             }
-            let ebpf = loader.load(OBJECT).context("loading the BPF object again for existing maps")?;
-            Datapath::from_loaded(ebpf)
+            loader.load(OBJECT).context("reading the BPF object against the running datapath's maps")
         })();
         let _ = std::fs::remove_dir_all(&dir);
-        let fresh = result?;
-        // A map this build has and the running one had not (an upgrade
-        // that adds one) was created by the load: keep it too.
-        for (name, id) in fresh.maps {
-            self.maps.entry(name).or_insert(id);
-        }
-        self.progs = fresh.progs;
-        self.prog_ids = fresh.prog_ids;
-        self._ebpf = fresh._ebpf;
-        Ok(())
+        result
     }
 
-    /// Load fresh programs and maps for this namespace.
+    /// Load fresh maps for this namespace; programs follow on demand.
     pub fn load() -> Result<Datapath> {
         let ns = sys::netns_ino()?;
         let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the BPF object (is this kernel new enough, with BTF?)")?;
@@ -148,37 +143,36 @@ impl Datapath {
             let mut meta: Array<&mut MapData, Meta> = ebpf.map_mut(MAP_META).ok_or_else(|| anyhow!("no map {MAP_META}"))?.try_into()?;
             meta.set(0, Meta { netns_ino: ns, layout: LAYOUT_VERSION, debug: 0, build: build_id() }, 0)?;
         }
-        Datapath::from_loaded(ebpf)
+        let maps = ebpf.maps().filter_map(|(name, m)| Some((name.to_string(), map_data(m)?.info().ok()?.id()))).collect();
+        Ok(Datapath { progs: Mutex::default(), prog_ids: Mutex::default(), maps, object: Mutex::new(Some(ebpf)) })
     }
 
-    /// Verify the programs of a loaded object and note their fds and maps.
-    fn from_loaded(mut ebpf: Ebpf) -> Result<Datapath> {
-        for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
-            p.load().with_context(|| format!("verifying {name}"))?;
+    /// Program `name`: the one attached, or this build's, verified now.
+    pub fn prog(&self, name: &str) -> Result<ProgramFd> {
+        let name = static_name(name).ok_or_else(|| anyhow!("no program {name} in the datapath"))?;
+        if let Some(fd) = self.progs.lock().unwrap().get(name) {
+            return fd.try_clone().with_context(|| format!("duplicating the fd of {name}"));
         }
-        {
-            let name = PROG_RX_XDP;
-            let p: &mut Xdp = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name}"))?.try_into()?;
-            p.load().with_context(|| format!("verifying {name}"))?;
+        let mut object = self.object.lock().unwrap();
+        if object.is_none() {
+            *object = Some(self.bind_object()?);
         }
-        let mut progs = BTreeMap::new();
-        let mut prog_ids = BTreeMap::new();
-        let mut maps = BTreeMap::new();
-        for (name, prog) in ebpf.programs() {
-            let Some(name) = static_name(name) else { continue };
-            let info = prog.info()?;
-            progs.insert(name, info.fd()?);
-            prog_ids.insert(name, info.id());
-            if let Some(ids) = info.map_ids()? {
-                for id in ids {
-                    if let Some(n) = map_name(id) {
-                        maps.insert(n, id);
-                    }
-                }
-            }
-        }
-        Ok(Datapath { progs, prog_ids, maps, _ebpf: Some(ebpf) })
+        let ebpf = object.as_mut().expect("bound above");
+        let info = verify(ebpf, name)?;
+        // A map this build has and the running one had not (an upgrade
+        // that adds one) was created by the load: the program holds it.
+        let fd = info.fd()?;
+        self.prog_ids.lock().unwrap().insert(name, (info.id(), info.verified_instruction_count().unwrap_or(0)));
+        self.progs.lock().unwrap().insert(name, fd.try_clone()?);
+        Ok(fd)
+    }
+
+    /// Verified instructions of each of this build's programs, loaded
+    /// fresh (against fresh maps) and freed again: what `xgre check
+    /// --datapath` and the verifier test report.
+    pub fn verifier_costs() -> Result<Vec<(&'static str, u32)>> {
+        let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the BPF object (is this kernel new enough, with BTF?)")?;
+        PROGS.iter().map(|&name| Ok((name, verify(&mut ebpf, name)?.verified_instruction_count().unwrap_or(0)))).collect()
     }
 
     /// The build whose programs the running datapath has attached.
@@ -186,10 +180,12 @@ impl Datapath {
         Ok(self.meta()?.get(&0, 0)?.build)
     }
 
-    /// Load this build's programs against the running datapath's maps, for
-    /// the caller to attach in place of the old ones.
-    pub fn load_this_build(&mut self) -> Result<()> {
-        self.reload_programs()
+    /// From now on `prog` gives this build's programs, loaded against the
+    /// running datapath's maps, for the caller to attach in place of the
+    /// old ones.
+    pub fn load_this_build(&mut self) {
+        self.progs.get_mut().unwrap().clear();
+        self.prog_ids.get_mut().unwrap().clear();
     }
 
     /// Record that this build's programs are the ones attached.
@@ -200,12 +196,13 @@ impl Datapath {
         Ok(())
     }
 
-    pub fn prog(&self, name: &str) -> Result<&ProgramFd> {
-        self.progs.get(name).ok_or_else(|| anyhow!("program {name} is not loaded"))
+    /// The programs found or loaded, with their ids and verifier costs.
+    pub fn programs(&self) -> Vec<(&'static str, u32, u32)> {
+        self.prog_ids.lock().unwrap().iter().map(|(&name, &(id, verified))| (name, id, verified)).collect()
     }
 
     pub fn prog_id(&self, name: &str) -> Option<u32> {
-        self.prog_ids.get(name).copied()
+        self.prog_ids.lock().unwrap().get(name).map(|&(id, _)| id)
     }
 
     fn map(&self, name: &str) -> Result<Map> {
@@ -347,4 +344,75 @@ pub fn unpin_maps() -> Result<()> {
         let _ = std::fs::remove_dir(parent);
     }
     Ok(())
+}
+
+/// Verify one program of `ebpf` in the kernel. A refusal is one message:
+/// the program, the instructions the verifier walked against its limit,
+/// the kernel, and where the full verifier log went (thousands of lines,
+/// never printed).
+fn verify(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramInfo> {
+    let prog = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name} in the BPF object"))?;
+    let r = if name == PROG_RX_XDP {
+        let p: &mut Xdp = prog.try_into()?;
+        p.load().and_then(|_| p.info())
+    } else {
+        let p: &mut SchedClassifier = prog.try_into()?;
+        p.load().and_then(|_| p.info())
+    };
+    r.map_err(|e| refused(name, e))
+}
+
+fn refused(name: &str, e: ProgramError) -> anyhow::Error {
+    let ProgramError::LoadError { io_error, verifier_log } = e else {
+        return anyhow!("loading {name}: {e}");
+    };
+    let log = verifier_log.to_string();
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let path = std::env::temp_dir().join(format!("xgre-verifier-{name}.log"));
+    let saved = match std::fs::write(&path, &log) {
+        Ok(()) => format!("full verifier log: {}", path.display()),
+        Err(e) => format!("the verifier log could not be saved to {}: {e}", path.display()),
+    };
+    anyhow!("the kernel (Linux {kernel}) refused program {name}: {}; {}; {saved}", verdict(&log), io_error)
+}
+
+/// The verifier's own summary of a refusal: its last error line and the
+/// instructions it walked, against its limit.
+fn verdict(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let processed = lines.iter().rev().find(|l| l.starts_with("processed ")).map(|l| {
+        let words: Vec<&str> = l.split_whitespace().collect();
+        let n = words.get(1).copied().unwrap_or("?");
+        let limit = l.split("(limit ").nth(1).and_then(|r| r.split(')').next()).unwrap_or("1000000");
+        format!("{n} instructions verified of a {limit} limit")
+    });
+    // The reason is the last line that is neither statistics nor a dump.
+    let reason = lines
+        .iter()
+        .rev()
+        .find(|l| {
+            !(l.starts_with("processed ")
+                || l.starts_with("verification time")
+                || l.starts_with("stack depth")
+                || l.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        })
+        .copied()
+        .unwrap_or("no reason given");
+    match processed {
+        Some(p) => format!("{reason} ({p})"),
+        None => reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_refusal_is_summed_up_in_one_line() {
+        let log = "0: (bf) r6 = r1\n1: (85) call foo\nBPF program is too large. Processed 1000001 insn\nverification time 5131876 usec\nstack depth 304+0\nprocessed 1000001 insns (limit 1000000) max_states_per_insn 35 total_states 39843\n";
+        assert_eq!(
+            super::verdict(log),
+            "BPF program is too large. Processed 1000001 insn (1000001 instructions verified of a 1000000 limit)"
+        );
+        assert_eq!(super::verdict("R1 invalid mem access 'scalar'\n"), "R1 invalid mem access 'scalar'");
+    }
 }

@@ -28,7 +28,7 @@ fn set_debug(meta: &mut Array<aya::maps::MapData, Meta>, on: bool) -> Result<()>
 pub fn listen(dp: &Datapath) -> Result<Listening> {
     let id =
         [PROG_TX, PROG_RX_TC, PROG_RX_XDP].iter().find_map(|p| dp.prog_id(p)).ok_or_else(|| anyhow!("no datapath program to listen to"))?;
-    let logger = aya_log::EbpfLogger::init_from_id(id).context("opening the datapath's log ring buffer")?;
+    let logger = aya_log::EbpfLogger::init_from_id_with_logger(id, DropNames).context("opening the datapath's log ring buffer")?;
     // SAFETY: the logger owns the ring buffer's fd and lives in the AsyncFd
     // for as long as it is registered; nothing else closes it.
     let mut fd = unsafe { AsyncFd::register(logger) }.context("watching the log ring buffer")?;
@@ -43,6 +43,45 @@ pub fn listen(dp: &Datapath) -> Result<Listening> {
     });
     eprintln!("debug: printing the datapath's messages (drops and their reasons)");
     Ok(Listening { meta_id: meta, task })
+}
+
+/// The datapath logs a drop's reason as its number (a name per reason
+/// would be one verifier walk of the logging code per name); this logger
+/// puts the name in before handing the message on.
+struct DropNames;
+
+impl log::Log for DropNames {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        log::logger().enabled(m)
+    }
+
+    fn log(&self, r: &log::Record) {
+        let msg = named(&r.args().to_string());
+        log::logger().log(&log::Record::builder().args(format_args!("{msg}")).level(r.level()).target(r.target()).build());
+    }
+
+    fn flush(&self) {
+        log::logger().flush()
+    }
+}
+
+/// `xgre_tx: drop reason 10` → `xgre_tx: drop (no_path)`.
+fn named(msg: &str) -> String {
+    let Some((head, n)) = msg.rsplit_once("drop reason ") else { return msg.to_string() };
+    match n.trim().parse::<u32>().ok().and_then(gre_common::DropReason::from_repr) {
+        Some(r) => format!("{head}drop ({})", r.name()),
+        None => msg.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn drop_reasons_are_named() {
+        assert_eq!(super::named("xgre_tx: drop reason 10"), "xgre_tx: drop (no_path)");
+        assert_eq!(super::named("xgre_rx_xdp: drop reason 999"), "xgre_rx_xdp: drop reason 999");
+        assert_eq!(super::named("something else"), "something else");
+    }
 }
 
 impl Drop for Listening {

@@ -98,9 +98,16 @@ enum Cmd {
     /// Print the man page (roff).
     Man,
     /// Validate a config file and the devices it names; change nothing.
+    /// With --kernel, also load every datapath program into this kernel
+    /// (verified, never attached) and print what verifying each cost.
+    #[command(group = clap::ArgGroup::new("what").required(true).multiple(true).args(["config", "kernel"]))]
     Check {
+        /// The config file to validate.
         #[arg(short, long)]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        /// Verify the datapath in this kernel.
+        #[arg(long)]
+        kernel: bool,
     },
 }
 
@@ -140,7 +147,7 @@ fn main() -> ExitCode {
 /// listener, which need no program loaded again (that costs a verifier
 /// run per program missing).
 fn running_maps() -> Result<gre_user::datapath::Datapath> {
-    gre_user::datapath::Datapath::find_maps()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))
+    gre_user::datapath::Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))
 }
 
 fn running() -> Result<(netlink::Netlink, gre_user::datapath::Datapath)> {
@@ -270,7 +277,11 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 print!("{}", status::render(&s));
             }
         }
-        Cmd::Check { config } => {
+        Cmd::Check { config, kernel } => {
+            if kernel {
+                check_kernel()?;
+            }
+            let Some(config) = config else { return Ok(()) };
             let file = config.display().to_string();
             let cfg = Config::load(&config)?;
             let nl = netlink::Netlink::new()?;
@@ -285,6 +296,20 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// `check --kernel`: every program verified here, and its cost against the
+/// verifier's limit.
+fn check_kernel() -> Result<()> {
+    sys::require_root("check --kernel")?;
+    let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
+    let costs = gre_user::datapath::Datapath::verifier_costs()?;
+    println!("{:<18} {:>10}  of the verifier's 1,000,000", "program", "verified");
+    for (name, n) in &costs {
+        println!("{name:<18} {n:>10}  {:>5.1}%", *n as f64 / 1e4);
+    }
+    println!("Linux {kernel} accepts the datapath ({} programs)", costs.len());
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // hand the freed heap back before settling in for the long run.
     let mut mesh = match cfg.mesh.is_some() {
         true => {
-            let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+            let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
             Some(Mesh::start(&cfg, file, &Netlink::new()?, &dp).await?)
         }
         false => None,
@@ -88,7 +88,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
     let log = match debug {
-        true => Some(crate::debug::listen(&Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
+        true => Some(crate::debug::listen(&Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
         false => None,
     };
     let reseq = match t.resequence {
@@ -106,7 +106,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     };
     let result = watch(&t, mesh.as_mut()).await;
     if let Some(r) = reseq {
-        let s = r.stop(Datapath::find_maps().ok().flatten().as_ref());
+        let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
             "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped",
             t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate
@@ -126,7 +126,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
 /// (`announced`: only those of peers that announce numbering, which the
 /// datapath decides by `TUN_RESEQ_ANNOUNCED`).
 async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result<Resequencer> {
-    let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
     let tun = dp
         .tunnels()?
         .iter()
@@ -150,7 +150,7 @@ async fn mesh_event(mesh: &mut Option<&mut Mesh>) -> Option<Event> {
 
 async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
     let name = &t.name;
-    let dp = Datapath::find_maps()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
     let nl = Netlink::new()?;
     let tidx = dp
         .tunnels()?

@@ -164,6 +164,17 @@ pub struct Status {
     pub drops: BTreeMap<&'static str, u64>,
     /// Kernel memory of the namespace's maps.
     pub map_memory_bytes: u64,
+    /// The datapath's programs in the kernel, and what verifying each cost.
+    pub programs: Vec<ProgramStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProgramStatus {
+    pub name: &'static str,
+    pub id: u32,
+    /// Instructions the verifier walked (`bpf_prog_info.verified_insns`),
+    /// of its limit of 1,000,000.
+    pub verified_insns: u32,
 }
 
 fn mac(m: [u8; 6]) -> String {
@@ -171,11 +182,11 @@ fn mac(m: [u8; 6]) -> String {
 }
 
 pub async fn collect(name: Option<&str>) -> Result<Status> {
-    let Some(dp) = Datapath::find_maps()? else {
+    let Some(dp) = Datapath::find()? else {
         if let Some(n) = name {
             bail!("tunnel {n} is not up (no xgre datapath in this network namespace)");
         }
-        return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), map_memory_bytes: 0 });
+        return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), map_memory_bytes: 0, programs: vec![] });
     };
     let nl = Netlink::new()?;
     let tunnels: Vec<(u32, Tunnel)> = dp.tunnels()?.iter().filter_map(Result::ok).collect();
@@ -364,7 +375,8 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         let v: u64 = drops_map.get(&(r as u32), 0).map(|v| v.iter().sum()).unwrap_or(0);
         drops.insert(r.name(), v);
     }
-    Ok(Status { tunnels: out, drops, map_memory_bytes: dp.map_memory() })
+    let programs = dp.programs().into_iter().map(|(name, id, verified_insns)| ProgramStatus { name, id, verified_insns }).collect();
+    Ok(Status { tunnels: out, drops, map_memory_bytes: dp.map_memory(), programs })
 }
 
 /// One line on the mesh connection: readable at a glance, the problem
@@ -551,6 +563,16 @@ pub fn render(s: &Status) -> String {
     if !s.tunnels.is_empty() {
         let _ = writeln!(o, "drops   {}", if nonzero.is_empty() { "none".into() } else { nonzero.join(", ") });
         let _ = writeln!(o, "maps    {} of kernel memory", human_bytes(s.map_memory_bytes));
+        if let Some(p) = s.programs.iter().max_by_key(|p| p.verified_insns) {
+            let _ = writeln!(
+                o,
+                "progs   {} loaded; the costliest to verify, {}, took {} instructions ({:.1}% of the verifier's limit)",
+                s.programs.len(),
+                p.name,
+                p.verified_insns,
+                p.verified_insns as f64 / 1e4
+            );
+        }
     }
     o
 }

@@ -50,7 +50,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
         println!("datapath programs of build {from:016x} replaced in place by this build's ({to:016x})");
     }
 
-    let existing = Datapath::find_maps()?;
+    let existing = Datapath::find()?;
     if let Some(dev) = nl.link(name).await? {
         let ours = match &existing {
             Some(dp) => dp.tunnels()?.get(&dev.index, 0).ok(),
@@ -230,7 +230,7 @@ fn gone_ok(r: Result<(), aya::maps::MapError>) -> Result<()> {
 pub async fn down(name: &str) -> Result<bool> {
     sys::require_root("down")?;
     let nl = Netlink::new()?;
-    let dp = Datapath::find_maps()?;
+    let dp = Datapath::find()?;
     down_by_name(&nl, dp.as_ref(), name).await
 }
 

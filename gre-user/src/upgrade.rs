@@ -23,13 +23,19 @@ use crate::{
 /// Replace the running datapath's programs with this build's when another
 /// build attached them. Returns the builds (from, to) when it did.
 pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64, u64)>> {
-    let Some(mut dp) = Datapath::find_maps()? else { return Ok(None) };
+    let Some(mut dp) = Datapath::find()? else { return Ok(None) };
     let running = dp.running_build()?;
     if running == build_id() {
         return Ok(None);
     }
-    dp.load_this_build()?;
-    let fd = |name: &str| -> Result<i32> { Ok(dp.prog(name)?.as_fd().as_raw_fd()) };
+    dp.load_this_build();
+    // Each program's fd stays open until its attach call has returned.
+    let progs: BTreeMap<&str, aya::programs::ProgramFd> =
+        [PROG_TX, PROG_TX_SEND, PROG_NEIGH_OUT, PROG_NEIGH_IN, PROG_RX_XDP, PROG_RX_HANDOFF, PROG_RX_TC]
+            .into_iter()
+            .map(|name| Ok((name, dp.prog(name)?)))
+            .collect::<Result<_>>()?;
+    let fd = |name: &str| -> Result<i32> { Ok(progs[name].as_fd().as_raw_fd()) };
     let tunnels: Vec<(u32, u32, u32)> = dp.tunnels()?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex, v.mode)).collect();
     for (t, hidden, mode) in tunnels {
         let Some(dev) = nl.link_by_index(t).await? else { continue };

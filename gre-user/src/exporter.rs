@@ -241,7 +241,7 @@ mod tests {
             counters: Counters::default(),
             mesh: None,
         };
-        let body = render(&Status { tunnels: vec![t], drops: Default::default(), map_memory_bytes: 0 });
+        let body = render(&Status { tunnels: vec![t], drops: Default::default(), map_memory_bytes: 0, programs: vec![] });
         assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h2\"} 2"), "{body}");
         assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h3\"} 0"), "a stale entry counted:\n{body}");
     }

@@ -74,6 +74,13 @@ fn named(msg: &str) -> String {
     }
 }
 
+impl Drop for Listening {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = set_debug(&mut self.meta_id, false);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -81,12 +88,5 @@ mod tests {
         assert_eq!(super::named("xgre_tx: drop reason 10"), "xgre_tx: drop (no_path)");
         assert_eq!(super::named("xgre_rx_xdp: drop reason 999"), "xgre_rx_xdp: drop reason 999");
         assert_eq!(super::named("something else"), "something else");
-    }
-}
-
-impl Drop for Listening {
-    fn drop(&mut self) {
-        self.task.abort();
-        let _ = set_debug(&mut self.meta_id, false);
     }
 }

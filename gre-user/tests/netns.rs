@@ -559,3 +559,111 @@ fn the_tunnel_device_counts_its_packets_and_its_drops() {
         t.b().xgre_ok(Enter::Nsenter, "down gre0");
     }
 }
+
+/// The most instructions any program may need verified: a tenth of the
+/// kernel's limit, so that another kernel's verifier, walking a little
+/// more, still loads the datapath.
+const VERIFIER_BUDGET: u64 = 100_000;
+
+/// One host's config for each configuration that changes what the
+/// verifier walks, over links `a0` (IPv4 and IPv6) and `a1` of a switched
+/// topology. Static neighbour MACs: nothing waits for ARP.
+fn budget_configs() -> Vec<(&'static str, String)> {
+    let link = |dev: &str, addr: &str, rx: &str| format!("[[link]]\ndev = \"{dev}\"\naddress = \"{addr}\"\nrx = \"{rx}\"\n");
+    let v4 = || link("a0", "198.18.0.10", "tc") + &link("a1", "198.18.1.10", "tc");
+    let path = |l: &str, remote: &str, n: u32| format!("[[peer.path]]\nlink = \"{l}\"\nremote = \"{remote}\"\nmac = \"02:00:00:00:{n:02x}:20\"\n");
+    let peer = |name: &str, routes: &str, paths: &str| format!("[[peer]]\nname = \"{name}\"\n{routes}{paths}");
+    let p2p = |tunnel: &str, links: String, paths: String| {
+        format!("[tunnel]\nname = \"gre0\"\n{tunnel}\n{links}\n{}", peer("site-b", "routes = [\"198.19.100.2/32\"]\n", &paths))
+    };
+    let one = || path("a0", "198.18.0.20", 0);
+    let tap = |extra: &str| {
+        format!("[tunnel]\nname = \"gre0\"\nmode = \"gretap\"\n{extra}\n{}\n{}{}", v4(), peer("b", "", &one()), peer("c", "", &path("a1", "198.18.1.30", 1)))
+    };
+    let eight: String = (0..8).map(|i| path(&format!("a{}", i % 2), &format!("198.18.{}.{}", i % 2, 20 + i), i)).collect();
+    let mut flood = format!("[tunnel]\nname = \"gre0\"\naddress = [\"198.19.100.1/32\"]\n{}", v4());
+    for (i, n) in ["b", "c", "d"].iter().enumerate() {
+        flood += &peer(n, &format!("routes = [\"198.19.10{}.0/24\"]\n", i + 1), &path("a0", &format!("198.18.0.{}", 20 + i), i as u32));
+    }
+    flood += "[[group]]\naddress = \"239.0.0.10\"\npeers = [\"b\", \"c\"]\n";
+    vec![
+        ("gre", p2p("key = 42", v4(), one())),
+        ("gre, xdp receive", p2p("", link("a0", "198.18.0.10", "xdp"), one())),
+        ("gretap", tap("key = 1")),
+        ("nvgre", tap("vsid = 5001")),
+        ("trunk", tap("native_key = 5000\n[[tunnel.vlan]]\nvid = 100\nkey = 5100")),
+        ("arp_suppress", tap("key = 1\narp_suppress = true")),
+        ("sequence", p2p("sequence = true", v4(), one())),
+        ("checksum", p2p("checksum = true\nkey = 7", v4(), one())),
+        ("ip_id_sequence", p2p("ip_id_sequence = true", v4(), one())),
+        ("ipv6 underlay", p2p("", link("a0", "2001:db8::10", "tc"), path("a0", "2001:db8::20", 0))),
+        ("flooding", flood),
+        ("8 paths", p2p("", v4(), eight)),
+    ]
+}
+
+/// Every program, in every configuration that changes what the verifier
+/// walks, verified by this kernel within `VERIFIER_BUDGET`: each
+/// configuration is brought up for real and its programs' costs read back
+/// (`bpf_prog_info.verified_insns`, through `status --json`). The table
+/// goes to the test's output, so every CI log shows the margin.
+#[test]
+fn every_program_verifies_within_the_budget_in_every_configuration() {
+    let _s = serial();
+    let t = Topo::switched("v", 2, None);
+    t.a().run("ip addr add 2001:db8::10/64 dev a0 nodad");
+    let mut table: Vec<(String, std::collections::BTreeMap<String, u64>)> = Vec::new();
+    for (name, cfg) in budget_configs() {
+        let file = t.write("budget.toml", &cfg);
+        t.a().xgre_ok(Enter::Nsenter, &format!("up -c {file}"));
+        let s = json_status(t.a());
+        t.a().xgre_ok(Enter::Nsenter, "down gre0");
+        let costs: std::collections::BTreeMap<String, u64> = s["programs"]
+            .as_array()
+            .expect("status --json lists the programs")
+            .iter()
+            .map(|p| (p["name"].as_str().unwrap().to_string(), p["verified_insns"].as_u64().unwrap()))
+            .collect();
+        for needed in ["xgre_tx", "xgre_tx_send"] {
+            assert!(costs.contains_key(needed), "{name}: {needed} is not loaded: {costs:?}");
+        }
+        table.push((name.to_string(), costs));
+    }
+    // And every program at once, as `check --kernel` loads them.
+    let out = t.a().xgre_ok(Enter::Nsenter, "check --kernel");
+    let all: std::collections::BTreeMap<String, u64> = out
+        .lines()
+        .filter(|l| l.starts_with("xgre_"))
+        .map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            (w[0].to_string(), w[1].parse().unwrap())
+        })
+        .collect();
+    assert_eq!(all.len(), 7, "check --kernel lists the 7 programs:\n{out}");
+    table.push(("check --kernel".into(), all));
+
+    let progs: std::collections::BTreeSet<&String> = table.iter().flat_map(|(_, c)| c.keys()).collect();
+    let mut text = format!("verified instructions per program (budget {VERIFIER_BUDGET}, kernel limit 1000000)\n{:<16}", "configuration");
+    for p in &progs {
+        text += &format!(" {:>16}", p);
+    }
+    let mut over = Vec::new();
+    for (name, costs) in &table {
+        text += &format!("\n{name:<16}");
+        for p in &progs {
+            match costs.get(*p) {
+                Some(&n) => {
+                    text += &format!(" {n:>16}");
+                    if n > VERIFIER_BUDGET {
+                        over.push(format!("{name}: {p} {n}"));
+                    }
+                }
+                None => text += &format!(" {:>16}", "-"),
+            }
+        }
+    }
+    println!("{text}");
+    // `cargo xtask test` prints it again at the end of every run.
+    let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/verifier-costs.txt"), format!("{text}\n"));
+    assert!(over.is_empty(), "over the verifier budget of {VERIFIER_BUDGET}: {over:?}\n{text}");
+}

@@ -99,11 +99,17 @@ fn main() -> ExitCode {
         Cmd::Demo => setup::setup().and_then(|_| demo::demo()),
         Cmd::Test { args } => setup::setup().and_then(|_| {
             step("running the tests (unit, BPF_PROG_RUN packet tests, fuzzing against a model, namespace and interop tests)");
+            let costs = workspace_root().join("target/verifier-costs.txt");
+            let _ = std::fs::remove_file(&costs);
             let tests = testrun::run(
                 Command::new(env!("CARGO")).args(["test", "--workspace", "--no-fail-fast"]).args(&args).current_dir(workspace_root()),
             );
             // A filtered run is someone looking at a few tests: no fuzzing.
             let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 20)) } else { Ok(()) };
+            if let Ok(table) = std::fs::read_to_string(&costs) {
+                step("what verifying each program cost this kernel (the netns test fails any entry over its budget)");
+                print!("{table}");
+            }
             tests.finish().and(fuzzed)
         }),
         Cmd::Fuzz { target, seconds } => setup::setup().and_then(|_| fuzz::fuzz(&target, seconds)),

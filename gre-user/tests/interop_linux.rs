@@ -16,13 +16,31 @@ const GUEST_MAC: &str = "52:54:00:12:34:56";
 
 /// Host a with the guest on its tap, underlay up.
 fn topo(tag: &str, offload: bool) -> (Topo, LinuxVm) {
+    topo_with(tag, offload, &[])
+}
+
+/// `topo`, with `files` (name in the test's directory, its text; the
+/// xgre binary for "xgre") in the guest's /bin or /etc.
+fn topo_with(tag: &str, offload: bool, files: &[(&str, &str)]) -> (Topo, LinuxVm) {
     let mut t = Topo::empty(tag);
     let a = t.add(&format!("{tag}a"));
     let h = &t.hosts[a];
     // No IPv6 on the tunnel device: its router solicitations would make
     // the first frames of a case unpredictable.
     h.run("sysctl -qw net.ipv6.conf.default.disable_ipv6=1");
-    let mut vm = LinuxVm::boot(h, "qt0", GUEST_MAC, offload);
+    let mut vm = if files.is_empty() {
+        LinuxVm::boot(h, "qt0", GUEST_MAC, offload)
+    } else {
+        let placed: Vec<(String, String)> = files
+            .iter()
+            .map(|(name, text)| match *name {
+                "xgre" => (XGRE.to_string(), "/bin/xgre".to_string()),
+                _ => (t.write(name, text), format!("/etc/{name}")),
+            })
+            .collect();
+        let placed: Vec<(&str, &str)> = placed.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        LinuxVm::boot_with(h, "qt0", GUEST_MAC, &placed, &t.dir)
+    };
     h.run("ip addr add 198.18.0.10/24 dev qt0");
     h.run("ip link set qt0 up");
     if !offload {
@@ -192,4 +210,47 @@ fn keepalives_with_linux_come_back_only_where_it_routes_them() {
     let p = path(a);
     assert_eq!(p["up"], true, "{p}");
     assert!(p["counters"]["keepalive_replies"].as_u64().unwrap() >= 5, "Linux with accept_local and forwarding reflects: {p}");
+}
+
+/// The oldest kernel xgre is tested on: Debian 12's Linux 6.1, under qemu,
+/// runs xgre itself. Every program of the datapath verifies there, a
+/// tunnel comes up between the guest and host a (this kernel), and pings
+/// cross it both ways.
+#[test]
+fn xgre_runs_on_linux_6_1() {
+    let _s = serial();
+    let c = Case { tap: false, key: Some(42), csum: false, seq: false };
+    let cb = xgre_config(c, "eth0")
+        .replace("198.18.0.10", "198.18.0.TMP")
+        .replace("198.18.0.20", "198.18.0.10")
+        .replace("198.18.0.TMP", "198.18.0.20")
+        .replace("198.19.100.1/32", "198.19.100.TMP/32")
+        .replace("198.19.100.2/32", "198.19.100.1/32")
+        .replace("198.19.100.TMP/32", "198.19.100.2/32")
+        // ip_gre, loaded in the guest, has a gre0 of its own.
+        .replace("name = \"gre0\"", "name = \"xg0\"");
+    let (t, mut vm) = topo_with("l6", true, &[("xgre", ""), ("b.toml", &cb)]);
+    let a = &t.hosts[0];
+    let kernel = vm.sh("uname -r");
+    assert!(kernel.contains("6.1."), "the guest runs Debian's 6.1 kernel: {kernel}");
+    let (rc, costs) = vm.sh_status("xgre check --kernel", Duration::from_secs(300));
+    println!("Linux {}:\n{costs}", kernel.trim());
+    assert_eq!(rc, 0, "the datapath does not verify on Linux {kernel}:\n{costs}");
+    assert!(costs.contains("accepts the datapath (7 programs)"), "{costs}");
+    let ca = t.write("a.toml", &xgre_config(c, "qt0"));
+    a.xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
+    let (rc, up) = vm.sh_status("xgre up -c /etc/b.toml", Duration::from_secs(300));
+    assert_eq!(rc, 0, "xgre up on Linux {kernel}: {up}");
+    let ok = (0..20).any(|_| a.shell("ping -c 1 -W 2 198.19.100.2 >/dev/null && echo ok || true").contains("ok"));
+    assert!(
+        ok,
+        "no ping crossed the tunnel to the guest; host:\n{}\nguest:\n{}",
+        a.xgre_ok(Enter::Nsenter, "status"),
+        vm.sh("xgre status")
+    );
+    let ping = vm.sh("ping -c 3 -W 3 198.19.100.1");
+    assert!(ping.contains("3 packets received"), "guest -> host over the tunnel: {ping}");
+    let s = status(a);
+    assert!(drops(&s).is_empty(), "xgre on this kernel dropped {:?}", drops(&s));
+    vm.sh("xgre down xg0");
 }

@@ -571,14 +571,20 @@ const VERIFIER_BUDGET: u64 = 100_000;
 fn budget_configs() -> Vec<(&'static str, String)> {
     let link = |dev: &str, addr: &str, rx: &str| format!("[[link]]\ndev = \"{dev}\"\naddress = \"{addr}\"\nrx = \"{rx}\"\n");
     let v4 = || link("a0", "198.18.0.10", "tc") + &link("a1", "198.18.1.10", "tc");
-    let path = |l: &str, remote: &str, n: u32| format!("[[peer.path]]\nlink = \"{l}\"\nremote = \"{remote}\"\nmac = \"02:00:00:00:{n:02x}:20\"\n");
+    let path =
+        |l: &str, remote: &str, n: u32| format!("[[peer.path]]\nlink = \"{l}\"\nremote = \"{remote}\"\nmac = \"02:00:00:00:{n:02x}:20\"\n");
     let peer = |name: &str, routes: &str, paths: &str| format!("[[peer]]\nname = \"{name}\"\n{routes}{paths}");
     let p2p = |tunnel: &str, links: String, paths: String| {
         format!("[tunnel]\nname = \"gre0\"\n{tunnel}\n{links}\n{}", peer("site-b", "routes = [\"198.19.100.2/32\"]\n", &paths))
     };
     let one = || path("a0", "198.18.0.20", 0);
     let tap = |extra: &str| {
-        format!("[tunnel]\nname = \"gre0\"\nmode = \"gretap\"\n{extra}\n{}\n{}{}", v4(), peer("b", "", &one()), peer("c", "", &path("a1", "198.18.1.30", 1)))
+        format!(
+            "[tunnel]\nname = \"gre0\"\nmode = \"gretap\"\n{extra}\n{}\n{}{}",
+            v4(),
+            peer("b", "", &one()),
+            peer("c", "", &path("a1", "198.18.1.30", 1))
+        )
     };
     let eight: String = (0..8).map(|i| path(&format!("a{}", i % 2), &format!("198.18.{}.{}", i % 2, 20 + i), i)).collect();
     let mut flood = format!("[tunnel]\nname = \"gre0\"\naddress = [\"198.19.100.1/32\"]\n{}", v4());

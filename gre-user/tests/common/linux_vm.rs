@@ -26,6 +26,33 @@ fn guest_file(name: &str) -> String {
     p
 }
 
+/// The guest's initrd with `files` added: a second archive behind the
+/// first, which the kernel unpacks over it.
+fn initrd_with(files: &[(&str, &str)], dir: &std::path::Path) -> String {
+    let work = dir.join("initrd-extra");
+    let _ = std::fs::remove_dir_all(&work);
+    let mut script = String::from("set -euo pipefail\n");
+    for (src, dst) in files {
+        let to = work.join(dst.trim_start_matches('/'));
+        script += &format!("mkdir -p {}\n", to.parent().unwrap().display());
+        script += &format!(
+            "if [ \"$(head -c 4 {src} | tail -c 3)\" = ELF ]; then strip -o {to} {src}; for l in $(ldd {src} | awk '/=>/ {{print $3}} /ld-linux/ {{print $1}}'); do mkdir -p {w}$(dirname $l); cp -L $l {w}$l; done; else cp {src} {to}; fi\n",
+            to = to.display(),
+            w = work.display()
+        );
+    }
+    let out = dir.join("initrd-with.gz");
+    script += &format!(
+        "(cd {} && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > {out}.extra && cat {} {out}.extra > {out} && rm {out}.extra\n",
+        work.display(),
+        guest_file("initrd.gz"),
+        out = out.display()
+    );
+    super::sh(&script);
+    let _ = std::fs::remove_dir_all(&work);
+    out.display().to_string()
+}
+
 impl LinuxVm {
     /// Boot the guest in `host`'s namespace with its NIC on tap `tap`
     /// (made by qemu) and wait until its shell listens. `offload`: the
@@ -33,12 +60,24 @@ impl LinuxVm {
     /// to be filled (CHECKSUM_PARTIAL frames on the tap); without it every
     /// frame carries finished checksums, as on a wire.
     pub fn boot(host: &Host, tap: &str, mac: &str, offload: bool) -> LinuxVm {
-        let (kernel, initrd) = (guest_file("vmlinuz"), guest_file("initrd.gz"));
+        Self::boot_initrd(host, tap, mac, offload, &guest_file("initrd.gz"), 256)
+    }
+
+    /// `boot` with `files` (host path, guest path) in the guest too, each
+    /// program stripped and with its libraries; `dir` holds the initrd
+    /// made for it.
+    pub fn boot_with(host: &Host, tap: &str, mac: &str, files: &[(&str, &str)], dir: &std::path::Path) -> LinuxVm {
+        let initrd = initrd_with(files, dir);
+        Self::boot_initrd(host, tap, mac, true, &initrd, 512)
+    }
+
+    fn boot_initrd(host: &Host, tap: &str, mac: &str, offload: bool, initrd: &str, mib: u32) -> LinuxVm {
+        let kernel = guest_file("vmlinuz");
         let csum = if offload { "" } else { ",csum=off,guest_csum=off" };
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", host.ns))
-            .args(["timeout", "600", "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot"])
-            .args(["-kernel", &kernel, "-initrd", &initrd, "-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
+            .args(["timeout", "600", "qemu-system-x86_64", "-accel", "tcg", "-m", &mib.to_string(), "-nographic", "-no-reboot"])
+            .args(["-kernel", &kernel, "-initrd", initrd, "-append", "console=ttyS0 quiet loglevel=1 panic=-1"])
             .args(["-netdev", &format!("tap,id=n0,ifname={tap},script=no,downscript=no")])
             .args(["-device", &format!("virtio-net-pci,netdev=n0,mac={mac},romfile={csum}")])
             .stdin(Stdio::piped())

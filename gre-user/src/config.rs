@@ -306,6 +306,10 @@ pub struct PeerConfig {
     /// `KeepaliveMode`).
     #[serde(default, skip_serializing_if = "KeepaliveMode::is_auto")]
     pub keepalive: KeepaliveMode,
+    /// The peer is this host's way to everything: `routes` may hold a
+    /// default route (0.0.0.0/0, ::/0), which is refused otherwise.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default_route: bool,
     /// Not in files: set for peers `xgre run` took from the mesh.
     #[serde(skip)]
     pub origin: Origin,
@@ -390,6 +394,8 @@ fn is_false(b: &bool) -> bool {
 
 /// Largest weight a path may have; weights are shares, not rates.
 pub const MAX_WEIGHT: u32 = 1000;
+/// The longest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 64 << 20;
 
 /// Striping unit when a peer has several paths (`cargo xtask bench agg
 /// --units` measures the choices; see the README).
@@ -526,6 +532,7 @@ impl Config {
                 .collect(),
             macs: vec![],
             keepalive: KeepaliveMode::Auto,
+            default_route: false,
             origin: Origin::File,
         });
         self
@@ -545,11 +552,16 @@ impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: file.clone(),
-            field: "-".into(),
-            reason: format!("cannot read: {e}"),
-        })?;
+        let err = |reason: String| ConfigError { file: file.clone(), field: "-".into(), reason };
+        // At most one byte past the limit is read: a device that never
+        // ends (/dev/zero) or a huge file is refused, not read into memory.
+        let mut text = String::new();
+        let f = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        std::io::Read::read_to_string(&mut std::io::Read::take(f, MAX_CONFIG_BYTES + 1), &mut text)
+            .map_err(|e| err(format!("cannot read: {e}")))?;
+        if text.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(err(format!("longer than {} MiB; a config with 10,000 peers is about 2 MiB", MAX_CONFIG_BYTES >> 20)));
+        }
         Self::parse(&text, &file)
     }
 
@@ -1019,6 +1031,12 @@ impl Config {
             }
             if !own_routes.insert(*r) {
                 return Err(err(field, format!("{r} is listed twice")));
+            }
+            if r.prefix_len() == 0 && !p.default_route {
+                return Err(err(
+                    field,
+                    format!("{r} would send all of this host's traffic into the tunnel; set `default_route = true` on the peer to mean it"),
+                ));
             }
         }
         let mut own_macs = HashSet::new();

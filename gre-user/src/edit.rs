@@ -134,7 +134,8 @@ pub enum PathEdit {
     Set {
         peer: String,
         index: usize,
-        #[arg(long)]
+        /// Share of the peer's packets (1..=1000).
+        #[arg(long, allow_negative_numbers = true, value_parser = weight_arg)]
         weight: Option<u32>,
         /// The path's rate (`300mbit`), or `none` (back to weights).
         #[arg(long)]
@@ -220,12 +221,31 @@ pub fn parse_line(line: &str) -> Result<Edit> {
     Line::try_parse_from(words).map(|l| l.edit).map_err(|e| anyhow!("{}", e.to_string().lines().next().unwrap_or("bad edit")))
 }
 
+/// `--weight N`: a number of 1..=1000, or an error that names the flag and
+/// the range (a negative one included, which clap would take for a flag).
+fn weight_arg(v: &str) -> Result<u32, String> {
+    match v.parse::<i64>() {
+        Ok(w) if (1..=crate::config::MAX_WEIGHT as i64).contains(&w) => Ok(w as u32),
+        Ok(w) => Err(format!("{w} is outside 1..={}", crate::config::MAX_WEIGHT)),
+        Err(_) => Err(format!("`{v}` is not a number (1..={})", crate::config::MAX_WEIGHT)),
+    }
+}
+
 fn peer_mut<'a>(c: &'a mut Config, name: &str) -> Result<&'a mut PeerConfig> {
-    let names: Vec<String> = c.peers.iter().map(|p| p.name.clone()).collect();
-    c.peers
-        .iter_mut()
-        .find(|p| p.name == name)
-        .ok_or_else(|| anyhow!("peer `{name}` does not exist (peers: {})", if names.is_empty() { "none".into() } else { names.join(", ") }))
+    let missing = no_such_peer(c, name);
+    c.peers.iter_mut().find(|p| p.name == name).ok_or(missing)
+}
+
+/// "peer `x` does not exist", with the tunnel's peers (the first ten).
+fn no_such_peer(c: &Config, name: &str) -> anyhow::Error {
+    let names: Vec<&str> = c.peers.iter().take(10).map(|p| p.name.as_str()).collect();
+    let more = c.peers.len().saturating_sub(names.len());
+    let list = match (names.is_empty(), more) {
+        (true, _) => "none".to_string(),
+        (false, 0) => names.join(", "),
+        (false, n) => format!("{}, and {n} more", names.join(", ")),
+    };
+    anyhow!("peer `{name}` does not exist (peers: {list})")
 }
 
 fn path_mut<'a>(c: &'a mut Config, peer: &str, index: usize) -> Result<&'a mut PathConfig> {
@@ -252,6 +272,11 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
     };
     if cfg.peers.iter().any(|p| p.name == name && p.origin == Origin::Mesh) {
         return Some(Err(anyhow!("peer `{name}` comes from the mesh (etcd); change that host's own config instead")));
+    }
+    // Said here, against the whole tunnel: the one-peer config below has
+    // no other peers to name.
+    if !matches!(edit, Edit::Peer(PeerEdit::Add { .. })) && !cfg.peers.iter().any(|p| p.name == name) {
+        return Some(Err(no_such_peer(cfg, &name)));
     }
     // The edit applied to a config holding just this peer (and the
     // tunnel's links, for nothing but context).
@@ -282,6 +307,7 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 paths: spec.paths.iter().map(|p| p.0.clone()).collect(),
                 macs: spec.macs.clone(),
                 keepalive: spec.keepalive.unwrap_or_default(),
+                default_route: false,
                 origin: Origin::File,
             });
         }

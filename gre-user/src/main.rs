@@ -112,6 +112,11 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`xgre status | head -1`) ends the command
+    // quietly, as it ends any Unix tool, instead of a panic on EPIPE.
+    // SAFETY: restoring a signal's default disposition, before any thread
+    // exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let level = match (cli.verbose, cli.debug) {
         // The datapath's messages arrive through `log` with the eBPF
@@ -290,6 +295,8 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                     bail!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev);
                 }
             }
+            let tun = nl.link(&cfg.tunnel.name).await?.map(|l| l.index).unwrap_or(0);
+            gre_user::state::check_routes(&nl, &cfg, tun, &file).await?;
             println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
             for a in cfg.advice(&file) {
                 println!("warning: {a}");

@@ -159,6 +159,8 @@ impl HostEntry {
             paths,
             macs: self.macs.clone(),
             keepalive: KeepaliveMode::Auto,
+            // A mesh entry never claims this host's default route.
+            default_route: false,
             origin: Origin::Mesh,
         };
         Ok((peer, to_link))

@@ -8,17 +8,18 @@
 //! by the process vanishes with it.
 
 use std::{
+    collections::BTreeMap,
     net::{IpAddr, Ipv4Addr},
     os::fd::RawFd,
 };
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use netlink_packet_route::{
     link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage, LinkXdp},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState},
-    route::{RouteAttribute, RouteMetric},
+    route::{RouteAddress, RouteAttribute, RouteMetric, RouteProtocol},
     tc::{TcAttribute, TcBpfFlags, TcFilterBpfOption, TcHandle, TcMessage, TcOption},
     RouteNetlinkMessage,
 };
@@ -217,6 +218,8 @@ impl Netlink {
         Ok(())
     }
 
+    /// Remove xgre's route to `dst` out of `oif`. The kernel matches the
+    /// protocol too, so a route anyone else installed is never removed.
     pub async fn del_route(&self, dst: IpNet, oif: u32) -> Result<()> {
         match self.handle.route().del(route_message(dst, oif)).execute().await {
             Ok(()) => Ok(()),
@@ -226,8 +229,9 @@ impl Netlink {
     }
 
     /// A route to `dst` out of the tunnel `oif`, with TCP's `reordering`
-    /// metric when given. One that exists already is rewritten, so the
-    /// metric follows the peer's paths and `up` twice changes nothing.
+    /// metric when given, marked as xgre's (`RTPROT_XGRE`). Ours already
+    /// there is rewritten, so the metric follows the peer's paths and `up`
+    /// twice changes nothing; anyone else's is never replaced.
     pub async fn add_route(&self, dst: IpNet, oif: u32, reordering: Option<u32>) -> Result<()> {
         let msg = || {
             let mut m = route_message(dst, oif);
@@ -239,10 +243,57 @@ impl Netlink {
         match self.handle.route().add(msg()).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_errno(&e, libc::EEXIST) => {
+                if let Some(theirs) = self.foreign_route(dst, oif).await? {
+                    bail!("route {dst} would replace the host's route `{theirs}`; xgre never replaces a route it did not install");
+                }
                 self.handle.route().add(msg()).replace().execute().await.with_context(|| format!("rewriting route {dst}"))
             }
             Err(e) => Err(e).with_context(|| format!("adding route {dst}")),
         }
+    }
+
+    /// The host's own route to exactly `dst` in the main table (not one
+    /// xgre installed out of `oif`), as `ip route` shows it.
+    pub async fn foreign_route(&self, dst: IpNet, oif: u32) -> Result<Option<String>> {
+        Ok(self.host_routes(oif).await?.remove(&dst))
+    }
+
+    /// Every route of the main table but the ones xgre installed out of
+    /// `oif` (0: none), by prefix, as `ip route` shows them: one dump of
+    /// each family, however many prefixes are checked against it.
+    pub async fn host_routes(&self, oif: u32) -> Result<BTreeMap<IpNet, String>> {
+        let mut out = BTreeMap::new();
+        let queries = [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()];
+        for query in queries {
+            let mut routes = self.handle.route().get(query).execute();
+            while let Some(r) = routes.try_next().await.context("listing the host's routes")? {
+                if r.header.table != RT_TABLE_MAIN || (r.header.protocol == RTPROT_XGRE && oif != 0 && route_oif(&r) == oif) {
+                    continue;
+                }
+                let (mut to, mut via) = (None, None);
+                for a in &r.attributes {
+                    match a {
+                        RouteAttribute::Destination(d) => to = route_ip(d),
+                        RouteAttribute::Gateway(g) => via = route_ip(g),
+                        _ => {}
+                    }
+                }
+                let v6 = r.header.address_family == netlink_packet_route::AddressFamily::Inet6;
+                let to = to.unwrap_or(if v6 { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) });
+                let Ok(net) = IpNet::new(to, r.header.destination_prefix_length) else { continue };
+                let dev = route_oif(&r);
+                let name = self.link_by_index(dev).await?.map(|l| l.name).unwrap_or_else(|| format!("#{dev}"));
+                let via = via.map(|g| format!(" via {g}")).unwrap_or_default();
+                let proto = match r.header.protocol {
+                    RTPROT_XGRE => "xgre".to_string(),
+                    RouteProtocol::Other(n) => n.to_string(),
+                    p => format!("{p:?}").to_lowercase(),
+                };
+                let shown = if net.prefix_len() == 0 { "default".to_string() } else { net.to_string() };
+                out.entry(net).or_insert(format!("{shown}{via} dev {name} proto {proto}"));
+            }
+        }
+        Ok(out)
     }
 
     /// The MAC the kernel's neighbour table holds for `ip` on `ifindex`.
@@ -377,15 +428,38 @@ impl Netlink {
     }
 }
 
-/// A route to `dst` out of device `oif`.
+/// The routing protocol number xgre's routes carry (`ip route` shows
+/// `proto 88`; name it in /etc/iproute2/rt_protos.d/ to see `proto xgre`):
+/// how xgre tells its own routes from the host's.
+pub const RTPROT_XGRE: RouteProtocol = RouteProtocol::Other(88);
+
+const RT_TABLE_MAIN: u8 = 254;
+
+/// xgre's route to `dst` out of device `oif`.
 fn route_message(dst: IpNet, oif: u32) -> netlink_packet_route::route::RouteMessage {
     match dst {
-        IpNet::V4(n) => {
-            RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build()
-        }
-        IpNet::V6(n) => {
-            RouteMessageBuilder::<std::net::Ipv6Addr>::new().destination_prefix(n.network(), n.prefix_len()).output_interface(oif).build()
-        }
+        IpNet::V4(n) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .output_interface(oif)
+            .protocol(RTPROT_XGRE)
+            .build(),
+        IpNet::V6(n) => RouteMessageBuilder::<std::net::Ipv6Addr>::new()
+            .destination_prefix(n.network(), n.prefix_len())
+            .output_interface(oif)
+            .protocol(RTPROT_XGRE)
+            .build(),
+    }
+}
+
+fn route_oif(r: &netlink_packet_route::route::RouteMessage) -> u32 {
+    r.attributes.iter().find_map(|a| if let RouteAttribute::Oif(i) = a { Some(*i) } else { None }).unwrap_or(0)
+}
+
+fn route_ip(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v) => Some(IpAddr::V4(*v)),
+        RouteAddress::Inet6(v) => Some(IpAddr::V6(*v)),
+        _ => None,
     }
 }
 

@@ -68,6 +68,9 @@ fn announcement(flags: u32, t: &TunnelConfig) -> Option<Announce> {
 }
 
 pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
+    // One `run` per tunnel: a second would fight the first over the path
+    // table, and take the tunnel down under it when stopped.
+    let _claim = crate::sys::RunLock::take(&cfg.tunnel.name)?;
     match tunnel::up(&cfg, file, false).await? {
         UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
         UpOutcome::Created { ifindex, mtu, .. } => println!("{}: up (ifindex {ifindex}, mtu {mtu}); watching its paths", cfg.tunnel.name),

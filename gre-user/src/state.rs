@@ -113,7 +113,9 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         macs.sort();
         let keepalive = keepalive_mode(p.paths[0].flags);
         let origin = if p.flags & PEER_MESH != 0 { Origin::Mesh } else { Origin::File };
-        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive, origin });
+        // Only a peer that said so was given a default route.
+        let default_route = proutes.iter().any(|r| r.prefix_len() == 0);
+        peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive, default_route, origin });
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
@@ -348,6 +350,30 @@ pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
     Ok(())
 }
 
+/// Refuse a config whose peer routes would take a prefix the host routes
+/// already (its default route, a connected subnet, anything not xgre's on
+/// tunnel `tun`), naming the field and the route, before anything changes.
+pub async fn check_routes(nl: &Netlink, cfg: &Config, tun: u32, label: &str) -> Result<()> {
+    let host = nl.host_routes(tun).await?;
+    for (i, p) in cfg.peers.iter().enumerate() {
+        let field = match p.origin {
+            Origin::Mesh => format!("mesh host {}: routes", p.name),
+            Origin::File => format!("peer[{i}].routes"),
+        };
+        refuse_taken(&host, p, &format!("{label}: {field}"))?;
+    }
+    Ok(())
+}
+
+fn refuse_taken(host: &BTreeMap<IpNet, String>, p: &PeerConfig, field: &str) -> Result<()> {
+    for (j, r) in p.routes.iter().enumerate() {
+        if let Some(theirs) = host.get(r) {
+            bail!("{field}[{j}]: {r} would replace the host's route `{theirs}`; xgre never replaces a route it did not install");
+        }
+    }
+    Ok(())
+}
+
 /// Change one peer (`new: None` removes it), already validated against the
 /// others. Only that peer's map entries and kernel routes are touched.
 pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &str, new: Option<&PeerConfig>, label: &str) -> Result<()> {
@@ -375,6 +401,7 @@ pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &s
                 }
             }
             let one = Config { peers: vec![p.clone()], ..run.config.clone_without_peers() };
+            refuse_taken(&nl.host_routes(tun).await?, p, &format!("{label}: routes"))?;
             let macs = links::resolve_macs(nl, &one, 0, &run.links, label).await?;
             let id = match run.ids.get(name) {
                 Some(&id) => id,
@@ -492,6 +519,7 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
             macs.insert(p.name.clone(), links::resolve_macs(nl, want, i, &links, label).await?);
         }
     }
+    check_routes(nl, want, tun, label).await?;
     let new_lookups = want.key_lookups();
     let old_lookups = have.key_lookups();
     let mut by_key = dp.tunnel_by_key()?;

@@ -110,3 +110,41 @@ fn ethtool_set(name: &str, cmd: u32, data: u32) -> Result<()> {
     }
     Ok(())
 }
+
+/// `xgre run`'s claim on a tunnel: an exclusive lock on
+/// `/run/xgre/net<netns inode>/<tunnel>.pid`, which holds the claimant's
+/// PID. The kernel releases it when the process ends, however it ends, so
+/// a second `run` can tell a live holder from a stale file. The file stays:
+/// removing it could let two processes hold locks on two files of one name.
+pub struct RunLock {
+    _held: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RunLock {
+    pub fn take(tunnel: &str) -> Result<RunLock> {
+        use std::io::{Read, Seek, Write};
+        let dir = PathBuf::from(format!("/run/xgre/net{}", netns_ino()?));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(format!("{tunnel}.pid"));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut held = match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(h) => h,
+            Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                bail!("tunnel {tunnel} is already run by `xgre run` (PID {}); stop that one first", pid.trim());
+            }
+            Err((_, e)) => return Err(e).with_context(|| format!("locking {}", path.display())),
+        };
+        held.set_len(0)?;
+        held.rewind()?;
+        write!(held, "{}", std::process::id())?;
+        Ok(RunLock { _held: held })
+    }
+}

@@ -87,6 +87,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
         macs.push(links::resolve_macs(&nl, cfg, i, &links, file).await?);
     }
 
+    crate::state::check_routes(&nl, cfg, 0, file).await?;
     let dp = match Datapath::find()? {
         Some(d) => d,
         None => Datapath::load()?,

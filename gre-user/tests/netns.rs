@@ -673,3 +673,104 @@ fn every_program_verifies_within_the_budget_in_every_configuration() {
     let _ = std::fs::write(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/verifier-costs.txt"), format!("{text}\n"));
     assert!(over.is_empty(), "over the verifier budget of {VERIFIER_BUDGET}: {over:?}\n{text}");
 }
+
+/// Peer routes never replace a route the host has. Its default route and
+/// the underlay's own connected subnet, claimed by a peer, are refused by
+/// `check`, `up`, `reload` and `map-edit`, naming the field and the route
+/// that would have been replaced, and the host's routes stay as they were.
+/// A default route through the tunnel needs `default_route = true`, and is
+/// taken only where the host has none. xgre's routes carry its protocol
+/// number, and only those are ever removed.
+#[test]
+fn peer_routes_never_replace_the_hosts_routes() {
+    let _s = serial();
+    let t = Topo::pair("r");
+    let a = t.a();
+    a.run("ip route add default via 198.18.0.99 dev va");
+    let with_route = |r: &str, default_route: bool| {
+        let mut c = p2p('a', "tc");
+        c.peers[0].routes.push(r.parse().unwrap());
+        c.peers[0].default_route = default_route;
+        c.to_toml()
+    };
+    let refused = |args: &str, field: &str, why: &str| {
+        let o = a.xgre(Enter::Nsenter, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "xgre {args} was accepted");
+        assert!(err.contains(field) && err.contains(why), "xgre {args}: want `{field}` and `{why}` in:\n{err}");
+    };
+    let host_default = "default via 198.18.0.99 dev va";
+    let taken_default = "would replace the host's route `default via 198.18.0.99 dev va proto boot`";
+    let taken_subnet = "would replace the host's route `198.18.0.0/24 dev va proto kernel`";
+
+    // Before anything is up: check and up refuse both.
+    let dflt = t.write("default.toml", &with_route("0.0.0.0/0", false));
+    refused(&format!("check -c {dflt}"), "peer[0].routes[1]", "set `default_route = true` on the peer");
+    let meant = t.write("meant.toml", &with_route("0.0.0.0/0", true));
+    refused(&format!("check -c {meant}"), "peer[0].routes[1]", taken_default);
+    refused(&format!("up -c {meant}"), "peer[0].routes[1]", taken_default);
+    let subnet = t.write("subnet.toml", &with_route("198.18.0.0/24", false));
+    refused(&format!("up -c {subnet}"), "peer[0].routes[1]", taken_subnet);
+    assert!(!a.run("ip -o link show").contains("gre0"), "a refused up made the device");
+
+    // Running: reload and map-edit refuse them, and change nothing.
+    let ok = t.write("ok.toml", &p2p_config('a', "", "tc"));
+    a.xgre_ok(Enter::Nsenter, &format!("up -c {ok}"));
+    let before = a.run("ip route show table main");
+    assert!(before.contains("198.19.100.2 dev gre0 proto 88"), "xgre's route carries its protocol number:\n{before}");
+    refused(&format!("reload -c {meant}"), "peer[0].routes[1]", taken_default);
+    refused(&format!("reload -c {subnet}"), "peer[0].routes[1]", taken_subnet);
+    refused("map-edit gre0 route add site-b 198.18.0.0/24", "routes[1]", taken_subnet);
+    refused("map-edit gre0 route add site-b 0.0.0.0/0", "routes[1]", "default_route = true");
+    assert_eq!(a.run("ip route show table main"), before, "a refused change touched the routes");
+    assert!(a.run("ping -c 1 -W 2 198.18.0.20").contains("1 received"), "the underlay still works");
+
+    // Said explicitly, and the host has no default route: taken, and
+    // given back when the peer lets go of it. The host's own routes to
+    // the same prefix are never removed by xgre.
+    a.run("ip route del default");
+    a.xgre_ok(Enter::Nsenter, &format!("reload -c {meant}"));
+    assert!(a.run("ip route show default").contains("default dev gre0 proto 88"), "{}", a.run("ip route"));
+    a.xgre_ok(Enter::Nsenter, &format!("reload -c {ok}"));
+    assert_eq!(a.run("ip route show default").trim(), "", "the tunnel's default route is gone again");
+    a.run(&format!("ip route add {host_default}"));
+    a.run("ip route add 198.19.100.2/32 dev va metric 50");
+    a.xgre_ok(Enter::Nsenter, "map-edit gre0 route del 198.19.100.2/32");
+    let left = a.run("ip route show 198.19.100.2");
+    assert!(
+        left.contains("dev va") && left.contains("metric 50") && !left.contains("gre0"),
+        "xgre must remove its own route and keep the host's: {left}\n{}",
+        a.run("ip route")
+    );
+}
+
+/// Small refusals a user meets: a closed stdout ends a command quietly;
+/// an edit of a peer that does not exist lists the tunnel's real peers; a
+/// negative weight is refused naming the flag and its range; a config
+/// "file" that never ends is refused, not read until memory runs out.
+#[test]
+fn closed_pipes_missing_peers_negative_weights_and_endless_files() {
+    let _s = serial();
+    let t = Topo::pair("s");
+    let a = t.a();
+    let ok = t.write("ok.toml", &p2p_config('a', "", "tc"));
+    a.xgre_ok(Enter::Nsenter, &format!("up -c {ok}"));
+    for cmd in ["completions zsh", "status", "man"] {
+        let o = sh_out(&a.cmd(Enter::Nsenter, &format!("{XGRE} {cmd} | head -1")));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.is_empty(), "`xgre {cmd} | head -1` said: {err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+    }
+    let err = |args: &str| {
+        let o = sh_out(&a.cmd(Enter::Nsenter, &format!("timeout 20 {XGRE} {args}")));
+        assert_eq!(o.status.code(), Some(1), "xgre {args} must fail at once");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let e = err("map-edit gre0 path set nosuch 0 --weight 2");
+    assert!(e.contains("peer `nosuch` does not exist (peers: site-b)"), "{e}");
+    let e = sh_out(&a.cmd(Enter::Nsenter, &format!("{XGRE} map-edit gre0 path set site-b 0 --weight -1")));
+    let e = String::from_utf8_lossy(&e.stderr);
+    assert!(e.contains("--weight") && e.contains("-1 is outside 1..=1000"), "{e}");
+    let e = err("check -c /dev/zero");
+    assert!(e.contains("/dev/zero") && e.contains("longer than 64 MiB"), "{e}");
+}

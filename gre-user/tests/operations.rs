@@ -484,3 +484,24 @@ fn another_build_replaces_the_programs_under_traffic_without_losing_a_packet() {
     let out = t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
     assert!(!out.contains("replaced"), "{out}");
 }
+
+/// One `xgre run` per tunnel: a second one refuses at once, naming the
+/// first's PID, whichever way it enters the namespace, and the first keeps
+/// its tunnel (before, the second adopted the tunnel and took it down when
+/// stopped).
+#[test]
+fn a_second_run_for_a_tunnel_refuses_and_names_the_first() {
+    let _s = serial();
+    let mut t = Topo::pair("2r");
+    let ca = t.write("a.toml", &p2p_config('a', "", "tc"));
+    t.start_run(0, &ca);
+    for how in [Enter::Nsenter, Enter::IpNetnsExec] {
+        let o = sh_out(&t.a().cmd(how, &format!("timeout 10 {XGRE} run -c {ca}")));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{how:?}: the second run must refuse, not run (124: it ran until the timeout): {err}");
+        let pid = err.split("(PID ").nth(1).and_then(|r| r.split(')').next()).unwrap_or_else(|| panic!("{how:?}: no PID in: {err}"));
+        assert!(sh_out(&format!("kill -0 {pid}")).status.success(), "PID {pid} named in `{err}` is not running");
+    }
+    let s = t.a().xgre_ok(Enter::Nsenter, "status");
+    assert!(s.contains("tunnel gre0  [up]"), "the first run's tunnel went: {s}");
+}

@@ -128,6 +128,10 @@ pub const PATH_KA_OFF: u32 = 1 << 5;
 /// A backup path (`standby = true`): used only while no other path of its
 /// peer is up.
 pub const PATH_STANDBY: u32 = 1 << 6;
+/// `xgre run` found the path unwell (its link down, or keepalives not
+/// coming back). Every writer of a peer keeps it, so an edit never puts a
+/// dead path back into the rotation; only `run` clears it.
+pub const PATH_UNHEALTHY: u32 = 1 << 7;
 
 /// `LinkUse::hook`
 pub const HOOK_XDP: u32 = 1;

@@ -221,11 +221,12 @@ pub fn parse_line(line: &str) -> Result<Edit> {
     Line::try_parse_from(words).map(|l| l.edit).map_err(|e| anyhow!("{}", e.to_string().lines().next().unwrap_or("bad edit")))
 }
 
-/// `--weight N`: a number of 1..=1000, or an error that names the flag and
-/// the range (a negative one included, which clap would take for a flag).
+/// `--weight N`: a whole number, checked against 1..=1000 with the rest of
+/// the peer (the error then names the path's field); a negative one, which
+/// clap would take for a flag, is refused here with the range.
 fn weight_arg(v: &str) -> Result<u32, String> {
     match v.parse::<i64>() {
-        Ok(w) if (1..=crate::config::MAX_WEIGHT as i64).contains(&w) => Ok(w as u32),
+        Ok(w) if w >= 0 => Ok(w.min(u32::MAX as i64) as u32),
         Ok(w) => Err(format!("{w} is outside 1..={}", crate::config::MAX_WEIGHT)),
         Err(_) => Err(format!("`{v}` is not a number (1..={})", crate::config::MAX_WEIGHT)),
     }
@@ -442,12 +443,28 @@ pub fn read_batch(path: &Path) -> Result<Vec<(String, Edit)>> {
 }
 
 /// Apply `edits` to the running tunnel in order, each checked like a config
-/// file and applied on its own; the first refused one stops the batch with
-/// its label, the ones before it stay applied. A one-peer edit is checked
+/// file, all or nothing: the first refused one stops the batch with its
+/// label, and the ones before it are undone. A one-peer edit is checked
 /// against the other peers and applied to that peer alone, so a batch costs
 /// per edit what the edit touches.
 #[cfg(feature = "runtime")]
 pub async fn apply_all(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(String, Edit)]) -> Result<()> {
+    let before = run.config.clone();
+    if let Err(e) = apply_each(nl, dp, run, edits).await {
+        if run.config == before {
+            return Err(e);
+        }
+        let label = edits.first().map(|(l, _)| l.as_str()).unwrap_or("map-edit");
+        return Err(match state::roll_back(nl, dp, run, &before, label).await {
+            Ok(()) => anyhow!("{e:#}; the batch's edits before it were undone: nothing changed"),
+            Err(e2) => anyhow!("{e:#}; undoing the batch's edits before it failed: {e2:#}"),
+        });
+    }
+    state::stamp(dp, run)
+}
+
+#[cfg(feature = "runtime")]
+async fn apply_each(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(String, Edit)]) -> Result<()> {
     let addrs = run.config.link_addrs();
     let mut index = PeerIndex::of(&run.config.peers);
     for (label, e) in edits {
@@ -482,7 +499,7 @@ pub async fn apply_all(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[
             }
         }
     }
-    state::stamp(dp, run)
+    Ok(())
 }
 
 #[cfg(test)]

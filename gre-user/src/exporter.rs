@@ -26,6 +26,8 @@ struct PathUpLabels {
     path: String,
     link: String,
     remote: String,
+    /// "true" for a backup path.
+    standby: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -84,6 +86,11 @@ fn gauges<S: EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + S
 pub fn render(s: &Status) -> String {
     let mut r = Registry::default();
     let up = gauges::<PathUpLabels>(&mut r, "xgre_path_up", "1 when the path is in its peer's rotation.");
+    let healthy = gauges::<PathUpLabels>(
+        &mut r,
+        "xgre_path_healthy",
+        "1 when xgre run finds the path well (link up, keepalives back): an idle backup is healthy, a dead one is not.",
+    );
     /// Which of a path's counters a metric shows.
     type CounterOf = fn(&status::Counters) -> u64;
     /// Metric name, help text, the value.
@@ -144,8 +151,10 @@ pub fn render(s: &Status) -> String {
                     path: l.path.clone(),
                     link: l.link.clone(),
                     remote: path.remote.to_string(),
+                    standby: path.standby.to_string(),
                 };
                 up.get_or_create(&ul).set(path.up as i64);
+                healthy.get_or_create(&ul).set(path.healthy as i64);
                 for (f, get) in &path_families {
                     f.get_or_create(&l).inc_by(get(&path.counters));
                 }

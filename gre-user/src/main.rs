@@ -297,6 +297,8 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             }
             let tun = nl.link(&cfg.tunnel.name).await?.map(|l| l.index).unwrap_or(0);
             gre_user::state::check_routes(&nl, &cfg, tun, &file).await?;
+            let links = gre_user::links::resolve_links(&nl, &cfg, &file).await?;
+            gre_user::state::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
             println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
             for a in cfg.advice(&file) {
                 println!("warning: {a}");

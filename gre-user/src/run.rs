@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{anyhow, Result};
 use gre_common::{
     path_slot, reseq::DEFAULT_RESEQUENCE_MS, Announce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS, PATH_KA_OFF, PATH_KA_REQUIRED,
-    PATH_STANDBY, PATH_UP, TUN_IPID_NUMBERED, TUN_SEQ,
+    PATH_STANDBY, PATH_UNHEALTHY, PATH_UP, TUN_IPID_NUMBERED, TUN_SEQ,
 };
 
 use crate::{
@@ -236,6 +236,7 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
             }
             let n = p.npaths as usize;
             let mut healthy = vec![false; n];
+            let mut health_changed = false;
             for (j, ok) in healthy.iter_mut().enumerate() {
                 let path = p.paths[j];
                 let link = links.entry(path.ifindex).or_insert(None);
@@ -257,7 +258,12 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
                 let answered = seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
                 let probe_ok = probe_verdict(path.flags, sender.is_some(), answered, now, started, window_ns);
                 let admin_down = path.flags & gre_common::PATH_ADMIN_DOWN != 0;
-                *ok = link_bad.is_none() && probe_ok && !admin_down;
+                let unwell = link_bad.is_some() || !probe_ok;
+                *ok = !unwell && !admin_down;
+                if unwell != (path.flags & PATH_UNHEALTHY != 0) {
+                    p.paths[j].flags ^= PATH_UNHEALTHY;
+                    health_changed = true;
+                }
                 let why = reason(link_bad, probe_ok);
                 let prev = state.insert((id, j), why.clone());
                 if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !*ok) {
@@ -271,7 +277,7 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
                 }
             }
             let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags & PATH_STANDBY != 0).collect();
-            let mut changed = false;
+            let mut changed = health_changed;
             for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
                 if carry != (p.paths[j].flags & PATH_UP != 0) {
                     p.paths[j].flags = if carry { p.paths[j].flags | PATH_UP } else { p.paths[j].flags & !PATH_UP };

@@ -11,12 +11,12 @@ use std::{
     net::IpAddr,
 };
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
     RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STANDBY, PATH_STATIC_MAC,
-    PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_PER_PACKET, VLAN_TO_KEY,
+    PATH_UNHEALTHY, PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_PER_PACKET, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
@@ -237,6 +237,20 @@ fn write_peer(
         rx.insert(key, RxPath { peer_id: id, path: j as u32 }, 0)?;
     }
     let mut peer = build_peer(id, tun, cfg, pc, links, macs);
+    // What `xgre run` found of each path stays: a path it judged unwell is
+    // kept out of the rotation by this rewrite too, until `run` says well.
+    let running = dp.peers()?.get(&id, 0).ok();
+    for j in 0..pc.paths.len() {
+        let (ifindex, remote) = (peer.paths[j].ifindex, peer.paths[j].remote);
+        let unwell = running.as_ref().is_some_and(|r| {
+            r.paths[..(r.npaths as usize).min(MAX_PATHS)]
+                .iter()
+                .any(|q| q.ifindex == ifindex && q.remote == remote && q.flags & PATH_UNHEALTHY != 0)
+        });
+        if unwell {
+            peer.paths[j].flags |= PATH_UNHEALTHY;
+        }
+    }
     for (j, path) in pc.paths.iter().enumerate() {
         if path.mac.is_some() {
             peer.paths[j].flags |= PATH_STATIC_MAC;
@@ -251,7 +265,7 @@ fn write_peer(
     }
     // Backups start idle while a primary is in the rotation (`xgre run`
     // moves them in and out from there).
-    let healthy: Vec<bool> = pc.paths.iter().map(|p| p.up).collect();
+    let healthy: Vec<bool> = pc.paths.iter().enumerate().map(|(j, p)| p.up && peer.paths[j].flags & PATH_UNHEALTHY == 0).collect();
     let standby: Vec<bool> = pc.paths.iter().map(|p| p.standby).collect();
     for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
         if !carry {
@@ -374,9 +388,32 @@ fn refuse_taken(host: &BTreeMap<IpNet, String>, p: &PeerConfig, field: &str) -> 
     Ok(())
 }
 
+/// The tunnel's MTU for `cfg` over links whose smallest MTU is
+/// `link_mtu`: the one set, if the links carry it with our headers, or the
+/// largest they do.
+pub fn tunnel_mtu(cfg: &Config, link_mtu: u32, label: &str) -> Result<u32> {
+    let overhead = cfg.overhead();
+    match cfg.tunnel.mtu {
+        Some(m) if m + overhead > link_mtu => {
+            bail!("{label}: tunnel.mtu: {m} plus {overhead} bytes of outer headers exceeds the {link_mtu}-byte MTU of the smallest link")
+        }
+        Some(m) => Ok(m),
+        None => Ok(link_mtu.saturating_sub(overhead)),
+    }
+}
+
 /// Change one peer (`new: None` removes it), already validated against the
-/// others. Only that peer's map entries and kernel routes are touched.
+/// others. Only that peer's map entries and kernel routes are touched; a
+/// failure half way puts them back.
 pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &str, new: Option<&PeerConfig>, label: &str) -> Result<()> {
+    let before = run.config.clone();
+    match apply_peer_steps(nl, dp, run, name, new, label).await {
+        Ok(()) => Ok(()),
+        Err(e) => Err(undone(e, roll_back(nl, dp, run, &before, label).await)),
+    }
+}
+
+async fn apply_peer_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &str, new: Option<&PeerConfig>, label: &str) -> Result<()> {
     let tun = run.ifindex;
     let pos = run.config.peers.iter().position(|p| p.name == name);
     let old = pos.map(|i| run.config.peers[i].clone());
@@ -497,9 +534,40 @@ fn with_mesh_peers(want: &Config, have: &Config, label: &str) -> Result<Config> 
 }
 
 /// Change tunnel `run` from the config it runs with to `want` (already
-/// validated), touching only what differs. `label` names the source in
-/// errors (a file, or the edit).
+/// validated), touching only what differs, all or nothing: when a step
+/// fails half way (an address or route the kernel refuses), what was done
+/// is undone and the error says so. `label` names the source in errors
+/// (a file, or the edit).
 pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config, label: &str) -> Result<Vec<String>> {
+    let before = run.config.clone();
+    match apply_steps(nl, dp, run, want, label).await {
+        Ok(done) => Ok(done),
+        Err(e) => Err(undone(e, roll_back(nl, dp, run, &before, label).await)),
+    }
+}
+
+/// The error of a change that failed, and whether undoing it worked.
+pub fn undone(e: anyhow::Error, rolled_back: Result<()>) -> anyhow::Error {
+    match rolled_back {
+        Ok(()) => anyhow!("{e:#} (nothing was changed)"),
+        Err(e2) => anyhow!("{e:#}; putting the tunnel back as it was failed too: {e2:#}"),
+    }
+}
+
+/// Bring tunnel `run` back to `before` from wherever a failed change left
+/// it: the state is read back from the maps and the kernel, and the
+/// difference applied.
+pub async fn roll_back(nl: &Netlink, dp: &Datapath, run: &mut Running, before: &Config, label: &str) -> Result<()> {
+    let mut now = show(dp, nl, &before.tunnel.name).await?;
+    // Mesh peers are added back from the running state by `apply_steps`.
+    let mut file = before.clone();
+    file.peers.retain(|p| p.origin == Origin::File);
+    apply_steps(nl, dp, &mut now, &file, label).await?;
+    *run = now;
+    Ok(())
+}
+
+async fn apply_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config, label: &str) -> Result<Vec<String>> {
     let have = run.config.clone();
     let want = &with_mesh_peers(want, &have, label)?;
     let tun = run.ifindex;
@@ -520,6 +588,8 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         }
     }
     check_routes(nl, want, tun, label).await?;
+    let link_mtu = links.values().map(|l| l.mtu).min().unwrap_or(1500);
+    let mtu = tunnel_mtu(want, link_mtu, label)?;
     let new_lookups = want.key_lookups();
     let old_lookups = have.key_lookups();
     let mut by_key = dp.tunnel_by_key()?;
@@ -592,15 +662,13 @@ pub async fn apply(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config
         }
     }
     // Tunnel-wide: addresses, MTU, GSO bound, key, flags.
-    for a in want.tunnel.address.iter().filter(|a| !have.tunnel.address.contains(a)) {
-        nl.add_address(tun, *a).await?;
+    for (i, a) in want.tunnel.address.iter().enumerate().filter(|(_, a)| !have.tunnel.address.contains(a)) {
+        nl.add_address(tun, *a).await.with_context(|| format!("{label}: tunnel.address[{i}]: {a}"))?;
     }
     for a in have.tunnel.address.iter().filter(|a| !want.tunnel.address.contains(a)) {
         nl.del_address(tun, *a).await?;
     }
     if want.tunnel.mtu != have.tunnel.mtu || want.overhead() != have.overhead() {
-        let link_mtu = links.values().map(|l| l.mtu).min().unwrap_or(1500);
-        let mtu = want.tunnel.mtu.unwrap_or(link_mtu.saturating_sub(want.overhead()));
         nl.set_mtu(tun, mtu).await?;
         nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(mtu)).await?;
         done.push(format!("mtu {mtu}"));

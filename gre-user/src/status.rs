@@ -6,8 +6,8 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 use anyhow::{bail, Result};
 use gre_common::{
     path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
-    VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UP, PEER_MESH,
-    TUN_IPID_SEQ_TX, TUN_NUMBERED, VLAN_TO_KEY,
+    VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UNHEALTHY,
+    PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_NUMBERED, VLAN_TO_KEY,
 };
 use serde::Serialize;
 
@@ -35,6 +35,9 @@ pub struct PathStatus {
     pub up: bool,
     /// A backup path (`standby = true`).
     pub standby: bool,
+    /// Whether `xgre run` finds the path well (its link up, keepalives
+    /// coming back): a backup not in use is idle when healthy, dead when not.
+    pub healthy: bool,
     pub counters: Counters,
 }
 
@@ -246,6 +249,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     rate_kbps: (path.rate_kbps != 0).then_some(path.rate_kbps),
                     up: path.flags & PATH_UP != 0,
                     standby: path.flags & PATH_STANDBY != 0,
+                    healthy: path.flags & PATH_UNHEALTHY == 0,
                     counters: c,
                 });
             }
@@ -544,11 +548,12 @@ pub fn render(s: &Status) -> String {
                         Some(k) => crate::rate::Rate { kbps: k }.to_string(),
                         None => format!("w{}", path.weight),
                     },
-                    match (path.up, path.standby) {
-                        (true, false) => "up",
-                        (true, true) => "up standby",
-                        (false, false) => "DOWN",
-                        (false, true) => "standby idle",
+                    match (path.up, path.standby, path.healthy) {
+                        (true, false, _) => "up",
+                        (true, true, _) => "up standby",
+                        (false, false, _) => "DOWN",
+                        (false, true, true) => "standby idle",
+                        (false, true, false) => "standby DOWN",
                     },
                     path.counters.tx_packets,
                     human_bytes(path.counters.tx_bytes),

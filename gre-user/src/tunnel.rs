@@ -74,14 +74,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     }
 
     let link_mtu = cfg.links.iter().map(|l| links[&l.dev].mtu).min().unwrap_or(1500);
-    let overhead = cfg.overhead();
-    let mtu = match cfg.tunnel.mtu {
-        Some(m) if m + overhead > link_mtu => {
-            bail!("{file}: tunnel.mtu: {m} plus {overhead} bytes of outer headers exceeds the {link_mtu}-byte MTU of the smallest link")
-        }
-        Some(m) => m,
-        None => link_mtu.saturating_sub(overhead),
-    };
+    let mtu = crate::state::tunnel_mtu(cfg, link_mtu, file)?;
     let mut macs = Vec::new();
     for i in 0..cfg.peers.len() {
         macs.push(links::resolve_macs(&nl, cfg, i, &links, file).await?);

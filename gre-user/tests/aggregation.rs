@@ -228,6 +228,18 @@ fn a_standby_path_carries_multicast_only_while_the_primary_is_down() {
     let lost = 600 - r["distinct"].as_u64().unwrap();
     assert!(lost as f64 <= gap / 5.0 + 2.0, "{lost} datagrams lost, more than the silence explains: {r}");
 
+    // An edit while the primary is dead (the backup set standby again, as
+    // an operator might): the dead primary stays out of the rotation and
+    // the stream loses nothing (the edit's writer used to put it back until
+    // `run` looked again: 21-55 datagrams lost).
+    let stream = multicast(&t, 200, 5);
+    std::thread::sleep(Duration::from_millis(300));
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 path set site-b 1 --standby true");
+    t.a().xgre_ok(Enter::Nsenter, "map-edit gre0 path set site-b 0 --weight 2");
+    let r = stream.join().unwrap();
+    assert_eq!(r["distinct"].as_u64(), Some(200), "datagrams lost to edits during the failure: {r}");
+    assert!(!path_up(t.a(), 0), "an edit brought the dead primary back");
+
     // The primary back: traffic returns to it.
     t.sw().run("ip link set sb0 up");
     time_until(t.a(), 0, true, Duration::from_secs(3));
@@ -235,6 +247,17 @@ fn a_standby_path_carries_multicast_only_while_the_primary_is_down() {
     let r = multicast(&t, 100, 5).join().unwrap();
     assert_eq!((r["distinct"].as_u64(), r["duplicates"].as_u64()), (Some(100), Some(0)), "{r}");
     assert_eq!(path_tx(t.a(), 1), backup2, "the standby path kept traffic after the primary came back");
+
+    // A dead backup is told from an idle one: status, JSON and exporter.
+    let healthy = |h: &Host| -> bool {
+        let s: Value = serde_json::from_str(&h.xgre_ok(Enter::Nsenter, "status --json")).unwrap();
+        s["tunnels"][0]["peers"][0]["paths"][1]["healthy"].as_bool().unwrap()
+    };
+    assert!(healthy(t.a()) && t.a().xgre_ok(Enter::Nsenter, "status").contains("standby idle"));
+    t.sw().run("ip link set sb1 down");
+    within(Duration::from_secs(3), || !healthy(t.a())).expect("the cut backup never showed as unhealthy");
+    let status = t.a().xgre_ok(Enter::Nsenter, "status");
+    assert!(status.contains("standby DOWN") && !status.contains("standby idle"), "{status}");
 }
 
 /// The `reordering` metric of the route to 198.19.100.2 on `h`, if any.

@@ -774,3 +774,52 @@ fn closed_pipes_missing_peers_negative_weights_and_endless_files() {
     let e = err("check -c /dev/zero");
     assert!(e.contains("/dev/zero") && e.contains("longer than 64 MiB"), "{e}");
 }
+
+/// Changes are all or nothing. A reload that changes a weight and adds an
+/// address the kernel refuses (IPv6 is off on the device), or a route it
+/// refuses, fails naming the field and leaves the weight as it was; a
+/// `map-edit --batch` whose second edit is refused undoes the first; a
+/// reload to an MTU the links cannot carry is refused as `up` and `check`
+/// refuse it.
+#[test]
+fn a_change_that_fails_half_way_changes_nothing() {
+    let _s = serial();
+    let t = Topo::pair("h");
+    let a = t.a();
+    let ok = t.write("ok.toml", &p2p_config('a', "", "tc"));
+    a.xgre_ok(Enter::Nsenter, &format!("up -c {ok}"));
+    a.run("sysctl -qw net.ipv6.conf.gre0.disable_ipv6=1");
+    let weight = || json_status(a)["tunnels"][0]["peers"][0]["paths"][0]["weight"].as_u64().unwrap();
+    let routes = || a.run("ip route show table main");
+    let (w0, r0) = (weight(), routes());
+    let failed = |args: &str, want: &[&str]| {
+        let o = a.xgre(Enter::Nsenter, args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "xgre {args} was accepted");
+        for w in want {
+            assert!(err.contains(w), "xgre {args}: want `{w}` in:\n{err}");
+        }
+        assert_eq!((weight(), routes()), (w0, r0.clone()), "xgre {args} failed half way and left a change behind:\n{err}");
+    };
+
+    let mut c = p2p('a', "tc");
+    c.peers[0].paths[0].weight = 5;
+    c.tunnel.address.push("2001:db8:100::1/128".parse().unwrap());
+    let addr = t.write("addr.toml", &c.to_toml());
+    failed(&format!("reload -c {addr}"), &["tunnel.address[1]: 2001:db8:100::1/128", "nothing was changed"]);
+
+    let mut c = p2p('a', "tc");
+    c.peers[0].paths[0].weight = 5;
+    c.peers[0].routes.push("2001:db8:200::/64".parse().unwrap());
+    let route = t.write("route.toml", &c.to_toml());
+    failed(&format!("reload -c {route}"), &["2001:db8:200::/64", "nothing was changed"]);
+
+    let batch = t.write("batch.txt", "path set site-b 0 --weight 3\nroute add site-b 2001:db8:300::/64\n");
+    failed(&format!("map-edit gre0 --batch {batch}"), &["2001:db8:300::/64", "undone"]);
+
+    let big = t.write("big.toml", &p2p_config('a', "mtu = 9000", "tc"));
+    for cmd in ["reload", "check"] {
+        failed(&format!("{cmd} -c {big}"), &["tunnel.mtu: 9000 plus 24 bytes of outer headers exceeds the 1500-byte MTU"]);
+    }
+    assert_eq!(a.mtu("gre0"), 1476);
+}

@@ -193,18 +193,6 @@ fn has_vip(h: &Host) -> bool {
     h.run("ip -4 addr show dev gre0").contains(VIP)
 }
 
-/// How long until `cond` holds, polling every 50 ms, or None after `limit`.
-fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    None
-}
-
 /// Start keepalived (VRRP only) on a host; returns its pid file.
 fn start_keepalived(t: &mut Topo, host: usize, conf: &str) -> String {
     let dir = t.dir.display().to_string();

@@ -42,6 +42,18 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// How long until `cond` holds, polling every 50 ms, or None after `limit`.
+pub fn within(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
 pub fn sh_out(cmd: &str) -> Output {
     Command::new("bash").arg("-c").arg(cmd).output().expect("running bash")
 }

@@ -300,6 +300,12 @@ fn vtysh(h: &Host, dir: &str, cmd: &str) -> String {
     h.run(&format!("vtysh --vty_socket {dir} -c '{cmd}'"))
 }
 
+/// `vtysh`, or nothing while the daemon is not listening yet (it starts
+/// in the background, and on a loaded machine after the first asking).
+fn vtysh_soon(h: &Host, dir: &str, cmd: &str) -> String {
+    String::from_utf8_lossy(&sh_out(&h.cmd(Enter::Nsenter, &format!("vtysh --vty_socket {dir} -c '{cmd}'"))).stdout).into_owned()
+}
+
 /// Router `me` (a or b) of the two-site topology: LAN, tunnel, OSPF, PIM.
 fn frr_configs(dir: &std::path::Path, me: char, lan_dev: &str, lan: &str, tun: &str) {
     std::fs::create_dir_all(dir).unwrap();
@@ -361,15 +367,15 @@ fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
     start_frr(&mut t, 1, &db);
 
     // PIM sees the far side over the tunnel; OSPF learns the far LAN.
-    within(Duration::from_secs(30), || vtysh(t.b(), &db, "show ip pim neighbor").contains("198.19.100.1"))
+    within(Duration::from_secs(30), || vtysh_soon(t.b(), &db, "show ip pim neighbor").contains("198.19.100.1"))
         .unwrap_or_else(|| panic!("no PIM neighbour over gre0:\n{}", vtysh(t.b(), &db, "show ip pim neighbor")));
     let nb = vtysh(t.b(), &db, "show ip pim neighbor");
     assert!(nb.lines().any(|l| l.contains("gre0") && l.contains("198.19.100.1")), "{nb}");
-    within(Duration::from_secs(30), || vtysh(t.b(), &db, "show ip route ospf").contains("198.19.10.0/24"))
+    within(Duration::from_secs(30), || vtysh_soon(t.b(), &db, "show ip route ospf").contains("198.19.10.0/24"))
         .unwrap_or_else(|| panic!("OSPF did not learn site A's LAN:\n{}", vtysh(t.b(), &db, "show ip route ospf")));
     let routes = vtysh(t.b(), &db, "show ip route ospf");
     assert!(routes.lines().any(|l| l.contains("198.19.10.0/24") && l.contains("gre0")), "{routes}");
-    within(Duration::from_secs(30), || vtysh(t.a(), &da, "show ip route ospf").contains("198.19.20.0/24"))
+    within(Duration::from_secs(30), || vtysh_soon(t.a(), &da, "show ip route ospf").contains("198.19.20.0/24"))
         .expect("site A did not learn site B's LAN");
 
     // The stream needs the kernel's multicast routing, which pimd drives

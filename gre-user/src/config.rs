@@ -63,6 +63,11 @@ pub struct MeshConfig {
     /// `gretap`: MAC addresses that live behind this host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub macs: Vec<Mac>,
+    /// `gre`: the inner prefixes other hosts may claim; a claim outside
+    /// them is refused. Unset: any prefix but a default route. A default
+    /// route is taken only when listed here itself (0.0.0.0/0, ::/0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes_allowed: Vec<IpNet>,
     /// TLS, as etcdctl takes it: the CA that signed the members'
     /// certificates (`--cacert`), and this client's certificate and key
     /// (`--cert`, `--key`).
@@ -1093,6 +1098,28 @@ impl Config {
 }
 
 impl MeshConfig {
+    /// Why host routes `routes` may not be taken from the mesh: the field
+    /// (`routes[j]`) and the reason, or None when all may.
+    pub fn refuse_routes(&self, routes: &[IpNet]) -> Option<(String, String)> {
+        for (j, r) in routes.iter().enumerate() {
+            let allowed = match (self.routes_allowed.is_empty(), r.prefix_len()) {
+                (_, 0) => self.routes_allowed.contains(r),
+                (true, _) => true,
+                (false, _) => self.routes_allowed.iter().any(|a| a.contains(r)),
+            };
+            if !allowed {
+                let list: Vec<String> = self.routes_allowed.iter().map(|a| a.to_string()).collect();
+                let why = if r.prefix_len() == 0 {
+                    format!("{r} is a default route, taken from the mesh only when mesh.routes_allowed lists it")
+                } else {
+                    format!("{r} is outside mesh.routes_allowed ({})", list.join(", "))
+                };
+                return Some((format!("routes[{j}]"), why));
+            }
+        }
+        None
+    }
+
     /// (field, reason) of the first thing wrong.
     fn validate(&self, mode: Mode) -> Result<(), (String, String)> {
         if self.etcd.is_empty() {
@@ -1127,6 +1154,11 @@ impl MeshConfig {
         }
         if mode != Mode::Gretap && !self.macs.is_empty() {
             return Err(("macs".into(), "static MACs are for gretap tunnels".into()));
+        }
+        for (i, r) in self.routes_allowed.iter().enumerate() {
+            if r.trunc() != *r {
+                return Err((format!("routes_allowed[{i}]"), format!("{r} has host bits set (did you mean {}?)", r.trunc())));
+            }
         }
         Ok(())
     }

@@ -40,18 +40,46 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 const BACKOFF_MIN: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
+/// One host's key as etcd holds it.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The lease it lives by (0: none: written by hand, not by a host).
+    pub lease: i64,
+    /// The revision that created the key: of two overlapping claims, the
+    /// older one stands.
+    pub created: i64,
+}
+
+impl Entry {
+    fn of(kv: &etcd_client::KeyValue) -> Entry {
+        Entry {
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            value: kv.value().to_vec(),
+            lease: kv.lease(),
+            created: kv.create_revision(),
+        }
+    }
+}
+
 /// What the client task reports.
 #[derive(Debug)]
 pub enum Event {
-    /// Every host's entry (key, value) as of `revision`.
+    /// Every host's entry as of `revision`.
     Snapshot {
         revision: i64,
-        entries: Vec<(String, Vec<u8>)>,
+        entries: Vec<Entry>,
     },
     Put {
         revision: i64,
-        key: String,
-        value: Vec<u8>,
+        entry: Entry,
+    },
+    /// Someone else wrote or deleted this host's own key; it was written
+    /// back.
+    Reclaimed {
+        revision: i64,
+        what: String,
     },
     Delete {
         revision: i64,
@@ -172,7 +200,7 @@ impl Session {
         timed("registering", c.put(self.key.clone(), self.entry.clone(), Some(PutOptions::new().with_lease(id)))).await?;
         let snap = timed("reading the hosts", c.get(self.hosts.clone(), Some(GetOptions::new().with_prefix()))).await?;
         let revision = snap.header().map(|h| h.revision()).unwrap_or(0);
-        let entries = snap.kvs().iter().map(|kv| (String::from_utf8_lossy(kv.key()).into_owned(), kv.value().to_vec())).collect();
+        let entries = snap.kvs().iter().map(Entry::of).collect();
         let mut w = timed(
             "watching the hosts",
             c.watch(self.hosts.clone(), Some(WatchOptions::new().with_prefix().with_start_revision(revision + 1))),
@@ -208,11 +236,24 @@ impl Session {
                     let rev = resp.header().map(|h| h.revision()).unwrap_or(0);
                     for ev in resp.events() {
                         let Some(kv) = ev.kv() else { continue };
-                        let key = String::from_utf8_lossy(kv.key()).into_owned();
+                        let entry = Entry::of(kv);
                         let revision = kv.mod_revision().max(rev);
+                        if entry.key == self.key {
+                            // Ours, as we wrote it, or someone else's doing:
+                            // written back, under our lease.
+                            let what = match ev.event_type() {
+                                EventType::Put if entry.value == self.entry && entry.lease == id => continue,
+                                EventType::Put => "overwritten",
+                                EventType::Delete => "deleted",
+                            };
+                            timed("writing our entry back", c.put(self.key.clone(), self.entry.clone(), Some(PutOptions::new().with_lease(id))))
+                                .await?;
+                            let _ = self.tx.send(Event::Reclaimed { revision, what: what.to_string() });
+                            continue;
+                        }
                         let e = match ev.event_type() {
-                            EventType::Put => Event::Put { revision, key, value: kv.value().to_vec() },
-                            EventType::Delete => Event::Delete { revision, key },
+                            EventType::Put => Event::Put { revision, entry },
+                            EventType::Delete => Event::Delete { revision, key: entry.key },
                         };
                         let _ = self.tx.send(e);
                     }
@@ -278,6 +319,7 @@ impl Mesh {
         // read says otherwise (fail static across restarts too).
         let index = PeerIndex::of(&run.config.peers);
         let applier = Applier {
+            mesh: m.clone(),
             my_links: my_links(cfg, &nets),
             status: MeshStatus {
                 pid: std::process::id(),
@@ -318,6 +360,8 @@ impl Mesh {
 /// The applying half: entries into peers, inside the `run` loop.
 pub struct Applier {
     run: Running,
+    /// What this host takes from the others (`routes_allowed`).
+    mesh: MeshConfig,
     my_links: Vec<(String, IpNet)>,
     hosts_prefix: String,
     /// Entry values installed, by host.
@@ -371,12 +415,17 @@ impl Applier {
                 }
                 self.set_state(ConnState::Unreachable, Some(e));
             }
-            Event::Snapshot { revision, entries } => {
+            Event::Snapshot { revision, mut entries } => {
                 let t0 = Instant::now();
-                let mut want: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
-                for (key, value) in entries {
-                    if let Some(h) = self.host_key(&key) {
-                        want.insert(h, (key, value));
+                // Oldest claims first: of two that overlap, the newer is
+                // refused.
+                entries.sort_by_key(|e| e.created);
+                let mut want: BTreeMap<String, Entry> = BTreeMap::new();
+                let mut order = Vec::new();
+                for e in entries {
+                    if let Some(h) = self.host_key(&e.key) {
+                        order.push(h.clone());
+                        want.insert(h, e);
                     }
                 }
                 let gone: Vec<String> = self
@@ -391,9 +440,10 @@ impl Applier {
                 for h in gone {
                     changes += self.remove(nl, dp, &h, revision).await as usize;
                 }
-                self.status.refused.retain(|k, _| want.values().any(|(key, _)| key == k));
-                for (h, (key, value)) in want {
-                    changes += self.upsert(nl, dp, &h, &key, value, revision, false).await as usize;
+                self.status.refused.retain(|k, _| want.values().any(|e| &e.key == k));
+                for h in order {
+                    let e = want.remove(&h).expect("noted above");
+                    changes += self.upsert(nl, dp, &h, e, revision, false).await as usize;
                 }
                 self.status.revision = revision;
                 println!(
@@ -403,10 +453,14 @@ impl Applier {
                     t0.elapsed().as_millis()
                 );
             }
-            Event::Put { revision, key, value } => {
-                if let Some(h) = self.host_key(&key) {
-                    self.upsert(nl, dp, &h, &key, value, revision, true).await;
+            Event::Put { revision, entry } => {
+                if let Some(h) = self.host_key(&entry.key) {
+                    self.upsert(nl, dp, &h, entry, revision, true).await;
                 }
+                self.status.revision = revision;
+            }
+            Event::Reclaimed { revision, what } => {
+                eprintln!("{}: mesh: this host's entry was {what} by someone else (revision {revision}); written back", self.tunnel());
                 self.status.revision = revision;
             }
             Event::Delete { revision, key } => {
@@ -434,18 +488,36 @@ impl Applier {
     }
 
     /// Install or change host `h`'s peer; whether anything changed.
-    #[allow(clippy::too_many_arguments)]
-    async fn upsert(&mut self, nl: &Netlink, dp: &Datapath, h: &str, key: &str, value: Vec<u8>, revision: i64, log: bool) -> bool {
-        if self.applied.get(h) == Some(&value) {
+    async fn upsert(&mut self, nl: &Netlink, dp: &Datapath, h: &str, entry: Entry, revision: i64, log: bool) -> bool {
+        let (key, value) = (entry.key.as_str(), &entry.value);
+        if self.applied.get(h) == Some(value) {
+            // The same entry again (its host wrote back what someone else
+            // had overwritten): whatever was refused in between is moot.
+            self.status.refused.remove(key);
             return false;
         }
-        let (peer, to_link) = match HostEntry::parse(&value).and_then(|e| e.to_peer(h, &self.run.config, &self.my_links)) {
+        // A host writes its entry under the lease it keeps alive; a key
+        // without one was written by hand, and would outlive any host.
+        if entry.lease == 0 {
+            self.refuse(key, "lease", "the entry has no lease: a host's entry lives by the lease its `xgre run` keeps alive");
+            return false;
+        }
+        let (mut peer, to_link) = match HostEntry::parse(value).and_then(|e| e.to_peer(h, &self.run.config, &self.my_links)) {
             Ok(p) => p,
             Err(e) => {
                 self.refuse(key, &e.field, &e.reason);
                 return false;
             }
         };
+        if let Some((field, reason)) = self.mesh.refuse_routes(&peer.routes) {
+            self.refuse(key, &field, &reason);
+            return false;
+        }
+        peer.default_route = peer.routes.iter().any(|r| r.prefix_len() == 0);
+        if let Some((field, reason)) = self.overlap(h, &peer.routes) {
+            self.refuse(key, &field, &reason);
+            return false;
+        }
         let cfg = &self.run.config;
         let pos = cfg.peers.iter().position(|p| p.name == h);
         if let Some(i) = pos.filter(|&i| cfg.peers[i].origin == Origin::File) {
@@ -479,7 +551,7 @@ impl Applier {
         }
         self.index.add(&peer);
         self.status.refused.remove(key);
-        self.applied.insert(h.to_string(), value);
+        self.applied.insert(h.to_string(), entry.value);
         if old.is_none() {
             self.status.hosts += 1;
         }
@@ -488,6 +560,24 @@ impl Applier {
             println!("{}: mesh: host {h} {what} (revision {revision})", self.tunnel());
         }
         true
+    }
+
+    /// A claim of host `h` that overlaps another peer's routes without
+    /// being the same prefix (a /25 inside another host's /24 would take
+    /// half its addresses): refused, since that peer claimed first.
+    fn overlap(&self, h: &str, routes: &[IpNet]) -> Option<(String, String)> {
+        for (j, r) in routes.iter().enumerate() {
+            for p in self.run.config.peers.iter().filter(|p| p.name != h) {
+                if let Some(theirs) = p.routes.iter().find(|o| *o != r && (o.contains(r) || r.contains(*o))) {
+                    let whose = match p.origin {
+                        Origin::Mesh => format!("host {}, which claimed it first", p.name),
+                        Origin::File => format!("peer {} of this host's config file", p.name),
+                    };
+                    return Some((format!("routes[{j}]"), format!("{r} overlaps {theirs} of {whose}")));
+                }
+            }
+        }
+        None
     }
 
     async fn remove(&mut self, nl: &Netlink, dp: &Datapath, h: &str, revision: i64) -> bool {

@@ -140,8 +140,10 @@ impl Mesh {
             prefix: PREFIX.into(),
             ttl: TTL,
             host: Some(format!("h{h}")),
-            routes: vec![],
+            // h2 routes a subnet of its own, which an impostor claims half of.
+            routes: if h == 2 { vec!["198.19.2.0/24".parse().unwrap()] } else { vec![] },
             macs: vec![],
+            routes_allowed: vec!["198.19.0.0/16".parse().unwrap()],
             ca: None,
             cert: None,
             key: None,
@@ -298,9 +300,11 @@ fn five_hosts_find_each_other_through_etcd_and_survive_its_failures() {
 
     // A malformed entry, and one that clashes with h1's static peer: refused
     // with a line naming key and field; the others' well-formed ones stay.
-    m.etcdctl(&format!(r#"put {PREFIX}/hosts/bad '{{"version":1,"mode":"gre","links":[{{"address":"banana"}}]}}'"#));
+    let lease = m.etcdctl("lease grant 120");
+    let lease = lease.split_whitespace().nth(1).expect("lease ID").to_string();
+    m.etcdctl(&format!(r#"put --lease={lease} {PREFIX}/hosts/bad '{{"version":1,"mode":"gre","links":[{{"address":"banana"}}]}}'"#));
     m.etcdctl(&format!(
-        r#"put {PREFIX}/hosts/legacy '{{"version":1,"mode":"gre","links":[{{"address":"198.18.1.98/24","mac":"02:00:00:00:00:98"}}]}}'"#
+        r#"put --lease={lease} {PREFIX}/hosts/legacy '{{"version":1,"mode":"gre","links":[{{"address":"198.18.1.98/24","mac":"02:00:00:00:00:98"}}]}}'"#
     ));
     let start = Instant::now();
     let want_bad = format!("refused etcd key {PREFIX}/hosts/bad: links[0].address: invalid IP address syntax");
@@ -328,6 +332,51 @@ fn five_hosts_find_each_other_through_etcd_and_survive_its_failures() {
     assert!(metrics.contains(r#"xgre_mesh_refused_entries{tunnel="gre0"} 2"#), "{metrics}");
     assert!(metrics.contains(r#"xgre_peer_info{tunnel="gre0",peer="h2",origin="mesh"} 1"#), "{metrics}");
     assert!(metrics.contains(r#"xgre_peer_info{tunnel="gre0",peer="legacy",origin="file"} 1"#), "{metrics}");
+
+    // Hostile entries are refused by every host: a default route, half of
+    // another host's subnet, a prefix outside `routes_allowed`, and a key
+    // written by hand without a lease. Their traffic stays where it was.
+    let entry = |n: u8, routes: &str| {
+        format!(
+            r#"'{{"version":1,"mode":"gre","links":[{{"address":"198.18.1.{n}/24","mac":"02:00:00:00:00:{n:02x}"}}],"routes":[{routes}]}}'"#
+        )
+    };
+    m.etcdctl(&format!("put --lease={lease} {PREFIX}/hosts/dflt {}", entry(91, r#""0.0.0.0/0""#)));
+    m.etcdctl(&format!("put --lease={lease} {PREFIX}/hosts/imp {}", entry(92, r#""198.19.2.0/25""#)));
+    m.etcdctl(&format!("put --lease={lease} {PREFIX}/hosts/far {}", entry(93, r#""203.0.113.0/24""#)));
+    m.etcdctl(&format!("put {PREFIX}/hosts/nolease {}", entry(94, r#""198.19.94.0/24""#)));
+    let refusals = [
+        format!("{PREFIX}/hosts/dflt: routes[0]: 0.0.0.0/0 is a default route, taken from the mesh only when mesh.routes_allowed lists it"),
+        format!("{PREFIX}/hosts/imp: routes[0]: 198.19.2.0/25 overlaps 198.19.2.0/24 of host h2, which claimed it first"),
+        format!("{PREFIX}/hosts/far: routes[0]: 203.0.113.0/24 is outside mesh.routes_allowed (198.19.0.0/16)"),
+        format!("{PREFIX}/hosts/nolease: lease: the entry has no lease"),
+    ];
+    let start = Instant::now();
+    while !refusals.iter().all(|r| m.log(1).contains(r)) {
+        assert!(start.elapsed() < Duration::from_secs(5), "hostile entries not refused:\n{}", m.log(1));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let peers = m.peers(1);
+    assert!(["dflt", "imp", "far", "nolease"].iter().all(|p| !peers.contains(*p)), "{peers:?}");
+    let routes = m.host(1).run("ip route");
+    assert!(!routes.contains("default") && !routes.contains("198.19.2.0/25") && !routes.contains("203.0.113"), "{routes}");
+    assert!(m.ping(1, 2), "h2 lost its traffic to an impostor");
+
+    // Host h3's key overwritten by hand (the impostor's entry): h3 writes
+    // its own back at once, and stays reachable.
+    m.etcdctl(&format!("put {PREFIX}/hosts/h3 {}", entry(95, r#""198.19.3.0/24""#)));
+    let start = Instant::now();
+    while !m.log(3).contains("this host's entry was overwritten by someone else") {
+        assert!(start.elapsed() < Duration::from_secs(5), "h3 did not notice its entry overwritten:\n{}", m.log(3));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let back = m.etcdctl(&format!("get {PREFIX}/hosts/h3 --print-value-only"));
+    assert!(back.contains("198.18.1.3/24") && !back.contains("198.18.1.95"), "h3's entry is not its own: {back}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(m.ping(1, 3), "h3 unreachable after its entry was overwritten");
+    for k in ["dflt", "imp", "far", "nolease"] {
+        m.etcdctl(&format!("del {PREFIX}/hosts/{k}"));
+    }
 
     // A mesh peer is not edited by hand, and a reload keeps the mesh's.
     let o = m.host(1).xgre(Enter::Nsenter, "map-edit gre0 path set h2 0 --weight 3");

@@ -22,8 +22,42 @@ fn member_url(m: usize, port: u16) -> String {
     format!("http://198.18.200.{m}:{port}")
 }
 
-fn endpoints() -> String {
-    (1..=3).map(|m| member_url(m, 2379)).collect::<Vec<_>>().join(",")
+/// A member's client URL: https when the mesh is secured.
+fn client_url(m: usize, tls: bool) -> String {
+    let u = member_url(m, 2379);
+    if tls {
+        u.replacen("http://", "https://", 1)
+    } else {
+        u
+    }
+}
+
+fn endpoints(tls: bool) -> String {
+    (1..=3).map(|m| client_url(m, tls)).collect::<Vec<_>>().join(",")
+}
+
+/// Certificates made with openssl for a secured mesh, in `dir`: a CA,
+/// each etcd member's server certificate (its address as the SAN) and a
+/// client certificate per etcd user (the CN is the user: root, h1, ...).
+fn make_pki(dir: &std::path::Path, users: &[&str]) {
+    let key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let mut s = format!(
+        "set -e; cd {}; openssl req -x509 {key} -days 1 -subj /CN=xgre-test-ca -keyout ca-key.pem -out ca.pem 2>/dev/null\n",
+        dir.display()
+    );
+    let sign = |name: &str, ext: &str| {
+        format!(
+            "openssl req {key} -subj /CN={name} -keyout {name}-key.pem -out {name}.csr 2>/dev/null && printf '{ext}' > {name}.ext && \
+             openssl x509 -req -in {name}.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 1 -extfile {name}.ext -out {name}.pem 2>/dev/null\n"
+        )
+    };
+    for m in 1..=3 {
+        s += &sign(&format!("e{m}"), &format!("subjectAltName=IP:198.18.200.{m}\\nextendedKeyUsage=serverAuth,clientAuth"));
+    }
+    for u in users {
+        s += &sign(u, "extendedKeyUsage=clientAuth");
+    }
+    sh(&s);
 }
 
 /// The mesh: namespaces, etcd members and xgre hosts.
@@ -35,6 +69,9 @@ struct Mesh {
     etcd: Vec<Option<Child>>,
     xgre: Vec<Option<Child>>,
     dir: PathBuf,
+    /// Clients speak TLS with certificates (`make_pki`), and etcd's auth
+    /// takes each certificate's CN for the user.
+    tls: bool,
 }
 
 impl Drop for Mesh {
@@ -72,7 +109,7 @@ impl Mesh {
             host_ns.push(ns);
         }
         let dir = t.dir.clone();
-        Mesh { t, etcd_ns, host_ns, etcd: (0..3).map(|_| None).collect(), xgre: (0..HOSTS).map(|_| None).collect(), dir }
+        Mesh { t, etcd_ns, host_ns, etcd: (0..3).map(|_| None).collect(), xgre: (0..HOSTS).map(|_| None).collect(), dir, tls: false }
     }
 
     fn host(&self, h: usize) -> &Host {
@@ -86,11 +123,17 @@ impl Mesh {
         let cmd = format!(
             "etcd --name e{m} --data-dir {} --listen-client-urls {c} --advertise-client-urls {c} --listen-peer-urls {p} \
              --initial-advertise-peer-urls {p} --initial-cluster {} --initial-cluster-state new --initial-cluster-token xgre-test \
-             --heartbeat-interval 50 --election-timeout 500 >> {} 2>&1",
+             --heartbeat-interval 50 --election-timeout 500{} >> {} 2>&1",
             data.display(),
             cluster.join(","),
+            if self.tls {
+                let d = self.dir.display();
+                format!(" --cert-file {d}/e{m}.pem --key-file {d}/e{m}-key.pem --trusted-ca-file {d}/ca.pem --client-cert-auth")
+            } else {
+                String::new()
+            },
             log.display(),
-            c = member_url(m, 2379),
+            c = client_url(m, self.tls),
             p = member_url(m, 2380),
         );
         self.etcd[m - 1] = Some(self.t.hosts[self.etcd_ns[m - 1]].spawn(&cmd));
@@ -106,15 +149,24 @@ impl Mesh {
     /// etcdctl from the first host's namespace (it is on the management
     /// network too).
     fn etcdctl(&self, args: &str) -> String {
-        self.host(1).run(&format!("env ETCDCTL_API=3 etcdctl --dial-timeout 2s --endpoints {} {args}", endpoints()))
+        self.host(1).run(&self.etcdctl_as("root", args))
+    }
+
+    /// An etcdctl command line, as etcd user `user` when the mesh is secured.
+    fn etcdctl_as(&self, user: &str, args: &str) -> String {
+        let auth = if self.tls {
+            let d = self.dir.display();
+            format!(" --cacert {d}/ca.pem --cert {d}/{user}.pem --key {d}/{user}-key.pem")
+        } else {
+            String::new()
+        };
+        format!("env ETCDCTL_API=3 etcdctl --dial-timeout 2s --endpoints {}{auth} {args}", endpoints(self.tls))
     }
 
     fn wait_healthy(&self) {
         let start = Instant::now();
         loop {
-            let o = sh_out(
-                &self.host(1).cmd(Enter::Nsenter, &format!("env ETCDCTL_API=3 etcdctl --endpoints {} endpoint health", endpoints())),
-            );
+            let o = sh_out(&self.host(1).cmd(Enter::Nsenter, &self.etcdctl_as("root", "endpoint health")));
             if o.status.success() {
                 return;
             }
@@ -136,7 +188,7 @@ impl Mesh {
             c.peers[0].paths[0].mac = Some("02:00:00:00:00:99".parse().unwrap());
         }
         c.mesh = Some(MeshConfig {
-            etcd: (1..=3).map(|m| member_url(m, 2379)).collect(),
+            etcd: (1..=3).map(|m| client_url(m, self.tls)).collect(),
             prefix: PREFIX.into(),
             ttl: TTL,
             host: Some(format!("h{h}")),
@@ -144,9 +196,9 @@ impl Mesh {
             routes: if h == 2 { vec!["198.19.2.0/24".parse().unwrap()] } else { vec![] },
             macs: vec![],
             routes_allowed: vec!["198.19.0.0/16".parse().unwrap()],
-            ca: None,
-            cert: None,
-            key: None,
+            ca: self.tls.then(|| self.dir.join("ca.pem")),
+            cert: self.tls.then(|| self.dir.join(format!("h{h}.pem"))),
+            key: self.tls.then(|| self.dir.join(format!("h{h}-key.pem"))),
         });
         self.t.write(&format!("h{h}.toml"), &c.to_toml())
     }
@@ -385,4 +437,48 @@ fn five_hosts_find_each_other_through_etcd_and_survive_its_failures() {
     let out = m.host(1).xgre_ok(Enter::Nsenter, &format!("reload -c {}", cfg.display()));
     assert!(out.contains("no changes"), "{out}");
     assert_eq!(m.peers(1).len(), 4);
+}
+
+/// The secured mesh the README sets up: TLS with a certificate per host,
+/// and etcd's own auth (the certificate's CN is the user) allowing each
+/// host to write only `<prefix>/hosts/<itself>` and read the others. The
+/// hosts find each other as before; a host's certificate cannot write
+/// another host's key.
+#[test]
+fn a_secured_mesh_lets_each_host_write_only_its_own_key() {
+    let _s = serial();
+    let mut m = Mesh::new();
+    m.tls = true;
+    make_pki(&m.dir, &["root", "h1", "h2", "h3"]);
+    for e in 1..=3 {
+        m.start_etcd(e);
+    }
+    m.wait_healthy();
+    // The README's commands.
+    m.etcdctl("user add root --no-password");
+    m.etcdctl("user grant-role root root");
+    for h in 1..=3 {
+        m.etcdctl(&format!("role add h{h}"));
+        m.etcdctl(&format!("role grant-permission h{h} readwrite {PREFIX}/hosts/h{h}"));
+        m.etcdctl(&format!("role grant-permission h{h} read --prefix {PREFIX}/hosts/"));
+        m.etcdctl(&format!("user add h{h} --no-password"));
+        m.etcdctl(&format!("user grant-role h{h} h{h}"));
+    }
+    m.etcdctl("auth enable");
+    let hosts = [1, 2, 3];
+    for h in hosts {
+        m.start_host(h);
+    }
+    m.wait_peers(&hosts, &hosts, Duration::from_secs(15));
+    m.ping_all(&hosts);
+    // h1's certificate writes its own key, and is refused another's.
+    let own = sh_out(&m.host(1).cmd(Enter::Nsenter, &m.etcdctl_as("h1", &format!("get {PREFIX}/hosts/h2 --print-value-only"))));
+    assert!(own.status.success() && String::from_utf8_lossy(&own.stdout).contains("198.18.1.2/24"), "h1 reads h2's entry: {own:?}");
+    let forged = r#"'{"version":1,"mode":"gre","links":[{"address":"198.18.1.1/24"}],"routes":["198.19.2.0/25"]}'"#;
+    let o = sh_out(&m.host(1).cmd(Enter::Nsenter, &m.etcdctl_as("h1", &format!("put {PREFIX}/hosts/h2 {forged}"))));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("permission denied"), "h1 wrote h2's key: {err}");
+    let entry = m.etcdctl(&format!("get {PREFIX}/hosts/h2 --print-value-only"));
+    assert!(entry.contains("198.18.1.2/24") && !entry.contains("198.19.2.0/25"), "{entry}");
+    m.ping_all(&hosts);
 }

@@ -121,6 +121,17 @@ pub struct RunLock {
 }
 
 impl RunLock {
+    /// The PID of the `xgre run` that holds `tunnel`, if one does.
+    pub fn holder(tunnel: &str) -> Option<String> {
+        let path = PathBuf::from(format!("/run/xgre/net{}/{tunnel}.pid", netns_ino().ok()?));
+        let file = std::fs::File::open(&path).ok()?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+            // Nobody holds it: a stale file.
+            Ok(_) => None,
+            Err(_) => std::fs::read_to_string(&path).ok().map(|p| p.trim().to_string()),
+        }
+    }
+
     pub fn take(tunnel: &str) -> Result<RunLock> {
         use std::io::{Read, Seek, Write};
         let dir = PathBuf::from(format!("/run/xgre/net{}", netns_ino()?));

@@ -63,7 +63,10 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
                 tracing::info!("{name}: finishing an interrupted up by starting over");
                 down_by_name(&nl, existing.as_ref(), name).await?;
             }
-            Some(_) => bail!("tunnel {name} is already up with a different configuration; `xgre reload -c {file}` applies the difference"),
+            Some(_) => match crate::sys::RunLock::holder(name) {
+                Some(pid) => bail!("tunnel {name} is already up, managed by `xgre run` (PID {pid}) with a different configuration; `xgre reload -c {file}` applies the difference"),
+                None => bail!("tunnel {name} is already up with a different configuration; `xgre reload -c {file}` applies the difference"),
+            },
             // Our device, killed before its map entry was written.
             None if dev.kind.as_deref() == Some("veth") && nl.link(&hidden_name(name)).await?.is_some() => {
                 tracing::info!("{name}: removing the device of an interrupted up");

@@ -502,6 +502,11 @@ fn a_second_run_for_a_tunnel_refuses_and_names_the_first() {
         let pid = err.split("(PID ").nth(1).and_then(|r| r.split(')').next()).unwrap_or_else(|| panic!("{how:?}: no PID in: {err}"));
         assert!(sh_out(&format!("kill -0 {pid}")).status.success(), "PID {pid} named in `{err}` is not running");
     }
+    // `up` with another config names the holder too.
+    let other = t.write("other.toml", &p2p_config('a', "key = 9", "tc"));
+    let o = t.a().xgre(Enter::Nsenter, &format!("up -c {other}"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("managed by `xgre run` (PID "), "{err}");
     let s = t.a().xgre_ok(Enter::Nsenter, "status");
     assert!(s.contains("tunnel gre0  [up]"), "the first run's tunnel went: {s}");
 }

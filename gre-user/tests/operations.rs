@@ -510,3 +510,35 @@ fn a_second_run_for_a_tunnel_refuses_and_names_the_first() {
     let s = t.a().xgre_ok(Enter::Nsenter, "status");
     assert!(s.contains("tunnel gre0  [up]"), "the first run's tunnel went: {s}");
 }
+
+/// Programs are verified only when attached: `up` of a tunnel with TC
+/// receive loads its three programs and no others, and `status`, `show`,
+/// `map-edit`, a `reload` of peers and `down` load none (strace counts the
+/// BPF_PROG_LOAD calls; each command used to verify the whole datapath
+/// again, 12 loads and 4-10 s of CPU on a fresh machine).
+#[test]
+fn readers_and_editors_load_no_programs() {
+    let _s = serial();
+    let t = Topo::pair("l");
+    let ca = t.write("a.toml", &p2p_config('a', "", "tc"));
+    let mut heavier = p2p('a', "tc");
+    heavier.peers[0].paths[0].weight = 3;
+    let cw = t.write("w.toml", &heavier.to_toml());
+    let trace = t.dir.join("trace");
+    // The datapath's programs loaded by one command. aya also probes the
+    // kernel's features with programs of 2-5 instructions of its own;
+    // those are not counted.
+    let loads = |args: &str| -> usize {
+        let cmd = format!("strace -f -qq -e trace=bpf -o {} {XGRE} {args}", trace.display());
+        let o = sh_out(&t.a().cmd(Enter::Nsenter, &cmd));
+        assert!(o.status.success(), "xgre {args}: {}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&trace).unwrap();
+        text.lines().filter(|l| l.contains("BPF_PROG_LOAD") && l.contains("prog_name=\"xgre_")).count()
+    };
+    assert_eq!(loads(&format!("up -c {ca}")), 3, "up with TC receive verifies xgre_tx, xgre_tx_send and xgre_rx_tc only");
+    for args in
+        ["status", "status --json", "show gre0", "map-edit gre0 path set site-b 0 --weight 2", &format!("reload -c {cw}"), "down gre0"]
+    {
+        assert_eq!(loads(args), 0, "xgre {args} loaded programs of the datapath");
+    }
+}

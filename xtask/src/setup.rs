@@ -19,6 +19,8 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "util-linux",
     "mptcpize",
+    // Counting BPF_PROG_LOAD calls: readers and editors load no programs.
+    "strace",
     // Interop tests: dropping frames on a test switch (this kernel has no
     // tc gact action), and Open vSwitch as a GRE peer (userspace datapath).
     "nftables",

@@ -486,7 +486,7 @@ async fn apply_each(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(St
                         return Err(err.into());
                     }
                 }
-                state::apply_peer(nl, dp, run, &peer, new.as_ref(), label).await?;
+                state::apply_peer(nl, dp, run, &peer, new.as_ref(), label, None).await?;
                 if let Some(n) = &new {
                     index.add(n);
                 }

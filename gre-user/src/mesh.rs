@@ -441,9 +441,12 @@ impl Applier {
                     changes += self.remove(nl, dp, &h, revision).await as usize;
                 }
                 self.status.refused.retain(|k, _| want.values().any(|e| &e.key == k));
+                // One dump of the host's routes for every entry: a thousand
+                // hosts' routes are checked against it, not dumped anew each.
+                let host = nl.host_routes(self.run.ifindex).await.ok();
                 for h in order {
                     let e = want.remove(&h).expect("noted above");
-                    changes += self.upsert(nl, dp, &h, e, revision, false).await as usize;
+                    changes += self.upsert(nl, dp, &h, e, revision, false, host.as_ref()).await as usize;
                 }
                 self.status.revision = revision;
                 println!(
@@ -455,7 +458,7 @@ impl Applier {
             }
             Event::Put { revision, entry } => {
                 if let Some(h) = self.host_key(&entry.key) {
-                    self.upsert(nl, dp, &h, entry, revision, true).await;
+                    self.upsert(nl, dp, &h, entry, revision, true, None).await;
                 }
                 self.status.revision = revision;
             }
@@ -488,7 +491,18 @@ impl Applier {
     }
 
     /// Install or change host `h`'s peer; whether anything changed.
-    async fn upsert(&mut self, nl: &Netlink, dp: &Datapath, h: &str, entry: Entry, revision: i64, log: bool) -> bool {
+    /// `host`: the host's routes, dumped once for a whole snapshot.
+    #[allow(clippy::too_many_arguments)]
+    async fn upsert(
+        &mut self,
+        nl: &Netlink,
+        dp: &Datapath,
+        h: &str,
+        entry: Entry,
+        revision: i64,
+        log: bool,
+        host: Option<&BTreeMap<IpNet, String>>,
+    ) -> bool {
         let (key, value) = (entry.key.as_str(), &entry.value);
         if self.applied.get(h) == Some(value) {
             // The same entry again (its host wrote back what someone else
@@ -542,7 +556,7 @@ impl Applier {
             self.refuse(key, &entry_field(&e.field, &to_link), &e.reason);
             return false;
         }
-        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, h, Some(&peer), &label).await {
+        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, h, Some(&peer), &label, host).await {
             if let Some(o) = &old {
                 self.index.add(o);
             }
@@ -585,7 +599,7 @@ impl Applier {
         let Some(old) = self.run.config.peers.iter().find(|p| p.name == h && p.origin == Origin::Mesh).cloned() else {
             return false;
         };
-        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, h, None, "mesh").await {
+        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, h, None, "mesh", None).await {
             eprintln!("{}: mesh: removing host {h}: {e:#}", self.tunnel());
             return false;
         }

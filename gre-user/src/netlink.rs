@@ -263,6 +263,7 @@ impl Netlink {
     /// each family, however many prefixes are checked against it.
     pub async fn host_routes(&self, oif: u32) -> Result<BTreeMap<IpNet, String>> {
         let mut out = BTreeMap::new();
+        let mut names: BTreeMap<u32, String> = BTreeMap::new();
         let queries = [RouteMessageBuilder::<Ipv4Addr>::new().build(), RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()];
         for query in queries {
             let mut routes = self.handle.route().get(query).execute();
@@ -281,8 +282,15 @@ impl Netlink {
                 let v6 = r.header.address_family == netlink_packet_route::AddressFamily::Inet6;
                 let to = to.unwrap_or(if v6 { IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) });
                 let Ok(net) = IpNet::new(to, r.header.destination_prefix_length) else { continue };
+                if out.contains_key(&net) {
+                    continue;
+                }
                 let dev = route_oif(&r);
-                let name = self.link_by_index(dev).await?.map(|l| l.name).unwrap_or_else(|| format!("#{dev}"));
+                if !names.contains_key(&dev) {
+                    let name = self.link_by_index(dev).await?.map(|l| l.name).unwrap_or_else(|| format!("#{dev}"));
+                    names.insert(dev, name);
+                }
+                let name = &names[&dev];
                 let via = via.map(|g| format!(" via {g}")).unwrap_or_default();
                 let proto = match r.header.protocol {
                     RTPROT_XGRE => "xgre".to_string(),
@@ -290,7 +298,7 @@ impl Netlink {
                     p => format!("{p:?}").to_lowercase(),
                 };
                 let shown = if net.prefix_len() == 0 { "default".to_string() } else { net.to_string() };
-                out.entry(net).or_insert(format!("{shown}{via} dev {name} proto {proto}"));
+                out.insert(net, format!("{shown}{via} dev {name} proto {proto}"));
             }
         }
         Ok(out)

@@ -405,15 +405,35 @@ pub fn tunnel_mtu(cfg: &Config, link_mtu: u32, label: &str) -> Result<u32> {
 /// Change one peer (`new: None` removes it), already validated against the
 /// others. Only that peer's map entries and kernel routes are touched; a
 /// failure half way puts them back.
-pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &str, new: Option<&PeerConfig>, label: &str) -> Result<()> {
+///
+/// `host`: the host's routes (`Netlink::host_routes`) when the caller
+/// dumped them once for many peers (a mesh's snapshot); None: dumped here
+/// when the change adds a route.
+pub async fn apply_peer(
+    nl: &Netlink,
+    dp: &Datapath,
+    run: &mut Running,
+    name: &str,
+    new: Option<&PeerConfig>,
+    label: &str,
+    host: Option<&BTreeMap<IpNet, String>>,
+) -> Result<()> {
     let before = run.config.clone();
-    match apply_peer_steps(nl, dp, run, name, new, label).await {
+    match apply_peer_steps(nl, dp, run, name, new, label, host).await {
         Ok(()) => Ok(()),
         Err(e) => Err(undone(e, roll_back(nl, dp, run, &before, label).await)),
     }
 }
 
-async fn apply_peer_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, name: &str, new: Option<&PeerConfig>, label: &str) -> Result<()> {
+async fn apply_peer_steps(
+    nl: &Netlink,
+    dp: &Datapath,
+    run: &mut Running,
+    name: &str,
+    new: Option<&PeerConfig>,
+    label: &str,
+    host: Option<&BTreeMap<IpNet, String>>,
+) -> Result<()> {
     let tun = run.ifindex;
     let pos = run.config.peers.iter().position(|p| p.name == name);
     let old = pos.map(|i| run.config.peers[i].clone());
@@ -438,7 +458,15 @@ async fn apply_peer_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, name: 
                 }
             }
             let one = Config { peers: vec![p.clone()], ..run.config.clone_without_peers() };
-            refuse_taken(&nl.host_routes(tun).await?, p, &format!("{label}: routes"))?;
+            // Only routes this change adds can take a prefix from the host (a
+            // batch of weight edits costs no route dump).
+            if p.routes.iter().any(|r| !old.is_some_and(|o| o.routes.contains(r))) {
+                let field = format!("{label}: routes");
+                match host {
+                    Some(h) => refuse_taken(h, p, &field)?,
+                    None => refuse_taken(&nl.host_routes(tun).await?, p, &field)?,
+                }
+            }
             let macs = links::resolve_macs(nl, &one, 0, &run.links, label).await?;
             let id = match run.ids.get(name) {
                 Some(&id) => id,

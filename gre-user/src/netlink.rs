@@ -286,9 +286,8 @@ impl Netlink {
                     continue;
                 }
                 let dev = route_oif(&r);
-                if !names.contains_key(&dev) {
-                    let name = self.link_by_index(dev).await?.map(|l| l.name).unwrap_or_else(|| format!("#{dev}"));
-                    names.insert(dev, name);
+                if let std::collections::btree_map::Entry::Vacant(v) = names.entry(dev) {
+                    v.insert(self.link_by_index(dev).await?.map(|l| l.name).unwrap_or_else(|| format!("#{dev}")));
                 }
                 let name = &names[&dev];
                 let via = via.map(|g| format!(" via {g}")).unwrap_or_default();

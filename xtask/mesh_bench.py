@@ -55,8 +55,14 @@ def entry(i, extra_route=False):
     }
 
 
+LEASE = None
+
+
 def put(i, extra_route=False):
-    post("/v3/kv/put", {"key": b64(f"{PREFIX}/hosts/s{i}"), "value": b64(json.dumps(entry(i, extra_route)))})
+    # Under a lease, as a host's own `xgre run` writes it: an entry without
+    # one is refused as written by hand.
+    body = {"key": b64(f"{PREFIX}/hosts/s{i}"), "value": b64(json.dumps(entry(i, extra_route))), "lease": LEASE}
+    post("/v3/kv/put", body)
 
 
 def metric_sum(pattern):
@@ -72,6 +78,7 @@ def metric_sum(pattern):
 
 # Clean slate, then the simulated hosts.
 post("/v3/kv/deleterange", {"key": b64(f"{PREFIX}/"), "range_end": b64(PREFIX + "0")})
+LEASE = post("/v3/lease/grant", {"TTL": 3600})["ID"]
 for i in range(N):
     put(i)
 

@@ -239,7 +239,8 @@ fn write_peer(
     let mut peer = build_peer(id, tun, cfg, pc, links, macs);
     // What `xgre run` found of each path stays: a path it judged unwell is
     // kept out of the rotation by this rewrite too, until `run` says well.
-    let running = dp.peers()?.get(&id, 0).ok();
+    let mut peers = dp.peers()?;
+    let running = peers.get(&id, 0).ok();
     for j in 0..pc.paths.len() {
         let (ifindex, remote) = (peer.paths[j].ifindex, peer.paths[j].remote);
         let unwell = running.as_ref().is_some_and(|r| {
@@ -274,7 +275,7 @@ fn write_peer(
     }
     // One update swaps the whole peer: the datapath sees the old path set
     // or the new one, never a mix.
-    dp.peers()?.insert(id, peer, 0)?;
+    peers.insert(id, peer, 0)?;
     let mut fdb = dp.fdb()?;
     for m in &pc.macs {
         fdb.insert(FdbKey { tunnel_ifindex: tun, mac: m.0, vid: 0 }, FdbEntry { peer_id: id, _pad: 0, seen_ns: FDB_STATIC }, 0)?;
@@ -418,10 +419,15 @@ pub async fn apply_peer(
     label: &str,
     host: Option<&BTreeMap<IpNet, String>>,
 ) -> Result<()> {
-    let before = run.config.clone();
     match apply_peer_steps(nl, dp, run, name, new, label, host).await {
         Ok(()) => Ok(()),
-        Err(e) => Err(undone(e, roll_back(nl, dp, run, &before, label).await)),
+        // The config is changed last, once every step has worked: on a
+        // failure it is still what the tunnel was (no copy of 10,000 peers
+        // per edit to have it).
+        Err(e) => {
+            let before = run.config.clone();
+            Err(undone(e, roll_back(nl, dp, run, &before, label).await))
+        }
     }
 }
 

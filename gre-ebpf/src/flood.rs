@@ -18,8 +18,7 @@ use crate::{
     counters::{count_drop, count_tx},
     encap::{self, Fields},
     global,
-    maps::PEERS,
-    path::{self, NO_PATH},
+    path::{self, NO_PATH, PEER_GONE},
 };
 
 /// Not a peer id: nothing to leave out.
@@ -58,15 +57,14 @@ extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
         s.skipped = 1;
         return 0;
     }
-    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return 0 };
-    if peer.tunnel_ifindex != s.tunnel_ifindex {
-        return 0;
-    }
-    let j = path::xgre_select_path(peer_id, s.inner_len);
-    if j == NO_PATH {
-        count_drop(DropReason::NoPath);
-        return 0;
-    }
+    let j = match path::xgre_select_path(peer_id, s.tunnel_ifindex, s.inner_len) {
+        PEER_GONE => return 0,
+        NO_PATH => {
+            count_drop(DropReason::NoPath);
+            return 0;
+        }
+        j => j,
+    };
     let ifindex = match global::decode(encap::xgre_encap_put(s.ctx, &s.fields, s.room, peer_id, j)) {
         Ok(i) => i as u32,
         Err(r) => {

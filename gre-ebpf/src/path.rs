@@ -14,14 +14,21 @@ use crate::maps::{PATH_BYTES, PEERS};
 
 /// No path is up.
 pub const NO_PATH: u32 = u32::MAX;
+/// No such peer in this tunnel (edited away since it was routed to).
+pub const PEER_GONE: u32 = u32::MAX - 1;
 
-/// The path `peer_id`'s next packet of `bytes` takes, or `NO_PATH`.
-/// A global function: the verifier checks it once, on its own, and its
-/// callers see one unknown number back instead of one state per path.
+/// The path `peer_id` (of tunnel `tunnel_ifindex`) gives its next packet
+/// of `bytes`, or `PEER_GONE` / `NO_PATH`. The one lookup of the peer its
+/// callers need. A global function: the verifier checks it once, on its
+/// own, and its callers see one unknown number back instead of one state
+/// per path.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn xgre_select_path(peer_id: u32, bytes: u64) -> u32 {
-    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return NO_PATH };
+pub extern "C" fn xgre_select_path(peer_id: u32, tunnel_ifindex: u32, bytes: u64) -> u32 {
+    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return PEER_GONE };
+    if peer.tunnel_ifindex != tunnel_ifindex {
+        return PEER_GONE;
+    }
     match select(peer, bytes) {
         Some((j, _)) => j,
         None => NO_PATH,

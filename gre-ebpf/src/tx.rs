@@ -28,7 +28,7 @@ use crate::{
     fdb,
     flood::{self, NO_PEER},
     global,
-    maps::{FLOOD, PEERS, ROUTES4, ROUTES6, TUNNELS},
+    maps::{FLOOD, ROUTES4, ROUTES6, TUNNELS},
     packet::Packet,
     path, trunk,
 };
@@ -100,13 +100,11 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let proto_tos = ((proto as u32) << 16) | tos as u32;
     let d = if !target.flood {
-        if unsafe { PEERS.get(target.peer) }.is_none() {
-            return Err(DropReason::NoRoute);
-        }
-        let path = path::xgre_select_path(target.peer, ctx.len() as u64);
-        if path == path::NO_PATH {
-            return Err(DropReason::NoPath);
-        }
+        let path = match path::xgre_select_path(target.peer, ifindex, ctx.len() as u64) {
+            path::PEER_GONE => return Err(DropReason::NoRoute),
+            path::NO_PATH => return Err(DropReason::NoPath),
+            j => j,
+        };
         TxDecision { kind: TxDecision::MAGIC | TX_UNICAST, tunnel_ifindex: ifindex, peer: target.peer, path, proto_tos }
     } else {
         flood_list(tunnel.ifindex, target.group).ok_or(DropReason::NoRoute)?;

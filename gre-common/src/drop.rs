@@ -19,7 +19,8 @@ pub enum DropReason {
     KeyMismatch = 5,
     /// The outer source is not a configured peer of the tunnel.
     UnknownPeer = 6,
-    /// Outer IPv4 fragment (MF set or non-zero offset).
+    /// Outer fragment (IPv4 MF or offset, IPv6 fragment header) from an
+    /// address pair no path uses.
     Fragment = 7,
     /// Outer IPv4 header malformed (bad IHL, total length).
     BadOuter = 8,
@@ -54,6 +55,10 @@ pub enum DropReason {
     VlanUnknown = 19,
     /// Transmit, trunk tunnel: an untagged frame and no native key.
     Untagged = 20,
+    /// Transmit: bigger than its path's MTU, and neither an ICMP error nor
+    /// fragmentation can help (an IPv6 underlay carrying a frame that is
+    /// not IP, or a VLAN-tagged one).
+    TooBig = 21,
 }
 
 /// Reasons in use.
@@ -110,6 +115,7 @@ mod tests {
                 "tx_no_decision",
                 "vlan_unknown",
                 "untagged",
+                "too_big",
             ]
         );
         assert!(DropReason::all().enumerate().all(|(i, r)| r as usize == i));

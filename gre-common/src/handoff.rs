@@ -62,7 +62,8 @@ pub struct TxDecision {
     pub peer: u32,
     /// Unicast: the path index chosen by striping.
     pub path: u32,
-    /// The GRE protocol type (high 16 bits) and the DSCP/ECN byte to copy.
+    /// The GRE protocol type (high 16 bits), `TX_CLEAR_DF`, and the
+    /// DSCP/ECN byte to copy (low 8).
     pub proto_tos: u32,
 }
 
@@ -75,6 +76,10 @@ pub const TX_FLOOD: u32 = 2;
 /// Counted as dropped already; the hidden end discards it should veth let
 /// it through.
 pub const TX_DROP: u32 = 3;
+
+/// In `TxDecision::proto_tos`: too big for its path, the packet leaves
+/// with DF clear, for the underlay to fragment.
+pub const TX_CLEAR_DF: u32 = 1 << 8;
 
 impl TxDecision {
     /// "xt" in the high half; the kind in the low.
@@ -101,6 +106,11 @@ impl TxDecision {
     #[inline(always)]
     pub fn proto(&self) -> u16 {
         (self.proto_tos >> 16) as u16
+    }
+
+    #[inline(always)]
+    pub fn clear_df(&self) -> bool {
+        self.proto_tos & TX_CLEAR_DF != 0
     }
 
     #[inline(always)]

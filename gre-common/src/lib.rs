@@ -11,6 +11,7 @@ pub mod gre;
 pub mod handoff;
 pub mod maps;
 pub mod names;
+pub mod pmtu;
 pub mod reseq;
 
 pub use announce::{Announce, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
@@ -18,4 +19,5 @@ pub use drop::DropReason;
 pub use gre::GreHdr;
 pub use handoff::{HandoffMeta, HandoffSeq, TxDecision};
 pub use maps::*;
+pub use pmtu::{OuterPair, PathMtu, PmtuEvent};
 pub use reseq::ReseqHdr;

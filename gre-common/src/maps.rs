@@ -82,6 +82,10 @@ pub const TUN_IPID_SEQ_TX: u32 = 1 << 9;
 /// `resequence` unset: under `xgre run`, only the packets of peers that
 /// announce numbering are resequenced (with it set, every numbered one).
 pub const TUN_RESEQ_ANNOUNCED: u32 = 1 << 10;
+/// `pmtu_discovery = false` (Linux's `nopmtudisc`): the outer IPv4 header
+/// leaves with DF clear, so the underlay fragments what does not fit, and
+/// no oversized inner packet is refused with an ICMP error.
+pub const TUN_NO_PMTUDISC: u32 = 1 << 11;
 /// Tunnels that number their packets in the outer IPv4 ID.
 pub const TUN_IPID_NUMBERED: u32 = TUN_IPID_SEQ | TUN_IPID_SEQ_TX;
 /// Tunnels that number their packets, one way or the other.
@@ -138,7 +142,7 @@ pub const HOOK_XDP: u32 = 1;
 pub const HOOK_TC: u32 = 2;
 
 /// Version of the map layout; a loader refuses a datapath of another version.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// One entry describing the datapath instance itself.
 #[repr(C)]
@@ -190,6 +194,9 @@ pub struct Tunnel {
     pub keepalive_misses: u32,
     /// `gretap`: seconds a learned MAC stays valid (0: default).
     pub fdb_age: u32,
+    /// Seconds a path MTU learnt from an ICMP error holds (0: default).
+    pub pmtu_age: u32,
+    pub _pad: u32,
 }
 
 /// Receive-side lookup from GRE key to tunnel.
@@ -495,4 +502,6 @@ mod user {
     unsafe impl aya::Pod for FdbEntry {}
     unsafe impl aya::Pod for FloodKey {}
     unsafe impl aya::Pod for FloodList {}
+    unsafe impl aya::Pod for crate::pmtu::PathMtu {}
+    unsafe impl aya::Pod for crate::pmtu::OuterPair {}
 }

@@ -48,3 +48,10 @@ pub const MAP_NEIGH: &str = "XGRE_NEIGH";
 pub const MAP_NEIGH_STATS: &str = "XGRE_NEIGH_STAT";
 pub const MAP_FLOOD: &str = "XGRE_FLOOD";
 pub const MAP_HDR: &str = "XGRE_HDR";
+/// Path MTU learnt per path (`pmtu::PathMtu`).
+pub const MAP_PATH_MTU: &str = "XGRE_PATH_MTU";
+/// Outer address pairs in use (`pmtu::OuterPair`): whose fragments are
+/// reassembled.
+pub const MAP_OUTER_PAIRS: &str = "XGRE_PAIRS";
+/// Path MTU and fragment events (`pmtu::PmtuEvent`), per CPU.
+pub const MAP_PMTU_EVENTS: &str = "XGRE_PMTU_EV";

@@ -17,6 +17,8 @@ pub const IPPROTO_GRE: u8 = IpProto::Gre as u8;
 pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
 pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
 pub const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
+pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
+pub const IPPROTO_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
 
 /// More Fragments, of the 3 IPv4 flag bits (RFC 791).
 pub const IP_MF: u8 = 1;

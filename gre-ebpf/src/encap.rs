@@ -9,10 +9,12 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
-    helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
+    helpers::generated::{bpf_get_prandom_u32, bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use gre_common::{DropReason, GreHdr, Path, MAX_PATHS, TUN_CSUM, TUN_IPID_NUMBERED, TUN_KEY, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6};
+use gre_common::{
+    DropReason, GreHdr, Path, MAX_PATHS, TUN_CSUM, TUN_IPID_NUMBERED, TUN_KEY, TUN_NO_PMTUDISC, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -212,12 +214,21 @@ fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16, seq:
     hdr[ip] = 0x45;
     hdr[ip + 1] = f.tos;
     hdr[ip + 2..ip + 4].copy_from_slice(&tot_len.to_be_bytes());
+    let df = f.flags & TUN_NO_PMTUDISC == 0;
     if f.flags & TUN_IPID_NUMBERED != 0 {
         // The peer's number, in a field a DF datagram does not use (RFC
-        // 6864 section 4.1): numbered at no cost in bytes.
+        // 6864 section 4.1): numbered at no cost in bytes. Without DF it
+        // is unique per peer for 65,536 packets, as reassembly needs.
         hdr[ip + 4..ip + 6].copy_from_slice(&(seq as u16).to_be_bytes());
+    } else if !df {
+        // A datagram that may be fragmented needs an ID its fragments are
+        // told apart by (RFC 6864 section 4.2).
+        hdr[ip + 4..ip + 6].copy_from_slice(&(unsafe { bpf_get_prandom_u32() } as u16).to_be_bytes());
     }
-    hdr[ip + 6] = 0x40; // DF: the tunnel MTU already leaves room for our headers.
+    // DF unless the tunnel (`pmtu_discovery = false`) or this packet (too
+    // big for the path, and not to be answered) leaves it to the underlay
+    // to fragment.
+    hdr[ip + 6] = if df { 0x40 } else { 0 };
     hdr[ip + 8] = 64;
     hdr[ip + 9] = IPPROTO_GRE;
     hdr[ip + 12..ip + 16].copy_from_slice(&path.local[12..16]);

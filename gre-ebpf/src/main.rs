@@ -14,14 +14,17 @@ mod counters;
 mod csum;
 mod encap;
 mod fdb;
+mod fit;
 mod flood;
 mod global;
+mod icmp;
 mod lco;
 mod maps;
 mod neigh;
 mod packet;
 mod parse;
 mod path;
+mod pmtu;
 mod reseq;
 mod rx;
 mod seq;
@@ -81,6 +84,9 @@ fn keep_maps(data: usize) {
             let _ = maps::HDR_SCRATCH.get(0);
             let _ = maps::LCO_HDR.get(0);
             let _ = maps::RESEQ_TAP.get(0);
+            let _ = maps::PATH_MTU.get(0);
+            let _ = maps::OUTER_PAIRS.get(gre_common::OuterPair::default());
+            let _ = maps::PMTU_EVENTS.get(0);
             // aya-log's buffer, for `--debug`: the programs that never log
             // would not hold it otherwise.
             let _ = aya_log_ebpf::macro_support::AYA_LOGS.query(0);
@@ -142,13 +148,22 @@ pub fn xgre_neigh_in(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn xgre_rx_tc(ctx: TcContext) -> i32 {
     keep_maps(ctx.data());
-    rx::try_rx_tc(&ctx).unwrap_or_else(|reason| {
+    match global::decode(rx::xgre_rx_tc_body(ctx.skb.skb)) {
+        Ok(v) => match pmtu::learn_requested(v) {
+            Some((at, v4)) => {
+                pmtu::learn_from(&ctx, at, v4);
+                aya_ebpf::bindings::TC_ACT_OK
+            }
+            None => v,
+        },
+        Err(reason) => {
         count_drop(reason);
-        if debug_on() {
-            debug!(&ctx, "xgre_rx_tc: drop reason {}", reason as u32);
+            if debug_on() {
+                debug!(&ctx, "xgre_rx_tc: drop reason {}", reason as u32);
+            }
+            TC_ACT_SHOT
         }
-        TC_ACT_SHOT
-    })
+    }
 }
 
 #[classifier]
@@ -163,13 +178,22 @@ pub fn xgre_rx_handoff(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
     keep_maps(ctx.data());
-    rx::try_rx_xdp(&ctx).unwrap_or_else(|reason| {
-        count_drop(reason);
-        if debug_on() {
-            debug!(&ctx, "xgre_rx_xdp: drop reason {}", reason as u32);
+    match global::decode(rx::xgre_rx_xdp_body(ctx.ctx)) {
+        Ok(v) => match pmtu::learn_requested(v) {
+            Some((at, v4)) => {
+                pmtu::learn_from(&ctx, at, v4);
+                xdp_action::XDP_PASS
+            }
+            None => v as u32,
+        },
+        Err(reason) => {
+            count_drop(reason);
+            if debug_on() {
+                debug!(&ctx, "xgre_rx_xdp: drop reason {}", reason as u32);
+            }
+            xdp_action::XDP_DROP
         }
-        xdp_action::XDP_DROP
-    })
+    }
 }
 
 #[cfg(not(test))]

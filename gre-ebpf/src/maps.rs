@@ -12,7 +12,21 @@ use gre_common::{
     MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS,
 };
 
+use gre_common::pmtu::{OuterPair, PathMtu, PMTU_EVENT_SLOTS};
+
 use crate::structs::{InnerIpHdr, OuterHdr, Scratch};
+
+/// What each path learnt of its path MTU, by `path_slot`.
+#[map(name = "XGRE_PATH_MTU")]
+pub static PATH_MTU: Array<PathMtu> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
+/// Outer address pairs some receive path uses, with how many do: the
+/// fragments of these are reassembled. Written by the loader only.
+#[map(name = "XGRE_PAIRS")]
+pub static OUTER_PAIRS: HashMap<OuterPair, u32> = HashMap::with_max_entries(MAX_PEERS * MAX_PATHS as u32, BPF_F_NO_PREALLOC);
+
+#[map(name = "XGRE_PMTU_EV")]
+pub static PMTU_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PMTU_EVENT_SLOTS as u32, 0);
 
 #[map(name = "XGRE_META")]
 pub static META: Array<Meta> = Array::with_max_entries(1, 0);

@@ -4,7 +4,7 @@
 
 use gre_common::{
     v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK,
-    PROTO_KEEPALIVE, TUN_IPID_SEQ, TUN_RESEQ_ANNOUNCED, TUN_TRUNK,
+    pmtu::PmtuEvent, PROTO_KEEPALIVE, TUN_IPID_SEQ, TUN_RESEQ_ANNOUNCED, TUN_TRUNK,
 };
 use network_types::{
     eth::EthHdr,
@@ -14,8 +14,8 @@ use network_types::{
 
 use crate::{
     announce,
-    consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_GRE, IP_MF},
-    csum,
+    consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IP_MF},
+    csum, pmtu,
     maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
     seq, trunk,
@@ -55,6 +55,18 @@ pub enum Verdict {
     /// back to it): decapsulate and send the inner packet back out of the
     /// link it came in on, as any GRE peer does.
     Reflect(Rx),
+    /// ICMP(v6) for one of our addresses, its IP header at `at`: the
+    /// program learns from it what path MTU it reports (`pmtu.rs`), then
+    /// hands it to the stack untouched.
+    Icmp { at: usize, v4: bool },
+}
+
+/// What an outer IP header turned out to hold.
+enum Seen {
+    /// Nothing of ours.
+    Other,
+    Icmp { at: usize, v4: bool },
+    Gre(Outer),
 }
 
 /// Where the frame's IP header starts and its EtherType, or None when the
@@ -94,13 +106,15 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         Err(_) => return Ok(Verdict::Pass),
     };
     let Some((l2_len, ty)) = l2(pkt, &eth) else { return Ok(Verdict::Pass) };
-    let outer = match ty {
+    let seen = match ty {
         ETH_P_IP => outer_v4(pkt, &eth, l2_len)?,
         ETH_P_IPV6 => outer_v6(pkt, &eth, l2_len)?,
-        _ => None,
+        _ => Seen::Other,
     };
-    let Some(Outer { ip_len, tot_len, src, local, v4, ip_id }) = outer else {
-        return Ok(Verdict::Pass);
+    let Outer { ip_len, tot_len, src, local, v4, ip_id } = match seen {
+        Seen::Gre(o) => o,
+        Seen::Icmp { at, v4 } => return Ok(Verdict::Icmp { at, v4 }),
+        Seen::Other => return Ok(Verdict::Pass),
     };
     let ihl = ip_len;
     // Bytes of priority tag in front of the outer IP header.
@@ -147,15 +161,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     } else {
         None
     };
-    let tun_ifindex = match unsafe { TUNNEL_BY_KEY.get(lookup) } {
-        Some(t) => t,
-        // NVGRE: the low byte is a FlowID; the VSID alone names the tunnel.
-        None if lookup.has_key == 1 => {
-            let vsid = KeyLookup { key: lookup.key & !NVGRE_FLOWID_MASK, has_key: KEY_NVGRE };
-            unsafe { TUNNEL_BY_KEY.get(vsid) }.ok_or(DropReason::KeyMismatch)?
-        }
-        None => return Err(DropReason::KeyMismatch),
-    };
+    let tun_ifindex = tunnel_of(lookup).ok_or(DropReason::KeyMismatch)?;
     let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
     let vid = if tunnel.flags & TUN_TRUNK != 0 { trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)? } else { 0 };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
@@ -211,6 +217,20 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     Ok(Verdict::Decap(rx))
 }
 
+/// The tunnel a GRE key (or its absence) names.
+#[inline(always)]
+pub fn tunnel_of(lookup: KeyLookup) -> Option<u32> {
+    match unsafe { TUNNEL_BY_KEY.get(lookup) } {
+        Some(t) => Some(*t),
+        // NVGRE: the low byte is a FlowID; the VSID alone names the tunnel.
+        None if lookup.has_key == 1 => {
+            let vsid = KeyLookup { key: lookup.key & !NVGRE_FLOWID_MASK, has_key: KEY_NVGRE };
+            unsafe { TUNNEL_BY_KEY.get(vsid) }.copied()
+        }
+        None => None,
+    }
+}
+
 /// A reflected keepalive's inner GRE header starts at `at`; what the peer
 /// announces follows it.
 #[inline(always)]
@@ -247,14 +267,17 @@ fn ours<P: Packet>(pkt: &P, eth: &EthHdr, local: &[u8; 16]) -> bool {
 }
 
 #[inline(always)]
-fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
-    let Ok(ip) = pkt.read::<Ipv4Hdr>(at) else { return Ok(None) };
-    if ip.proto != IPPROTO_GRE || ip.version() != 4 {
-        return Ok(None);
+fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Seen, DropReason> {
+    let Ok(ip) = pkt.read::<Ipv4Hdr>(at) else { return Ok(Seen::Other) };
+    if ip.version() != 4 {
+        return Ok(Seen::Other);
     }
     let local = v4_mapped(ip.dst_addr);
-    if !ours(pkt, eth, &local) {
-        return Ok(None);
+    if ip.proto == IPPROTO_ICMP && ours(pkt, eth, &local) {
+        return Ok(Seen::Icmp { at, v4: true });
+    }
+    if ip.proto != IPPROTO_GRE || !ours(pkt, eth, &local) {
+        return Ok(Seen::Other);
     }
     let ihl = ip.ihl() as usize;
     let tot_len = u16::from_be_bytes(ip.tot_len) as usize;
@@ -272,25 +295,39 @@ fn outer_v4<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
         return Err(DropReason::BadIpChecksum);
     }
     if ip.frag_flags() & IP_MF != 0 || ip.frag_offset() != 0 {
-        // MF set or a non-zero offset: we do not reassemble.
-        return Err(DropReason::Fragment);
+        return fragment(local, v4_mapped(ip.src_addr));
     }
-    Ok(Some(Outer { ip_len: ihl, tot_len, src: v4_mapped(ip.src_addr), local, v4: true, ip_id: ip.id() }))
+    Ok(Seen::Gre(Outer { ip_len: ihl, tot_len, src: v4_mapped(ip.src_addr), local, v4: true, ip_id: ip.id() }))
 }
 
 /// RFC 7676: GRE directly after the IPv6 header (next header 47). GRE
 /// behind extension headers is not taken (passed as not ours).
 #[inline(always)]
-fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>, DropReason> {
-    let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return Ok(None) };
-    if ip.next_hdr != IPPROTO_GRE || ip.version() != 6 {
-        return Ok(None);
+fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Seen, DropReason> {
+    let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return Ok(Seen::Other) };
+    if ip.version() != 6 {
+        return Ok(Seen::Other);
+    }
+    if ip.next_hdr == IPPROTO_ICMPV6 && ours(pkt, eth, &ip.dst_addr) {
+        return Ok(Seen::Icmp { at, v4: false });
+    }
+    if ip.next_hdr == IPPROTO_FRAGMENT {
+        // RFC 8200 section 4.5: the fragment header's first byte is the
+        // next header of the fragmentable part.
+        let next: u8 = pkt.read(at + Ipv6Hdr::LEN).map_err(|_| DropReason::BadOuter)?;
+        if next != IPPROTO_GRE || !ours(pkt, eth, &ip.dst_addr) {
+            return Ok(Seen::Other);
+        }
+        return fragment(ip.dst_addr, ip.src_addr);
+    }
+    if ip.next_hdr != IPPROTO_GRE {
+        return Ok(Seen::Other);
     }
     // Our IPv4 addresses are stored IPv4-mapped, so a mapped destination
     // finds them: without this check an IPv6 frame could reach an IPv4
     // tunnel, around any IPv4 filtering on the way.
     if !ours(pkt, eth, &ip.dst_addr) {
-        return Ok(None);
+        return Ok(Seen::Other);
     }
     // RFC 4291 2.5.5.2: mapped addresses never appear on the wire.
     if is_v4_mapped(&ip.src_addr) || is_v4_mapped(&ip.dst_addr) {
@@ -300,7 +337,19 @@ fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Option<Outer>
     if at + tot_len > pkt.len() {
         return Err(DropReason::BadOuter);
     }
-    Ok(Some(Outer { ip_len: Ipv6Hdr::LEN, tot_len, src: ip.src_addr, local: ip.dst_addr, v4: false, ip_id: 0 }))
+    Ok(Seen::Gre(Outer { ip_len: Ipv6Hdr::LEN, tot_len, src: ip.src_addr, local: ip.dst_addr, v4: false, ip_id: 0 }))
+}
+
+/// An outer fragment of GRE for one of our addresses: the kernel
+/// reassembles those of a pair some path uses (`xgre run` then hands the
+/// whole packet back to us); any other is dropped.
+#[inline(always)]
+fn fragment(local: [u8; 16], remote: [u8; 16]) -> Result<Seen, DropReason> {
+    if pmtu::known_pair(local, remote) {
+        pmtu::count(PmtuEvent::FragmentIn);
+        return Ok(Seen::Other);
+    }
+    Err(DropReason::Fragment)
 }
 
 #[inline(always)]

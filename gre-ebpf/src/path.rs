@@ -10,7 +10,9 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{path_slot, Path, Peer, MAX_PATHS, PATH_UP};
 
-use crate::maps::{PATH_BYTES, PEERS};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
+
+use crate::maps::{PATH_BYTES, PATH_MTU, PEERS};
 
 /// No path is up.
 pub const NO_PATH: u32 = u32::MAX;
@@ -80,4 +82,39 @@ pub fn select(peer: &Peer, bytes: u64) -> Option<(u32, &Path)> {
         atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(counter, bytes);
     }
     Some((best as u32, &peer.paths[best]))
+}
+
+/// The smallest path MTU learnt among the paths `peer_id` stripes over
+/// now, or 0 when none has learnt one (their links' MTU holds). Striped
+/// packets take every path in turn, so the smallest is the one that fits
+/// them all; a stream sized for another would be cut on every round.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_peer_pmtu(peer_id: u32) -> u32 {
+    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return 0 };
+    let n = peer.npaths as usize;
+    let mut now = 0u64;
+    let mut min = 0u32;
+    for j in 0..MAX_PATHS {
+        if j >= n {
+            break;
+        }
+        let p = &peer.paths[j];
+        if p.flags & PATH_UP == 0 || p.weight == 0 {
+            continue;
+        }
+        let Some(e) = PATH_MTU.get(path_slot(peer.id, j as u32)) else { continue };
+        if e.mtu == 0 {
+            continue;
+        }
+        if now == 0 {
+            now = unsafe { bpf_ktime_get_ns() };
+        }
+        if let Some(m) = e.at(now) {
+            if min == 0 || m < min {
+                min = m;
+            }
+        }
+    }
+    min
 }

@@ -13,6 +13,7 @@
 
 use aya_ebpf::{
     bindings::{
+        __sk_buff, xdp_md,
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT,
     },
@@ -25,10 +26,10 @@ use network_types::{eth::EthHdr, vlan::VlanHdr};
 use crate::{
     consts::{ETH_P_8021Q, ETH_P_IPV6},
     counters::{count_rx, keepalive_reflected, keepalive_reply},
-    fdb,
+    fdb, global,
     packet::Packet,
     parse::{classify, Rx, Verdict},
-    reseq, seq,
+    pmtu, reseq, seq,
 };
 
 /// The Ethernet header a reflected keepalive leaves with: back to whoever
@@ -63,9 +64,26 @@ fn inner_eth(rx: &Rx, outer: &EthHdr) -> EthHdr {
     EthHdr { dst_addr: rx.tunnel.mac, src_addr: outer.src_addr, ether_type: rx.inner_proto.to_be() }
 }
 
-pub fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
+/// The XDP receive program's body, as a global function: the program then
+/// holds only a small frame of its own, and the path MTU learner it calls
+/// for ICMP (`pmtu::learn_request`) has the rest of the 512 bytes.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_rx_xdp_body(ctx: *mut xdp_md) -> i64 {
+    global::encode(try_rx_xdp(&XdpContext::new(ctx)).map(|v| v as i32))
+}
+
+/// The TC receive program's body, as a global function (see above).
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_rx_tc_body(skb: *mut __sk_buff) -> i64 {
+    global::encode(try_rx_tc(&TcContext::new(skb)))
+}
+
+fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     let (rx, reflect) = match classify(ctx)? {
         Verdict::Pass => return Ok(xdp_action::XDP_PASS),
+        Verdict::Icmp { at, v4 } => return Ok(pmtu::learn_request(at, v4)),
         Verdict::KeepaliveReply(p) => {
             keepalive_reply(p.peer_id, p.path);
             return Ok(xdp_action::XDP_DROP);
@@ -156,23 +174,34 @@ pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
     if meta + HandoffMeta::LEN > data {
         return Ok(legacy_handoff(ctx, meta, data));
     }
+    Ok(handed_off(ctx)?.unwrap_or(TC_ACT_OK))
+}
+
+/// A frame XDP decapsulated and tagged (`HandoffMeta`): its verdict. None
+/// for any other frame.
+#[inline(always)]
+fn handed_off(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
+    let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
+    if meta + HandoffMeta::LEN > data {
+        return Ok(None);
+    }
     let m = unsafe { (meta as *const HandoffMeta).read_unaligned() };
     if m.magic != HandoffMeta::MAGIC {
-        return Ok(TC_ACT_OK);
+        return Ok(None);
     }
     if m.tunnel_ifindex == 0 {
         // A reflected keepalive: out of the link it came in on.
-        return Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32);
+        return Ok(Some(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32));
     }
     if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
         let s = unsafe { ((meta + HandoffMeta::LEN) as *const HandoffSeq).read_unaligned() };
         if s.magic == HandoffSeq::MAGIC {
             if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq) {
-                return r;
+                return r.map(Some);
             }
         }
     }
-    Ok(to_tunnel(ctx, m.tunnel_ifindex, m.peer_ifindex))
+    Ok(Some(to_tunnel(ctx, m.tunnel_ifindex, m.peer_ifindex)))
 }
 
 /// An older build's XDP program, still attached for the moment a hitless
@@ -197,9 +226,15 @@ fn legacy_handoff(ctx: &TcContext, meta: usize, data: usize) -> i32 {
     r as i32
 }
 
-pub fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
+fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
+    // A packet `xgre run` reassembled and ran through the XDP program
+    // (`BPF_PROG_RUN`), which decapsulated it for this link.
+    if let Some(v) = handed_off(ctx)? {
+        return Ok(v);
+    }
     let rx = match classify(ctx)? {
         Verdict::Pass => return Ok(TC_ACT_OK),
+        Verdict::Icmp { at, v4 } => return Ok(pmtu::learn_request(at, v4) as i32),
         Verdict::KeepaliveReply(p) => {
             keepalive_reply(p.peer_id, p.path);
             return Ok(TC_ACT_SHOT);

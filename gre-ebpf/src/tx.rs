@@ -12,9 +12,9 @@ use aya_ebpf::{
     programs::TcContext,
 };
 use gre_common::{
-    handoff::{TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
+    handoff::{TX_CLEAR_DF, TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
     tx_crosses_pair, v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE,
-    MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_NVGRE, TUN_PER_PACKET, TUN_TRUNK, TUN_UNDERLAY6,
+    MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_NO_PMTUDISC, TUN_NVGRE, TUN_PER_PACKET, TUN_TRUNK, TUN_UNDERLAY6,
 };
 use network_types::{
     eth::EthHdr,
@@ -25,9 +25,9 @@ use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6},
     counters::count_tx,
     encap::{self, Fields},
-    fdb,
+    fdb, fit,
     flood::{self, NO_PEER},
-    global,
+    global, icmp,
     maps::{FLOOD, ROUTES4, ROUTES6, TUNNELS},
     packet::Packet,
     path, trunk,
@@ -66,8 +66,12 @@ impl Target {
 pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
     // Two global functions, one after the other: their stacks never add up.
-    if global::decode(xgre_decide(skb))? == SEND_HERE {
+    let v = global::decode(xgre_decide(skb))?;
+    if v == SEND_HERE {
         return global::decode(xgre_send(skb));
+    }
+    if v >= fit::ANSWER {
+        return global::decode(icmp::xgre_too_big(skb, (v - fit::ANSWER) as u32));
     }
     Ok(TC_ACT_OK)
 }
@@ -76,7 +80,8 @@ pub fn try_tx(ctx: &TcContext) -> Result<i32, DropReason> {
 const SEND_HERE: i32 = 1;
 
 /// Decide where the packet goes and leave that in its control block.
-/// `SEND_HERE` when the tunnel skips the veth crossing.
+/// `SEND_HERE` when the tunnel skips the veth crossing; `fit::ANSWER`
+/// plus an MTU when the packet is too big and is to be answered.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn xgre_decide(skb: *mut __sk_buff) -> i64 {
@@ -98,8 +103,13 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
         MODE_GRETAP => tap_target(ctx, tunnel, &eth, from_peer)?,
         _ => return Err(DropReason::TxUnsupported),
     };
-    let proto_tos = ((proto as u32) << 16) | tos as u32;
+    let mut proto_tos = ((proto as u32) << 16) | tos as u32;
     let d = if !target.flood {
+        match global::decode(fit::xgre_fit(skb, target.peer, tunnel.flags, (tunnel.mode == MODE_GRETAP) as u32))? {
+            fit::FITS => {}
+            fit::CLEAR_DF => proto_tos |= TX_CLEAR_DF,
+            answer => return Ok(answer),
+        }
         let path = match path::xgre_select_path(target.peer, ifindex, ctx.len() as u64) {
             path::PEER_GONE => return Err(DropReason::NoRoute),
             path::NO_PATH => return Err(DropReason::NoPath),
@@ -202,7 +212,9 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
         key = (key & !NVGRE_FLOWID_MASK) | (hash & NVGRE_FLOWID_MASK);
     }
     // The outer IPv6 flow label, for the same reason (RFC 6438).
-    let fields = Fields { flags: tunnel.flags, key, tos: d.tos(), proto: d.proto(), flow: hash };
+    // Too big for its path and not to be answered: DF clear, this once.
+    let flags = if d.clear_df() { tunnel.flags | TUN_NO_PMTUDISC } else { tunnel.flags };
+    let fields = Fields { flags, key, tos: d.tos(), proto: d.proto(), flow: hash };
     let tap = tunnel.mode == MODE_GRETAP;
     // Counters count inner bytes: the IP packet, or the whole frame (gretap).
     let inner_len = if tap { ctx.len() as u64 } else { ctx.len() as u64 - EthHdr::LEN as u64 };

@@ -152,6 +152,9 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     if t.arp_suppress {
         flags |= TUN_ARP_SUPPRESS;
     }
+    if !t.pmtu_discovery {
+        flags |= TUN_NO_PMTUDISC;
+    }
     Tunnel {
         mode: match t.mode {
             Mode::Gre => MODE_GRE,
@@ -163,6 +166,7 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
             None => t.key.unwrap_or(0),
         },
         fdb_age: t.fdb_age,
+        pmtu_age: t.pmtu_age,
         mtu_cfg: t.mtu.unwrap_or(0),
         stripe_burst: t.stripe_burst.unwrap_or(0),
         tcp_reordering: t.tcp_reordering.map_or(0, |n| n as u16 + 1),
@@ -191,6 +195,8 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         neighbors: vec![],
         vsid: nvgre.then_some(t.key >> 8),
         fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
+        pmtu_discovery: t.flags & TUN_NO_PMTUDISC == 0,
+        pmtu_age: if t.pmtu_age == 0 { gre_common::pmtu::DEFAULT_PMTU_AGE } else { t.pmtu_age },
         sequence: t.flags & TUN_SEQ != 0,
         ip_id_sequence: t.flags & TUN_IPID_SEQ != 0,
         checksum: t.flags & TUN_CSUM != 0,

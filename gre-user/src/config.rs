@@ -192,6 +192,18 @@ pub struct TunnelConfig {
     /// from it.
     #[serde(default = "default_fdb_age", skip_serializing_if = "is_default_fdb_age")]
     pub fdb_age: u32,
+    /// Path MTU discovery, as Linux's ip_gre does it by default: the outer
+    /// header leaves with DF set; ICMP "fragmentation needed" and "Packet
+    /// Too Big" about our packets lower a path's MTU; and an inner packet
+    /// too big for it is answered with the same error. `false` is ip's
+    /// `nopmtudisc`: DF clear, the underlay fragments, the peer reassembles
+    /// (IPv4 links only: IPv6 routers never fragment).
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub pmtu_discovery: bool,
+    /// Seconds a path MTU learnt from an ICMP error holds before the link's
+    /// MTU is tried again (Linux's `net.ipv4.route.mtu_expires`).
+    #[serde(default = "default_pmtu_age", skip_serializing_if = "is_default_pmtu_age")]
+    pub pmtu_age: u32,
     /// NVGRE (RFC 7637, `gretap` only): the 24-bit Virtual Subnet ID. The
     /// key on the wire is the VSID and an 8-bit FlowID from the inner flow
     /// hash. Instead of `key`.
@@ -246,6 +258,14 @@ fn default_fdb_age() -> u32 {
 
 fn is_default_fdb_age(a: &u32) -> bool {
     *a == gre_common::DEFAULT_FDB_AGE
+}
+
+fn default_pmtu_age() -> u32 {
+    gre_common::pmtu::DEFAULT_PMTU_AGE
+}
+
+fn is_default_pmtu_age(a: &u32) -> bool {
+    *a == gre_common::pmtu::DEFAULT_PMTU_AGE
 }
 
 fn default_keepalive() -> u32 {
@@ -488,6 +508,8 @@ impl Config {
                 keepalive_misses: default_keepalive_misses(),
                 device_counters: true,
                 fdb_age: default_fdb_age(),
+                pmtu_discovery: true,
+                pmtu_age: default_pmtu_age(),
                 vsid: None,
                 arp_suppress: false,
                 native_key: None,
@@ -787,6 +809,15 @@ impl Config {
         self.validate_neighbors().map_err(|(f, r)| err(f, r))?;
         if !(1..=86_400).contains(&t.fdb_age) {
             return Err(err("tunnel.fdb_age".into(), format!("{} s is outside 1..=86400", t.fdb_age)));
+        }
+        if !(1..=86_400).contains(&t.pmtu_age) {
+            return Err(err("tunnel.pmtu_age".into(), format!("{} s is outside 1..=86400", t.pmtu_age)));
+        }
+        if !t.pmtu_discovery && self.underlay6() {
+            return Err(err(
+                "tunnel.pmtu_discovery".into(),
+                "IPv6 links cannot leave fragmenting to the underlay (IPv6 routers never fragment; ip6gre has no nopmtudisc either)".into(),
+            ));
         }
         if t.mode == Mode::Gretap && self.peers.len() > gre_common::MAX_FLOOD {
             return Err(err(

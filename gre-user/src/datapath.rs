@@ -294,6 +294,9 @@ typed_maps! {
     reorder: PerCpuArray<ReorderStats> = MAP_REORDER;
     reseq_tap: HashMap<u32, u32> = MAP_RESEQ_TAP;
     drops: PerCpuArray<u64> = MAP_DROPS;
+    path_mtu: Array<PathMtu> = MAP_PATH_MTU;
+    outer_pairs: HashMap<OuterPair, u32> = MAP_OUTER_PAIRS;
+    pmtu_events: PerCpuArray<u64> = MAP_PMTU_EVENTS;
 }
 
 /// Remove every entry of `map` that `pred` picks; returns how many went.

@@ -31,6 +31,21 @@ struct PathUpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathMtuLabels {
+    tunnel: String,
+    peer: String,
+    path: String,
+    link: String,
+    /// "link", or "icmp" when learnt from an ICMP error.
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerLabels {
     tunnel: String,
     peer: String,
@@ -122,6 +137,12 @@ pub fn render(s: &Status) -> String {
         "arp_suppress: addresses known, by where (remote: behind a peer, local, static).",
     );
     let drops = counters::<ReasonLabels>(&mut r, "xgre_drops", "Packets dropped by the datapath, by reason.");
+    let pmtu = gauges::<PathMtuLabels>(&mut r, "xgre_path_mtu_bytes", "The path's MTU in force: learnt from an ICMP error, or its link's.");
+    let pmtu_events = counters::<EventLabels>(
+        &mut r,
+        "xgre_pmtu_events",
+        "Path MTU discovery and outer fragments: ICMP errors learnt from or ignored, errors sent, DF cleared, fragments reassembled.",
+    );
     let info = gauges::<PeerOriginLabels>(&mut r, "xgre_peer_info", "1 per peer; `origin` is file (config, map-edit) or mesh (etcd).");
     let mesh_up = gauges::<TunnelLabels>(
         &mut r,
@@ -155,6 +176,9 @@ pub fn render(s: &Status) -> String {
                 };
                 up.get_or_create(&ul).set(path.up as i64);
                 healthy.get_or_create(&ul).set(path.healthy as i64);
+                let source = path.pmtu.source.name().to_string();
+                let ml = PathMtuLabels { tunnel: l.tunnel.clone(), peer: l.peer.clone(), path: l.path.clone(), link: l.link.clone(), source };
+                pmtu.get_or_create(&ml).set(path.pmtu.mtu as i64);
                 for (f, get) in &path_families {
                     f.get_or_create(&l).inc_by(get(&path.counters));
                 }
@@ -188,6 +212,9 @@ pub fn render(s: &Status) -> String {
     }
     for (reason, v) in &s.drops {
         drops.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc_by(*v);
+    }
+    for (event, v) in &s.pmtu_events {
+        pmtu_events.get_or_create(&EventLabels { event: event.to_string() }).inc_by(*v);
     }
     let mut o = String::new();
     prometheus_client::encoding::text::encode(&mut o, &r).expect("writing to a String cannot fail");

@@ -25,7 +25,11 @@ pub mod mesh_entry;
 pub mod mesh_status;
 #[cfg(feature = "runtime")]
 pub mod netlink;
+#[cfg(feature = "runtime")]
+pub mod pairs;
 pub mod rate;
+#[cfg(feature = "runtime")]
+pub mod reassemble;
 #[cfg(feature = "runtime")]
 pub mod reseq_window;
 #[cfg(feature = "runtime")]

@@ -20,6 +20,7 @@ use crate::{
     keepalive,
     mesh::{Event, Mesh},
     netlink::{Link, Netlink},
+    reassemble::Reassembler,
     resequence::Resequencer,
     tunnel::{self, UpOutcome},
 };
@@ -107,7 +108,9 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         },
         None => None,
     };
+    let reasm = start_reassembler(&t.name)?;
     let result = watch(&t, mesh.as_mut()).await;
+    println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
@@ -141,6 +144,20 @@ async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result
     let whose = if announced { "the packets of peers that announce numbers" } else { "numbered packets" };
     println!("{}: resequencing {whose} through {} (hold {ms} ms)", t.name, r.tap());
     Ok(r)
+}
+
+/// Deliver the tunnel's packets that arrive in outer fragments, which the
+/// kernel reassembles.
+fn start_reassembler(name: &str) -> Result<Reassembler> {
+    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+    let tidx = dp
+        .tunnels()?
+        .iter()
+        .filter_map(Result::ok)
+        .find(|(_, e)| cstr(&e.name) == name)
+        .map(|(k, _)| k)
+        .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
+    Reassembler::start(&dp, tidx)
 }
 
 /// The next mesh event, or never without a mesh.

@@ -21,6 +21,7 @@ use gre_common::{
 use ipnet::IpNet;
 
 use crate::{
+    pairs,
     codec::{
         addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, neigh_entries, tunnel_config,
         tunnel_value, vlan_entries,
@@ -194,7 +195,9 @@ fn reset_peer_state(dp: &Datapath, id: u32) -> Result<()> {
     let mut stats = dp.path_stats()?;
     let mut seen = dp.path_seen()?;
     let mut bytes = dp.path_bytes()?;
+    let mut mtu = dp.path_mtu()?;
     for j in 0..MAX_PATHS as u32 {
+        mtu.set(path_slot(id, j), gre_common::PathMtu::default(), 0)?;
         stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
         seen.set(path_slot(id, j), 0, 0)?;
         bytes.set(path_slot(id, j), 0, 0)?;
@@ -234,7 +237,7 @@ fn write_peer(
         let lc = cfg.link(&path.link).expect("validated");
         let key = RxKey { tunnel_ifindex: tun, remote: addr16(path.remote), local: addr16(lc.address) };
         keys.insert(key_bytes(&key));
-        rx.insert(key, RxPath { peer_id: id, path: j as u32 }, 0)?;
+        pairs::add_rx_path(dp, &mut rx, key, RxPath { peer_id: id, path: j as u32 })?;
     }
     let mut peer = build_peer(id, tun, cfg, pc, links, macs);
     // What `xgre run` found of each path stays: a path it judged unwell is
@@ -296,7 +299,7 @@ fn write_peer(
             let Some(lc) = old_link_addr(old_cfg, path) else { continue };
             let key = RxKey { tunnel_ifindex: tun, remote: addr16(path.remote), local: addr16(lc) };
             if !keys.contains(&key_bytes(&key)) {
-                let _ = rx.remove(&key);
+                pairs::remove_rx_path(dp, &mut rx, &key)?;
             }
         }
     }
@@ -320,7 +323,7 @@ fn remove_peer(dp: &Datapath, cfg: &Config, pc: &PeerConfig, id: u32, tun: u32) 
     let mut rx = dp.rx_paths()?;
     for path in &pc.paths {
         if let Some(a) = old_link_addr(cfg, path) {
-            let _ = rx.remove(&RxKey { tunnel_ifindex: tun, remote: addr16(path.remote), local: addr16(a) });
+            pairs::remove_rx_path(dp, &mut rx, &RxKey { tunnel_ifindex: tun, remote: addr16(path.remote), local: addr16(a) })?;
         }
     }
     Ok(())

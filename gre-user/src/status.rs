@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
+    path_slot, DropReason, PathMtu, PmtuEvent, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
     VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UNHEALTHY,
     PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_NUMBERED, VLAN_TO_KEY,
 };
@@ -38,7 +38,64 @@ pub struct PathStatus {
     /// Whether `xgre run` finds the path well (its link up, keepalives
     /// coming back): a backup not in use is idle when healthy, dead when not.
     pub healthy: bool,
+    /// The path MTU in force: learnt from an ICMP error, or the link's.
+    pub pmtu: Pmtu,
     pub counters: Counters,
+}
+
+/// A path's MTU and where it came from.
+#[derive(Debug, Serialize)]
+pub struct Pmtu {
+    /// Outer bytes the path carries.
+    pub mtu: u32,
+    pub source: PmtuSource,
+    /// Who sent the ICMP error (source "icmp").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<IpAddr>,
+    /// Seconds until it expires and the link's MTU is tried again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_in_s: Option<u64>,
+}
+
+/// Where a path MTU came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PmtuSource {
+    /// No ICMP error in force: the link's MTU.
+    Link,
+    /// Learnt from an ICMP "fragmentation needed" / "Packet Too Big".
+    Icmp,
+}
+
+impl PmtuSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            PmtuSource::Link => "link",
+            PmtuSource::Icmp => "icmp",
+        }
+    }
+}
+
+impl Pmtu {
+    fn of(link_mtu: u32, e: &PathMtu, now: u64) -> Pmtu {
+        match e.at(now) {
+            Some(m) => Pmtu {
+                mtu: m.min(link_mtu.max(1)),
+                source: PmtuSource::Icmp,
+                from: Some(ip16(e.from)),
+                expires_in_s: Some((e.expires_ns - now) / 1_000_000_000),
+            },
+            None => Pmtu { mtu: link_mtu, source: PmtuSource::Link, from: None, expires_in_s: None },
+        }
+    }
+
+    /// "pmtu 1400 (icmp from 198.18.2.1, 9m58s left)" or "pmtu 1500".
+    pub fn describe(&self) -> String {
+        match (self.from, self.expires_in_s) {
+            (Some(f), Some(s)) => format!("pmtu {} (icmp from {f}, {}m{:02}s left)", self.mtu, s / 60, s % 60),
+            _ => format!("pmtu {}", self.mtu),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -165,6 +222,9 @@ pub struct Status {
     /// Drops by reason, for the whole namespace: a malformed packet is
     /// dropped before it can be told which tunnel it meant.
     pub drops: BTreeMap<&'static str, u64>,
+    /// Path MTU discovery and fragment events (`PmtuEvent`), for the whole
+    /// namespace.
+    pub pmtu_events: BTreeMap<&'static str, u64>,
     /// Kernel memory of the namespace's maps.
     pub map_memory_bytes: u64,
     /// The datapath's programs in the kernel, and what verifying each cost.
@@ -189,7 +249,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         if let Some(n) = name {
             bail!("tunnel {n} is not up (no xgre datapath in this network namespace)");
         }
-        return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), map_memory_bytes: 0, programs: vec![] });
+        return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), pmtu_events: BTreeMap::new(), map_memory_bytes: 0, programs: vec![] });
     };
     let nl = Netlink::new()?;
     let tunnels: Vec<(u32, Tunnel)> = dp.tunnels()?.iter().filter_map(Result::ok).collect();
@@ -197,6 +257,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let users: Vec<(LinkUseKey, LinkUse)> = dp.link_users()?.iter().filter_map(Result::ok).collect();
     let routes = crate::state::all_routes(&dp)?;
     let stats = dp.path_stats()?;
+    let path_mtu = dp.path_mtu()?;
     let reorder_map = dp.reorder()?;
     let announced_map = dp.announced()?;
     let fdb: Vec<(FdbKey, FdbEntry)> = dp.fdb()?.iter().filter_map(Result::ok).collect();
@@ -236,10 +297,13 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     }
                 }
                 pcount += c;
+                let l = nl.link_by_index(path.ifindex).await?;
                 let link = match link_names.get(&path.ifindex) {
                     Some(n) => n.clone(),
-                    None => nl.link_by_index(path.ifindex).await?.map(|l| l.name).unwrap_or_else(|| format!("#{} (gone)", path.ifindex)),
+                    None => l.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{} (gone)", path.ifindex)),
                 };
+                let learnt = path_mtu.get(&path_slot(p.id, j as u32), 0).unwrap_or_default();
+                let pmtu = Pmtu::of(l.map_or(0, |l| l.mtu), &learnt, now);
                 paths.push(PathStatus {
                     link,
                     local: ip16(path.local),
@@ -250,6 +314,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     up: path.flags & PATH_UP != 0,
                     standby: path.flags & PATH_STANDBY != 0,
                     healthy: path.flags & PATH_UNHEALTHY == 0,
+                    pmtu,
                     counters: c,
                 });
             }
@@ -380,7 +445,10 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         drops.insert(r.name(), v);
     }
     let programs = dp.programs().into_iter().map(|(name, id, verified_insns)| ProgramStatus { name, id, verified_insns }).collect();
-    Ok(Status { tunnels: out, drops, map_memory_bytes: dp.map_memory(), programs })
+    let events_map = dp.pmtu_events()?;
+    let pmtu_events =
+        PmtuEvent::all().map(|e| (e.name(), events_map.get(&(e as u32), 0).map(|v| v.iter().sum()).unwrap_or(0))).collect();
+    Ok(Status { tunnels: out, drops, pmtu_events, map_memory_bytes: dp.map_memory(), programs })
 }
 
 /// One line on the mesh connection: readable at a glance, the problem
@@ -540,7 +608,7 @@ pub fn render(s: &Status) -> String {
             for (j, path) in p.paths.iter().enumerate() {
                 let _ = writeln!(
                     o,
-                    "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}",
+                    "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}  {}",
                     path.link,
                     path.local,
                     path.remote,
@@ -559,7 +627,8 @@ pub fn render(s: &Status) -> String {
                     human_bytes(path.counters.tx_bytes),
                     path.counters.rx_packets,
                     human_bytes(path.counters.rx_bytes),
-                    path.counters.keepalive_replies
+                    path.counters.keepalive_replies,
+                    path.pmtu.describe()
                 );
             }
         }
@@ -567,6 +636,10 @@ pub fn render(s: &Status) -> String {
     let nonzero: Vec<String> = s.drops.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     if !s.tunnels.is_empty() {
         let _ = writeln!(o, "drops   {}", if nonzero.is_empty() { "none".into() } else { nonzero.join(", ") });
+        let events: Vec<String> = s.pmtu_events.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
+        if !events.is_empty() {
+            let _ = writeln!(o, "pmtu    {}", events.join(", "));
+        }
         let _ = writeln!(o, "maps    {} of kernel memory", human_bytes(s.map_memory_bytes));
         if let Some(p) = s.programs.iter().max_by_key(|p| p.verified_insns) {
             let _ = writeln!(

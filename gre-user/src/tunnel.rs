@@ -259,7 +259,11 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
             state::set_route(dp, tidx, &r, None)?;
         }
     }
-    remove_where(&mut dp.rx_paths()?, |k, _| k.tunnel_ifindex == tidx)?;
+    let mut rx = dp.rx_paths()?;
+    let doomed: Vec<gre_common::RxKey> = rx.keys().collect::<Result<Vec<_>, _>>()?.into_iter().filter(|k| k.tunnel_ifindex == tidx).collect();
+    for k in &doomed {
+        crate::pairs::remove_rx_path(dp, &mut rx, k)?;
+    }
     remove_where(&mut dp.tunnel_by_key()?, |_, t| *t == tidx)?;
     remove_where(&mut dp.vlans()?, |k, _| k.tunnel_ifindex == tidx)?;
     remove_where(&mut dp.neigh()?, |k, _| k.tunnel_ifindex == tidx)?;

@@ -1,0 +1,116 @@
+//! Whether a unicast packet fits the path MTU of the peer it goes to, and
+//! what happens when it does not, as with Linux's ip_gre:
+//! - an IPv4 packet with DF, and an IPv6 packet, is answered with an ICMP
+//!   error that gives the MTU the tunnel carries over the path (`icmp.rs`);
+//! - anything else (IPv4 without DF, a frame an error cannot answer)
+//!   leaves with DF clear for the underlay to fragment, where the underlay
+//!   is IPv4; an IPv6 underlay does not fragment, and it is dropped.
+//!
+//! A GSO packet is left alone, as ip_gre leaves it: the device segments
+//! before `xgre_tx` sees packets (its TSO is off).
+
+use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
+use gre_common::{
+    pmtu::{PmtuEvent, MIN_PMTU_V4},
+    DropReason, GreHdr, TUN_CSUM, TUN_KEY, TUN_NO_PMTUDISC, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+};
+use network_types::{
+    eth::EthHdr,
+    icmp::Icmpv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
+};
+
+use crate::{
+    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP},
+    global,
+    packet::Packet,
+    path, pmtu,
+};
+
+/// It fits (or is not ours to judge).
+pub const FITS: i32 = 0;
+/// Send it with DF clear.
+pub const CLEAR_DF: i32 = 1;
+/// Answer it with an ICMP error carrying MTU `v - ANSWER`.
+pub const ANSWER: i32 = 1 << 16;
+
+/// IPv6's minimum MTU (RFC 8200 section 5): a smaller one is never
+/// reported to an IPv6 sender.
+const IPV6_MIN_MTU: u32 = 1280;
+/// IPv4 flag Don't Fragment, of the 3 flag bits.
+const IP_DF: u8 = 2;
+
+/// What to do with the packet at `skb` for `peer_id` of a tunnel with
+/// `flags`; `tap`: a gretap frame, whose Ethernet header travels too.
+/// A global function: `FITS`, `CLEAR_DF`, `ANSWER + mtu`, or a negative
+/// drop reason.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_fit(skb: *mut __sk_buff, peer_id: u32, flags: u32, tap: u32) -> i64 {
+    let ctx = TcContext::new(skb);
+    global::encode(fit(&ctx, peer_id, flags, tap != 0))
+}
+
+#[inline(always)]
+fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, DropReason> {
+    if flags & TUN_NO_PMTUDISC != 0 || unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+        return Ok(FITS);
+    }
+    let v6 = flags & TUN_UNDERLAY6 != 0;
+    let overhead = if v6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN }
+        + GreHdr::len_for(flags & TUN_CSUM != 0, flags & (TUN_KEY | TUN_NVGRE) != 0, flags & TUN_SEQ != 0)
+        + if tap { EthHdr::LEN } else { 0 };
+    let l3 = Packet::len(ctx).saturating_sub(EthHdr::LEN);
+    let outer = (l3 + overhead) as u32;
+    // No path MTU is ever below the IPv4 minimum: most packets stop here.
+    if outer <= MIN_PMTU_V4 {
+        return Ok(FITS);
+    }
+    let pmtu = path::xgre_peer_pmtu(peer_id);
+    if pmtu == 0 || outer <= pmtu {
+        return Ok(FITS);
+    }
+    let mtu = pmtu.saturating_sub(overhead as u32);
+    let eth: EthHdr = ctx.read(0)?;
+    // A trunk's tagged frame: no error can be addressed through its tag.
+    let tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    let answer = match u16::from_be(eth.ether_type) {
+        _ if tagged => false,
+        ETH_P_IP => {
+            let ip: Ipv4Hdr = ctx.read(EthHdr::LEN)?;
+            if ip.frag_flags() & IP_DF == 0 {
+                false
+            } else if answerable_v4(ctx, &ip)? {
+                true
+            } else {
+                // DF, but no error may be sent about it: dropped, as Linux drops it.
+                return Err(DropReason::TooBig);
+            }
+        }
+        ETH_P_IPV6 => mtu >= IPV6_MIN_MTU,
+        _ => false,
+    };
+    if answer {
+        return Ok(ANSWER + mtu as i32);
+    }
+    if v6 {
+        return Err(DropReason::TooBig);
+    }
+    pmtu::count(PmtuEvent::DfCleared);
+    Ok(CLEAR_DF)
+}
+
+/// RFC 1122 section 3.2.2: no ICMP error about an ICMP error, a non-first
+/// fragment, or a packet from no one in particular.
+#[inline(always)]
+fn answerable_v4(ctx: &TcContext, ip: &Ipv4Hdr) -> Result<bool, DropReason> {
+    let s = ip.src_addr;
+    if s == [0; 4] || s[0] & 0xf0 >= 0xe0 || ip.frag_offset() != 0 {
+        return Ok(false);
+    }
+    if ip.proto == IPPROTO_ICMP {
+        let icmp: Icmpv4Hdr = ctx.read(EthHdr::LEN + ip.ihl() as usize)?;
+        return Ok(!matches!(icmp.type_, 3 | 4 | 5 | 11 | 12));
+    }
+    Ok(true)
+}

@@ -6,8 +6,11 @@
 //!   leaves with DF clear for the underlay to fragment, where the underlay
 //!   is IPv4; an IPv6 underlay does not fragment, and it is dropped.
 //!
-//! A GSO packet is left alone, as ip_gre leaves it: the device segments
-//! before `xgre_tx` sees packets (its TSO is off).
+//! A GSO packet is judged by the wire packets it stands for: one segment's
+//! headers and payload. ip_gre lowers such a packet's route MTU instead
+//! (`skb_dst_update_pmtu`), which the sender's TCP reads before its next
+//! segment; no BPF helper can, so xgre answers it like any other, and the
+//! sender's TCP takes the error as about its segment.
 
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
 use gre_common::{
@@ -21,7 +24,7 @@ use network_types::{
 };
 
 use crate::{
-    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP},
+    consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     global,
     packet::Packet,
     path, pmtu,
@@ -53,14 +56,15 @@ pub extern "C" fn xgre_fit(skb: *mut __sk_buff, peer_id: u32, flags: u32, tap: u
 
 #[inline(always)]
 fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, DropReason> {
-    if flags & TUN_NO_PMTUDISC != 0 || unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+    if flags & TUN_NO_PMTUDISC != 0 {
         return Ok(FITS);
     }
     let v6 = flags & TUN_UNDERLAY6 != 0;
     let overhead = if v6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN }
         + GreHdr::len_for(flags & TUN_CSUM != 0, flags & (TUN_KEY | TUN_NVGRE) != 0, flags & TUN_SEQ != 0)
         + if tap { EthHdr::LEN } else { 0 };
-    let l3 = Packet::len(ctx).saturating_sub(EthHdr::LEN);
+    let eth: EthHdr = ctx.read(0)?;
+    let l3 = wire_l3(ctx, u16::from_be(eth.ether_type));
     let outer = (l3 + overhead) as u32;
     // No path MTU is ever below the IPv4 minimum: most packets stop here.
     if outer <= MIN_PMTU_V4 {
@@ -71,7 +75,6 @@ fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, Drop
         return Ok(FITS);
     }
     let mtu = pmtu.saturating_sub(overhead as u32);
-    let eth: EthHdr = ctx.read(0)?;
     // A trunk's tagged frame: no error can be addressed through its tag.
     let tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
     let answer = match u16::from_be(eth.ether_type) {
@@ -98,6 +101,38 @@ fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, Drop
     }
     pmtu::count(PmtuEvent::DfCleared);
     Ok(CLEAR_DF)
+}
+
+/// Bytes of IP packet (after the frame's Ethernet header) each wire packet
+/// carries: the packet, or for a GSO packet of TCP or UDP one segment.
+#[inline(always)]
+fn wire_l3(ctx: &TcContext, ether_type: u16) -> usize {
+    let len = Packet::len(ctx).saturating_sub(EthHdr::LEN);
+    let skb = ctx.skb.skb;
+    if unsafe { (*skb).gso_segs } <= 1 {
+        return len;
+    }
+    let (ip_len, proto) = match ether_type {
+        ETH_P_IP => match ctx.read::<Ipv4Hdr>(EthHdr::LEN) {
+            Ok(ip) => (ip.ihl() as usize, ip.proto),
+            Err(_) => return len,
+        },
+        ETH_P_IPV6 => match ctx.read::<Ipv6Hdr>(EthHdr::LEN) {
+            Ok(ip) => (Ipv6Hdr::LEN, ip.next_hdr),
+            Err(_) => return len,
+        },
+        _ => return len,
+    };
+    let l4 = match proto {
+        IPPROTO_TCP => match ctx.read::<u8>(EthHdr::LEN + ip_len + 12) {
+            // The data offset, in 32-bit words.
+            Ok(b) => (b >> 4) as usize * 4,
+            Err(_) => return len,
+        },
+        IPPROTO_UDP => 8,
+        _ => return len,
+    };
+    (ip_len + l4 + unsafe { (*skb).gso_size } as usize).min(len)
 }
 
 /// RFC 1122 section 3.2.2: no ICMP error about an ICMP error, a non-first

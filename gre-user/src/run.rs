@@ -72,7 +72,11 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // One `run` per tunnel: a second would fight the first over the path
     // table, and take the tunnel down under it when stopped.
     let _claim = crate::sys::RunLock::take(&cfg.tunnel.name)?;
-    match tunnel::up(&cfg, file, false).await? {
+    let outcome = tunnel::up(&cfg, file, false).await?;
+    // Taking fragments before saying so: whoever waits for the line below
+    // may send them at once.
+    let reasm = start_reassembler(&cfg.tunnel.name)?;
+    match outcome {
         UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
         UpOutcome::Created { ifindex, mtu, .. } => println!("{}: up (ifindex {ifindex}, mtu {mtu}); watching its paths", cfg.tunnel.name),
     }
@@ -108,7 +112,6 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         },
         None => None,
     };
-    let reasm = start_reassembler(&t.name)?;
     let result = watch(&t, mesh.as_mut()).await;
     println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {

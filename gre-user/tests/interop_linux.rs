@@ -3,8 +3,8 @@
 //! and without a key, with checksums (Linux verifies them and drops bad
 //! ones) and sequence numbers (Linux drops out-of-order and repeated
 //! ones); ping, DF ping at the tunnel MTU, tshark on both sides' frames,
-//! TCP hashed both ways, keepalives. Host a runs xgre on tap `qt0`, the
-//! guest's NIC.
+//! TCP hashed both ways, keepalives, and `nopmtudisc` fragments that xgre
+//! reassembles. Host a runs xgre on tap `qt0`, the guest's NIC.
 
 mod common;
 
@@ -154,12 +154,43 @@ fn transfers(a: &Host, vm: &mut LinuxVm, c: Case) {
 #[test]
 fn gre_and_gretap_interoperate_with_linux_ip_gre() {
     let _s = serial();
-    let (t, mut vm) = topo("lx", false);
+    let (mut t, mut vm) = topo("lx", false);
     for tap in [false, true] {
         for (key, csum, seq) in [(None, false, false), (Some(42), false, false), (Some(42), true, true)] {
             exercise(&t, &mut vm, Case { tap, key, csum, seq });
         }
     }
+    nopmtudisc_fragments_are_reassembled(&mut t, &mut vm);
+}
+
+/// Linux's ip_gre with `nopmtudisc` behind a 1400-byte link and a tunnel
+/// MTU that does not fit it: the guest sends its outer packets in
+/// fragments, and xgre (under `xgre run`) reassembles them. `ignore-df`
+/// too: without it Linux copies an inner DF to the outer header (TCP's,
+/// and ping's), and what does not fit is refused rather than fragmented.
+/// xgre's own MTU fits the link, so what it sends back is whole.
+fn nopmtudisc_fragments_are_reassembled(t: &mut Topo, vm: &mut LinuxVm) {
+    let c = Case { tap: false, key: Some(42), csum: false, seq: false };
+    let _ = t.hosts[0].xgre(Enter::Nsenter, "down gre0");
+    let cfg = t.write("frag.toml", &p2p_config('a', "key = 42\nmtu = 1372\n", "tc").replace("\"va\"", "\"qt0\""));
+    t.start_run(0, &cfg);
+    vm.sh_status("ip link del g1", Duration::from_secs(10));
+    vm.sh(
+        "ip link set eth0 mtu 1400 && ip link add g1 type gre local 198.18.0.20 remote 198.18.0.10 key 42 nopmtudisc ignore-df && \
+         ip link set g1 mtu 1476 up && ip addr add 198.19.100.2/32 dev g1 && ip route add 198.19.100.1/32 dev g1",
+    );
+    let a = &t.hosts[0];
+    let (rc, ping) = vm.sh_status("ping -c 3 -W 3 -s 1440 198.19.100.1", Duration::from_secs(30));
+    if !(rc == 0 && ping.contains(" 0% packet loss")) {
+        let g = vm.sh("ip -s link show g1; ip -s link show eth0; grep -E 'Ip:|Icmp:' /proc/net/snmp");
+        let h = a.run("nstat -az");
+        panic!("1468 bytes in fragments from Linux: {ping}\n{}\nGUEST {g}\nHOST {h}", a.xgre_ok(Enter::Nsenter, "status"));
+    }
+    transfers(a, vm, c);
+    let s = status(a);
+    assert!(s["pmtu_events"]["fragment_in"].as_u64().unwrap() >= 6, "{}", s["pmtu_events"]);
+    assert!(drops(&s).is_empty(), "xgre dropped {:?}", drops(&s));
+    vm.sh("ip link set eth0 mtu 1500");
 }
 
 #[test]

@@ -1,8 +1,11 @@
 //! Scenarios with real software over xgre tunnels, each in namespaces made
 //! and torn down by the test: a three-host gretap mesh carrying two
-//! tenants, keepalived (VRRP) over gretap, and FRR (OSPF + PIM) over gre.
+//! tenants, keepalived (VRRP) over gretap, FRR (OSPF + PIM) over gre, and
+//! path MTU discovery over a routed underlay (`pmtu`).
 
 mod common;
+#[path = "scenarios/pmtu.rs"]
+mod pmtu;
 
 use std::time::{Duration, Instant};
 

@@ -1508,6 +1508,16 @@ weight = 1
         let v6 = |s: &str| s.replace("198.18.0.10\"", "2001:db8::10\"").replace("198.18.0.20\"", "2001:db8::20\"");
         Config::parse(&v6(GOOD), "t.toml").expect("GOOD over IPv6");
         expect(bad(|s| v6(s).replace("sequence = false", "ip_id_sequence = true")), "tunnel.ip_id_sequence", "IPv6 links");
+        expect(
+            bad(|s| v6(s).replace("key = 42", "key = 42\npmtu_discovery = false")),
+            "tunnel.pmtu_discovery",
+            "IPv6 routers never fragment",
+        );
+        expect(bad(|s| s.replace("key = 42", "key = 42\npmtu_age = 0")), "tunnel.pmtu_age", "1..=86400");
+        let nopmtud =
+            Config::parse(&GOOD.replace("key = 42", "key = 42\npmtu_discovery = false\npmtu_age = 60"), "t.toml").expect("nopmtudisc");
+        assert_eq!((nopmtud.tunnel.pmtu_discovery, nopmtud.tunnel.pmtu_age), (false, 60));
+        assert!(Config::parse(GOOD, "t.toml").unwrap().tunnel.pmtu_discovery, "discovery is on by default, as with ip_gre");
         let by_id = Config::parse(&GOOD.replace("sequence = false", "ip_id_sequence = true"), "t.toml").expect("ip_id_sequence");
         assert!(by_id.segments_per_packet(), "one number per wire packet");
         assert_eq!(by_id.overhead(), 28, "no bytes for the number: the same as without it");

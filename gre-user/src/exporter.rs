@@ -177,7 +177,8 @@ pub fn render(s: &Status) -> String {
                 up.get_or_create(&ul).set(path.up as i64);
                 healthy.get_or_create(&ul).set(path.healthy as i64);
                 let source = path.pmtu.source.name().to_string();
-                let ml = PathMtuLabels { tunnel: l.tunnel.clone(), peer: l.peer.clone(), path: l.path.clone(), link: l.link.clone(), source };
+                let ml =
+                    PathMtuLabels { tunnel: l.tunnel.clone(), peer: l.peer.clone(), path: l.path.clone(), link: l.link.clone(), source };
                 pmtu.get_or_create(&ml).set(path.pmtu.mtu as i64);
                 for (f, get) in &path_families {
                     f.get_or_create(&l).inc_by(get(&path.counters));
@@ -277,7 +278,13 @@ mod tests {
             counters: Counters::default(),
             mesh: None,
         };
-        let body = render(&Status { tunnels: vec![t], drops: Default::default(), map_memory_bytes: 0, programs: vec![] });
+        let body = render(&Status {
+            tunnels: vec![t],
+            drops: Default::default(),
+            pmtu_events: Default::default(),
+            map_memory_bytes: 0,
+            programs: vec![],
+        });
         assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h2\"} 2"), "{body}");
         assert!(body.contains("xgre_fdb_entries{tunnel=\"t1\",peer=\"h3\"} 0"), "a stale entry counted:\n{body}");
     }

@@ -211,7 +211,8 @@ impl Replay {
         // SAFETY: `attr` is the BPF_PROG_TEST_RUN member of union bpf_attr,
         // its size passed along; the buffers it points to outlive the call
         // and the kernel only reads them (no data or context out).
-        let r = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, std::mem::size_of::<TestRunAttr>()) };
+        let r =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, std::mem::size_of::<TestRunAttr>()) };
         if r < 0 {
             return Err(std::io::Error::last_os_error()).context("BPF_PROG_RUN of the receive program");
         }

@@ -21,7 +21,6 @@ use gre_common::{
 use ipnet::IpNet;
 
 use crate::{
-    pairs,
     codec::{
         addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, neigh_entries, tunnel_config,
         tunnel_value, vlan_entries,
@@ -30,6 +29,7 @@ use crate::{
     datapath::{remove_where, Datapath},
     links,
     netlink::{Link, Netlink},
+    pairs,
 };
 
 /// What a tunnel is, as the loader needs to change it.

@@ -5,9 +5,9 @@ use std::{collections::BTreeMap, fmt::Write as _, net::IpAddr};
 
 use anyhow::{bail, Result};
 use gre_common::{
-    path_slot, DropReason, PathMtu, PmtuEvent, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathStats, Peer, Tunnel,
-    VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UNHEALTHY,
-    PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_NUMBERED, VLAN_TO_KEY,
+    path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, PathMtu, PathStats, Peer,
+    PmtuEvent, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY,
+    PATH_UNHEALTHY, PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_NUMBERED, VLAN_TO_KEY,
 };
 use serde::Serialize;
 
@@ -446,8 +446,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     }
     let programs = dp.programs().into_iter().map(|(name, id, verified_insns)| ProgramStatus { name, id, verified_insns }).collect();
     let events_map = dp.pmtu_events()?;
-    let pmtu_events =
-        PmtuEvent::all().map(|e| (e.name(), events_map.get(&(e as u32), 0).map(|v| v.iter().sum()).unwrap_or(0))).collect();
+    let pmtu_events = PmtuEvent::all().map(|e| (e.name(), events_map.get(&(e as u32), 0).map(|v| v.iter().sum()).unwrap_or(0))).collect();
     Ok(Status { tunnels: out, drops, pmtu_events, map_memory_bytes: dp.map_memory(), programs })
 }
 

@@ -260,7 +260,8 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
         }
     }
     let mut rx = dp.rx_paths()?;
-    let doomed: Vec<gre_common::RxKey> = rx.keys().collect::<Result<Vec<_>, _>>()?.into_iter().filter(|k| k.tunnel_ifindex == tidx).collect();
+    let doomed: Vec<gre_common::RxKey> =
+        rx.keys().collect::<Result<Vec<_>, _>>()?.into_iter().filter(|k| k.tunnel_ifindex == tidx).collect();
     for k in &doomed {
         crate::pairs::remove_rx_path(dp, &mut rx, k)?;
     }

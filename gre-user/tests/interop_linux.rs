@@ -175,10 +175,8 @@ fn nopmtudisc_fragments_are_reassembled(t: &mut Topo, vm: &mut LinuxVm) {
     let cfg = t.write("frag.toml", &p2p_config('a', "key = 42\nmtu = 1372\n", "tc").replace("\"va\"", "\"qt0\""));
     t.start_run(0, &cfg);
     vm.sh_status("ip link del g1", Duration::from_secs(10));
-    vm.sh(
-        "ip link set eth0 mtu 1400 && ip link add g1 type gre local 198.18.0.20 remote 198.18.0.10 key 42 nopmtudisc ignore-df && \
-         ip link set g1 mtu 1476 up && ip addr add 198.19.100.2/32 dev g1 && ip route add 198.19.100.1/32 dev g1",
-    );
+    vm.sh("ip link set eth0 mtu 1400 && ip link add g1 type gre local 198.18.0.20 remote 198.18.0.10 key 42 nopmtudisc ignore-df && \
+         ip link set g1 mtu 1476 up && ip addr add 198.19.100.2/32 dev g1 && ip route add 198.19.100.1/32 dev g1");
     let a = &t.hosts[0];
     let (rc, ping) = vm.sh_status("ping -c 3 -W 3 -s 1440 198.19.100.1", Duration::from_secs(30));
     if !(rc == 0 && ping.contains(" 0% packet loss")) {

@@ -7,6 +7,8 @@
 //! share no map state.
 
 mod common;
+#[path = "packet/pmtu.rs"]
+mod pmtu;
 
 use std::collections::BTreeMap;
 

@@ -77,7 +77,9 @@ fn config(me: char, mode: &str, rx: &str, extra: &str, router_mac: &str, v6: boo
     let (mine, theirs) = if me == 'a' { (1, 2) } else { (2, 1) };
     let (local, remote) = match v6 {
         false => (format!("198.18.{n}.{}", if me == 'a' { 10 } else { 20 }), format!("198.18.{other}.{}", if me == 'a' { 20 } else { 10 })),
-        true => (format!("2001:db8:{n}::{}", if me == 'a' { 10 } else { 20 }), format!("2001:db8:{other}::{}", if me == 'a' { 20 } else { 10 })),
+        true => {
+            (format!("2001:db8:{n}::{}", if me == 'a' { 10 } else { 20 }), format!("2001:db8:{other}::{}", if me == 'a' { 20 } else { 10 }))
+        }
     };
     let (address, routes) = match mode {
         "gre" => (
@@ -151,7 +153,11 @@ fn gre_and_gretap_learn_the_path_mtu_and_answer_like_ip_gre() {
         // the 1400-byte hop.
         tcp_converges(&t, mode);
         let p = path_pmtu(a);
-        assert_eq!((p["mtu"].as_u64(), p["source"].as_str(), p["from"].as_str()), (Some(1400), Some("icmp"), Some("198.18.1.1")), "{mode}: {p}");
+        assert_eq!(
+            (p["mtu"].as_u64(), p["source"].as_str(), p["from"].as_str()),
+            (Some(1400), Some("icmp"), Some("198.18.1.1")),
+            "{mode}: {p}"
+        );
         assert!(p["expires_in_s"].as_u64().unwrap() > 500, "{mode}: ten minutes, as Linux: {p}");
         // A new inner destination's first DF packet over the limit: the
         // error comes back from the tunnel with the usable MTU.

@@ -87,6 +87,7 @@ fn keep_maps(data: usize) {
             let _ = maps::PATH_MTU.get(0);
             let _ = maps::OUTER_PAIRS.get(gre_common::OuterPair::default());
             let _ = maps::PMTU_EVENTS.get(0);
+            let _ = maps::PMTU_CLAIM.get(0);
             // aya-log's buffer, for `--debug`: the programs that never log
             // would not hold it otherwise.
             let _ = aya_log_ebpf::macro_support::AYA_LOGS.query(0);

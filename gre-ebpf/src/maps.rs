@@ -25,6 +25,10 @@ pub static PATH_MTU: Array<PathMtu> = Array::with_max_entries(MAX_PEERS * MAX_PA
 #[map(name = "XGRE_PAIRS")]
 pub static OUTER_PAIRS: HashMap<OuterPair, u32> = HashMap::with_max_entries(MAX_PEERS * MAX_PATHS as u32, BPF_F_NO_PREALLOC);
 
+/// The path MTU learner's working copy of an ICMP error (`pmtu::Claim`).
+#[map(name = "XGRE_PMTU_CLM")]
+pub static PMTU_CLAIM: PerCpuArray<crate::pmtu::Claim> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "XGRE_PMTU_EV")]
 pub static PMTU_EVENTS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PMTU_EVENT_SLOTS as u32, 0);
 

@@ -311,16 +311,8 @@ fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Seen, DropRea
     if ip.next_hdr == IPPROTO_ICMPV6 && ours(pkt, eth, &ip.dst_addr) {
         return Ok(Seen::Icmp { at, v4: false });
     }
-    if ip.next_hdr == IPPROTO_FRAGMENT {
-        // RFC 8200 section 4.5: the fragment header's first byte is the
-        // next header of the fragmentable part.
-        let next: u8 = pkt.read(at + Ipv6Hdr::LEN).map_err(|_| DropReason::BadOuter)?;
-        if next != IPPROTO_GRE || !ours(pkt, eth, &ip.dst_addr) {
-            return Ok(Seen::Other);
-        }
-        return fragment(ip.dst_addr, ip.src_addr);
-    }
-    if ip.next_hdr != IPPROTO_GRE {
+    let frag = ip.next_hdr == IPPROTO_FRAGMENT;
+    if !(ip.next_hdr == IPPROTO_GRE || frag) {
         return Ok(Seen::Other);
     }
     // Our IPv4 addresses are stored IPv4-mapped, so a mapped destination
@@ -332,6 +324,15 @@ fn outer_v6<P: Packet>(pkt: &P, eth: &EthHdr, at: usize) -> Result<Seen, DropRea
     // RFC 4291 2.5.5.2: mapped addresses never appear on the wire.
     if is_v4_mapped(&ip.src_addr) || is_v4_mapped(&ip.dst_addr) {
         return Err(DropReason::MappedAddress);
+    }
+    if frag {
+        // RFC 8200 section 4.5: the fragment header's first byte is the
+        // next header of the fragmentable part.
+        let next: u8 = pkt.read(at + Ipv6Hdr::LEN).map_err(|_| DropReason::BadOuter)?;
+        if next != IPPROTO_GRE {
+            return Ok(Seen::Other);
+        }
+        return fragment(ip.dst_addr, ip.src_addr);
     }
     let tot_len = Ipv6Hdr::LEN + u16::from_be_bytes(ip.payload_len) as usize;
     if at + tot_len > pkt.len() {

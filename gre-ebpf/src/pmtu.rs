@@ -18,7 +18,7 @@ use aya_ebpf::{
 };
 use gre_common::{
     path_slot,
-    pmtu::{OuterPair, PathMtu, PmtuEvent, DEFAULT_PMTU_AGE, MIN_PMTU_V4, MIN_PMTU_V6},
+    pmtu::{OuterPair, PmtuEvent, DEFAULT_PMTU_AGE, MIN_PMTU_V4, MIN_PMTU_V6},
     v4_mapped, GreHdr, KeyLookup, RxKey, MAX_PATHS,
 };
 use network_types::{
@@ -29,7 +29,7 @@ use network_types::{
 use crate::{
     consts::{IPPROTO_GRE, IPPROTO_ICMPV6},
     csum,
-    maps::{OUTER_PAIRS, PATH_MTU, PMTU_EVENTS, RX_PATHS, TUNNELS},
+    maps::{OUTER_PAIRS, PATH_MTU, PMTU_CLAIM, PMTU_EVENTS, RX_PATHS, TUNNELS},
     packet::Packet,
     parse::tunnel_of,
 };
@@ -83,41 +83,65 @@ pub extern "C" fn xgre_pmtu_learn_tc(skb: *mut __sk_buff, at: u32, v4: u32) -> i
     0
 }
 
-/// What an MTU error claims, once its envelope has been read.
-struct Claim {
+/// What an MTU error claims, once its envelope has been read. Kept in a
+/// per-CPU map entry (`PMTU_CLAIM`), not on the stack: the learner runs
+/// below the receive program's own frame and a checksum loop's, within 512
+/// bytes on every kernel.
+#[repr(C)]
+pub struct Claim {
+    /// The tunnel its GRE key names, our address (the error's destination
+    /// and the quote's source) and the peer's (the quote's destination):
+    /// the receive path the quoted packet left by, as `RX_PATHS` keys it.
+    key: RxKey,
     /// Outer MTU it reports, raised to the family's minimum.
     mtu: u32,
-    /// Who sent it.
-    from: [u8; 16],
-    /// Our address, as the error's destination and the quote's source.
-    local: [u8; 16],
-    /// The peer's address: the quote's destination.
-    remote: [u8; 16],
     /// Bytes of the packet it quotes, as that packet's header says.
     quoted_len: u32,
+    /// Who sent it.
+    from: [u8; 16],
     /// Where the quoted GRE header starts.
-    gre_at: usize,
+    gre_at: u32,
 }
+
+/// Not an MTU error: nothing to count.
+const NOT_AN_ERROR: u32 = 0;
+/// An MTU error that cannot be about our packets.
+const NOT_OURS: u32 = 1;
+/// Read into the claim.
+const CLAIMED: u32 = 2;
 
 #[inline(always)]
 fn learn<P: Packet>(pkt: &P, at: usize, v4: bool) -> Option<PmtuEvent> {
-    let claim = if v4 { claim_v4(pkt, at)? } else { claim_v6(pkt, at)? };
-    let Some((slot, tunnel_ifindex)) = quoted_path(pkt, &claim) else { return Some(PmtuEvent::IcmpNotOurs) };
-    let entry = PATH_MTU.get_ptr_mut(slot)?;
+    let c = unsafe { &mut *PMTU_CLAIM.get_ptr_mut(0)? };
+    let r = if v4 { claim_v4(pkt, at, c) } else { claim_v6(pkt, at, c) };
+    match r {
+        NOT_AN_ERROR => return None,
+        CLAIMED => {}
+        _ => return Some(PmtuEvent::IcmpNotOurs),
+    }
+    c.key.tunnel_ifindex = match quoted_tunnel(pkt, c.gre_at as usize) {
+        Some(t) => t,
+        None => return Some(PmtuEvent::IcmpNotOurs),
+    };
+    let Some(path) = (unsafe { RX_PATHS.get(&c.key) }) else { return Some(PmtuEvent::IcmpNotOurs) };
+    let entry = PATH_MTU.get_ptr_mut(path_slot(path.peer_id, path.path & (MAX_PATHS as u32 - 1)))?;
     let now = unsafe { bpf_ktime_get_ns() };
     let current = match unsafe { (*entry).at(now) } {
         Some(m) => m,
         None => link_mtu(pkt)?,
     };
-    if claim.mtu >= current || claim.mtu >= claim.quoted_len {
+    if c.mtu >= current || c.mtu >= c.quoted_len {
         return Some(PmtuEvent::IcmpNotLower);
     }
-    let age = match unsafe { TUNNELS.get(tunnel_ifindex) } {
+    let age = match unsafe { TUNNELS.get(c.key.tunnel_ifindex) } {
         Some(t) if t.pmtu_age != 0 => t.pmtu_age,
         _ => DEFAULT_PMTU_AGE,
     };
-    let v = PathMtu { mtu: claim.mtu, _pad: 0, expires_ns: now + age as u64 * 1_000_000_000, from: claim.from };
-    unsafe { *entry = v };
+    unsafe {
+        (*entry).mtu = c.mtu;
+        (*entry).expires_ns = now + age as u64 * 1_000_000_000;
+        (*entry).from = c.from;
+    }
     Some(PmtuEvent::IcmpLearned)
 }
 
@@ -134,115 +158,94 @@ fn link_mtu<P: Packet>(pkt: &P) -> Option<u32> {
 /// IPv4: an ICMP "fragmentation needed" at `at` whose checksum holds,
 /// quoting IPv4 + GRE from its own destination.
 #[inline(always)]
-fn claim_v4<P: Packet>(pkt: &P, at: usize) -> Option<Claim> {
-    let ip: Ipv4Hdr = pkt.read(at).ok()?;
+fn claim_v4<P: Packet>(pkt: &P, at: usize, c: &mut Claim) -> u32 {
+    let Ok(ip) = pkt.read::<Ipv4Hdr>(at) else { return NOT_AN_ERROR };
     let ihl = ip.ihl() as usize;
     let tot = u16::from_be_bytes(ip.tot_len) as usize;
     if ihl < Ipv4Hdr::LEN || tot < ihl + Icmpv4Hdr::LEN + Ipv4Hdr::LEN + GreHdr::LEN || at + tot > pkt.len() {
-        return None;
+        return NOT_AN_ERROR;
     }
     let icmp_at = at + ihl;
-    let icmp: Icmpv4Hdr = pkt.read(icmp_at).ok()?;
+    let Ok(icmp) = pkt.read::<Icmpv4Hdr>(icmp_at) else { return NOT_AN_ERROR };
     if icmp.type_ != ICMP_DEST_UNREACH || icmp.code != ICMP_FRAG_NEEDED {
-        return None;
+        return NOT_AN_ERROR;
     }
-    if csum::sum_bytes(pkt, icmp_at, tot - ihl).ok()? != 0xffff {
-        return Some(not_ours());
+    if csum::sum_bytes(pkt, icmp_at, tot - ihl) != Ok(0xffff) {
+        return NOT_OURS;
     }
     let q_at = icmp_at + Icmpv4Hdr::LEN;
-    let q: Ipv4Hdr = pkt.read(q_at).ok()?;
+    let Ok(q) = pkt.read::<Ipv4Hdr>(q_at) else { return NOT_OURS };
     if q.version() != 4 || q.proto != IPPROTO_GRE || q.src_addr != ip.dst_addr || (q.ihl() as usize) < Ipv4Hdr::LEN {
-        return Some(not_ours());
+        return NOT_OURS;
     }
     // RFC 1191: the next-hop MTU in the low 16 bits of the rest; 0 from a
     // router that predates it, which says nothing we can use.
     let mtu = u16::from_be_bytes([icmp.data[2], icmp.data[3]]) as u32;
     if mtu == 0 {
-        return Some(not_ours());
+        return NOT_OURS;
     }
-    Some(Claim {
-        mtu: mtu.max(MIN_PMTU_V4),
-        from: v4_mapped(ip.src_addr),
-        local: v4_mapped(ip.dst_addr),
-        remote: v4_mapped(q.dst_addr),
-        quoted_len: u16::from_be_bytes(q.tot_len) as u32,
-        gre_at: q_at + q.ihl() as usize,
-    })
+    c.key.local = v4_mapped(ip.dst_addr);
+    c.key.remote = v4_mapped(q.dst_addr);
+    c.mtu = mtu.max(MIN_PMTU_V4);
+    c.quoted_len = u16::from_be_bytes(q.tot_len) as u32;
+    c.from = v4_mapped(ip.src_addr);
+    c.gre_at = (q_at + q.ihl() as usize) as u32;
+    CLAIMED
 }
 
 /// IPv6: an ICMPv6 "Packet Too Big" right after the IPv6 header, quoting
 /// IPv6 + GRE (no extension headers, as we send) from its destination.
 #[inline(always)]
-fn claim_v6<P: Packet>(pkt: &P, at: usize) -> Option<Claim> {
-    let ip: Ipv6Hdr = pkt.read(at).ok()?;
+fn claim_v6<P: Packet>(pkt: &P, at: usize, c: &mut Claim) -> u32 {
+    let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return NOT_AN_ERROR };
     if ip.next_hdr != IPPROTO_ICMPV6 {
-        return None;
+        return NOT_AN_ERROR;
     }
     let len = u16::from_be_bytes(ip.payload_len) as usize;
     let icmp_at = at + Ipv6Hdr::LEN;
     if len < Icmpv6Hdr::LEN + Ipv6Hdr::LEN + GreHdr::LEN || icmp_at + len > pkt.len() {
-        return None;
+        return NOT_AN_ERROR;
     }
-    let icmp: Icmpv6Hdr = pkt.read(icmp_at).ok()?;
+    let Ok(icmp) = pkt.read::<Icmpv6Hdr>(icmp_at) else { return NOT_AN_ERROR };
     if icmp.type_ != ICMPV6_PKT_TOO_BIG || icmp.code != 0 {
-        return None;
+        return NOT_AN_ERROR;
     }
     // RFC 4443 section 2.3: the sum covers a pseudo-header too.
-    let body = csum::sum_bytes(pkt, icmp_at, len).ok()?;
+    let Ok(body) = csum::sum_bytes(pkt, icmp_at, len) else { return NOT_OURS };
     let body = u16::from_be_bytes(body.to_ne_bytes()) as u64;
     let pseudo = csum::be_words(&ip.src_addr) + csum::be_words(&ip.dst_addr) + len as u64 + IPPROTO_ICMPV6 as u64;
     if csum::fold(body + pseudo) != 0xffff {
-        return Some(not_ours());
+        return NOT_OURS;
     }
     let q_at = icmp_at + Icmpv6Hdr::LEN;
-    let q: Ipv6Hdr = pkt.read(q_at).ok()?;
+    let Ok(q) = pkt.read::<Ipv6Hdr>(q_at) else { return NOT_OURS };
     if q.version() != 6 || q.next_hdr != IPPROTO_GRE || q.src_addr != ip.dst_addr {
-        return Some(not_ours());
+        return NOT_OURS;
     }
-    let mtu = u32::from_be_bytes(icmp.data);
-    Some(Claim {
-        mtu: mtu.max(MIN_PMTU_V6),
-        from: ip.src_addr,
-        local: ip.dst_addr,
-        remote: q.dst_addr,
-        quoted_len: Ipv6Hdr::LEN as u32 + u16::from_be_bytes(q.payload_len) as u32,
-        gre_at: q_at + Ipv6Hdr::LEN,
-    })
-}
-
-/// A claim that cannot be ours: the caller counts it so.
-#[inline(always)]
-fn not_ours() -> Claim {
-    Claim { mtu: 0, from: [0; 16], local: [0; 16], remote: [0; 16], quoted_len: 0, gre_at: 0 }
+    c.key.local = ip.dst_addr;
+    c.key.remote = q.dst_addr;
+    c.mtu = u32::from_be_bytes(icmp.data).max(MIN_PMTU_V6);
+    c.quoted_len = Ipv6Hdr::LEN as u32 + u16::from_be_bytes(q.payload_len) as u32;
+    c.from = ip.src_addr;
+    c.gre_at = (q_at + Ipv6Hdr::LEN) as u32;
+    CLAIMED
 }
 
 /// The tunnel the quoted GRE header's key names.
 #[inline(always)]
-fn quoted_tunnel<P: Packet>(claim: &Claim, pkt: &P) -> Option<u32> {
-    let gre: GreHdr = pkt.read(claim.gre_at).ok()?;
+fn quoted_tunnel<P: Packet>(pkt: &P, gre_at: usize) -> Option<u32> {
+    let gre: GreHdr = pkt.read(gre_at).ok()?;
     if gre.version() != 0 || gre.flags() & GreHdr::RESERVED_1_5 != 0 {
         return None;
     }
     let lookup = if gre.has_key() {
-        let off = claim.gre_at + GreHdr::LEN + if gre.has_checksum() { 4 } else { 0 };
+        let off = gre_at + GreHdr::LEN + if gre.has_checksum() { 4 } else { 0 };
         let k: [u8; 4] = pkt.read(off).ok()?;
         KeyLookup { key: u32::from_be_bytes(k), has_key: 1 }
     } else {
         KeyLookup { key: 0, has_key: 0 }
     };
     tunnel_of(lookup)
-}
-
-/// The slot of the path the quoted packet left by and its tunnel, or None
-/// when it is no packet of ours.
-#[inline(always)]
-fn quoted_path<P: Packet>(pkt: &P, claim: &Claim) -> Option<(u32, u32)> {
-    if claim.mtu == 0 {
-        return None;
-    }
-    let tunnel_ifindex = quoted_tunnel(claim, pkt)?;
-    let path = unsafe { RX_PATHS.get(RxKey { tunnel_ifindex, remote: claim.remote, local: claim.local }) }?;
-    Some((path_slot(path.peer_id, path.path & (MAX_PATHS as u32 - 1)), tunnel_ifindex))
 }
 
 /// What a receive body returns for ICMP(v6) at `at` for one of our

@@ -21,10 +21,13 @@ use crate::{
 /// How long `up` waits for ARP when a path gives no MAC.
 const NEIGH_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The neighbour MAC for `remote` on `link`: from the kernel's table, after
-/// prompting ARP with one empty UDP datagram when there is no entry.
+/// The neighbour MAC for `remote` on `link`: the MAC of the next hop the
+/// host's routes name (`remote` itself on the link's subnet, a router's
+/// otherwise), from the kernel's table, after prompting ARP with one empty
+/// UDP datagram when there is no entry.
 pub async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAddr) -> Result<Option<[u8; 6]>> {
-    if let Some(m) = nl.neighbour(link.index, remote).await? {
+    let hop = nl.next_hop(remote).await.unwrap_or(remote);
+    if let Some(m) = nl.neighbour(link.index, hop).await? {
         return Ok(Some(m));
     }
     if let Ok(sock) = UdpSocket::bind(SocketAddr::new(local, 0)) {
@@ -34,7 +37,7 @@ pub async fn resolve_mac(nl: &Netlink, link: &Link, local: IpAddr, remote: IpAdd
     let start = Instant::now();
     while start.elapsed() < NEIGH_TIMEOUT {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if let Some(m) = nl.neighbour(link.index, remote).await? {
+        if let Some(m) = nl.neighbour(link.index, hop).await? {
             return Ok(Some(m));
         }
     }

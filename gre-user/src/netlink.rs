@@ -303,6 +303,22 @@ impl Netlink {
         Ok(out)
     }
 
+    /// The neighbour the kernel sends to `dst` through: the gateway of the
+    /// route it would take, or `dst` itself when that route is on-link.
+    pub async fn next_hop(&self, dst: IpAddr) -> Result<IpAddr> {
+        let query = match dst {
+            IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(a, 32).build(),
+            IpAddr::V6(a) => RouteMessageBuilder::<std::net::Ipv6Addr>::new().destination_prefix(a, 128).build(),
+        };
+        let mut r = self.handle.route().get(query).execute();
+        let Some(m) = r.try_next().await.with_context(|| format!("looking up the route to {dst}"))? else { return Ok(dst) };
+        let via = m.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(g) => route_ip(g),
+            _ => None,
+        });
+        Ok(via.unwrap_or(dst))
+    }
+
     /// The MAC the kernel's neighbour table holds for `ip` on `ifindex`.
     pub async fn neighbour(&self, ifindex: u32, ip: IpAddr) -> Result<Option<[u8; 6]>> {
         let mut s = self.handle.neighbours().get().execute();

@@ -269,6 +269,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let now = crate::sys::monotonic_ns();
 
     let mut link_names = BTreeMap::new();
+    let mut link_mtus: BTreeMap<u32, u32> = BTreeMap::new();
     let mut out = Vec::new();
     for (tidx, t) in &tunnels {
         let tname = cstr(&t.name);
@@ -297,13 +298,16 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
                     }
                 }
                 pcount += c;
-                let l = nl.link_by_index(path.ifindex).await?;
-                let link = match link_names.get(&path.ifindex) {
-                    Some(n) => n.clone(),
-                    None => l.as_ref().map(|l| l.name.clone()).unwrap_or_else(|| format!("#{} (gone)", path.ifindex)),
-                };
+                if let std::collections::btree_map::Entry::Vacant(v) = link_mtus.entry(path.ifindex) {
+                    let l = nl.link_by_index(path.ifindex).await?;
+                    v.insert(l.as_ref().map_or(0, |l| l.mtu));
+                    if let Some(l) = l {
+                        link_names.entry(path.ifindex).or_insert(l.name);
+                    }
+                }
+                let link = link_names.get(&path.ifindex).cloned().unwrap_or_else(|| format!("#{} (gone)", path.ifindex));
                 let learnt = path_mtu.get(&path_slot(p.id, j as u32), 0).unwrap_or_default();
-                let pmtu = Pmtu::of(l.map_or(0, |l| l.mtu), &learnt, now);
+                let pmtu = Pmtu::of(link_mtus[&path.ifindex], &learnt, now);
                 paths.push(PathStatus {
                     link,
                     local: ip16(path.local),

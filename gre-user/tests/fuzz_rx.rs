@@ -24,7 +24,8 @@ const KEY: u32 = 42;
 /// An IPv6 address no test host has.
 const DOC6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0xde, 0xad, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
 
-const ENV: Env = Env { link_mac: LINK_MAC, tun_mac: TUN_MAC, key: KEY, local4: LOCAL, remote4: REMOTE, v6: Some((LOCAL6, REMOTE6)) };
+const ENV: Env =
+    Env { link_mac: LINK_MAC, tun_mac: TUN_MAC, key: KEY, local4: LOCAL, remote4: REMOTE, v6: Some((LOCAL6, REMOTE6)), pairs: true };
 
 /// xorshift64*: small, and the same frames for the same seed everywhere.
 struct Rng(u64);
@@ -229,6 +230,9 @@ fn datapath() -> Dp {
     let l = LocalAddr { ifindex: 1, mac: LINK_MAC, _pad: [0; 2] };
     let mut local: HashMap<&mut MapData, [u8; 16], LocalAddr> = dp.ebpf.map_mut(MAP_LOCAL_ADDRS).unwrap().try_into().unwrap();
     local.insert(LOCAL6, l, 0).unwrap();
+    let mut pairs: HashMap<&mut MapData, OuterPair, u32> = dp.ebpf.map_mut(MAP_OUTER_PAIRS).unwrap().try_into().unwrap();
+    pairs.insert(OuterPair { local: v4_mapped(LOCAL), remote: v4_mapped(REMOTE) }, 1, 0).unwrap();
+    pairs.insert(OuterPair { local: LOCAL6, remote: REMOTE6 }, 1, 0).unwrap();
     dp
 }
 
@@ -267,8 +271,8 @@ fn receive_programs_agree_with_the_reference_model() {
             let seq_meta =
                 |seq: Option<u32>| seq.map_or(vec![], |s| [HandoffSeq::MAGIC.to_ne_bytes(), 0u32.to_ne_bytes(), s.to_ne_bytes()].concat());
             let ok = match (&want, hook) {
-                (Want::Pass, Hook::Tc) => ret == TC_ACT_OK && out == f,
-                (Want::Pass, Hook::Xdp) => ret == XDP_PASS && out == f,
+                (Want::Pass | Want::Reassemble, Hook::Tc) => ret == TC_ACT_OK && out == f,
+                (Want::Pass | Want::Reassemble, Hook::Xdp) => ret == XDP_PASS && out == f,
                 (Want::Drop(_) | Want::Consumed, Hook::Tc) => ret == TC_ACT_SHOT,
                 (Want::Drop(_) | Want::Consumed, Hook::Xdp) => ret == XDP_DROP,
                 (Want::Deliver(w, _), Hook::Tc) | (Want::Reflect(w), Hook::Tc) => ret == TC_ACT_REDIRECT && out == *w,
@@ -301,6 +305,7 @@ fn receive_programs_agree_with_the_reference_model() {
     // it claims.
     for kind in [
         "pass",
+        "reassemble",
         "deliver",
         "reflect",
         "consumed",
@@ -337,8 +342,15 @@ fn a_sample_on_the_wire_is_judged_as_the_model_says() {
             let m: Vec<u8> = j[0]["address"].as_str().unwrap().split(':').map(|x| u8::from_str_radix(x, 16).unwrap()).collect();
             m.try_into().unwrap()
         };
-        let env =
-            Env { link_mac: mac("va"), tun_mac: mac("gre0"), key: KEY, local4: [198, 18, 0, 10], remote4: [198, 18, 0, 20], v6: None };
+        let env = Env {
+            link_mac: mac("va"),
+            tun_mac: mac("gre0"),
+            key: KEY,
+            local4: [198, 18, 0, 10],
+            remote4: [198, 18, 0, 20],
+            v6: None,
+            pairs: true,
+        };
         let mut r = Rng(seed | 1);
         let mut want: BTreeMap<String, u64> = BTreeMap::new();
         let mut hex = String::new();
@@ -356,6 +368,7 @@ fn a_sample_on_the_wire_is_judged_as_the_model_says() {
                 Want::Reflect(_) => "reflect".into(),
                 Want::Consumed => "consumed".into(),
                 Want::Pass => "pass".into(),
+                Want::Reassemble => "reassemble".into(),
             };
             *want.entry(kind).or_default() += 1;
             hex += &hexdump(&f);
@@ -383,6 +396,10 @@ fn a_sample_on_the_wire_is_judged_as_the_model_says() {
             if n > 0 {
                 got.insert(kind.into(), n);
             }
+        }
+        let reassembled = s["pmtu_events"]["fragment_in"].as_u64().unwrap();
+        if reassembled > 0 {
+            got.insert("reassemble".into(), reassembled);
         }
         want.remove("pass");
         assert_eq!(got, want, "rx={rx}, seed {seed}: a's counters against the model's verdicts for {sent} frames");

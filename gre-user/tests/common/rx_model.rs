@@ -8,10 +8,12 @@
 //!   kernel, so a tag still in the frame at TC is a second one.
 //! - Outer IPv4 (RFC 791, RFC 1122 3.2.1.2): GRE (47) to one of our link
 //!   addresses, on that link, to its MAC; IHL and total length sane, header
-//!   checksum right, no fragment.
+//!   checksum right. A fragment goes to the kernel to reassemble when it
+//!   comes from the peer's address (and the pair is known), else it is
+//!   dropped.
 //! - Outer IPv6 (RFC 8200, RFC 7676): next header 47 directly; IPv4-mapped
 //!   addresses never on the wire (RFC 4291 2.5.5.2); payload length within
-//!   the frame.
+//!   the frame. A fragment header (44) before GRE: as IPv4 fragments.
 //! - GRE (RFC 2784, RFC 2890): reserved bits 1-5 clear, version 0, the
 //!   optional fields the flags announce all there, checksum right, the
 //!   tunnel's key, a known peer on that path. Protocol 0 is our keepalive
@@ -29,6 +31,9 @@ pub struct Env {
     pub remote4: [u8; 4],
     /// The link's IPv6 address and the peer's, if the link has one.
     pub v6: Option<([u8; 16], [u8; 16])>,
+    /// Whether the peer's address pairs are known (`XGRE_PAIRS`): its
+    /// fragments are then reassembled.
+    pub pairs: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -41,6 +46,9 @@ pub enum Hook {
 pub enum Want {
     /// Not ours: handed on untouched.
     Pass,
+    /// An outer fragment of the peer's: handed on untouched, for the
+    /// kernel to reassemble.
+    Reassemble,
     /// Dropped and counted under this reason.
     Drop(&'static str),
     /// Our keepalive came back: consumed, no drop counted.
@@ -116,7 +124,7 @@ pub fn model(env: &Env, hook: Hook, f: &[u8]) -> Want {
                 return Want::Drop("bad_ip_checksum");
             }
             if ip[6] & 0x3f != 0 || ip[7] != 0 {
-                return Want::Drop("fragment");
+                return if env.pairs && ip[12..16] == env.remote4 { Want::Reassemble } else { Want::Drop("fragment") };
             }
             (ihl, tot, mapped(ip[12..16].try_into().unwrap()), mapped(env.local4), true)
         }
@@ -127,11 +135,19 @@ pub fn model(env: &Env, hook: Hook, f: &[u8]) -> Want {
             let ip = &f[l2..];
             let dst: [u8; 16] = ip[24..40].try_into().unwrap();
             let ours = env.v6.is_some_and(|(l, _)| l == dst) || dst == mapped(env.local4);
-            if ip[0] >> 4 != 6 || ip[6] != 47 || !(to_us && ours) {
+            if ip[0] >> 4 != 6 || !(ip[6] == 47 || ip[6] == 44) || !(to_us && ours) {
                 return Want::Pass;
             }
             if is_mapped(&ip[8..24]) || is_mapped(&dst) {
                 return Want::Drop("mapped_address");
+            }
+            if ip[6] == 44 {
+                return match f.get(l2 + 40) {
+                    None => Want::Drop("bad_outer"),
+                    Some(&47) if env.pairs && env.v6.is_some_and(|(l, r)| l == dst && ip[8..24] == r) => Want::Reassemble,
+                    Some(&47) => Want::Drop("fragment"),
+                    Some(_) => Want::Pass,
+                };
             }
             let tot = 40 + be16(ip, 4) as usize;
             if l2 + tot > f.len() {

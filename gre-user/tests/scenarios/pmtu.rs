@@ -28,8 +28,8 @@ const OVERHEAD: u32 = 20 + 8;
 /// `vb` 198.18.2.20 / 2001:db8:2::20 to r2's `rb` (.1), r1 and r2 on
 /// 198.18.3.0/24. Both hosts' links segment what they send, as a NIC puts
 /// frames on a wire (veth would carry a 64 KB GSO packet through every
-/// hop). Returns the MACs of `ra` and `rb`: each host's path neighbour.
-fn routed(tag: &str) -> (Topo, String, String) {
+/// hop).
+fn routed(tag: &str) -> Topo {
     let mut t = Topo::empty(tag);
     let (a, b) = (t.add(&format!("{tag}a")), t.add(&format!("{tag}b")));
     let (r1, r2) = (t.add(&format!("{tag}r")), t.add(&format!("{tag}s")));
@@ -61,18 +61,13 @@ fn routed(tag: &str) -> (Topo, String, String) {
         format!("ip netns exec {nb} ethtool -K vb tso off gso off"),
     ]
     .join(" && "));
-    let mac = |h: usize, dev: &str| -> String {
-        let j: Value = serde_json::from_str(&t.hosts[h].run(&format!("ip -j link show {dev}"))).unwrap();
-        j[0]["address"].as_str().unwrap().to_string()
-    };
-    let (ra, rb) = (mac(r1, "ra"), mac(r2, "rb"));
-    (t, ra, rb)
+    t
 }
 
 /// Host `me`'s tunnel over the routed underlay: key 7, IPv4 and IPv6
-/// inside, `extra` tunnel settings, the router's MAC as the path's
-/// neighbour. `v6`: the underlay is IPv6.
-fn config(me: char, mode: &str, rx: &str, extra: &str, router_mac: &str, v6: bool) -> String {
+/// inside, `extra` tunnel settings. No `mac`: `up` finds the router the
+/// host's routes send to. `v6`: the underlay is IPv6.
+fn config(me: char, mode: &str, rx: &str, extra: &str, v6: bool) -> String {
     let (dev, n, other) = if me == 'a' { ("va", 1, 2) } else { ("vb", 2, 1) };
     let (mine, theirs) = if me == 'a' { (1, 2) } else { (2, 1) };
     let (local, remote) = match v6 {
@@ -91,7 +86,7 @@ fn config(me: char, mode: &str, rx: &str, extra: &str, router_mac: &str, v6: boo
     format!(
         "[tunnel]\nname = \"gre0\"\nmode = \"{mode}\"\naddress = {address}\nkey = 7\n{extra}\n\
          [[link]]\ndev = \"{dev}\"\naddress = \"{local}\"\nrx = \"{rx}\"\n\n\
-         [[peer]]\nname = \"{}\"\n{routes}\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\nmac = \"{router_mac}\"\n",
+         [[peer]]\nname = \"{}\"\n{routes}\n[[peer.path]]\nlink = \"{dev}\"\nremote = \"{remote}\"\n",
         if me == 'a' { "b" } else { "a" }
     )
 }
@@ -108,14 +103,27 @@ fn event(h: &Host, name: &str) -> u64 {
     status(h)["pmtu_events"][name].as_u64().unwrap()
 }
 
+/// A counter of the host's IP stack: `field` of the `table` lines of
+/// /proc/net/snmp ("Ip:"), or a line of /proc/net/snmp6 (`table` "").
+fn snmp(h: &Host, table: &str, field: &str) -> u64 {
+    if table.is_empty() {
+        let s = h.run("cat /proc/net/snmp6");
+        return s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+    }
+    let s = h.run("cat /proc/net/snmp");
+    let mut rows = s.lines().filter(|l| l.starts_with(table)).map(|l| l.split_whitespace().collect::<Vec<_>>());
+    let (names, values) = (rows.next().unwrap(), rows.next().unwrap());
+    values[names.iter().position(|n| *n == field).unwrap()].parse().unwrap()
+}
+
 fn drop_count(h: &Host, name: &str) -> u64 {
     status(h)["drops"][name].as_u64().unwrap()
 }
 
 /// Both hosts up over the routed underlay, and plain pings crossing.
-fn up(t: &Topo, ra: &str, rb: &str, mode: &str, extra_a: &str, rx_b: &str) {
-    let ca = t.write("a.toml", &config('a', mode, "xdp", extra_a, ra, false));
-    let cb = t.write("b.toml", &config('b', mode, rx_b, "", rb, false));
+fn up(t: &Topo, mode: &str, extra_a: &str, rx_b: &str) {
+    let ca = t.write("a.toml", &config('a', mode, "xdp", extra_a, false));
+    let cb = t.write("b.toml", &config('b', mode, rx_b, "", false));
     t.a().xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
     t.b().xgre_ok(Enter::Nsenter, &format!("up -c {cb}"));
     // gretap resolves the inner addresses over the tunnel first.
@@ -128,30 +136,32 @@ fn inner_mtu(mode: &str) -> u32 {
     PATH_MTU - OVERHEAD - if mode == "gretap" { 14 } else { 0 }
 }
 
-/// TCP from a to b: completes, intact, at the path's MSS (the segments
-/// the router forwards to b, once converged).
-fn tcp_converges(t: &Topo, mode: &str) {
-    // IPv4 and TCP headers, and TCP's timestamp option (12 bytes).
-    let mss = inner_mtu(mode) - 40 - 12;
+/// TCP from a to b (to `to`, an IPv4 or IPv6 inner address): completes,
+/// intact, at the path's MSS (the segments r2 forwards to b, once
+/// converged).
+fn tcp_converges(t: &Topo, mode: &str, to: &str) {
+    // IP and TCP headers, and TCP's timestamp option (12 bytes).
+    let ip = if to.contains(':') { 40 } else { 20 };
+    let mss = inner_mtu(mode) - ip - 20 - 12;
     let cap = Capture::start(&t.hosts[3], "rb", "ip proto 47 and greater 1000", &["tcp.len"], 400, 20);
-    let x = transfer(t.a(), t.b(), "198.19.100.2", 20);
-    assert_eq!(x.sent, x.got, "{mode}: 20 MB over TCP arrived intact");
+    let x = transfer(t.a(), t.b(), to, 20);
+    assert_eq!(x.sent, x.got, "{mode}: 20 MB over TCP to {to} arrived intact");
     let lens: Vec<u32> = cap.finish().iter().filter_map(|p| p[0].parse().ok()).collect();
-    assert!(!lens.is_empty(), "{mode}: tshark saw no data segments");
-    assert_eq!(*lens.iter().max().unwrap(), mss, "{mode}: TCP segments after converging: the path's MSS");
+    assert!(!lens.is_empty(), "{mode}: tshark saw no data segments to {to}");
+    assert_eq!(*lens.iter().max().unwrap(), mss, "{mode}: TCP segments to {to} after converging: the path's MSS");
 }
 
 #[test]
 fn gre_and_gretap_learn_the_path_mtu_and_answer_like_ip_gre() {
     let _s = serial();
     for mode in ["gre", "gretap"] {
-        let (t, ra, rb) = routed(if mode == "gre" { "pm" } else { "pt" });
-        up(&t, &ra, &rb, mode, "", "tc");
+        let t = routed(if mode == "gre" { "pm" } else { "pt" });
+        up(&t, mode, "", "tc");
         let (a, mtu) = (t.a(), inner_mtu(mode));
         assert_eq!(path_pmtu(a)["source"], "link", "{mode}: nothing learnt yet");
         // TCP first, from a cold start: the first full-size segment meets
         // the 1400-byte hop.
-        tcp_converges(&t, mode);
+        tcp_converges(&t, mode, "198.19.100.2");
         let p = path_pmtu(a);
         assert_eq!(
             (p["mtu"].as_u64(), p["source"].as_str(), p["from"].as_str()),
@@ -170,6 +180,7 @@ fn gre_and_gretap_learn_the_path_mtu_and_answer_like_ip_gre() {
         assert!(over6.contains(&format!("Packet too big: mtu={mtu}")), "{mode}: {over6}");
         let at6 = a.run(&format!("ping -6 -c 2 -i 0.2 -W 2 -s {} 2001:db8:100::2", mtu - 48));
         assert!(at6.contains("2 received"), "{mode}: IPv6 at the MTU arrives: {at6}");
+        tcp_converges(&t, mode, "2001:db8:100::2");
         let s = status(a);
         assert!(s["pmtu_events"]["frag_needed_sent"].as_u64().unwrap() >= 1, "{mode}: {}", s["pmtu_events"]);
         assert!(s["pmtu_events"]["too_big_sent"].as_u64().unwrap() >= 1, "{mode}: {}", s["pmtu_events"]);
@@ -190,8 +201,8 @@ fn forge(t: &Topo, remote: &str, key: u32, mtu: u32) {
 #[test]
 fn an_icmp_error_about_no_packet_of_ours_changes_nothing_and_learnt_mtus_age() {
     let _s = serial();
-    let (t, ra, rb) = routed("pf");
-    up(&t, &ra, &rb, "gre", "pmtu_age = 2", "tc");
+    let t = routed("pf");
+    up(&t, "gre", "pmtu_age = 2", "tc");
     let a = t.a();
     // Another destination, another key, and ours but no lower: ignored.
     forge(&t, "198.18.2.99", 7, 600);
@@ -220,12 +231,12 @@ fn an_icmp_error_about_no_packet_of_ours_changes_nothing_and_learnt_mtus_age() {
 fn with_pmtu_discovery_off_the_router_fragments_and_b_reassembles_on_both_hooks() {
     let _s = serial();
     for hook in ["xdp", "tc"] {
-        let (mut t, ra, rb) = routed(if hook == "xdp" { "fx" } else { "ft" });
+        let mut t = routed(if hook == "xdp" { "fx" } else { "ft" });
         // Both ends, as with ip's nopmtudisc on both: each reassembles what
         // the other's router fragments (a on XDP, b on `hook`).
-        let cb = t.write("b.toml", &config('b', "gre", hook, "pmtu_discovery = false", &rb, false));
+        let cb = t.write("b.toml", &config('b', "gre", hook, "pmtu_discovery = false", false));
         t.start_run(1, &cb);
-        let ca = t.write("a.toml", &config('a', "gre", "xdp", "pmtu_discovery = false", &ra, false));
+        let ca = t.write("a.toml", &config('a', "gre", "xdp", "pmtu_discovery = false", false));
         t.start_run(0, &ca);
         let (a, b) = (t.a(), t.b());
         assert_eq!(a.mtu("gre0"), 1500 - OVERHEAD, "a's tunnel MTU is its link's");
@@ -236,13 +247,17 @@ fn with_pmtu_discovery_off_the_router_fragments_and_b_reassembles_on_both_hooks(
         assert!(event(b, "fragment_in") >= 6, "{hook}: {}", status(b)["pmtu_events"]);
         assert!(event(a, "fragment_in") >= 6, "{hook}: {}", status(a)["pmtu_events"]);
         assert_eq!(drop_count(b, "fragment"), 0, "{hook}");
-        // Fragments of GRE from an address no path uses: dropped.
+        // A flood of fragments of GRE from an address no path uses:
+        // dropped before the kernel's reassembly sees any.
+        let before = snmp(b, "Ip:", "ReasmReqds");
         t.hosts[3].run(
             "/usr/bin/python3 -c 'from scapy.all import *; conf.verb=0; \
-             send(fragment(IP(src=\"198.18.2.1\",dst=\"198.18.2.20\",proto=47)/GRE(key_present=1,key=7)/IP(dst=\"198.19.100.2\")/ICMP()/(b\"x\"*1000), fragsize=600))'",
+             p = fragment(IP(src=\"198.18.2.1\",dst=\"198.18.2.20\",proto=47)/GRE(key_present=1,key=7)/IP(dst=\"198.19.100.2\")/ICMP()/(b\"x\"*1000), fragsize=600); \
+             sendp([Ether(dst=getmacbyip(\"198.18.2.20\"))/f for f in p] * 500, iface=\"rb\")'",
         );
-        let dropped = within(Duration::from_secs(5), || drop_count(b, "fragment") == 2);
+        let dropped = within(Duration::from_secs(5), || drop_count(b, "fragment") == 1000);
         assert!(dropped.is_some(), "{hook}: {}", status(b)["drops"]);
+        assert_eq!(snmp(b, "Ip:", "ReasmReqds"), before, "{hook}: the kernel's reassembly saw none of them");
     }
 }
 
@@ -251,20 +266,23 @@ fn with_pmtu_discovery_off_the_router_fragments_and_b_reassembles_on_both_hooks(
 /// where nothing of xgre runs: an echo request for b's inner address.
 fn send_v6_fragments(t: &Topo, id: u32, overlap: bool) {
     let second = if overlap { 70 } else { 75 };
+    // r1's address resolved first: scapy would send the first fragment
+    // while it asks.
+    t.a().run("ping -6 -c 1 -W 2 2001:db8:1::1");
     t.a().run(&format!(
         "/usr/bin/python3 -c 'from scapy.all import *; conf.verb=0; \
          inner = bytes(GRE(key_present=1,key=7,proto=0x0800)/IP(src=\"198.19.100.1\",dst=\"198.19.100.2\")/ICMP(id={id})/(b\"y\"*1000)); \
          h = IPv6(src=\"2001:db8:1::10\",dst=\"2001:db8:2::20\"); \
-         send(h/IPv6ExtHdrFragment(nh=47,offset=0,m=1,id={id})/Raw(inner[:600])); \
-         send(h/IPv6ExtHdrFragment(nh=47,offset={second},m=0,id={id})/Raw(inner[{second}*8:]))'"
+         send([h/IPv6ExtHdrFragment(nh=47,offset=0,m=1,id={id})/Raw(inner[:600]), \
+               h/IPv6ExtHdrFragment(nh=47,offset={second},m=0,id={id})/Raw(inner[{second}*8:])])'"
     ));
 }
 
 #[test]
 fn ipv6_outer_fragments_are_reassembled_and_overlapping_ones_deliver_nothing() {
     let _s = serial();
-    let (mut t, _ra, rb) = routed("f6");
-    let cb = t.write("b.toml", &config('b', "gre", "xdp", "", &rb, true));
+    let mut t = routed("f6");
+    let cb = t.write("b.toml", &config('b', "gre", "xdp", "", true));
     t.start_run(1, &cb);
     let b = t.b();
     let rx = |b: &Host| status(b)["tunnels"][0]["peers"][0]["paths"][0]["counters"]["rx_packets"].as_u64().unwrap();
@@ -272,13 +290,9 @@ fn ipv6_outer_fragments_are_reassembled_and_overlapping_ones_deliver_nothing() {
     let ok = within(Duration::from_secs(5), || rx(b) == 1);
     assert!(ok.is_some(), "the reassembled packet is delivered: {}", status(b));
     assert_eq!(event(b, "fragment_in"), 2);
-    let fails = |b: &Host| -> u64 {
-        let s = b.run("cat /proc/net/snmp6");
-        s.lines().find(|l| l.starts_with("Ip6ReasmFails")).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap()
-    };
-    let before = fails(b);
+    let before = snmp(b, "", "Ip6ReasmFails");
     send_v6_fragments(&t, 2, true);
-    let refused = within(Duration::from_secs(5), || fails(b) > before);
+    let refused = within(Duration::from_secs(5), || snmp(b, "", "Ip6ReasmFails") > before);
     assert!(refused.is_some(), "the kernel refuses overlapping fragments (RFC 5722)");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(rx(b), 1, "nothing of the overlapping fragments was delivered");

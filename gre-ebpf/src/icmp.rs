@@ -72,11 +72,8 @@ fn too_big(ctx: &TcContext, mtu: u32) -> Result<i32, DropReason> {
             let ip: Ipv6Hdr = ctx.read(EthHdr::LEN)?;
             let quote = reshape(ctx, l3.min(V6_ERROR_MAX - V6_HDRS), V6_HDRS)?;
             let len = (Icmpv6Hdr::LEN + quote) as u16;
-            let mut hdr = V6Error {
-                eth: macs,
-                ip: ip_v6(&ip, len),
-                icmp: Icmpv6Hdr { type_: 2, code: 0, check: [0; 2], data: mtu.to_be_bytes() },
-            };
+            let mut hdr =
+                V6Error { eth: macs, ip: ip_v6(&ip, len), icmp: Icmpv6Hdr { type_: 2, code: 0, check: [0; 2], data: mtu.to_be_bytes() } };
             let body = be_sum(ctx, EthHdr::LEN + V6_HDRS, quote)?;
             let pseudo = csum::be_words(&hdr.ip.src_addr) + csum::be_words(&hdr.ip.dst_addr) + len as u64 + IPPROTO_ICMPV6 as u64;
             hdr.icmp.check = (!csum::fold(body + pseudo + csum::be_words(&icmp_bytes(&hdr.icmp)))).to_be_bytes();

@@ -5,6 +5,9 @@
 //! is counted under its reason and the packet is dropped, never passed.
 #![no_std]
 #![no_main]
+// `atomic_xadd`: core's `AtomicU64::fetch_add` is compiled out on
+// bpfel-unknown-none (`target_has_atomic = "64"` needs compare-and-swap,
+// which the target does not declare), though the BPF instruction exists.
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
@@ -158,7 +161,7 @@ pub fn xgre_rx_tc(ctx: TcContext) -> i32 {
             None => v,
         },
         Err(reason) => {
-        count_drop(reason);
+            count_drop(reason);
             if debug_on() {
                 debug!(&ctx, "xgre_rx_tc: drop reason {}", reason as u32);
             }

@@ -3,8 +3,8 @@
 //! receive programs.
 
 use gre_common::{
-    v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK,
-    pmtu::PmtuEvent, PROTO_KEEPALIVE, TUN_IPID_SEQ, TUN_RESEQ_ANNOUNCED, TUN_TRUNK,
+    pmtu::PmtuEvent, v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE, MODE_GRE, MODE_GRETAP,
+    NVGRE_FLOWID_MASK, PROTO_KEEPALIVE, TUN_IPID_SEQ, TUN_RESEQ_ANNOUNCED, TUN_TRUNK,
 };
 use network_types::{
     eth::EthHdr,
@@ -15,10 +15,10 @@ use network_types::{
 use crate::{
     announce,
     consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IP_MF},
-    csum, pmtu,
+    csum,
     maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
-    seq, trunk,
+    pmtu, seq, trunk,
 };
 
 /// A GRE packet of ours, ready to decapsulate.
@@ -65,7 +65,10 @@ pub enum Verdict {
 enum Seen {
     /// Nothing of ours.
     Other,
-    Icmp { at: usize, v4: bool },
+    Icmp {
+        at: usize,
+        v4: bool,
+    },
     Gre(Outer),
 }
 

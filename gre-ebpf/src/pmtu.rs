@@ -125,7 +125,9 @@ fn learn<P: Packet>(pkt: &P, at: usize, v4: bool) -> Option<PmtuEvent> {
     };
     // By reference: the key stays in the map entry, not copied to the stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let Some(path) = (unsafe { RX_PATHS.get(&c.key) }) else { return Some(PmtuEvent::IcmpNotOurs) };
+    let Some(path) = (unsafe { RX_PATHS.get(&c.key) }) else {
+        return Some(PmtuEvent::IcmpNotOurs);
+    };
     let entry = PATH_MTU.get_ptr_mut(path_slot(path.peer_id, path.path & (MAX_PATHS as u32 - 1)))?;
     let now = unsafe { bpf_ktime_get_ns() };
     let current = match unsafe { (*entry).at(now) } {

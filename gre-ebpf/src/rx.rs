@@ -13,8 +13,7 @@
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, xdp_md,
-        bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
+        __sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, xdp_md, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT,
     },
     helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},

@@ -105,12 +105,14 @@ fn main() -> ExitCode {
                 Command::new(env!("CARGO")).args(["test", "--workspace", "--no-fail-fast"]).args(&args).current_dir(workspace_root()),
             );
             // A filtered run is someone looking at a few tests: no fuzzing.
+            let fuzz_start = std::time::Instant::now();
             let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 20)) } else { Ok(()) };
+            let fuzz_time = ("fuzzers (build and run)".to_string(), fuzz_start.elapsed());
             if let Ok(table) = std::fs::read_to_string(&costs) {
                 step("what verifying each program cost this kernel (the netns test fails any entry over its budget)");
                 print!("{table}");
             }
-            tests.finish().and(fuzzed)
+            tests.finish(if args.is_empty() { std::slice::from_ref(&fuzz_time) } else { &[] }).and(fuzzed)
         }),
         Cmd::Fuzz { target, seconds } => setup::setup().and_then(|_| fuzz::fuzz(&target, seconds)),
         Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(*which)),

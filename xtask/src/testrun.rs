@@ -1,4 +1,5 @@
-//! `cargo test` with its failures repeated at the very end.
+//! `cargo test` with its failures repeated at the very end, and how long
+//! each test binary took.
 //!
 //! CI keeps only the tail of a run, and the fuzzers print thousands of lines
 //! after the tests. Without this, a red run says "cargo test failed" and
@@ -8,6 +9,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     process::{Command, Stdio},
     thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result};
@@ -39,15 +41,56 @@ impl Failures {
 /// result); a test that printed megabytes is cut from the front.
 const KEEP: usize = 12_000;
 
+/// Wall time per test binary: from cargo's "Running ..." line to the next
+/// one (or the end), so a binary's start-up and teardown count too. Before
+/// the first binary: building.
+#[derive(Default)]
+struct Timings {
+    start: Option<Instant>,
+    current: Option<(String, Instant)>,
+    done: Vec<(String, Duration)>,
+}
+
+impl Timings {
+    fn line(&mut self, line: &str, now: Instant) {
+        let start = *self.start.get_or_insert(now);
+        let Some(rest) = line.trim_start().strip_prefix("Running ") else { return };
+        // "Running tests/netns.rs (target/debug/deps/netns-...)"
+        let name = rest.split(" (").next().unwrap_or(rest).to_string();
+        match self.current.replace((name, now)) {
+            Some((prev, t)) => self.done.push((prev, now - t)),
+            None => self.done.push(("building".into(), now - start)),
+        }
+    }
+
+    fn end(mut self, now: Instant) -> Vec<(String, Duration)> {
+        if let Some((prev, t)) = self.current.take() {
+            self.done.push((prev, now - t));
+        }
+        self.done
+    }
+}
+
 pub struct Outcome {
     result: Result<()>,
     failures: Vec<String>,
+    timings: Vec<(String, Duration)>,
 }
 
 impl Outcome {
     /// Print the failed tests again (after whatever ran since), then return
     /// the run's result.
-    pub fn finish(self) -> Result<()> {
+    pub fn finish(self, extra: &[(String, Duration)]) -> Result<()> {
+        let mut t: Vec<&(String, Duration)> = self.timings.iter().chain(extra).collect();
+        if !t.is_empty() {
+            crate::step("time per test binary (wall clock, longest first)");
+            let total: Duration = t.iter().map(|(_, d)| *d).sum();
+            t.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+            for (name, d) in t {
+                println!("    {:>7.1} s  {name}", d.as_secs_f64());
+            }
+            println!("    {:>7.1} s  in all", total.as_secs_f64());
+        }
         if !self.failures.is_empty() {
             crate::step("failed tests (repeated from above)");
             for s in &self.failures {
@@ -66,11 +109,12 @@ impl Outcome {
 
 /// Run `cmd` (a `cargo test`), streaming its output as it comes.
 pub fn run(cmd: &mut Command) -> Outcome {
-    let mut child = match cmd.stdout(Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}")) {
+    let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}")) {
         Ok(c) => c,
-        Err(e) => return Outcome { result: Err(e), failures: Vec::new() },
+        Err(e) => return Outcome { result: Err(e), failures: Vec::new(), timings: Vec::new() },
     };
     let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
     let reader = thread::spawn(move || {
         let mut f = Failures::default();
         let mut out = std::io::stdout();
@@ -81,19 +125,45 @@ pub fn run(cmd: &mut Command) -> Outcome {
         }
         f.sections
     });
+    // cargo says which binary runs next on stderr.
+    let timer = thread::spawn(move || {
+        let mut t = Timings::default();
+        t.line("", Instant::now());
+        let mut err = std::io::stderr();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(err, "{line}");
+            t.line(&line, Instant::now());
+        }
+        t.end(Instant::now())
+    });
     let status = child.wait().with_context(|| format!("waiting for {cmd:?}"));
     let failures = reader.join().unwrap_or_default();
+    let timings = timer.join().unwrap_or_default();
     let result = match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(anyhow::anyhow!("{cmd:?} failed: {s}")),
         Err(e) => Err(e),
     };
-    Outcome { result, failures }
+    Outcome { result, failures, timings }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_each_binary_from_its_running_line_to_the_next() {
+        let mut t = Timings::default();
+        let t0 = Instant::now();
+        t.line("   Compiling x", t0);
+        t.line("     Running unittests src/lib.rs (target/debug/deps/x-1)", t0 + Duration::from_secs(5));
+        t.line("test a ... ok", t0 + Duration::from_secs(6));
+        t.line("     Running tests/netns.rs (target/debug/deps/netns-2)", t0 + Duration::from_secs(7));
+        let done = t.end(t0 + Duration::from_secs(10));
+        let names: Vec<(&str, u64)> = done.iter().map(|(n, d)| (n.as_str(), d.as_secs())).collect();
+        assert_eq!(names, [("building", 5), ("unittests src/lib.rs", 2), ("tests/netns.rs", 3)]);
+    }
 
     #[test]
     fn keeps_each_failures_section_and_nothing_else() {

@@ -95,8 +95,13 @@ enum Cmd {
     },
     /// Print shell completions (bash, zsh, fish, ...).
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff).
-    Man,
+    /// Print the man page (roff), or write one page per command into a
+    /// directory (xgre.1, xgre-up.1, ...).
+    Man {
+        /// Write every page (`xgre.1` and one per subcommand) here instead.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Validate a config file and the devices it names; change nothing.
     /// With --kernel, also load every datapath program into this kernel
     /// (verified, never attached) and print what verifying each cost.
@@ -269,9 +274,15 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "xgre", &mut std::io::stdout());
         }
-        Cmd::Man => {
+        Cmd::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();
-            clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("rendering the man page")?;
+            match dir {
+                Some(d) => {
+                    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                    clap_mangen::generate_to(cmd, &d).with_context(|| format!("writing man pages into {}", d.display()))?;
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout()).context("rendering the man page")?,
+            }
         }
         Cmd::Status { name, json, .. } => {
             sys::require_root("status")?;
@@ -361,5 +372,19 @@ mod tests {
         clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut man).unwrap();
         let m = String::from_utf8(man).unwrap();
         assert!(m.contains(".TH xgre") && m.contains("map\\-edit"), "{}", &m[..200.min(m.len())]);
+    }
+
+    #[test]
+    fn every_page_the_man_page_names_is_written() {
+        let dir = std::env::temp_dir().join(format!("xgre-man-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir).unwrap();
+        let top = std::fs::read_to_string(dir.join("xgre.1")).unwrap();
+        for sub in ["up", "run", "down", "reload", "show", "map-edit", "status", "exporter", "check", "man"] {
+            let page = dir.join(format!("xgre-{sub}.1"));
+            assert!(page.exists(), "{} is written", page.display());
+            assert!(top.contains(&format!("xgre\\-{}(1)", sub.replace('-', "\\-"))), "xgre(1) names xgre-{sub}(1)");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

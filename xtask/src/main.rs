@@ -7,6 +7,7 @@ mod arp;
 mod bench;
 mod bpffs;
 mod control;
+mod deb;
 mod demo;
 mod fuzz;
 mod guest;
@@ -56,6 +57,9 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         seconds: u32,
     },
+    /// Build a Debian package (binary, systemd unit, man pages,
+    /// completions, examples) into target/deb/.
+    Deb,
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -115,6 +119,7 @@ fn main() -> ExitCode {
             tests.finish(if args.is_empty() { std::slice::from_ref(&fuzz_time) } else { &[] }).and(fuzzed)
         }),
         Cmd::Fuzz { target, seconds } => setup::setup().and_then(|_| fuzz::fuzz(&target, seconds)),
+        Cmd::Deb => setup::setup().and_then(|_| deb::deb()),
         Cmd::Bench { which } => setup::setup().and_then(|_| bench::run(*which)),
     };
     match r {

@@ -160,6 +160,7 @@ fn gre_and_gretap_interoperate_with_linux_ip_gre() {
             exercise(&t, &mut vm, Case { tap, key, csum, seq });
         }
     }
+    keepalives_come_back_only_where_linux_routes_them(&mut t, &mut vm);
     nopmtudisc_fragments_are_reassembled(&mut t, &mut vm);
 }
 
@@ -191,43 +192,38 @@ fn nopmtudisc_fragments_are_reassembled(t: &mut Topo, vm: &mut LinuxVm) {
     vm.sh("ip link set eth0 mtu 1500");
 }
 
-#[test]
-fn linux_leaves_its_gre_checksum_to_the_nic_and_xgre_takes_it() {
-    // With checksum offload on the guest's NIC, Linux's ip_gre sends its
-    // GRE checksum unfilled (CHECKSUM_PARTIAL, for the device to fill), and
-    // the tap hands xgre the frame that way: the kernel counts it as good,
-    // and so must xgre. The same holds for xgre's own inner TCP checksums
-    // going the other way.
-    let _s = serial();
-    let (t, mut vm) = topo("lo", true);
+/// With checksum offload on the guest's NIC, Linux's ip_gre sends its GRE
+/// checksum unfilled (CHECKSUM_PARTIAL, for the device to fill), and the tap
+/// hands xgre the frame that way: the kernel counts it as good, and so must
+/// xgre. The same holds for xgre's own inner TCP checksums going the other
+/// way.
+fn linux_leaves_its_gre_checksum_to_the_nic_and_xgre_takes_it(t: &Topo, vm: &mut LinuxVm) {
     for tap in [true, false] {
         let c = Case { tap, key: Some(42), csum: true, seq: true };
         let a = &t.hosts[0];
         let _ = a.xgre(Enter::Nsenter, "down gre0");
         let ca = t.write("a.toml", &xgre_config(c, "qt0"));
         a.xgre_ok(Enter::Nsenter, &format!("up -c {ca}"));
-        linux_tunnel(&mut vm, c, a.mtu("gre0"));
+        linux_tunnel(vm, c, a.mtu("gre0"));
         let ok = (0..20).any(|_| a.shell("ping -c 1 -W 2 198.19.100.2 >/dev/null && echo ok || true").contains("ok"));
         assert!(ok, "{c:?}: no ping crossed the tunnel; xgre:\n{}", a.xgre_ok(Enter::Nsenter, "status"));
-        transfers(a, &mut vm, c);
+        transfers(a, vm, c);
         let s = status(a);
         assert!(drops(&s).is_empty(), "{c:?}: xgre dropped {:?}", drops(&s));
-        assert_linux_took_all(&mut vm, c);
+        assert_linux_took_all(vm, c);
     }
 }
 
-#[test]
-fn keepalives_with_linux_come_back_only_where_it_routes_them() {
-    // Linux reflects a Cisco keepalive only if it may route a packet whose
-    // source is its own address back out: accept_local on the tunnel and
-    // forwarding. By default it does not, and `auto` keeps the path.
-    let _s = serial();
-    let (mut t, mut vm) = topo("lk", false);
+/// Linux reflects a Cisco keepalive only if it may route a packet whose
+/// source is its own address back out: accept_local on the tunnel and
+/// forwarding. By default it does not, and `auto` keeps the path.
+fn keepalives_come_back_only_where_linux_routes_them(t: &mut Topo, vm: &mut LinuxVm) {
     let c = Case { tap: false, key: Some(42), csum: false, seq: false };
-    let ca = t.write("a.toml", &xgre_config(c, "qt0"));
+    let _ = t.hosts[0].xgre(Enter::Nsenter, "down gre0");
+    let ca = t.write("ka.toml", &xgre_config(c, "qt0"));
     t.start_run(0, &ca);
     let a = &t.hosts[0];
-    linux_tunnel(&mut vm, c, a.mtu("gre0"));
+    linux_tunnel(vm, c, a.mtu("gre0"));
     let path = |h: &Host| status(h)["tunnels"][0]["peers"][0]["paths"][0].clone();
     std::thread::sleep(Duration::from_millis(1000));
     let p = path(a);
@@ -239,12 +235,15 @@ fn keepalives_with_linux_come_back_only_where_it_routes_them() {
     let p = path(a);
     assert_eq!(p["up"], true, "{p}");
     assert!(p["counters"]["keepalive_replies"].as_u64().unwrap() >= 5, "Linux with accept_local and forwarding reflects: {p}");
+    vm.sh("sysctl -qw net.ipv4.ip_forward=0 net.ipv4.conf.g1.accept_local=0");
+    t.stop_children();
 }
 
 /// The oldest kernel xgre is tested on: Debian 12's Linux 6.1, under qemu,
 /// runs xgre itself. Every program of the datapath verifies there, a
 /// tunnel comes up between the guest and host a (this kernel), and pings
-/// cross it both ways.
+/// cross it both ways. Then the same guest (its NIC offloading checksums)
+/// runs its own ip_gre against xgre with checksums. One boot for both.
 #[test]
 fn xgre_runs_on_linux_6_1() {
     let _s = serial();
@@ -282,4 +281,6 @@ fn xgre_runs_on_linux_6_1() {
     let s = status(a);
     assert!(drops(&s).is_empty(), "xgre on this kernel dropped {:?}", drops(&s));
     vm.sh("xgre down xg0");
+    // The same guest, its NIC offloading checksums: against its ip_gre.
+    linux_leaves_its_gre_checksum_to_the_nic_and_xgre_takes_it(&t, &mut vm);
 }

@@ -227,6 +227,15 @@ impl Topo {
         self.children.push(c);
     }
 
+    /// Kill what `start_run` and `keep` started (SIGKILL: the tunnels stay
+    /// up, for the test to take down or reuse).
+    pub fn stop_children(&mut self) {
+        for mut c in self.children.drain(..) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Start `xgre run -c cfg` on host `i`, wait for it to say it watches
     /// (or fail with what it said), and keep it until teardown.
     pub fn start_run(&mut self, i: usize, cfg: &str) {

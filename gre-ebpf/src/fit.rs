@@ -43,19 +43,19 @@ const IPV6_MIN_MTU: u32 = 1280;
 /// IPv4 flag Don't Fragment, of the 3 flag bits.
 const IP_DF: u8 = 2;
 
-/// What to do with the packet at `skb` for `peer_id` of a tunnel with
-/// `flags`; `tap`: a gretap frame, whose Ethernet header travels too.
-/// A global function: `FITS`, `CLEAR_DF`, `ANSWER + mtu`, or a negative
-/// drop reason.
+/// What to do with the packet at `skb` (of EtherType `ether_type`) for
+/// `peer_id` of a tunnel with `flags`; `tap`: a gretap frame, whose
+/// Ethernet header travels too. A global function: `FITS`, `CLEAR_DF`,
+/// `ANSWER + mtu`, or a negative drop reason.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn xgre_fit(skb: *mut __sk_buff, peer_id: u32, flags: u32, tap: u32) -> i64 {
+pub extern "C" fn xgre_fit(skb: *mut __sk_buff, peer_id: u32, flags: u32, tap: u32, ether_type: u32) -> i64 {
     let ctx = TcContext::new(skb);
-    global::encode(fit(&ctx, peer_id, flags, tap != 0))
+    global::encode(fit(&ctx, peer_id, flags, tap != 0, ether_type as u16))
 }
 
 #[inline(always)]
-fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, DropReason> {
+fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool, ether_type: u16) -> Result<i32, DropReason> {
     if flags & TUN_NO_PMTUDISC != 0 {
         return Ok(FITS);
     }
@@ -63,8 +63,7 @@ fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, Drop
     let overhead = if v6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN }
         + GreHdr::len_for(flags & TUN_CSUM != 0, flags & (TUN_KEY | TUN_NVGRE) != 0, flags & TUN_SEQ != 0)
         + if tap { EthHdr::LEN } else { 0 };
-    let eth: EthHdr = ctx.read(0)?;
-    let l3 = wire_l3(ctx, u16::from_be(eth.ether_type));
+    let l3 = wire_l3(ctx, ether_type);
     let outer = (l3 + overhead) as u32;
     // No path MTU is ever below the IPv4 minimum: most packets stop here.
     if outer <= MIN_PMTU_V4 {
@@ -77,7 +76,7 @@ fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool) -> Result<i32, Drop
     let mtu = pmtu.saturating_sub(overhead as u32);
     // A trunk's tagged frame: no error can be addressed through its tag.
     let tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
-    let answer = match u16::from_be(eth.ether_type) {
+    let answer = match ether_type {
         _ if tagged => false,
         ETH_P_IP => {
             let ip: Ipv4Hdr = ctx.read(EthHdr::LEN)?;

@@ -105,7 +105,8 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
     };
     let mut proto_tos = ((proto as u32) << 16) | tos as u32;
     let d = if !target.flood {
-        match global::decode(fit::xgre_fit(skb, target.peer, tunnel.flags, (tunnel.mode == MODE_GRETAP) as u32))? {
+        let tap = (tunnel.mode == MODE_GRETAP) as u32;
+        match global::decode(fit::xgre_fit(skb, target.peer, tunnel.flags, tap, u16::from_be(eth.ether_type) as u32))? {
             fit::FITS => {}
             fit::CLEAR_DF => proto_tos |= TX_CLEAR_DF,
             answer => return Ok(answer),

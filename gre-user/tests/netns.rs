@@ -166,13 +166,16 @@ fn sequence_numbers_and_checksums_end_to_end() {
     // earlier one (Linux's ip_gre has the same window, with an unlocked
     // counter). Such a swap is between neighbours: one number taken on
     // each CPU, microseconds apart. One such swap in 2,000 was seen under
-    // CI load once, and 28 another time (1.4%), every one of n and n+1.
+    // CI load once, and 28 another time (1.4%), every one of n and n+1;
+    // under heavier load a CPU held up between taking its number and
+    // queueing the packet let 4 and 10 later ones pass ((146, 141),
+    // (440, 429)). A numbering bug repeats numbers or scrambles hundreds.
     let mut distinct = seqs.clone();
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), seqs.len(), "a sequence number repeats");
     let swapped: Vec<(u64, u64)> = seqs.windows(2).filter(|w| w[1] < w[0]).map(|w| (w[0], w[1])).collect();
-    assert!(swapped.iter().all(|(a, b)| a - b <= 2), "numbers out of order by more than a CPU race: {swapped:?}");
+    assert!(swapped.iter().all(|(a, b)| a - b <= 16), "numbers out of order by more than a CPU race: {swapped:?}");
     assert!(swapped.len() * 20 <= seqs.len(), "{} of {} numbers out of order: {swapped:?}", swapped.len(), seqs.len());
     let s = json_status(t.a());
     assert_eq!(s["drops"]["tx_gso_per_packet"], 0, "{}", s["drops"]);

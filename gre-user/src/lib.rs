@@ -1,48 +1,31 @@
 //! The xgre loader as a library: the `xgre` binary is a thin CLI over it,
 //! and the integration tests drive the same code. Without the `runtime`
-//! feature only the parsers (`config`, `edit`, `rate`) are built: what the
-//! fuzzers need.
+//! feature only `config` (the file, the map-edit language and rates) is
+//! built: what the fuzzers need.
+//!
+//! The layers, each importing only those above it:
+//! - `config`: the TOML model, its validation and the map-edit language;
+//! - `net`: netlink, ioctls and bpffs, the host's side;
+//! - `datapath`: the loaded programs and maps and the codec between the
+//!   config and the map values;
+//! - `control`: plan and apply a config, links, the tunnel's lifecycle and
+//!   upgrades;
+//! - `reseq`, `mesh`: the resequencer and the etcd mesh;
+//! - `daemon`: `xgre run`, keepalives and reassembly;
+//! - `observe`: `status` and the Prometheus exporter.
 
-#[cfg(feature = "runtime")]
-pub mod codec;
 pub mod config;
+#[cfg(feature = "runtime")]
+pub mod control;
+#[cfg(feature = "runtime")]
+pub mod daemon;
 #[cfg(feature = "runtime")]
 pub mod datapath;
 #[cfg(feature = "runtime")]
-pub mod debug;
-pub mod edit;
-#[cfg(feature = "runtime")]
-pub mod exporter;
-#[cfg(feature = "runtime")]
-pub mod keepalive;
-#[cfg(feature = "runtime")]
-pub mod links;
-#[cfg(feature = "runtime")]
 pub mod mesh;
 #[cfg(feature = "runtime")]
-pub mod mesh_entry;
+pub mod net;
 #[cfg(feature = "runtime")]
-pub mod mesh_status;
+pub mod observe;
 #[cfg(feature = "runtime")]
-pub mod netlink;
-#[cfg(feature = "runtime")]
-pub mod pairs;
-pub mod rate;
-#[cfg(feature = "runtime")]
-pub mod reassemble;
-#[cfg(feature = "runtime")]
-pub mod reseq_window;
-#[cfg(feature = "runtime")]
-pub mod resequence;
-#[cfg(feature = "runtime")]
-pub mod run;
-#[cfg(feature = "runtime")]
-pub mod state;
-#[cfg(feature = "runtime")]
-pub mod status;
-#[cfg(feature = "runtime")]
-pub mod sys;
-#[cfg(feature = "runtime")]
-pub mod tunnel;
-#[cfg(feature = "runtime")]
-pub mod upgrade;
+pub mod reseq;

@@ -6,8 +6,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gre_user::{
     config::{Config, Origin},
-    netlink, status, sys,
-    tunnel::{self, UpOutcome},
+    net::netlink, observe::status, net::sys,
+    control::tunnel::{self, UpOutcome},
 };
 
 #[derive(Parser)]
@@ -72,7 +72,7 @@ enum Cmd {
         #[arg(long)]
         batch: Option<PathBuf>,
         #[command(subcommand)]
-        edit: Option<gre_user::edit::Edit>,
+        edit: Option<gre_user::config::edit::Edit>,
     },
     /// Show tunnels, links, peers, paths and counters.
     Status {
@@ -181,7 +181,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
             advise(&cfg, &config);
-            gre_user::run::run(cfg, &config.display().to_string(), debug).await?;
+            gre_user::daemon::run::run(cfg, &config.display().to_string(), debug).await?;
         }
         Cmd::Down { config, name } => {
             let name = match (config, name) {
@@ -200,18 +200,18 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             let file = config.display().to_string();
             let want = Config::load(&config)?;
             let (nl, dp) = running()?;
-            let mut run = gre_user::state::show(&dp, &nl, &want.tunnel.name).await?;
+            let mut run = gre_user::control::state::show(&dp, &nl, &want.tunnel.name).await?;
             if run.config.fingerprint() == want.fingerprint() {
                 println!("{}: no changes", want.tunnel.name);
             } else {
-                let done = gre_user::state::apply(&nl, &dp, &mut run, &want, &file).await?;
+                let done = gre_user::control::state::apply(&nl, &dp, &mut run, &want, &file).await?;
                 println!("{}: reloaded ({})", want.tunnel.name, done.join(", "));
             }
         }
         Cmd::Show { name } => {
             sys::require_root("show")?;
             let (nl, dp) = running()?;
-            let run = gre_user::state::show(&dp, &nl, &name).await?;
+            let run = gre_user::control::state::show(&dp, &nl, &name).await?;
             println!("# xgre show {name}: the running state as a config file");
             let mesh: Vec<&str> = run.config.peers.iter().filter(|p| p.origin == Origin::Mesh).map(|p| p.name.as_str()).collect();
             if !mesh.is_empty() {
@@ -221,16 +221,16 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         }
         Cmd::MapEdit { name, save, batch, edit } => {
             sys::require_root("map-edit")?;
-            let edits: Vec<(String, gre_user::edit::Edit)> = match (batch, edit) {
+            let edits: Vec<(String, gre_user::config::edit::Edit)> = match (batch, edit) {
                 (Some(_), Some(_)) => bail!("map-edit: give one edit or --batch FILE, not both"),
-                (Some(f), None) => gre_user::edit::read_batch(&f)?,
+                (Some(f), None) => gre_user::config::edit::read_batch(&f)?,
                 (None, Some(e)) => vec![(format!("map-edit {name}"), e)],
                 (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key, group) or --batch FILE"),
             };
             let (nl, dp) = running()?;
-            let mut run = gre_user::state::show(&dp, &nl, &name).await?;
+            let mut run = gre_user::control::state::show(&dp, &nl, &name).await?;
             let start = std::time::Instant::now();
-            gre_user::edit::apply_all(&nl, &dp, &mut run, &edits).await?;
+            gre_user::config::edit::apply_all(&nl, &dp, &mut run, &edits).await?;
             if let Some(f) = save {
                 std::fs::write(&f, run.config.without_mesh_peers().to_toml()).with_context(|| format!("writing {}", f.display()))?;
             }
@@ -240,7 +240,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Status { name, json: _, watch: true, interval, count } => {
             sys::require_root("status")?;
             let _log = match debug {
-                true => Some(gre_user::debug::listen(&running_maps()?)?),
+                true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
                 false => None,
             };
             let mut prev = status::collect(name.as_deref()).await?;
@@ -265,10 +265,10 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Exporter { listen } => {
             sys::require_root("exporter")?;
             let _log = match debug {
-                true => Some(gre_user::debug::listen(&running_maps()?)?),
+                true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
                 false => None,
             };
-            gre_user::exporter::serve(&listen).await?;
+            gre_user::observe::exporter::serve(&listen).await?;
         }
         Cmd::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
@@ -307,9 +307,9 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 }
             }
             let tun = nl.link(&cfg.tunnel.name).await?.map(|l| l.index).unwrap_or(0);
-            gre_user::state::check_routes(&nl, &cfg, tun, &file).await?;
-            let links = gre_user::links::resolve_links(&nl, &cfg, &file).await?;
-            gre_user::state::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
+            gre_user::control::state::check_routes(&nl, &cfg, tun, &file).await?;
+            let links = gre_user::control::links::resolve_links(&nl, &cfg, &file).await?;
+            gre_user::control::state::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
             println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
             for a in cfg.advice(&file) {
                 println!("warning: {a}");

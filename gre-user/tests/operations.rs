@@ -9,7 +9,7 @@ use std::{
 };
 
 use common::*;
-use gre_user::{config::Config, edit};
+use gre_user::config::{edit, Config};
 use serde_json::Value;
 
 /// A tiny deterministic generator, so a failing run can be replayed.

@@ -4,7 +4,7 @@
 //! a panic.
 #![no_main]
 
-use gre_user::{config::Config, edit};
+use gre_user::config::{edit, Config};
 use libfuzzer_sys::fuzz_target;
 
 const BASE: &str = include_str!("../seeds/config/two-peers.toml");

@@ -1,6 +1,10 @@
 //! The datapath of one network namespace: its programs and maps, loaded
 //! fresh or found again in the kernel through BPF object ids.
 
+pub mod codec;
+pub mod debug;
+pub mod pairs;
+
 use std::{collections::BTreeMap, sync::Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -11,7 +15,7 @@ use aya::{
 };
 use gre_common::{names::*, *};
 
-use crate::sys;
+use crate::net::sys;
 
 /// The compiled datapath, built by build.rs from `gre-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
@@ -304,13 +308,20 @@ typed_maps! {
 pub fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, pred: impl Fn(&K, &V) -> bool) -> Result<usize> {
     let doomed: Vec<K> = map.iter().filter_map(Result::ok).filter(|(k, v)| pred(k, v)).map(|(k, _)| k).collect();
     for k in &doomed {
-        match map.remove(k) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
+        removed(map.remove(k))?;
     }
     Ok(doomed.len())
+}
+
+/// The result of removing a map entry: whether it was there. One already
+/// gone is what removal wanted (another `down` may be racing this one).
+pub fn removed(r: Result<(), aya::maps::MapError>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(aya::maps::MapError::KeyNotFound) => Ok(false),
+        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Remove pin directories whose datapath no program uses any more: left by

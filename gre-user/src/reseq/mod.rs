@@ -5,6 +5,8 @@
 //! the way the programs deliver everything else, so the tunnel device
 //! receives and counts them. BPF cannot hold a packet; this can.
 
+pub mod window;
+
 use std::{
     collections::HashMap,
     fs::File,
@@ -23,8 +25,8 @@ use gre_common::ReseqHdr;
 
 use crate::{
     datapath::Datapath,
-    netlink::Netlink,
-    reseq_window::{Window, WindowStats},
+    net::netlink::Netlink,
+    reseq::window::{Window, WindowStats},
 };
 
 /// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread

@@ -139,7 +139,7 @@ impl HostEntry {
             if l.weight == 0 || l.weight > MAX_WEIGHT {
                 return Err(bad(f("weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
             }
-            crate::rate::check_rate_or_weight("link", l.rate, self.links[0].rate, l.weight).map_err(|(n, r)| bad(f(n), r))?;
+            crate::config::rate::check_rate_or_weight("link", l.rate, self.links[0].rate, l.weight).map_err(|(n, r)| bad(f(n), r))?;
             let remote = l.address.addr();
             for (dev, _) in my_links.iter().filter(|(_, n)| n.contains(&remote) && n.addr() != remote) {
                 paths.push(PathConfig { link: dev.clone(), remote, mac: l.mac, weight: l.weight, rate: l.rate, up: true, standby: false });

@@ -10,7 +10,7 @@ use gre_common::*;
 
 use crate::{
     config::{Config, KeepaliveMode, Mode, Origin, PeerConfig, RxHook, TunnelConfig, MAX_WEIGHT},
-    netlink::Link,
+    net::netlink::Link,
 };
 
 pub fn addr16(a: IpAddr) -> [u8; 16] {

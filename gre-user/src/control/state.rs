@@ -21,15 +21,16 @@ use gre_common::{
 use ipnet::IpNet;
 
 use crate::{
-    codec::{
+    control::plan::{plan, Step},
+    datapath::codec::{
         addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, neigh_entries, tunnel_config,
         tunnel_value, vlan_entries,
     },
     config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerRoutes, RxHook, VlanConfig},
-    datapath::{remove_where, Datapath},
-    links,
-    netlink::{Link, Netlink},
-    pairs,
+    datapath::{self, remove_where, Datapath},
+    control::links,
+    net::netlink::{Link, Netlink},
+    datapath::pairs,
 };
 
 /// What a tunnel is, as the loader needs to change it.
@@ -101,7 +102,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
                 mac: (path.flags & PATH_STATIC_MAC != 0).then_some(Mac(path.dst_mac)),
                 // With rates, the weight is derived (`codec::build_peer`).
                 weight: if path.rate_kbps != 0 { 1 } else { path.weight },
-                rate: (path.rate_kbps != 0).then_some(crate::rate::Rate { kbps: path.rate_kbps }),
+                rate: (path.rate_kbps != 0).then_some(crate::config::rate::Rate { kbps: path.rate_kbps }),
                 up: path.flags & PATH_ADMIN_DOWN == 0,
                 standby: path.flags & PATH_STANDBY != 0,
             });
@@ -336,11 +337,10 @@ pub fn forget_macs(dp: &Datapath, tun: u32, id: Option<u32>) -> Result<()> {
     Ok(())
 }
 
-/// The replication lists of tunnel `run`: its default list (every peer,
+/// The replication lists of tunnel `tun` running `cfg` with peer `ids`: its default list (every peer,
 /// the first `MAX_FLOOD` by name) and one per `[[group]]`.
-pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
+pub fn sync_flood(dp: &Datapath, tun: u32, cfg: &Config, ids: &BTreeMap<String, u32>) -> Result<()> {
     let mut m = dp.flood()?;
-    let tun = run.ifindex;
     let list = |ids: &mut dyn Iterator<Item = u32>| {
         let mut l = FloodList::default();
         for id in ids.take(MAX_FLOOD) {
@@ -351,20 +351,20 @@ pub fn sync_flood(dp: &Datapath, run: &Running) -> Result<()> {
     };
     // Once per process: a mesh adds peers one at a time.
     static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-    if run.ids.len() > MAX_FLOOD && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+    if ids.len() > MAX_FLOOD && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
         tracing::warn!(
             "{}: multicast and broadcast reach the first {MAX_FLOOD} of {} peers by name; name the peers of a group in [[group]]",
-            run.config.tunnel.name,
-            run.ids.len()
+            cfg.tunnel.name,
+            ids.len()
         );
     }
     let want: BTreeMap<[u8; 16], FloodList> =
-        run.config.groups.iter().map(|g| (addr16(g.address), list(&mut g.peers.iter().filter_map(|n| run.ids.get(n).copied())))).collect();
+        cfg.groups.iter().map(|g| (addr16(g.address), list(&mut g.peers.iter().filter_map(|n| ids.get(n).copied())))).collect();
     remove_where(&mut m, |k, _| k.tunnel_ifindex == tun && k.group != [0; 16] && !want.contains_key(&k.group))?;
     for (group, l) in want {
         m.insert(FloodKey { tunnel_ifindex: tun, group }, l, 0)?;
     }
-    m.insert(FloodKey { tunnel_ifindex: tun, group: [0; 16] }, list(&mut run.ids.values().copied()), 0)?;
+    m.insert(FloodKey { tunnel_ifindex: tun, group: [0; 16] }, list(&mut ids.values().copied()), 0)?;
     Ok(())
 }
 
@@ -457,7 +457,7 @@ async fn apply_peer_steps(
             remove_peer(dp, &run.config, old, id, tun)?;
             run.used_ids.remove(&id);
             run.config.peers.remove(pos.unwrap());
-            sync_flood(dp, run)?;
+            sync_flood(dp, run.ifindex, &run.config, &run.ids)?;
         }
         (old, Some(p)) => {
             for path in &p.paths {
@@ -497,7 +497,7 @@ async fn apply_peer_steps(
                 Some(i) => run.config.peers[i] = p.clone(),
                 None => {
                     run.config.peers.push(p.clone());
-                    sync_flood(dp, run)?;
+                    sync_flood(dp, run.ifindex, &run.config, &run.ids)?;
                 }
             }
         }
@@ -549,7 +549,7 @@ pub async fn add_peers(
     }
     run.config.peers = cfg.peers.clone();
     run.config.groups = cfg.groups.clone();
-    sync_flood(dp, run)
+    sync_flood(dp, run.ifindex, &run.config, &run.ids)
 }
 
 /// `want` (a file) plus the mesh's peers of the running tunnel: a file
@@ -607,8 +607,34 @@ pub async fn roll_back(nl: &Netlink, dp: &Datapath, run: &mut Running, before: &
 async fn apply_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Config, label: &str) -> Result<Vec<String>> {
     let have = run.config.clone();
     let want = &with_mesh_peers(want, &have, label)?;
-    let tun = run.ifindex;
+    let mut x = prepare(nl, dp, run, &have, want, label).await?;
     let mut done = Vec::new();
+    for step in plan(&have, want, run.tunnel.flags & TUN_PER_PACKET != 0) {
+        if let Some(line) = execute(&mut x, nl, dp, run, &have, want, &step, label).await? {
+            done.push(line);
+        }
+    }
+    run.config = want.clone();
+    run.ids = x.ids;
+    run.used_ids = dp.peers()?.keys().filter_map(Result::ok).collect();
+    run.links = x.links;
+    Ok(done)
+}
+
+/// What executing a plan needs, found before anything changes.
+struct Prepared {
+    links: BTreeMap<String, Link>,
+    /// The MACs of each peer that is new or changed, by name.
+    macs: BTreeMap<String, Vec<[u8; 6]>>,
+    mtu: u32,
+    ids: BTreeMap<String, u32>,
+}
+
+/// Everything that can refuse a change before anything changes: the name
+/// and mode, the links, the MACs, the routes the host owns, the MTU and
+/// key clashes with other tunnels.
+async fn prepare(nl: &Netlink, dp: &Datapath, run: &Running, have: &Config, want: &Config, label: &str) -> Result<Prepared> {
+    let tun = run.ifindex;
     if want.tunnel.name != have.tunnel.name {
         bail!("{label}: tunnel.name: {} is running; `{}` names another tunnel", have.tunnel.name, want.tunnel.name);
     }
@@ -616,161 +642,151 @@ async fn apply_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Conf
         bail!("{label}: tunnel.mode: the mode cannot change on a running tunnel; take it down and up");
     }
     let links = links::resolve_links(nl, want, label).await?;
-    // Everything that can fail before anything changes: MACs, key clashes.
     let mut macs = BTreeMap::new();
     for (i, p) in want.peers.iter().enumerate() {
-        let old = have.peers.iter().find(|o| o.name == p.name);
-        if old != Some(p) {
+        if have.peers.iter().find(|o| o.name == p.name) != Some(p) {
             macs.insert(p.name.clone(), links::resolve_macs(nl, want, i, &links, label).await?);
         }
     }
     check_routes(nl, want, tun, label).await?;
     let link_mtu = links.values().map(|l| l.mtu).min().unwrap_or(1500);
     let mtu = tunnel_mtu(want, link_mtu, label)?;
-    let new_lookups = want.key_lookups();
     let old_lookups = have.key_lookups();
-    let mut by_key = dp.tunnel_by_key()?;
-    for l in new_lookups.iter().filter(|l| !old_lookups.contains(l)) {
-        if let Ok(other) = by_key.get(l, 0) {
-            if other != tun {
-                let field = if want.is_trunk() { "tunnel.vlan" } else { "tunnel.key" };
-                bail!("{label}: {field}: another tunnel of this namespace receives key {}", l.key);
-            }
+    let by_key = dp.tunnel_by_key()?;
+    for l in want.key_lookups().iter().filter(|l| !old_lookups.contains(l)) {
+        if by_key.get(l, 0).is_ok_and(|other| other != tun) {
+            let field = if want.is_trunk() { "tunnel.vlan" } else { "tunnel.key" };
+            bail!("{label}: {field}: another tunnel of this namespace receives key {}", l.key);
         }
     }
+    Ok(Prepared { links, macs, mtu, ids: run.ids.clone() })
+}
 
-    // Links first: new ones must receive before peers use them.
-    for lc in &want.links {
-        if have.links.iter().all(|l| !l.same_hook(lc)) {
-            if let Some(old) = have.links.iter().find(|l| l.dev == lc.dev) {
-                let idx = links[&old.dev].index;
-                links::remove_link(nl, dp, tun, idx).await?;
+/// Run one step of a plan; what it did, for the user.
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    x: &mut Prepared,
+    nl: &Netlink,
+    dp: &Datapath,
+    run: &mut Running,
+    have: &Config,
+    want: &Config,
+    step: &Step<'_>,
+    label: &str,
+) -> Result<Option<String>> {
+    let tun = run.ifindex;
+    Ok(Some(match *step {
+        Step::AttachLink { link, replaces } => {
+            if replaces {
+                links::remove_link(nl, dp, tun, x.links[&link.dev].index).await?;
             }
-            let hook = links::add_link(nl, dp, tun, lc, &links[&lc.dev]).await?;
-            done.push(format!("link {} ({hook})", lc.dev));
+            let hook = links::add_link(nl, dp, tun, link, &x.links[&link.dev]).await?;
+            format!("link {} ({hook})", link.dev)
         }
-    }
-    // Peers.
-    let mut ids = run.ids.clone();
-    let new_peers: Vec<&PeerConfig> = want.peers.iter().filter(|p| !ids.contains_key(&p.name)).collect();
-    let fresh = free_ids(dp, new_peers.len())?;
-    for (p, id) in new_peers.iter().zip(fresh) {
-        reset_peer_state(dp, id)?;
-        write_peer(dp, want, p, id, tun, &links, &macs[&p.name], None)?;
-        ids.insert(p.name.clone(), id);
-        sync_routes(nl, tun, PeerRoutes::default(), want.peer_routes(p)).await?;
-        done.push(format!("peer {} added", p.name));
-    }
-    for p in &want.peers {
-        let Some(old) = have.peers.iter().find(|o| o.name == p.name) else { continue };
-        let (from, to) = (have.peer_routes(old), want.peer_routes(p));
-        if old == p {
-            // A tunnel-wide `tcp_reordering` change rewrites the routes of
-            // peers that did not change themselves.
-            if from != to {
-                sync_routes(nl, tun, from, to).await?;
-                done.push(format!("peer {} routes: reordering {}", p.name, to.reordering.map_or("unset".into(), |n| n.to_string())));
+        Step::AddPeer(p) => {
+            let id = free_ids(dp, 1)?[0];
+            reset_peer_state(dp, id)?;
+            write_peer(dp, want, p, id, tun, &x.links, &x.macs[&p.name], None)?;
+            x.ids.insert(p.name.clone(), id);
+            sync_routes(nl, tun, PeerRoutes::default(), want.peer_routes(p)).await?;
+            format!("peer {} added", p.name)
+        }
+        Step::ChangePeer { old, new } => {
+            write_peer(dp, want, new, x.ids[&new.name], tun, &x.links, &x.macs[&new.name], Some((have, old)))?;
+            sync_routes(nl, tun, have.peer_routes(old), want.peer_routes(new)).await?;
+            format!("peer {} changed", new.name)
+        }
+        Step::Reroute { old, new } => {
+            let to = want.peer_routes(new);
+            sync_routes(nl, tun, have.peer_routes(old), to).await?;
+            format!("peer {} routes: reordering {}", new.name, to.reordering.map_or("unset".into(), |n| n.to_string()))
+        }
+        Step::RemovePeer(old) => {
+            let id = x.ids.remove(&old.name).expect("running peer has an id");
+            for r in &old.routes {
+                nl.del_route(*r, tun).await?;
             }
-            continue;
+            remove_peer(dp, have, old, id, tun)?;
+            format!("peer {} removed", old.name)
         }
-        let id = ids[&p.name];
-        write_peer(dp, want, p, id, tun, &links, &macs[&p.name], Some((&have, old)))?;
-        sync_routes(nl, tun, from, to).await?;
-        done.push(format!("peer {} changed", p.name));
-    }
-    for old in &have.peers {
-        if want.peers.iter().any(|p| p.name == old.name) {
-            continue;
-        }
-        let id = ids.remove(&old.name).expect("running peer has an id");
-        for r in &old.routes {
-            nl.del_route(*r, tun).await?;
-        }
-        remove_peer(dp, &have, old, id, tun)?;
-        done.push(format!("peer {} removed", old.name));
-    }
-    // Links no longer named.
-    for old in &have.links {
-        if want.links.iter().all(|l| l.dev != old.dev) {
-            if let Some(l) = nl.link(&old.dev).await? {
+        Step::DetachLink(dev) => {
+            if let Some(l) = nl.link(dev).await? {
                 links::remove_link(nl, dp, tun, l.index).await?;
             }
-            done.push(format!("link {} removed", old.dev));
+            format!("link {dev} removed")
         }
-    }
-    // Tunnel-wide: addresses, MTU, GSO bound, key, flags.
-    for (i, a) in want.tunnel.address.iter().enumerate().filter(|(_, a)| !have.tunnel.address.contains(a)) {
-        nl.add_address(tun, *a).await.with_context(|| format!("{label}: tunnel.address[{i}]: {a}"))?;
-    }
-    for a in have.tunnel.address.iter().filter(|a| !want.tunnel.address.contains(a)) {
-        nl.del_address(tun, *a).await?;
-    }
-    if want.tunnel.mtu != have.tunnel.mtu || want.overhead() != have.overhead() {
-        nl.set_mtu(tun, mtu).await?;
-        nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(mtu)).await?;
-        done.push(format!("mtu {mtu}"));
-    }
-    // What the device does now, from the entry itself: numbering by
-    // default is judged from the config at `up`, and edits since may have
-    // changed what `have` would judge.
-    let had_per_packet = run.tunnel.flags & TUN_PER_PACKET != 0;
-    if want.segments_per_packet() && !had_per_packet {
-        // Segmenting before the tunnel stamps each packet, and before a
-        // larger gso_max_segs lets bursts through.
-        crate::sys::set_tso(&want.tunnel.name, false)?;
-    }
-    if want.gso_max_segs() != have.gso_max_segs() {
-        nl.set_gso_max_segs(tun, want.gso_max_segs().unwrap_or(65535)).await?;
-    }
-    let value = tunnel_value(want, run.tunnel);
-    // New VLANs and keys before the tunnel says trunk; old ones after.
-    let new_vlans = vlan_entries(want, tun);
-    let old_vlans = vlan_entries(&have, tun);
+        Step::AddAddress { index, addr } => {
+            nl.add_address(tun, addr).await.with_context(|| format!("{label}: tunnel.address[{index}]: {addr}"))?;
+            return Ok(None);
+        }
+        Step::DelAddress(addr) => {
+            nl.del_address(tun, addr).await?;
+            return Ok(None);
+        }
+        Step::SetMtu => {
+            nl.set_mtu(tun, x.mtu).await?;
+            nl.set_mtu(run.tunnel.peer_ifindex, hidden_mtu(x.mtu)).await?;
+            format!("mtu {}", x.mtu)
+        }
+        Step::SegmentPerPacket(on) => {
+            crate::net::sys::set_tso(&want.tunnel.name, !on)?;
+            return Ok(None);
+        }
+        Step::SetGsoMaxSegs(n) => {
+            nl.set_gso_max_segs(tun, n).await?;
+            return Ok(None);
+        }
+        Step::Tunnel { keys } => {
+            write_tunnel(dp, run, have, want)?;
+            if !keys {
+                return Ok(None);
+            }
+            want.key_text()
+        }
+        Step::Neighbours => sync_neighbours(dp, tun, have, want)?,
+        Step::ArpSuppress(on) => format!("arp_suppress {}", if on { "on" } else { "off" }),
+        Step::Flood => {
+            sync_flood(dp, tun, want, &x.ids)?;
+            return Ok(None);
+        }
+    }))
+}
+
+/// Write the tunnel's entry, a trunk's VLAN and key tables around it:
+/// new entries before the entry names them, old ones after.
+fn write_tunnel(dp: &Datapath, run: &mut Running, have: &Config, want: &Config) -> Result<()> {
+    let tun = run.ifindex;
+    let (new_lookups, old_lookups) = (want.key_lookups(), have.key_lookups());
+    let (new_vlans, old_vlans) = (vlan_entries(want, tun), vlan_entries(have, tun));
     let mut vlans = dp.vlans()?;
+    let mut by_key = dp.tunnel_by_key()?;
     for (k, v) in new_vlans.iter().filter(|e| !old_vlans.contains(e)) {
         vlans.insert(k, v, 0)?;
     }
     for l in new_lookups.iter().filter(|l| !old_lookups.contains(l)) {
         by_key.insert(l, tun, 0)?;
     }
+    let value = tunnel_value(want, run.tunnel);
     dp.tunnels()?.insert(tun, value, 0)?;
-    if !want.segments_per_packet() && had_per_packet {
-        crate::sys::set_tso(&want.tunnel.name, true)?;
-    }
+    run.tunnel = value;
     for l in old_lookups.iter().filter(|l| !new_lookups.contains(l)) {
         by_key.remove(l)?;
     }
     for (k, _) in old_vlans.iter().filter(|(k, _)| !new_vlans.iter().any(|(n, _)| n == k)) {
         vlans.remove(k)?;
     }
-    if new_lookups != old_lookups || new_vlans != old_vlans {
-        done.push(want.key_text());
+    Ok(())
+}
+
+/// The static neighbours (ARP/ND suppression) from `have`'s to `want`'s.
+fn sync_neighbours(dp: &Datapath, tun: u32, have: &Config, want: &Config) -> Result<String> {
+    let (new, old) = (neigh_entries(want, tun), neigh_entries(have, tun));
+    let mut neigh = dp.neigh()?;
+    for (k, v) in new.iter().filter(|e| !old.contains(e)) {
+        neigh.insert(k, v, 0)?;
     }
-    let new_neigh = neigh_entries(want, tun);
-    let old_neigh = neigh_entries(&have, tun);
-    if new_neigh != old_neigh {
-        let mut neigh = dp.neigh()?;
-        for (k, v) in new_neigh.iter().filter(|e| !old_neigh.contains(e)) {
-            neigh.insert(k, v, 0)?;
-        }
-        for (k, _) in old_neigh.iter().filter(|(k, _)| !new_neigh.iter().any(|(n, _)| n == k)) {
-            match neigh.remove(k) {
-                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        done.push(format!("{} static neighbours", new_neigh.len()));
+    for (k, _) in old.iter().filter(|(k, _)| !new.iter().any(|(n, _)| n == k)) {
+        datapath::removed(neigh.remove(k))?;
     }
-    if want.tunnel.arp_suppress != have.tunnel.arp_suppress {
-        done.push(format!("arp_suppress {}", if want.tunnel.arp_suppress { "on" } else { "off" }));
-    }
-    run.tunnel = value;
-    run.config = want.clone();
-    run.ids = ids;
-    run.used_ids = dp.peers()?.keys().filter_map(Result::ok).collect();
-    run.links = links;
-    if want.peers.iter().map(|p| &p.name).ne(have.peers.iter().map(|p| &p.name)) || want.groups != have.groups {
-        sync_flood(dp, run)?;
-    }
-    Ok(done)
+    Ok(format!("{} static neighbours", new.len()))
 }

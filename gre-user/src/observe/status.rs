@@ -12,11 +12,11 @@ use gre_common::{
 use serde::Serialize;
 
 use crate::{
-    codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
+    datapath::codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
     config::{Origin, VlanConfig},
     datapath::Datapath,
-    mesh_status::{ConnState, MeshStatus},
-    netlink::Netlink,
+    mesh::status::{ConnState, MeshStatus},
+    net::netlink::Netlink,
 };
 
 /// Packets and bytes each way and keepalives, of a path, a peer or a
@@ -255,7 +255,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let tunnels: Vec<(u32, Tunnel)> = dp.tunnels()?.iter().filter_map(Result::ok).collect();
     let peers: Vec<(u32, Peer)> = dp.peers()?.iter().filter_map(Result::ok).collect();
     let users: Vec<(LinkUseKey, LinkUse)> = dp.link_users()?.iter().filter_map(Result::ok).collect();
-    let routes = crate::state::all_routes(&dp)?;
+    let routes = crate::control::state::all_routes(&dp)?;
     let stats = dp.path_stats()?;
     let path_mtu = dp.path_mtu()?;
     let reorder_map = dp.reorder()?;
@@ -266,7 +266,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
     let neigh: Vec<(NeighKey, NeighEntry)> = dp.neigh()?.iter().filter_map(Result::ok).collect();
     let neigh_stats = dp.neigh_stats()?;
     let peer_names: BTreeMap<u32, String> = peers.iter().map(|(id, p)| (*id, cstr(&p.name))).collect();
-    let now = crate::sys::monotonic_ns();
+    let now = crate::net::sys::monotonic_ns();
 
     let mut link_names = BTreeMap::new();
     let mut link_mtus: BTreeMap<u32, u32> = BTreeMap::new();
@@ -415,7 +415,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         });
         out.push(TunnelStatus {
             neigh: neigh_status,
-            mesh: crate::mesh_status::read_status(&tname),
+            mesh: crate::mesh::status::read_status(&tname),
             name: tname,
             ifindex: *tidx,
             device_present: dev.is_some(),
@@ -457,7 +457,7 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
 /// One line on the mesh connection: readable at a glance, the problem
 /// first when there is one.
 fn mesh_line(m: &MeshStatus) -> String {
-    let ago = crate::mesh_status::unix_now().saturating_sub(m.since_unix);
+    let ago = crate::mesh::status::unix_now().saturating_sub(m.since_unix);
     let state = match (m.running, m.state) {
         (false, _) => "NOT WATCHING (no `xgre run`; peers as last known)".to_string(),
         (true, ConnState::Connected) => format!("connected for {ago} s"),
@@ -616,7 +616,7 @@ pub fn render(s: &Status) -> String {
                     path.local,
                     path.remote,
                     match path.rate_kbps {
-                        Some(k) => crate::rate::Rate { kbps: k }.to_string(),
+                        Some(k) => crate::config::rate::Rate { kbps: k }.to_string(),
                         None => format!("w{}", path.weight),
                     },
                     match (path.up, path.standby, path.healthy) {

@@ -12,10 +12,10 @@ use anyhow::{anyhow, Result};
 use gre_common::{names::*, *};
 
 use crate::{
-    codec::{addr16, hook_cfg},
+    datapath::codec::{addr16, hook_cfg},
     config::{Config, LinkConfig, RxHook},
     datapath::Datapath,
-    netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
+    net::netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
 };
 
 /// How long `up` waits for ARP when a path gives no MAC.
@@ -158,7 +158,7 @@ pub async fn add_link(nl: &Netlink, dp: &Datapath, tun: u32, lc: &LinkConfig, li
     }
     users.insert(LinkUseKey { link_ifindex: link.index, tunnel_ifindex: tun }, use_, 0)?;
     dp.local_addrs()?.insert(addr16(lc.address), LocalAddr { ifindex: link.index, mac: link.mac, _pad: [0; 2] }, 0)?;
-    Ok(crate::codec::hook_name(use_.hook))
+    Ok(crate::datapath::codec::hook_name(use_.hook))
 }
 
 /// Stop receiving on a link for tunnel `tun`; detach when no tunnel is left.

@@ -9,7 +9,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::status::{self, Status};
+use crate::observe::status::{self, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PathLabels {
@@ -157,7 +157,7 @@ pub fn render(s: &Status) -> String {
     for t in &s.tunnels {
         if let Some(m) = &t.mesh {
             let l = TunnelLabels { tunnel: t.name.clone() };
-            mesh_up.get_or_create(&l).set((m.running && m.state == crate::mesh_status::ConnState::Connected) as i64);
+            mesh_up.get_or_create(&l).set((m.running && m.state == crate::mesh::status::ConnState::Connected) as i64);
             mesh_hosts.get_or_create(&l).set(m.hosts as i64);
             mesh_rev.get_or_create(&l).set(m.revision);
             mesh_refused.get_or_create(&l).set(m.refused.len() as i64);
@@ -239,7 +239,7 @@ pub async fn serve(listen: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::{Counters, FdbStatus, PeerStatus, TunnelStatus};
+    use crate::observe::status::{Counters, FdbStatus, PeerStatus, TunnelStatus};
 
     #[test]
     fn learned_macs_are_counted_per_peer_and_stale_ones_are_not() {

@@ -16,8 +16,8 @@ use gre_common::{names::*, HOOK_XDP, MODE_GRETAP};
 
 use crate::{
     datapath::{build_id, Datapath},
-    netlink::{Netlink, XDP_FLAGS_DRV_MODE},
-    sys,
+    net::netlink::{Netlink, XDP_FLAGS_DRV_MODE},
+    net::sys,
 };
 
 /// Replace the running datapath's programs with this build's when another

@@ -14,18 +14,18 @@ use gre_common::{
 };
 
 use crate::{
-    codec::{cstr, in_rotation, ip16},
+    datapath::codec::{cstr, in_rotation, ip16},
     config::{Config, TunnelConfig},
     datapath::Datapath,
-    keepalive,
+    daemon::keepalive,
     mesh::{Event, Mesh},
-    netlink::{Link, Netlink},
-    reassemble::Reassembler,
-    resequence::Resequencer,
-    tunnel::{self, UpOutcome},
+    net::netlink::{Link, Netlink},
+    daemon::reassemble::Reassembler,
+    reseq::Resequencer,
+    control::tunnel::{self, UpOutcome},
 };
 
-use crate::sys::monotonic_ns;
+use crate::net::sys::monotonic_ns;
 
 const POLL: Duration = Duration::from_millis(20);
 
@@ -71,7 +71,7 @@ fn announcement(flags: u32, t: &TunnelConfig) -> Option<Announce> {
 pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // One `run` per tunnel: a second would fight the first over the path
     // table, and take the tunnel down under it when stopped.
-    let _claim = crate::sys::RunLock::take(&cfg.tunnel.name)?;
+    let _claim = crate::net::sys::RunLock::take(&cfg.tunnel.name)?;
     let outcome = tunnel::up(&cfg, file, false).await?;
     // Taking fragments before saying so: whoever waits for the line below
     // may send them at once.
@@ -96,7 +96,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
     let log = match debug {
-        true => Some(crate::debug::listen(&Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
+        true => Some(crate::datapath::debug::listen(&Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
         false => None,
     };
     let reseq = match t.resequence {

@@ -8,12 +8,12 @@ use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel};
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::{
-    codec::{self, cstr, hidden_mtu, hidden_name, name16},
+    datapath::codec::{self, cstr, hidden_mtu, hidden_name, name16},
     config::Config,
     datapath::{self, remove_where, Datapath},
-    links,
-    netlink::{Link, Netlink},
-    state, sys,
+    control::links,
+    net::netlink::{Link, Netlink},
+    control::state, net::sys,
 };
 
 pub enum UpOutcome {
@@ -46,7 +46,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     let nl = Netlink::new()?;
     let name = &cfg.tunnel.name;
     let links = links::resolve_links(&nl, cfg, file).await?;
-    if let Some((from, to)) = crate::upgrade::replace_programs_of_other_build(&nl).await? {
+    if let Some((from, to)) = crate::control::upgrade::replace_programs_of_other_build(&nl).await? {
         println!("datapath programs of build {from:016x} replaced in place by this build's ({to:016x})");
     }
 
@@ -63,7 +63,7 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
                 tracing::info!("{name}: finishing an interrupted up by starting over");
                 down_by_name(&nl, existing.as_ref(), name).await?;
             }
-            Some(_) => match crate::sys::RunLock::holder(name) {
+            Some(_) => match crate::net::sys::RunLock::holder(name) {
                 Some(pid) => bail!("tunnel {name} is already up, managed by `xgre run` (PID {pid}) with a different configuration; `xgre reload -c {file}` applies the difference"),
                 None => bail!("tunnel {name} is already up with a different configuration; `xgre reload -c {file}` applies the difference"),
             },
@@ -77,13 +77,13 @@ pub async fn up(cfg: &Config, file: &str, pin: bool) -> Result<UpOutcome> {
     }
 
     let link_mtu = cfg.links.iter().map(|l| links[&l.dev].mtu).min().unwrap_or(1500);
-    let mtu = crate::state::tunnel_mtu(cfg, link_mtu, file)?;
+    let mtu = crate::control::state::tunnel_mtu(cfg, link_mtu, file)?;
     let mut macs = Vec::new();
     for i in 0..cfg.peers.len() {
         macs.push(links::resolve_macs(&nl, cfg, i, &links, file).await?);
     }
 
-    crate::state::check_routes(&nl, cfg, 0, file).await?;
+    crate::control::state::check_routes(&nl, cfg, 0, file).await?;
     let dp = match Datapath::find()? {
         Some(d) => d,
         None => Datapath::load()?,
@@ -213,15 +213,6 @@ async fn fill_and_attach(
     Ok(hooks)
 }
 
-/// A map entry that is already gone is what `down` wanted: another `down`
-/// (say, `xgre run` stopping) may be racing this one.
-fn gone_ok(r: Result<(), aya::maps::MapError>) -> Result<()> {
-    match r {
-        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-        Err(aya::maps::MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        r => Ok(r?),
-    }
-}
 
 /// `xgre down NAME`. Returns false when no such tunnel was up.
 pub async fn down(name: &str) -> Result<bool> {
@@ -263,19 +254,19 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     let doomed: Vec<gre_common::RxKey> =
         rx.keys().collect::<Result<Vec<_>, _>>()?.into_iter().filter(|k| k.tunnel_ifindex == tidx).collect();
     for k in &doomed {
-        crate::pairs::remove_rx_path(dp, &mut rx, k)?;
+        crate::datapath::pairs::remove_rx_path(dp, &mut rx, k)?;
     }
     remove_where(&mut dp.tunnel_by_key()?, |_, t| *t == tidx)?;
     remove_where(&mut dp.vlans()?, |k, _| k.tunnel_ifindex == tidx)?;
     remove_where(&mut dp.neigh()?, |k, _| k.tunnel_ifindex == tidx)?;
-    gone_ok(dp.neigh_stats()?.remove(&tidx))?;
+    datapath::removed(dp.neigh_stats()?.remove(&tidx))?;
     remove_where(&mut dp.flood()?, |k, _| k.tunnel_ifindex == tidx)?;
     state::forget_macs(dp, tidx, None)?;
 
     let mut users = dp.link_users()?;
     let all_users: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
     for (k, u) in all_users.iter().filter(|(k, _)| k.tunnel_ifindex == tidx) {
-        gone_ok(users.remove(k))?;
+        datapath::removed(users.remove(k))?;
         let still_used = all_users.iter().any(|(o, _)| o.link_ifindex == k.link_ifindex && o.tunnel_ifindex != tidx);
         if !still_used {
             links::detach_rx(nl, k.link_ifindex, u).await?;
@@ -283,8 +274,8 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     }
     let remaining: BTreeSet<[u8; 16]> = all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
     remove_where(&mut dp.local_addrs()?, |a, _| !remaining.contains(a))?;
-    gone_ok(tunnels.remove(&tidx))?;
-    crate::mesh_status::remove_status(name);
+    datapath::removed(tunnels.remove(&tidx))?;
+    crate::mesh::status::remove_status(name);
     if tunnels.keys().next().is_none() {
         // Last tunnel: once detached, the kernel frees programs and maps.
         datapath::unpin_maps()?;

@@ -4,10 +4,10 @@
 //! here, so the count is the number of `XGRE_RX_PATHS` entries per pair.
 
 use anyhow::Result;
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData};
 use gre_common::{OuterPair, RxKey, RxPath};
 
-use crate::datapath::Datapath;
+use crate::datapath::{removed, Datapath};
 
 fn pair(k: &RxKey) -> OuterPair {
     OuterPair { local: k.local, remote: k.remote }
@@ -25,12 +25,10 @@ pub fn add_rx_path(dp: &Datapath, rx: &mut HashMap<MapData, RxKey, RxPath>, key:
 
 /// Remove a receive path; one already gone is what removal wanted.
 pub fn remove_rx_path(dp: &Datapath, rx: &mut HashMap<MapData, RxKey, RxPath>, key: &RxKey) -> Result<()> {
-    match rx.remove(key) {
-        Ok(()) => count(dp, pair(key), -1),
-        Err(MapError::KeyNotFound) => Ok(()),
-        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
-        Err(e) => Err(e.into()),
+    if removed(rx.remove(key))? {
+        count(dp, pair(key), -1)?;
     }
+    Ok(())
 }
 
 fn count(dp: &Datapath, p: OuterPair, delta: i64) -> Result<()> {

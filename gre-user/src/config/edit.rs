@@ -12,8 +12,8 @@ use crate::config::{Config, GroupConfig, KeepaliveMode, Mac, NeighborConfig, Ori
 use crate::{
     config::PeerIndex,
     datapath::Datapath,
-    netlink::Netlink,
-    state::{self, Running},
+    net::netlink::Netlink,
+    control::state::{self, Running},
 };
 
 #[derive(Subcommand, Debug, Clone)]
@@ -190,7 +190,7 @@ impl FromStr for PathSpec {
                 "remote" => remote = Some(v.parse::<IpAddr>().map_err(|e| format!("remote `{v}`: {e}"))?),
                 "mac" => mac = Some(v.parse::<Mac>()?),
                 "weight" => weight = v.parse().map_err(|e| format!("weight `{v}`: {e}"))?,
-                "rate" => rate = Some(v.parse::<crate::rate::Rate>()?),
+                "rate" => rate = Some(v.parse::<crate::config::rate::Rate>()?),
                 "up" => up = v.parse().map_err(|e| format!("up `{v}`: {e}"))?,
                 "standby" => standby = v.parse().map_err(|e| format!("standby `{v}`: {e}"))?,
                 _ => return Err(format!("unknown path field `{k}` (link, remote, mac, weight, rate, up, standby)")),
@@ -344,7 +344,7 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
             if let Some(r) = rate {
                 p.rate = match r.as_str() {
                     "none" => None,
-                    r => Some(r.parse::<crate::rate::Rate>().map_err(|e| anyhow!("--rate: {e}"))?),
+                    r => Some(r.parse::<crate::config::rate::Rate>().map_err(|e| anyhow!("--rate: {e}"))?),
                 };
             }
             if let Some(s) = standby {

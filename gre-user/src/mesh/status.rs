@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::SystemTime};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::sys;
+use crate::net::sys;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

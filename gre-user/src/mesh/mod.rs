@@ -14,6 +14,9 @@
 //! `Applier` turns them into peers inside the `run` loop, so path health
 //! and mesh changes never write the same peer at the same time.
 
+pub mod entry;
+pub mod status;
+
 use std::{
     collections::BTreeMap,
     path::PathBuf,
@@ -28,10 +31,10 @@ use tokio::sync::{mpsc, watch};
 use crate::{
     config::{Config, Mac, MeshConfig, Origin, PeerIndex},
     datapath::Datapath,
-    mesh_entry::{entry_field, host_of, my_links, HostEntry},
-    mesh_status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
-    netlink::Netlink,
-    state::{self, Running},
+    mesh::entry::{entry_field, host_of, my_links, HostEntry},
+    mesh::status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
+    net::netlink::Netlink,
+    control::state::{self, Running},
 };
 
 /// Longest wait for one etcd request before the connection counts as lost.
@@ -99,7 +102,7 @@ fn system_host_name() -> Result<String> {
     if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
         bail!("gethostname: {}", std::io::Error::last_os_error());
     }
-    Ok(crate::codec::cstr(&buf))
+    Ok(crate::datapath::codec::cstr(&buf))
 }
 
 fn connect_options(m: &MeshConfig, file: &str) -> Result<ConnectOptions> {

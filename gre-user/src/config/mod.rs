@@ -5,14 +5,17 @@
 //! everything that needs more than one field. Every error names the file,
 //! the field and the reason.
 
+pub mod edit;
+pub mod rate;
+
 use std::{collections::HashSet, fmt, hash::Hash, net::IpAddr, path::Path};
 
 use gre_common::MAX_PATHS;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::rate::check_rate_or_weight;
-pub use crate::rate::Rate;
+use crate::config::rate::check_rate_or_weight;
+pub use crate::config::rate::Rate;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {field}: {reason}")]
@@ -1366,7 +1369,7 @@ weight = 1
         let c = cfg(two("weight = 3", "weight = 1", ""));
         assert!(c.auto_ip_id_sequence() && c.segments_per_packet() && c.auto_resequence());
         assert!(c.advice("t.toml").is_empty());
-        let flags = crate::codec::tunnel_value(&c, Default::default()).flags;
+        let flags = crate::datapath::codec::tunnel_value(&c, Default::default()).flags;
         assert_eq!(flags & (TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED | TUN_IPID_SEQ), TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED);
         let r = cfg(two("rate = \"300mbit\"", "rate = \"100mbit\"", ""));
         assert!(r.auto_ip_id_sequence());
@@ -1381,7 +1384,7 @@ weight = 1
         // every numbered packet, not only announced ones.
         let explicit = cfg(two("weight = 3", "weight = 1", "resequence = 5\nip_id_sequence = true"));
         assert!(!explicit.auto_ip_id_sequence() && !explicit.auto_resequence() && explicit.advice("t.toml").is_empty());
-        let flags = crate::codec::tunnel_value(&explicit, Default::default()).flags;
+        let flags = crate::datapath::codec::tunnel_value(&explicit, Default::default()).flags;
         assert_eq!(flags & (TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED | TUN_IPID_SEQ), TUN_IPID_SEQ);
         // Turned off, or unannounced: advice naming the file, peer and field.
         let a = cfg(two("weight = 3", "weight = 1", "resequence = 0")).advice("t.toml");

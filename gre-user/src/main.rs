@@ -230,7 +230,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             let (nl, dp) = running()?;
             let mut run = gre_user::control::state::show(&dp, &nl, &name).await?;
             let start = std::time::Instant::now();
-            gre_user::config::edit::apply_all(&nl, &dp, &mut run, &edits).await?;
+            gre_user::control::peers::apply_edits(&nl, &dp, &mut run, &edits).await?;
             if let Some(f) = save {
                 std::fs::write(&f, run.config.without_mesh_peers().to_toml()).with_context(|| format!("writing {}", f.display()))?;
             }

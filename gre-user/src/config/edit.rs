@@ -8,13 +8,6 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::IpNet;
 
 use crate::config::{Config, GroupConfig, KeepaliveMode, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, VlanConfig};
-#[cfg(feature = "runtime")]
-use crate::{
-    config::PeerIndex,
-    datapath::Datapath,
-    net::netlink::Netlink,
-    control::state::{self, Running},
-};
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Edit {
@@ -440,66 +433,6 @@ pub fn read_batch(path: &Path) -> Result<Vec<(String, Edit)>> {
         v.push((label, e));
     }
     Ok(v)
-}
-
-/// Apply `edits` to the running tunnel in order, each checked like a config
-/// file, all or nothing: the first refused one stops the batch with its
-/// label, and the ones before it are undone. A one-peer edit is checked
-/// against the other peers and applied to that peer alone, so a batch costs
-/// per edit what the edit touches.
-#[cfg(feature = "runtime")]
-pub async fn apply_all(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(String, Edit)]) -> Result<()> {
-    let before = run.config.clone();
-    if let Err(e) = apply_each(nl, dp, run, edits).await {
-        if run.config == before {
-            return Err(e);
-        }
-        let label = edits.first().map(|(l, _)| l.as_str()).unwrap_or("map-edit");
-        return Err(match state::roll_back(nl, dp, run, &before, label).await {
-            Ok(()) => anyhow!("{e:#}; the batch's edits before it were undone: nothing changed"),
-            Err(e2) => anyhow!("{e:#}; undoing the batch's edits before it failed: {e2:#}"),
-        });
-    }
-    state::stamp(dp, run)
-}
-
-#[cfg(feature = "runtime")]
-async fn apply_each(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(String, Edit)]) -> Result<()> {
-    let addrs = run.config.link_addrs();
-    let mut index = PeerIndex::of(&run.config.peers);
-    for (label, e) in edits {
-        match peer_change(&run.config, e) {
-            Some(change) => {
-                let (peer, new) = change.with_context(|| label.clone())?;
-                let pos = run.config.peers.iter().position(|p| p.name == peer);
-                let old = pos.map(|i| run.config.peers[i].clone());
-                run.config.check_membership(label, &peer, new.is_none(), old.is_none() && new.is_some())?;
-                if let Some(o) = &old {
-                    index.remove(o);
-                }
-                if let Some(n) = &new {
-                    let i = pos.unwrap_or(run.config.peers.len());
-                    if let Err(err) = run.config.validate_peer(label, i, n, &addrs, &index) {
-                        if let Some(o) = &old {
-                            index.add(o);
-                        }
-                        return Err(err.into());
-                    }
-                }
-                state::apply_peer(nl, dp, run, &peer, new.as_ref(), label, None).await?;
-                if let Some(n) = &new {
-                    index.add(n);
-                }
-            }
-            None => {
-                let want = apply_edit(&run.config, e).with_context(|| label.clone())?;
-                want.validate(label)?;
-                state::apply(nl, dp, run, &want, label).await?;
-                index = PeerIndex::of(&run.config.peers);
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! programs.
 
 pub mod links;
+pub mod peers;
 pub mod plan;
 pub mod state;
 pub mod tunnel;

@@ -34,7 +34,10 @@ use crate::{
     mesh::entry::{entry_field, host_of, my_links, HostEntry},
     mesh::status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
     net::netlink::Netlink,
-    control::state::{self, Running},
+    control::{
+        peers::{self, PeerChangeError},
+        state::{self, Running},
+    },
 };
 
 /// Longest wait for one etcd request before the connection counts as lost.
@@ -542,38 +545,25 @@ impl Applier {
             return false;
         }
         let label = format!("etcd {key}");
-        let old = pos.map(|i| cfg.peers[i].clone());
-        if let Err(e) = cfg.check_membership(&label, h, false, old.is_none()) {
-            self.refuse(key, &entry_field(&e.field, &to_link), &e.reason);
-            return false;
-        }
-        if let Some(o) = &old {
-            self.index.remove(o);
-        }
-        let addrs = cfg.link_addrs();
-        let i = pos.unwrap_or(cfg.peers.len());
-        if let Err(e) = cfg.validate_peer(&label, i, &peer, &addrs, &self.index) {
-            if let Some(o) = &old {
-                self.index.add(o);
+        let joined = pos.is_none();
+        match peers::change_peer(nl, dp, &mut self.run, &mut self.index, &label, h, Some(&peer), host).await {
+            Ok(()) => {}
+            Err(PeerChangeError::Refused(e)) => {
+                self.refuse(key, &entry_field(&e.field, &to_link), &e.reason);
+                return false;
             }
-            self.refuse(key, &entry_field(&e.field, &to_link), &e.reason);
-            return false;
-        }
-        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, h, Some(&peer), &label, host).await {
-            if let Some(o) = &old {
-                self.index.add(o);
+            Err(PeerChangeError::Failed(e)) => {
+                self.refuse(key, "-", &format!("{e:#}"));
+                return false;
             }
-            self.refuse(key, "-", &format!("{e:#}"));
-            return false;
         }
-        self.index.add(&peer);
         self.status.refused.remove(key);
         self.applied.insert(h.to_string(), entry.value);
-        if old.is_none() {
+        if joined {
             self.status.hosts += 1;
         }
         if log {
-            let what = if old.is_some() { "changed" } else { "joined" };
+            let what = if joined { "joined" } else { "changed" };
             println!("{}: mesh: host {h} {what} (revision {revision})", self.tunnel());
         }
         true

@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gre_user::{
     config::{Config, Origin},
-    net::netlink, observe::status, net::sys,
     control::tunnel::{self, UpOutcome},
+    net::netlink,
+    net::sys,
+    observe::status,
 };
 
 #[derive(Parser)]

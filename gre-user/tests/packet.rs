@@ -152,8 +152,9 @@ fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     let inner = inner_packet(40, 0);
     let with_id = |id: u16, g: Gre| frame_with_ip_id(id, g, &inner);
     let handed = handed_number;
-    let keepalive =
-        |a: Option<Announce>| eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), a));
+    let keepalive = |a: Option<Announce>| {
+        eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), a))
+    };
     let announced = |dp: &Dp| -> PeerAnnounce {
         let m: Array<&MapData, PeerAnnounce> = dp.ebpf.map(MAP_ANNOUNCED).unwrap().try_into().unwrap();
         m.get(&3, 0).unwrap()

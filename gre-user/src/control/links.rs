@@ -12,8 +12,8 @@ use anyhow::{anyhow, Result};
 use gre_common::{names::*, *};
 
 use crate::{
-    datapath::codec::{addr16, hook_cfg},
     config::{Config, LinkConfig, RxHook},
+    datapath::codec::{addr16, hook_cfg},
     datapath::Datapath,
     net::netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
 };

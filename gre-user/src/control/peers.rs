@@ -111,4 +111,3 @@ async fn apply_each(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(St
     }
     Ok(())
 }
-

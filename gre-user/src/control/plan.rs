@@ -17,15 +17,27 @@ use crate::config::{Config, LinkConfig, PeerConfig};
 pub enum Step<'a> {
     /// Attach a link that is new to the tunnel, or whose address or hook
     /// changed (`replaces`: detach the old attachment first).
-    AttachLink { link: &'a LinkConfig, replaces: bool },
+    AttachLink {
+        link: &'a LinkConfig,
+        replaces: bool,
+    },
     AddPeer(&'a PeerConfig),
-    ChangePeer { old: &'a PeerConfig, new: &'a PeerConfig },
+    ChangePeer {
+        old: &'a PeerConfig,
+        new: &'a PeerConfig,
+    },
     /// Only the peer's kernel routes: a tunnel-wide `tcp_reordering`
     /// change rewrites the routes of peers that did not change.
-    Reroute { old: &'a PeerConfig, new: &'a PeerConfig },
+    Reroute {
+        old: &'a PeerConfig,
+        new: &'a PeerConfig,
+    },
     RemovePeer(&'a PeerConfig),
     DetachLink(&'a str),
-    AddAddress { index: usize, addr: IpNet },
+    AddAddress {
+        index: usize,
+        addr: IpNet,
+    },
     DelAddress(IpNet),
     /// The tunnel's MTU and its hidden veth's, from the links and headers.
     SetMtu,
@@ -35,7 +47,9 @@ pub enum Step<'a> {
     SetGsoMaxSegs(u32),
     /// Write the tunnel's entry; `keys`: its VLAN and key tables changed
     /// too (new entries go in before it, old ones leave after).
-    Tunnel { keys: bool },
+    Tunnel {
+        keys: bool,
+    },
     Neighbours,
     ArpSuppress(bool),
     /// Rebuild the replication lists (peers or groups changed).
@@ -166,8 +180,10 @@ mod tests {
         let have = base();
         let mut want = base();
         want.links.push(LinkConfig { dev: "eth2".into(), address: "198.18.2.1".parse().unwrap(), rx: RxHook::Auto, weight: 1, rate: None });
-        want.peers[0].paths = vec![toml::from_str(r#"link = "eth2"
-            remote = "198.18.2.2""#)
+        want.peers[0].paths = vec![toml::from_str(
+            r#"link = "eth2"
+            remote = "198.18.2.2""#,
+        )
         .unwrap()];
         want.peers[1].paths.truncate(1);
         want.links.retain(|l| l.dev != "eth1");
@@ -247,18 +263,25 @@ mod tests {
         have.tunnel.mode = Mode::Gretap;
         let mut want = have.clone();
         want.tunnel.arp_suppress = !have.tunnel.arp_suppress;
-        want.tunnel.neighbors = vec![toml::from_str(r#"ip = "198.18.10.2"
-            mac = "02:00:00:00:00:02""#)
+        want.tunnel.neighbors = vec![toml::from_str(
+            r#"ip = "198.18.10.2"
+            mac = "02:00:00:00:00:02""#,
+        )
         .unwrap()];
-        assert_eq!(names(&plan(&have, &want, false)), ["tunnel", "neighbours", format!("arp_suppress {}", want.tunnel.arp_suppress).as_str()]);
+        assert_eq!(
+            names(&plan(&have, &want, false)),
+            ["tunnel", "neighbours", format!("arp_suppress {}", want.tunnel.arp_suppress).as_str()]
+        );
     }
 
     #[test]
     fn groups_rebuild_the_flood_lists() {
         let have = base();
         let mut want = base();
-        want.groups = vec![toml::from_str(r#"address = "239.1.1.1"
-            peers = ["b"]"#)
+        want.groups = vec![toml::from_str(
+            r#"address = "239.1.1.1"
+            peers = ["b"]"#,
+        )
         .unwrap()];
         assert_eq!(names(&plan(&have, &want, false)), ["tunnel", "flood"]);
     }

@@ -21,16 +21,16 @@ use gre_common::{
 use ipnet::IpNet;
 
 use crate::{
+    config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerRoutes, RxHook, VlanConfig},
+    control::links,
     control::plan::{plan, Step},
     datapath::codec::{
         addr16, build_peer, cstr, hidden_mtu, in_rotation, ip16, keepalive_flags, keepalive_mode, neigh_entries, tunnel_config,
         tunnel_value, vlan_entries,
     },
-    config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerRoutes, RxHook, VlanConfig},
-    datapath::{self, remove_where, Datapath},
-    control::links,
-    net::netlink::{Link, Netlink},
     datapath::pairs,
+    datapath::{self, remove_where, Datapath},
+    net::netlink::{Link, Netlink},
 };
 
 /// What a tunnel is, as the loader needs to change it.

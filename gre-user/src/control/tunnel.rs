@@ -8,12 +8,13 @@ use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel};
 use std::os::fd::{AsFd, AsRawFd};
 
 use crate::{
-    datapath::codec::{self, cstr, hidden_mtu, hidden_name, name16},
     config::Config,
-    datapath::{self, remove_where, Datapath},
     control::links,
+    control::state,
+    datapath::codec::{self, cstr, hidden_mtu, hidden_name, name16},
+    datapath::{self, remove_where, Datapath},
     net::netlink::{Link, Netlink},
-    control::state, net::sys,
+    net::sys,
 };
 
 pub enum UpOutcome {
@@ -212,7 +213,6 @@ async fn fill_and_attach(
     tunnels.insert(tun.index, value, 0)?;
     Ok(hooks)
 }
-
 
 /// `xgre down NAME`. Returns false when no such tunnel was up.
 pub async fn down(name: &str) -> Result<bool> {

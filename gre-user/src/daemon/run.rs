@@ -14,15 +14,15 @@ use gre_common::{
 };
 
 use crate::{
-    datapath::codec::{cstr, in_rotation, ip16},
     config::{Config, TunnelConfig},
-    datapath::Datapath,
+    control::tunnel::{self, UpOutcome},
     daemon::keepalive,
+    daemon::reassemble::Reassembler,
+    datapath::codec::{cstr, in_rotation, ip16},
+    datapath::Datapath,
     mesh::{Event, Mesh},
     net::netlink::{Link, Netlink},
-    daemon::reassemble::Reassembler,
     reseq::Resequencer,
-    control::tunnel::{self, UpOutcome},
 };
 
 use crate::net::sys::monotonic_ns;

@@ -30,14 +30,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     config::{Config, Mac, MeshConfig, Origin, PeerIndex},
-    datapath::Datapath,
-    mesh::entry::{entry_field, host_of, my_links, HostEntry},
-    mesh::status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
-    net::netlink::Netlink,
     control::{
         peers::{self, PeerChangeError},
         state::{self, Running},
     },
+    datapath::Datapath,
+    mesh::entry::{entry_field, host_of, my_links, HostEntry},
+    mesh::status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
+    net::netlink::Netlink,
 };
 
 /// Longest wait for one etcd request before the connection counts as lost.

@@ -12,8 +12,8 @@ use gre_common::{
 use serde::Serialize;
 
 use crate::{
-    datapath::codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
     config::{Origin, VlanConfig},
+    datapath::codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
     datapath::Datapath,
     mesh::status::{ConnState, MeshStatus},
     net::netlink::Netlink,

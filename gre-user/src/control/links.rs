@@ -11,6 +11,7 @@ use std::{
 use anyhow::{anyhow, Result};
 use gre_common::{names::*, *};
 
+use crate::datapath::entries;
 use crate::{
     config::{Config, LinkConfig, RxHook},
     datapath::codec::{addr16, hook_cfg},
@@ -144,7 +145,7 @@ pub async fn attach_rx(nl: &Netlink, dp: &Datapath, link: &Link, rx: RxHook) -> 
 /// tunnel already receives there). Returns the hook in use.
 pub async fn add_link(nl: &Netlink, dp: &Datapath, tun: u32, lc: &LinkConfig, link: &Link) -> Result<&'static str> {
     let mut users = dp.link_users()?;
-    let shared = users.iter().filter_map(Result::ok).find(|(k, _)| k.link_ifindex == link.index && k.tunnel_ifindex != tun);
+    let shared = entries(MAP_LINK_USERS, users.iter())?.into_iter().find(|(k, _)| k.link_ifindex == link.index && k.tunnel_ifindex != tun);
     let mut use_ = LinkUse { addr: addr16(lc.address), rx_cfg: hook_cfg(lc.rx), ..Default::default() };
     match shared {
         // Another tunnel receives on this link already: one program serves
@@ -164,7 +165,7 @@ pub async fn add_link(nl: &Netlink, dp: &Datapath, tun: u32, lc: &LinkConfig, li
 /// Stop receiving on a link for tunnel `tun`; detach when no tunnel is left.
 pub async fn remove_link(nl: &Netlink, dp: &Datapath, tun: u32, link_ifindex: u32) -> Result<()> {
     let mut users = dp.link_users()?;
-    let all: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
+    let all: Vec<(LinkUseKey, LinkUse)> = entries(MAP_LINK_USERS, users.iter())?;
     let key = LinkUseKey { link_ifindex, tunnel_ifindex: tun };
     let Some((_, u)) = all.iter().find(|(k, _)| *k == key) else { return Ok(()) };
     users.remove(&key)?;

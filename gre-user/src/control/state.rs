@@ -20,6 +20,7 @@ use gre_common::{
 };
 use ipnet::IpNet;
 
+use crate::datapath::entries;
 use crate::{
     config::{Config, GroupConfig, LinkConfig, Mac, NeighborConfig, Origin, PathConfig, PeerConfig, PeerRoutes, RxHook, VlanConfig},
     control::links,
@@ -46,11 +47,6 @@ pub struct Running {
     pub links: BTreeMap<String, Link>,
 }
 
-/// Find tunnel `name` in this namespace's datapath.
-pub fn find_tunnel(dp: &Datapath, name: &str) -> Result<Option<(u32, Tunnel)>> {
-    Ok(dp.tunnels()?.iter().filter_map(Result::ok).find(|(_, t)| cstr(&t.name) == name))
-}
-
 async fn link_name(nl: &Netlink, cache: &mut BTreeMap<u32, String>, idx: u32) -> Result<String> {
     if let Some(n) = cache.get(&idx) {
         return Ok(n.clone());
@@ -62,11 +58,11 @@ async fn link_name(nl: &Netlink, cache: &mut BTreeMap<u32, String>, idx: u32) ->
 
 /// Read tunnel `name` back as the config it runs with.
 pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
-    let (tidx, t) = find_tunnel(dp, name)?.ok_or_else(|| anyhow!("tunnel {name} is not up"))?;
+    let (tidx, t) = dp.tunnel_named(name)?.ok_or_else(|| anyhow!("tunnel {name} is not up"))?;
     let mut names: BTreeMap<u32, String> = BTreeMap::new();
     let mut links = Vec::new();
     let users: Vec<(LinkUseKey, LinkUse)> =
-        dp.link_users()?.iter().filter_map(Result::ok).filter(|(k, _)| k.tunnel_ifindex == tidx).collect();
+        entries(MAP_LINK_USERS, dp.link_users()?.iter())?.into_iter().filter(|(k, _)| k.tunnel_ifindex == tidx).collect();
     for (k, u) in &users {
         links.push(LinkConfig {
             dev: link_name(nl, &mut names, k.link_ifindex).await?,
@@ -83,14 +79,14 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     }
     let routes = all_routes(dp)?;
     let mut statics: BTreeMap<u32, Vec<Mac>> = BTreeMap::new();
-    for (k, e) in dp.fdb()?.iter().filter_map(Result::ok) {
+    for (k, e) in entries(MAP_FDB, dp.fdb()?.iter())?.into_iter() {
         if k.tunnel_ifindex == tidx && e.seen_ns == FDB_STATIC {
             statics.entry(e.peer_id).or_default().push(Mac(k.mac));
         }
     }
     let mut peers = Vec::new();
     let mut ids = BTreeMap::new();
-    let all_peers: Vec<(u32, Peer)> = dp.peers()?.iter().filter_map(Result::ok).collect();
+    let all_peers: Vec<(u32, Peer)> = entries(MAP_PEERS, dp.peers()?.iter())?.into_iter().collect();
     let used_ids = all_peers.iter().map(|(k, _)| *k).collect();
     for (id, p) in all_peers.into_iter().filter(|(_, p)| p.tunnel_ifindex == tidx) {
         let mut paths = Vec::new();
@@ -121,10 +117,8 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     }
     peers.sort_by(|a, b| a.name.cmp(&b.name));
     let by_id: BTreeMap<u32, String> = ids.iter().map(|(n, i)| (*i, n.clone())).collect();
-    let mut groups: Vec<GroupConfig> = dp
-        .flood()?
-        .iter()
-        .filter_map(Result::ok)
+    let mut groups: Vec<GroupConfig> = entries(MAP_FLOOD, dp.flood()?.iter())?
+        .into_iter()
         .filter(|(k, _)| k.tunnel_ifindex == tidx && k.group != [0; 16])
         .map(|(k, l)| GroupConfig {
             address: ip16(k.group),
@@ -135,14 +129,14 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
     let mut address = nl.addresses(tidx).await?;
     address.sort();
     let mut tc = tunnel_config(name, &t, address);
-    for (k, v) in dp.vlans()?.iter().filter_map(Result::ok).filter(|(k, _)| k.tunnel_ifindex == tidx && k.dir == VLAN_TO_KEY) {
+    for (k, v) in entries(MAP_VLANS, dp.vlans()?.iter())?.into_iter().filter(|(k, _)| k.tunnel_ifindex == tidx && k.dir == VLAN_TO_KEY) {
         match k.id {
             0 => tc.native_key = Some(v),
             vid => tc.vlans.push(VlanConfig { vid: vid as u16, key: v }),
         }
     }
     tc.vlans.sort();
-    for (k, e) in dp.neigh()?.iter().filter_map(Result::ok).filter(|(k, e)| k.tunnel_ifindex == tidx && e.seen_ns == FDB_STATIC) {
+    for (k, e) in entries(MAP_NEIGH, dp.neigh()?.iter())?.into_iter().filter(|(k, e)| k.tunnel_ifindex == tidx && e.seen_ns == FDB_STATIC) {
         tc.neighbors.push(NeighborConfig { ip: ip16(k.addr), mac: Mac(e.mac), vid: k.vid });
     }
     tc.neighbors.sort();
@@ -155,12 +149,12 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
 /// peer id).
 pub fn all_routes(dp: &Datapath) -> Result<Vec<(u32, IpNet, u32)>> {
     let mut out = Vec::new();
-    for (k, id) in dp.routes4()?.iter().filter_map(Result::ok) {
+    for (k, id) in entries(MAP_ROUTES4, dp.routes4()?.iter())?.into_iter() {
         let d = k.data();
         let net = IpNet::new(IpAddr::V4(d.addr.into()), (k.prefix_len() - 32) as u8)?;
         out.push((u32::from_be_bytes(d.tunnel), net, id));
     }
-    for (k, id) in dp.routes6()?.iter().filter_map(Result::ok) {
+    for (k, id) in entries(MAP_ROUTES6, dp.routes6()?.iter())?.into_iter() {
         let d = k.data();
         let net = IpNet::new(IpAddr::V6(d.addr.into()), (k.prefix_len() - 32) as u8)?;
         out.push((u32::from_be_bytes(d.tunnel), net, id));
@@ -211,7 +205,7 @@ fn reset_peer_state(dp: &Datapath, id: u32) -> Result<()> {
 
 /// Lowest peer ids not in use in this namespace.
 fn free_ids(dp: &Datapath, n: usize) -> Result<Vec<u32>> {
-    let used: BTreeSet<u32> = dp.peers()?.keys().filter_map(Result::ok).collect();
+    let used: BTreeSet<u32> = entries(MAP_PEERS, dp.peers()?.keys())?.into_iter().collect();
     let free: Vec<u32> = (0..MAX_PEERS).filter(|i| !used.contains(i)).take(n).collect();
     if free.len() < n {
         bail!("more than {MAX_PEERS} peers in this namespace");
@@ -616,7 +610,7 @@ async fn apply_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Conf
     }
     run.config = want.clone();
     run.ids = x.ids;
-    run.used_ids = dp.peers()?.keys().filter_map(Result::ok).collect();
+    run.used_ids = entries(MAP_PEERS, dp.peers()?.keys())?.into_iter().collect();
     run.links = x.links;
     Ok(done)
 }

@@ -7,6 +7,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use gre_common::{names::*, LinkUse, LinkUseKey, Tunnel};
 use std::os::fd::{AsFd, AsRawFd};
 
+use crate::datapath::entries;
 use crate::{
     config::Config,
     control::links,
@@ -199,7 +200,7 @@ async fn fill_and_attach(
         let hook = links::add_link(nl, dp, tun.index, lc, &links[&lc.dev]).await.with_context(|| format!("link[{i}] ({})", lc.dev))?;
         hooks.push((lc.dev.clone(), hook));
     }
-    let used_ids = dp.peers()?.keys().filter_map(Result::ok).collect();
+    let used_ids = entries(MAP_PEERS, dp.peers()?.keys())?.into_iter().collect();
     let empty = state::Running {
         ifindex: tun.index,
         tunnel: value,
@@ -230,7 +231,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
         return Ok(false);
     };
     let mut tunnels = dp.tunnels()?;
-    let all: Vec<(u32, Tunnel)> = tunnels.iter().filter_map(Result::ok).collect();
+    let all: Vec<(u32, Tunnel)> = entries(MAP_TUNNELS, tunnels.iter())?;
     let Some((tidx, tunnel)) = all.iter().find(|(_, t)| cstr(&t.name) == name).copied() else {
         if nl.link(name).await?.is_some() {
             bail!("device {name} is not an xgre tunnel");
@@ -264,7 +265,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     state::forget_macs(dp, tidx, None)?;
 
     let mut users = dp.link_users()?;
-    let all_users: Vec<(LinkUseKey, LinkUse)> = users.iter().filter_map(Result::ok).collect();
+    let all_users: Vec<(LinkUseKey, LinkUse)> = entries(MAP_LINK_USERS, users.iter())?;
     for (k, u) in all_users.iter().filter(|(k, _)| k.tunnel_ifindex == tidx) {
         datapath::removed(users.remove(k))?;
         let still_used = all_users.iter().any(|(o, _)| o.link_ifindex == k.link_ifindex && o.tunnel_ifindex != tidx);

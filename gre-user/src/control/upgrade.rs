@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context, Result};
 use gre_common::{names::*, HOOK_XDP, MODE_GRETAP};
 
+use crate::datapath::entries;
 use crate::{
     datapath::{build_id, Datapath},
     net::netlink::{Netlink, XDP_FLAGS_DRV_MODE},
@@ -36,7 +37,8 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
             .map(|name| Ok((name, dp.prog(name)?)))
             .collect::<Result<_>>()?;
     let fd = |name: &str| -> Result<i32> { Ok(progs[name].as_fd().as_raw_fd()) };
-    let tunnels: Vec<(u32, u32, u32)> = dp.tunnels()?.iter().filter_map(Result::ok).map(|(t, v)| (t, v.peer_ifindex, v.mode)).collect();
+    let tunnels: Vec<(u32, u32, u32)> =
+        entries(MAP_TUNNELS, dp.tunnels()?.iter())?.into_iter().map(|(t, v)| (t, v.peer_ifindex, v.mode)).collect();
     for (t, hidden, mode) in tunnels {
         let Some(dev) = nl.link_by_index(t).await? else { continue };
         // The sender first: the new decider's packets must find it. An
@@ -54,7 +56,8 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
         nl.xdp_set(t, -1, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("detaching the XDP program of an older build from #{t}"))?;
     }
     // Each link once, whichever tunnels use it.
-    let links: BTreeMap<u32, u32> = dp.link_users()?.iter().filter_map(Result::ok).map(|(k, u)| (k.link_ifindex, u.hook)).collect();
+    let links: BTreeMap<u32, u32> =
+        entries(MAP_LINK_USERS, dp.link_users()?.iter())?.into_iter().map(|(k, u)| (k.link_ifindex, u.hook)).collect();
     for (link, hook) in links {
         if nl.link_by_index(link).await?.is_none() {
             continue;

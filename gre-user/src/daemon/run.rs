@@ -13,6 +13,7 @@ use gre_common::{
     PATH_STANDBY, PATH_UNHEALTHY, PATH_UP, TUN_IPID_NUMBERED, TUN_SEQ,
 };
 
+use crate::datapath::entries;
 use crate::{
     config::{Config, TunnelConfig},
     control::tunnel::{self, UpOutcome},
@@ -24,6 +25,7 @@ use crate::{
     net::netlink::{Link, Netlink},
     reseq::Resequencer,
 };
+use gre_common::names::*;
 
 use crate::net::sys::monotonic_ns;
 
@@ -85,7 +87,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // hand the freed heap back before settling in for the long run.
     let mut mesh = match cfg.mesh.is_some() {
         true => {
-            let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+            let dp = Datapath::running()?;
             Some(Mesh::start(&cfg, file, &Netlink::new()?, &dp).await?)
         }
         false => None,
@@ -96,7 +98,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // SAFETY: malloc_trim only releases memory that is already free.
     unsafe { libc::malloc_trim(0) };
     let log = match debug {
-        true => Some(crate::datapath::debug::listen(&Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?)?),
+        true => Some(crate::datapath::debug::listen(&Datapath::running()?)?),
         false => None,
     };
     let reseq = match t.resequence {
@@ -135,14 +137,8 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
 /// (`announced`: only those of peers that announce numbering, which the
 /// datapath decides by `TUN_RESEQ_ANNOUNCED`).
 async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result<Resequencer> {
-    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
-    let tun = dp
-        .tunnels()?
-        .iter()
-        .filter_map(Result::ok)
-        .find(|(_, e)| cstr(&e.name) == t.name)
-        .map(|(_, e)| e)
-        .ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
+    let dp = Datapath::running()?;
+    let (_, tun) = dp.tunnel_named(&t.name)?.ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
     let r = Resequencer::start(&Netlink::new()?, &dp, tun.ifindex, tun.peer_ifindex, Duration::from_millis(ms as u64)).await?;
     let whose = if announced { "the packets of peers that announce numbers" } else { "numbered packets" };
     println!("{}: resequencing {whose} through {} (hold {ms} ms)", t.name, r.tap());
@@ -152,14 +148,8 @@ async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result
 /// Deliver the tunnel's packets that arrive in outer fragments, which the
 /// kernel reassembles.
 fn start_reassembler(name: &str) -> Result<Reassembler> {
-    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
-    let tidx = dp
-        .tunnels()?
-        .iter()
-        .filter_map(Result::ok)
-        .find(|(_, e)| cstr(&e.name) == name)
-        .map(|(k, _)| k)
-        .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
+    let dp = Datapath::running()?;
+    let tidx = dp.tunnel_named(name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
     Reassembler::start(&dp, tidx)
 }
 
@@ -173,15 +163,9 @@ async fn mesh_event(mesh: &mut Option<&mut Mesh>) -> Option<Event> {
 
 async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
     let name = &t.name;
-    let dp = Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished"))?;
+    let dp = Datapath::running()?;
     let nl = Netlink::new()?;
-    let tidx = dp
-        .tunnels()?
-        .iter()
-        .filter_map(Result::ok)
-        .find(|(_, t)| cstr(&t.name) == *name)
-        .map(|(k, _)| k)
-        .ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
+    let tidx = dp.tunnel_named(name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
     // The key on the wire: NVGRE's is the VSID with FlowID 0.
     // A trunk: a key it carries (any one reflects the same).
     let key = match t.vsid {
@@ -248,7 +232,7 @@ async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
         }
         // One peer at a time: with 10,000 peers a copy of them all would be
         // 6 MB every scan.
-        let ids: Vec<u32> = peers.keys().filter_map(Result::ok).collect();
+        let ids: Vec<u32> = entries(MAP_PEERS, peers.keys())?;
         for id in ids {
             let Ok(mut p) = peers.get(&id, 0) else { continue };
             if p.tunnel_ifindex != tidx {

@@ -75,6 +75,17 @@ fn open(id: u32) -> Result<Map> {
 impl Datapath {
     /// The datapath serving this network namespace, if one is loaded: its
     /// maps, and the programs attached. Nothing is loaded or verified.
+    /// The datapath a running tunnel needs: one that vanished (`down`
+    /// from another shell) is an error.
+    pub fn running() -> Result<Datapath> {
+        Datapath::find()?.ok_or_else(|| anyhow!("the datapath vanished (taken down from elsewhere?)"))
+    }
+
+    /// Tunnel `name`'s device index and entry, if it is up.
+    pub fn tunnel_named(&self, name: &str) -> Result<Option<(u32, Tunnel)>> {
+        Ok(entries(MAP_TUNNELS, self.tunnels()?.iter())?.into_iter().find(|(_, t)| codec::cstr(&t.name) == name))
+    }
+
     pub fn find() -> Result<Option<Datapath>> {
         let ns = sys::netns_ino()?;
         let mut progs = BTreeMap::new();
@@ -303,10 +314,25 @@ typed_maps! {
     pmtu_events: PerCpuArray<u64> = MAP_PMTU_EVENTS;
 }
 
+/// Every item a map iterator yields, or the error that stopped reading
+/// `map`: a failed read is an error, never a missing entry. An entry
+/// deleted while the map is walked (`KeyNotFound`) is simply not there.
+pub fn entries<T>(map: &str, it: impl Iterator<Item = Result<T, aya::maps::MapError>>) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for r in it {
+        match r {
+            Ok(x) => out.push(x),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("reading map {map}"))),
+        }
+    }
+    Ok(out)
+}
+
 /// Remove every entry of `map` that `pred` picks; returns how many went.
 /// An entry already gone (another `down` racing this one) counts as gone.
 pub fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, pred: impl Fn(&K, &V) -> bool) -> Result<usize> {
-    let doomed: Vec<K> = map.iter().filter_map(Result::ok).filter(|(k, v)| pred(k, v)).map(|(k, _)| k).collect();
+    let doomed: Vec<K> = entries("to clean", map.iter())?.into_iter().filter(|(k, v)| pred(k, v)).map(|(k, _)| k).collect();
     for k in &doomed {
         removed(map.remove(k))?;
     }

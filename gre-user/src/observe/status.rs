@@ -11,6 +11,7 @@ use gre_common::{
 };
 use serde::Serialize;
 
+use crate::datapath::entries;
 use crate::{
     config::{Origin, VlanConfig},
     datapath::codec::{cstr, hook_name, ip16, keepalive_mode, tunnel_config},
@@ -18,6 +19,7 @@ use crate::{
     mesh::status::{ConnState, MeshStatus},
     net::netlink::Netlink,
 };
+use gre_common::names::*;
 
 /// Packets and bytes each way and keepalives, of a path, a peer or a
 /// tunnel: the datapath's own per-path counters, summed.
@@ -252,18 +254,18 @@ pub async fn collect(name: Option<&str>) -> Result<Status> {
         return Ok(Status { tunnels: vec![], drops: BTreeMap::new(), pmtu_events: BTreeMap::new(), map_memory_bytes: 0, programs: vec![] });
     };
     let nl = Netlink::new()?;
-    let tunnels: Vec<(u32, Tunnel)> = dp.tunnels()?.iter().filter_map(Result::ok).collect();
-    let peers: Vec<(u32, Peer)> = dp.peers()?.iter().filter_map(Result::ok).collect();
-    let users: Vec<(LinkUseKey, LinkUse)> = dp.link_users()?.iter().filter_map(Result::ok).collect();
+    let tunnels: Vec<(u32, Tunnel)> = entries(MAP_TUNNELS, dp.tunnels()?.iter())?.into_iter().collect();
+    let peers: Vec<(u32, Peer)> = entries(MAP_PEERS, dp.peers()?.iter())?.into_iter().collect();
+    let users: Vec<(LinkUseKey, LinkUse)> = entries(MAP_LINK_USERS, dp.link_users()?.iter())?.into_iter().collect();
     let routes = crate::control::state::all_routes(&dp)?;
     let stats = dp.path_stats()?;
     let path_mtu = dp.path_mtu()?;
     let reorder_map = dp.reorder()?;
     let announced_map = dp.announced()?;
-    let fdb: Vec<(FdbKey, FdbEntry)> = dp.fdb()?.iter().filter_map(Result::ok).collect();
-    let floods: Vec<(FloodKey, FloodList)> = dp.flood()?.iter().filter_map(Result::ok).collect();
-    let vlan_map: Vec<(VlanMapKey, u32)> = dp.vlans()?.iter().filter_map(Result::ok).collect();
-    let neigh: Vec<(NeighKey, NeighEntry)> = dp.neigh()?.iter().filter_map(Result::ok).collect();
+    let fdb: Vec<(FdbKey, FdbEntry)> = entries(MAP_FDB, dp.fdb()?.iter())?.into_iter().collect();
+    let floods: Vec<(FloodKey, FloodList)> = entries(MAP_FLOOD, dp.flood()?.iter())?.into_iter().collect();
+    let vlan_map: Vec<(VlanMapKey, u32)> = entries(MAP_VLANS, dp.vlans()?.iter())?.into_iter().collect();
+    let neigh: Vec<(NeighKey, NeighEntry)> = entries(MAP_NEIGH, dp.neigh()?.iter())?.into_iter().collect();
     let neigh_stats = dp.neigh_stats()?;
     let peer_names: BTreeMap<u32, String> = peers.iter().map(|(id, p)| (*id, cstr(&p.name))).collect();
     let now = crate::net::sys::monotonic_ns();

@@ -9,7 +9,7 @@ use gre_user::{
     control::tunnel::{self, UpOutcome},
     net::netlink,
     net::sys,
-    observe::status,
+    observe,
 };
 
 #[derive(Parser)]
@@ -245,16 +245,16 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
                 false => None,
             };
-            let mut prev = status::collect(name.as_deref()).await?;
+            let mut prev = observe::collect(name.as_deref()).await?;
             let mut shown = 0;
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.1))) => {}
                     _ = tokio::signal::ctrl_c() => break,
                 }
-                let cur = status::collect(name.as_deref()).await?;
+                let cur = observe::collect(name.as_deref()).await?;
                 // Clear the screen and draw from the top.
-                print!("\x1b[2J\x1b[H{}", status::render_watch(&prev, &cur, interval.max(0.1)));
+                print!("\x1b[2J\x1b[H{}", observe::render_watch(&prev, &cur, interval.max(0.1)));
                 use std::io::Write as _;
                 let _ = std::io::stdout().flush();
                 prev = cur;
@@ -288,11 +288,11 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         }
         Cmd::Status { name, json, .. } => {
             sys::require_root("status")?;
-            let s = status::collect(name.as_deref()).await?;
+            let s = observe::collect(name.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).context("encoding JSON")?);
             } else {
-                print!("{}", status::render(&s));
+                print!("{}", observe::render(&s));
             }
         }
         Cmd::Check { config, kernel } => {

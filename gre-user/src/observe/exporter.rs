@@ -9,7 +9,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::observe::status::{self, Status};
+use crate::observe::{self, Status};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PathLabels {
@@ -107,7 +107,7 @@ pub fn render(s: &Status) -> String {
         "1 when xgre run finds the path well (link up, keepalives back): an idle backup is healthy, a dead one is not.",
     );
     /// Which of a path's counters a metric shows.
-    type CounterOf = fn(&status::Counters) -> u64;
+    type CounterOf = fn(&observe::Counters) -> u64;
     /// Metric name, help text, the value.
     type PathMetric = (&'static str, &'static str, CounterOf);
     let path_metrics: [PathMetric; 6] = [
@@ -223,7 +223,7 @@ pub fn render(s: &Status) -> String {
 }
 
 async fn metrics() -> impl IntoResponse {
-    match status::collect(None).await {
+    match observe::collect(None).await {
         Ok(s) => ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], render(&s)).into_response(),
         Err(e) => (axum::http::StatusCode::INTERNAL_SERVER_ERROR, format!("xgre: {e:#}\n")).into_response(),
     }
@@ -239,7 +239,7 @@ pub async fn serve(listen: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::status::{Counters, FdbStatus, PeerStatus, TunnelStatus};
+    use crate::observe::{Counters, FdbStatus, PeerStatus, TunnelStatus};
 
     #[test]
     fn learned_macs_are_counted_per_peer_and_stale_ones_are_not() {

@@ -1,5 +1,11 @@
 //! What users see: `status` (collected from the maps, rendered as text or
 //! JSON) and the Prometheus exporter.
 
+mod collect;
 pub mod exporter;
-pub mod status;
+mod render;
+mod status;
+
+pub use collect::collect;
+pub use render::{render, render_watch};
+pub use status::*;

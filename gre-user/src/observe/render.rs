@@ -49,143 +49,7 @@ pub fn render(s: &Status) -> String {
         o.push_str("no xgre tunnels in this network namespace\n");
     }
     for t in &s.tunnels {
-        let mut opts = vec![format!("mode {}", t.mode)];
-        if let Some(k) = t.key {
-            opts.push(format!("key {k}"));
-        }
-        if let Some(v) = t.vsid {
-            opts.push(format!("nvgre vsid {v}"));
-        }
-        if t.sequence {
-            opts.push("seq".into());
-        }
-        if t.ip_id_sequence {
-            opts.push("seq in ip id".into());
-        }
-        if t.ip_id_sequence_auto {
-            opts.push("seq in ip id (unequal paths)".into());
-        }
-        if t.checksum {
-            opts.push("csum".into());
-        }
-        if let Some(m) = t.mtu {
-            opts.push(format!("mtu {m}"));
-        }
-        if !t.device_counters {
-            opts.push("no device counters".into());
-        }
-        let state = if t.device_present { "up" } else { "DEVICE MISSING" };
-        let _ = writeln!(o, "tunnel {}  [{}]  {}", t.name, state, opts.join("  "));
-        let _ = writeln!(
-            o,
-            "  total   tx {:>10} pkts {:>10}   rx {:>10} pkts {:>10}",
-            t.counters.tx_packets,
-            human_bytes(t.counters.tx_bytes),
-            t.counters.rx_packets,
-            human_bytes(t.counters.rx_bytes)
-        );
-        if let Some(m) = &t.mesh {
-            let _ = writeln!(o, "  {}", mesh_line(m));
-            for (k, why) in &m.refused {
-                let _ = writeln!(o, "    refused {k}: {why}");
-            }
-        }
-        let _ = writeln!(o, "  links");
-        for l in &t.links {
-            let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{}", l.dev, l.address, l.rx, if l.present { "" } else { "  (device gone)" });
-        }
-        if !t.groups.is_empty() {
-            let _ = writeln!(o, "  groups");
-            for g in &t.groups {
-                let _ = writeln!(o, "    {:<20} -> {}", g.address, g.peers.join(", "));
-            }
-        }
-        if !t.vlans.is_empty() {
-            let pairs: Vec<String> = t.vlans.iter().map(|v| format!("{} -> key {}", v.vid, v.key)).collect();
-            let untagged = t.native_key.map(|k| format!("key {k}")).unwrap_or_else(|| "dropped".into());
-            let _ = writeln!(o, "  trunk   vlan {}; untagged -> {untagged}", pairs.join(", "));
-        }
-        if t.mode == "gretap" {
-            let fresh = t.fdb.iter().filter(|e| !e.stale).count();
-            let _ = writeln!(o, "  learned MACs: {fresh} ({} stale)", t.fdb.len() - fresh);
-            if let Some(n) = &t.neigh {
-                let _ = writeln!(
-                    o,
-                    "  arp     suppressed {} ({} ARP, {} ND answered; {} kept local); flooded {} unknown; knows {} behind peers, {} here, {} static",
-                    n.arp_answered + n.nd_answered + n.kept_local,
-                    n.arp_answered,
-                    n.nd_answered,
-                    n.kept_local,
-                    n.flooded,
-                    n.remote,
-                    n.local,
-                    n.fixed
-                );
-            }
-            for e in t.fdb.iter().filter(|e| !e.stale).take(16) {
-                let when = if e.fixed { "static".to_string() } else { format!("{:.1} s ago", e.age_s) };
-                let vlan = if e.vid != 0 { format!("  vlan {}", e.vid) } else { String::new() };
-                let _ = writeln!(o, "    {}  via {:<12} {:>12}{vlan}", e.mac, e.peer, when);
-            }
-            if fresh > 16 {
-                let _ = writeln!(o, "    ... {} more (status --json lists all)", fresh - 16);
-            }
-        }
-        let _ = writeln!(o, "  peers");
-        for p in &t.peers {
-            // A peer in auto mode that never answered is not judged by
-            // keepalives (a gretap or Open vSwitch endpoint cannot reflect
-            // them): say so, or its "ka 0" reads like a failure.
-            let ka = match p.keepalive {
-                "auto" if p.counters.keepalive_replies == 0 => "keepalive auto (never answered: judged by link state only)",
-                "auto" => "keepalive auto",
-                "required" => "keepalive required",
-                _ => "keepalive off",
-            };
-            let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
-            let from = if p.origin == "mesh" { "  (mesh)" } else { "" };
-            let numbers = p.announces.map(|a| format!("  numbers its packets ({a})")).unwrap_or_default();
-            let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}{numbers}", p.name);
-            if let Some(r) = &p.reorder {
-                let total = (r.in_order + r.out_of_order).max(1);
-                let _ = writeln!(
-                    o,
-                    "      reorder: {} of {} out of order ({:.2}%), largest displacement {}, late (>{}) {}",
-                    r.out_of_order,
-                    r.in_order + r.out_of_order,
-                    100.0 * r.out_of_order as f64 / total as f64,
-                    r.max_displacement,
-                    r.late_after,
-                    r.late
-                );
-            }
-            for (j, path) in p.paths.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}  {}",
-                    path.link,
-                    path.local,
-                    path.remote,
-                    match path.rate_kbps {
-                        Some(k) => crate::config::rate::Rate { kbps: k }.to_string(),
-                        None => format!("w{}", path.weight),
-                    },
-                    match (path.up, path.standby, path.healthy) {
-                        (true, false, _) => "up",
-                        (true, true, _) => "up standby",
-                        (false, false, _) => "DOWN",
-                        (false, true, true) => "standby idle",
-                        (false, true, false) => "standby DOWN",
-                    },
-                    path.counters.tx_packets,
-                    human_bytes(path.counters.tx_bytes),
-                    path.counters.rx_packets,
-                    human_bytes(path.counters.rx_bytes),
-                    path.counters.keepalive_replies,
-                    path.pmtu.describe()
-                );
-            }
-        }
+        render_tunnel(&mut o, t);
     }
     let nonzero: Vec<String> = s.drops.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     if !s.tunnels.is_empty() {
@@ -207,6 +71,157 @@ pub fn render(s: &Status) -> String {
         }
     }
     o
+}
+
+/// A tunnel's header, links, groups, trunk and peers.
+fn render_tunnel(o: &mut String, t: &TunnelStatus) {
+    let mut opts = vec![format!("mode {}", t.mode)];
+    if let Some(k) = t.key {
+        opts.push(format!("key {k}"));
+    }
+    if let Some(v) = t.vsid {
+        opts.push(format!("nvgre vsid {v}"));
+    }
+    if t.sequence {
+        opts.push("seq".into());
+    }
+    if t.ip_id_sequence {
+        opts.push("seq in ip id".into());
+    }
+    if t.ip_id_sequence_auto {
+        opts.push("seq in ip id (unequal paths)".into());
+    }
+    if t.checksum {
+        opts.push("csum".into());
+    }
+    if let Some(m) = t.mtu {
+        opts.push(format!("mtu {m}"));
+    }
+    if !t.device_counters {
+        opts.push("no device counters".into());
+    }
+    let state = if t.device_present { "up" } else { "DEVICE MISSING" };
+    let _ = writeln!(o, "tunnel {}  [{}]  {}", t.name, state, opts.join("  "));
+    let _ = writeln!(
+        o,
+        "  total   tx {:>10} pkts {:>10}   rx {:>10} pkts {:>10}",
+        t.counters.tx_packets,
+        human_bytes(t.counters.tx_bytes),
+        t.counters.rx_packets,
+        human_bytes(t.counters.rx_bytes)
+    );
+    if let Some(m) = &t.mesh {
+        let _ = writeln!(o, "  {}", mesh_line(m));
+        for (k, why) in &m.refused {
+            let _ = writeln!(o, "    refused {k}: {why}");
+        }
+    }
+    let _ = writeln!(o, "  links");
+    for l in &t.links {
+        let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{}", l.dev, l.address, l.rx, if l.present { "" } else { "  (device gone)" });
+    }
+    if !t.groups.is_empty() {
+        let _ = writeln!(o, "  groups");
+        for g in &t.groups {
+            let _ = writeln!(o, "    {:<20} -> {}", g.address, g.peers.join(", "));
+        }
+    }
+    if !t.vlans.is_empty() {
+        let pairs: Vec<String> = t.vlans.iter().map(|v| format!("{} -> key {}", v.vid, v.key)).collect();
+        let untagged = t.native_key.map(|k| format!("key {k}")).unwrap_or_else(|| "dropped".into());
+        let _ = writeln!(o, "  trunk   vlan {}; untagged -> {untagged}", pairs.join(", "));
+    }
+    if t.mode == "gretap" {
+        render_bridge(o, t);
+    }
+    let _ = writeln!(o, "  peers");
+    for p in &t.peers {
+        render_peer(o, p);
+    }
+}
+
+/// A gretap tunnel's learned MACs and ARP/ND suppression.
+fn render_bridge(o: &mut String, t: &TunnelStatus) {
+    let fresh = t.fdb.iter().filter(|e| !e.stale).count();
+    let _ = writeln!(o, "  learned MACs: {fresh} ({} stale)", t.fdb.len() - fresh);
+    if let Some(n) = &t.neigh {
+        let _ = writeln!(
+            o,
+            "  arp     suppressed {} ({} ARP, {} ND answered; {} kept local); flooded {} unknown; knows {} behind peers, {} here, {} static",
+            n.arp_answered + n.nd_answered + n.kept_local,
+            n.arp_answered,
+            n.nd_answered,
+            n.kept_local,
+            n.flooded,
+            n.remote,
+            n.local,
+            n.fixed
+        );
+    }
+    for e in t.fdb.iter().filter(|e| !e.stale).take(16) {
+        let when = if e.fixed { "static".to_string() } else { format!("{:.1} s ago", e.age_s) };
+        let vlan = if e.vid != 0 { format!("  vlan {}", e.vid) } else { String::new() };
+        let _ = writeln!(o, "    {}  via {:<12} {:>12}{vlan}", e.mac, e.peer, when);
+    }
+    if fresh > 16 {
+        let _ = writeln!(o, "    ... {} more (status --json lists all)", fresh - 16);
+    }
+}
+
+/// A peer's line, its reordering and one line per path.
+fn render_peer(o: &mut String, p: &PeerStatus) {
+    // A peer in auto mode that never answered is not judged by
+    // keepalives (a gretap or Open vSwitch endpoint cannot reflect
+    // them): say so, or its "ka 0" reads like a failure.
+    let ka = match p.keepalive {
+        "auto" if p.counters.keepalive_replies == 0 => "keepalive auto (never answered: judged by link state only)",
+        "auto" => "keepalive auto",
+        "required" => "keepalive required",
+        _ => "keepalive off",
+    };
+    let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
+    let from = if p.origin == "mesh" { "  (mesh)" } else { "" };
+    let numbers = p.announces.map(|a| format!("  numbers its packets ({a})")).unwrap_or_default();
+    let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}{numbers}", p.name);
+    if let Some(r) = &p.reorder {
+        let total = (r.in_order + r.out_of_order).max(1);
+        let _ = writeln!(
+            o,
+            "      reorder: {} of {} out of order ({:.2}%), largest displacement {}, late (>{}) {}",
+            r.out_of_order,
+            r.in_order + r.out_of_order,
+            100.0 * r.out_of_order as f64 / total as f64,
+            r.max_displacement,
+            r.late_after,
+            r.late
+        );
+    }
+    for (j, path) in p.paths.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}  {}",
+            path.link,
+            path.local,
+            path.remote,
+            match path.rate_kbps {
+                Some(k) => crate::config::rate::Rate { kbps: k }.to_string(),
+                None => format!("w{}", path.weight),
+            },
+            match (path.up, path.standby, path.healthy) {
+                (true, false, _) => "up",
+                (true, true, _) => "up standby",
+                (false, false, _) => "DOWN",
+                (false, true, true) => "standby idle",
+                (false, true, false) => "standby DOWN",
+            },
+            path.counters.tx_packets,
+            human_bytes(path.counters.tx_bytes),
+            path.counters.rx_packets,
+            human_bytes(path.counters.rx_bytes),
+            path.counters.keepalive_replies,
+            path.pmtu.describe()
+        );
+    }
 }
 
 /// `xgre status --watch`: one screen of rates per peer and path since the

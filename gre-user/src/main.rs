@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use gre_user::{
-    config::{Config, Origin},
+    config::{edit::Edit, Config, Origin},
     control::tunnel::{self, UpOutcome},
     net::netlink,
     net::sys,
@@ -74,7 +74,7 @@ enum Cmd {
         #[arg(long)]
         batch: Option<PathBuf>,
         #[command(subcommand)]
-        edit: Option<gre_user::config::edit::Edit>,
+        edit: Option<Edit>,
     },
     /// Show tunnels, links, peers, paths and counters.
     Status {
@@ -198,17 +198,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             }
         }
         Cmd::Reload { config } => {
-            sys::require_root("reload")?;
-            let file = config.display().to_string();
-            let want = Config::load(&config)?;
-            let (nl, dp) = running()?;
-            let mut run = gre_user::control::state::show(&dp, &nl, &want.tunnel.name).await?;
-            if run.config.fingerprint() == want.fingerprint() {
-                println!("{}: no changes", want.tunnel.name);
-            } else {
-                let done = gre_user::control::state::apply(&nl, &dp, &mut run, &want, &file).await?;
-                println!("{}: reloaded ({})", want.tunnel.name, done.join(", "));
-            }
+            reload(config).await?;
         }
         Cmd::Show { name } => {
             sys::require_root("show")?;
@@ -222,47 +212,10 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             print!("{}", run.config.without_mesh_peers().to_toml());
         }
         Cmd::MapEdit { name, save, batch, edit } => {
-            sys::require_root("map-edit")?;
-            let edits: Vec<(String, gre_user::config::edit::Edit)> = match (batch, edit) {
-                (Some(_), Some(_)) => bail!("map-edit: give one edit or --batch FILE, not both"),
-                (Some(f), None) => gre_user::config::edit::read_batch(&f)?,
-                (None, Some(e)) => vec![(format!("map-edit {name}"), e)],
-                (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key, group) or --batch FILE"),
-            };
-            let (nl, dp) = running()?;
-            let mut run = gre_user::control::state::show(&dp, &nl, &name).await?;
-            let start = std::time::Instant::now();
-            gre_user::control::peers::apply_edits(&nl, &dp, &mut run, &edits).await?;
-            if let Some(f) = save {
-                std::fs::write(&f, run.config.without_mesh_peers().to_toml()).with_context(|| format!("writing {}", f.display()))?;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            println!("{name}: {} edit(s) applied in {:.3} s ({:.0}/s)", edits.len(), secs, edits.len() as f64 / secs.max(1e-9));
+            map_edit(name, save, batch, edit).await?;
         }
         Cmd::Status { name, json: _, watch: true, interval, count } => {
-            sys::require_root("status")?;
-            let _log = match debug {
-                true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
-                false => None,
-            };
-            let mut prev = observe::collect(name.as_deref()).await?;
-            let mut shown = 0;
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.1))) => {}
-                    _ = tokio::signal::ctrl_c() => break,
-                }
-                let cur = observe::collect(name.as_deref()).await?;
-                // Clear the screen and draw from the top.
-                print!("\x1b[2J\x1b[H{}", observe::render_watch(&prev, &cur, interval.max(0.1)));
-                use std::io::Write as _;
-                let _ = std::io::stdout().flush();
-                prev = cur;
-                shown += 1;
-                if count > 0 && shown >= count {
-                    break;
-                }
-            }
+            watch(name, interval, count, debug).await?;
         }
         Cmd::Exporter { listen } => {
             sys::require_root("exporter")?;
@@ -296,26 +249,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             }
         }
         Cmd::Check { config, kernel } => {
-            if kernel {
-                check_kernel()?;
-            }
-            let Some(config) = config else { return Ok(()) };
-            let file = config.display().to_string();
-            let cfg = Config::load(&config)?;
-            let nl = netlink::Netlink::new()?;
-            for (i, l) in cfg.links.iter().enumerate() {
-                if nl.link(&l.dev).await?.is_none() {
-                    bail!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev);
-                }
-            }
-            let tun = nl.link(&cfg.tunnel.name).await?.map(|l| l.index).unwrap_or(0);
-            gre_user::control::state::check_routes(&nl, &cfg, tun, &file).await?;
-            let links = gre_user::control::links::resolve_links(&nl, &cfg, &file).await?;
-            gre_user::control::state::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
-            println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
-            for a in cfg.advice(&file) {
-                println!("warning: {a}");
-            }
+            check(config, kernel).await?;
         }
     }
     Ok(())
@@ -389,4 +323,96 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// `map-edit`: one edit or a batch, all or nothing.
+async fn map_edit(name: String, save: Option<PathBuf>, batch: Option<PathBuf>, edit: Option<Edit>) -> Result<()> {
+    sys::require_root("map-edit")?;
+    let edits: Vec<(String, Edit)> = match (batch, edit) {
+        (Some(_), Some(_)) => bail!("map-edit: give one edit or --batch FILE, not both"),
+        (Some(f), None) => gre_user::config::edit::read_batch(&f)?,
+        (None, Some(e)) => vec![(format!("map-edit {name}"), e)],
+        (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key, group) or --batch FILE"),
+    };
+    let (nl, dp) = running()?;
+    let mut run = gre_user::control::state::show(&dp, &nl, &name).await?;
+    let start = std::time::Instant::now();
+    gre_user::control::peers::apply_edits(&nl, &dp, &mut run, &edits).await?;
+    if let Some(f) = save {
+        std::fs::write(&f, run.config.without_mesh_peers().to_toml()).with_context(|| format!("writing {}", f.display()))?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{name}: {} edit(s) applied in {:.3} s ({:.0}/s)", edits.len(), secs, edits.len() as f64 / secs.max(1e-9));
+    Ok(())
+}
+
+/// `status --watch`: a screen of rates every `interval` seconds.
+async fn watch(name: Option<String>, interval: f64, count: u32, debug: bool) -> Result<()> {
+    sys::require_root("status")?;
+    let _log = match debug {
+        true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
+        false => None,
+    };
+    let mut prev = observe::collect(name.as_deref()).await?;
+    let mut shown = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs_f64(interval.max(0.1))) => {}
+            _ = tokio::signal::ctrl_c() => break,
+        }
+        let cur = observe::collect(name.as_deref()).await?;
+        // Clear the screen and draw from the top.
+        print!("\x1b[2J\x1b[H{}", observe::render_watch(&prev, &cur, interval.max(0.1)));
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        prev = cur;
+        shown += 1;
+        if count > 0 && shown >= count {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// `check`: a config and the devices it names, changing nothing.
+async fn check(config: Option<PathBuf>, kernel: bool) -> Result<()> {
+    if kernel {
+        check_kernel()?;
+    }
+    let Some(config) = config else {
+        return Ok(());
+    };
+    let file = config.display().to_string();
+    let cfg = Config::load(&config)?;
+    let nl = netlink::Netlink::new()?;
+    for (i, l) in cfg.links.iter().enumerate() {
+        if nl.link(&l.dev).await?.is_none() {
+            bail!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev);
+        }
+    }
+    let tun = nl.link(&cfg.tunnel.name).await?.map(|l| l.index).unwrap_or(0);
+    gre_user::control::state::check_routes(&nl, &cfg, tun, &file).await?;
+    let links = gre_user::control::links::resolve_links(&nl, &cfg, &file).await?;
+    gre_user::control::state::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
+    println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
+    for a in cfg.advice(&file) {
+        println!("warning: {a}");
+    }
+    Ok(())
+}
+
+/// `reload`: apply what changed in the file to the running tunnel.
+async fn reload(config: PathBuf) -> Result<()> {
+    sys::require_root("reload")?;
+    let file = config.display().to_string();
+    let want = Config::load(&config)?;
+    let (nl, dp) = running()?;
+    let mut run = gre_user::control::state::show(&dp, &nl, &want.tunnel.name).await?;
+    if run.config.fingerprint() == want.fingerprint() {
+        println!("{}: no changes", want.tunnel.name);
+    } else {
+        let done = gre_user::control::state::apply(&nl, &dp, &mut run, &want, &file).await?;
+        println!("{}: reloaded ({})", want.tunnel.name, done.join(", "));
+    }
+    Ok(())
 }

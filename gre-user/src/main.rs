@@ -277,54 +277,6 @@ fn advise(cfg: &Config, file: &std::path::Path) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    /// The systemd unit's command lines are ones this binary accepts.
-    #[test]
-    fn systemd_unit_commands_parse() {
-        let unit = include_str!("../../dist/xgre@.service");
-        let mut n = 0;
-        for line in unit.lines() {
-            let Some(cmd) = line.strip_prefix("ExecStart=").or_else(|| line.strip_prefix("ExecReload=")) else { continue };
-            let words: Vec<&str> = cmd.split_whitespace().collect();
-            assert!(words[0].ends_with("/xgre"), "{cmd}");
-            Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("`{cmd}`: {e}"));
-            n += 1;
-        }
-        assert_eq!(n, 2);
-    }
-
-    #[test]
-    fn completions_and_man_page_generate() {
-        let mut cmd = <Cli as clap::CommandFactory>::command();
-        let mut out = Vec::new();
-        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "xgre", &mut out);
-        let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("map-edit") && s.contains("reload"), "bash completion lacks subcommands");
-        let mut man = Vec::new();
-        clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut man).unwrap();
-        let m = String::from_utf8(man).unwrap();
-        assert!(m.contains(".TH xgre") && m.contains("map\\-edit"), "{}", &m[..200.min(m.len())]);
-    }
-
-    #[test]
-    fn every_page_the_man_page_names_is_written() {
-        let dir = std::env::temp_dir().join(format!("xgre-man-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir).unwrap();
-        let top = std::fs::read_to_string(dir.join("xgre.1")).unwrap();
-        for sub in ["up", "run", "down", "reload", "show", "map-edit", "status", "exporter", "check", "man"] {
-            let page = dir.join(format!("xgre-{sub}.1"));
-            assert!(page.exists(), "{} is written", page.display());
-            assert!(top.contains(&format!("xgre\\-{}(1)", sub.replace('-', "\\-"))), "xgre(1) names xgre-{sub}(1)");
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
-
 /// `map-edit`: one edit or a batch, all or nothing.
 async fn map_edit(name: String, save: Option<PathBuf>, batch: Option<PathBuf>, edit: Option<Edit>) -> Result<()> {
     sys::require_root("map-edit")?;
@@ -415,4 +367,52 @@ async fn reload(config: PathBuf) -> Result<()> {
         println!("{}: reloaded ({})", want.tunnel.name, done.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// The systemd unit's command lines are ones this binary accepts.
+    #[test]
+    fn systemd_unit_commands_parse() {
+        let unit = include_str!("../../dist/xgre@.service");
+        let mut n = 0;
+        for line in unit.lines() {
+            let Some(cmd) = line.strip_prefix("ExecStart=").or_else(|| line.strip_prefix("ExecReload=")) else { continue };
+            let words: Vec<&str> = cmd.split_whitespace().collect();
+            assert!(words[0].ends_with("/xgre"), "{cmd}");
+            Cli::try_parse_from(&words).unwrap_or_else(|e| panic!("`{cmd}`: {e}"));
+            n += 1;
+        }
+        assert_eq!(n, 2);
+    }
+
+    #[test]
+    fn completions_and_man_page_generate() {
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let mut out = Vec::new();
+        clap_complete::generate(clap_complete::Shell::Bash, &mut cmd, "xgre", &mut out);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("map-edit") && s.contains("reload"), "bash completion lacks subcommands");
+        let mut man = Vec::new();
+        clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(&mut man).unwrap();
+        let m = String::from_utf8(man).unwrap();
+        assert!(m.contains(".TH xgre") && m.contains("map\\-edit"), "{}", &m[..200.min(m.len())]);
+    }
+
+    #[test]
+    fn every_page_the_man_page_names_is_written() {
+        let dir = std::env::temp_dir().join(format!("xgre-man-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        clap_mangen::generate_to(<Cli as clap::CommandFactory>::command(), &dir).unwrap();
+        let top = std::fs::read_to_string(dir.join("xgre.1")).unwrap();
+        for sub in ["up", "run", "down", "reload", "show", "map-edit", "status", "exporter", "check", "man"] {
+            let page = dir.join(format!("xgre-{sub}.1"));
+            assert!(page.exists(), "{} is written", page.display());
+            assert!(top.contains(&format!("xgre\\-{}(1)", sub.replace('-', "\\-"))), "xgre(1) names xgre-{sub}(1)");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

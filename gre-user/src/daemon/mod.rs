@@ -3,3 +3,4 @@
 pub mod keepalive;
 pub mod reassemble;
 pub mod run;
+mod watch;

@@ -107,6 +107,15 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
+    /// Every link change in this namespace (RTNLGRP_LINK), as it happens:
+    /// a device added, removed, set up or down, or losing carrier.
+    pub fn link_events(&self) -> Result<futures::channel::mpsc::UnboundedReceiver<impl Sized>> {
+        let (conn, _, events) =
+            rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Link]).context("subscribing to rtnetlink link events")?;
+        tokio::spawn(conn);
+        Ok(events)
+    }
+
     pub async fn link(&self, name: &str) -> Result<Option<Link>> {
         let mut s = self.handle.link().get().match_name(name.to_string()).execute();
         match s.try_next().await {

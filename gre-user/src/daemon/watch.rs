@@ -1,0 +1,279 @@
+//! Keeping the path table current under `xgre run`. A path leaves its
+//! peer's rotation when its link loses carrier or is set down (seen at
+//! once, from rtnetlink's link events), or when `keepalive_misses`
+//! keepalives in a row do not come back (a failure beyond the local link:
+//! the peer's NIC, a switch port); it rejoins as soon as both are well
+//! again. Every change replaces the peer's map value whole, so the
+//! datapath never sees half an update.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{anyhow, Result};
+use aya::maps::{Array, HashMap, MapData};
+use futures::StreamExt;
+use gre_common::{
+    names::*, path_slot, Announce, Peer, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS, PATH_ADMIN_DOWN, PATH_KA_OFF,
+    PATH_KA_REQUIRED, PATH_STANDBY, PATH_UNHEALTHY, PATH_UP, TUN_IPID_NUMBERED, TUN_SEQ,
+};
+
+use crate::{
+    config::TunnelConfig,
+    daemon::keepalive,
+    datapath::{
+        codec::{cstr, in_rotation, ip16},
+        entries, Datapath,
+    },
+    mesh::{Event, Mesh},
+    net::{
+        netlink::{Link, Netlink},
+        sys::monotonic_ns,
+    },
+};
+
+/// The longest a map edit waits to be seen by the watcher (peers are
+/// rescanned at least this often, and on every keepalive tick).
+const RESCAN: Duration = Duration::from_millis(100);
+
+/// The next mesh event, or never without a mesh.
+async fn mesh_event(mesh: &mut Option<&mut Mesh>) -> Option<Event> {
+    match mesh {
+        Some(m) => m.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watch tunnel `t`'s paths until SIGTERM, Ctrl-C or its device goes.
+pub async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
+    let mut w = Watcher::new(t)?;
+    let mut events = w.nl.link_events()?;
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        w.round().await?;
+        tokio::select! {
+            _ = tokio::time::sleep(w.until_next_round()) => {}
+            Some(_) = events.next() => {
+                // A burst of changes (a link flapping) costs one round.
+                while events.try_recv().is_ok() {}
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm.recv() => return Ok(()),
+            ev = mesh_event(&mut mesh) => {
+                if let (Some(ev), Some(m)) = (ev, mesh.as_mut()) {
+                    m.applier.handle(&w.nl, &w.dp, ev).await;
+                }
+            }
+        }
+    }
+}
+
+/// What the watcher keeps between rounds.
+struct Watcher<'a> {
+    t: &'a TunnelConfig,
+    dp: Datapath,
+    nl: Netlink,
+    tidx: u32,
+    /// The key keepalives carry: NVGRE's is the VSID with FlowID 0; a
+    /// trunk's, any key it carries (any one reflects the same).
+    key: Option<u32>,
+    interval: Duration,
+    /// How long without a reply a path is still believed.
+    window_ns: u64,
+    sender: Option<keepalive::Sender>,
+    started: u64,
+    last_probe: u64,
+    peers: HashMap<MapData, u32, Peer>,
+    seen: Array<MapData, u64>,
+    /// Each path's last logged state, by (peer id, path).
+    logged: BTreeMap<(u32, usize), String>,
+    announce: Option<Announce>,
+}
+
+impl<'a> Watcher<'a> {
+    fn new(t: &'a TunnelConfig) -> Result<Watcher<'a>> {
+        let dp = Datapath::running()?;
+        let tidx = dp.tunnel_named(&t.name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
+        let key = match t.vsid {
+            Some(v) => Some(v << 8),
+            None => t.key.or(t.native_key).or(t.vlans.first().map(|v| v.key)),
+        };
+        Ok(Watcher {
+            t,
+            nl: Netlink::new()?,
+            tidx,
+            key,
+            interval: Duration::from_millis(t.keepalive as u64),
+            window_ns: t.keepalive as u64 * t.keepalive_misses as u64 * 1_000_000,
+            sender: if t.keepalive > 0 { Some(keepalive::Sender::new()?) } else { None },
+            started: monotonic_ns(),
+            last_probe: 0,
+            peers: dp.peers()?,
+            seen: dp.path_seen()?,
+            dp,
+            logged: BTreeMap::new(),
+            announce: None,
+        })
+    }
+
+    /// Until the next keepalive is due, or `RESCAN` at most (map edits).
+    fn until_next_round(&self) -> Duration {
+        let mut wait = RESCAN;
+        if self.sender.is_some() {
+            let due = self.last_probe + self.interval.as_nanos() as u64;
+            wait = wait.min(Duration::from_nanos(due.saturating_sub(monotonic_ns())));
+        }
+        wait
+    }
+
+    /// One look at every link and peer: keepalives out when one is due,
+    /// and each path in or out of its peer's rotation.
+    async fn round(&mut self) -> Result<()> {
+        let now = monotonic_ns();
+        let all: BTreeMap<u32, Link> = self.nl.links().await?.into_iter().map(|l| (l.index, l)).collect();
+        if !all.contains_key(&self.tidx) {
+            return Err(anyhow!("tunnel device {} is gone", self.t.name));
+        }
+        let probe = self.sender.is_some() && now.saturating_sub(self.last_probe) >= self.interval.as_nanos() as u64;
+        if probe {
+            self.last_probe = now;
+            // Re-read each round: a reload may have changed the numbering.
+            self.announce = self.dp.tunnels()?.get(&self.tidx, 0).ok().and_then(|v| announcement(v.flags, self.t));
+        }
+        // One peer at a time: with 10,000 peers a copy of them all would be
+        // 6 MB every round.
+        for id in entries(MAP_PEERS, self.peers.keys())? {
+            let Ok(p) = self.peers.get(&id, 0) else { continue };
+            if p.tunnel_ifindex == self.tidx {
+                self.judge_peer(id, p, &all, probe, now)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send `p`'s keepalives (`probe`), judge each path and write the peer
+    /// back if anything changed.
+    fn judge_peer(&mut self, id: u32, mut p: Peer, all: &BTreeMap<u32, Link>, probe: bool, now: u64) -> Result<()> {
+        let n = (p.npaths as usize).min(p.paths.len());
+        let mut healthy = vec![false; n];
+        let mut changed = false;
+        for (j, ok) in healthy.iter_mut().enumerate() {
+            let path = p.paths[j];
+            let link = all.get(&path.ifindex);
+            let link_bad = match link {
+                None => Some("link device gone"),
+                Some(l) if !l.up => Some("link set down"),
+                Some(l) if !l.lower_up => Some("no carrier"),
+                _ => None,
+            };
+            if probe && link_bad.is_none() && path.flags & PATH_KA_OFF == 0 {
+                if let Some(s) = &self.sender {
+                    s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), self.key, self.announce);
+                }
+            }
+            let answered = self.seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
+            let probe_ok = probe_verdict(path.flags, self.sender.is_some(), answered, now, self.started, self.window_ns);
+            let unwell = link_bad.is_some() || !probe_ok;
+            *ok = !unwell && path.flags & PATH_ADMIN_DOWN == 0;
+            if unwell != (path.flags & PATH_UNHEALTHY != 0) {
+                p.paths[j].flags ^= PATH_UNHEALTHY;
+                changed = true;
+            }
+            let why = reason(link_bad, probe_ok);
+            let prev = self.logged.insert((id, j), why.clone());
+            if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !*ok) {
+                let dev = link.map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
+                let state = if *ok { "up".to_string() } else { format!("down ({why})") };
+                println!("{}: peer {} path {j} ({dev} -> {}): {state}", self.t.name, cstr(&p.name), ip16(path.remote));
+            }
+        }
+        let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags & PATH_STANDBY != 0).collect();
+        for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
+            if carry != (p.paths[j].flags & PATH_UP != 0) {
+                p.paths[j].flags ^= PATH_UP;
+                changed = true;
+                if standby[j] && healthy[j] {
+                    println!("{}: peer {} path {j}: standby {}", self.t.name, cstr(&p.name), if carry { "in use" } else { "idle" });
+                }
+            }
+        }
+        if changed {
+            // One map update swaps the whole peer: paths and schedule.
+            self.peers.insert(id, p, 0)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a path is down, for the log.
+fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
+    match (link_ok, probe_ok) {
+        (Some(r), _) => r.to_string(),
+        (None, false) => "keepalives not coming back".into(),
+        (None, true) => "up".into(),
+    }
+}
+
+/// Whether keepalives say a path may carry traffic. `answered`: when a
+/// reply last came back over it (0: never). A peer in "auto" mode that has
+/// never answered is not judged at all: it may be a gretap or Open vSwitch
+/// endpoint, which cannot reflect IP-in-GRE, and cutting off its only path
+/// would kill the tunnel. Once it has answered, it is judged like any.
+fn probe_verdict(flags: u32, probing: bool, answered: u64, now: u64, started: u64, window_ns: u64) -> bool {
+    if !probing || flags & PATH_KA_OFF != 0 {
+        return true;
+    }
+    if answered == 0 {
+        return flags & PATH_KA_REQUIRED == 0 || now < started + window_ns;
+    }
+    now.saturating_sub(answered) < window_ns
+}
+
+/// What this end's keepalives announce, given its tunnel's flags: how its
+/// packets are numbered (nothing when they are not), valid for as long as
+/// the peer would take to miss `keepalive_misses` of them and one more.
+fn announcement(flags: u32, t: &TunnelConfig) -> Option<Announce> {
+    let mut what = 0;
+    if flags & TUN_IPID_NUMBERED != 0 {
+        what |= ANNOUNCE_IPID;
+    }
+    if flags & TUN_SEQ != 0 {
+        what |= ANNOUNCE_GRE_SEQ;
+    }
+    let ttl = (t.keepalive as u64 * (t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
+    (what != 0).then(|| Announce::new(what, ttl))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: u64 = 300_000_000;
+
+    #[test]
+    fn a_standby_path_carries_only_while_no_other_path_is_healthy() {
+        let sb = [false, false, true];
+        assert_eq!(in_rotation(&[true, true, true], &sb), [true, true, false]);
+        assert_eq!(in_rotation(&[false, true, true], &sb), [false, true, false]);
+        assert_eq!(in_rotation(&[false, false, true], &sb), [false, false, true]);
+        assert_eq!(in_rotation(&[false, false, false], &sb), [false, false, false]);
+        // Only backups: they are the paths.
+        assert_eq!(in_rotation(&[true, true], &[true, true]), [true, true]);
+    }
+
+    #[test]
+    fn a_peer_that_never_answered_is_judged_only_when_required() {
+        let (start, late) = (1_000_000_000, 5_000_000_000);
+        // auto: never answered, long after start: still usable.
+        assert!(probe_verdict(0, true, 0, late, start, W));
+        // required: usable only during the start-up window.
+        assert!(probe_verdict(PATH_KA_REQUIRED, true, 0, start + W / 2, start, W));
+        assert!(!probe_verdict(PATH_KA_REQUIRED, true, 0, late, start, W));
+        // Once answered, both modes judge by the last reply.
+        for mode in [0, PATH_KA_REQUIRED] {
+            assert!(probe_verdict(mode, true, late - W / 2, late, start, W));
+            assert!(!probe_verdict(mode, true, late - 2 * W, late, start, W));
+        }
+        // off, or no keepalives at all: never judged.
+        assert!(probe_verdict(PATH_KA_OFF | PATH_KA_REQUIRED, true, late - 2 * W, late, start, W));
+        assert!(probe_verdict(PATH_KA_REQUIRED, false, 0, late, start, W));
+    }
+}

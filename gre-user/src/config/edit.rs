@@ -291,7 +291,17 @@ pub fn peer_change(cfg: &Config, edit: &Edit) -> Option<Result<(String, Option<P
 pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
     let mut c = cfg.clone();
     match edit {
-        Edit::Peer(PeerEdit::Add { name, spec }) => {
+        Edit::Peer(e) => edit_peer(&mut c, e)?,
+        Edit::Path(e) => edit_path(&mut c, e)?,
+        Edit::Neigh(e) => edit_neigh(&mut c, e)?,
+        e => edit_tunnel(&mut c, e)?,
+    }
+    Ok(c)
+}
+
+fn edit_peer(c: &mut Config, edit: &PeerEdit) -> Result<()> {
+    match edit {
+        PeerEdit::Add { name, spec } => {
             if c.peers.iter().any(|p| &p.name == name) {
                 bail!("peer `{name}` exists already (use `peer set`)");
             }
@@ -305,12 +315,12 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 origin: Origin::File,
             });
         }
-        Edit::Peer(PeerEdit::Del { name }) => {
-            peer_mut(&mut c, name)?;
+        PeerEdit::Del { name } => {
+            peer_mut(c, name)?;
             c.peers.retain(|p| &p.name != name);
         }
-        Edit::Peer(PeerEdit::Set { name, spec }) => {
-            let p = peer_mut(&mut c, name)?;
+        PeerEdit::Set { name, spec } => {
+            let p = peer_mut(c, name)?;
             if spec.routes.is_empty() && spec.paths.is_empty() && spec.macs.is_empty() && spec.keepalive.is_none() {
                 bail!("peer set {name}: give --route, --path, --mac and/or --keepalive to replace");
             }
@@ -327,13 +337,19 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 p.paths = spec.paths.iter().map(|p| p.0.clone()).collect();
             }
         }
-        Edit::Path(PathEdit::Add { peer, path }) => peer_mut(&mut c, peer)?.paths.push(path.0.clone()),
-        Edit::Path(PathEdit::Del { peer, index }) => {
-            path_mut(&mut c, peer, *index)?;
-            peer_mut(&mut c, peer)?.paths.remove(*index);
+    }
+    Ok(())
+}
+
+fn edit_path(c: &mut Config, edit: &PathEdit) -> Result<()> {
+    match edit {
+        PathEdit::Add { peer, path } => peer_mut(c, peer)?.paths.push(path.0.clone()),
+        PathEdit::Del { peer, index } => {
+            path_mut(c, peer, *index)?;
+            peer_mut(c, peer)?.paths.remove(*index);
         }
-        Edit::Path(PathEdit::Set { peer, index, weight, rate, mac, up, down, standby }) => {
-            let p = path_mut(&mut c, peer, *index)?;
+        PathEdit::Set { peer, index, weight, rate, mac, up, down, standby } => {
+            let p = path_mut(c, peer, *index)?;
             if let Some(r) = rate {
                 p.rate = match r.as_str() {
                     "none" => None,
@@ -356,13 +372,26 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
                 p.up = false;
             }
         }
-        Edit::Route(RouteEdit::Add { peer, route }) => peer_mut(&mut c, peer)?.routes.push(*route),
+    }
+    Ok(())
+}
+
+fn edit_neigh(c: &mut Config, edit: &NeighEdit) -> Result<()> {
+    match edit {
+        NeighEdit::Set { peer, index, mac } => path_mut(c, peer, *index)?.mac = Some(*mac),
+        NeighEdit::Del { peer, index } => path_mut(c, peer, *index)?.mac = None,
+    }
+    Ok(())
+}
+
+/// Tunnel-wide edits: key, VLANs, static neighbours, groups.
+fn edit_tunnel(c: &mut Config, edit: &Edit) -> Result<()> {
+    match edit {
+        Edit::Route(RouteEdit::Add { peer, route }) => peer_mut(c, peer)?.routes.push(*route),
         Edit::Route(RouteEdit::Del { route }) => {
             let owner = c.peers.iter_mut().find(|p| p.routes.contains(route)).ok_or_else(|| anyhow!("no peer has route {route}"))?;
             owner.routes.retain(|r| r != route);
         }
-        Edit::Neigh(NeighEdit::Set { peer, index, mac }) => path_mut(&mut c, peer, *index)?.mac = Some(*mac),
-        Edit::Neigh(NeighEdit::Del { peer, index }) => path_mut(&mut c, peer, *index)?.mac = None,
         Edit::Key(KeyEdit::Set { key }) => {
             c.tunnel.key = match key.as_str() {
                 "none" => None,
@@ -414,8 +443,9 @@ pub fn apply_edit(cfg: &Config, edit: &Edit) -> Result<Config> {
             }
             c.groups.retain(|g| g.address != *address);
         }
+        Edit::Peer(_) | Edit::Path(_) | Edit::Neigh(_) => unreachable!("one-peer edits are applied by edit_peer, edit_path and edit_neigh"),
     }
-    Ok(c)
+    Ok(())
 }
 
 /// The edits of a `--batch` file, one per line (blank lines and `#`

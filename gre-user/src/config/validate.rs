@@ -12,50 +12,65 @@ use super::{rate::check_rate_or_weight, *};
 impl Config {
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let err = |field: String, reason: String| ConfigError { file: file.to_string(), field, reason };
+        self.validate_tunnel().map_err(|(f, r)| err(f, r))?;
+        let addrs = self.validate_links().map_err(|(f, r)| err(f, r))?;
+        if let Some(m) = &self.mesh {
+            m.validate(self.tunnel.mode).map_err(|(f, r)| err(format!("mesh.{f}"), r))?;
+        }
+        let mut index = PeerIndex::default();
+        for (i, p) in self.peers.iter().enumerate() {
+            self.validate_peer(file, i, p, &addrs, &index)?;
+            index.add(p);
+        }
+        self.validate_groups(file, &index)
+    }
+
+    /// The `[tunnel]` table: (field, reason) of the first thing wrong.
+    fn validate_tunnel(&self) -> Result<(), (String, String)> {
         let t = &self.tunnel;
-        validate_ifname(&t.name).map_err(|r| err("tunnel.name".into(), r))?;
+        validate_ifname(&t.name).map_err(|r| ("tunnel.name".into(), r))?;
         if let Some(v) = t.vsid {
             if t.mode != Mode::Gretap {
-                return Err(err("tunnel.vsid".into(), "NVGRE carries Ethernet: set mode = \"gretap\"".into()));
+                return Err(("tunnel.vsid".into(), "NVGRE carries Ethernet: set mode = \"gretap\"".into()));
             }
             if t.key.is_some() {
-                return Err(err("tunnel.vsid".into(), "the VSID is the key; set `vsid` or `key`, not both".into()));
+                return Err(("tunnel.vsid".into(), "the VSID is the key; set `vsid` or `key`, not both".into()));
             }
             if t.sequence || t.checksum {
-                return Err(err("tunnel.vsid".into(), "NVGRE has no sequence numbers or checksums (RFC 7637 section 3.2)".into()));
+                return Err(("tunnel.vsid".into(), "NVGRE has no sequence numbers or checksums (RFC 7637 section 3.2)".into()));
             }
             if !(0x1000..=0xfffffe).contains(&v) {
-                return Err(err("tunnel.vsid".into(), format!("{v} is outside 4096..=16777214 (RFC 7637 reserves the rest)")));
+                return Err(("tunnel.vsid".into(), format!("{v} is outside 4096..=16777214 (RFC 7637 reserves the rest)")));
             }
         }
-        self.validate_trunk().map_err(|(f, r)| err(f, r))?;
-        self.validate_neighbors().map_err(|(f, r)| err(f, r))?;
+        self.validate_trunk()?;
+        self.validate_neighbors()?;
         if !(1..=86_400).contains(&t.fdb_age) {
-            return Err(err("tunnel.fdb_age".into(), format!("{} s is outside 1..=86400", t.fdb_age)));
+            return Err(("tunnel.fdb_age".into(), format!("{} s is outside 1..=86400", t.fdb_age)));
         }
         if !(1..=86_400).contains(&t.pmtu_age) {
-            return Err(err("tunnel.pmtu_age".into(), format!("{} s is outside 1..=86400", t.pmtu_age)));
+            return Err(("tunnel.pmtu_age".into(), format!("{} s is outside 1..=86400", t.pmtu_age)));
         }
         if !t.pmtu_discovery && self.underlay6() {
-            return Err(err(
+            return Err((
                 "tunnel.pmtu_discovery".into(),
                 "IPv6 links cannot leave fragmenting to the underlay (IPv6 routers never fragment; ip6gre has no nopmtudisc either)".into(),
             ));
         }
         if t.mode == Mode::Gretap && self.peers.len() > gre_common::MAX_FLOOD {
-            return Err(err(
+            return Err((
                 "peer".into(),
                 format!("{} peers; a gretap tunnel floods to every peer and takes at most {}", self.peers.len(), gre_common::MAX_FLOOD),
             ));
         }
         if let Some(b) = t.stripe_burst {
             if !(1..=64).contains(&b) {
-                return Err(err("tunnel.stripe_burst".into(), format!("{b} is outside 1..=64")));
+                return Err(("tunnel.stripe_burst".into(), format!("{b} is outside 1..=64")));
             }
         }
         if let Some(n) = t.tcp_reordering {
             if n > MAX_TCP_REORDERING {
-                return Err(err(
+                return Err((
                     "tunnel.tcp_reordering".into(),
                     format!("{n} is above {MAX_TCP_REORDERING}, where TCP stops listening (0 leaves the kernel's default)"),
                 ));
@@ -63,7 +78,7 @@ impl Config {
         }
         if let Some(ms) = t.resequence {
             if ms > gre_common::reseq::MAX_RESEQUENCE_MS {
-                return Err(err(
+                return Err((
                     "tunnel.resequence".into(),
                     format!(
                         "{ms} ms is above {}, where TCP's own timers would resend first (0 turns it off)",
@@ -74,65 +89,62 @@ impl Config {
         }
         if t.ip_id_sequence {
             if t.sequence {
-                return Err(err(
+                return Err((
                     "tunnel.ip_id_sequence".into(),
                     "`sequence = true` numbers packets already (in the GRE header); set one of the two".into(),
                 ));
             }
             if self.underlay6() {
-                return Err(err(
+                return Err((
                     "tunnel.ip_id_sequence".into(),
                     "IPv6 links have no IPv4 Identification field; number packets with `sequence = true`".into(),
                 ));
             }
         }
         if t.keepalive != 0 && !(10..=60_000).contains(&t.keepalive) {
-            return Err(err("tunnel.keepalive".into(), format!("{} ms is outside 10..=60000 (0 turns keepalives off)", t.keepalive)));
+            return Err(("tunnel.keepalive".into(), format!("{} ms is outside 10..=60000 (0 turns keepalives off)", t.keepalive)));
         }
         if !(1..=100).contains(&t.keepalive_misses) {
-            return Err(err("tunnel.keepalive_misses".into(), format!("{} is outside 1..=100", t.keepalive_misses)));
+            return Err(("tunnel.keepalive_misses".into(), format!("{} is outside 1..=100", t.keepalive_misses)));
         }
         if let Some(mtu) = t.mtu {
             if !(68..=65535).contains(&mtu) {
-                return Err(err("tunnel.mtu".into(), format!("{mtu} is outside 68..=65535")));
+                return Err(("tunnel.mtu".into(), format!("{mtu} is outside 68..=65535")));
             }
         }
+        Ok(())
+    }
+
+    /// The `[[link]]`s; their addresses.
+    fn validate_links(&self) -> Result<HashSet<IpAddr>, (String, String)> {
         if self.links.is_empty() {
-            return Err(err("link".into(), "at least one [[link]] is required".into()));
+            return Err(("link".into(), "at least one [[link]] is required".into()));
         }
         let mut devs = HashSet::new();
         let mut addrs = HashSet::new();
         for (i, l) in self.links.iter().enumerate() {
-            validate_ifname(&l.dev).map_err(|r| err(format!("link[{i}].dev"), r))?;
+            validate_ifname(&l.dev).map_err(|r| (format!("link[{i}].dev"), r))?;
             if !devs.insert(l.dev.as_str()) {
-                return Err(err(format!("link[{i}].dev"), format!("`{}` is listed twice", l.dev)));
+                return Err((format!("link[{i}].dev"), format!("`{}` is listed twice", l.dev)));
             }
-            check_unicast(l.address).map_err(|r| err(format!("link[{i}].address"), r))?;
+            check_unicast(l.address).map_err(|r| (format!("link[{i}].address"), r))?;
             if l.address.is_ipv4() != self.links[0].address.is_ipv4() {
-                return Err(err(
+                return Err((
                     format!("link[{i}].address"),
                     format!("{}: one underlay family per tunnel (link[0] is {})", l.address, self.links[0].address),
                 ));
             }
             if !addrs.insert(l.address) {
-                return Err(err(format!("link[{i}].address"), format!("{} is used by another link", l.address)));
+                return Err((format!("link[{i}].address"), format!("{} is used by another link", l.address)));
             }
         }
         for (i, l) in self.links.iter().enumerate() {
             if l.weight == 0 || l.weight > MAX_WEIGHT {
-                return Err(err(format!("link[{i}].weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
+                return Err((format!("link[{i}].weight"), format!("{} is outside 1..={MAX_WEIGHT}", l.weight)));
             }
-            check_rate_or_weight("link", l.rate, self.links[0].rate, l.weight).map_err(|(f, r)| err(format!("link[{i}].{f}"), r))?;
+            check_rate_or_weight("link", l.rate, self.links[0].rate, l.weight).map_err(|(f, r)| (format!("link[{i}].{f}"), r))?;
         }
-        if let Some(m) = &self.mesh {
-            m.validate(self.tunnel.mode).map_err(|(f, r)| err(format!("mesh.{f}"), r))?;
-        }
-        let mut index = PeerIndex::default();
-        for (i, p) in self.peers.iter().enumerate() {
-            self.validate_peer(file, i, p, &addrs, &index)?;
-            index.add(p);
-        }
-        self.validate_groups(file, &index)
+        Ok(addrs)
     }
 
     /// `[[tunnel.vlan]]` and `native_key`: (field, reason) of the first

@@ -74,7 +74,7 @@ pub const MAX_ANNOUNCE_TTL_MS: u32 = 60_000;
 /// `XGRE_ANNOUNCED`, per peer id: what the peer last announced and until
 /// when (bpf_ktime_get_ns, CLOCK_MONOTONIC; 0: never).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct PeerAnnounce {
     pub expires_ns: u64,
     pub flags: u32,
@@ -94,4 +94,4 @@ impl PeerAnnounce {
 }
 
 #[cfg(feature = "user")]
-unsafe impl aya::Pod for PeerAnnounce {}
+crate::aya_pod!(PeerAnnounce);

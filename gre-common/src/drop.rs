@@ -68,24 +68,13 @@ pub const DROP_REASONS: usize = <DropReason as strum::EnumCount>::COUNT;
 pub const DROP_SLOTS: usize = 64;
 const _: () = assert!(DROP_REASONS <= DROP_SLOTS, "more drop reasons than counter slots");
 
-impl DropReason {
-    /// Stable snake-case name used in `xgre status`, JSON output and the
-    /// exporter: the variant's name, derived.
-    #[inline(always)]
-    pub fn name(self) -> &'static str {
-        self.into()
-    }
-
-    /// Every reason, in counter-slot order.
-    pub fn all() -> DropReasonIter {
-        <Self as strum::IntoEnumIterator>::iter()
-    }
-}
+impl crate::Slots for DropReason {}
 
 #[cfg(test)]
 mod tests {
     extern crate std;
     use super::*;
+    use crate::Slots;
     use std::vec::Vec;
 
     #[test]

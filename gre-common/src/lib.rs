@@ -21,3 +21,16 @@ pub use handoff::{HandoffMeta, HandoffSeq, TxDecision};
 pub use maps::*;
 pub use pmtu::{OuterPair, PathMtu, PmtuEvent};
 pub use reseq::ReseqHdr;
+
+/// An enum whose values are the slots of a per-CPU counter array
+/// (`DropReason`, `PmtuEvent`): its stable snake-case names, used by
+/// `xgre status`, its JSON and the exporter, and every value in slot order.
+pub trait Slots: Copy + Into<&'static str> + strum::IntoEnumIterator {
+    fn name(self) -> &'static str {
+        self.into()
+    }
+
+    fn all() -> Self::Iterator {
+        Self::iter()
+    }
+}

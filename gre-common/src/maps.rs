@@ -477,31 +477,47 @@ pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
     [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
 }
 
+/// aya's `Pod` for types that derive bytemuck's: the derive checks at
+/// compile time what aya's asks (`repr(C)`, no padding, `Pod` fields).
 #[cfg(feature = "user")]
-mod user {
-    use super::*;
-    unsafe impl aya::Pod for Meta {}
-    unsafe impl aya::Pod for NeighKey {}
-    unsafe impl aya::Pod for NeighEntry {}
-    unsafe impl aya::Pod for NeighStats {}
-    unsafe impl aya::Pod for Tunnel {}
-    unsafe impl aya::Pod for KeyLookup {}
-    unsafe impl aya::Pod for Path {}
-    unsafe impl aya::Pod for Peer {}
-    unsafe impl aya::Pod for RxKey {}
-    unsafe impl aya::Pod for RxPath {}
-    unsafe impl aya::Pod for Route4 {}
-    unsafe impl aya::Pod for Route6 {}
-    unsafe impl aya::Pod for LinkUseKey {}
-    unsafe impl aya::Pod for LinkUse {}
-    unsafe impl aya::Pod for LocalAddr {}
-    unsafe impl aya::Pod for PathStats {}
-    unsafe impl aya::Pod for ReorderStats {}
-    unsafe impl aya::Pod for FdbKey {}
-    unsafe impl aya::Pod for VlanMapKey {}
-    unsafe impl aya::Pod for FdbEntry {}
-    unsafe impl aya::Pod for FloodKey {}
-    unsafe impl aya::Pod for FloodList {}
-    unsafe impl aya::Pod for crate::pmtu::PathMtu {}
-    unsafe impl aya::Pod for crate::pmtu::OuterPair {}
+#[macro_export]
+macro_rules! aya_pod {
+    ($($t:ty),* $(,)?) => {$(
+        const _: () = {
+            const fn derives_bytemuck_pod<T: bytemuck::Pod>() {}
+            derives_bytemuck_pod::<$t>()
+        };
+        // SAFETY: `$t` derives `bytemuck::Pod` (asserted just above), whose
+        // derive refuses a type that is not `repr(C)`, has padding or has a
+        // field that is not `Pod`: the contract of `aya::Pod`.
+        unsafe impl aya::Pod for $t {}
+    )*};
 }
+
+#[cfg(feature = "user")]
+aya_pod!(
+    Meta,
+    NeighKey,
+    NeighEntry,
+    NeighStats,
+    Tunnel,
+    KeyLookup,
+    Path,
+    Peer,
+    RxKey,
+    RxPath,
+    Route4,
+    Route6,
+    LinkUseKey,
+    LinkUse,
+    LocalAddr,
+    PathStats,
+    ReorderStats,
+    FdbKey,
+    VlanMapKey,
+    FdbEntry,
+    FloodKey,
+    FloodList,
+    crate::pmtu::PathMtu,
+    crate::pmtu::OuterPair,
+);

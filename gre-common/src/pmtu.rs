@@ -84,12 +84,4 @@ pub const PMTU_EVENTS: usize = <PmtuEvent as strum::EnumCount>::COUNT;
 pub const PMTU_EVENT_SLOTS: usize = 16;
 const _: () = assert!(PMTU_EVENTS <= PMTU_EVENT_SLOTS);
 
-impl PmtuEvent {
-    pub fn name(self) -> &'static str {
-        self.into()
-    }
-
-    pub fn all() -> PmtuEventIter {
-        <Self as strum::IntoEnumIterator>::iter()
-    }
-}
+impl crate::Slots for PmtuEvent {}

@@ -3,9 +3,9 @@
 //! that a peer's IPv4 IDs are taken for numbers, and its packets are
 //! resequenced by default, only while it says it numbers them.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use gre_common::{Announce, PeerAnnounce, MAX_ANNOUNCE_TTL_MS};
 
+use crate::kernel::now_ns;
 use crate::{maps::ANNOUNCED, packet::Packet};
 
 /// Note what the peer's keepalive says behind its inner GRE header
@@ -18,12 +18,16 @@ pub fn note<P: Packet>(pkt: &P, at: usize, peer_id: u32) {
     let a = match pkt.read::<Announce>(at) {
         Ok(a) if a.is_ours() => a,
         _ => {
+            // SAFETY: an array value stays mapped for the map's life; only this
+            // program writes announcements, and a torn read by another CPU is at
+            // worst one announcement early or late.
             unsafe { *slot = PeerAnnounce::default() };
             return;
         }
     };
     let ttl = a.ttl_ms().min(MAX_ANNOUNCE_TTL_MS) as u64 * 1_000_000;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
+    // SAFETY: as above.
     unsafe { *slot = PeerAnnounce { expires_ns: now + ttl, flags: a.flags(), _pad: 0 } };
 }
 
@@ -35,5 +39,5 @@ pub fn in_force(peer_id: u32) -> u32 {
     if a.expires_ns == 0 {
         return 0;
     }
-    a.in_force(unsafe { bpf_ktime_get_ns() })
+    a.in_force(now_ns())
 }

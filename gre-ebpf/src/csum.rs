@@ -26,6 +26,8 @@ struct Sum {
 
 /// One chunk; returns 1 to stop the loop.
 extern "C" fn chunk<P: Packet>(_i: u64, s: *mut c_void) -> i64 {
+    // SAFETY: `bpf_loop` hands back the `Sum` `sum_bytes` gave it, alive
+    // on its stack for the whole loop.
     let s = unsafe { &mut *(s as *mut Sum) };
     if s.done >= s.len {
         return 1;
@@ -49,11 +51,16 @@ extern "C" fn chunk<P: Packet>(_i: u64, s: *mut c_void) -> i64 {
         return 1;
     }
     let n = if n as usize > CHUNK { CHUNK as u32 } else { n };
+    // SAFETY: this CPU's scratch buffer, alive for the map's life.
     let buf = unsafe { (*scratch).buf.as_mut_ptr() };
     unsafe {
+        // SAFETY: `n & !3` is at most CHUNK, and the buffer has 4 bytes past
+        // CHUNK for this word.
         // A tail of 1-3 bytes is summed as if padded with zeros.
         (buf.add((n & !3) as usize) as *mut u32).write_unaligned(0);
     }
+    // SAFETY: `s.ctx` is the context the kernel passed to this run; `buf` holds CHUNK + 4 bytes and
+    // `n` is at most CHUNK.
     if unsafe { P::load_ptr(s.ctx, s.off + s.done, buf, n) } != 0 {
         s.err = 1;
         return 1;
@@ -65,6 +72,7 @@ extern "C" fn chunk<P: Packet>(_i: u64, s: *mut c_void) -> i64 {
         s.err = 1;
         return 1;
     }
+    // SAFETY: `buf` holds CHUNK + 4 bytes and `padded` is at most that.
     let r = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.cast(), padded, s.sum) };
     if r < 0 {
         s.err = 1;
@@ -83,6 +91,7 @@ pub fn sum_bytes<P: Packet>(pkt: &P, off: usize, len: usize) -> Result<u16, Drop
     }
     let mut s = Sum { ctx: pkt.raw(), off: off as u32, len: len as u32, done: 0, sum: 0, err: 0 };
     let cb = chunk::<P> as extern "C" fn(u64, *mut c_void) -> i64;
+    // SAFETY: `chunk` takes exactly this `Sum`, which outlives the loop.
     let r = unsafe { bpf_loop(MAX_CHUNKS, cb as *mut c_void, (&mut s as *mut Sum).cast(), 0) };
     if r < 0 || s.err != 0 || s.done != s.len {
         return Err(DropReason::HelperFailed);
@@ -94,6 +103,7 @@ pub fn sum_bytes<P: Packet>(pkt: &P, off: usize, len: usize) -> Result<u16, Drop
 /// (unfolded): 0xffff once folded when its checksum is right.
 #[inline(always)]
 pub fn ipv4_words(ip: &network_types::ip::Ipv4Hdr) -> u64 {
+    // SAFETY: `Ipv4Hdr` is 20 bytes of byte arrays (repr(C), no padding).
     let b: [u8; 20] = unsafe { core::mem::transmute_copy(ip) };
     be_words(&b)
 }

@@ -9,7 +9,7 @@ use aya_ebpf::{
         bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_ADJ_ROOM_ENCAP_L2_SHIFT, BPF_F_ADJ_ROOM_ENCAP_L2_ETH, BPF_F_ADJ_ROOM_ENCAP_L3_IPV4,
         BPF_F_ADJ_ROOM_ENCAP_L3_IPV6, BPF_F_ADJ_ROOM_ENCAP_L4_GRE, BPF_F_ADJ_ROOM_FIXED_GSO,
     },
-    helpers::generated::{bpf_get_prandom_u32, bpf_skb_change_head, bpf_skb_store_bytes},
+    helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
 use gre_common::{
@@ -20,6 +20,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
+use crate::kernel::{random_u32, skb_of, Lookup};
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, HDR_MAX, IPPROTO_GRE, MAX_GRE},
     csum, global, lco,
@@ -90,6 +91,8 @@ pub extern "C" fn xgre_encap_grow(skb: *mut __sk_buff, f: *const Fields, tap: u3
         return global::encode(Err(DropReason::HelperFailed));
     }
     let ctx = TcContext::new(skb);
+    // SAFETY: `f` points at the caller's `Fields` on its stack (a global
+    // function's pointer argument, checked non-null by the verifier).
     let f = unsafe { *f };
     let r = ctx.read::<EthHdr>(0).and_then(|eth| grow(&ctx, &f, tap != 0, &eth));
     match r {
@@ -108,13 +111,14 @@ pub extern "C" fn xgre_encap_put(skb: *mut __sk_buff, f: *const Fields, room: i6
         return global::encode(Err(DropReason::HelperFailed));
     }
     let ctx = TcContext::new(skb);
+    // SAFETY: as above.
     let f = unsafe { *f };
     global::encode(put(&ctx, &f, &Room::unpack(room), peer_id, path_idx))
 }
 
 #[inline(always)]
 fn put(ctx: &TcContext, f: &Fields, room: &Room, peer_id: u32, path_idx: u32) -> Result<i32, DropReason> {
-    let peer = unsafe { PEERS.get(peer_id) }.ok_or(DropReason::NoRoute)?;
+    let peer = PEERS.lookup(peer_id).ok_or(DropReason::NoRoute)?;
     // The peer may have been edited since the path was chosen: a path
     // that is gone now is no path.
     if path_idx >= peer.npaths || path_idx >= MAX_PATHS as u32 {
@@ -145,10 +149,11 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool, eth: &EthHdr) -> Result<Room
     // same data.
     let l3 = if v6 { BPF_F_ADJ_ROOM_ENCAP_L3_IPV6 } else { BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 };
     let base = (BPF_F_ADJ_ROOM_FIXED_GSO | l3 | BPF_F_ADJ_ROOM_ENCAP_L4_GRE) as u64;
-    let ip = matches!(u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16), ETH_P_IP | ETH_P_IPV6);
+    let ip = matches!(u16::from_be(skb_of(ctx).protocol as u16), ETH_P_IP | ETH_P_IPV6);
     if tap && !ip {
         // adjust_room takes IP packets only. Anything else (ARP, LLDP...)
         // is never GSO, so plain headroom in front of the frame will do.
+        // SAFETY: `ctx.skb.skb` is the context the kernel passed to this run.
         if unsafe { bpf_skb_change_head(ctx.skb.skb, (EthHdr::LEN + len) as u32, 0) } != 0 {
             return Err(DropReason::HelperFailed);
         }
@@ -182,6 +187,8 @@ pub fn grow(ctx: &TcContext, f: &Fields, tap: bool, eth: &EthHdr) -> Result<Room
 #[inline(always)]
 pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -> Result<&'static [u8; HDR_MAX], DropReason> {
     let buf = HDR_SCRATCH.get_ptr_mut(0).ok_or(DropReason::HelperFailed)?;
+    // SAFETY: this CPU's header scratch, alive for the map's life and
+    // used by nothing else during this run.
     let hdr = unsafe { &mut *buf };
     *hdr = [0u8; HDR_MAX];
     hdr[0..6].copy_from_slice(&path.dst_mac);
@@ -223,7 +230,7 @@ fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16, seq:
     } else if !df {
         // A datagram that may be fragmented needs an ID its fragments are
         // told apart by (RFC 6864 section 4.2).
-        hdr[ip + 4..ip + 6].copy_from_slice(&(unsafe { bpf_get_prandom_u32() } as u16).to_be_bytes());
+        hdr[ip + 4..ip + 6].copy_from_slice(&(random_u32() as u16).to_be_bytes());
     }
     // DF unless the tunnel (`pmtu_discovery = false`) or this packet (too
     // big for the path, and not to be answered) leaves it to the underlay
@@ -282,6 +289,8 @@ pub fn write(ctx: &TcContext, room: &Room, hdr: &[u8; HDR_MAX]) -> Result<(), Dr
     if n as usize > HDR_MAX {
         return Err(DropReason::HelperFailed);
     }
+    // SAFETY: `n` is at most HDR_MAX, the length of `hdr`; the skb is
+    // the context the kernel passed to this run.
     let r = unsafe { bpf_skb_store_bytes(ctx.skb.skb, 0, hdr.as_ptr().cast(), n, 0) };
     if r != 0 {
         return Err(DropReason::HelperFailed);

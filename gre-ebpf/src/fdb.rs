@@ -4,9 +4,9 @@
 //! tunnel's `fdb_age` no longer counts, so a host that moved or went quiet
 //! is flooded again, as a switch does.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
 use gre_common::{FdbEntry, FdbKey, Tunnel, DEFAULT_FDB_AGE, FDB_STATIC};
 
+use crate::kernel::{now_ns, Lookup};
 use crate::maps::FDB;
 
 const NS: u64 = 1_000_000_000;
@@ -25,9 +25,11 @@ pub fn age_ns(tunnel: &Tunnel) -> u64 {
 #[inline(always)]
 pub fn lookup(tunnel: &Tunnel, mac: [u8; 6], vid: u16) -> Option<u32> {
     let key = FdbKey { tunnel_ifindex: tunnel.ifindex, mac, vid };
-    let e = unsafe { FDB.get(key) }?;
+    let e = FDB.lookup(key)?;
+    // SAFETY: `e` is a live map value (see `Lookup`); volatile because
+    // other CPUs refresh it in place.
     let seen = unsafe { core::ptr::read_volatile(&e.seen_ns) };
-    if unsafe { bpf_ktime_get_ns() }.saturating_sub(seen) > age_ns(tunnel) {
+    if now_ns().saturating_sub(seen) > age_ns(tunnel) {
         return None;
     }
     Some(e.peer_id)
@@ -41,8 +43,10 @@ pub fn learn(tunnel_ifindex: u32, mac: [u8; 6], peer_id: u32, vid: u16) {
         return;
     }
     let key = FdbKey { tunnel_ifindex, mac, vid };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     if let Some(e) = FDB.get_ptr_mut(key) {
+        // SAFETY: a live LRU value: concurrent refreshes of `seen_ns` and
+        // `peer_id` race benignly (each field an aligned word store).
         unsafe {
             // The config's word stands over what a frame claims.
             if core::ptr::read_volatile(&(*e).seen_ns) == FDB_STATIC {

@@ -23,6 +23,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
+use crate::kernel::skb_of;
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP},
     global,
@@ -75,7 +76,7 @@ fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool, ether_type: u16) ->
     }
     let mtu = pmtu.saturating_sub(overhead as u32);
     // A trunk's tagged frame: no error can be addressed through its tag.
-    let tagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    let tagged = skb_of(ctx).vlan_present != 0;
     let answer = match ether_type {
         _ if tagged => false,
         ETH_P_IP => {
@@ -107,8 +108,8 @@ fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool, ether_type: u16) ->
 #[inline(always)]
 fn wire_l3(ctx: &TcContext, ether_type: u16) -> usize {
     let len = Packet::len(ctx).saturating_sub(EthHdr::LEN);
-    let skb = ctx.skb.skb;
-    if unsafe { (*skb).gso_segs } <= 1 {
+    let _skb = ctx.skb.skb;
+    if skb_of(ctx).gso_segs <= 1 {
         return len;
     }
     let (ip_len, proto) = match ether_type {
@@ -131,7 +132,7 @@ fn wire_l3(ctx: &TcContext, ether_type: u16) -> usize {
         IPPROTO_UDP => 8,
         _ => return len,
     };
-    (ip_len + l4 + unsafe { (*skb).gso_size } as usize).min(len)
+    (ip_len + l4 + skb_of(ctx).gso_size as usize).min(len)
 }
 
 /// RFC 1122 section 3.2.2: no ICMP error about an ICMP error, a non-first

@@ -43,7 +43,11 @@ struct Copies {
 }
 
 extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
+    // SAFETY: `bpf_loop` hands back the `Copies` `flood` gave it, alive on
+    // its stack for the whole loop.
     let s = unsafe { &mut *(s as *mut Copies) };
+    // SAFETY: `s.list` is a flood list looked up by `flood` and kept
+    // alive by RCU until the program returns.
     let list = unsafe { &*s.list };
     let n = if list.n as usize > MAX_FLOOD { MAX_FLOOD as u64 } else { list.n as u64 };
     if i >= n {
@@ -72,6 +76,7 @@ extern "C" fn one_copy(i: u64, s: *mut c_void) -> i64 {
             return 0;
         }
     };
+    // SAFETY: `s.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_clone_redirect(s.ctx, ifindex, 0) } != 0 {
         count_drop(DropReason::HelperFailed);
         return 0;
@@ -109,6 +114,8 @@ pub fn replicate(
         skipped: 0,
     };
     let cb = one_copy as extern "C" fn(u64, *mut c_void) -> i64;
+    // SAFETY: `one_copy` takes exactly this `Copies`, which outlives the
+    // loop.
     let r = unsafe { bpf_loop(MAX_FLOOD as u32, cb as *mut c_void, (&mut s as *mut Copies).cast(), 0) };
     if r < 0 {
         return Err(DropReason::HelperFailed);

@@ -14,7 +14,7 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, BPF_F_INGRESS},
-    helpers::generated::{bpf_redirect, bpf_skb_change_tail, bpf_skb_store_bytes},
+    helpers::generated::{bpf_skb_change_tail, bpf_skb_store_bytes},
     programs::TcContext,
 };
 use gre_common::{pmtu::PmtuEvent, DropReason};
@@ -24,6 +24,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
+use crate::kernel::{redirect, skb_of};
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMP, IPPROTO_ICMPV6},
     csum, global,
@@ -82,9 +83,9 @@ fn too_big(ctx: &TcContext, mtu: u32) -> Result<i32, DropReason> {
         }
         _ => return Err(DropReason::TooBig),
     }
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    let ifindex = skb_of(ctx).ifindex;
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
-    Ok(unsafe { bpf_redirect(ifindex, BPF_F_INGRESS as u64) } as i32)
+    Ok(redirect(ifindex, BPF_F_INGRESS as u64))
 }
 
 #[repr(C, packed)]
@@ -105,6 +106,7 @@ struct V6Error {
 /// it, behind the Ethernet header. Returns `quote`.
 #[inline(always)]
 fn reshape(ctx: &TcContext, quote: usize, room: usize) -> Result<usize, DropReason> {
+    // SAFETY: the skb is the context the kernel passed to this run.
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, (EthHdr::LEN + quote) as u32, 0) } != 0 {
         return Err(DropReason::HelperFailed);
     }
@@ -121,12 +123,14 @@ fn be_sum(ctx: &TcContext, off: usize, len: usize) -> Result<u64, DropReason> {
 
 #[inline(always)]
 fn icmp_bytes<T: Copy>(h: &T) -> [u8; 8] {
+    // SAFETY: callers pass 8-byte ICMP headers of byte arrays.
     unsafe { core::mem::transmute_copy(h) }
 }
 
 #[inline(always)]
 fn store<T>(ctx: &TcContext, hdr: &T) -> Result<(), DropReason> {
     let n = core::mem::size_of::<T>() as u32;
+    // SAFETY: `n` is the size of `*hdr`; the skb is the context the kernel passed to this run.
     if unsafe { bpf_skb_store_bytes(ctx.skb.skb, 0, (hdr as *const T).cast(), n, 0) } != 0 {
         return Err(DropReason::HelperFailed);
     }
@@ -147,6 +151,7 @@ fn ip_v4(inner: &Ipv4Hdr, tot_len: u16) -> Ipv4Hdr {
     b[16..20].copy_from_slice(&inner.src_addr);
     let sum = csum::ipv4_header(&b);
     b[10..12].copy_from_slice(&sum.to_be_bytes());
+    // SAFETY: `Ipv4Hdr` is `LEN` bytes of byte arrays, any value valid.
     unsafe { core::mem::transmute::<[u8; Ipv4Hdr::LEN], Ipv4Hdr>(b) }
 }
 
@@ -159,5 +164,6 @@ fn ip_v6(inner: &Ipv6Hdr, payload_len: u16) -> Ipv6Hdr {
     b[7] = 64;
     b[8..24].copy_from_slice(&inner.dst_addr);
     b[24..40].copy_from_slice(&inner.src_addr);
+    // SAFETY: `Ipv6Hdr` is `LEN` bytes of byte arrays, any value valid.
     unsafe { core::mem::transmute::<[u8; Ipv6Hdr::LEN], Ipv6Hdr>(b) }
 }

@@ -53,6 +53,8 @@ fn csum_field(proto: u8) -> Option<usize> {
 /// full.
 #[inline(always)]
 fn l4<P: Packet>(pkt: &P, l3: usize, ty: u16) -> Option<L4> {
+    // SAFETY: this CPU's buffer, alive for the map's life and used by
+    // nothing else during this run.
     let buf = unsafe { &mut *LCO_HDR.get_ptr_mut(0)? };
     match ty {
         ETH_P_IP => {

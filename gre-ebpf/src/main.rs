@@ -21,6 +21,7 @@ mod fit;
 mod flood;
 mod global;
 mod icmp;
+mod kernel;
 mod lco;
 mod maps;
 mod neigh;
@@ -42,7 +43,7 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::debug;
 
-use crate::counters::count_drop;
+use crate::{counters::count_drop, kernel::Lookup};
 
 /// Whether an `xgre --debug` is listening (a runtime switch in the meta
 /// map, so logging costs one lookup when nobody listens).
@@ -60,41 +61,39 @@ fn debug_on() -> bool {
 fn keep_maps(data: usize) {
     use gre_common::{FdbKey, FloodKey, KeyLookup, LinkUseKey, RxKey};
     if data == 0 {
-        unsafe {
-            let _ = maps::META.get(0);
-            let _ = maps::TUNNELS.get(0);
-            let _ = maps::TUNNEL_BY_KEY.get(KeyLookup::default());
-            let _ = maps::PEERS.get(0);
-            let _ = maps::ROUTES4.get(aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
-            let _ = maps::ROUTES6.get(aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
-            let _ = maps::RX_PATHS.get(RxKey::default());
-            let _ = maps::LOCAL_ADDRS.get([0; 16]);
-            let _ = maps::LINK_USERS.get(LinkUseKey::default());
-            let _ = maps::PATH_STATS.get(0);
-            let _ = maps::DROPS.get(0);
-            let _ = maps::TX_SEQ.get(0);
-            let _ = maps::SCRATCH.get(0);
-            let _ = maps::RX_SEQ.get(0);
-            let _ = maps::REORDER.get(0);
-            let _ = maps::PATH_SEEN.get(0);
-            let _ = maps::ANNOUNCED.get(0);
-            let _ = maps::PATH_BYTES.get(0);
-            let _ = maps::FDB.get(FdbKey::default());
-            let _ = maps::FLOOD.get(FloodKey::default());
-            let _ = maps::VLANS.get(gre_common::VlanMapKey::default());
-            let _ = maps::NEIGH.get(gre_common::NeighKey::default());
-            let _ = maps::NEIGH_STATS.get(0);
-            let _ = maps::HDR_SCRATCH.get(0);
-            let _ = maps::LCO_HDR.get(0);
-            let _ = maps::RESEQ_TAP.get(0);
-            let _ = maps::PATH_MTU.get(0);
-            let _ = maps::OUTER_PAIRS.get(gre_common::OuterPair::default());
-            let _ = maps::PMTU_EVENTS.get(0);
-            let _ = maps::PMTU_CLAIM.get(0);
-            // aya-log's buffer, for `--debug`: the programs that never log
-            // would not hold it otherwise.
-            let _ = aya_log_ebpf::macro_support::AYA_LOGS.query(0);
-        }
+        let _ = maps::META.get(0);
+        let _ = maps::TUNNELS.lookup(0);
+        let _ = maps::TUNNEL_BY_KEY.lookup(KeyLookup::default());
+        let _ = maps::PEERS.lookup(0);
+        let _ = maps::ROUTES4.get(aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
+        let _ = maps::ROUTES6.get(aya_ebpf::maps::lpm_trie::Key::new(0, Default::default()));
+        let _ = maps::RX_PATHS.lookup(RxKey::default());
+        let _ = maps::LOCAL_ADDRS.lookup([0; 16]);
+        let _ = maps::LINK_USERS.lookup(LinkUseKey::default());
+        let _ = maps::PATH_STATS.get(0);
+        let _ = maps::DROPS.get(0);
+        let _ = maps::TX_SEQ.get(0);
+        let _ = maps::SCRATCH.get(0);
+        let _ = maps::RX_SEQ.get(0);
+        let _ = maps::REORDER.get(0);
+        let _ = maps::PATH_SEEN.get(0);
+        let _ = maps::ANNOUNCED.get(0);
+        let _ = maps::PATH_BYTES.get(0);
+        let _ = maps::FDB.lookup(FdbKey::default());
+        let _ = maps::FLOOD.lookup(FloodKey::default());
+        let _ = maps::VLANS.lookup(gre_common::VlanMapKey::default());
+        let _ = maps::NEIGH.lookup(gre_common::NeighKey::default());
+        let _ = maps::NEIGH_STATS.lookup(0);
+        let _ = maps::HDR_SCRATCH.get(0);
+        let _ = maps::LCO_HDR.get(0);
+        let _ = maps::RESEQ_TAP.lookup(0);
+        let _ = maps::PATH_MTU.get(0);
+        let _ = maps::OUTER_PAIRS.lookup(gre_common::OuterPair::default());
+        let _ = maps::PMTU_EVENTS.get(0);
+        let _ = maps::PMTU_CLAIM.get(0);
+        // aya-log's buffer, for `--debug`: the programs that never log
+        // would not hold it otherwise.
+        let _ = aya_log_ebpf::macro_support::AYA_LOGS.query(0);
     }
 }
 

@@ -16,7 +16,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_INGRESS, TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::generated::{bpf_ktime_get_ns, bpf_redirect, bpf_skb_change_tail},
+    helpers::generated::bpf_skb_change_tail,
     programs::TcContext,
 };
 use gre_common::{
@@ -25,6 +25,7 @@ use gre_common::{
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
+use crate::kernel::{now_ns, redirect, skb_of, Lookup};
 use crate::{
     consts::{ETH_P_8021Q, ETH_P_ARP, ETH_P_IP, ETH_P_IPV6, IPPROTO_ICMPV6},
     fdb::age_ns,
@@ -74,10 +75,9 @@ const OPT_LEN: usize = core::mem::size_of::<LlOpt>();
 /// Egress: learn from this side, answer or keep back requests.
 pub fn try_neigh_out(ctx: &TcContext) -> Result<i32, DropReason> {
     let Some((tunnel, eth, l3, et)) = ours(ctx)? else { return Ok(TC_ACT_UNSPEC) };
-    let skb = ctx.skb.skb;
     // Hairpinned from a peer (a bridge sending a peer's frame back out):
     // not this side's news, and no request of this side.
-    if unsafe { (*skb).ingress_ifindex } == tunnel.ifindex {
+    if skb_of(ctx).ingress_ifindex == tunnel.ifindex {
         return Ok(TC_ACT_UNSPEC);
     }
     let vid = vid(ctx, tunnel, &eth)?;
@@ -90,10 +90,9 @@ pub fn try_neigh_out(ctx: &TcContext) -> Result<i32, DropReason> {
 
 /// Ingress: learn what the peers' sides announce.
 pub fn try_neigh_in(ctx: &TcContext) -> Result<i32, DropReason> {
-    let skb = ctx.skb.skb;
-    if unsafe { (*skb).mark } == NEIGH_ANSWER_MARK {
+    if skb_of(ctx).mark == NEIGH_ANSWER_MARK {
         // One of our answers: it says what the table said already.
-        unsafe { (*skb).mark = 0 };
+        ctx.set_mark(0);
         return Ok(TC_ACT_UNSPEC);
     }
     let Some((tunnel, eth, l3, et)) = ours(ctx)? else { return Ok(TC_ACT_UNSPEC) };
@@ -124,7 +123,7 @@ fn ours(ctx: &TcContext) -> Result<Option<(&'static Tunnel, EthHdr, usize, u16)>
     if et != ETH_P_ARP && et != ETH_P_IPV6 {
         return Ok(None);
     }
-    let Some(tunnel) = (unsafe { TUNNELS.get(ctx.ifindex()) }) else { return Ok(None) };
+    let Some(tunnel) = TUNNELS.lookup(ctx.ifindex()) else { return Ok(None) };
     if tunnel.flags & TUN_ARP_SUPPRESS == 0 {
         return Ok(None);
     }
@@ -238,6 +237,7 @@ fn nd_out(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr, l3: usize, vid: u16) -
     let opt = LlOpt { kind: OPT_TARGET_LL, len: 1, mac: e.mac };
     na.csum = icmp6_csum(&hdr, &na, &opt).to_be_bytes();
     let len = (l3 + Ipv6Hdr::LEN + ND_LEN + OPT_LEN) as u32;
+    // SAFETY: the skb is the context the kernel passed to this run.
     if unsafe { bpf_skb_change_tail(ctx.skb.skb, len, 0) } != 0 {
         return Err(DropReason::HelperFailed);
     }
@@ -294,7 +294,10 @@ fn ll_opt(ctx: &TcContext, l3: usize, kind: u8) -> Option<[u8; 6]> {
 /// the message.
 #[inline(always)]
 fn icmp6_csum(ip: &Ipv6Hdr, na: &NdMsg, opt: &LlOpt) -> u16 {
+    // SAFETY: `NdMsg` and `LlOpt` are repr(C) byte arrays of exactly
+    // ND_LEN and OPT_LEN bytes.
     let na: [u8; ND_LEN] = unsafe { core::mem::transmute(*na) };
+    // SAFETY: as above.
     let opt: [u8; OPT_LEN] = unsafe { core::mem::transmute(*opt) };
     let mut s = words(&ip.src_addr) + words(&ip.dst_addr) + (ND_LEN + OPT_LEN) as u32 + IPPROTO_ICMPV6 as u32;
     s += words(&na) + words(&opt);
@@ -333,16 +336,16 @@ fn store<T>(ctx: &TcContext, off: usize, v: &T) -> Result<(), DropReason> {
 #[inline(always)]
 fn answer(ctx: &TcContext, tunnel: &Tunnel) -> i32 {
     ctx.set_mark(NEIGH_ANSWER_MARK);
-    unsafe { bpf_redirect(tunnel.ifindex, BPF_F_INGRESS as u64) as i32 }
+    redirect(tunnel.ifindex, BPF_F_INGRESS as u64)
 }
 
 /// The entry for `addr`, if it is static or younger than the tunnel's
 /// aging time (the FDB's: an address and its MAC go stale together).
 #[inline(always)]
 fn known(tunnel: &Tunnel, vid: u16, addr: [u8; 16]) -> Option<NeighEntry> {
-    let e = unsafe { NEIGH.get(NeighKey { tunnel_ifindex: tunnel.ifindex, vid, _pad: 0, addr }) }?;
+    let e = NEIGH.lookup(NeighKey { tunnel_ifindex: tunnel.ifindex, vid, _pad: 0, addr })?;
     let e = *e;
-    if unsafe { bpf_ktime_get_ns() }.saturating_sub(e.seen_ns) > age_ns(tunnel) {
+    if now_ns().saturating_sub(e.seen_ns) > age_ns(tunnel) {
         return None;
     }
     Some(e)
@@ -357,8 +360,10 @@ fn learn(tunnel_ifindex: u32, vid: u16, addr: [u8; 16], mac: [u8; 6], flags: u16
         return;
     }
     let key = NeighKey { tunnel_ifindex, vid, _pad: 0, addr };
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
     if let Some(e) = NEIGH.get_ptr_mut(key) {
+        // SAFETY: a live LRU value: concurrent refreshes race benignly (each
+        // field an aligned word store).
         unsafe {
             let seen = core::ptr::read_volatile(&(*e).seen_ns);
             // The config's word stands over what a frame claims.
@@ -390,5 +395,7 @@ fn count(tunnel_ifindex: u32, f: impl FnOnce(&mut NeighStats)) {
             }
         }
     };
+    // SAFETY: a per-CPU hash value is this CPU's alone, and the program
+    // runs to its end without migrating.
     f(unsafe { &mut *p });
 }

@@ -13,6 +13,8 @@ use core::{
 };
 use gre_common::DropReason;
 
+use crate::kernel::skb_of;
+
 pub trait Packet {
     /// Bytes in the packet, from the Ethernet header on.
     fn len(&self) -> usize;
@@ -37,6 +39,8 @@ pub trait Packet {
 
     #[inline(always)]
     fn load_raw(&self, off: usize, dst: *mut u8, len: u32) -> Result<(), DropReason> {
+        // SAFETY: `self.raw()` is the context the kernel passed to this
+        // run; callers pass `dst` with room for `len` bytes.
         if unsafe { Self::load_ptr(self.raw(), off as u32, dst, len) } == 0 {
             Ok(())
         } else {
@@ -48,6 +52,8 @@ pub trait Packet {
     fn read<T: Copy>(&self, off: usize) -> Result<T, DropReason> {
         let mut v = MaybeUninit::<T>::uninit();
         self.load_raw(off, v.as_mut_ptr().cast(), size_of::<T>() as u32)?;
+        // SAFETY: `load_raw` succeeded: all `size_of::<T>()` bytes were
+        // written, and `T: Copy` here are plain byte structs.
         Ok(unsafe { v.assume_init() })
     }
 }
@@ -55,12 +61,12 @@ pub trait Packet {
 impl Packet for TcContext {
     #[inline(always)]
     fn len(&self) -> usize {
-        unsafe { (*self.skb.skb).len as usize }
+        skb_of(self).len as usize
     }
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
-        unsafe { (*self.skb.skb).ifindex }
+        skb_of(self).ifindex
     }
 
     #[inline(always)]
@@ -70,7 +76,7 @@ impl Packet for TcContext {
 
     #[inline(always)]
     fn stripped_vlan(&self) -> Option<u16> {
-        let skb = unsafe { &*self.skb.skb };
+        let skb = skb_of(self);
         (skb.vlan_present != 0).then_some(skb.vlan_tci as u16)
     }
 
@@ -86,6 +92,8 @@ impl Packet for TcContext {
     #[inline(always)]
     fn checksum_partial(&self) -> bool {
         let skb = self.skb.skb;
+        // SAFETY: the skb is the context the kernel passed to this run;
+        // its fields are only read.
         unsafe {
             if bpf_csum_level(skb, BPF_CSUM_LEVEL_QUERY as u64) >= 0 {
                 return false;
@@ -101,6 +109,7 @@ impl Packet for TcContext {
 
     #[inline(always)]
     unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64 {
+        // SAFETY: the caller's contract (`Packet::load_ptr`).
         unsafe { bpf_skb_load_bytes(ctx as *const _, off, dst.cast(), len) }
     }
 }
@@ -113,6 +122,7 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     fn ifindex(&self) -> u32 {
+        // SAFETY: `self.ctx` is the context the kernel passed to this run.
         unsafe { (*self.ctx).ingress_ifindex }
     }
 
@@ -138,6 +148,7 @@ impl Packet for XdpContext {
 
     #[inline(always)]
     unsafe fn load_ptr(ctx: *mut c_void, off: u32, dst: *mut u8, len: u32) -> i64 {
+        // SAFETY: the caller's contract (`Packet::load_ptr`).
         unsafe { bpf_xdp_load_bytes(ctx.cast(), off, dst.cast(), len) }
     }
 }

@@ -12,6 +12,7 @@ use network_types::{
     vlan::VlanHdr,
 };
 
+use crate::kernel::Lookup;
 use crate::{
     announce,
     consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IP_MF},
@@ -165,10 +166,10 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         None
     };
     let tun_ifindex = tunnel_of(lookup).ok_or(DropReason::KeyMismatch)?;
-    let tunnel = *unsafe { TUNNELS.get(tun_ifindex) }.ok_or(DropReason::KeyMismatch)?;
+    let tunnel = *TUNNELS.lookup(tun_ifindex).ok_or(DropReason::KeyMismatch)?;
     let vid = if tunnel.flags & TUN_TRUNK != 0 { trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)? } else { 0 };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
-    let path = *unsafe { RX_PATHS.get(rx_key) }.ok_or(DropReason::UnknownPeer)?;
+    let path = *RX_PATHS.lookup(rx_key).ok_or(DropReason::UnknownPeer)?;
     let announced = announce::in_force(path.peer_id);
     let seq = match gre_seq {
         None if v4 && (tunnel.flags & TUN_IPID_SEQ != 0 || announced & ANNOUNCE_IPID != 0) => Some(seq::widen(path.peer_id, ip_id)),
@@ -223,12 +224,12 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
 /// The tunnel a GRE key (or its absence) names.
 #[inline(always)]
 pub fn tunnel_of(lookup: KeyLookup) -> Option<u32> {
-    match unsafe { TUNNEL_BY_KEY.get(lookup) } {
+    match TUNNEL_BY_KEY.lookup(lookup) {
         Some(t) => Some(*t),
         // NVGRE: the low byte is a FlowID; the VSID alone names the tunnel.
         None if lookup.has_key == 1 => {
             let vsid = KeyLookup { key: lookup.key & !NVGRE_FLOWID_MASK, has_key: KEY_NVGRE };
-            unsafe { TUNNEL_BY_KEY.get(vsid) }.copied()
+            TUNNEL_BY_KEY.lookup(vsid).copied()
         }
         None => None,
     }
@@ -263,7 +264,7 @@ struct Outer {
 /// alive.
 #[inline(always)]
 fn ours<P: Packet>(pkt: &P, eth: &EthHdr, local: &[u8; 16]) -> bool {
-    match unsafe { LOCAL_ADDRS.get(local) } {
+    match LOCAL_ADDRS.lookup(local) {
         Some(l) => l.mac == eth.dst_addr && l.ifindex == pkt.ifindex(),
         None => false,
     }

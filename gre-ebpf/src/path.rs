@@ -10,8 +10,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::{path_slot, Path, Peer, MAX_PATHS, PATH_UP};
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-
+use crate::kernel::{now_ns, Lookup};
 use crate::maps::{PATH_BYTES, PATH_MTU, PEERS};
 
 /// No path is up.
@@ -27,7 +26,7 @@ pub const PEER_GONE: u32 = u32::MAX - 1;
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn xgre_select_path(peer_id: u32, tunnel_ifindex: u32, bytes: u64) -> u32 {
-    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return PEER_GONE };
+    let Some(peer) = PEERS.lookup(peer_id) else { return PEER_GONE };
     if peer.tunnel_ifindex != tunnel_ifindex {
         return PEER_GONE;
     }
@@ -57,6 +56,8 @@ pub fn select(peer: &Peer, bytes: u64) -> Option<(u32, &Path)> {
         if p.flags & PATH_UP == 0 || p.weight == 0 {
             continue;
         }
+        // SAFETY: an array value stays mapped; volatile because other CPUs
+        // add to it.
         let sent = unsafe { core::ptr::read_volatile(PATH_BYTES.get_ptr_mut(path_slot(peer.id, j as u32))?) };
         let share = sent / p.weight as u64;
         if share > top_share {
@@ -72,6 +73,7 @@ pub fn select(peer: &Peer, bytes: u64) -> Option<(u32, &Path)> {
     }
     let best = best & (MAX_PATHS - 1);
     let counter = PATH_BYTES.get_ptr_mut(path_slot(peer.id, best as u32))?;
+    // SAFETY: an array value stays mapped; the add is atomic.
     unsafe {
         let floor = (top_share * peer.paths[best].weight as u64).saturating_sub(CATCH_UP);
         if core::ptr::read_volatile(counter) < floor {
@@ -91,7 +93,7 @@ pub fn select(peer: &Peer, bytes: u64) -> Option<(u32, &Path)> {
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn xgre_peer_pmtu(peer_id: u32) -> u32 {
-    let Some(peer) = (unsafe { PEERS.get(peer_id) }) else { return 0 };
+    let Some(peer) = PEERS.lookup(peer_id) else { return 0 };
     let n = peer.npaths as usize;
     let mut now = 0u64;
     let mut min = 0u32;
@@ -108,7 +110,7 @@ pub extern "C" fn xgre_peer_pmtu(peer_id: u32) -> u32 {
             continue;
         }
         if now == 0 {
-            now = unsafe { bpf_ktime_get_ns() };
+            now = now_ns();
         }
         if let Some(m) = e.at(now) {
             if min == 0 || m < min {

@@ -13,7 +13,7 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, xdp_md},
-    helpers::generated::{bpf_check_mtu, bpf_ktime_get_ns},
+    helpers::generated::bpf_check_mtu,
     programs::{TcContext, XdpContext},
 };
 use gre_common::{
@@ -26,6 +26,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
+use crate::kernel::{now_ns, per_cpu, Lookup};
 use crate::{
     consts::{IPPROTO_GRE, IPPROTO_ICMPV6},
     csum,
@@ -42,16 +43,14 @@ const ICMPV6_PKT_TOO_BIG: u8 = 2;
 
 #[inline(always)]
 pub fn count(e: PmtuEvent) {
-    if let Some(c) = PMTU_EVENTS.get_ptr_mut(e as u32) {
-        unsafe { *c += 1 };
-    }
+    per_cpu(&PMTU_EVENTS, e as u32, |c| *c += 1);
 }
 
 /// Whether some path receives from `remote` at `local`: its fragments are
 /// reassembled.
 #[inline(always)]
 pub fn known_pair(local: [u8; 16], remote: [u8; 16]) -> bool {
-    unsafe { OUTER_PAIRS.get(OuterPair { local, remote }) }.is_some()
+    OUTER_PAIRS.lookup(OuterPair { local, remote }).is_some()
 }
 
 /// An ICMP(v6) packet at IP offset `at` arrived for our address: learn
@@ -112,6 +111,8 @@ const CLAIMED: u32 = 2;
 
 #[inline(always)]
 fn learn<P: Packet>(pkt: &P, at: usize, v4: bool) -> Option<PmtuEvent> {
+    // SAFETY: this CPU's claim, alive for the map's life and used by
+    // nothing else during this run.
     let c = unsafe { &mut *PMTU_CLAIM.get_ptr_mut(0)? };
     let r = if v4 { claim_v4(pkt, at, c) } else { claim_v6(pkt, at, c) };
     match r {
@@ -125,11 +126,12 @@ fn learn<P: Packet>(pkt: &P, at: usize, v4: bool) -> Option<PmtuEvent> {
     };
     // By reference: the key stays in the map entry, not copied to the stack.
     #[allow(clippy::needless_borrows_for_generic_args)]
-    let Some(path) = (unsafe { RX_PATHS.get(&c.key) }) else {
+    let Some(path) = RX_PATHS.lookup(&c.key) else {
         return Some(PmtuEvent::IcmpNotOurs);
     };
     let entry = PATH_MTU.get_ptr_mut(path_slot(path.peer_id, path.path & (MAX_PATHS as u32 - 1)))?;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = now_ns();
+    // SAFETY: an array value stays mapped for the map's life.
     let current = match unsafe { (*entry).at(now) } {
         Some(m) => m,
         None => link_mtu(pkt)?,
@@ -137,10 +139,12 @@ fn learn<P: Packet>(pkt: &P, at: usize, v4: bool) -> Option<PmtuEvent> {
     if c.mtu >= current || c.mtu >= c.quoted_len {
         return Some(PmtuEvent::IcmpNotLower);
     }
-    let age = match unsafe { TUNNELS.get(c.key.tunnel_ifindex) } {
+    let age = match TUNNELS.lookup(c.key.tunnel_ifindex) {
         Some(t) if t.pmtu_age != 0 => t.pmtu_age,
         _ => DEFAULT_PMTU_AGE,
     };
+    // SAFETY: as above; a racing learner on another CPU writes a whole
+    // entry too, and the lower MTU of the two is as good as either.
     unsafe {
         (*entry).mtu = c.mtu;
         (*entry).expires_ns = now + age as u64 * 1_000_000_000;
@@ -155,6 +159,7 @@ fn learn<P: Packet>(pkt: &P, at: usize, v4: bool) -> Option<PmtuEvent> {
 fn link_mtu<P: Packet>(pkt: &P) -> Option<u32> {
     let mut mtu = 0u32;
     // One helper for both program types; ifindex 0: the packet's device.
+    // SAFETY: `pkt.raw()` is the context the kernel passed to this run.
     let r = unsafe { bpf_check_mtu(pkt.raw().cast(), 0, &mut mtu, 0, 0) };
     (r >= 0 && mtu != 0).then_some(mtu)
 }

@@ -5,11 +5,12 @@
 //! end, so the device still counts it.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_change_head},
+    helpers::generated::{bpf_check_mtu, bpf_skb_change_head},
     programs::TcContext,
 };
 use gre_common::{DropReason, ReseqHdr};
 
+use crate::kernel::{redirect, skb_of, Lookup};
 use crate::maps::RESEQ_TAP;
 
 /// Hand the packet (its inner frame at the start) to the tunnel's
@@ -19,15 +20,17 @@ use crate::maps::RESEQ_TAP;
 /// our header taken for the MAC header.
 #[inline(always)]
 pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32) -> Option<Result<i32, DropReason>> {
-    let tap = *unsafe { RESEQ_TAP.get(tunnel_ifindex) }?;
-    if tap == 0 || unsafe { (*ctx.skb.skb).gso_segs } > 1 {
+    let tap = *RESEQ_TAP.lookup(tunnel_ifindex)?;
+    if tap == 0 || skb_of(ctx).gso_segs > 1 {
         return None;
     }
     // Only to see whether the device is still there (-ENODEV when not).
     let mut mtu = 0u32;
+    // SAFETY: the skb is the context the kernel passed to this run.
     if unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tap, &mut mtu, 0, 0) } < 0 {
         return None;
     }
+    // SAFETY: as above.
     if unsafe { bpf_skb_change_head(ctx.skb.skb, ReseqHdr::LEN as u32, 0) } != 0 {
         return None;
     }
@@ -37,5 +40,5 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32) -
         return Some(Err(DropReason::HelperFailed));
     }
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
-    Some(Ok(unsafe { bpf_redirect(tap, 0) } as i32))
+    Some(Ok(redirect(tap, 0)))
 }

@@ -16,12 +16,13 @@ use aya_ebpf::{
         __sk_buff, bpf_adj_room_mode::BPF_ADJ_ROOM_MAC, xdp_action, xdp_md, BPF_F_ADJ_ROOM_DECAP_L3_IPV4, BPF_F_ADJ_ROOM_DECAP_L3_IPV6,
         BPF_F_ADJ_ROOM_FIXED_GSO, BPF_F_INGRESS, TC_ACT_OK, TC_ACT_SHOT,
     },
-    helpers::generated::{bpf_check_mtu, bpf_redirect, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
+    helpers::generated::{bpf_check_mtu, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
 use gre_common::{DropReason, HandoffMeta, HandoffSeq, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
+use crate::kernel::{redirect, skb_of};
 use crate::{
     consts::{ETH_P_8021Q, ETH_P_IPV6},
     counters::{count_rx, keepalive_reflected, keepalive_reply},
@@ -94,6 +95,7 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     let tap = rx.tunnel.mode == MODE_GRETAP && !reflect;
     // gretap: the inner frame has its own Ethernet header; drop ours too.
     let delta = if tap { rx.outer_len + EthHdr::LEN } else { rx.outer_len };
+    // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta as i32) } != 0 {
         return Err(DropReason::HelperFailed);
     }
@@ -103,6 +105,7 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         return Err(DropReason::Truncated);
     }
     if reflect {
+        // SAFETY: `data + EthHdr::LEN <= end` was checked after the adjust.
         unsafe { (data as *mut EthHdr).write_unaligned(reflect_eth(&outer, &rx)) };
         keepalive_reflected(rx.path.peer_id, rx.path.path);
     } else {
@@ -110,6 +113,7 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
             tag_xdp(ctx, rx.vid)?;
         }
         if !tap {
+            // SAFETY: as above.
             unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
         }
         delivered(ctx, &rx, 1);
@@ -121,17 +125,21 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     // the hand-off, and the tap would write it in where our header is.
     let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0 && rx.resequence);
     let meta_len = if numbered.is_some() { HandoffMeta::LEN + HandoffSeq::LEN } else { HandoffMeta::LEN };
+    // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(meta_len as i32)) } == 0 {
         // adjust_meta moved data_meta: reload and re-check before writing.
+        // SAFETY: fields of the context the kernel passed to this run.
         let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
         if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
             if let Some(seq) = numbered {
                 let s = HandoffSeq { magic: HandoffSeq::MAGIC, peer_id: rx.path.peer_id, seq };
+                // SAFETY: the metadata area holds both, checked against `data`.
                 unsafe { ((meta + HandoffMeta::LEN) as *mut HandoffSeq).write_unaligned(s) };
             }
         }
         if meta + HandoffMeta::LEN <= data {
             let m = HandoffMeta { magic: HandoffMeta::MAGIC, tunnel_ifindex: target, peer_ifindex: counted_via(&rx) };
+            // SAFETY: checked against `data` just above.
             unsafe { (meta as *mut HandoffMeta).write_unaligned(m) };
             return Ok(xdp_action::XDP_PASS);
         }
@@ -139,7 +147,7 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     if reflect {
         return Ok(xdp_action::XDP_TX);
     }
-    let r = unsafe { bpf_redirect(rx.tunnel.peer_ifindex, 0) };
+    let r = redirect(rx.tunnel.peer_ifindex, 0) as i64;
     Ok(r as u32)
 }
 
@@ -148,6 +156,7 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
 /// 802.1Q tag. The stack's receive path moves it into the skb's metadata.
 #[inline(always)]
 fn tag_xdp(ctx: &XdpContext, vid: u16) -> Result<(), DropReason> {
+    // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(VlanHdr::LEN as i32)) } != 0 {
         return Err(DropReason::HelperFailed);
     }
@@ -156,6 +165,7 @@ fn tag_xdp(ctx: &XdpContext, vid: u16) -> Result<(), DropReason> {
     if data + EthHdr::LEN + VlanHdr::LEN > end {
         return Err(DropReason::Truncated);
     }
+    // SAFETY: both headers lie below `end`, checked just above.
     unsafe {
         let macs = ((data + VlanHdr::LEN) as *const [u8; 12]).read_unaligned();
         (data as *mut [u8; 12]).write_unaligned(macs);
@@ -169,6 +179,7 @@ fn tag_xdp(ctx: &XdpContext, vid: u16) -> Result<(), DropReason> {
 /// TC ingress on a link whose receive hook is XDP: deliver the frames XDP
 /// decapsulated and tagged; leave everything else alone.
 pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
+    // SAFETY: fields of the context the kernel passed to this run.
     let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
     if meta + HandoffMeta::LEN > data {
         return Ok(legacy_handoff(ctx, meta, data));
@@ -180,19 +191,22 @@ pub fn try_rx_handoff(ctx: &TcContext) -> Result<i32, DropReason> {
 /// for any other frame.
 #[inline(always)]
 fn handed_off(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
+    // SAFETY: fields of the context the kernel passed to this run.
     let (meta, data) = unsafe { ((*ctx.skb.skb).data_meta as usize, (*ctx.skb.skb).data as usize) };
     if meta + HandoffMeta::LEN > data {
         return Ok(None);
     }
+    // SAFETY: within the metadata area, checked against `data`.
     let m = unsafe { (meta as *const HandoffMeta).read_unaligned() };
     if m.magic != HandoffMeta::MAGIC {
         return Ok(None);
     }
     if m.tunnel_ifindex == 0 {
         // A reflected keepalive: out of the link it came in on.
-        return Ok(Some(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32));
+        return Ok(Some(redirect(skb_of(ctx).ifindex, 0)));
     }
     if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
+        // SAFETY: checked against `data` just above.
         let s = unsafe { ((meta + HandoffMeta::LEN) as *const HandoffSeq).read_unaligned() };
         if s.magic == HandoffSeq::MAGIC {
             if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq) {
@@ -211,15 +225,16 @@ fn legacy_handoff(ctx: &TcContext, meta: usize, data: usize) -> i32 {
     if meta + 8 > data {
         return TC_ACT_OK;
     }
+    // SAFETY: 8 bytes of metadata, checked against `data` just above.
     let (magic, tunnel) = unsafe { ((meta as *const u32).read_unaligned(), ((meta + 4) as *const u32).read_unaligned()) };
     if magic != HandoffMeta::MAGIC {
         return TC_ACT_OK;
     }
     let r = if tunnel == 0 {
         // A reflected keepalive: out of the link it came in on.
-        unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) }
+        redirect(skb_of(ctx).ifindex, 0) as i64
     } else {
-        unsafe { bpf_redirect(tunnel, BPF_F_INGRESS as u64) }
+        redirect(tunnel, BPF_F_INGRESS as u64) as i64
     };
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
     r as i32
@@ -244,7 +259,7 @@ fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
     // A GSO packet (a GRO'd or locally built one, on veth) counts as the
     // wire packets it stands for, as the sender counted it. Read before
     // adjust_room, which zeroes gso_segs.
-    let segs = unsafe { (*ctx.skb.skb).gso_segs }.max(1);
+    let segs = skb_of(ctx).gso_segs.max(1);
     let outer: EthHdr = ctx.read(0)?;
     if rx.tunnel.mode == MODE_GRETAP {
         // Remove outer IP + GRE and the inner Ethernet header that follows
@@ -253,6 +268,7 @@ fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
         let shrink = (rx.outer_len + EthHdr::LEN) as i32;
         decap(ctx, shrink, u16::from_be(inner.ether_type))?;
         ctx.store(0, &inner, 0).map_err(|_| DropReason::HelperFailed)?;
+        // SAFETY: the skb is the context the kernel passed to this run.
         if rx.vid != 0 && unsafe { bpf_skb_vlan_push(ctx.skb.skb, ETH_P_8021Q.to_be(), rx.vid) } != 0 {
             return Err(DropReason::HelperFailed);
         }
@@ -290,8 +306,9 @@ fn counted_via(rx: &Rx) -> u32 {
 #[inline(always)]
 fn to_tunnel(ctx: &TcContext, tunnel_ifindex: u32, peer_ifindex: u32) -> i32 {
     let mut mtu = 0u32;
+    // SAFETY: the skb is the context the kernel passed to this run.
     let fits = peer_ifindex != 0 && unsafe { bpf_check_mtu(ctx.skb.skb.cast(), tunnel_ifindex, &mut mtu, 0, 0) } == 0;
-    let r = if fits { unsafe { bpf_redirect(peer_ifindex, 0) } } else { unsafe { bpf_redirect(tunnel_ifindex, BPF_F_INGRESS as u64) } };
+    let r = if fits { redirect(peer_ifindex, 0) as i64 } else { redirect(tunnel_ifindex, BPF_F_INGRESS as u64) as i64 };
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
     r as i32
 }
@@ -324,5 +341,5 @@ fn reflect_tc(ctx: &TcContext, rx: &Rx) -> Result<i32, DropReason> {
     ctx.adjust_room(-(rx.outer_len as i32), BPF_ADJ_ROOM_MAC, 0).map_err(|_| DropReason::HelperFailed)?;
     ctx.store(0, &reflect_eth(&outer, rx), 0).map_err(|_| DropReason::HelperFailed)?;
     keepalive_reflected(rx.path.peer_id, rx.path.path);
-    Ok(unsafe { bpf_redirect((*ctx.skb.skb).ifindex, 0) } as i32)
+    Ok(redirect(skb_of(ctx).ifindex, 0))
 }

@@ -16,6 +16,9 @@ pub fn observe(peer_id: u32, seq: u32) {
     let (Some(hi), Some(st)) = (RX_SEQ.get_ptr_mut(peer_id), REORDER.get_ptr_mut(peer_id)) else {
         return;
     };
+    // SAFETY: array values stay mapped; RX_SEQ is shared (a racing
+    // receive on another CPU makes one displacement figure approximate),
+    // REORDER is this CPU's.
     unsafe {
         let cur = core::ptr::read_volatile(hi);
         // Serial number arithmetic: ahead when the difference is positive.
@@ -48,6 +51,8 @@ pub fn widen(peer_id: u32, id: u16) -> u32 {
     let Some(hi) = RX_SEQ.get_ptr(peer_id) else {
         return id as u32;
     };
+    // SAFETY: an array value stays mapped; volatile because other CPUs
+    // update it.
     let cur = unsafe { core::ptr::read_volatile(hi) };
     if cur & SEEN == 0 {
         return id as u32;
@@ -70,5 +75,7 @@ pub fn next_seq(tunnel_flags: u32, peer_id: u32) -> Result<u32, DropReason> {
     // RFC 2890 and with each other). SeqCst, not Relaxed: LLVM
     // 22's BPF backend lowers a Relaxed fetch-add whose result is used to a
     // plain locked add and returns a stale value.
+    // SAFETY: an array value stays mapped, 8-byte aligned; the add is
+    // atomic.
     Ok(unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1))
 }

@@ -7,7 +7,7 @@
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_STOLEN},
-    helpers::generated::{bpf_check_mtu, bpf_get_hash_recalc, bpf_redirect, bpf_skb_change_tail},
+    helpers::generated::{bpf_check_mtu, bpf_get_hash_recalc, bpf_skb_change_tail},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -21,6 +21,7 @@ use network_types::{
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
+use crate::kernel::{redirect, skb_of, Lookup};
 use crate::{
     consts::{ETH_P_IP, ETH_P_IPV6},
     counters::count_tx,
@@ -91,13 +92,13 @@ pub extern "C" fn xgre_decide(skb: *mut __sk_buff) -> i64 {
 #[inline(always)]
 fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
     let skb: *mut __sk_buff = ctx.skb.skb;
-    let ifindex = unsafe { (*skb).ifindex };
-    let tunnel: &Tunnel = unsafe { TUNNELS.get(ifindex) }.ok_or(DropReason::TxUnsupported)?;
+    let ifindex = skb_of(ctx).ifindex;
+    let tunnel: &Tunnel = TUNNELS.lookup(ifindex).ok_or(DropReason::TxUnsupported)?;
     let eth: EthHdr = ctx.read(0)?;
     // A packet that came in through this very device came from a peer: a
     // bridge hairpinning it, or the host routing it back out. Its copies
     // never go back to that peer.
-    let from_peer = unsafe { (*skb).ingress_ifindex } == ifindex;
+    let from_peer = skb_of(ctx).ingress_ifindex == ifindex;
     let (target, tos, proto) = match tunnel.mode {
         MODE_GRE => ip_target(ctx, tunnel, &eth, from_peer)?,
         MODE_GRETAP => tap_target(ctx, tunnel, &eth, from_peer)?,
@@ -130,6 +131,7 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
 fn set_decision(skb: *mut __sk_buff, d: TxDecision) {
     let w = d.to_words();
     for (i, v) in w.iter().enumerate() {
+        // SAFETY: `skb` is the context the kernel passed to this run; the verifier allows writes to `cb`.
         unsafe { (*skb).cb[i] = *v };
     }
 }
@@ -142,16 +144,18 @@ fn set_decision(skb: *mut __sk_buff, d: TxDecision) {
 /// dropped here (not our tunnel, or a jumbo MTU the helper cannot grow to).
 pub fn drop_where_counted(ctx: &TcContext) -> i32 {
     let skb: *mut __sk_buff = ctx.skb.skb;
-    let ifindex = unsafe { (*skb).ifindex };
-    let Some(tunnel) = (unsafe { TUNNELS.get(ifindex) }) else { return TC_ACT_SHOT };
+    let ifindex = skb_of(ctx).ifindex;
+    let Some(tunnel) = TUNNELS.lookup(ifindex) else { return TC_ACT_SHOT };
     if !tx_crosses_pair(tunnel.flags) {
         return TC_ACT_SHOT;
     }
     let mut mtu = 0u32;
+    // SAFETY: `skb` is the context the kernel passed to this run.
     if unsafe { bpf_check_mtu(skb.cast(), tunnel.peer_ifindex, &mut mtu, 0, 0) } < 0 {
         return TC_ACT_SHOT;
     }
     let too_long = mtu + (EthHdr::LEN as u32) + 4 + 1;
+    // SAFETY: as above.
     if unsafe { bpf_skb_change_tail(skb, too_long, 0) } != 0 {
         return TC_ACT_SHOT;
     }
@@ -170,6 +174,7 @@ pub fn try_tx_send(ctx: &TcContext) -> Result<i32, DropReason> {
 fn decision(skb: *mut __sk_buff) -> TxDecision {
     let mut w = [0u32; TX_DECISION_WORDS];
     for (i, v) in w.iter_mut().enumerate() {
+        // SAFETY: `skb` is the context the kernel passed to this run.
         *v = unsafe { (*skb).cb[i] };
     }
     TxDecision::from_words(&w)
@@ -193,8 +198,8 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
         // Counted already, under its reason.
         return Ok(TC_ACT_SHOT);
     }
-    let tunnel: &Tunnel = unsafe { TUNNELS.get(d.tunnel_ifindex) }.ok_or(DropReason::TxUnsupported)?;
-    if tunnel.flags & TUN_PER_PACKET != 0 && unsafe { (*skb).gso_segs } > 1 {
+    let tunnel: &Tunnel = TUNNELS.lookup(d.tunnel_ifindex).ok_or(DropReason::TxUnsupported)?;
+    if tunnel.flags & TUN_PER_PACKET != 0 && skb_of(ctx).gso_segs > 1 {
         // GSO would copy one sequence number or checksum to every segment.
         // The device segments what it sends (its TSO is off), so that
         // the stack can hand it bursts and each segment reaches us here
@@ -206,6 +211,7 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
         key = trunk::leave(ctx, tunnel, &ctx.read(0)?)?;
     }
     let eth: EthHdr = ctx.read(0)?;
+    // SAFETY: `skb` is the context the kernel passed to this run.
     let hash = if tunnel.flags & (TUN_NVGRE | TUN_UNDERLAY6) != 0 { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };
     if tunnel.flags & TUN_NVGRE != 0 {
         // RFC 7637 section 3.1: the FlowID spreads one VSID's flows over
@@ -220,12 +226,12 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
     // Counters count inner bytes: the IP packet, or the whole frame (gretap).
     let inner_len = if tap { ctx.len() as u64 } else { ctx.len() as u64 - EthHdr::LEN as u64 };
     // A GSO packet leaves as gso_segs wire packets.
-    let wire = unsafe { (*skb).gso_segs }.max(1) as u64;
+    let wire = skb_of(ctx).gso_segs.max(1) as u64;
     if kind == TX_UNICAST {
         let room = global::decode(encap::xgre_encap_grow(skb, &fields, tap as u32))?;
         let ifindex = global::decode(encap::xgre_encap_put(skb, &fields, room as i64, d.peer, d.path))?;
         count_tx(d.peer, d.path & (MAX_PATHS as u32 - 1), wire, inner_len);
-        return Ok(unsafe { bpf_redirect(ifindex as u32, 0) } as i32);
+        return Ok(redirect(ifindex as u32, 0));
     }
     let group = if tap { [0; 16] } else { ip_group(ctx, &eth)? };
     let list = flood_list(tunnel.ifindex, group).ok_or(DropReason::NoRoute)?;
@@ -251,10 +257,10 @@ fn ip_group(ctx: &TcContext, eth: &EthHdr) -> Result<[u8; 16], DropReason> {
 /// The group's own flood list, else the tunnel's (every peer).
 #[inline(always)]
 fn flood_list(tunnel_ifindex: u32, group: [u8; 16]) -> Option<&'static FloodList> {
-    let own = unsafe { FLOOD.get(FloodKey { tunnel_ifindex, group }) };
+    let own = FLOOD.lookup(FloodKey { tunnel_ifindex, group });
     let list = match own {
         Some(l) => l,
-        None => unsafe { FLOOD.get(FloodKey { tunnel_ifindex, group: [0; 16] }) }?,
+        None => FLOOD.lookup(FloodKey { tunnel_ifindex, group: [0; 16] })?,
     };
     (list.n > 0).then_some(list)
 }

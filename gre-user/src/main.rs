@@ -191,7 +191,10 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 (None, Some(n)) => n,
                 (None, None) => bail!("down: give -c FILE or a tunnel NAME"),
             };
-            if tunnel::down(&name).await? {
+            let was_up = tunnel::down(&name).await?;
+            // What a `run` killed without its own clean-up left for `status`.
+            gre_user::mesh::status::remove_status(&name);
+            if was_up {
                 println!("{name}: down");
             } else {
                 println!("{name}: not up; nothing to do");

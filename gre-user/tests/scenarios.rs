@@ -212,7 +212,7 @@ fn start_keepalived(t: &mut Topo, host: usize, conf: &str) -> String {
 /// Stop keepalived as its service would: SIGTERM to the pid in its file.
 fn stop_keepalived(pidfile: &str) {
     let pid: i32 = std::fs::read_to_string(pidfile).unwrap().trim().parse().unwrap();
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).expect("signalling keepalived");
     within(Duration::from_secs(5), || std::fs::metadata(pidfile).is_err()).expect("keepalived did not stop");
 }
 
@@ -274,7 +274,7 @@ fn keepalived_moves_the_vip_over_gretap_and_back() {
     let vrrp_child = master.replace(".pid", ".vrrp.pid");
     for f in [&vrrp_child, &master] {
         let pid: i32 = std::fs::read_to_string(f).unwrap().trim().parse().unwrap();
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("killing keepalived");
     }
     within(Duration::from_secs(5), || has_vip(t.b())).expect("the VIP did not move to the backup within 5 s of a crash");
     println!("VIP on the backup {:?} after the master crashed", crashed.elapsed());

@@ -535,4 +535,21 @@ mod tests {
         assert!(e("group set 239.1.1.1 --peer nobody").contains("group[0].peers[0]: `nobody` is not a [[peer]]"));
         assert!(e("group del 239.1.1.1").contains("no [[group]]"));
     }
+
+    #[test]
+    fn the_readme_batch_file_applies_to_the_gre_example() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../");
+        let mut c = Config::load(Path::new(&format!("{root}examples/gre.toml"))).unwrap();
+        let batch = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/edits.txt"));
+        let edits = read_batch(batch).unwrap();
+        assert_eq!(edits.len(), 3);
+        for (label, e) in &edits {
+            c = apply_edit(&c, e).unwrap_or_else(|err| panic!("{label}: {err:#}"));
+            c.validate(label).unwrap_or_else(|err| panic!("{label}: {err:#}"));
+        }
+        assert_eq!(c.groups[0].peers, ["site-b", "site-c"]);
+        let readme = std::fs::read_to_string(format!("{root}README.md")).unwrap();
+        let text = std::fs::read_to_string(batch).unwrap();
+        assert!(readme.contains(&format!("```\n{text}```")), "the README shows examples/edits.txt whole");
+    }
 }

@@ -2,17 +2,14 @@
 //! both do: checked against the other peers alone (not the whole config),
 //! applied to that peer's entries alone, and undone when it fails.
 
-use std::collections::BTreeMap;
-
 use anyhow::{anyhow, Context, Result};
-use ipnet::IpNet;
 
 use crate::{
     config::{
         edit::{apply_edit, peer_change, Edit},
-        ConfigError, PeerConfig, PeerIndex,
+        ConfigError, PeerIndex,
     },
-    control::state::{self, Running},
+    control::state::{self, PeerChange, Running},
     datapath::Datapath,
     net::netlink::Netlink,
 };
@@ -29,23 +26,18 @@ pub enum PeerChangeError {
     Failed(anyhow::Error),
 }
 
-/// Change peer `name` of tunnel `run` to `new` (None: remove it), as one
-/// transaction. `index` holds the other peers' names, routes, remotes and
-/// MACs, so a check costs what the peer touches, not the whole config; it
-/// is kept in step with the running config whatever happens. `label`
-/// names the source in errors; `host`: the host's routes when the caller
-/// dumped them once for many changes.
-#[allow(clippy::too_many_arguments)]
+/// Change a peer of tunnel `run`, as one transaction. `index` holds the
+/// other peers' names, routes, remotes and MACs, so a check costs what the
+/// peer touches, not the whole config; it is kept in step with the running
+/// config whatever happens.
 pub async fn change_peer(
     nl: &Netlink,
     dp: &Datapath,
     run: &mut Running,
     index: &mut PeerIndex,
-    label: &str,
-    name: &str,
-    new: Option<&PeerConfig>,
-    host: Option<&BTreeMap<IpNet, String>>,
+    change: &PeerChange<'_>,
 ) -> Result<(), PeerChangeError> {
+    let PeerChange { name, new, label, .. } = *change;
     let cfg = &run.config;
     let pos = cfg.peers.iter().position(|p| p.name == name);
     let old = pos.map(|i| cfg.peers[i].clone());
@@ -58,7 +50,7 @@ pub async fn change_peer(
         None => Ok(()),
     };
     let result = match checked {
-        Ok(()) => state::apply_peer(nl, dp, run, name, new, label, host).await.map_err(PeerChangeError::Failed),
+        Ok(()) => state::apply_peer(nl, dp, run, change).await.map_err(PeerChangeError::Failed),
         Err(e) => Err(e.into()),
     };
     match (&result, new) {
@@ -99,7 +91,8 @@ async fn apply_each(nl: &Netlink, dp: &Datapath, run: &mut Running, edits: &[(St
         match peer_change(&run.config, e) {
             Some(change) => {
                 let (peer, new) = change.with_context(|| label.clone())?;
-                change_peer(nl, dp, run, &mut index, label, &peer, new.as_ref(), None).await?;
+                let change = PeerChange { name: &peer, new: new.as_ref(), label, host: None };
+                change_peer(nl, dp, run, &mut index, &change).await?;
             }
             None => {
                 let want = apply_edit(&run.config, e).with_context(|| label.clone())?;

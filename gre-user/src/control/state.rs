@@ -400,43 +400,36 @@ pub fn tunnel_mtu(cfg: &Config, link_mtu: u32, label: &str) -> Result<u32> {
     }
 }
 
-/// Change one peer (`new: None` removes it), already validated against the
-/// others. Only that peer's map entries and kernel routes are touched; a
-/// failure half way puts them back.
-///
-/// `host`: the host's routes (`Netlink::host_routes`) when the caller
-/// dumped them once for many peers (a mesh's snapshot); None: dumped here
-/// when the change adds a route.
-pub async fn apply_peer(
-    nl: &Netlink,
-    dp: &Datapath,
-    run: &mut Running,
-    name: &str,
-    new: Option<&PeerConfig>,
-    label: &str,
-    host: Option<&BTreeMap<IpNet, String>>,
-) -> Result<()> {
-    match apply_peer_steps(nl, dp, run, name, new, label, host).await {
+/// Change one peer, already validated against the others. Only that
+/// peer's map entries and kernel routes are touched; a failure half way
+/// puts them back.
+pub async fn apply_peer(nl: &Netlink, dp: &Datapath, run: &mut Running, c: &PeerChange<'_>) -> Result<()> {
+    match apply_peer_steps(nl, dp, run, c).await {
         Ok(()) => Ok(()),
         // The config is changed last, once every step has worked: on a
         // failure it is still what the tunnel was (no copy of 10,000 peers
         // per edit to have it).
         Err(e) => {
             let before = run.config.clone();
-            Err(undone(e, roll_back(nl, dp, run, &before, label).await))
+            Err(undone(e, roll_back(nl, dp, run, &before, c.label).await))
         }
     }
 }
 
-async fn apply_peer_steps(
-    nl: &Netlink,
-    dp: &Datapath,
-    run: &mut Running,
-    name: &str,
-    new: Option<&PeerConfig>,
-    label: &str,
-    host: Option<&BTreeMap<IpNet, String>>,
-) -> Result<()> {
+/// One peer to change.
+pub struct PeerChange<'a> {
+    pub name: &'a str,
+    /// What it becomes; None removes it.
+    pub new: Option<&'a PeerConfig>,
+    /// The source, for errors (a file, an edit, an etcd key).
+    pub label: &'a str,
+    /// The host's routes, when the caller dumped them once for many
+    /// changes (a mesh's snapshot); None: dumped here when needed.
+    pub host: Option<&'a BTreeMap<IpNet, String>>,
+}
+
+async fn apply_peer_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, c: &PeerChange<'_>) -> Result<()> {
+    let PeerChange { name, new, label, host } = *c;
     let tun = run.ifindex;
     let pos = run.config.peers.iter().position(|p| p.name == name);
     let old = pos.map(|i| run.config.peers[i].clone());

@@ -276,7 +276,6 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     let remaining: BTreeSet<[u8; 16]> = all_users.iter().filter(|(k, _)| k.tunnel_ifindex != tidx).map(|(_, u)| u.addr).collect();
     remove_where(&mut dp.local_addrs()?, |a, _| !remaining.contains(a))?;
     datapath::removed(tunnels.remove(&tidx))?;
-    crate::mesh::status::remove_status(name);
     if tunnels.keys().next().is_none() {
         // Last tunnel: once detached, the kernel frees programs and maps.
         datapath::unpin_maps()?;

@@ -114,6 +114,8 @@ impl Sender {
         sll.sll_addr[..6].copy_from_slice(&path.dst_mac);
         // A full queue or a link that is down right now is exactly what the
         // probes are there to find out; not an error.
+        // SAFETY: the frame and the address outlive the call, and the
+        // lengths are theirs.
         let _ = unsafe {
             libc::sendto(
                 self.sock.as_raw_fd(),

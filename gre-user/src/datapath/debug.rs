@@ -69,7 +69,7 @@ impl log::Log for DropNames {
 fn named(msg: &str) -> String {
     let Some((head, n)) = msg.rsplit_once("drop reason ") else { return msg.to_string() };
     match n.trim().parse::<u32>().ok().and_then(gre_common::DropReason::from_repr) {
-        Some(r) => format!("{head}drop ({})", r.name()),
+        Some(r) => format!("{head}drop ({})", gre_common::Slots::name(r)),
         None => msg.to_string(),
     }
 }

@@ -32,7 +32,7 @@ use crate::{
     config::{Config, Mac, MeshConfig, Origin, PeerIndex},
     control::{
         peers::{self, PeerChangeError},
-        state::{self, Running},
+        state::{self, PeerChange, Running},
     },
     datapath::Datapath,
     mesh::entry::{entry_field, host_of, my_links, HostEntry},
@@ -99,13 +99,8 @@ pub enum Event {
 
 /// This system's host name, the default `[mesh] host`.
 fn system_host_name() -> Result<String> {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is as long as we say; the name is NUL-terminated
-    // when it fits.
-    if unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } != 0 {
-        bail!("gethostname: {}", std::io::Error::last_os_error());
-    }
-    Ok(crate::datapath::codec::cstr(&buf))
+    let name = nix::unistd::gethostname().context("gethostname")?;
+    name.into_string().map_err(|n| anyhow!("the host name {n:?} is not UTF-8; set `host` in [mesh]"))
 }
 
 fn connect_options(m: &MeshConfig, file: &str) -> Result<ConnectOptions> {
@@ -546,7 +541,8 @@ impl Applier {
         }
         let label = format!("etcd {key}");
         let joined = pos.is_none();
-        match peers::change_peer(nl, dp, &mut self.run, &mut self.index, &label, h, Some(&peer), host).await {
+        let change = PeerChange { name: h, new: Some(&peer), label: &label, host };
+        match peers::change_peer(nl, dp, &mut self.run, &mut self.index, &change).await {
             Ok(()) => {}
             Err(PeerChangeError::Refused(e)) => {
                 self.refuse(key, &entry_field(&e.field, &to_link), &e.reason);
@@ -592,7 +588,7 @@ impl Applier {
         let Some(old) = self.run.config.peers.iter().find(|p| p.name == h && p.origin == Origin::Mesh).cloned() else {
             return false;
         };
-        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, h, None, "mesh", None).await {
+        if let Err(e) = state::apply_peer(nl, dp, &mut self.run, &PeerChange { name: h, new: None, label: "mesh", host: None }).await {
             eprintln!("{}: mesh: removing host {h}: {e:#}", self.tunnel());
             return false;
         }

@@ -61,8 +61,8 @@ pub fn status_path(name: &str) -> Result<PathBuf> {
 pub fn read_status(name: &str) -> Option<MeshStatus> {
     let text = std::fs::read_to_string(status_path(name).ok()?).ok()?;
     let mut s: MeshStatus = serde_json::from_str(&text).ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    s.running = unsafe { libc::kill(s.pid as i32, 0) } == 0;
+    // No signal: only whether the process exists.
+    s.running = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid as i32), None).is_ok();
     Some(s)
 }
 

@@ -98,15 +98,11 @@ fn ethtool_set(name: &str, cmd: u32, data: u32) -> Result<()> {
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        return Err(std::io::Error::last_os_error()).context("opening a socket for the ethtool ioctl");
-    }
-    let r = unsafe { libc::ioctl(sock, SIOCETHTOOL, &mut req) };
-    let err = std::io::Error::last_os_error();
-    unsafe { libc::close(sock) };
-    if r < 0 {
-        return Err(err.into());
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).context("opening a socket for the ethtool ioctl")?;
+    // SAFETY: SIOCETHTOOL reads one struct ifreq, which `IfReq` is, whose
+    // data points at one struct ethtool_value that outlives the call.
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error().into());
     }
     Ok(())
 }

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use gre_common::{
     names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, NeighStats, PathMtu,
-    PathStats, Peer, PeerAnnounce, PmtuEvent, ReorderStats, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC,
+    PathStats, Peer, PeerAnnounce, PmtuEvent, ReorderStats, Slots, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC,
     LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UNHEALTHY, PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_NUMBERED,
     VLAN_TO_KEY,
 };

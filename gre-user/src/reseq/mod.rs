@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     fs::File,
     io::Read,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
@@ -52,13 +52,13 @@ pub struct Resequencer {
 
 /// A tap device of this process's (gone when the descriptor closes).
 fn open_tap(name: &str) -> Result<File> {
-    // SAFETY: a plain open(2) of a path literal.
-    let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("opening /dev/net/tun for the resequencer's tap");
-    }
-    // SAFETY: fd was just opened and is owned by nothing else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .context("opening /dev/net/tun for the resequencer's tap")?;
     #[repr(C)]
     struct IfReq {
         name: [u8; 16],
@@ -79,13 +79,10 @@ fn open_tap(name: &str) -> Result<File> {
 
 /// A packet socket that sends frames out of `ifindex` and receives nothing.
 fn sender(ifindex: u32) -> Result<(OwnedFd, libc::sockaddr_ll)> {
-    // SAFETY: socket(2) with constant arguments; protocol 0 joins no tap.
-    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("opening the resequencer's packet socket");
-    }
-    // SAFETY: fd was just opened and is owned by nothing else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // Protocol 0: a packet socket that joins no tap, so it receives nothing.
+    let sock = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(socket2::Protocol::from(0)))
+        .context("opening the resequencer's packet socket")?;
+    let fd = OwnedFd::from(sock);
     // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
     let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     sa.sll_family = libc::AF_PACKET as u16;

@@ -369,9 +369,8 @@ pub fn scapy_reference(specs: serde_json::Value) -> Vec<Vec<u8>> {
 
 /// CLOCK_MONOTONIC in ns: what bpf_ktime_get_ns reads.
 pub fn boot_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC");
+    ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
 pub fn hexdump(b: &[u8]) -> String {

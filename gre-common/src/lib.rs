@@ -7,6 +7,7 @@
 pub mod announce;
 pub mod csum;
 pub mod drop;
+pub mod flags;
 pub mod gre;
 pub mod handoff;
 pub mod maps;
@@ -16,6 +17,7 @@ pub mod reseq;
 
 pub use announce::{Announce, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
 pub use drop::DropReason;
+pub use flags::{PathFlags, PeerFlags, TunnelFlags};
 pub use gre::GreHdr;
 pub use handoff::{HandoffMeta, HandoffSeq, TxDecision};
 pub use maps::*;

@@ -10,6 +10,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::flags::{PathFlags, PeerFlags, TunnelFlags};
+
 /// Most paths one peer can stripe across.
 pub const MAX_PATHS: usize = 8;
 /// Most peers in one network namespace (sizes the peer and counter maps).
@@ -33,24 +35,6 @@ pub const DEFAULT_FDB_AGE: u32 = 300;
 pub const MODE_GRE: u32 = 1;
 pub const MODE_GRETAP: u32 = 2;
 
-/// `Tunnel::flags`
-pub const TUN_KEY: u32 = 1 << 0;
-pub const TUN_SEQ: u32 = 1 << 1;
-pub const TUN_CSUM: u32 = 1 << 2;
-/// NVGRE (RFC 7637): the key is a 24-bit VSID and an 8-bit FlowID; the
-/// FlowID is taken from the inner flow's hash on transmit and ignored on
-/// receive.
-pub const TUN_NVGRE: u32 = 1 << 3;
-
-/// The tunnel's links are IPv6: outer IPv6 (next header 47).
-pub const TUN_UNDERLAY6: u32 = 1 << 4;
-
-/// `device_counters = false`: packets skip the veth crossings that let the
-/// kernel count them in the tunnel device's statistics (a few percent
-/// faster; `ip -s link` then reads 0). Transmit keeps its crossing while
-/// packets need headers of their own: see [`tx_crosses_pair`].
-pub const TUN_NO_DEV_COUNTERS: u32 = 1 << 5;
-
 /// Whether a tunnel's transmit decision crosses its veth pair before the
 /// packet is encapsulated. With sequence numbers or checksums it always
 /// does: the crossing is where the kernel segments TCP's bursts (the
@@ -58,40 +42,9 @@ pub const TUN_NO_DEV_COUNTERS: u32 = 1 << 5;
 /// and every wire packet gets a header of its own. Without the crossing the
 /// device had to ask for one-MSS packets, and BBR pacing them one by one
 /// fell to 35-44% of the links (`cargo xtask bench agg --seq`).
-pub const fn tx_crosses_pair(flags: u32) -> bool {
-    flags & TUN_NO_DEV_COUNTERS == 0 || flags & TUN_PER_PACKET != 0
+pub const fn tx_crosses_pair(flags: TunnelFlags) -> bool {
+    !flags.contains(TunnelFlags::NO_DEV_COUNTERS) || flags.intersects(TunnelFlags::PER_PACKET)
 }
-/// `gretap` trunk: the key comes from the frame's VLAN (`XGRE_VLANS`), and
-/// received frames are tagged with the VLAN of their key.
-pub const TUN_TRUNK: u32 = 1 << 6;
-/// `arp_suppress = true` (`gretap`): ARP requests and Neighbour
-/// Solicitations for addresses known behind a peer are answered on this
-/// host; only the unknown ones are flooded (`XGRE_NEIGH`).
-pub const TUN_ARP_SUPPRESS: u32 = 1 << 7;
-/// `ip_id_sequence = true`: packets are numbered per peer as with
-/// `TUN_SEQ`, but in the outer IPv4 header's Identification field (16 bits,
-/// meaningless in a DF datagram, RFC 6864) instead of 4 more GRE bytes;
-/// receive takes a peer's IPv4 ID as its number. Between xgre peers only.
-pub const TUN_IPID_SEQ: u32 = 1 << 8;
-/// `ip_id_sequence` unset on a tunnel with a peer striped over paths of
-/// unequal speed: packets leave numbered in the outer IPv4 ID as with
-/// `TUN_IPID_SEQ` (harmless to any receiver, RFC 6864), but a peer's IDs
-/// are taken for numbers only while it announces that it numbers them
-/// (`announce.rs`).
-pub const TUN_IPID_SEQ_TX: u32 = 1 << 9;
-/// `resequence` unset: under `xgre run`, only the packets of peers that
-/// announce numbering are resequenced (with it set, every numbered one).
-pub const TUN_RESEQ_ANNOUNCED: u32 = 1 << 10;
-/// `pmtu_discovery = false` (Linux's `nopmtudisc`): the outer IPv4 header
-/// leaves with DF clear, so the underlay fragments what does not fit, and
-/// no oversized inner packet is refused with an ICMP error.
-pub const TUN_NO_PMTUDISC: u32 = 1 << 11;
-/// Tunnels that number their packets in the outer IPv4 ID.
-pub const TUN_IPID_NUMBERED: u32 = TUN_IPID_SEQ | TUN_IPID_SEQ_TX;
-/// Tunnels that number their packets, one way or the other.
-pub const TUN_NUMBERED: u32 = TUN_SEQ | TUN_IPID_NUMBERED;
-/// Tunnels whose every wire packet needs a header of its own.
-pub const TUN_PER_PACKET: u32 = TUN_NUMBERED | TUN_CSUM;
 
 /// Addresses `XGRE_NEIGH` holds in one network namespace (all tunnels);
 /// the least recently used entry makes room for a new one.
@@ -110,32 +63,6 @@ pub const NEIGH_ANSWER_MARK: u32 = 0x7867_7265;
 pub const NVGRE_FLOWID_MASK: u32 = 0xff;
 /// `KeyLookup::has_key` of an NVGRE tunnel: looked up by VSID (FlowID 0).
 pub const KEY_NVGRE: u32 = 2;
-
-/// `Peer::flags`: the peer came from the mesh (etcd), not the config file;
-/// `xgre run` owns it, and `reload` and `show` leave it alone.
-pub const PEER_MESH: u32 = 1 << 0;
-
-/// `Path::flags`
-pub const PATH_UP: u32 = 1 << 0;
-/// The neighbour MAC came from the config (not from ARP).
-pub const PATH_STATIC_MAC: u32 = 1 << 2;
-/// Taken out of the rotation by the operator (`path set --down`); health
-/// checks never bring it back.
-pub const PATH_ADMIN_DOWN: u32 = 1 << 3;
-
-/// The peer's keepalive mode (`keepalive` of a `[[peer]]`), on each of its
-/// paths; neither bit: "auto", judged once the peer has answered a probe.
-/// Judged from the start: the peer is known to reflect keepalives.
-pub const PATH_KA_REQUIRED: u32 = 1 << 4;
-/// No keepalives to this peer.
-pub const PATH_KA_OFF: u32 = 1 << 5;
-/// A backup path (`standby = true`): used only while no other path of its
-/// peer is up.
-pub const PATH_STANDBY: u32 = 1 << 6;
-/// `xgre run` found the path unwell (its link down, or keepalives not
-/// coming back). Every writer of a peer keeps it, so an edit never puts a
-/// dead path back into the rotation; only `run` clears it.
-pub const PATH_UNHEALTHY: u32 = 1 << 7;
 
 /// `LinkUse::hook`
 pub const HOOK_XDP: u32 = 1;
@@ -170,8 +97,8 @@ pub struct Tunnel {
     /// decapsulated frames to it so they arrive on the tunnel device.
     pub peer_ifindex: u32,
     pub mode: u32,
-    pub flags: u32,
-    /// GRE key in host order (meaningful with `TUN_KEY`).
+    pub flags: TunnelFlags,
+    /// GRE key in host order (meaningful with `TunnelFlags::KEY`).
     pub key: u32,
     /// MAC of the tunnel device: decapsulated frames are addressed to it.
     pub mac: [u8; 6],
@@ -214,7 +141,7 @@ pub struct KeyLookup {
 pub struct Path {
     /// Link the path leaves by.
     pub ifindex: u32,
-    pub flags: u32,
+    pub flags: PathFlags,
     pub local: [u8; 16],
     pub remote: [u8; 16],
     pub src_mac: [u8; 6],
@@ -235,8 +162,8 @@ pub struct Peer {
     pub id: u32,
     pub tunnel_ifindex: u32,
     pub npaths: u32,
-    /// `PEER_*`: user space's bookkeeping; the datapath ignores them.
-    pub flags: u32,
+    /// User space's bookkeeping; the datapath ignores them.
+    pub flags: PeerFlags,
     pub paths: [Path; MAX_PATHS],
     /// Peer name from the config, NUL-padded (for status and `show`).
     pub name: [u8; 32],

@@ -12,9 +12,8 @@ use aya_ebpf::{
     helpers::generated::{bpf_skb_change_head, bpf_skb_store_bytes},
     programs::TcContext,
 };
-use gre_common::{
-    DropReason, GreHdr, Path, MAX_PATHS, TUN_CSUM, TUN_IPID_NUMBERED, TUN_KEY, TUN_NO_PMTUDISC, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
-};
+use gre_common::TunnelFlags;
+use gre_common::{DropReason, GreHdr, Path, MAX_PATHS};
 use network_types::{
     eth::EthHdr,
     ip::{Ipv4Hdr, Ipv6Hdr},
@@ -37,7 +36,7 @@ const OUTER_V6: usize = Ipv6Hdr::LEN;
 #[derive(Clone, Copy)]
 pub struct Fields {
     /// `Tunnel::flags`
-    pub flags: u32,
+    pub flags: TunnelFlags,
     /// The GRE key, FlowID included for NVGRE.
     pub key: u32,
     /// DSCP/ECN copied from the inner packet.
@@ -51,7 +50,7 @@ pub struct Fields {
 /// Bytes of outer IP header: the tunnel's links are all of one family.
 #[inline(always)]
 fn ip_len(f: &Fields) -> usize {
-    if f.flags & TUN_UNDERLAY6 != 0 {
+    if f.flags.intersects(TunnelFlags::UNDERLAY6) {
         OUTER_V6
     } else {
         OUTER_V4
@@ -135,12 +134,13 @@ fn put(ctx: &TcContext, f: &Fields, room: &Room, peer_id: u32, path_idx: u32) ->
 /// own header (gretap); else its Ethernet header becomes the outer one.
 #[inline(always)]
 pub fn grow(ctx: &TcContext, f: &Fields, tap: bool, eth: &EthHdr) -> Result<Room, DropReason> {
-    let csum_on = f.flags & TUN_CSUM != 0;
-    let gre_len = GreHdr::len_for(csum_on, f.flags & (TUN_KEY | TUN_NVGRE) != 0, f.flags & TUN_SEQ != 0) & (2 * MAX_GRE - 1);
+    let csum_on = f.flags.intersects(TunnelFlags::CSUM);
+    let gre_len = GreHdr::len_for(csum_on, f.flags.intersects(TunnelFlags::KEY | TunnelFlags::NVGRE), f.flags.intersects(TunnelFlags::SEQ))
+        & (2 * MAX_GRE - 1);
     if gre_len > MAX_GRE {
         return Err(DropReason::HelperFailed);
     }
-    let v6 = f.flags & TUN_UNDERLAY6 != 0;
+    let v6 = f.flags.intersects(TunnelFlags::UNDERLAY6);
     let len = ip_len(f) + gre_len;
     // FIXED_GSO: the tunnel's MTU already leaves room for our headers, so a
     // GSO packet's segments stay TCP's MSS and each becomes one full-size
@@ -195,7 +195,7 @@ pub fn header(ctx: &TcContext, f: &Fields, room: &Room, path: &Path, seq: u32) -
     hdr[6..12].copy_from_slice(&path.src_mac);
     let tot_len = (ctx.len() as usize - EthHdr::LEN) as u16;
     let ip = EthHdr::LEN;
-    let go = if f.flags & TUN_UNDERLAY6 != 0 {
+    let go = if f.flags.intersects(TunnelFlags::UNDERLAY6) {
         // RFC 7676: IPv6 + GRE, next header 47, no extension headers.
         hdr[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
         let vcf = (6u32 << 28) | ((f.tos as u32) << 20) | (f.flow & 0xf_ffff);
@@ -221,8 +221,8 @@ fn outer_v4(hdr: &mut [u8; HDR_MAX], f: &Fields, path: &Path, tot_len: u16, seq:
     hdr[ip] = 0x45;
     hdr[ip + 1] = f.tos;
     hdr[ip + 2..ip + 4].copy_from_slice(&tot_len.to_be_bytes());
-    let df = f.flags & TUN_NO_PMTUDISC == 0;
-    if f.flags & TUN_IPID_NUMBERED != 0 {
+    let df = !f.flags.intersects(TunnelFlags::NO_PMTUDISC);
+    if f.flags.intersects(TunnelFlags::IPID_NUMBERED) {
         // The peer's number, in a field a DF datagram does not use (RFC
         // 6864 section 4.1): numbered at no cost in bytes. Without DF it
         // is unique per peer for 65,536 packets, as reassembly needs.
@@ -252,9 +252,9 @@ fn gre_fields(hdr: &mut [u8; HDR_MAX], go: usize, f: &Fields, room: &Room, seq: 
     // combination of optional fields: each field is written where it goes
     // when present; an absent field is zero and lands where the next
     // present one overwrites it, or past the header, which is not stored.
-    let c = ((f.flags & TUN_CSUM) != 0) as usize;
-    let k = ((f.flags & (TUN_KEY | TUN_NVGRE)) != 0) as usize;
-    let q = ((f.flags & TUN_SEQ) != 0) as usize;
+    let c = f.flags.intersects(TunnelFlags::CSUM) as usize;
+    let k = f.flags.intersects(TunnelFlags::KEY | TunnelFlags::NVGRE) as usize;
+    let q = f.flags.intersects(TunnelFlags::SEQ) as usize;
     let flags = ((c as u16) << 15) | ((k as u16) << 13) | ((q as u16) << 12);
     hdr[go..go + 4].copy_from_slice(&GreHdr::new(flags, f.proto).flags_and_proto());
     let key_at = (go + 4 + 4 * c) & 127;

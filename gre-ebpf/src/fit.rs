@@ -13,9 +13,10 @@
 //! sender's TCP takes the error as about its segment.
 
 use aya_ebpf::{bindings::__sk_buff, programs::TcContext};
+use gre_common::TunnelFlags;
 use gre_common::{
     pmtu::{PmtuEvent, MIN_PMTU_V4},
-    DropReason, GreHdr, TUN_CSUM, TUN_KEY, TUN_NO_PMTUDISC, TUN_NVGRE, TUN_SEQ, TUN_UNDERLAY6,
+    DropReason, GreHdr,
 };
 use network_types::{
     eth::EthHdr,
@@ -51,18 +52,23 @@ const IP_DF: u8 = 2;
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn xgre_fit(skb: *mut __sk_buff, peer_id: u32, flags: u32, tap: u32, ether_type: u32) -> i64 {
+    let flags = TunnelFlags::from_bits_retain(flags);
     let ctx = TcContext::new(skb);
     global::encode(fit(&ctx, peer_id, flags, tap != 0, ether_type as u16))
 }
 
 #[inline(always)]
-fn fit(ctx: &TcContext, peer_id: u32, flags: u32, tap: bool, ether_type: u16) -> Result<i32, DropReason> {
-    if flags & TUN_NO_PMTUDISC != 0 {
+fn fit(ctx: &TcContext, peer_id: u32, flags: TunnelFlags, tap: bool, ether_type: u16) -> Result<i32, DropReason> {
+    if flags.intersects(TunnelFlags::NO_PMTUDISC) {
         return Ok(FITS);
     }
-    let v6 = flags & TUN_UNDERLAY6 != 0;
+    let v6 = flags.intersects(TunnelFlags::UNDERLAY6);
     let overhead = if v6 { Ipv6Hdr::LEN } else { Ipv4Hdr::LEN }
-        + GreHdr::len_for(flags & TUN_CSUM != 0, flags & (TUN_KEY | TUN_NVGRE) != 0, flags & TUN_SEQ != 0)
+        + GreHdr::len_for(
+            flags.intersects(TunnelFlags::CSUM),
+            flags.intersects(TunnelFlags::KEY | TunnelFlags::NVGRE),
+            flags.intersects(TunnelFlags::SEQ),
+        )
         + if tap { EthHdr::LEN } else { 0 };
     let l3 = wire_l3(ctx, ether_type);
     let outer = (l3 + overhead) as u32;

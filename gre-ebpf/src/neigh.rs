@@ -19,9 +19,9 @@ use aya_ebpf::{
     helpers::generated::bpf_skb_change_tail,
     programs::TcContext,
 };
+use gre_common::TunnelFlags;
 use gre_common::{
     v4_mapped, DropReason, NeighEntry, NeighKey, NeighStats, Tunnel, FDB_STATIC, NEIGH_ANSWER_MARK, NEIGH_REMOTE, NEIGH_ROUTER,
-    TUN_ARP_SUPPRESS, TUN_TRUNK,
 };
 use network_types::{arp::ArpHdr, eth::EthHdr, ip::Ipv6Hdr, vlan::VlanHdr};
 
@@ -124,7 +124,7 @@ fn ours(ctx: &TcContext) -> Result<Option<(&'static Tunnel, EthHdr, usize, u16)>
         return Ok(None);
     }
     let Some(tunnel) = TUNNELS.lookup(ctx.ifindex()) else { return Ok(None) };
-    if tunnel.flags & TUN_ARP_SUPPRESS == 0 {
+    if !tunnel.flags.intersects(TunnelFlags::ARP_SUPPRESS) {
         return Ok(None);
     }
     Ok(Some((tunnel, eth, l3, et)))
@@ -132,7 +132,7 @@ fn ours(ctx: &TcContext) -> Result<Option<(&'static Tunnel, EthHdr, usize, u16)>
 
 #[inline(always)]
 fn vid(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr) -> Result<u16, DropReason> {
-    if tunnel.flags & TUN_TRUNK != 0 {
+    if tunnel.flags.intersects(TunnelFlags::TRUNK) {
         trunk::frame_vid(ctx, eth)
     } else {
         Ok(0)

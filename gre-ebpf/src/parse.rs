@@ -2,9 +2,10 @@
 //! one of our tunnels, and is it well formed? Shared by the XDP and TC
 //! receive programs.
 
+use gre_common::TunnelFlags;
 use gre_common::{
     pmtu::PmtuEvent, v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, PROTO_KEEPALIVE, TUN_IPID_SEQ, TUN_RESEQ_ANNOUNCED, TUN_TRUNK,
+    NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
 };
 use network_types::{
     eth::EthHdr,
@@ -167,15 +168,21 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     };
     let tun_ifindex = tunnel_of(lookup).ok_or(DropReason::KeyMismatch)?;
     let tunnel = *TUNNELS.lookup(tun_ifindex).ok_or(DropReason::KeyMismatch)?;
-    let vid = if tunnel.flags & TUN_TRUNK != 0 { trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)? } else { 0 };
+    let vid = if tunnel.flags.intersects(TunnelFlags::TRUNK) {
+        trunk::vid_of(tunnel.ifindex, lookup.key).ok_or(DropReason::KeyMismatch)?
+    } else {
+        0
+    };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
     let path = *RX_PATHS.lookup(rx_key).ok_or(DropReason::UnknownPeer)?;
     let announced = announce::in_force(path.peer_id);
     let seq = match gre_seq {
-        None if v4 && (tunnel.flags & TUN_IPID_SEQ != 0 || announced & ANNOUNCE_IPID != 0) => Some(seq::widen(path.peer_id, ip_id)),
+        None if v4 && (tunnel.flags.intersects(TunnelFlags::IPID_SEQ) || announced & ANNOUNCE_IPID != 0) => {
+            Some(seq::widen(path.peer_id, ip_id))
+        }
         s => s,
     };
-    let resequence = seq.is_some() && (tunnel.flags & TUN_RESEQ_ANNOUNCED == 0 || announced != 0);
+    let resequence = seq.is_some() && (!tunnel.flags.intersects(TunnelFlags::RESEQ_ANNOUNCED) || announced != 0);
 
     let proto = gre.proto();
     if proto == PROTO_KEEPALIVE {

@@ -8,7 +8,8 @@
 //! weighted round-robin, packet for packet.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use gre_common::{path_slot, Path, Peer, MAX_PATHS, PATH_UP};
+use gre_common::PathFlags;
+use gre_common::{path_slot, Path, Peer, MAX_PATHS};
 
 use crate::kernel::{now_ns, Lookup};
 use crate::maps::{PATH_BYTES, PATH_MTU, PEERS};
@@ -53,7 +54,7 @@ pub fn select(peer: &Peer, bytes: u64) -> Option<(u32, &Path)> {
             break;
         }
         let p = &peer.paths[j];
-        if p.flags & PATH_UP == 0 || p.weight == 0 {
+        if !p.flags.intersects(PathFlags::UP) || p.weight == 0 {
             continue;
         }
         // SAFETY: an array value stays mapped; volatile because other CPUs
@@ -102,7 +103,7 @@ pub extern "C" fn xgre_peer_pmtu(peer_id: u32) -> u32 {
             break;
         }
         let p = &peer.paths[j];
-        if p.flags & PATH_UP == 0 || p.weight == 0 {
+        if !p.flags.intersects(PathFlags::UP) || p.weight == 0 {
             continue;
         }
         let Some(e) = PATH_MTU.get(path_slot(peer.id, j as u32)) else { continue };

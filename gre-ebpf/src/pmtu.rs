@@ -62,11 +62,7 @@ pub extern "C" fn xgre_pmtu_learn_xdp(ctx: *mut xdp_md, at: u32, v4: u32) -> i64
     if ctx.is_null() {
         return 0;
     }
-    let ctx = XdpContext::new(ctx);
-    if let Some(e) = learn(&ctx, at as usize, v4 != 0) {
-        count(e);
-    }
-    0
+    learn_and_count(&XdpContext::new(ctx), at, v4)
 }
 
 #[no_mangle]
@@ -75,8 +71,12 @@ pub extern "C" fn xgre_pmtu_learn_tc(skb: *mut __sk_buff, at: u32, v4: u32) -> i
     if skb.is_null() {
         return 0;
     }
-    let ctx = TcContext::new(skb);
-    if let Some(e) = learn(&ctx, at as usize, v4 != 0) {
+    learn_and_count(&TcContext::new(skb), at, v4)
+}
+
+#[inline(always)]
+fn learn_and_count<P: Packet>(pkt: &P, at: u32, v4: u32) -> i64 {
+    if let Some(e) = learn(pkt, at as usize, v4 != 0) {
         count(e);
     }
     0

@@ -19,7 +19,8 @@ use aya_ebpf::{
     helpers::generated::{bpf_check_mtu, bpf_skb_vlan_push, bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
     programs::{TcContext, XdpContext},
 };
-use gre_common::{DropReason, HandoffMeta, HandoffSeq, MODE_GRETAP, TUN_NO_DEV_COUNTERS};
+use gre_common::TunnelFlags;
+use gre_common::{DropReason, HandoffMeta, HandoffSeq, MODE_GRETAP};
 use network_types::{eth::EthHdr, vlan::VlanHdr};
 
 use crate::kernel::{redirect, skb_of};
@@ -289,7 +290,7 @@ fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
 /// when the tunnel counts nothing (`device_counters = false`).
 #[inline(always)]
 fn counted_via(rx: &Rx) -> u32 {
-    if rx.tunnel.flags & TUN_NO_DEV_COUNTERS != 0 {
+    if rx.tunnel.flags.intersects(TunnelFlags::NO_DEV_COUNTERS) {
         0
     } else {
         rx.tunnel.peer_ifindex

@@ -5,7 +5,8 @@
 //! and that kills aggregation): receive only measures.
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
-use gre_common::{DropReason, LATE_DISPLACEMENT, TUN_NUMBERED};
+use gre_common::TunnelFlags;
+use gre_common::{DropReason, LATE_DISPLACEMENT};
 
 use crate::maps::{REORDER, RX_SEQ, TX_SEQ};
 
@@ -65,8 +66,8 @@ pub fn widen(peer_id: u32, id: u16) -> u32 {
 /// (RFC 2890's sequence number, or its low 16 bits as the outer IPv4 ID),
 /// else 0.
 #[inline(always)]
-pub fn next_seq(tunnel_flags: u32, peer_id: u32) -> Result<u32, DropReason> {
-    if tunnel_flags & TUN_NUMBERED == 0 {
+pub fn next_seq(tunnel_flags: TunnelFlags, peer_id: u32) -> Result<u32, DropReason> {
+    if !tunnel_flags.intersects(TunnelFlags::NUMBERED) {
         return Ok(0);
     }
     let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;

@@ -11,10 +11,11 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
+use gre_common::TunnelFlags;
 use gre_common::{
     handoff::{TX_CLEAR_DF, TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
     tx_crosses_pair, v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE,
-    MODE_GRETAP, NVGRE_FLOWID_MASK, TUN_NO_PMTUDISC, TUN_NVGRE, TUN_PER_PACKET, TUN_TRUNK, TUN_UNDERLAY6,
+    MODE_GRETAP, NVGRE_FLOWID_MASK,
 };
 use network_types::{
     eth::EthHdr,
@@ -107,7 +108,7 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
     let mut proto_tos = ((proto as u32) << 16) | tos as u32;
     let d = if !target.flood {
         let tap = (tunnel.mode == MODE_GRETAP) as u32;
-        match global::decode(fit::xgre_fit(skb, target.peer, tunnel.flags, tap, u16::from_be(eth.ether_type) as u32))? {
+        match global::decode(fit::xgre_fit(skb, target.peer, tunnel.flags.bits(), tap, u16::from_be(eth.ether_type) as u32))? {
             fit::FITS => {}
             fit::CLEAR_DF => proto_tos |= TX_CLEAR_DF,
             answer => return Ok(answer),
@@ -199,7 +200,7 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(TC_ACT_SHOT);
     }
     let tunnel: &Tunnel = TUNNELS.lookup(d.tunnel_ifindex).ok_or(DropReason::TxUnsupported)?;
-    if tunnel.flags & TUN_PER_PACKET != 0 && skb_of(ctx).gso_segs > 1 {
+    if tunnel.flags.intersects(TunnelFlags::PER_PACKET) && skb_of(ctx).gso_segs > 1 {
         // GSO would copy one sequence number or checksum to every segment.
         // The device segments what it sends (its TSO is off), so that
         // the stack can hand it bursts and each segment reaches us here
@@ -207,20 +208,20 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
         return Err(DropReason::TxGsoPerPacket);
     }
     let mut key = tunnel.key;
-    if tunnel.flags & TUN_TRUNK != 0 {
+    if tunnel.flags.intersects(TunnelFlags::TRUNK) {
         key = trunk::leave(ctx, tunnel, &ctx.read(0)?)?;
     }
     let eth: EthHdr = ctx.read(0)?;
     // SAFETY: `skb` is the context the kernel passed to this run.
-    let hash = if tunnel.flags & (TUN_NVGRE | TUN_UNDERLAY6) != 0 { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };
-    if tunnel.flags & TUN_NVGRE != 0 {
+    let hash = if tunnel.flags.intersects(TunnelFlags::NVGRE | TunnelFlags::UNDERLAY6) { unsafe { bpf_get_hash_recalc(skb) } } else { 0 };
+    if tunnel.flags.intersects(TunnelFlags::NVGRE) {
         // RFC 7637 section 3.1: the FlowID spreads one VSID's flows over
         // the underlay's paths; the inner flow hash keeps a flow on one.
         key = (key & !NVGRE_FLOWID_MASK) | (hash & NVGRE_FLOWID_MASK);
     }
     // The outer IPv6 flow label, for the same reason (RFC 6438).
     // Too big for its path and not to be answered: DF clear, this once.
-    let flags = if d.clear_df() { tunnel.flags | TUN_NO_PMTUDISC } else { tunnel.flags };
+    let flags = if d.clear_df() { tunnel.flags | TunnelFlags::NO_PMTUDISC } else { tunnel.flags };
     let fields = Fields { flags, key, tos: d.tos(), proto: d.proto(), flow: hash };
     let tap = tunnel.mode == MODE_GRETAP;
     // Counters count inner bytes: the IP packet, or the whole frame (gretap).
@@ -325,7 +326,7 @@ fn route6(tun: [u8; 4], addr: [u8; 16]) -> Option<u32> {
 fn tap_target(ctx: &TcContext, tunnel: &Tunnel, eth: &EthHdr, from_peer: bool) -> Result<(Target, u8, u16), DropReason> {
     // A trunk learns and looks up per VLAN, and refuses a VLAN it has no
     // key for here, where the drop is counted as the device's.
-    let vid = if tunnel.flags & TUN_TRUNK != 0 {
+    let vid = if tunnel.flags.intersects(TunnelFlags::TRUNK) {
         let vid = trunk::frame_vid(ctx, eth)?;
         trunk::key_of(tunnel, vid)?;
         vid

@@ -223,7 +223,7 @@ fn short_l3(f: &[u8]) -> bool {
 
 fn datapath() -> Dp {
     let mut dp = Dp::new();
-    dp.tunnel(Some(KEY), 0);
+    dp.tunnel(Some(KEY), TunnelFlags::empty());
     dp.peer(0, &[1]);
     let rx = RxKey { tunnel_ifindex: TUN, remote: REMOTE6, local: LOCAL6 };
     dp.rx_paths().insert(rx, RxPath { peer_id: 0, path: 0 }, 0).unwrap();

@@ -30,12 +30,12 @@ fn encapsulation_matches_scapy_byte_for_byte() {
     let mut got = Vec::new();
     for (key, seq, csum, tos) in cases {
         let mut dp = Dp::new();
-        let mut flags = 0;
+        let mut flags = TunnelFlags::empty();
         if seq {
-            flags |= TUN_SEQ;
+            flags |= TunnelFlags::SEQ;
         }
         if csum {
-            flags |= TUN_CSUM;
+            flags |= TunnelFlags::CSUM;
         }
         dp.tunnel(key, flags);
         dp.peer(0, &[1]);
@@ -69,7 +69,7 @@ fn encapsulation_matches_scapy_byte_for_byte() {
 #[test]
 fn ip_id_sequence_numbers_packets_in_the_outer_ipv4_id() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), TUN_IPID_SEQ);
+    dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
     dp.peer(0, &[1]);
     let inner = inner_packet(64, 0);
     let mut got = Vec::new();
@@ -123,7 +123,7 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
     let with_id = |id: u16| frame_with_ip_id(id, valid(Some(42)), &inner);
     let handed = handed_number;
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), TUN_IPID_SEQ);
+    dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
     dp.peer(3, &[1]);
     // 65534, 65535, then 0 is 65536 and 1 is 65537; 65533 arriving late
     // stays below the wrap.
@@ -136,14 +136,14 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
     let r = reorder_stats(&dp, 3);
     assert_eq!((r.in_order, r.out_of_order, r.max_displacement), (5, 2, 3), "reorder telemetry across the wrap: {r:?}");
     let mut plain = Dp::new();
-    plain.tunnel(Some(42), 0);
+    plain.tunnel(Some(42), TunnelFlags::empty());
     plain.peer(3, &[1]);
     let (ret, out) = plain.run(PROG_RX_XDP, &with_id(7), None);
     assert_eq!(ret, XDP_PASS);
     assert_eq!(handed(&out), None, "a tunnel without ip_id_sequence hands on no number");
 }
 
-/// `resequence` unset (`TUN_RESEQ_ANNOUNCED`): a peer's IPv4 IDs are
+/// `resequence` unset (`TunnelFlags::RESEQ_ANNOUNCED`): a peer's IPv4 IDs are
 /// numbers, and its numbered packets go to the resequencer, only while its
 /// keepalives announce that it numbers them. Another implementation's IDs
 /// (no announcement) are never taken for numbers.
@@ -160,7 +160,7 @@ fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
         m.get(&3, 0).unwrap()
     };
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), TUN_RESEQ_ANNOUNCED);
+    dp.tunnel(Some(42), TunnelFlags::RESEQ_ANNOUNCED);
     dp.peer(3, &[1]);
     let (ret, out) = dp.run(PROG_RX_XDP, &with_id(7, valid(Some(42))), None);
     assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
@@ -199,10 +199,10 @@ fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     std::thread::sleep(std::time::Duration::from_millis(5));
     let (_, out) = dp.run(PROG_RX_XDP, &with_id(15, valid(Some(42))), None);
     assert_eq!(handed(&out), None, "lapsed after 1 ms");
-    // With `resequence` set (no TUN_RESEQ_ANNOUNCED), every numbered
+    // With `resequence` set (no TunnelFlags::RESEQ_ANNOUNCED), every numbered
     // packet goes, announced or not, as before.
     let mut set = Dp::new();
-    set.tunnel(Some(42), 0);
+    set.tunnel(Some(42), TunnelFlags::empty());
     set.peer(3, &[1]);
     let (_, out) = set.run(PROG_RX_XDP, &gre_seq(5), None);
     assert_eq!(handed(&out), Some((3, 5)));
@@ -214,11 +214,11 @@ fn per_packet_headers_cross_the_pair_even_without_device_counters() {
     // is where the kernel segments TCP's bursts for per-packet headers:
     // a sequenced tunnel must still hand its decision to the hidden end.
     for (flags, crosses) in [
-        (TUN_NO_DEV_COUNTERS, false),
-        (TUN_SEQ | TUN_NO_DEV_COUNTERS, true),
-        (TUN_IPID_SEQ | TUN_NO_DEV_COUNTERS, true),
-        (TUN_CSUM | TUN_NO_DEV_COUNTERS, true),
-        (TUN_SEQ, true),
+        (TunnelFlags::NO_DEV_COUNTERS, false),
+        (TunnelFlags::SEQ | TunnelFlags::NO_DEV_COUNTERS, true),
+        (TunnelFlags::IPID_SEQ | TunnelFlags::NO_DEV_COUNTERS, true),
+        (TunnelFlags::CSUM | TunnelFlags::NO_DEV_COUNTERS, true),
+        (TunnelFlags::SEQ, true),
     ] {
         let mut dp = Dp::new();
         dp.tunnel(Some(1), flags);
@@ -229,14 +229,14 @@ fn per_packet_headers_cross_the_pair_even_without_device_counters() {
         assert_eq!(ret, want, "flags {flags:#x}: {PROG_TX} returned {ret}; drops {:?}", dp.drops());
         let (ret, out) = dp.tx(&frame, 1);
         assert_eq!(ret, TC_ACT_REDIRECT, "flags {flags:#x}: not sent; drops {:?}", dp.drops());
-        assert_eq!(out.len(), frame.len() + 20 + 4 + 4 + 4 * (flags & (TUN_SEQ | TUN_CSUM) != 0) as usize);
+        assert_eq!(out.len(), frame.len() + 20 + 4 + 4 + 4 * (flags.intersects(TunnelFlags::SEQ | TunnelFlags::CSUM)) as usize);
     }
 }
 
 #[test]
 fn transmit_drops_what_it_cannot_send() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(1), TUN_SEQ);
+    dp.tunnel(Some(1), TunnelFlags::SEQ);
     dp.peer(0, &[1]);
     // No route for this destination.
     let mut inner = inner_packet(10, 0);
@@ -263,7 +263,7 @@ fn valid(key: Option<u32>) -> Gre {
 fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
     for g in [valid(Some(42)), Gre { csum: true, seq: Some(9), ..valid(Some(42)) }] {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(3, &[1]);
         let inner = inner_packet(333, 0);
         let frame = gre_frame(REMOTE, LOCAL, 0x4000, g, &inner);
@@ -297,7 +297,7 @@ fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
 #[test]
 fn receive_passes_what_is_not_ours_untouched() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), 0);
+    dp.tunnel(Some(42), TunnelFlags::empty());
     dp.peer(0, &[1]);
     let inner = inner_packet(20, 0);
     let frames = [
@@ -358,7 +358,7 @@ fn every_malformed_packet_is_dropped_and_counted_under_its_reason() {
     for (reason, frame) in &cases {
         for prog in [PROG_RX_TC, PROG_RX_XDP] {
             let mut dp = Dp::new();
-            dp.tunnel(Some(42), 0);
+            dp.tunnel(Some(42), TunnelFlags::empty());
             dp.peer(0, &[1]);
             let (ret, _) = dp.run(prog, frame, None);
             let want = if prog == PROG_RX_TC { TC_ACT_SHOT } else { XDP_DROP };
@@ -371,7 +371,7 @@ fn every_malformed_packet_is_dropped_and_counted_under_its_reason() {
     }
     // And the well-formed version of the same packet goes through.
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), 0);
+    dp.tunnel(Some(42), TunnelFlags::empty());
     dp.peer(0, &[1]);
     assert_eq!(dp.run(PROG_RX_TC, &ok, None).0, TC_ACT_REDIRECT);
 }
@@ -380,7 +380,7 @@ fn every_malformed_packet_is_dropped_and_counted_under_its_reason() {
 fn weights_are_honoured_within_five_percent_over_10000_packets() {
     for weights in [vec![1, 1], vec![2, 1], vec![11, 45], vec![3, 1, 1, 1]] {
         let mut dp = Dp::new();
-        dp.tunnel(None, 0);
+        dp.tunnel(None, TunnelFlags::empty());
         dp.peer(5, &weights);
         let frame = tunnel_frame(&inner_packet(32, 0));
         // One run per packet: a repeated skb run would re-encapsulate its
@@ -436,7 +436,7 @@ fn reorder_stats(dp: &Dp, peer: u32) -> ReorderStats {
 fn out_of_order_packets_are_delivered_and_measured() {
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), TUN_SEQ);
+        dp.tunnel(Some(42), TunnelFlags::SEQ);
         dp.peer(2, &[1]);
         let inner = inner_packet(40, 0);
         for seq in [1u32, 2, 3, 5, 4, 10, 6, 200, 100] {
@@ -459,7 +459,7 @@ fn out_of_order_packets_are_delivered_and_measured() {
 fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(4, &[1]);
         // What comes back when the peer reflects our keepalive: GRE with
         // protocol type 0, from the peer's address to ours.
@@ -485,7 +485,7 @@ fn the_peers_keepalives_are_sent_back_out_of_the_link() {
     // with the same IPv4-in-GRE keepalives.
     for (prog, mode) in [(PROG_RX_TC, MODE_GRE), (PROG_RX_XDP, MODE_GRE), (PROG_RX_TC, MODE_GRETAP), (PROG_RX_XDP, MODE_GRETAP)] {
         let mut dp = Dp::new();
-        dp.tunnel_mode(mode, Some(42), 0);
+        dp.tunnel_mode(mode, Some(42), TunnelFlags::empty());
         dp.peer(1, &[1]);
         let (ret, out) = dp.run(prog, &frame, None);
         if prog == PROG_RX_TC {
@@ -509,7 +509,7 @@ fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
     other_mac[5] ^= 1;
     for (what, frame, owner) in [("flooded from another link", &good, 55u32), ("another MAC", &other_mac, 1)] {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(0, &[1]);
         let l = LocalAddr { ifindex: owner, mac: LINK_MAC, _pad: [0; 2] };
         dp.local_addrs().insert(v4_mapped(LOCAL), l, 0).unwrap();
@@ -525,7 +525,7 @@ fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
 #[test]
 fn inner_ipv6_is_carried_both_ways() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), 0);
+    dp.tunnel(Some(42), TunnelFlags::empty());
     dp.peer(0, &[1]);
     let udp: Vec<u8> = (0..37u8).collect();
     let inner = ipv6(INNER6_SRC, INNER6_DST, 0xb8, &udp);
@@ -561,7 +561,7 @@ const HOST_B: [u8; 6] = [0x02, 0xbb, 0, 0, 0, 2];
 #[test]
 fn gretap_carries_whole_ethernet_frames_both_ways_and_learns_macs() {
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.tunnel_mode(MODE_GRETAP, Some(7), TunnelFlags::empty());
     dp.peer(2, &[1]);
     // A frame from a local host to one the table placed behind peer 2.
     let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(61, 0x28));
@@ -605,7 +605,7 @@ fn gretap_carries_whole_ethernet_frames_both_ways_and_learns_macs() {
 #[test]
 fn a_frame_never_goes_back_to_the_peer_it_came_from() {
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.tunnel_mode(MODE_GRETAP, Some(7), TunnelFlags::empty());
     dp.peer(2, &[1]);
     dp.learn(HOST_A, 2);
     dp.learn(HOST_B, 2);
@@ -631,7 +631,7 @@ fn a_frame_never_goes_back_to_the_peer_it_came_from() {
 #[test]
 fn stale_macs_are_flooded_again() {
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.tunnel_mode(MODE_GRETAP, Some(7), TunnelFlags::empty());
     dp.peer(2, &[1]);
     // Learned 301 s ago: past the default aging time of 300 s.
     let old = boot_ns().saturating_sub(301_000_000_000);
@@ -648,7 +648,7 @@ fn stale_macs_are_flooded_again() {
 #[test]
 fn nvgre_puts_the_vsid_and_a_flow_id_in_the_key() {
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TUN_NVGRE);
+    dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TunnelFlags::NVGRE);
     dp.peer(0, &[1]);
     dp.learn(HOST_B, 0);
     let frame = eth(HOST_B, HOST_A, 0x0800, &inner_packet(40, 0));
@@ -676,7 +676,7 @@ fn nvgre_puts_the_vsid_and_a_flow_id_in_the_key() {
 #[test]
 fn gre_multicast_without_a_list_goes_nowhere_and_with_one_skips_its_source() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), 0);
+    dp.tunnel(Some(42), TunnelFlags::empty());
     dp.peer(0, &[1]);
     let mut mc = inner_packet(20, 0);
     mc[16..20].copy_from_slice(&[239, 0, 0, 10]);
@@ -702,7 +702,7 @@ const REMOTE6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 #[test]
 fn an_ipv6_underlay_carries_gre_after_next_header_47() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), TUN_UNDERLAY6);
+    dp.tunnel(Some(42), TunnelFlags::UNDERLAY6);
     v6_peer(&mut dp);
 
     let inner = inner_packet(77, 0xb8);
@@ -760,7 +760,7 @@ fn a_small_frame_behind_a_40_byte_ipv6_header_is_decapsulated() {
     // An ARP request is 28 bytes after its Ethernet header: shorter than
     // the IPv6 header it arrived behind.
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(42), TUN_UNDERLAY6);
+    dp.tunnel_mode(MODE_GRETAP, Some(42), TunnelFlags::UNDERLAY6);
     v6_peer(&mut dp);
     let arp = eth([0xff; 6], HOST_A, 0x0806, &[1u8; 28]);
     let g = gre(Gre { proto: 0x6558, ..valid(Some(42)) }, &arp);
@@ -785,7 +785,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let (l6, r6) = (std::net::Ipv6Addr::from(LOCAL6), std::net::Ipv6Addr::from(REMOTE6));
     // The peer's IPv6 keepalive is sent back as IPv6.
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), TUN_UNDERLAY6);
+    dp.tunnel(Some(42), TunnelFlags::UNDERLAY6);
     v6_peer(&mut dp);
     let ka = gre_user::daemon::keepalive::build(r6.into(), l6.into(), Some(42), None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ka);
@@ -806,7 +806,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
 
     // NVGRE: probes carry the VSID with FlowID 0 and reach the tunnel.
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TUN_NVGRE);
+    dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TunnelFlags::NVGRE);
     dp.peer(1, &[1]);
     let ka = gre_user::daemon::keepalive::build(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8), None);
     let (ret, _) = dp.run(PROG_RX_TC, &eth(LINK_MAC, PEER_MAC, 0x0800, &ka), None);
@@ -817,7 +817,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
 #[test]
 fn a_static_mac_neither_ages_nor_moves() {
     let mut dp = Dp::new();
-    dp.tunnel_mode(MODE_GRETAP, Some(7), 0);
+    dp.tunnel_mode(MODE_GRETAP, Some(7), TunnelFlags::empty());
     dp.peer(2, &[1]);
     let set = |dp: &mut Dp, peer: u32| {
         dp.fdb_map()
@@ -867,7 +867,7 @@ fn ipv4_mapped_ipv6_frames_never_reach_an_ipv4_tunnel() {
         let frame = gre6_frame(v4_mapped(REMOTE), v4_mapped(LOCAL), valid(Some(42)), &payload);
         for (prog, want) in [(PROG_RX_TC, TC_ACT_SHOT), (PROG_RX_XDP, XDP_DROP)] {
             let mut dp = Dp::new();
-            dp.tunnel(Some(42), 0);
+            dp.tunnel(Some(42), TunnelFlags::empty());
             dp.peer(0, &[1]);
             let (ret, _) = dp.run(prog, &frame, None);
             assert_eq!(ret, want, "{prog}: a mapped-address frame was not dropped");
@@ -906,14 +906,14 @@ fn a_bad_outer_ipv4_header_checksum_is_dropped_options_included() {
     for (prog, drop, deliver) in [(PROG_RX_TC, TC_ACT_SHOT, TC_ACT_REDIRECT), (PROG_RX_XDP, XDP_DROP, XDP_PASS)] {
         for frame in [&bad, &bad_opts] {
             let mut dp = Dp::new();
-            dp.tunnel(Some(42), 0);
+            dp.tunnel(Some(42), TunnelFlags::empty());
             dp.peer(0, &[1]);
             assert_eq!(dp.run(prog, frame, None).0, drop, "{prog}");
             assert_eq!(dp.drops(), BTreeMap::from([("bad_ip_checksum", 1)]), "{prog}");
             assert_eq!(dp.path_stats(0, 0).rx_packets, 0, "{prog}");
         }
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(0, &[1]);
         let (ret, out) = dp.run(prog, &with_opts, None);
         assert_eq!(ret, deliver, "{prog}: options with a right checksum: drops {:?}", dp.drops());
@@ -938,7 +938,7 @@ fn gre_on_a_vlan_is_not_ours_but_a_priority_tag_is() {
     let want = eth(TUN_MAC, PEER_MAC, 0x0800, &inner);
     let new = || {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(0, &[1]);
         dp
     };
@@ -1031,7 +1031,7 @@ fn the_gre_checksum_covers_the_inner_checksum_the_stack_fills_later() {
         (MODE_GRETAP, true, true, 64),
     ] {
         let mut dp = Dp::new();
-        dp.tunnel_mode(mode, Some(42), TUN_CSUM);
+        dp.tunnel_mode(mode, Some(42), TunnelFlags::CSUM);
         dp.peer(0, &[1]);
         let inner = tcp_packet(v6, payload, finished);
         let ty = if v6 { 0x86DD } else { 0x0800 };

@@ -1,5 +1,5 @@
 use super::*;
-use gre_common::{TUN_IPID_SEQ, TUN_IPID_SEQ_TX, TUN_RESEQ_ANNOUNCED};
+use gre_common::TunnelFlags;
 
 /// `fingerprint_is_a_sha256_of_the_canonical_text_and_stable_across_builds`
 const PINNED: u64 = 0x50e97228fa5a8fb9;
@@ -58,7 +58,10 @@ fn unequal_paths_are_numbered_and_resequenced_unless_turned_off() {
     assert!(c.auto_ip_id_sequence() && c.segments_per_packet() && c.auto_resequence());
     assert!(c.advice("t.toml").is_empty());
     let flags = crate::datapath::codec::tunnel_value(&c, Default::default()).flags;
-    assert_eq!(flags & (TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED | TUN_IPID_SEQ), TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED);
+    assert_eq!(
+        flags & (TunnelFlags::IPID_SEQ_TX | TunnelFlags::RESEQ_ANNOUNCED | TunnelFlags::IPID_SEQ),
+        TunnelFlags::IPID_SEQ_TX | TunnelFlags::RESEQ_ANNOUNCED
+    );
     let r = cfg(two("rate = \"300mbit\"", "rate = \"100mbit\"", ""));
     assert!(r.auto_ip_id_sequence());
     // Equal shares and standby paths stripe in order: not numbered; a
@@ -73,7 +76,7 @@ fn unequal_paths_are_numbered_and_resequenced_unless_turned_off() {
     let explicit = cfg(two("weight = 3", "weight = 1", "resequence = 5\nip_id_sequence = true"));
     assert!(!explicit.auto_ip_id_sequence() && !explicit.auto_resequence() && explicit.advice("t.toml").is_empty());
     let flags = crate::datapath::codec::tunnel_value(&explicit, Default::default()).flags;
-    assert_eq!(flags & (TUN_IPID_SEQ_TX | TUN_RESEQ_ANNOUNCED | TUN_IPID_SEQ), TUN_IPID_SEQ);
+    assert_eq!(flags & (TunnelFlags::IPID_SEQ_TX | TunnelFlags::RESEQ_ANNOUNCED | TunnelFlags::IPID_SEQ), TunnelFlags::IPID_SEQ);
     // Turned off, or unannounced: advice naming the file, peer and field.
     let a = cfg(two("weight = 3", "weight = 1", "resequence = 0")).advice("t.toml");
     assert_eq!(a.len(), 1, "{a:?}");

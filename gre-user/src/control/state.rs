@@ -6,6 +6,7 @@
 //! and `map-edit` all go through here, so every change is checked by the
 //! same rules as a config file before anything is touched.
 
+use gre_common::{PathFlags, PeerFlags, TunnelFlags};
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
@@ -15,8 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use aya::maps::lpm_trie::Key;
 use gre_common::{
     names::*, path_slot, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, PathStats, Peer, ReorderStats, Route4, Route6, RxKey,
-    RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, PATH_ADMIN_DOWN, PATH_STANDBY, PATH_STATIC_MAC,
-    PATH_UNHEALTHY, PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_PER_PACKET, VLAN_TO_KEY,
+    RxPath, Tunnel, FDB_STATIC, HOOK_TC, HOOK_XDP, MAX_FLOOD, MAX_PATHS, MAX_PEERS, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
@@ -95,12 +95,12 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
             paths.push(PathConfig {
                 link: link_name(nl, &mut names, path.ifindex).await?,
                 remote: ip16(path.remote),
-                mac: (path.flags & PATH_STATIC_MAC != 0).then_some(Mac(path.dst_mac)),
+                mac: (path.flags.intersects(PathFlags::STATIC_MAC)).then_some(Mac(path.dst_mac)),
                 // With rates, the weight is derived (`codec::build_peer`).
                 weight: if path.rate_kbps != 0 { 1 } else { path.weight },
                 rate: (path.rate_kbps != 0).then_some(crate::config::rate::Rate { kbps: path.rate_kbps }),
-                up: path.flags & PATH_ADMIN_DOWN == 0,
-                standby: path.flags & PATH_STANDBY != 0,
+                up: !path.flags.intersects(PathFlags::ADMIN_DOWN),
+                standby: path.flags.intersects(PathFlags::STANDBY),
             });
         }
         let mut proutes: Vec<IpNet> = routes.iter().filter(|(t, _, v)| *t == tidx && *v == id).map(|(_, n, _)| *n).collect();
@@ -110,7 +110,7 @@ pub async fn show(dp: &Datapath, nl: &Netlink, name: &str) -> Result<Running> {
         let mut macs = statics.remove(&id).unwrap_or_default();
         macs.sort();
         let keepalive = keepalive_mode(p.paths[0].flags);
-        let origin = if p.flags & PEER_MESH != 0 { Origin::Mesh } else { Origin::File };
+        let origin = if p.flags.intersects(PeerFlags::MESH) { Origin::Mesh } else { Origin::File };
         // Only a peer that said so was given a default route.
         let default_route = proutes.iter().any(|r| r.prefix_len() == 0);
         peers.push(PeerConfig { name: pname, routes: proutes, paths, macs, keepalive, default_route, origin });
@@ -244,31 +244,32 @@ fn write_peer(
         let unwell = running.as_ref().is_some_and(|r| {
             r.paths[..(r.npaths as usize).min(MAX_PATHS)]
                 .iter()
-                .any(|q| q.ifindex == ifindex && q.remote == remote && q.flags & PATH_UNHEALTHY != 0)
+                .any(|q| q.ifindex == ifindex && q.remote == remote && q.flags.intersects(PathFlags::UNHEALTHY))
         });
         if unwell {
-            peer.paths[j].flags |= PATH_UNHEALTHY;
+            peer.paths[j].flags |= PathFlags::UNHEALTHY;
         }
     }
     for (j, path) in pc.paths.iter().enumerate() {
         if path.mac.is_some() {
-            peer.paths[j].flags |= PATH_STATIC_MAC;
+            peer.paths[j].flags |= PathFlags::STATIC_MAC;
         }
         if !path.up {
-            peer.paths[j].flags = (peer.paths[j].flags & !PATH_UP) | PATH_ADMIN_DOWN;
+            peer.paths[j].flags = (peer.paths[j].flags & !PathFlags::UP) | PathFlags::ADMIN_DOWN;
         }
         if path.standby {
-            peer.paths[j].flags |= PATH_STANDBY;
+            peer.paths[j].flags |= PathFlags::STANDBY;
         }
         peer.paths[j].flags |= keepalive_flags(pc.keepalive);
     }
     // Backups start idle while a primary is in the rotation (`xgre run`
     // moves them in and out from there).
-    let healthy: Vec<bool> = pc.paths.iter().enumerate().map(|(j, p)| p.up && peer.paths[j].flags & PATH_UNHEALTHY == 0).collect();
+    let healthy: Vec<bool> =
+        pc.paths.iter().enumerate().map(|(j, p)| p.up && !peer.paths[j].flags.intersects(PathFlags::UNHEALTHY)).collect();
     let standby: Vec<bool> = pc.paths.iter().map(|p| p.standby).collect();
     for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
         if !carry {
-            peer.paths[j].flags &= !PATH_UP;
+            peer.paths[j].flags &= !PathFlags::UP;
         }
     }
     // One update swaps the whole peer: the datapath sees the old path set
@@ -512,7 +513,7 @@ pub fn stamp(dp: &Datapath, run: &mut Running) -> Result<()> {
     // Numbering by default follows the config at `up` and `reload`, which
     // also set the device's segmentation to match: an edit's weights do
     // not switch it (a numbered tunnel must segment per packet).
-    value.flags = (value.flags & !TUN_IPID_SEQ_TX) | (run.tunnel.flags & TUN_IPID_SEQ_TX);
+    value.flags = (value.flags & !TunnelFlags::IPID_SEQ_TX) | (run.tunnel.flags & TunnelFlags::IPID_SEQ_TX);
     dp.tunnels()?.insert(run.ifindex, value, 0)?;
     run.tunnel = value;
     Ok(())
@@ -596,7 +597,7 @@ async fn apply_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, want: &Conf
     let want = &with_mesh_peers(want, &have, label)?;
     let mut x = prepare(nl, dp, run, &have, want, label).await?;
     let mut done = Vec::new();
-    for step in plan(&have, want, run.tunnel.flags & TUN_PER_PACKET != 0) {
+    for step in plan(&have, want, run.tunnel.flags.intersects(TunnelFlags::PER_PACKET)) {
         if let Some(line) = execute(&mut x, nl, dp, run, &have, want, &step, label).await? {
             done.push(line);
         }

@@ -82,7 +82,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
 
 /// Resequence the tunnel's numbered packets for as long as this runs
 /// (`announced`: only those of peers that announce numbering, which the
-/// datapath decides by `TUN_RESEQ_ANNOUNCED`).
+/// datapath decides by `TunnelFlags::RESEQ_ANNOUNCED`).
 async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result<Resequencer> {
     let dp = Datapath::running()?;
     let (_, tun) = dp.tunnel_named(&t.name)?.ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;

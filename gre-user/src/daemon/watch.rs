@@ -6,15 +6,13 @@
 //! again. Every change replaces the peer's map value whole, so the
 //! datapath never sees half an update.
 
+use gre_common::{PathFlags, TunnelFlags};
 use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
 use aya::maps::{Array, HashMap, MapData};
 use futures::StreamExt;
-use gre_common::{
-    names::*, path_slot, Announce, Peer, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS, PATH_ADMIN_DOWN, PATH_KA_OFF,
-    PATH_KA_REQUIRED, PATH_STANDBY, PATH_UNHEALTHY, PATH_UP, TUN_IPID_NUMBERED, TUN_SEQ,
-};
+use gre_common::{names::*, path_slot, Announce, Peer, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
 
 use crate::{
     config::TunnelConfig,
@@ -164,7 +162,7 @@ impl<'a> Watcher<'a> {
                 Some(l) if !l.lower_up => Some("no carrier"),
                 _ => None,
             };
-            if probe && link_bad.is_none() && path.flags & PATH_KA_OFF == 0 {
+            if probe && link_bad.is_none() && !path.flags.intersects(PathFlags::KA_OFF) {
                 if let Some(s) = &self.sender {
                     s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), self.key, self.announce);
                 }
@@ -172,9 +170,9 @@ impl<'a> Watcher<'a> {
             let answered = self.seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
             let probe_ok = probe_verdict(path.flags, self.sender.is_some(), answered, now, self.started, self.window_ns);
             let unwell = link_bad.is_some() || !probe_ok;
-            *ok = !unwell && path.flags & PATH_ADMIN_DOWN == 0;
-            if unwell != (path.flags & PATH_UNHEALTHY != 0) {
-                p.paths[j].flags ^= PATH_UNHEALTHY;
+            *ok = !unwell && !path.flags.intersects(PathFlags::ADMIN_DOWN);
+            if unwell != (path.flags.intersects(PathFlags::UNHEALTHY)) {
+                p.paths[j].flags ^= PathFlags::UNHEALTHY;
                 changed = true;
             }
             let why = reason(link_bad, probe_ok);
@@ -185,10 +183,10 @@ impl<'a> Watcher<'a> {
                 println!("{}: peer {} path {j} ({dev} -> {}): {state}", self.t.name, cstr(&p.name), ip16(path.remote));
             }
         }
-        let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags & PATH_STANDBY != 0).collect();
+        let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
         for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
-            if carry != (p.paths[j].flags & PATH_UP != 0) {
-                p.paths[j].flags ^= PATH_UP;
+            if carry != (p.paths[j].flags.intersects(PathFlags::UP)) {
+                p.paths[j].flags ^= PathFlags::UP;
                 changed = true;
                 if standby[j] && healthy[j] {
                     println!("{}: peer {} path {j}: standby {}", self.t.name, cstr(&p.name), if carry { "in use" } else { "idle" });
@@ -217,12 +215,12 @@ fn reason(link_ok: Option<&str>, probe_ok: bool) -> String {
 /// never answered is not judged at all: it may be a gretap or Open vSwitch
 /// endpoint, which cannot reflect IP-in-GRE, and cutting off its only path
 /// would kill the tunnel. Once it has answered, it is judged like any.
-fn probe_verdict(flags: u32, probing: bool, answered: u64, now: u64, started: u64, window_ns: u64) -> bool {
-    if !probing || flags & PATH_KA_OFF != 0 {
+fn probe_verdict(flags: PathFlags, probing: bool, answered: u64, now: u64, started: u64, window_ns: u64) -> bool {
+    if !probing || flags.intersects(PathFlags::KA_OFF) {
         return true;
     }
     if answered == 0 {
-        return flags & PATH_KA_REQUIRED == 0 || now < started + window_ns;
+        return !flags.intersects(PathFlags::KA_REQUIRED) || now < started + window_ns;
     }
     now.saturating_sub(answered) < window_ns
 }
@@ -230,12 +228,12 @@ fn probe_verdict(flags: u32, probing: bool, answered: u64, now: u64, started: u6
 /// What this end's keepalives announce, given its tunnel's flags: how its
 /// packets are numbered (nothing when they are not), valid for as long as
 /// the peer would take to miss `keepalive_misses` of them and one more.
-fn announcement(flags: u32, t: &TunnelConfig) -> Option<Announce> {
+fn announcement(flags: TunnelFlags, t: &TunnelConfig) -> Option<Announce> {
     let mut what = 0;
-    if flags & TUN_IPID_NUMBERED != 0 {
+    if flags.intersects(TunnelFlags::IPID_NUMBERED) {
         what |= ANNOUNCE_IPID;
     }
-    if flags & TUN_SEQ != 0 {
+    if flags.intersects(TunnelFlags::SEQ) {
         what |= ANNOUNCE_GRE_SEQ;
     }
     let ttl = (t.keepalive as u64 * (t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
@@ -263,17 +261,17 @@ mod tests {
     fn a_peer_that_never_answered_is_judged_only_when_required() {
         let (start, late) = (1_000_000_000, 5_000_000_000);
         // auto: never answered, long after start: still usable.
-        assert!(probe_verdict(0, true, 0, late, start, W));
+        assert!(probe_verdict(PathFlags::empty(), true, 0, late, start, W));
         // required: usable only during the start-up window.
-        assert!(probe_verdict(PATH_KA_REQUIRED, true, 0, start + W / 2, start, W));
-        assert!(!probe_verdict(PATH_KA_REQUIRED, true, 0, late, start, W));
+        assert!(probe_verdict(PathFlags::KA_REQUIRED, true, 0, start + W / 2, start, W));
+        assert!(!probe_verdict(PathFlags::KA_REQUIRED, true, 0, late, start, W));
         // Once answered, both modes judge by the last reply.
-        for mode in [0, PATH_KA_REQUIRED] {
+        for mode in [PathFlags::empty(), PathFlags::KA_REQUIRED] {
             assert!(probe_verdict(mode, true, late - W / 2, late, start, W));
             assert!(!probe_verdict(mode, true, late - 2 * W, late, start, W));
         }
         // off, or no keepalives at all: never judged.
-        assert!(probe_verdict(PATH_KA_OFF | PATH_KA_REQUIRED, true, late - 2 * W, late, start, W));
-        assert!(probe_verdict(PATH_KA_REQUIRED, false, 0, late, start, W));
+        assert!(probe_verdict(PathFlags::KA_OFF | PathFlags::KA_REQUIRED, true, late - 2 * W, late, start, W));
+        assert!(probe_verdict(PathFlags::KA_REQUIRED, false, 0, late, start, W));
     }
 }

@@ -2,6 +2,7 @@
 //! and the tunnel entry, both ways. Pure functions; nothing here touches
 //! the kernel.
 
+use gre_common::{PathFlags, PeerFlags, TunnelFlags};
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ipnet::IpNet;
@@ -71,7 +72,7 @@ pub fn hook_name(h: u32) -> &'static str {
 /// A path as the datapath wants it, from the config plus what the kernel
 /// told us (link index and MAC, neighbour MAC).
 pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig, links: &BTreeMap<String, Link>, macs: &[[u8; 6]]) -> Peer {
-    let flags = if peer.origin == Origin::Mesh { PEER_MESH } else { 0 };
+    let flags = if peer.origin == Origin::Mesh { PeerFlags::MESH } else { PeerFlags::empty() };
     let mut p = Peer { id, tunnel_ifindex, npaths: peer.paths.len() as u32, flags, ..Default::default() };
     let weights = path_weights(peer);
     for (j, pc) in peer.paths.iter().enumerate() {
@@ -79,7 +80,7 @@ pub fn build_peer(id: u32, tunnel_ifindex: u32, cfg: &Config, peer: &PeerConfig,
         let lc = cfg.link(&pc.link).expect("validated");
         p.paths[j] = Path {
             ifindex: link.index,
-            flags: PATH_UP,
+            flags: PathFlags::UP,
             local: addr16(lc.address),
             remote: addr16(pc.remote),
             src_mac: link.mac,
@@ -118,42 +119,42 @@ pub fn path_weights(peer: &PeerConfig) -> Vec<u32> {
 /// Tunnel-wide settings into the tunnel's map value.
 pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
     let t = &cfg.tunnel;
-    let mut flags = 0;
+    let mut flags = TunnelFlags::empty();
     if t.key.is_some() {
-        flags |= TUN_KEY;
+        flags |= TunnelFlags::KEY;
     }
     if cfg.is_trunk() {
         // Every frame carries a key, the one of its VLAN.
-        flags |= TUN_KEY | TUN_TRUNK;
+        flags |= TunnelFlags::KEY | TunnelFlags::TRUNK;
     }
     if t.sequence {
-        flags |= TUN_SEQ;
+        flags |= TunnelFlags::SEQ;
     }
     if t.ip_id_sequence {
-        flags |= TUN_IPID_SEQ;
+        flags |= TunnelFlags::IPID_SEQ;
     } else if cfg.auto_ip_id_sequence() {
-        flags |= TUN_IPID_SEQ_TX;
+        flags |= TunnelFlags::IPID_SEQ_TX;
     }
     if t.resequence.is_none() {
-        flags |= TUN_RESEQ_ANNOUNCED;
+        flags |= TunnelFlags::RESEQ_ANNOUNCED;
     }
     if t.checksum {
-        flags |= TUN_CSUM;
+        flags |= TunnelFlags::CSUM;
     }
     if t.vsid.is_some() {
-        flags |= TUN_NVGRE;
+        flags |= TunnelFlags::NVGRE;
     }
     if cfg.underlay6() {
-        flags |= TUN_UNDERLAY6;
+        flags |= TunnelFlags::UNDERLAY6;
     }
     if !t.device_counters {
-        flags |= TUN_NO_DEV_COUNTERS;
+        flags |= TunnelFlags::NO_DEV_COUNTERS;
     }
     if t.arp_suppress {
-        flags |= TUN_ARP_SUPPRESS;
+        flags |= TunnelFlags::ARP_SUPPRESS;
     }
     if !t.pmtu_discovery {
-        flags |= TUN_NO_PMTUDISC;
+        flags |= TunnelFlags::NO_PMTUDISC;
     }
     Tunnel {
         mode: match t.mode {
@@ -180,26 +181,26 @@ pub fn tunnel_value(cfg: &Config, base: Tunnel) -> Tunnel {
 /// The tunnel entry back in config terms, for `show` and `status` alike.
 /// The inner addresses live on the device, not in the entry.
 pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfig {
-    let nvgre = t.flags & TUN_NVGRE != 0;
+    let nvgre = t.flags.intersects(TunnelFlags::NVGRE);
     TunnelConfig {
         name: name.to_string(),
         mode: if t.mode == MODE_GRETAP { Mode::Gretap } else { Mode::Gre },
         address,
         mtu: (t.mtu_cfg != 0).then_some(t.mtu_cfg),
-        key: (t.flags & TUN_KEY != 0 && !nvgre && t.flags & TUN_TRUNK == 0).then_some(t.key),
+        key: (t.flags.intersects(TunnelFlags::KEY) && !nvgre && !t.flags.intersects(TunnelFlags::TRUNK)).then_some(t.key),
         // Trunks keep their pairs in `XGRE_VLANS` (`state::show` adds them).
         native_key: None,
         vlans: vec![],
-        arp_suppress: t.flags & TUN_ARP_SUPPRESS != 0,
+        arp_suppress: t.flags.intersects(TunnelFlags::ARP_SUPPRESS),
         // Static neighbours live in `XGRE_NEIGH` (`state::show` adds them).
         neighbors: vec![],
         vsid: nvgre.then_some(t.key >> 8),
         fdb_age: if t.fdb_age == 0 { DEFAULT_FDB_AGE } else { t.fdb_age },
-        pmtu_discovery: t.flags & TUN_NO_PMTUDISC == 0,
+        pmtu_discovery: !t.flags.intersects(TunnelFlags::NO_PMTUDISC),
         pmtu_age: if t.pmtu_age == 0 { gre_common::pmtu::DEFAULT_PMTU_AGE } else { t.pmtu_age },
-        sequence: t.flags & TUN_SEQ != 0,
-        ip_id_sequence: t.flags & TUN_IPID_SEQ != 0,
-        checksum: t.flags & TUN_CSUM != 0,
+        sequence: t.flags.intersects(TunnelFlags::SEQ),
+        ip_id_sequence: t.flags.intersects(TunnelFlags::IPID_SEQ),
+        checksum: t.flags.intersects(TunnelFlags::CSUM),
         stripe_burst: (t.stripe_burst != 0).then_some(t.stripe_burst),
         tcp_reordering: t.tcp_reordering.checked_sub(1).map(u32::from),
         // A setting of `xgre run`'s, not of the datapath: the entry has no
@@ -207,7 +208,7 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         resequence: None,
         keepalive: t.keepalive,
         keepalive_misses: t.keepalive_misses,
-        device_counters: t.flags & TUN_NO_DEV_COUNTERS == 0,
+        device_counters: !t.flags.intersects(TunnelFlags::NO_DEV_COUNTERS),
     }
 }
 
@@ -241,26 +242,26 @@ pub fn vlan_entries(cfg: &Config, tunnel_ifindex: u32) -> Vec<(VlanMapKey, u32)>
 }
 
 /// A peer's keepalive mode, kept in its paths' flags.
-pub fn keepalive_flags(m: KeepaliveMode) -> u32 {
+pub fn keepalive_flags(m: KeepaliveMode) -> PathFlags {
     match m {
-        KeepaliveMode::Auto => 0,
-        KeepaliveMode::Required => PATH_KA_REQUIRED,
-        KeepaliveMode::Off => PATH_KA_OFF,
+        KeepaliveMode::Auto => PathFlags::empty(),
+        KeepaliveMode::Required => PathFlags::KA_REQUIRED,
+        KeepaliveMode::Off => PathFlags::KA_OFF,
     }
 }
 
 /// ... and back.
-pub fn keepalive_mode(path_flags: u32) -> KeepaliveMode {
+pub fn keepalive_mode(path_flags: PathFlags) -> KeepaliveMode {
     match path_flags {
-        f if f & PATH_KA_OFF != 0 => KeepaliveMode::Off,
-        f if f & PATH_KA_REQUIRED != 0 => KeepaliveMode::Required,
+        f if f.intersects(PathFlags::KA_OFF) => KeepaliveMode::Off,
+        f if f.intersects(PathFlags::KA_REQUIRED) => KeepaliveMode::Required,
         _ => KeepaliveMode::Auto,
     }
 }
 
 /// Which paths carry traffic: the healthy ones, except that a standby path
 /// carries only while no other path is healthy. The datapath sees only the
-/// result (`PATH_UP`), so it pays nothing for backups.
+/// result (`PathFlags::UP`), so it pays nothing for backups.
 pub fn in_rotation(healthy: &[bool], standby: &[bool]) -> Vec<bool> {
     let primary_ok = healthy.iter().zip(standby).any(|(&h, &s)| h && !s);
     healthy.iter().zip(standby).map(|(&h, &s)| h && (!s || !primary_ok)).collect()

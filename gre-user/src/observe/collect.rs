@@ -1,6 +1,7 @@
 //! Reading a `Status` back from the kernel: every map once, then each
 //! tunnel, peer and path from that snapshot.
 
+use gre_common::{PathFlags, PeerFlags, TunnelFlags};
 use std::collections::{btree_map, BTreeMap};
 
 use anyhow::{bail, Result};
@@ -8,8 +9,7 @@ use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use gre_common::{
     names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, NeighStats, PathMtu,
     PathStats, Peer, PeerAnnounce, PmtuEvent, ReorderStats, Slots, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC,
-    LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, PATH_STANDBY, PATH_UNHEALTHY, PATH_UP, PEER_MESH, TUN_IPID_SEQ_TX, TUN_NUMBERED,
-    VLAN_TO_KEY,
+    LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
@@ -173,7 +173,7 @@ async fn tunnel_status(snap: &Snapshot, links: &mut Links<'_>, tidx: u32, t: &Tu
         groups,
         sequence: tc.sequence,
         ip_id_sequence: tc.ip_id_sequence,
-        ip_id_sequence_auto: t.flags & TUN_IPID_SEQ_TX != 0,
+        ip_id_sequence_auto: t.flags.intersects(TunnelFlags::IPID_SEQ_TX),
         checksum: tc.checksum,
         device_counters: tc.device_counters,
         mtu: dev.map(|d| d.mtu),
@@ -199,7 +199,7 @@ async fn peer_status(snap: &Snapshot, links: &mut Links<'_>, t: &Tunnel, p: &Pee
         (false, true) => Some("gre seq"),
         _ => None,
     };
-    let reorder = (t.flags & TUN_NUMBERED != 0 || announces.is_some()).then(|| {
+    let reorder = (t.flags.intersects(TunnelFlags::NUMBERED) || announces.is_some()).then(|| {
         let mut r = Reorder { late_after: LATE_DISPLACEMENT, ..Default::default() };
         for s in snap.reorder.get(&p.id, 0).iter().flat_map(|v| v.iter()) {
             r.in_order += s.in_order;
@@ -218,7 +218,7 @@ async fn peer_status(snap: &Snapshot, links: &mut Links<'_>, t: &Tunnel, p: &Pee
         keepalive: keepalive_mode(p.paths[0].flags).as_str(),
         reorder,
         announces,
-        origin: if p.flags & PEER_MESH != 0 { Origin::Mesh } else { Origin::File }.as_str(),
+        origin: if p.flags.intersects(PeerFlags::MESH) { Origin::Mesh } else { Origin::File }.as_str(),
     })
 }
 
@@ -238,9 +238,9 @@ async fn path_status(snap: &Snapshot, links: &mut Links<'_>, p: &Peer, j: usize)
         mac: mac(path.dst_mac),
         weight: path.weight,
         rate_kbps: (path.rate_kbps != 0).then_some(path.rate_kbps),
-        up: path.flags & PATH_UP != 0,
-        standby: path.flags & PATH_STANDBY != 0,
-        healthy: path.flags & PATH_UNHEALTHY == 0,
+        up: path.flags.intersects(PathFlags::UP),
+        standby: path.flags.intersects(PathFlags::STANDBY),
+        healthy: !path.flags.intersects(PathFlags::UNHEALTHY),
         pmtu: Pmtu::of(link_mtu, &learnt, snap.now),
         counters,
     })

@@ -2,6 +2,7 @@
 //! tests share no map state), the test's view of its maps, and frame
 //! builders written here by hand, byte by byte.
 
+use gre_common::{PathFlags, TunnelFlags};
 use std::{
     collections::BTreeMap,
     io::Write,
@@ -202,23 +203,23 @@ impl Dp {
         self.hash(MAP_FDB)
     }
 
-    pub fn tunnel(&mut self, key: Option<u32>, flags: u32) {
+    pub fn tunnel(&mut self, key: Option<u32>, flags: TunnelFlags) {
         self.tunnel_mode(MODE_GRE, key, flags);
     }
 
-    /// A tunnel of `mode`; with `TUN_NVGRE` in `flags`, `key` is the VSID.
-    pub fn tunnel_mode(&mut self, mode: u32, key: Option<u32>, flags: u32) {
-        let nvgre = flags & TUN_NVGRE != 0;
+    /// A tunnel of `mode`; with `TunnelFlags::NVGRE` in `flags`, `key` is the VSID.
+    pub fn tunnel_mode(&mut self, mode: u32, key: Option<u32>, flags: TunnelFlags) {
+        let nvgre = flags.intersects(TunnelFlags::NVGRE);
         let key = if nvgre { key.map(|v| v << 8) } else { key };
         let mut f = flags;
         if key.is_some() {
-            f |= TUN_KEY;
+            f |= TunnelFlags::KEY;
         }
         let t = Tunnel {
             ifindex: TUN,
             peer_ifindex: HIDDEN,
             mode,
-            flags: if nvgre { f & !TUN_KEY } else { f },
+            flags: if nvgre { f & !TunnelFlags::KEY } else { f },
             key: key.unwrap_or(0),
             mac: TUN_MAC,
             ..Default::default()
@@ -242,7 +243,7 @@ impl Dp {
             dst_mac[5] += j as u8;
             p.paths[j] = Path {
                 ifindex: LINK + j as u32,
-                flags: PATH_UP,
+                flags: PathFlags::UP,
                 local: v4_mapped(LOCAL),
                 remote: v4_mapped(remote),
                 src_mac: LINK_MAC,

@@ -2,7 +2,8 @@
 //! MTU, and the error an inner packet too big for its path gets back.
 
 use aya::maps::{Array, MapData, PerCpuArray};
-use gre_common::{names::*, path_slot, pmtu::PathMtu, v4_mapped, OuterPair, PmtuEvent, TUN_NO_PMTUDISC};
+use gre_common::TunnelFlags;
+use gre_common::{names::*, path_slot, pmtu::PathMtu, v4_mapped, OuterPair, PmtuEvent};
 
 use crate::common::bpf::*;
 
@@ -71,7 +72,7 @@ fn only_an_icmp_error_about_a_packet_we_send_lowers_its_path_mtu() {
     for (what, icmp, want, mtu) in cases {
         for prog in [PROG_RX_XDP, PROG_RX_TC] {
             let mut dp = Dp::new();
-            dp.tunnel(Some(42), 0);
+            dp.tunnel(Some(42), TunnelFlags::empty());
             dp.peer(0, &[1]);
             let frame = icmp.frame();
             let (ret, out) = match prog {
@@ -92,7 +93,7 @@ fn only_an_icmp_error_about_a_packet_we_send_lowers_its_path_mtu() {
     }
     // Once learnt, a higher claim is not believed.
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), 0);
+    dp.tunnel(Some(42), TunnelFlags::empty());
     dp.peer(0, &[1]);
     dp.run(PROG_RX_XDP, &lower(1400).frame(), None);
     dp.run(PROG_RX_XDP, &lower(1450).frame(), None);
@@ -122,7 +123,7 @@ fn frag_needed(inner: &[u8], mtu: u16) -> Vec<u8> {
 #[test]
 fn an_inner_packet_too_big_for_its_path_gets_the_error_ip_gre_sends() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), 0);
+    dp.tunnel(Some(42), TunnelFlags::empty());
     dp.peer(0, &[1, 1]);
     // Striped over two paths: the smaller MTU holds for both.
     set_path_mtu(&mut dp, 0, 0, 1400, 600);
@@ -172,7 +173,7 @@ fn an_inner_packet_too_big_for_its_path_gets_the_error_ip_gre_sends() {
 #[test]
 fn pmtu_discovery_off_sends_everything_with_df_clear_and_answers_nothing() {
     let mut dp = Dp::new();
-    dp.tunnel(Some(42), TUN_NO_PMTUDISC);
+    dp.tunnel(Some(42), TunnelFlags::NO_PMTUDISC);
     dp.peer(0, &[1]);
     set_path_mtu(&mut dp, 0, 0, 1300, 600);
     let mut ids = Vec::new();
@@ -192,7 +193,7 @@ fn outer_fragments_of_a_configured_peer_go_to_the_stack_others_are_dropped() {
     let g = Gre { proto: 0x0800, key: Some(42), ..Default::default() };
     for (known, want_xdp, want_tc) in [(true, XDP_PASS, TC_ACT_OK), (false, XDP_DROP, TC_ACT_SHOT)] {
         let mut dp = Dp::new();
-        dp.tunnel(Some(42), 0);
+        dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(0, &[1]);
         if known {
             let mut pairs: aya::maps::HashMap<&mut MapData, OuterPair, u32> = dp.ebpf.map_mut(MAP_OUTER_PAIRS).unwrap().try_into().unwrap();

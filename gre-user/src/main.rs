@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 use gre_user::{
     config::{edit::Edit, Config, Origin},
     control::tunnel::{self, UpOutcome},
@@ -31,6 +31,7 @@ enum Cmd {
     /// Validate the config, create the tunnel, load and attach the datapath,
     /// and return with it running.
     Up {
+        /// The config file (TOML; see docs/config.md).
         #[arg(short, long)]
         config: PathBuf,
         /// Also pin the maps under /sys/fs/bpf/xgre/net<netns inode>/ for
@@ -43,11 +44,13 @@ enum Cmd {
     /// table current: links that lose carrier or stop answering keepalives
     /// leave the rotation and rejoin when well. SIGTERM/SIGINT: `down`.
     Run {
+        /// The config file (TOML; see docs/config.md).
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Remove everything `up` made: programs, device, map entries, pins.
     Down {
+        /// The config file (TOML; see docs/config.md).
         #[arg(short, long, conflicts_with = "name")]
         config: Option<PathBuf>,
         /// Tunnel name (instead of -c).
@@ -56,15 +59,20 @@ enum Cmd {
     /// Apply the difference between the running tunnel and FILE, without
     /// reloading programs or touching what did not change.
     Reload {
+        /// The config file (TOML; see docs/config.md).
         #[arg(short, long)]
         config: PathBuf,
     },
     /// Print a running tunnel as a config file (`up -c` of it reproduces it).
-    Show { name: String },
+    Show {
+        /// The tunnel.
+        name: String,
+    },
     /// Edit a running tunnel live: each edit is checked like a config file
     /// and changes nothing when refused.
     MapEdit {
         /// The tunnel.
+        #[arg(value_name = "TUNNEL")]
         name: String,
         /// Write the resulting config to FILE as well.
         #[arg(long, global = true)]
@@ -78,12 +86,15 @@ enum Cmd {
     },
     /// Show tunnels, links, peers, paths and counters.
     Status {
+        /// One tunnel (default: every tunnel in this network namespace).
         name: Option<String>,
+        /// JSON for scripts instead of the table.
         #[arg(long)]
         json: bool,
         /// Redraw every --interval seconds with rates per peer and path.
         #[arg(long, conflicts_with = "json")]
         watch: bool,
+        /// Seconds between screens with --watch.
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
         /// Stop after this many screens (0: until Ctrl-C).
@@ -92,11 +103,15 @@ enum Cmd {
     },
     /// Serve the counters in the Prometheus text format at /metrics.
     Exporter {
+        /// The address and port to serve on.
         #[arg(long, default_value = "127.0.0.1:9477")]
         listen: String,
     },
     /// Print shell completions (bash, zsh, fish, ...).
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff), or write one page per command into a
     /// directory (xgre.1, xgre-up.1, ...).
     Man {
@@ -118,13 +133,39 @@ enum Cmd {
     },
 }
 
+/// The command line as clap builds it from `Cli`, with the tunnel in the
+/// usage of every edit: clap names a parent's required arguments in its
+/// children's usage but not its grandchildren's, and `xgre map-edit peer
+/// add NAME` would lose the tunnel the words before it name.
+fn command() -> clap::Command {
+    fn name_tunnel(built: &mut clap::Command, mut cmd: clap::Command) -> clap::Command {
+        let names: Vec<String> = cmd.get_subcommands().map(|c| c.get_name().to_string()).collect();
+        for n in names {
+            let Some(b) = built.find_subcommand_mut(&n) else { continue };
+            let usage = b.render_usage().to_string();
+            let usage = usage.trim_start_matches("Usage: ");
+            let usage =
+                if usage.contains("<TUNNEL>") { usage.to_string() } else { usage.replacen("xgre map-edit ", "xgre map-edit <TUNNEL> ", 1) };
+            cmd = cmd.mut_subcommand(&n, |sc| name_tunnel(b, sc.override_usage(usage)));
+        }
+        cmd
+    }
+    let mut built = <Cli as clap::CommandFactory>::command();
+    built.build();
+    let edits = built.find_subcommand_mut("map-edit").expect("map-edit is a command");
+    <Cli as clap::CommandFactory>::command().mut_subcommand("map-edit", |m| name_tunnel(edits, m))
+}
+
 fn main() -> ExitCode {
     // A reader that goes away (`xgre status | head -1`) ends the command
     // quietly, as it ends any Unix tool, instead of a panic on EPIPE.
     // SAFETY: restoring a signal's default disposition, before any thread
     // exists.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
-    let cli = Cli::parse();
+    let cli = match Cli::from_arg_matches(&command().get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let level = match (cli.verbose, cli.debug) {
         // The datapath's messages arrive through `log` with the eBPF
         // binary's name as their target.
@@ -229,11 +270,11 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             gre_user::observe::exporter::serve(&listen).await?;
         }
         Cmd::Completions { shell } => {
-            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut cmd = command();
             clap_complete::generate(shell, &mut cmd, "xgre", &mut std::io::stdout());
         }
         Cmd::Man { dir } => {
-            let cmd = <Cli as clap::CommandFactory>::command();
+            let cmd = command();
             match dir {
                 Some(d) => {
                     std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
@@ -390,6 +431,43 @@ mod tests {
             n += 1;
         }
         assert_eq!(n, 2);
+    }
+
+    /// Every argument of every command says what it is for.
+    #[test]
+    fn every_option_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments().filter(|a| a.get_help().is_none() && !matches!(a.get_id().as_str(), "help" | "version")) {
+                missing.push(format!("{path}: {}", a.get_id()));
+            }
+            for sc in cmd.get_subcommands() {
+                walk(sc, &format!("{path} {}", sc.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&command(), "xgre", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
+
+    /// `--help` of every edit, as a user asks for it, shows a usage line
+    /// that names the tunnel.
+    #[test]
+    fn every_edit_usage_names_the_tunnel() {
+        let cmd = command();
+        let edits = cmd.find_subcommand("map-edit").unwrap();
+        let mut n = 0;
+        for group in edits.get_subcommands().filter(|c| c.get_name() != "help") {
+            for leaf in group.get_subcommands().filter(|c| c.get_name() != "help") {
+                let argv = ["xgre", "map-edit", "t0", group.get_name(), leaf.get_name(), "--help"];
+                let help = command().try_get_matches_from(argv).unwrap_err().to_string();
+                assert!(
+                    help.contains(&format!("Usage: xgre map-edit <TUNNEL> {} {}", group.get_name(), leaf.get_name())),
+                    "{argv:?}:\n{help}"
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 18, "{n} edits");
     }
 
     #[test]

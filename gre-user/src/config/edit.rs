@@ -42,7 +42,9 @@ pub enum Edit {
 pub enum ArpEdit {
     /// Answer for `ip` with `mac` (adds or replaces).
     Add {
+        /// The address asked for.
         ip: IpAddr,
+        /// The MAC address to answer with.
         mac: Mac,
         /// The VLAN it lives in (trunks).
         #[arg(long, default_value_t = 0)]
@@ -50,7 +52,9 @@ pub enum ArpEdit {
     },
     /// No longer a static neighbour.
     Del {
+        /// The address.
         ip: IpAddr,
+        /// The VLAN it lives in (trunks).
         #[arg(long, default_value_t = 0)]
         vid: u16,
     },
@@ -58,25 +62,40 @@ pub enum ArpEdit {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum VlanEdit {
-    /// Carry VLAN `vid` with `key` (adds or replaces the VLAN's key).
-    Add { vid: u16, key: u32 },
-    /// Stop carrying VLAN `vid`.
-    Del { vid: u16 },
-    /// The key untagged frames take, or `none` (dropped and counted).
-    Native { key: String },
+    /// Carry a VLAN under a key (adds or replaces the VLAN's key).
+    Add {
+        /// The 802.1Q VLAN ID (1..=4094).
+        vid: u16,
+        /// The GRE key its frames travel under.
+        key: u32,
+    },
+    /// Stop carrying a VLAN.
+    Del {
+        /// The 802.1Q VLAN ID.
+        vid: u16,
+    },
+    /// The key untagged frames take.
+    Native {
+        /// A 32-bit key, or `none` (untagged frames are dropped and counted).
+        key: String,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum GroupEdit {
     /// Replicate the group to these peers only (creates or replaces).
     Set {
+        /// The multicast group address.
         address: IpAddr,
         /// A peer (repeat for more).
         #[arg(long = "peer", required = true)]
         peers: Vec<String>,
     },
     /// Back to every peer.
-    Del { address: IpAddr },
+    Del {
+        /// The multicast group address.
+        address: IpAddr,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -98,16 +117,21 @@ pub struct PeerSpec {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum PeerEdit {
+    /// Add a peer.
     Add {
+        /// The peer's name (unique in the tunnel).
         name: String,
         #[command(flatten)]
         spec: PeerSpec,
     },
+    /// Remove a peer, its routes and what was learned from it.
     Del {
+        /// The peer's name.
         name: String,
     },
     /// Replace the routes and/or the paths given.
     Set {
+        /// The peer's name.
         name: String,
         #[command(flatten)]
         spec: PeerSpec,
@@ -116,16 +140,25 @@ pub enum PeerEdit {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum PathEdit {
+    /// Add a path to a peer.
     Add {
+        /// The peer's name.
         peer: String,
+        /// `link=DEV,remote=ADDR[,mac=MAC][,weight=N][,rate=R][,up=false]`.
         path: PathSpec,
     },
+    /// Remove a path from a peer (the later ones move up).
     Del {
+        /// The peer's name.
         peer: String,
+        /// The path's place among the peer's paths, from 0.
         index: usize,
     },
+    /// Change one path in place.
     Set {
+        /// The peer's name.
         peer: String,
+        /// The path's place among the peer's paths, from 0.
         index: usize,
         /// Share of the peer's packets (1..=1000).
         #[arg(long, allow_negative_numbers = true, value_parser = weight_arg)]
@@ -133,6 +166,7 @@ pub enum PathEdit {
         /// The path's rate (`300mbit`), or `none` (back to weights).
         #[arg(long)]
         rate: Option<String>,
+        /// A static neighbour MAC for the path.
         #[arg(long)]
         mac: Option<Mac>,
         /// Back into the rotation.
@@ -150,22 +184,47 @@ pub enum PathEdit {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum RouteEdit {
-    Add { peer: String, route: IpNet },
-    Del { route: IpNet },
+    /// Route an inner prefix to a peer.
+    Add {
+        /// The peer's name.
+        peer: String,
+        /// The inner prefix (IPv4 or IPv6).
+        route: IpNet,
+    },
+    /// Remove an inner route, whichever peer has it.
+    Del {
+        /// The inner prefix.
+        route: IpNet,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum NeighEdit {
     /// Use this MAC for the path (a static neighbour).
-    Set { peer: String, index: usize, mac: Mac },
+    Set {
+        /// The peer's name.
+        peer: String,
+        /// The path's place among the peer's paths, from 0.
+        index: usize,
+        /// The next hop's MAC address.
+        mac: Mac,
+    },
     /// Resolve the path's MAC from the kernel again.
-    Del { peer: String, index: usize },
+    Del {
+        /// The peer's name.
+        peer: String,
+        /// The path's place among the peer's paths, from 0.
+        index: usize,
+    },
 }
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum KeyEdit {
-    /// A 32-bit key, or `none`.
-    Set { key: String },
+    /// Change the tunnel's GRE key.
+    Set {
+        /// A 32-bit key, or `none`.
+        key: String,
+    },
 }
 
 /// `link=eth0,remote=198.18.0.20,mac=02:..,weight=2,rate=300mbit,up=false`

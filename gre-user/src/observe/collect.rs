@@ -165,7 +165,7 @@ async fn tunnel_status(snap: &Snapshot, links: &mut Links<'_>, tidx: u32, t: &Tu
         name: tname,
         ifindex: tidx,
         device_present: dev.is_some(),
-        mode: tc.mode.as_str(),
+        mode: tc.mode,
         key: tc.key,
         vsid: tc.vsid,
         vlans,
@@ -215,10 +215,10 @@ async fn peer_status(snap: &Snapshot, links: &mut Links<'_>, t: &Tunnel, p: &Pee
         routes,
         paths,
         counters,
-        keepalive: keepalive_mode(p.paths[0].flags).as_str(),
+        keepalive: keepalive_mode(p.paths[0].flags),
         reorder,
         announces,
-        origin: if p.flags.intersects(PeerFlags::MESH) { Origin::Mesh } else { Origin::File }.as_str(),
+        origin: if p.flags.intersects(PeerFlags::MESH) { Origin::Mesh } else { Origin::File },
     })
 }
 

@@ -17,6 +17,7 @@ use prometheus_client::{
 };
 
 use crate::{
+    config::Mode,
     mesh::status::ConnState,
     observe::{self, Counters, PathStatus, PeerStatus, Status, TunnelStatus},
 };
@@ -154,7 +155,7 @@ fn encode(s: &Status, enc: &mut DescriptorEncoder) -> fmt::Result {
         "1 per peer; `origin` is file (config, map-edit) or mesh (etcd).",
         peers(s).map(|(t, p)| {
             let mut l = peer_labels(t, &p.name);
-            l.push(("origin", p.origin.to_string()));
+            l.push(("origin", p.origin.as_str().to_string()));
             (l, 1)
         }),
     )?;
@@ -164,7 +165,7 @@ fn encode(s: &Status, enc: &mut DescriptorEncoder) -> fmt::Result {
 /// gretap: valid learned MACs per peer (peers with none at 0).
 fn fdb_entries(s: &Status) -> Vec<(Labels, i64)> {
     let mut out = Vec::new();
-    for t in s.tunnels.iter().filter(|t| t.mode == "gretap") {
+    for t in s.tunnels.iter().filter(|t| t.mode == Mode::Gretap) {
         let mut by_peer: std::collections::BTreeMap<&str, i64> = t.peers.iter().map(|p| (p.name.as_str(), 0)).collect();
         for e in t.fdb.iter().filter(|e| !e.stale) {
             *by_peer.entry(e.peer.as_str()).or_default() += 1;
@@ -260,7 +261,10 @@ pub async fn serve(listen: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observe::FdbStatus;
+    use crate::{
+        config::{KeepaliveMode, Origin},
+        observe::FdbStatus,
+    };
 
     fn render(s: Status) -> String {
         Exporter::new().render(s)
@@ -274,10 +278,10 @@ mod tests {
             routes: vec![],
             paths: vec![],
             counters: Counters::default(),
-            keepalive: "auto",
+            keepalive: KeepaliveMode::Auto,
             reorder: None,
             announces: None,
-            origin: "file",
+            origin: Origin::File,
         };
         let path = PathStatus {
             link: "eth0".into(),
@@ -297,7 +301,7 @@ mod tests {
             name: "t1".into(),
             ifindex: 5,
             device_present: true,
-            mode: "gretap",
+            mode: Mode::Gretap,
             key: Some(1),
             vsid: None,
             vlans: vec![],

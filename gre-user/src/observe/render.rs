@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 
 use super::status::*;
-use crate::mesh::status::{ConnState, MeshStatus};
+use crate::{
+    config::{KeepaliveMode, Mode, Origin},
+    mesh::status::{ConnState, MeshStatus},
+};
 
 /// One line on the mesh connection: readable at a glance, the problem
 /// first when there is one.
@@ -75,7 +78,7 @@ pub fn render(s: &Status) -> String {
 
 /// A tunnel's header, links, groups, trunk and peers.
 fn render_tunnel(o: &mut String, t: &TunnelStatus) {
-    let mut opts = vec![format!("mode {}", t.mode)];
+    let mut opts = vec![format!("mode {}", t.mode.as_str())];
     if let Some(k) = t.key {
         opts.push(format!("key {k}"));
     }
@@ -131,7 +134,7 @@ fn render_tunnel(o: &mut String, t: &TunnelStatus) {
         let untagged = t.native_key.map(|k| format!("key {k}")).unwrap_or_else(|| "dropped".into());
         let _ = writeln!(o, "  trunk   vlan {}; untagged -> {untagged}", pairs.join(", "));
     }
-    if t.mode == "gretap" {
+    if t.mode == Mode::Gretap {
         render_bridge(o, t);
     }
     let _ = writeln!(o, "  peers");
@@ -174,13 +177,13 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
     // keepalives (a gretap or Open vSwitch endpoint cannot reflect
     // them): say so, or its "ka 0" reads like a failure.
     let ka = match p.keepalive {
-        "auto" if p.counters.keepalive_replies == 0 => "keepalive auto (never answered: judged by link state only)",
-        "auto" => "keepalive auto",
-        "required" => "keepalive required",
-        _ => "keepalive off",
+        KeepaliveMode::Auto if p.counters.keepalive_replies == 0 => "keepalive auto (never answered: judged by link state only)",
+        KeepaliveMode::Auto => "keepalive auto",
+        KeepaliveMode::Required => "keepalive required",
+        KeepaliveMode::Off => "keepalive off",
     };
     let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
-    let from = if p.origin == "mesh" { "  (mesh)" } else { "" };
+    let from = if p.origin == Origin::Mesh { "  (mesh)" } else { "" };
     let numbers = p.announces.map(|a| format!("  numbers its packets ({a})")).unwrap_or_default();
     let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}{numbers}", p.name);
     if let Some(r) = &p.reorder {

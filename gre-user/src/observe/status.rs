@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, net::IpAddr};
 use gre_common::{PathMtu, PathStats};
 use serde::Serialize;
 
-use crate::{config::VlanConfig, datapath::codec::ip16, mesh::status::MeshStatus};
+use crate::{
+    config::{KeepaliveMode, Mode, Origin, VlanConfig},
+    datapath::codec::ip16,
+    mesh::status::MeshStatus,
+};
 
 /// Packets and bytes each way and keepalives, of a path, a peer or a
 /// tunnel: the datapath's own per-path counters, summed.
@@ -106,7 +110,7 @@ pub struct PeerStatus {
     pub counters: Counters,
     /// How `xgre run` judges this peer by keepalives: "auto" (once it has
     /// answered one), "required" or "off".
-    pub keepalive: &'static str,
+    pub keepalive: KeepaliveMode,
     /// Receive-side reordering, measured from sequence numbers (tunnels
     /// with `sequence = true`, or a peer announcing its numbers).
     pub reorder: Option<Reorder>,
@@ -115,7 +119,7 @@ pub struct PeerStatus {
     /// resequenced under `xgre run` unless `resequence = 0`.
     pub announces: Option<&'static str>,
     /// "file" (the config file or `map-edit`) or "mesh" (etcd).
-    pub origin: &'static str,
+    pub origin: Origin,
 }
 
 #[derive(Debug, Serialize)]
@@ -176,7 +180,7 @@ pub struct TunnelStatus {
     pub name: String,
     pub ifindex: u32,
     pub device_present: bool,
-    pub mode: &'static str,
+    pub mode: Mode,
     pub key: Option<u32>,
     /// NVGRE Virtual Subnet ID.
     pub vsid: Option<u32>,

@@ -14,6 +14,10 @@
 //! - `daemon`: `xgre run`, keepalives and reassembly;
 //! - `observe`: `status` and the Prometheus exporter.
 
+//!
+//! Each layer is a module whose parts are private to the crate; what the
+//! binary and the tests use is re-exported at the layer's top.
+
 pub mod config;
 #[cfg(feature = "runtime")]
 pub mod control;
@@ -28,4 +32,4 @@ pub mod net;
 #[cfg(feature = "runtime")]
 pub mod observe;
 #[cfg(feature = "runtime")]
-pub mod reseq;
+mod reseq;

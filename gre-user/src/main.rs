@@ -6,9 +6,9 @@ use anyhow::{bail, Context, Result};
 use clap::{FromArgMatches, Parser, Subcommand};
 use gre_user::{
     config::{edit::Edit, Config, Origin},
-    control::tunnel::{self, UpOutcome},
-    net::netlink,
-    net::sys,
+    control::{self, UpOutcome},
+    datapath::Datapath,
+    net::{self, Netlink},
     observe,
 };
 
@@ -199,13 +199,13 @@ fn main() -> ExitCode {
 /// The namespace's datapath, maps only: for readers and the debug
 /// listener, which need no program loaded again (that costs a verifier
 /// run per program missing).
-fn running_maps() -> Result<gre_user::datapath::Datapath> {
-    gre_user::datapath::Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))
+fn running_maps() -> Result<Datapath> {
+    Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))
 }
 
-fn running() -> Result<(netlink::Netlink, gre_user::datapath::Datapath)> {
-    let dp = gre_user::datapath::Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))?;
-    Ok((netlink::Netlink::new()?, dp))
+fn running() -> Result<(Netlink, Datapath)> {
+    let dp = Datapath::find()?.ok_or_else(|| anyhow::anyhow!("no xgre tunnel is up in this network namespace"))?;
+    Ok((Netlink::new()?, dp))
 }
 
 async fn run(cmd: Cmd, debug: bool) -> Result<()> {
@@ -213,7 +213,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Up { config, pin } => {
             let cfg = Config::load(&config)?;
             advise(&cfg, &config);
-            match tunnel::up(&cfg, &config.display().to_string(), pin).await? {
+            match control::up(&cfg, &config.display().to_string(), pin).await? {
                 UpOutcome::AlreadyUp => println!("{}: already up with this configuration", cfg.tunnel.name),
                 UpOutcome::Created { ifindex, mtu, hooks } => {
                     let hooks: Vec<String> = hooks.iter().map(|(d, h)| format!("{d}:{h}")).collect();
@@ -224,7 +224,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
         Cmd::Run { config } => {
             let cfg = Config::load(&config)?;
             advise(&cfg, &config);
-            gre_user::daemon::run::run(cfg, &config.display().to_string(), debug).await?;
+            gre_user::daemon::run(cfg, &config.display().to_string(), debug).await?;
         }
         Cmd::Down { config, name } => {
             let name = match (config, name) {
@@ -232,9 +232,9 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
                 (None, Some(n)) => n,
                 (None, None) => bail!("down: give -c FILE or a tunnel NAME"),
             };
-            let was_up = tunnel::down(&name).await?;
+            let was_up = control::down(&name).await?;
             // What a `run` killed without its own clean-up left for `status`.
-            gre_user::mesh::status::remove_status(&name);
+            gre_user::mesh::remove_status(&name);
             if was_up {
                 println!("{name}: down");
             } else {
@@ -245,9 +245,9 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             reload(config).await?;
         }
         Cmd::Show { name } => {
-            sys::require_root("show")?;
+            net::require_root("show")?;
             let (nl, dp) = running()?;
-            let run = gre_user::control::state::show(&dp, &nl, &name).await?;
+            let run = control::show(&dp, &nl, &name).await?;
             println!("# xgre show {name}: the running state as a config file");
             let mesh: Vec<&str> = run.config.peers.iter().filter(|p| p.origin == Origin::Mesh).map(|p| p.name.as_str()).collect();
             if !mesh.is_empty() {
@@ -262,12 +262,12 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             watch(name, interval, count, debug).await?;
         }
         Cmd::Exporter { listen } => {
-            sys::require_root("exporter")?;
+            net::require_root("exporter")?;
             let _log = match debug {
-                true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
+                true => Some(gre_user::datapath::listen_to_log(&running_maps()?)?),
                 false => None,
             };
-            gre_user::observe::exporter::serve(&listen).await?;
+            observe::serve(&listen).await?;
         }
         Cmd::Completions { shell } => {
             let mut cmd = command();
@@ -284,7 +284,7 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
             }
         }
         Cmd::Status { name, json, .. } => {
-            sys::require_root("status")?;
+            net::require_root("status")?;
             let s = observe::collect(name.as_deref()).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&s).context("encoding JSON")?);
@@ -302,9 +302,9 @@ async fn run(cmd: Cmd, debug: bool) -> Result<()> {
 /// `check --kernel`: every program verified here, and its cost against the
 /// verifier's limit.
 fn check_kernel() -> Result<()> {
-    sys::require_root("check --kernel")?;
+    net::require_root("check --kernel")?;
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
-    let costs = gre_user::datapath::Datapath::verifier_costs()?;
+    let costs = Datapath::verifier_costs()?;
     println!("{:<18} {:>10}  of the verifier's 1,000,000", "program", "verified");
     for (name, n) in &costs {
         println!("{name:<18} {n:>10}  {:>5.1}%", *n as f64 / 1e4);
@@ -323,7 +323,7 @@ fn advise(cfg: &Config, file: &std::path::Path) {
 
 /// `map-edit`: one edit or a batch, all or nothing.
 async fn map_edit(name: String, save: Option<PathBuf>, batch: Option<PathBuf>, edit: Option<Edit>) -> Result<()> {
-    sys::require_root("map-edit")?;
+    net::require_root("map-edit")?;
     let edits: Vec<(String, Edit)> = match (batch, edit) {
         (Some(_), Some(_)) => bail!("map-edit: give one edit or --batch FILE, not both"),
         (Some(f), None) => gre_user::config::edit::read_batch(&f)?,
@@ -331,9 +331,9 @@ async fn map_edit(name: String, save: Option<PathBuf>, batch: Option<PathBuf>, e
         (None, None) => bail!("map-edit: give an edit (peer, path, route, neigh, key, group) or --batch FILE"),
     };
     let (nl, dp) = running()?;
-    let mut run = gre_user::control::state::show(&dp, &nl, &name).await?;
+    let mut run = control::show(&dp, &nl, &name).await?;
     let start = std::time::Instant::now();
-    gre_user::control::peers::apply_edits(&nl, &dp, &mut run, &edits).await?;
+    control::apply_edits(&nl, &dp, &mut run, &edits).await?;
     if let Some(f) = save {
         std::fs::write(&f, run.config.without_mesh_peers().to_toml()).with_context(|| format!("writing {}", f.display()))?;
     }
@@ -344,9 +344,9 @@ async fn map_edit(name: String, save: Option<PathBuf>, batch: Option<PathBuf>, e
 
 /// `status --watch`: a screen of rates every `interval` seconds.
 async fn watch(name: Option<String>, interval: f64, count: u32, debug: bool) -> Result<()> {
-    sys::require_root("status")?;
+    net::require_root("status")?;
     let _log = match debug {
-        true => Some(gre_user::datapath::debug::listen(&running_maps()?)?),
+        true => Some(gre_user::datapath::listen_to_log(&running_maps()?)?),
         false => None,
     };
     let mut prev = observe::collect(name.as_deref()).await?;
@@ -380,16 +380,16 @@ async fn check(config: Option<PathBuf>, kernel: bool) -> Result<()> {
     };
     let file = config.display().to_string();
     let cfg = Config::load(&config)?;
-    let nl = netlink::Netlink::new()?;
+    let nl = Netlink::new()?;
     for (i, l) in cfg.links.iter().enumerate() {
         if nl.link(&l.dev).await?.is_none() {
             bail!("{file}: link[{i}].dev: no device named `{}` in this network namespace", l.dev);
         }
     }
     let tun = nl.link(&cfg.tunnel.name).await?.map(|l| l.index).unwrap_or(0);
-    gre_user::control::state::check_routes(&nl, &cfg, tun, &file).await?;
-    let links = gre_user::control::links::resolve_links(&nl, &cfg, &file).await?;
-    gre_user::control::state::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
+    control::check_routes(&nl, &cfg, tun, &file).await?;
+    let links = control::resolve_links(&nl, &cfg, &file).await?;
+    control::tunnel_mtu(&cfg, links.values().map(|l| l.mtu).min().unwrap_or(1500), &file)?;
     println!("{file}: ok ({} link(s), {} peer(s))", cfg.links.len(), cfg.peers.len());
     for a in cfg.advice(&file) {
         println!("warning: {a}");
@@ -399,15 +399,15 @@ async fn check(config: Option<PathBuf>, kernel: bool) -> Result<()> {
 
 /// `reload`: apply what changed in the file to the running tunnel.
 async fn reload(config: PathBuf) -> Result<()> {
-    sys::require_root("reload")?;
+    net::require_root("reload")?;
     let file = config.display().to_string();
     let want = Config::load(&config)?;
     let (nl, dp) = running()?;
-    let mut run = gre_user::control::state::show(&dp, &nl, &want.tunnel.name).await?;
+    let mut run = control::show(&dp, &nl, &want.tunnel.name).await?;
     if run.config.fingerprint() == want.fingerprint() {
         println!("{}: no changes", want.tunnel.name);
     } else {
-        let done = gre_user::control::state::apply(&nl, &dp, &mut run, &want, &file).await?;
+        let done = control::apply(&nl, &dp, &mut run, &want, &file).await?;
         println!("{}: reloaded ({})", want.tunnel.name, done.join(", "));
     }
     Ok(())

@@ -153,7 +153,7 @@ fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     let with_id = |id: u16, g: Gre| frame_with_ip_id(id, g, &inner);
     let handed = handed_number;
     let keepalive = |a: Option<Announce>| {
-        eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), a))
+        eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), a))
     };
     let announced = |dp: &Dp| -> PeerAnnounce {
         let m: Array<&MapData, PeerAnnounce> = dp.ebpf.map(MAP_ANNOUNCED).unwrap().try_into().unwrap();
@@ -416,7 +416,7 @@ fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
     // The loader writes which namespace, layout and build the maps serve.
     let loaded = gre_user::datapath::Datapath::load().expect("loading the datapath");
     let meta = loaded.meta().unwrap().get(&0, 0).unwrap();
-    assert_eq!(meta.netns_ino, gre_user::net::sys::netns_ino().unwrap());
+    assert_eq!(meta.netns_ino, gre_user::net::netns_ino().unwrap());
     assert_eq!(meta.layout, LAYOUT_VERSION);
     assert_eq!(meta.build, gre_user::datapath::build_id());
 }
@@ -476,7 +476,7 @@ fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
 
 #[test]
 fn the_peers_keepalives_are_sent_back_out_of_the_link() {
-    let ka = gre_user::daemon::keepalive::build(REMOTE.into(), LOCAL.into(), Some(42), None);
+    let ka = gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x0800, &ka);
     let inner = &ka[20 + 8..];
     let want = eth(PEER_MAC, LINK_MAC, 0x0800, inner);
@@ -787,7 +787,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TunnelFlags::UNDERLAY6);
     v6_peer(&mut dp);
-    let ka = gre_user::daemon::keepalive::build(r6.into(), l6.into(), Some(42), None);
+    let ka = gre_user::daemon::keepalive_packet(r6.into(), l6.into(), Some(42), None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ka);
     let want = eth(PEER_MAC, LINK_MAC, 0x86DD, &ka[40 + 8..]);
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
@@ -798,7 +798,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     }
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 2);
     // Ours, come back: the inner part of what we sent, as the peer returns it.
-    let ours = gre_user::daemon::keepalive::build(l6.into(), r6.into(), Some(42), None);
+    let ours = gre_user::daemon::keepalive_packet(l6.into(), r6.into(), Some(42), None);
     let back = eth(LINK_MAC, PEER_MAC, 0x86DD, &ours[40 + 8..]);
     assert_eq!(dp.run(PROG_RX_TC, &back, None).0, TC_ACT_SHOT, "a reply is consumed");
     assert_eq!(dp.path_stats(1, 0).keepalive_replies, 1);
@@ -808,7 +808,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let mut dp = Dp::new();
     dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TunnelFlags::NVGRE);
     dp.peer(1, &[1]);
-    let ka = gre_user::daemon::keepalive::build(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8), None);
+    let ka = gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8), None);
     let (ret, _) = dp.run(PROG_RX_TC, &eth(LINK_MAC, PEER_MAC, 0x0800, &ka), None);
     assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 1);

@@ -2,9 +2,14 @@
 //! tunnel's lifecycle (up, down, reload) and replacing another build's
 //! programs.
 
-pub mod links;
-pub mod peers;
-pub mod plan;
-pub mod state;
-pub mod tunnel;
-pub mod upgrade;
+pub(crate) mod links;
+pub(crate) mod peers;
+pub(crate) mod plan;
+pub(crate) mod state;
+pub(crate) mod tunnel;
+pub(crate) mod upgrade;
+
+pub use links::resolve_links;
+pub use peers::apply_edits;
+pub use state::{apply, check_routes, show, tunnel_mtu, Running};
+pub use tunnel::{down, up, UpOutcome};

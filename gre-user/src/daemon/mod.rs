@@ -1,6 +1,9 @@
 //! `xgre run`: the watcher, keepalives and outer-fragment reassembly.
 
-pub mod keepalive;
-pub mod reassemble;
-pub mod run;
+pub(crate) mod keepalive;
+pub(crate) mod reassemble;
+pub(crate) mod run;
 mod watch;
+
+pub use keepalive::build as keepalive_packet;
+pub use run::run;

@@ -1,9 +1,11 @@
 //! The datapath of one network namespace: its programs and maps, loaded
 //! fresh or found again in the kernel through BPF object ids.
 
-pub mod codec;
-pub mod debug;
-pub mod pairs;
+pub(crate) mod codec;
+pub(crate) mod debug;
+pub(crate) mod pairs;
+
+pub use debug::listen as listen_to_log;
 
 use std::{collections::BTreeMap, sync::Mutex};
 

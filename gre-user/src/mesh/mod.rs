@@ -14,8 +14,10 @@
 //! `Applier` turns them into peers inside the `run` loop, so path health
 //! and mesh changes never write the same peer at the same time.
 
-pub mod entry;
-pub mod status;
+pub(crate) mod entry;
+pub(crate) mod status;
+
+pub use status::remove_status;
 
 use std::{
     collections::BTreeMap,
@@ -36,7 +38,7 @@ use crate::{
     },
     datapath::Datapath,
     mesh::entry::{entry_field, host_of, my_links, HostEntry},
-    mesh::status::{remove_status, status_path, unix_now, ConnState, MeshStatus},
+    mesh::status::{status_path, unix_now, ConnState, MeshStatus},
     net::netlink::Netlink,
 };
 

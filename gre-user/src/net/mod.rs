@@ -1,4 +1,7 @@
 //! The host's side: rtnetlink, ioctls, bpffs and namespaces.
 
-pub mod netlink;
-pub mod sys;
+pub(crate) mod netlink;
+pub(crate) mod sys;
+
+pub use netlink::Netlink;
+pub use sys::{netns_ino, require_root};

@@ -2,10 +2,11 @@
 //! JSON) and the Prometheus exporter.
 
 mod collect;
-pub mod exporter;
+pub(crate) mod exporter;
 mod render;
 mod status;
 
 pub use collect::collect;
+pub use exporter::serve;
 pub use render::{render, render_watch};
 pub use status::*;

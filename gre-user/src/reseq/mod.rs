@@ -5,7 +5,7 @@
 //! the way the programs deliver everything else, so the tunnel device
 //! receives and counts them. BPF cannot hold a packet; this can.
 
-pub mod window;
+pub(crate) mod window;
 
 use std::{
     collections::HashMap,

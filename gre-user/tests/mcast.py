@@ -3,8 +3,8 @@
 
 send GROUP PORT LOCAL_ADDR COUNT: COUNT datagrams of 1000 bytes, 20 ms apart
 (TTL 16); prints COUNT.
-recv GROUP PORT LOCAL_ADDR SECS: joins GROUP on LOCAL_ADDR's interface;
-prints "RECEIVED SIZE" (count, size of the last) after SECS seconds or once
+recv GROUP PORT LOCAL_ADDR SECS: joins GROUP on LOCAL_ADDR's interface,
+prints "ready", then "RECEIVED SIZE" (count, size of the last) after SECS seconds or once
 nothing arrived for 5 s after the first datagram.
 
 send-seq GROUP PORT LOCAL_ADDR COUNT INTERVAL_MS: numbered datagrams.
@@ -85,6 +85,7 @@ if mode == "send":
 else:
     secs = float(sys.argv[5])
     s = join()
+    print("ready", flush=True)
     s.settimeout(0.5)
     end = time.time() + secs
     count, size, last = 0, 0, None

@@ -1,6 +1,7 @@
-//! The compiled datapath under BPF_PROG_RUN: a fresh copy per test (so
-//! tests share no map state), the test's view of its maps, and frame
-//! builders written here by hand, byte by byte.
+//! The compiled datapath under BPF_PROG_RUN: loaded and verified once per
+//! copy a test needs at the same time, and handed from test to test with
+//! its maps emptied (so tests share no map state); the test's view of its
+//! maps, and frame builders written here by hand, byte by byte.
 
 use gre_common::{PathFlags, TunnelFlags};
 use std::{
@@ -50,7 +51,35 @@ pub fn ipv6(src: [u8; 16], dst: [u8; 16], tc: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 pub struct Dp {
-    pub ebpf: Ebpf,
+    pub ebpf: Loaded,
+}
+
+/// A loaded datapath, back to the spares when its test is done with it.
+pub struct Loaded(Option<Ebpf>);
+
+impl std::ops::Deref for Loaded {
+    type Target = Ebpf;
+    fn deref(&self) -> &Ebpf {
+        self.0.as_ref().expect("a Dp holds its datapath until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Loaded {
+    fn deref_mut(&mut self) -> &mut Ebpf {
+        self.0.as_mut().expect("a Dp holds its datapath until dropped")
+    }
+}
+
+/// Loaded datapaths no test holds: verifying the programs costs about a
+/// second, emptying the maps a few milliseconds.
+static SPARE: std::sync::Mutex<Vec<Ebpf>> = std::sync::Mutex::new(Vec::new());
+
+impl Drop for Dp {
+    fn drop(&mut self) {
+        if let Some(e) = self.ebpf.0.take() {
+            SPARE.lock().unwrap_or_else(|e| e.into_inner()).push(e);
+        }
+    }
 }
 
 pub fn sum16(b: &[u8]) -> u16 {
@@ -157,20 +186,112 @@ pub fn skb_ctx_from(ifindex: u32, gso_segs: u32, ingress: u32) -> Vec<u8> {
 }
 
 impl Dp {
+    /// A datapath whose maps are all empty, as a fresh load has them.
     pub fn new() -> Dp {
-        let mut ebpf = Ebpf::load(OBJECT).expect("loading the compiled datapath (are we root?)");
-        for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF] {
-            let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
-        }
-        {
-            let name = PROG_RX_XDP;
-            let p: &mut Xdp = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
-        }
-        Dp { ebpf }
+        let spare = SPARE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut dp = Dp { ebpf: Loaded(Some(spare.unwrap_or_else(load))) };
+        dp.empty_maps();
+        dp
     }
 
+    /// Empty every map: hash maps and tries of every entry, arrays back
+    /// to zero in every slot a test can have written (those of the peer
+    /// ids the maps name, and of the first 64), per-CPU scratch left as
+    /// is (each program run writes before it reads).
+    fn empty_maps(&mut self) {
+        let mut ids: std::collections::BTreeSet<u32> = (0..64).collect();
+        ids.extend(self.peers().keys().map(Result::unwrap));
+        ids.extend(self.rx_paths().iter().map(|r| r.unwrap().1.peer_id));
+        let mut done = vec![MAP_SCRATCH, MAP_HDR, "XGRE_LCO_HDR", "XGRE_PMTU_CLM", "AYA_LOGS"];
+        macro_rules! empty_hash {
+            ($($name:expr => $k:ty, $v:ty;)*) => {$(
+                let mut m: HashMap<&mut MapData, $k, $v> = self.hash($name);
+                for k in m.keys().map(Result::unwrap).collect::<Vec<_>>() {
+                    m.remove(&k).unwrap();
+                }
+                done.push($name);
+            )*};
+        }
+        empty_hash! {
+            MAP_TUNNELS => u32, Tunnel;
+            MAP_TUNNEL_BY_KEY => KeyLookup, u32;
+            MAP_PEERS => u32, Peer;
+            MAP_RX_PATHS => RxKey, RxPath;
+            MAP_LOCAL_ADDRS => [u8; 16], LocalAddr;
+            MAP_LINK_USERS => LinkUseKey, LinkUse;
+            MAP_RESEQ_TAP => u32, u32;
+            MAP_FDB => FdbKey, FdbEntry;
+            MAP_VLANS => VlanMapKey, u32;
+            MAP_NEIGH => NeighKey, NeighEntry;
+            MAP_FLOOD => FloodKey, FloodList;
+            MAP_OUTER_PAIRS => OuterPair, u32;
+        }
+        let mut stats: aya::maps::PerCpuHashMap<&mut MapData, u32, NeighStats> =
+            self.ebpf.map_mut(MAP_NEIGH_STATS).unwrap().try_into().unwrap();
+        for k in stats.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            stats.remove(&k).unwrap();
+        }
+        let mut r4: LpmTrie<&mut MapData, Route4, u32> = self.ebpf.map_mut(MAP_ROUTES4).unwrap().try_into().unwrap();
+        for k in r4.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            r4.remove(&k).unwrap();
+        }
+        let mut r6: LpmTrie<&mut MapData, Route6, u32> = self.ebpf.map_mut(MAP_ROUTES6).unwrap().try_into().unwrap();
+        for k in r6.keys().map(Result::unwrap).collect::<Vec<_>>() {
+            r6.remove(&k).unwrap();
+        }
+        done.extend([MAP_NEIGH_STATS, MAP_ROUTES4, MAP_ROUTES6]);
+        let slots: Vec<u32> = ids.iter().flat_map(|&id| (0..MAX_PATHS as u32).map(move |j| path_slot(id, j))).collect();
+        self.zero::<PathStats>(MAP_PATH_STATS, &slots, true);
+        self.zero::<u64>(MAP_PATH_SEEN, &slots, false);
+        self.zero::<u64>(MAP_PATH_BYTES, &slots, false);
+        self.zero::<PathMtu>(MAP_PATH_MTU, &slots, false);
+        let ids: Vec<u32> = ids.into_iter().collect();
+        self.zero::<u64>(MAP_TX_SEQ, &ids, false);
+        self.zero::<u64>(MAP_RX_SEQ, &ids, false);
+        self.zero::<ReorderStats>(MAP_REORDER, &ids, true);
+        self.zero::<PeerAnnounce>(MAP_ANNOUNCED, &ids, false);
+        self.zero::<u64>(MAP_DROPS, &(0..drop::DROP_SLOTS as u32).collect::<Vec<_>>(), true);
+        self.zero::<u64>(MAP_PMTU_EVENTS, &(0..pmtu::PMTU_EVENT_SLOTS as u32).collect::<Vec<_>>(), true);
+        self.zero::<Meta>(MAP_META, &[0], false);
+        done.extend([MAP_PATH_STATS, MAP_PATH_SEEN, MAP_PATH_BYTES, MAP_PATH_MTU, MAP_TX_SEQ, MAP_RX_SEQ, MAP_REORDER, MAP_ANNOUNCED]);
+        done.extend([MAP_DROPS, MAP_PMTU_EVENTS, MAP_META]);
+        // A map added to the datapath must be emptied here too.
+        let left: Vec<String> =
+            self.ebpf.maps().map(|(n, _)| n.to_string()).filter(|n| !n.starts_with('.') && !done.contains(&n.as_str())).collect();
+        assert!(left.is_empty(), "Dp::empty_maps does not empty {left:?}");
+    }
+
+    /// Slots `idx` of array `name` (per-CPU or not) back to zero.
+    fn zero<V: aya::Pod + Default>(&mut self, name: &str, idx: &[u32], per_cpu: bool) {
+        let map = self.ebpf.map_mut(name).unwrap();
+        if per_cpu {
+            let mut m: PerCpuArray<&mut MapData, V> = map.try_into().unwrap();
+            let ncpu = aya::util::nr_cpus().unwrap();
+            for &i in idx {
+                m.set(i, aya::maps::PerCpuValues::try_from((0..ncpu).map(|_| V::default()).collect::<Vec<_>>()).unwrap(), 0).unwrap();
+            }
+        } else {
+            let mut m: aya::maps::Array<&mut MapData, V> = map.try_into().unwrap();
+            for &i in idx {
+                m.set(i, V::default(), 0).unwrap();
+            }
+        }
+    }
+}
+
+/// Load the datapath and verify its programs (never attached).
+fn load() -> Ebpf {
+    let mut ebpf = Ebpf::load(OBJECT).expect("loading the compiled datapath (are we root?)");
+    for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_HANDOFF] {
+        let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
+    }
+    let p: &mut Xdp = ebpf.program_mut(PROG_RX_XDP).unwrap().try_into().unwrap();
+    p.load().unwrap_or_else(|e| panic!("verifier rejected {PROG_RX_XDP}: {e}"));
+    ebpf
+}
+
+impl Dp {
     pub fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
         self.ebpf.map_mut(name).unwrap().try_into().unwrap()
     }

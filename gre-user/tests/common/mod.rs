@@ -139,17 +139,26 @@ pub struct Topo {
     pub hosts: Vec<Host>,
     pub dir: PathBuf,
     children: Vec<Child>,
+    /// What this topology's namespace names end in.
+    id: String,
+}
+
+/// A name no other topology of this run has: the tag, this process and a
+/// counter (the areas of the end-to-end tests share one process).
+fn unique(tag: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!("{tag}{}{}", std::process::id() % 100000, NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 impl Topo {
     /// Hosts `a` and `b` joined by one veth pair: a has 198.18.0.10 on
     /// `va`, b has 198.18.0.20 on `vb`.
     pub fn pair(tag: &str) -> Topo {
-        let id = format!("{}{}", tag, std::process::id() % 100000);
+        let id = unique(tag);
         let (a, b) = (format!("xa{id}"), format!("xb{id}"));
         let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let t = Topo { hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }], dir, children: vec![] };
+        let t = Topo { hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }], dir, children: vec![], id };
         sh(&format!(
             "ip netns add {a} && ip netns add {b} && ip link add va netns {a} type veth peer name vb netns {b} && \
              ip -n {a} addr add 198.18.0.10/24 dev va && ip -n {b} addr add 198.18.0.20/24 dev vb && \
@@ -163,11 +172,11 @@ impl Topo {
     /// 198.18.i.10/24, of b `b{i}` with 198.18.i.20/24, and the switch ports
     /// are `sa{i}`, `sb{i}`. `rate` (Mbit/s) adds tbf to every host link.
     pub fn switched(tag: &str, n: u32, rate: Option<u32>) -> Topo {
-        let id = format!("{}{}", tag, std::process::id() % 100000);
+        let id = unique(tag);
         let (a, b, sw) = (format!("xa{id}"), format!("xb{id}"), format!("xs{id}"));
         let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let t = Topo { hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }, Host { ns: sw.clone() }], dir, children: vec![] };
+        let t = Topo { hosts: vec![Host { ns: a.clone() }, Host { ns: b.clone() }, Host { ns: sw.clone() }], dir, children: vec![], id };
         let mut s = format!("ip netns add {a} && ip netns add {b} && ip netns add {sw} && ip -n {sw} link add br0 type bridge && ip -n {sw} link set br0 up");
         for (h, ns) in [("a", &a), ("b", &b)] {
             // Several NICs on one segment: answer ARP only for the address
@@ -190,16 +199,16 @@ impl Topo {
 
     /// No hosts yet: the test adds them with `add`.
     pub fn empty(tag: &str) -> Topo {
-        let id = format!("{}{}", tag, std::process::id() % 100000);
+        let id = unique(tag);
         let dir = std::env::temp_dir().join(format!("xgre-test-{id}"));
         std::fs::create_dir_all(&dir).unwrap();
-        Topo { hosts: vec![], dir, children: vec![] }
+        Topo { hosts: vec![], dir, children: vec![], id }
     }
 
     /// A new namespace `x{name}{pid}` with lo up, torn down with the rest;
     /// returns its index in `hosts`.
     pub fn add(&mut self, name: &str) -> usize {
-        let ns = format!("x{name}{}", std::process::id() % 100000);
+        let ns = format!("x{name}{}", self.id);
         sh(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
         self.hosts.push(Host { ns });
         self.hosts.len() - 1
@@ -327,10 +336,22 @@ pub fn multi_config(me: char, n: u32, extra_tunnel: &str) -> String {
     c.with_peer(pname, &[inner_peer], &paths).with_tunnel_toml(extra_tunnel).to_toml()
 }
 
-/// A packet capture on a host's link, started and ready before it returns.
+/// A packet capture on a host's link, started and ready before it returns:
+/// the capture takes, besides what its filter asks for, frames of an
+/// EtherType of its own that `start` sends on the link until one comes
+/// back, so the filter is known to be in place (tshark prints "Capturing
+/// on" a moment before it is). Those frames are left out of the result.
 pub struct Capture {
     child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    /// What arrived while waiting for the sentinel.
+    early: Vec<String>,
+    count: u32,
+    until: Instant,
 }
+
+/// IEEE 802's "local experimental" EtherType: no stack or switch acts on it.
+const SENTINEL: u16 = 0x88b5;
 
 impl Capture {
     /// tshark with a capture filter and the given fields (first occurrence:
@@ -349,43 +370,82 @@ impl Capture {
 
     fn start_opts(host: &Host, dev: &str, filter: &str, fields: &[&str], count: u32, secs: u32, opts: &str) -> Capture {
         let f: Vec<String> = fields.iter().map(|f| format!("-e {f}")).collect();
+        // `-e eth.type` first: it tells the sentinel frames from the rest.
         let mut child = host.spawn(&format!(
-            "tshark -n -i {dev} -f '{filter}' -c {count} -a duration:{secs} -T fields -E separator=, {opts} {}",
+            "tshark -l -n -i {dev} -f '({filter}) or ether proto {SENTINEL:#x}' -a duration:{secs} -T fields -E separator=, {opts} -e eth.type {}",
             f.join(" ")
         ));
-        let err = child.stderr.take().unwrap();
-        let mut r = BufReader::new(err);
-        let start = Instant::now();
-        let mut seen = String::new();
-        let mut line = String::new();
-        while start.elapsed() < Duration::from_secs(20) {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                break;
+        let until = Instant::now() + Duration::from_secs(secs as u64);
+        let (tx, lines) = std::sync::mpsc::channel();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
             }
-            seen.push_str(&line);
-            if line.contains("Capturing on") {
-                // Keep draining stderr so tshark never blocks on it.
-                std::thread::spawn(move || std::io::copy(&mut r, &mut std::io::sink()));
-                // tshark says so a moment before its socket filter is in place.
-                std::thread::sleep(Duration::from_millis(1000));
-                return Capture { child };
+        });
+        // Keep draining stderr so tshark never blocks on it.
+        let mut err = child.stderr.take().unwrap();
+        std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+        let mut cap = Capture { child, lines, early: Vec::new(), count, until };
+        let frame = format!("b'\\xff'*6 + b'\\x02'*6 + b'\\x{:02x}\\x{:02x}' + bytes(46)", SENTINEL >> 8, SENTINEL & 0xff);
+        let send = format!(
+            "/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('{dev}', 0)); s.send({frame})\""
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            host.run(&send);
+            let wait = Instant::now() + Duration::from_millis(100);
+            while let Ok(l) = cap.lines.recv_timeout(wait.saturating_duration_since(Instant::now())) {
+                if Self::is_sentinel(&l) {
+                    return cap;
+                }
+                cap.early.push(l);
             }
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("tshark did not start capturing on {dev}:\n{seen}");
+        let _ = cap.child.kill();
+        let _ = cap.child.wait();
+        panic!("tshark did not start capturing on {dev}");
     }
 
-    /// Wait for the capture to end; one Vec of fields per packet.
-    pub fn finish(self) -> Vec<Vec<String>> {
-        let out = self.child.wait_with_output().expect("tshark");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
+    /// Whether a line is a sentinel's: its EtherType in any column (tshark
+    /// prints a field asked for twice in the last column only, and no
+    /// other frame carries this EtherType anywhere).
+    fn is_sentinel(line: &str) -> bool {
+        line.split([',', ';']).any(|t| t == format!("{SENTINEL:#06x}"))
+    }
+
+    /// Wait for the capture to end (`count` packets, or its time); one Vec
+    /// of fields per packet.
+    pub fn finish(mut self) -> Vec<Vec<String>> {
+        let mut got: Vec<String> = std::mem::take(&mut self.early);
+        got.retain(|l| !Self::is_sentinel(l));
+        while got.len() < self.count as usize {
+            match self.lines.recv_timeout(self.until.saturating_duration_since(Instant::now())) {
+                Ok(l) if Self::is_sentinel(&l) => {}
+                Ok(l) => got.push(l),
+                Err(_) => break,
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        got.iter()
             .filter(|l| !l.trim().is_empty())
-            .map(|l| l.split(',').map(str::to_string).collect())
+            .map(|l| l.split(',').skip(1).map(str::to_string).collect())
+            .take(self.count as usize)
             .collect()
     }
+}
+
+/// The stdout of a helper that says "ready" once it is (a receiver that
+/// has joined its group), read past that line.
+pub fn ready(child: &mut Child) -> BufReader<std::process::ChildStdout> {
+    let mut r = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready", "receiver: {line}");
+    r
 }
 
 pub struct Transfer {

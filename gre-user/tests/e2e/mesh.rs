@@ -2,8 +2,6 @@
 //! cluster (Debian's etcd-server) on a management network and 5 xgre hosts
 //! on an underlay, each in its own namespace, torn down by Drop.
 
-mod common;
-
 use std::{
     collections::BTreeSet,
     path::PathBuf,
@@ -11,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use gre_user::config::MeshConfig;
 
 const TTL: u32 = 3;

@@ -6,11 +6,9 @@
 //! TCP hashed both ways, keepalives, and `nopmtudisc` fragments that xgre
 //! reassembles. Host a runs xgre on tap `qt0`, the guest's NIC.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{interop::*, linux_vm::LinuxVm, *};
+use crate::common::{interop::*, linux_vm::LinuxVm, *};
 
 const GUEST_MAC: &str = "52:54:00:12:34:56";
 

@@ -2,9 +2,7 @@
 //! bridge with the tunnel and its VMs as ports: host 1 has VMs a1 and a2,
 //! host 2 has b, host 3 has c. Namespaces torn down by Drop.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use gre_user::config::{Mac, NeighborConfig};
 use serde_json::Value;
 

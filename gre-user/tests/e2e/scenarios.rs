@@ -3,13 +3,11 @@
 //! tenants, keepalived (VRRP) over gretap, FRR (OSPF + PIM) over gre, and
 //! path MTU discovery over a routed underlay (`pmtu`).
 
-mod common;
-#[path = "scenarios/pmtu.rs"]
 mod pmtu;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// Join `a`'s device `da` and `b`'s device `db` with a veth pair.
 fn veth(t: &Topo, a: usize, da: &str, b: usize, db: &str) {
@@ -393,12 +391,14 @@ fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
     // A receiver at site B joins 239.0.0.10; a source at site A sends 200
     // 1000-byte datagrams to it.
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
-    let recv = t.hosts[rcv].spawn(&format!("timeout 40 /usr/bin/python3 {script} recv 239.0.0.10 1234 198.19.20.2 20"));
-    std::thread::sleep(Duration::from_secs(2));
+    let mut recv = t.hosts[rcv].spawn(&format!("timeout 40 /usr/bin/python3 {script} recv 239.0.0.10 1234 198.19.20.2 20"));
+    let mut joined = ready(&mut recv);
     let sent = t.hosts[src].run(&format!("timeout 40 /usr/bin/python3 {script} send 239.0.0.10 1234 198.19.10.2 200"));
     let out = {
-        let o = recv.wait_with_output().unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut joined, &mut line);
+        let _ = recv.wait();
+        line
     };
     let got: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
     println!("sent {}; received {} datagrams of {} bytes", sent.trim(), got[0], got[1]);
@@ -417,17 +417,20 @@ fn pim_and_ospf_over_gre_carry_a_multicast_stream_between_sites() {
 /// tunnel address `local`) while `send` runs.
 fn multicast_counts(t: &Topo, receivers: &[(usize, &str)], sender: usize, from: &str, group: &str, n: u32) -> Vec<u64> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/mcast.py");
-    let children: Vec<_> = receivers
+    let mut children: Vec<_> = receivers
         .iter()
         .map(|(h, local)| t.hosts[*h].spawn(&format!("timeout 30 /usr/bin/python3 {script} recv {group} 1234 {local} 6")))
         .collect();
-    std::thread::sleep(Duration::from_secs(1));
+    let outs: Vec<_> = children.iter_mut().map(ready).collect();
     t.hosts[sender].run(&format!("timeout 30 /usr/bin/python3 {script} send {group} 1234 {from} {n}"));
     children
         .into_iter()
-        .map(|c| {
-            let o = c.wait_with_output().unwrap();
-            String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or("0").parse().unwrap()
+        .zip(outs)
+        .map(|(mut c, mut out)| {
+            let mut line = String::new();
+            let _ = std::io::BufRead::read_line(&mut out, &mut line);
+            let _ = c.wait();
+            line.split_whitespace().next().unwrap_or("0").parse().unwrap()
         })
         .collect()
 }

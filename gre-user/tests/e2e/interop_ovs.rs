@@ -4,11 +4,9 @@
 //! numbers. Host a runs xgre on `va`; host b runs OVS with `vb` as a port of
 //! its underlay bridge.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{interop::*, ovs::*, *};
+use crate::common::{interop::*, ovs::*, *};
 
 /// MAC the OVS side gives frames it delivers to its own stack in L3 mode.
 const L3_SRC_MAC: &str = "02:00:00:00:0b:03";

@@ -1,14 +1,12 @@
 //! Running it for real: live edits under traffic, crash recovery, a link
 //! deleted under a running tunnel, show / save / reload round trips.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader, Read},
     time::Duration,
 };
 
-use common::*;
+use crate::common::*;
 use gre_user::config::{edit, Config};
 use serde_json::Value;
 

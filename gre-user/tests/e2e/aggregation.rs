@@ -2,14 +2,12 @@
 //! `xgre run` keeping the path table current while a link is cut and
 //! restored.
 
-mod common;
-
 use std::{
     io::{BufRead, BufReader},
     time::{Duration, Instant},
 };
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// Start `xgre run` on a host; returns once it is watching its paths.
@@ -351,14 +349,6 @@ while len(got) < {count}:\n  try: d=s.recv(100)\n  except socket.timeout: break\
 print(json.dumps(got), flush=True)\""
     ));
     child
-}
-
-fn ready(child: &mut std::process::Child) -> BufReader<std::process::ChildStdout> {
-    let mut r = BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready", "receiver: {line}");
-    r
 }
 
 /// The scheduling policy of every thread named `comm` on the machine

@@ -2,9 +2,7 @@
 //! real traffic across the tunnel, captures on the underlay, and `xgre down`
 //! leaving nothing behind.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 /// What a user checks after `xgre down`: no device, no qdisc we added, no

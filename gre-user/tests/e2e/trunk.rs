@@ -10,9 +10,7 @@
 //! the frame; the kernel's bridge would hand it in the skb's metadata,
 //! which `trunk::frame_vid` reads too (and BPF_PROG_RUN cannot set).
 
-mod common;
-
-use common::{ovs::Ovs, *};
+use crate::common::{ovs::Ovs, *};
 use gre_user::config::VlanConfig;
 
 const VLANS: [(u16, u32); 2] = [(100, 5100), (200, 5200)];

@@ -203,9 +203,8 @@ fn reset_peer_state(dp: &Datapath, id: u32) -> Result<()> {
     Ok(())
 }
 
-/// Lowest peer ids not in use in this namespace.
-fn free_ids(dp: &Datapath, n: usize) -> Result<Vec<u32>> {
-    let used: BTreeSet<u32> = entries(MAP_PEERS, dp.peers()?.keys())?.into_iter().collect();
+/// The `n` lowest peer ids not in `used` (the namespace's, every tunnel's).
+fn free_ids(used: &BTreeSet<u32>, n: usize) -> Result<Vec<u32>> {
     let free: Vec<u32> = (0..MAX_PEERS).filter(|i| !used.contains(i)).take(n).collect();
     if free.len() < n {
         bail!("more than {MAX_PEERS} peers in this namespace");
@@ -468,9 +467,7 @@ async fn apply_peer_steps(nl: &Netlink, dp: &Datapath, run: &mut Running, c: &Pe
             let id = match run.ids.get(name) {
                 Some(&id) => id,
                 None => {
-                    let id = (0..MAX_PEERS)
-                        .find(|i| !run.used_ids.contains(i))
-                        .ok_or_else(|| anyhow!("more than {MAX_PEERS} peers in this namespace"))?;
+                    let id = free_ids(&run.used_ids, 1)?[0];
                     reset_peer_state(dp, id)?;
                     run.used_ids.insert(id);
                     run.ids.insert(name.to_string(), id);
@@ -528,10 +525,11 @@ pub async fn add_peers(
     links: &BTreeMap<String, Link>,
     macs: &[Vec<[u8; 6]>],
 ) -> Result<()> {
-    let fresh = free_ids(dp, cfg.peers.len())?;
+    let fresh = free_ids(&run.used_ids, cfg.peers.len())?;
     for ((p, id), m) in cfg.peers.iter().zip(fresh).zip(macs) {
         reset_peer_state(dp, id)?;
         write_peer(dp, cfg, p, id, run.ifindex, links, m, None)?;
+        run.used_ids.insert(id);
         run.ids.insert(p.name.clone(), id);
         sync_routes(nl, run.ifindex, PeerRoutes::default(), cfg.peer_routes(p)).await?;
     }
@@ -672,7 +670,8 @@ async fn execute(
             format!("link {} ({hook})", link.dev)
         }
         Step::AddPeer(p) => {
-            let id = free_ids(dp, 1)?[0];
+            let id = free_ids(&run.used_ids, 1)?[0];
+            run.used_ids.insert(id);
             reset_peer_state(dp, id)?;
             write_peer(dp, want, p, id, tun, &x.links, &x.macs[&p.name], None)?;
             x.ids.insert(p.name.clone(), id);

@@ -7,6 +7,7 @@
 mod common;
 
 mod aggregation;
+mod delay_line;
 mod interop_linux;
 mod interop_ovs;
 mod mesh;

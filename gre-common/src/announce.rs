@@ -95,3 +95,39 @@ impl PeerAnnounce {
 
 #[cfg(feature = "user")]
 crate::aya_pod!(PeerAnnounce);
+
+/// When `xgre run` sent a keepalive (CLOCK_MONOTONIC, ns), behind the
+/// announcement if there is one: the probe comes back with it, and the
+/// receive program takes the difference to its own clock as the path's
+/// round trip (`XGRE_PATH_RTT`). Nothing but the sender reads it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Stamp {
+    /// `Stamp::MAGIC`, network order.
+    pub magic: [u8; 4],
+    pub _pad: [u8; 4],
+    /// The sender's clock, its own byte order (only it reads it).
+    pub sent_ns: [u8; 8],
+}
+
+impl Stamp {
+    pub const LEN: usize = core::mem::size_of::<Stamp>();
+    /// "xgts"
+    pub const MAGIC: u32 = 0x7867_7473;
+
+    pub fn new(sent_ns: u64) -> Stamp {
+        Stamp { magic: Self::MAGIC.to_be_bytes(), _pad: [0; 4], sent_ns: sent_ns.to_ne_bytes() }
+    }
+
+    pub fn is_ours(&self) -> bool {
+        u32::from_be_bytes(self.magic) == Self::MAGIC
+    }
+
+    pub fn sent_ns(&self) -> u64 {
+        u64::from_ne_bytes(self.sent_ns)
+    }
+
+    pub fn to_bytes(self) -> [u8; Self::LEN] {
+        bytemuck::cast(self)
+    }
+}

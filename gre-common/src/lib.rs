@@ -15,7 +15,7 @@ pub mod names;
 pub mod pmtu;
 pub mod reseq;
 
-pub use announce::{Announce, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
+pub use announce::{Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
 pub use drop::DropReason;
 pub use flags::{PathFlags, PeerFlags, TunnelFlags};
 pub use gre::GreHdr;

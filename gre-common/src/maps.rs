@@ -69,7 +69,7 @@ pub const HOOK_XDP: u32 = 1;
 pub const HOOK_TC: u32 = 2;
 
 /// Version of the map layout; a loader refuses a datapath of another version.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 
 /// One entry describing the datapath instance itself.
 #[repr(C)]

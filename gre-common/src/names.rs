@@ -40,6 +40,8 @@ pub const MAP_REORDER: &str = "XGRE_REORDER";
 /// Tunnel ifindex -> the tap `xgre run` resequences through (`resequence`).
 pub const MAP_RESEQ_TAP: &str = "XGRE_RESEQ_TAP";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
+/// Each path's last round trip, measured by keepalive (ns).
+pub const MAP_PATH_RTT: &str = "XGRE_PATH_RTT";
 /// Peer id -> what it last announced about numbering, until when.
 pub const MAP_ANNOUNCED: &str = "XGRE_ANNOUNCED";
 pub const MAP_FDB: &str = "XGRE_FDB";

@@ -77,6 +77,7 @@ fn keep_maps(data: usize) {
         let _ = maps::RX_SEQ.get(0);
         let _ = maps::REORDER.get(0);
         let _ = maps::PATH_SEEN.get(0);
+        let _ = maps::PATH_RTT.get(0);
         let _ = maps::ANNOUNCED.get(0);
         let _ = maps::PATH_BYTES.get(0);
         let _ = maps::FDB.lookup(FdbKey::default());

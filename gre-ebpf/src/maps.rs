@@ -96,6 +96,11 @@ pub static RESEQ_TAP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TUNNELS,
 #[map(name = "XGRE_PATH_SEEN")]
 pub static PATH_SEEN: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
 
+/// Each path's last round trip (ns), from the stamp a keepalive of ours
+/// came back with: `xgre run` sizes its resequencing and numbering from it.
+#[map(name = "XGRE_PATH_RTT")]
+pub static PATH_RTT: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS as u32, 0);
+
 /// What each peer last announced about numbering its packets, and until
 /// when (`announce.rs`).
 #[map(name = "XGRE_ANNOUNCED")]

@@ -51,8 +51,9 @@ pub enum Verdict {
     Pass,
     /// Deliver the inner packet to the tunnel device.
     Decap(Rx),
-    /// A keepalive of ours came back over this path: note it, consume it.
-    KeepaliveReply(RxPath),
+    /// A keepalive of ours came back over this path, what it carries
+    /// behind its GRE header at `at`: note it, consume it.
+    KeepaliveReply { path: RxPath, at: usize },
     /// The peer's keepalive (Cisco format: the inner packet is GRE from us
     /// back to it): decapsulate and send the inner packet back out of the
     /// link it came in on, as any GRE peer does.
@@ -186,7 +187,7 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
 
     let proto = gre.proto();
     if proto == PROTO_KEEPALIVE {
-        return Ok(Verdict::KeepaliveReply(path));
+        return Ok(Verdict::KeepaliveReply { path, at: EthHdr::LEN + tag + ihl + gre_len });
     }
     let rx =
         Rx { outer_len: tag + ihl + gre_len, inner_proto: proto, tunnel, path, inner_len: tot_len - ihl - gre_len, seq, resequence, vid };

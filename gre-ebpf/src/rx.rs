@@ -85,8 +85,8 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     let (rx, reflect) = match classify(ctx)? {
         Verdict::Pass => return Ok(xdp_action::XDP_PASS),
         Verdict::Icmp { at, v4 } => return Ok(pmtu::learn_request(at, v4)),
-        Verdict::KeepaliveReply(p) => {
-            keepalive_reply(p.peer_id, p.path);
+        Verdict::KeepaliveReply { path: p, at } => {
+            keepalive_reply(ctx, at, p.peer_id, p.path);
             return Ok(xdp_action::XDP_DROP);
         }
         Verdict::Reflect(rx) => (rx, true),
@@ -250,8 +250,8 @@ fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
     let rx = match classify(ctx)? {
         Verdict::Pass => return Ok(TC_ACT_OK),
         Verdict::Icmp { at, v4 } => return Ok(pmtu::learn_request(at, v4) as i32),
-        Verdict::KeepaliveReply(p) => {
-            keepalive_reply(p.peer_id, p.path);
+        Verdict::KeepaliveReply { path: p, at } => {
+            keepalive_reply(ctx, at, p.peer_id, p.path);
             return Ok(TC_ACT_SHOT);
         }
         Verdict::Reflect(rx) => return reflect_tc(ctx, &rx),

@@ -153,7 +153,7 @@ fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     let with_id = |id: u16, g: Gre| frame_with_ip_id(id, g, &inner);
     let handed = handed_number;
     let keepalive = |a: Option<Announce>| {
-        eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), a))
+        eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), a, None))
     };
     let announced = |dp: &Dp| -> PeerAnnounce {
         let m: Array<&MapData, PeerAnnounce> = dp.ebpf.map(MAP_ANNOUNCED).unwrap().try_into().unwrap();
@@ -474,9 +474,36 @@ fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
     }
 }
 
+/// Our keepalive comes back with the stamp we sent it with (behind our
+/// announcement, or alone): the path's round trip is the time since.
+#[test]
+fn keepalive_replies_measure_the_round_trip() {
+    for (prog, announce) in [(PROG_RX_TC, None), (PROG_RX_XDP, None), (PROG_RX_TC, Some(Announce::new(1, 400))), (PROG_RX_XDP, Some(Announce::new(1, 400)))] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), TunnelFlags::empty());
+        dp.peer(4, &[1]);
+        let sent = boot_ns() - 35_000_000;
+        let mut behind = announce.map(|a| a.to_bytes().to_vec()).unwrap_or_default();
+        behind.extend(Stamp::new(sent).to_bytes());
+        let reply = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0, ..valid(Some(42)) }, &behind);
+        let before = boot_ns();
+        dp.run(prog, &reply, None);
+        let after = boot_ns();
+        let rtt: Array<&MapData, u64> = dp.ebpf.map(MAP_PATH_RTT).unwrap().try_into().unwrap();
+        let got = rtt.get(&path_slot(4, 0), 0).unwrap();
+        assert!((before - sent..=after - sent).contains(&got), "{prog} {announce:?}: rtt {got} ns, want about 35 ms");
+        // A stamp from the future, or none, leaves it alone.
+        let future = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0, ..valid(Some(42)) }, &Stamp::new(after + 1_000_000_000).to_bytes());
+        dp.run(prog, &future, None);
+        let none = gre_frame(REMOTE, LOCAL, 0, Gre { proto: 0, ..valid(Some(42)) }, &[]);
+        dp.run(prog, &none, None);
+        assert_eq!(rtt.get(&path_slot(4, 0), 0).unwrap(), got, "{prog}");
+    }
+}
+
 #[test]
 fn the_peers_keepalives_are_sent_back_out_of_the_link() {
-    let ka = gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), None);
+    let ka = gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), None, None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x0800, &ka);
     let inner = &ka[20 + 8..];
     let want = eth(PEER_MAC, LINK_MAC, 0x0800, inner);
@@ -787,7 +814,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TunnelFlags::UNDERLAY6);
     v6_peer(&mut dp);
-    let ka = gre_user::daemon::keepalive_packet(r6.into(), l6.into(), Some(42), None);
+    let ka = gre_user::daemon::keepalive_packet(r6.into(), l6.into(), Some(42), None, None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ka);
     let want = eth(PEER_MAC, LINK_MAC, 0x86DD, &ka[40 + 8..]);
     for prog in [PROG_RX_TC, PROG_RX_XDP] {
@@ -798,7 +825,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     }
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 2);
     // Ours, come back: the inner part of what we sent, as the peer returns it.
-    let ours = gre_user::daemon::keepalive_packet(l6.into(), r6.into(), Some(42), None);
+    let ours = gre_user::daemon::keepalive_packet(l6.into(), r6.into(), Some(42), None, None);
     let back = eth(LINK_MAC, PEER_MAC, 0x86DD, &ours[40 + 8..]);
     assert_eq!(dp.run(PROG_RX_TC, &back, None).0, TC_ACT_SHOT, "a reply is consumed");
     assert_eq!(dp.path_stats(1, 0).keepalive_replies, 1);
@@ -808,7 +835,7 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let mut dp = Dp::new();
     dp.tunnel_mode(MODE_GRETAP, Some(0x1234), TunnelFlags::NVGRE);
     dp.peer(1, &[1]);
-    let ka = gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8), None);
+    let ka = gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(0x1234 << 8), None, None);
     let (ret, _) = dp.run(PROG_RX_TC, &eth(LINK_MAC, PEER_MAC, 0x0800, &ka), None);
     assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 1);

@@ -189,12 +189,14 @@ fn reset_peer_state(dp: &Datapath, id: u32) -> Result<()> {
     let ncpu = aya::util::nr_cpus().map_err(|(s, e)| anyhow!("{s}: {e}"))?;
     let mut stats = dp.path_stats()?;
     let mut seen = dp.path_seen()?;
+    let mut rtt = dp.path_rtt()?;
     let mut bytes = dp.path_bytes()?;
     let mut mtu = dp.path_mtu()?;
     for j in 0..MAX_PATHS as u32 {
         mtu.set(path_slot(id, j), gre_common::PathMtu::default(), 0)?;
         stats.set(path_slot(id, j), aya::maps::PerCpuValues::try_from(vec![PathStats::default(); ncpu])?, 0)?;
         seen.set(path_slot(id, j), 0, 0)?;
+        rtt.set(path_slot(id, j), 0, 0)?;
         bytes.set(path_slot(id, j), 0, 0)?;
     }
     dp.tx_seq()?.set(id, 0, 0)?;

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use gre_common::Announce;
+use gre_common::{Announce, Stamp};
 use socket2::{Domain, Socket, Type};
 
 const IPPROTO_GRE: u8 = 47;
@@ -57,10 +57,13 @@ fn gre_header(proto: u16, key: Option<u32>) -> Vec<u8> {
 /// our receive program checks like any other packet. What this end
 /// announces (`gre_common::announce`) follows the inner GRE header, where
 /// any GRE endpoint carries it back untouched.
-pub fn build(local: IpAddr, remote: IpAddr, key: Option<u32>, announce: Option<Announce>) -> Vec<u8> {
+pub fn build(local: IpAddr, remote: IpAddr, key: Option<u32>, announce: Option<Announce>, stamp: Option<Stamp>) -> Vec<u8> {
     let mut inner_gre = gre_header(gre_common::PROTO_KEEPALIVE, key);
     if let Some(a) = announce {
         inner_gre.extend(a.to_bytes());
+    }
+    if let Some(s) = stamp {
+        inner_gre.extend(s.to_bytes());
     }
     let ip = |src: IpAddr, dst: IpAddr, len: usize| match (src, dst) {
         (IpAddr::V6(s), IpAddr::V6(d)) => ipv6_header(s, d, len, 255).to_vec(),
@@ -104,7 +107,7 @@ impl Sender {
         let mut frame = path.dst_mac.to_vec();
         frame.extend(path.src_mac);
         frame.extend(ethertype.to_be_bytes());
-        frame.extend(build(local, remote, key, announce));
+        frame.extend(build(local, remote, key, announce, Some(Stamp::new(crate::net::sys::monotonic_ns()))));
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -135,16 +138,16 @@ mod tests {
 
     #[test]
     fn keepalive_layout() {
-        let p = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), None);
+        let p = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), None, None);
         assert_eq!(p.len(), 20 + 8 + 20 + 8);
         assert_eq!(&p[12..20], &[198, 18, 0, 10, 198, 18, 0, 20], "outer: us -> peer");
         assert_eq!(&p[20..28], &[0x20, 0, 0x08, 0, 0, 0, 0, 42], "outer GRE: K, IPv4, key");
         assert_eq!(&p[40..48], &[198, 18, 0, 20, 198, 18, 0, 10], "inner: peer -> us");
         assert_eq!(&p[48..56], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: K, protocol 0, key");
-        let no_key = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), None, None);
+        let no_key = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), None, None, None);
         assert_eq!(no_key.len(), 20 + 4 + 20 + 4);
         let (a, b): (Ipv6Addr, Ipv6Addr) = ("2001:db8::10".parse().unwrap(), "2001:db8::20".parse().unwrap());
-        let p6 = build(a.into(), b.into(), Some(42), None);
+        let p6 = build(a.into(), b.into(), Some(42), None, None);
         assert_eq!(p6.len(), 40 + 8 + 40 + 8);
         assert_eq!((p6[0] >> 4, p6[6]), (6, 47), "outer IPv6, next header GRE");
         assert_eq!(&p6[24..40], &b.octets(), "outer: to the peer");
@@ -152,7 +155,7 @@ mod tests {
         assert_eq!(&p6[56..72], &b.octets(), "inner: from the peer");
         assert_eq!(&p6[72..88], &a.octets(), "inner: back to us");
         assert_eq!(&p6[88..96], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: protocol 0");
-        let ann = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), Some(Announce::new(1, 400)));
+        let ann = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), Some(Announce::new(1, 400)), None);
         assert_eq!(ann.len(), 20 + 8 + 20 + 8 + Announce::LEN);
         assert_eq!(&ann[2..4], &(ann.len() as u16).to_be_bytes(), "outer length covers the announcement");
         assert_eq!(&ann[30..32], &((20 + 8 + Announce::LEN) as u16).to_be_bytes(), "so does the inner one");

@@ -304,6 +304,7 @@ typed_maps! {
     flood: HashMap<FloodKey, FloodList> = MAP_FLOOD;
     path_stats: PerCpuArray<PathStats> = MAP_PATH_STATS;
     path_seen: Array<u64> = MAP_PATH_SEEN;
+    path_rtt: Array<u64> = MAP_PATH_RTT;
     announced: Array<PeerAnnounce> = MAP_ANNOUNCED;
     path_bytes: Array<u64> = MAP_PATH_BYTES;
     tx_seq: Array<u64> = MAP_TX_SEQ;

@@ -243,6 +243,7 @@ impl Dp {
         let slots: Vec<u32> = ids.iter().flat_map(|&id| (0..MAX_PATHS as u32).map(move |j| path_slot(id, j))).collect();
         self.zero::<PathStats>(MAP_PATH_STATS, &slots, true);
         self.zero::<u64>(MAP_PATH_SEEN, &slots, false);
+        self.zero::<u64>(MAP_PATH_RTT, &slots, false);
         self.zero::<u64>(MAP_PATH_BYTES, &slots, false);
         self.zero::<PathMtu>(MAP_PATH_MTU, &slots, false);
         let ids: Vec<u32> = ids.into_iter().collect();
@@ -253,7 +254,7 @@ impl Dp {
         self.zero::<u64>(MAP_DROPS, &(0..drop::DROP_SLOTS as u32).collect::<Vec<_>>(), true);
         self.zero::<u64>(MAP_PMTU_EVENTS, &(0..pmtu::PMTU_EVENT_SLOTS as u32).collect::<Vec<_>>(), true);
         self.zero::<Meta>(MAP_META, &[0], false);
-        done.extend([MAP_PATH_STATS, MAP_PATH_SEEN, MAP_PATH_BYTES, MAP_PATH_MTU, MAP_TX_SEQ, MAP_RX_SEQ, MAP_REORDER, MAP_ANNOUNCED]);
+        done.extend([MAP_PATH_STATS, MAP_PATH_SEEN, MAP_PATH_RTT, MAP_PATH_BYTES, MAP_PATH_MTU, MAP_TX_SEQ, MAP_RX_SEQ, MAP_REORDER, MAP_ANNOUNCED]);
         done.extend([MAP_DROPS, MAP_PMTU_EVENTS, MAP_META]);
         // A map added to the datapath must be emptied here too.
         let left: Vec<String> =

@@ -478,7 +478,9 @@ fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
 /// announcement, or alone): the path's round trip is the time since.
 #[test]
 fn keepalive_replies_measure_the_round_trip() {
-    for (prog, announce) in [(PROG_RX_TC, None), (PROG_RX_XDP, None), (PROG_RX_TC, Some(Announce::new(1, 400))), (PROG_RX_XDP, Some(Announce::new(1, 400)))] {
+    for (prog, announce) in
+        [(PROG_RX_TC, None), (PROG_RX_XDP, None), (PROG_RX_TC, Some(Announce::new(1, 400))), (PROG_RX_XDP, Some(Announce::new(1, 400)))]
+    {
         let mut dp = Dp::new();
         dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(4, &[1]);

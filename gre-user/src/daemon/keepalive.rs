@@ -155,7 +155,8 @@ mod tests {
         assert_eq!(&p6[56..72], &b.octets(), "inner: from the peer");
         assert_eq!(&p6[72..88], &a.octets(), "inner: back to us");
         assert_eq!(&p6[88..96], &[0x20, 0, 0, 0, 0, 0, 0, 42], "inner GRE: protocol 0");
-        let ann = build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), Some(Announce::new(1, 400)), None);
+        let ann =
+            build(Ipv4Addr::new(198, 18, 0, 10).into(), Ipv4Addr::new(198, 18, 0, 20).into(), Some(42), Some(Announce::new(1, 400)), None);
         assert_eq!(ann.len(), 20 + 8 + 20 + 8 + Announce::LEN);
         assert_eq!(&ann[2..4], &(ann.len() as u16).to_be_bytes(), "outer length covers the announcement");
         assert_eq!(&ann[30..32], &((20 + 8 + Announce::LEN) as u16).to_be_bytes(), "so does the inner one");

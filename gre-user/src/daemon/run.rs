@@ -61,7 +61,9 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         },
         None => None,
     };
-    let result = super::watch::watch(&t, mesh.as_mut()).await;
+    // The hold follows the paths' measured delays unless the config set it.
+    let adapt = reseq.as_ref().filter(|_| t.resequence.is_none());
+    let result = super::watch::watch(&t, mesh.as_mut(), adapt).await;
     println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());

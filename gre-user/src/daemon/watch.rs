@@ -6,8 +6,11 @@
 //! again. Every change replaces the peer's map value whole, so the
 //! datapath never sees half an update.
 
-use gre_common::{PathFlags, TunnelFlags};
-use std::{collections::BTreeMap, time::Duration};
+use gre_common::{reseq::DEFAULT_RESEQUENCE_MS, PathFlags, TunnelFlags};
+use std::{
+    collections::{BTreeMap, VecDeque},
+    time::Duration,
+};
 
 use anyhow::{anyhow, Result};
 use aya::maps::{Array, HashMap, MapData};
@@ -26,6 +29,7 @@ use crate::{
         netlink::{Link, Netlink},
         sys::monotonic_ns,
     },
+    reseq::Resequencer,
 };
 
 /// The longest a map edit waits to be seen by the watcher (peers are
@@ -40,9 +44,10 @@ async fn mesh_event(mesh: &mut Option<&mut Mesh>) -> Option<Event> {
     }
 }
 
-/// Watch tunnel `t`'s paths until SIGTERM, Ctrl-C or its device goes.
-pub async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>) -> Result<()> {
-    let mut w = Watcher::new(t)?;
+/// Watch tunnel `t`'s paths until SIGTERM, Ctrl-C or its device goes;
+/// `reseq`: a resequencer whose hold follows the paths' delays.
+pub async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>, reseq: Option<&Resequencer>) -> Result<()> {
+    let mut w = Watcher::new(t, reseq)?;
     let mut events = w.nl.link_events()?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -81,15 +86,24 @@ struct Watcher<'a> {
     last_probe: u64,
     peers: HashMap<MapData, u32, Peer>,
     seen: Array<MapData, u64>,
+    rtts: Array<MapData, u64>,
     /// Each path's last logged state, by (peer id, path).
     logged: BTreeMap<(u32, usize), String>,
+    /// Each path's recent round trips, by (peer id, path).
+    rtt: BTreeMap<(u32, usize), RttWindow>,
+    /// Each striping peer's spread: its slowest path's round trip less its
+    /// fastest's (ns), among the paths in the rotation.
+    spread: BTreeMap<u32, u64>,
+    /// Whether this end numbers its packets (it set out to, or was told).
+    numbering: bool,
+    reseq: Option<&'a Resequencer>,
     announce: Option<Announce>,
 }
 
 impl<'a> Watcher<'a> {
-    fn new(t: &'a TunnelConfig) -> Result<Watcher<'a>> {
+    fn new(t: &'a TunnelConfig, reseq: Option<&'a Resequencer>) -> Result<Watcher<'a>> {
         let dp = Datapath::running()?;
-        let tidx = dp.tunnel_named(&t.name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
+        let (tidx, entry) = dp.tunnel_named(&t.name)?.ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
         let key = match t.vsid {
             Some(v) => Some(v << 8),
             None => t.key.or(t.native_key).or(t.vlans.first().map(|v| v.key)),
@@ -106,8 +120,13 @@ impl<'a> Watcher<'a> {
             last_probe: 0,
             peers: dp.peers()?,
             seen: dp.path_seen()?,
+            rtts: dp.path_rtt()?,
             dp,
             logged: BTreeMap::new(),
+            rtt: BTreeMap::new(),
+            spread: BTreeMap::new(),
+            numbering: entry.flags.intersects(TunnelFlags::NUMBERED),
+            reseq,
             announce: None,
         })
     }
@@ -144,6 +163,41 @@ impl<'a> Watcher<'a> {
                 self.judge_peer(id, p, &all, probe, now)?;
             }
         }
+        if probe {
+            self.follow_delays()?;
+        }
+        Ok(())
+    }
+
+    /// Paths that differ in delay deliver a striped peer's packets out of
+    /// order. Once a peer's spread is measured: number this end's packets
+    /// (so the peer can put them back in order), and wait for gaps as long
+    /// as the spread makes them last.
+    fn follow_delays(&mut self) -> Result<()> {
+        let Some(&spread) = self.spread.values().max() else { return Ok(()) };
+        if spread > NUMBER_ABOVE_NS && !self.numbering && !self.t.sequence && !self.t.ip_id_sequence {
+            let mut tunnels = self.dp.tunnels()?;
+            let mut v = tunnels.get(&self.tidx, 0)?;
+            if !v.flags.intersects(TunnelFlags::UNDERLAY6) {
+                // Segmented per packet before the entry says numbered.
+                crate::net::sys::set_tso(&self.t.name, false)?;
+                v.flags |= TunnelFlags::IPID_SEQ_TX;
+                tunnels.insert(self.tidx, v, 0)?;
+                println!(
+                    "{}: paths to a peer differ by {:.1} ms in round trip: numbering packets in the outer IPv4 ID, so it can put them back in order",
+                    self.t.name,
+                    spread as f64 / 1e6
+                );
+            }
+            self.numbering = true;
+        }
+        if let Some(r) = self.reseq {
+            let want = hold_for(spread);
+            if want.abs_diff(r.hold()) >= Duration::from_millis(1) {
+                r.set_hold(want);
+                println!("{}: resequencing holds {} ms for a gap (the paths' one-way spread, and a margin)", self.t.name, want.as_millis());
+            }
+        }
         Ok(())
     }
 
@@ -167,6 +221,10 @@ impl<'a> Watcher<'a> {
                     s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), self.key, self.announce);
                 }
             }
+            if probe {
+                let rtt = self.rtts.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
+                self.rtt.entry((id, j)).or_default().add(rtt);
+            }
             let answered = self.seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
             let probe_ok = probe_verdict(path.flags, self.sender.is_some(), answered, now, self.started, self.window_ns);
             let unwell = link_bad.is_some() || !probe_ok;
@@ -184,6 +242,12 @@ impl<'a> Watcher<'a> {
             }
         }
         let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
+        let striped: Vec<u64> =
+            (0..n).filter(|&j| healthy[j] && !standby[j]).filter_map(|j| self.rtt.get(&(id, j)).and_then(RttWindow::min)).collect();
+        match (striped.iter().min(), striped.iter().max()) {
+            (Some(lo), Some(hi)) if striped.len() > 1 => self.spread.insert(id, hi - lo),
+            _ => self.spread.remove(&id),
+        };
         for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
             if carry != (p.paths[j].flags.intersects(PathFlags::UP)) {
                 p.paths[j].flags ^= PathFlags::UP;
@@ -199,6 +263,45 @@ impl<'a> Watcher<'a> {
         }
         Ok(())
     }
+}
+
+/// A spread of round trips above this turns numbering on (ns): below it,
+/// what arrives out of order TCP's own reordering tolerance absorbs.
+const NUMBER_ABOVE_NS: u64 = 2_000_000;
+
+/// Round trips a path's delay is judged by: one a probe round.
+const RTT_SAMPLES: usize = 32;
+
+/// A path's recent round trips; the least of them is its delay without
+/// the queues.
+#[derive(Default)]
+struct RttWindow(VecDeque<u64>);
+
+impl RttWindow {
+    fn add(&mut self, ns: u64) {
+        if ns == 0 {
+            return;
+        }
+        if self.0.len() == RTT_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back(ns);
+    }
+
+    fn min(&self) -> Option<u64> {
+        self.0.iter().min().copied()
+    }
+}
+
+/// How long to wait for a gap, given the spread of round trips among a
+/// peer's paths: half of it is how much later the slow path delivers (the
+/// way back is assumed as long as the way out), and a quarter more and
+/// 2 ms cover its jitter. Never below the default hold, never above the
+/// most `resequence` may be.
+fn hold_for(spread_ns: u64) -> Duration {
+    let ns = spread_ns / 2 + spread_ns / 8 + 2_000_000;
+    Duration::from_nanos(ns)
+        .clamp(Duration::from_millis(DEFAULT_RESEQUENCE_MS as u64), Duration::from_millis(gre_common::reseq::MAX_RESEQUENCE_MS as u64))
 }
 
 /// Why a path is down, for the log.
@@ -273,5 +376,29 @@ mod tests {
         // off, or no keepalives at all: never judged.
         assert!(probe_verdict(PathFlags::KA_OFF | PathFlags::KA_REQUIRED, true, late - 2 * W, late, start, W));
         assert!(probe_verdict(PathFlags::KA_REQUIRED, false, 0, late, start, W));
+    }
+
+    #[test]
+    fn the_hold_covers_the_one_way_spread_and_a_margin() {
+        // 5 ms and 40 ms each way: 70 ms apart in round trip, 35 ms one way.
+        assert_eq!(hold_for(70_000_000), Duration::from_micros(45_750));
+        assert_eq!(hold_for(0), Duration::from_millis(5), "never below the default");
+        assert_eq!(hold_for(600_000_000), Duration::from_millis(100), "never above the most `resequence` may be");
+    }
+
+    #[test]
+    fn a_paths_delay_is_its_least_recent_round_trip() {
+        let mut w = RttWindow::default();
+        assert_eq!(w.min(), None);
+        w.add(0);
+        assert_eq!(w.min(), None, "0: no reply measured yet");
+        for ns in [12, 10, 30, 11] {
+            w.add(ns);
+        }
+        assert_eq!(w.min(), Some(10), "queues only ever add delay");
+        for _ in 0..RTT_SAMPLES {
+            w.add(20);
+        }
+        assert_eq!(w.min(), Some(20), "an old sample ages out");
     }
 }

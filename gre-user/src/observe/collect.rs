@@ -34,6 +34,7 @@ struct Snapshot {
     neigh: Vec<(NeighKey, NeighEntry)>,
     stats: PerCpuArray<MapData, PathStats>,
     path_mtu: Array<MapData, PathMtu>,
+    path_rtt: Array<MapData, u64>,
     reorder: PerCpuArray<MapData, ReorderStats>,
     announced: Array<MapData, PeerAnnounce>,
     neigh_stats: PerCpuHashMap<MapData, u32, NeighStats>,
@@ -54,6 +55,7 @@ impl Snapshot {
             neigh: entries(MAP_NEIGH, dp.neigh()?.iter())?,
             stats: dp.path_stats()?,
             path_mtu: dp.path_mtu()?,
+            path_rtt: dp.path_rtt()?,
             reorder: dp.reorder()?,
             announced: dp.announced()?,
             neigh_stats: dp.neigh_stats()?,
@@ -242,6 +244,7 @@ async fn path_status(snap: &Snapshot, links: &mut Links<'_>, p: &Peer, j: usize)
         standby: path.flags.intersects(PathFlags::STANDBY),
         healthy: !path.flags.intersects(PathFlags::UNHEALTHY),
         pmtu: Pmtu::of(link_mtu, &learnt, snap.now),
+        rtt_ms: snap.path_rtt.get(&slot, 0).ok().filter(|&ns| ns != 0).map(|ns| ns as f64 / 1e6),
         counters,
     })
 }

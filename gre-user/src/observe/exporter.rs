@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeMetric},
+    encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric},
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
     registry::Registry,
 };
@@ -48,7 +48,12 @@ fn counter(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: impl In
     Ok(())
 }
 
-fn gauge(enc: &mut DescriptorEncoder, name: &str, help: &str, samples: impl IntoIterator<Item = (Labels, i64)>) -> fmt::Result {
+fn gauge<N: EncodeGaugeValue>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (Labels, N)>,
+) -> fmt::Result {
     let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
     for (labels, v) in samples {
         ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
@@ -142,6 +147,12 @@ fn encode(s: &Status, enc: &mut DescriptorEncoder) -> fmt::Result {
             l.push(("source", q.pmtu.source.name().to_string()));
             (l, q.pmtu.mtu as i64)
         }),
+    )?;
+    gauge(
+        enc,
+        "xgre_path_rtt_seconds",
+        "The path's last round trip, measured by keepalive (absent until one came back).",
+        paths(s).filter_map(|(t, p, j, q)| q.rtt_ms.map(|r| (path_labels(t, p, j, q), r / 1e3))),
     )?;
     counter(
         enc,
@@ -294,6 +305,7 @@ mod tests {
             standby: false,
             healthy: true,
             pmtu: observe::Pmtu { mtu: 1500, source: observe::PmtuSource::Link, from: None, expires_in_s: None },
+            rtt_ms: Some(40.5),
             counters: Counters { tx_packets: 7, ..Default::default() },
         };
         let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false, vid: 0 };
@@ -335,6 +347,7 @@ mod tests {
         assert!(body.contains(&format!(r#"xgre_path_up{{{path},remote="198.18.0.2",standby="false"}} 1"#)), "{body}");
         assert!(body.contains(&format!(r#"xgre_path_mtu_bytes{{{path},source="link"}} 1500"#)), "{body}");
         assert!(body.contains("xgre_drops_total{reason=\"no_route\"} 3\n"), "{body}");
+        assert!(body.contains(&format!("xgre_path_rtt_seconds{{{path}}} 0.0405\n")), "{body}");
         assert!(body.ends_with("# EOF\n"), "{body}");
     }
 }

@@ -202,7 +202,7 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
     for (j, path) in p.paths.iter().enumerate() {
         let _ = writeln!(
             o,
-            "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}  {}",
+            "      path {j} {:<10} {} -> {:<15} {:<8} {:<12} tx {:>9} pkts {:>10}  rx {:>9} pkts {:>10}  ka {}{}  {}",
             path.link,
             path.local,
             path.remote,
@@ -222,6 +222,7 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
             path.counters.rx_packets,
             human_bytes(path.counters.rx_bytes),
             path.counters.keepalive_replies,
+            path.rtt_ms.map(|r| format!("  rtt {r:.1} ms")).unwrap_or_default(),
             path.pmtu.describe()
         );
     }

@@ -33,6 +33,9 @@ pub struct PathStatus {
     pub healthy: bool,
     /// The path MTU in force: learnt from an ICMP error, or the link's.
     pub pmtu: Pmtu,
+    /// The last round trip a keepalive measured, in ms (none yet: no
+    /// `xgre run`, or a peer that does not reflect keepalives).
+    pub rtt_ms: Option<f64>,
     pub counters: Counters,
 }
 

@@ -13,7 +13,7 @@ use std::{
     io::Read,
     os::fd::{AsRawFd, OwnedFd},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     thread::JoinHandle,
@@ -45,6 +45,8 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 pub struct Resequencer {
     tunnel_ifindex: u32,
     tap: String,
+    /// How long a gap is waited for, ns; `set_hold` changes it live.
+    hold: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     stats: Arc<Mutex<WindowStats>>,
     thread: Option<JoinHandle<()>>,
@@ -141,13 +143,21 @@ fn realtime() -> std::io::Result<()> {
     }
 }
 
-fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, hold: Duration, stop: Arc<AtomicBool>, shared: Arc<Mutex<WindowStats>>) {
+fn serve(
+    mut tap: File,
+    out_fd: OwnedFd,
+    sa: libc::sockaddr_ll,
+    hold_ns: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    shared: Arc<Mutex<WindowStats>>,
+) {
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
     let mut buf = vec![0u8; 65536];
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut busy = false;
     while !stop.load(Ordering::Relaxed) {
+        let hold = Duration::from_nanos(hold_ns.load(Ordering::Relaxed));
         let now = Instant::now();
         let deadline = windows.values().filter_map(Window::oldest).min().map(|t| t + hold);
         let timeout = deadline.map_or(IDLE, |d| d.saturating_duration_since(now).min(IDLE));
@@ -194,7 +204,8 @@ impl Resequencer {
         let (out_fd, sa) = sender(hidden_ifindex)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(WindowStats::default()));
-        let (s, st) = (stop.clone(), stats.clone());
+        let hold = Arc::new(AtomicU64::new(hold.as_nanos() as u64));
+        let (s, st, h) = (stop.clone(), stats.clone(), hold.clone());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("xgre-reseq".into())
@@ -203,14 +214,23 @@ impl Resequencer {
                     tracing::warn!("resequencer: staying at normal priority ({e})");
                 }
                 let _ = ready_tx.send(());
-                serve(tap, out_fd, sa, hold, s, st)
+                serve(tap, out_fd, sa, h, s, st)
             })
             .context("starting the resequencer thread")?;
         // Back only once the thread runs as it will, so that what `run`
         // says next (it resequences) is already true of its priority.
         let _ = ready_rx.recv_timeout(Duration::from_secs(1));
         dp.reseq_tap()?.insert(tunnel_ifindex, link.index, 0).context("pointing the datapath at the resequencer")?;
-        Ok(Resequencer { tunnel_ifindex, tap: name, stop, stats, thread: Some(thread) })
+        Ok(Resequencer { tunnel_ifindex, tap: name, hold, stop, stats, thread: Some(thread) })
+    }
+
+    pub fn hold(&self) -> Duration {
+        Duration::from_nanos(self.hold.load(Ordering::Relaxed))
+    }
+
+    /// Wait this long for a gap from now on.
+    pub fn set_hold(&self, hold: Duration) {
+        self.hold.store(hold.as_nanos() as u64, Ordering::Relaxed);
     }
 
     pub fn tap(&self) -> &str {

@@ -254,7 +254,17 @@ impl Dp {
         self.zero::<u64>(MAP_DROPS, &(0..drop::DROP_SLOTS as u32).collect::<Vec<_>>(), true);
         self.zero::<u64>(MAP_PMTU_EVENTS, &(0..pmtu::PMTU_EVENT_SLOTS as u32).collect::<Vec<_>>(), true);
         self.zero::<Meta>(MAP_META, &[0], false);
-        done.extend([MAP_PATH_STATS, MAP_PATH_SEEN, MAP_PATH_RTT, MAP_PATH_BYTES, MAP_PATH_MTU, MAP_TX_SEQ, MAP_RX_SEQ, MAP_REORDER, MAP_ANNOUNCED]);
+        done.extend([
+            MAP_PATH_STATS,
+            MAP_PATH_SEEN,
+            MAP_PATH_RTT,
+            MAP_PATH_BYTES,
+            MAP_PATH_MTU,
+            MAP_TX_SEQ,
+            MAP_RX_SEQ,
+            MAP_REORDER,
+            MAP_ANNOUNCED,
+        ]);
         done.extend([MAP_DROPS, MAP_PMTU_EVENTS, MAP_META]);
         // A map added to the datapath must be emptied here too.
         let left: Vec<String> =

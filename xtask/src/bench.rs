@@ -104,6 +104,11 @@ pub struct AggArgs {
     /// 100).
     #[arg(long)]
     pub burst_ms: Option<f64>,
+    /// One-way delay of each link in ms (for example 5,40): each link then
+    /// runs through a delay line of its own (`tools/delayline`) instead of
+    /// the switch, with offloads off on every end.
+    #[arg(long, value_delimiter = ',')]
+    pub delay: Vec<u64>,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -172,6 +177,38 @@ fn bucket(rate: u32, ms: Option<f64>) -> String {
 
 fn bucket_text(args: &AggArgs) -> String {
     args.burst_ms.map_or("64 KiB".to_string(), |ms| format!("{ms} ms of each link's rate"))
+}
+
+/// The links of `topology` through delay lines instead of the switch: link
+/// i crosses namespace `xgb-l{i}`, where a relay holds each frame for
+/// `delay[i]` ms each way; the relays stop when dropped, before the
+/// namespaces go.
+fn delayed_topology(rates: &[u32], delay: &[u64], burst_ms: Option<f64>, xgre: &str) -> Result<(Vec<delayline::Relay>, Namespaces)> {
+    let lines: Vec<String> = (0..rates.len()).map(|i| format!("xgb-l{i}")).collect();
+    let mut names = vec![A, B];
+    names.extend(lines.iter().map(String::as_str));
+    let ns = Namespaces::new(&names, xgre)?;
+    let mut relays = Vec::new();
+    for (i, &rate) in rates.iter().enumerate() {
+        let l = &lines[i];
+        let burst = bucket(rate, burst_ms);
+        sh(&format!(
+            "ip link add a{i} netns {A} type veth peer name la netns {l} && ip link add b{i} netns {B} type veth peer name lb netns {l} && \
+             ip -n {A} addr add 198.18.{i}.10/24 dev a{i} && ip -n {B} addr add 198.18.{i}.20/24 dev b{i}"
+        ))?;
+        for (n, dev) in [(A, format!("a{i}")), (B, format!("b{i}")), (l.as_str(), "la".into()), (l.as_str(), "lb".into())] {
+            sh(&format!(
+                "ip -n {n} link set {dev} up && ip netns exec {n} ethtool -K {dev} gro off tso off gso off tx off rx off >/dev/null"
+            ))?;
+        }
+        for (n, dev) in [(A, format!("a{i}")), (B, format!("b{i}"))] {
+            sh(&format!("tc -n {n} qdisc add dev {dev} root tbf rate {rate}mbit burst {burst} latency 20ms"))?;
+        }
+        let line = delayline::Line { delay: std::time::Duration::from_millis(delay.get(i).copied().unwrap_or(0)), ..Default::default() };
+        relays.push(delayline::Relay::start(l, "la", "lb", line)?);
+    }
+    sh(&format!("ip -n {A} addr add 198.19.200.1/32 dev lo && ip -n {B} addr add 198.19.200.2/32 dev lo"))?;
+    Ok((relays, ns))
 }
 
 fn topology(rates: &[u32], both_ends: bool, burst_ms: Option<f64>, xgre: &str) -> Result<Namespaces> {
@@ -480,7 +517,11 @@ fn agg(args: AggArgs) -> Result<()> {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
                 step(&format!("[{k}/{total}] {label} Mbit/s: {} ({secs} s)", m.name));
-                let ns = topology(rates, !args.one_end, args.burst_ms, &xgre)?;
+                let (relays, ns) = if args.delay.is_empty() {
+                    (Vec::new(), topology(rates, !args.one_end, args.burst_ms, &xgre)?)
+                } else {
+                    delayed_topology(rates, &args.delay, args.burst_ms, &xgre)?
+                };
                 let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
@@ -509,6 +550,11 @@ fn agg(args: AggArgs) -> Result<()> {
                     c
                 });
                 results[mi].push((mbps, retr, cost));
+                // The relays' threads live in the namespaces: they go first.
+                let failed: u64 = relays.into_iter().map(|r| r.stop().map_or(0, |s| s.iter().map(|s| s.failed).sum())).sum();
+                if failed > 0 {
+                    println!("    the delay line dropped {failed} frames of its own: this run's figure is not to be trusted");
+                }
                 drop(ns);
             }
         }
@@ -575,7 +621,7 @@ fn why_retransmitted(ns: &Namespaces) -> Result<(u64, u64)> {
         _ => 0,
     };
     let mut dropped = 0;
-    for n in [A, B, SW] {
+    for n in ns.names.iter().map(String::as_str) {
         let qd = sh(&format!("tc -n {n} -s qdisc show"))?;
         // The links' tbf only: clsact counts what a TC program consumes
         // (our keepalive replies) as dropped too.

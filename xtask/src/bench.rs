@@ -23,7 +23,7 @@ use crate::{
 pub enum Bench {
     /// Link aggregation: single link, ECMP, the iptables-statistic recipe,
     /// MPTCP and xgre, one TCP connection each.
-    Agg(AggArgs),
+    Agg(Box<AggArgs>),
     /// Control plane at scale: `up` with many peers, map memory, edit rate,
     /// `xgre run` memory.
     Control(crate::control::ControlArgs),
@@ -116,7 +116,7 @@ pub struct AggArgs {
 
 pub fn run(b: Bench) -> Result<()> {
     match b {
-        Bench::Agg(a) => agg(a),
+        Bench::Agg(a) => agg(*a),
         Bench::Control(c) => crate::control::control(c),
         Bench::Overlay(o) => crate::overlay::overlay(o),
         Bench::Mesh(m) => crate::mesh::mesh(m),

@@ -110,7 +110,10 @@ fn main() -> ExitCode {
             );
             // A filtered run is someone looking at a few tests: no fuzzing.
             let fuzz_start = std::time::Instant::now();
-            let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 20)) } else { Ok(()) };
+            // A short run each (the corpus stays under target/ between runs
+            // of one checkout); longer ones:
+            // `cargo xtask fuzz TARGET --seconds N`.
+            let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 15)) } else { Ok(()) };
             let fuzz_time = ("fuzzers (build and run)".to_string(), fuzz_start.elapsed());
             if let Ok(table) = std::fs::read_to_string(&costs) {
                 step("what verifying each program cost this kernel (the netns test fails any entry over its budget)");

@@ -94,8 +94,6 @@ struct Watcher<'a> {
     /// Each striping peer's spread: its slowest path's round trip less its
     /// fastest's (ns), among the paths in the rotation.
     spread: BTreeMap<u32, u64>,
-    /// Whether this end numbers its packets (it set out to, or was told).
-    numbering: bool,
     reseq: Option<&'a Resequencer>,
     announce: Option<Announce>,
 }
@@ -103,7 +101,7 @@ struct Watcher<'a> {
 impl<'a> Watcher<'a> {
     fn new(t: &'a TunnelConfig, reseq: Option<&'a Resequencer>) -> Result<Watcher<'a>> {
         let dp = Datapath::running()?;
-        let (tidx, entry) = dp.tunnel_named(&t.name)?.ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
+        let tidx = dp.tunnel_named(&t.name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
         let key = match t.vsid {
             Some(v) => Some(v << 8),
             None => t.key.or(t.native_key).or(t.vlans.first().map(|v| v.key)),
@@ -125,7 +123,6 @@ impl<'a> Watcher<'a> {
             logged: BTreeMap::new(),
             rtt: BTreeMap::new(),
             spread: BTreeMap::new(),
-            numbering: entry.flags.intersects(TunnelFlags::NUMBERED),
             reseq,
             announce: None,
         })
@@ -175,10 +172,12 @@ impl<'a> Watcher<'a> {
     /// as the spread makes them last.
     fn follow_delays(&mut self) -> Result<()> {
         let Some(&spread) = self.spread.values().max() else { return Ok(()) };
-        if spread > NUMBER_ABOVE_NS && !self.numbering && !self.t.sequence && !self.t.ip_id_sequence {
+        if spread > NUMBER_ABOVE_NS && !self.t.sequence && !self.t.ip_id_sequence {
+            // The entry, not a note of ours: a reload rewrites it from the
+            // file, which numbers by default only for unequal paths.
             let mut tunnels = self.dp.tunnels()?;
             let mut v = tunnels.get(&self.tidx, 0)?;
-            if !v.flags.intersects(TunnelFlags::UNDERLAY6) {
+            if !v.flags.intersects(TunnelFlags::NUMBERED | TunnelFlags::UNDERLAY6) {
                 // Segmented per packet before the entry says numbered.
                 crate::net::sys::set_tso(&self.t.name, false)?;
                 v.flags |= TunnelFlags::IPID_SEQ_TX;
@@ -189,7 +188,6 @@ impl<'a> Watcher<'a> {
                     spread as f64 / 1e6
                 );
             }
-            self.numbering = true;
         }
         if let Some(r) = self.reseq {
             let want = hold_for(spread);

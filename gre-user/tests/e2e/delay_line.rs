@@ -77,7 +77,7 @@ fn the_delay_line_holds_loses_and_carries_as_told() {
     t.a().run("tc qdisc add dev va root tbf rate 50mbit burst 32kb latency 20ms");
     let relay = Relay::start(&ns, "la", "lb", Line { delay: Duration::from_millis(20), ..Default::default() }).unwrap();
     t.b().run("iperf3 -s -1 -D -B 198.18.0.20");
-    let out = t.a().run("timeout 30 iperf3 -c 198.18.0.20 -t 4 -C bbr -J");
+    let out = t.a().run("timeout 30 iperf3 -c 198.18.0.20 -t 3 -C bbr -J");
     let stats = relay.stop().unwrap();
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let mbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6;

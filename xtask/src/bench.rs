@@ -106,9 +106,18 @@ pub struct AggArgs {
     pub burst_ms: Option<f64>,
     /// One-way delay of each link in ms (for example 5,40): each link then
     /// runs through a delay line of its own (`tools/delayline`) instead of
-    /// the switch, with offloads off on every end.
+    /// the switch, with offloads off on every end (as with `--loss` and
+    /// `--flap`).
     #[arg(long, value_delimiter = ',')]
     pub delay: Vec<u64>,
+    /// With delay lines: the share of frames each link loses each way, in
+    /// percent (for example 0,1).
+    #[arg(long, value_delimiter = ',')]
+    pub loss: Vec<f64>,
+    /// With delay lines: the last link goes down for DOWN seconds at the
+    /// end of every EVERY (`--flap 10 2`).
+    #[arg(long, num_args = 2, value_names = ["EVERY", "DOWN"])]
+    pub flap: Vec<u64>,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -183,7 +192,7 @@ fn bucket_text(args: &AggArgs) -> String {
 /// i crosses namespace `xgb-l{i}`, where a relay holds each frame for
 /// `delay[i]` ms each way; the relays stop when dropped, before the
 /// namespaces go.
-fn delayed_topology(rates: &[u32], delay: &[u64], burst_ms: Option<f64>, xgre: &str) -> Result<(Vec<delayline::Relay>, Namespaces)> {
+fn delayed_topology(rates: &[u32], args: &AggArgs, xgre: &str) -> Result<(Vec<delayline::Relay>, Namespaces)> {
     let lines: Vec<String> = (0..rates.len()).map(|i| format!("xgb-l{i}")).collect();
     let mut names = vec![A, B];
     names.extend(lines.iter().map(String::as_str));
@@ -191,7 +200,7 @@ fn delayed_topology(rates: &[u32], delay: &[u64], burst_ms: Option<f64>, xgre: &
     let mut relays = Vec::new();
     for (i, &rate) in rates.iter().enumerate() {
         let l = &lines[i];
-        let burst = bucket(rate, burst_ms);
+        let burst = bucket(rate, args.burst_ms);
         sh(&format!(
             "ip link add a{i} netns {A} type veth peer name la netns {l} && ip link add b{i} netns {B} type veth peer name lb netns {l} && \
              ip -n {A} addr add 198.18.{i}.10/24 dev a{i} && ip -n {B} addr add 198.18.{i}.20/24 dev b{i}"
@@ -204,7 +213,14 @@ fn delayed_topology(rates: &[u32], delay: &[u64], burst_ms: Option<f64>, xgre: &
         for (n, dev) in [(A, format!("a{i}")), (B, format!("b{i}"))] {
             sh(&format!("tc -n {n} qdisc add dev {dev} root tbf rate {rate}mbit burst {burst} latency 20ms"))?;
         }
-        let line = delayline::Line { delay: std::time::Duration::from_millis(delay.get(i).copied().unwrap_or(0)), ..Default::default() };
+        let secs = std::time::Duration::from_secs;
+        let line = delayline::Line {
+            delay: std::time::Duration::from_millis(args.delay.get(i).copied().unwrap_or(0)),
+            loss: args.loss.get(i).copied().unwrap_or(0.0) / 100.0,
+            flap: (i + 1 == rates.len() && args.flap.len() == 2)
+                .then(|| delayline::Flap { every: secs(args.flap[0]), down: secs(args.flap[1]) }),
+            ..Default::default()
+        };
         relays.push(delayline::Relay::start(l, "la", "lb", line)?);
     }
     sh(&format!("ip -n {A} addr add 198.19.200.1/32 dev lo && ip -n {B} addr add 198.19.200.2/32 dev lo"))?;
@@ -517,10 +533,11 @@ fn agg(args: AggArgs) -> Result<()> {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
                 step(&format!("[{k}/{total}] {label} Mbit/s: {} ({secs} s)", m.name));
-                let (relays, ns) = if args.delay.is_empty() {
-                    (Vec::new(), topology(rates, !args.one_end, args.burst_ms, &xgre)?)
+                let lines = !(args.delay.is_empty() && args.loss.is_empty() && args.flap.is_empty());
+                let (relays, ns) = if lines {
+                    delayed_topology(rates, &args, &xgre)?
                 } else {
-                    delayed_topology(rates, &args.delay, args.burst_ms, &xgre)?
+                    (Vec::new(), topology(rates, !args.one_end, args.burst_ms, &xgre)?)
                 };
                 let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir)?;
                 if let Some(cc) = &args.cc {

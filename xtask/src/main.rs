@@ -113,7 +113,7 @@ fn main() -> ExitCode {
             // A short run each (the corpus stays under target/ between runs
             // of one checkout); longer ones:
             // `cargo xtask fuzz TARGET --seconds N`.
-            let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 15)) } else { Ok(()) };
+            let fuzzed = if args.is_empty() { fuzz::TARGETS.iter().try_for_each(|t| fuzz::fuzz(t, 10)) } else { Ok(()) };
             let fuzz_time = ("fuzzers (build and run)".to_string(), fuzz_start.elapsed());
             if let Ok(table) = std::fs::read_to_string(&costs) {
                 step("what verifying each program cost this kernel (the netns test fails any entry over its budget)");

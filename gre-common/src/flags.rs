@@ -83,6 +83,11 @@ bitflags::bitflags! {
         /// coming back). Every writer of a peer keeps it, so an edit never puts a
         /// dead path back into the rotation; only `run` clears it.
         const UNHEALTHY = 1 << 7;
+        /// `xgre run` measured this path's round trip as its peer's least,
+        /// by more than the spread that turns numbering on. Pure TCP ACKs
+        /// take it: their order means nothing to TCP, and over the slow
+        /// path they would add its delay to every round trip.
+        const FASTEST = 1 << 8;
     }
 
     /// `Peer::flags`.

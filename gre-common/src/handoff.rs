@@ -36,6 +36,9 @@ pub struct HandoffSeq {
     pub magic: u32,
     pub peer_id: u32,
     pub seq: u32,
+    /// Which of the peer's paths it came over (the resequencer evens out
+    /// the paths' delays).
+    pub path: u32,
 }
 
 impl HandoffSeq {

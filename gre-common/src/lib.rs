@@ -4,6 +4,7 @@
 //! the byte layout of every map key and value.
 #![no_std]
 
+pub mod ack;
 pub mod announce;
 pub mod csum;
 pub mod drop;

@@ -4,7 +4,8 @@
 //! order. BPF cannot hold a packet; a process reading a tap can.
 
 /// In front of each frame handed to the resequencer's tap: whose packet it
-/// is and its RFC 2890 sequence number. The inner Ethernet frame follows.
+/// is, its RFC 2890 sequence number and the path it came over. The inner
+/// Ethernet frame follows.
 /// In front, not behind: the tap completes a partial TCP/UDP checksum up to
 /// the frame's end, and a trailer would be summed with it.
 #[repr(C)]
@@ -14,6 +15,7 @@ pub struct ReseqHdr {
     pub magic: [u8; 4],
     pub peer_id: [u8; 4],
     pub seq: [u8; 4],
+    pub path: [u8; 4],
 }
 
 impl ReseqHdr {
@@ -22,14 +24,15 @@ impl ReseqHdr {
     pub const MAGIC: u32 = 0x7872_7371;
 
     #[inline(always)]
-    pub fn new(peer_id: u32, seq: u32) -> ReseqHdr {
-        ReseqHdr { magic: Self::MAGIC.to_be_bytes(), peer_id: peer_id.to_be_bytes(), seq: seq.to_be_bytes() }
+    pub fn new(peer_id: u32, seq: u32, path: u32) -> ReseqHdr {
+        ReseqHdr { magic: Self::MAGIC.to_be_bytes(), peer_id: peer_id.to_be_bytes(), seq: seq.to_be_bytes(), path: path.to_be_bytes() }
     }
 
     /// The header at the start of `frame`, if one of ours is there.
     pub fn parse(frame: &[u8]) -> Option<ReseqHdr> {
-        let b: &[u8; 12] = frame.get(..Self::LEN)?.try_into().ok()?;
-        let h = ReseqHdr { magic: [b[0], b[1], b[2], b[3]], peer_id: [b[4], b[5], b[6], b[7]], seq: [b[8], b[9], b[10], b[11]] };
+        let b: &[u8; 16] = frame.get(..Self::LEN)?.try_into().ok()?;
+        let w = |i: usize| [b[i], b[i + 1], b[i + 2], b[i + 3]];
+        let h = ReseqHdr { magic: w(0), peer_id: w(4), seq: w(8), path: w(12) };
         (u32::from_be_bytes(h.magic) == Self::MAGIC).then_some(h)
     }
 
@@ -41,6 +44,11 @@ impl ReseqHdr {
     #[inline(always)]
     pub fn seq(&self) -> u32 {
         u32::from_be_bytes(self.seq)
+    }
+
+    #[inline(always)]
+    pub fn path(&self) -> u32 {
+        u32::from_be_bytes(self.path)
     }
 }
 

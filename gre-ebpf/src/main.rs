@@ -11,6 +11,7 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod ack;
 mod announce;
 mod consts;
 mod counters;

@@ -37,6 +37,30 @@ pub extern "C" fn xgre_select_path(peer_id: u32, tunnel_ifindex: u32, bytes: u64
     }
 }
 
+/// The up path of `peer_id` (of tunnel `tunnel_ifindex`) that `xgre run` marked fastest, for a pure
+/// TCP ACK, or `NO_PATH`: then the ACK is striped like the rest. It stays
+/// out of the byte shares, which pace the data. A global function of its
+/// own, so that `xgre_select_path` is verified as before.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_fastest_path(peer_id: u32, tunnel_ifindex: u32) -> u32 {
+    let Some(peer) = PEERS.lookup(peer_id) else { return NO_PATH };
+    if peer.tunnel_ifindex != tunnel_ifindex {
+        return NO_PATH;
+    }
+    let n = peer.npaths as usize;
+    for j in 0..MAX_PATHS {
+        if j >= n {
+            break;
+        }
+        let f = peer.paths[j].flags;
+        if f.contains(PathFlags::UP | PathFlags::FASTEST) && peer.paths[j].weight != 0 {
+            return j as u32;
+        }
+    }
+    NO_PATH
+}
+
 /// How far behind its share a path may start (new, or back from down), so
 /// it does not take every packet until it has caught up.
 const CATCH_UP: u64 = 64 * 1024;

@@ -19,7 +19,7 @@ use crate::maps::RESEQ_TAP;
 /// entry), or the packet is a GSO one, which the tap would segment with
 /// our header taken for the MAC header.
 #[inline(always)]
-pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32) -> Option<Result<i32, DropReason>> {
+pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<i32, DropReason>> {
     let tap = *RESEQ_TAP.lookup(tunnel_ifindex)?;
     if tap == 0 || skb_of(ctx).gso_segs > 1 {
         return None;
@@ -36,7 +36,7 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32) -
     }
     // From here the frame has our header's room in front: it goes to the
     // tap or nowhere.
-    if ctx.store(0, &ReseqHdr::new(peer_id, seq), 0).is_err() {
+    if ctx.store(0, &ReseqHdr::new(peer_id, seq, path), 0).is_err() {
         return Some(Err(DropReason::HelperFailed));
     }
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.

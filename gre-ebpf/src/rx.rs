@@ -133,7 +133,7 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         let (meta, data) = unsafe { ((*ctx.ctx).data_meta as usize, (*ctx.ctx).data as usize) };
         if meta + HandoffMeta::LEN + HandoffSeq::LEN <= data {
             if let Some(seq) = numbered {
-                let s = HandoffSeq { magic: HandoffSeq::MAGIC, peer_id: rx.path.peer_id, seq };
+                let s = HandoffSeq { magic: HandoffSeq::MAGIC, peer_id: rx.path.peer_id, seq, path: rx.path.path };
                 // SAFETY: the metadata area holds both, checked against `data`.
                 unsafe { ((meta + HandoffMeta::LEN) as *mut HandoffSeq).write_unaligned(s) };
             }
@@ -210,7 +210,7 @@ fn handed_off(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
         // SAFETY: checked against `data` just above.
         let s = unsafe { ((meta + HandoffMeta::LEN) as *const HandoffSeq).read_unaligned() };
         if s.magic == HandoffSeq::MAGIC {
-            if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq) {
+            if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq, s.path) {
                 return r.map(Some);
             }
         }
@@ -279,7 +279,7 @@ fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     delivered(ctx, &rx, segs as u64);
     if let (Some(seq), 0, true) = (rx.seq, rx.vid, rx.resequence) {
-        if let Some(r) = reseq::hand_over(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq) {
+        if let Some(r) = reseq::hand_over(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path) {
             return r;
         }
     }

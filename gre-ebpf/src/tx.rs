@@ -24,6 +24,7 @@ use network_types::{
 
 use crate::kernel::{redirect, skb_of, Lookup};
 use crate::{
+    ack,
     consts::{ETH_P_IP, ETH_P_IPV6},
     counters::count_tx,
     encap::{self, Fields},
@@ -113,7 +114,12 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
             fit::CLEAR_DF => proto_tos |= TX_CLEAR_DF,
             answer => return Ok(answer),
         }
-        let path = match path::xgre_select_path(target.peer, ifindex, ctx.len() as u64) {
+        // Only a numbered tunnel's peers have paths marked fastest.
+        let ether_type = u16::from_be(eth.ether_type);
+        let ack = tunnel.flags.intersects(TunnelFlags::NUMBERED) && ack::is_pure_ack(ctx, ether_type);
+        let fast = if ack { path::xgre_fastest_path(target.peer, ifindex) } else { path::NO_PATH };
+        let path = if fast != path::NO_PATH { fast } else { path::xgre_select_path(target.peer, ifindex, ctx.len() as u64) };
+        let path = match path {
             path::PEER_GONE => return Err(DropReason::NoRoute),
             path::NO_PATH => return Err(DropReason::NoPath),
             j => j,

@@ -283,7 +283,7 @@ fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
         // A numbered frame's peer and number follow, to be resequenced.
         let mut at = HandoffMeta::LEN;
         if let Some(seq) = g.seq {
-            let s = [HandoffSeq::MAGIC.to_ne_bytes(), 3u32.to_ne_bytes(), seq.to_ne_bytes()].concat();
+            let s = [HandoffSeq::MAGIC.to_ne_bytes(), 3u32.to_ne_bytes(), seq.to_ne_bytes(), 0u32.to_ne_bytes()].concat();
             assert_eq!(hexdump(&out[at..at + HandoffSeq::LEN]), hexdump(&s), "xdp metadata sequence number");
             at += HandoffSeq::LEN;
         }
@@ -397,6 +397,41 @@ fn weights_are_honoured_within_five_percent_over_10000_packets() {
             assert!(err <= 0.05, "weights {weights:?}: path {j} got {} packets, want {want:.0} (off by {:.1}%)", counts[j], err * 100.0);
         }
     }
+}
+
+/// Pure TCP ACKs take the path `xgre run` marked fastest, over IPv4 and
+/// IPv6, and leave the byte shares to the data; a FIN, data, and an ACK
+/// of a tunnel that does not number are striped like everything else.
+#[test]
+fn pure_acks_take_the_fastest_path_and_data_keeps_its_shares() {
+    let mut dp = Dp::new();
+    dp.tunnel(None, TunnelFlags::IPID_SEQ_TX);
+    dp.peer(5, &[1, 1]);
+    let mut p = dp.peers().get(&5, 0).unwrap();
+    p.paths[1].flags |= PathFlags::FASTEST;
+    dp.peers().insert(5, p, 0).unwrap();
+    let sent = |dp: &Dp| (0..2).map(|j| dp.path_stats(5, j).tx_packets).collect::<Vec<_>>();
+    let send = |dp: &Dp, frame: &[u8]| assert_eq!(dp.tx(frame, 1).0, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    let ack4 = tunnel_frame(&tcp_packet(false, 0, true));
+    let ack6 = eth(TUN_MAC, TUN_MAC, 0x86dd, &tcp_packet(true, 0, true));
+    for _ in 0..3 {
+        send(&dp, &ack4);
+        send(&dp, &ack6);
+    }
+    assert_eq!(sent(&dp), [0, 6], "every pure ACK on the fastest path");
+    for _ in 0..4 {
+        send(&dp, &tunnel_frame(&tcp_packet(false, 100, true)));
+    }
+    assert_eq!(sent(&dp), [2, 8], "the data striped as if no ACK had gone");
+    let mut fin = tcp_packet(false, 0, true);
+    fin[20 + 13] |= 0x01;
+    send(&dp, &tunnel_frame(&fin));
+    send(&dp, &tunnel_frame(&fin));
+    assert_eq!(sent(&dp), [3, 9], "a FIN is more than an ACK");
+    dp.tunnel(None, TunnelFlags::empty());
+    send(&dp, &ack4);
+    send(&dp, &ack4);
+    assert_eq!(sent(&dp), [4, 10], "not numbered: nothing to overtake");
 }
 
 #[test]

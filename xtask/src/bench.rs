@@ -118,6 +118,10 @@ pub struct AggArgs {
     /// end of every EVERY (`--flap 10 2`).
     #[arg(long, num_args = 2, value_names = ["EVERY", "DOWN"])]
     pub flap: Vec<u64>,
+    /// Parallel TCP streams per run (iperf3 -P): the table then also shows
+    /// the slowest stream's share of a fair split.
+    #[arg(long, default_value_t = 1)]
+    pub streams: u32,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -431,6 +435,24 @@ struct Row {
     all: Vec<(f64, u64)>,
     /// `--prog-cost`: the median run's program costs.
     cost: Option<String>,
+    /// `--streams`: the slowest stream of any run, % of a fair share.
+    slowest_flow: Option<f64>,
+}
+
+/// One run: Mbit/s, retransmits, the programs' cost (`--prog-cost`) and
+/// the slowest stream's share of a fair split (`--streams`).
+type RunResult = (f64, u64, Option<String>, Option<f64>);
+
+/// The slowest of parallel streams as a share of an even split of their
+/// sum, %; None for one stream.
+fn fair_share(flows: &[f64]) -> Option<f64> {
+    let sum: f64 = flows.iter().sum();
+    let least = flows.iter().copied().reduce(f64::min)?;
+    (flows.len() > 1 && sum > 0.0).then(|| 100.0 * least * flows.len() as f64 / sum)
+}
+
+fn flows_text(flows: &[f64]) -> String {
+    flows.iter().map(|f| format!("{f:.1}")).collect::<Vec<_>>().join(" ")
 }
 
 /// A case's label: "4×200" for equal links, "300+100" for unequal ones.
@@ -528,7 +550,7 @@ fn agg(args: AggArgs) -> Result<()> {
         let capacity: u32 = rates.iter().sum();
         // Methods take turns run by run, so a slow minute on a shared
         // machine hits all of them alike.
-        let mut results: Vec<Vec<(f64, u64, Option<String>)>> = vec![Vec::new(); methods.len()];
+        let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); methods.len()];
         for _ in 0..runs {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
@@ -542,6 +564,9 @@ fn agg(args: AggArgs) -> Result<()> {
                 let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
+                }
+                if args.streams > 1 {
+                    extra.push_str(&format!(" -P {}", args.streams));
                 }
                 let before = args.prog_cost.then(crate::progcost::snapshot);
                 let cpu_before = CpuTimes::read();
@@ -558,6 +583,10 @@ fn agg(args: AggArgs) -> Result<()> {
                     "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}",
                     100.0 * mbps / capacity as f64
                 );
+                let fairest = fair_share(&stream.flows);
+                if let Some(f) = fairest {
+                    println!("    {} streams: the slowest at {f:.0}% of a fair share ({})", stream.flows.len(), flows_text(&stream.flows));
+                }
                 if m.name.starts_with("xgre") {
                     println!("    resequencer: {}", resequencer_said(&dir));
                 }
@@ -566,7 +595,7 @@ fn agg(args: AggArgs) -> Result<()> {
                     println!("    programs: {c}");
                     c
                 });
-                results[mi].push((mbps, retr, cost));
+                results[mi].push((mbps, retr, cost, fairest));
                 // The relays' threads live in the namespaces: they go first.
                 let failed: u64 = relays.into_iter().map(|r| r.stop().map_or(0, |s| s.iter().map(|s| s.failed).sum())).sum();
                 if failed > 0 {
@@ -577,9 +606,10 @@ fn agg(args: AggArgs) -> Result<()> {
         }
         for (m, mut r) in methods.iter().zip(results) {
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (mbps, retr, cost) = r[r.len() / 2].clone();
-            let all = r.into_iter().map(|(m, t, _)| (m, t)).collect();
-            rows.push(Row { case: label.clone(), capacity: capacity as f64, method: m.name.clone(), mbps, retr, all, cost });
+            let (mbps, retr, cost, _) = r[r.len() / 2].clone();
+            let slowest_flow = r.iter().filter_map(|x| x.3).reduce(f64::min);
+            let all = r.into_iter().map(|(m, t, _, _)| (m, t)).collect();
+            rows.push(Row { case: label.clone(), capacity: capacity as f64, method: m.name.clone(), mbps, retr, all, cost, slowest_flow });
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -709,6 +739,11 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
             );
         }
     }
+    for r in rows {
+        if let Some(f) = r.slowest_flow {
+            println!("    {} {}: the slowest of {} streams in any run at {f:.0}% of a fair share", r.case, r.method, args.streams);
+        }
+    }
     for r in rows.iter().filter(|r| r.cost.is_some()) {
         println!("    {} {} (median run) programs: {}", r.case, r.method, r.cost.as_deref().unwrap_or_default());
     }
@@ -724,6 +759,8 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
             "percent_of_capacity": 100.0 * r.mbps / r.capacity, "retransmits": r.retr,
             "worst_retransmitted_percent": r.worst_retransmitted(secs),
             "program_cost": r.cost,
+            "streams": args.streams,
+            "slowest_stream_percent_of_fair": r.slowest_flow,
             "runs": r.all.iter().map(|(m, t)| json!({"mbps": m, "retransmits": t})).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
     });

@@ -59,6 +59,8 @@ pub struct Stream {
     /// The sender's smoothed RTT samples, µs: minimum, mean and maximum
     /// (None when iperf3 has no TCP_INFO for it).
     pub rtt_us: Option<[u64; 3]>,
+    /// Each parallel stream's Mbit/s received (`iperf3 -P`).
+    pub flows: Vec<f64>,
 }
 
 impl Stream {
@@ -71,6 +73,10 @@ impl Stream {
             mbps: end["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e6,
             retransmits: end["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
             rtt_us: rtt("min_rtt").zip(rtt("mean_rtt")).zip(rtt("max_rtt")).map(|((a, b), c)| [a, b, c]),
+            flows: end["streams"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|s| s["receiver"]["bits_per_second"].as_f64()).map(|b| b / 1e6).collect())
+                .unwrap_or_default(),
         })
     }
 }

@@ -75,6 +75,34 @@ pub struct Outcome {
     result: Result<()>,
     failures: Vec<String>,
     timings: Vec<(String, Duration)>,
+    tests: Vec<(String, Duration)>,
+}
+
+/// How many of the slowest tests `finish` names.
+const SLOWEST: usize = 10;
+
+/// Wall time per test: from its binary's "running N tests" or the test
+/// before's result to its own. Namespace tests run one at a time, so for
+/// them this is the test's own time.
+#[derive(Default)]
+struct TestTimes {
+    last: Option<Instant>,
+    done: Vec<(String, Duration)>,
+}
+
+impl TestTimes {
+    fn line(&mut self, line: &str, now: Instant) {
+        if line.starts_with("running ") {
+            self.last = Some(now);
+            return;
+        }
+        let Some(rest) = line.strip_prefix("test ") else { return };
+        let Some((name, verdict)) = rest.rsplit_once(" ... ") else { return };
+        if matches!(verdict, "ok" | "FAILED") {
+            let since = self.last.replace(now).unwrap_or(now);
+            self.done.push((name.to_string(), now - since));
+        }
+    }
 }
 
 impl Outcome {
@@ -90,6 +118,14 @@ impl Outcome {
                 println!("    {:>7.1} s  {name}", d.as_secs_f64());
             }
             println!("    {:>7.1} s  in all", total.as_secs_f64());
+        }
+        let mut slow: Vec<&(String, Duration)> = self.tests.iter().collect();
+        slow.sort_by_key(|(_, d)| std::cmp::Reverse(*d));
+        if !slow.is_empty() {
+            crate::step(&format!("the {SLOWEST} slowest tests (wall clock)"));
+            for (name, d) in slow.into_iter().take(SLOWEST) {
+                println!("    {:>7.1} s  {name}", d.as_secs_f64());
+            }
         }
         if !self.failures.is_empty() {
             crate::step("failed tests (repeated from above)");
@@ -111,19 +147,20 @@ impl Outcome {
 pub fn run(cmd: &mut Command) -> Outcome {
     let mut child = match cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().with_context(|| format!("running {cmd:?}")) {
         Ok(c) => c,
-        Err(e) => return Outcome { result: Err(e), failures: Vec::new(), timings: Vec::new() },
+        Err(e) => return Outcome { result: Err(e), failures: Vec::new(), timings: Vec::new(), tests: Vec::new() },
     };
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let reader = thread::spawn(move || {
-        let mut f = Failures::default();
+        let (mut f, mut times) = (Failures::default(), TestTimes::default());
         let mut out = std::io::stdout();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
             let _ = writeln!(out, "{line}");
             f.line(&line);
+            times.line(&line, Instant::now());
         }
-        f.sections
+        (f.sections, times.done)
     });
     // cargo says which binary runs next on stderr.
     let timer = thread::spawn(move || {
@@ -138,14 +175,14 @@ pub fn run(cmd: &mut Command) -> Outcome {
         t.end(Instant::now())
     });
     let status = child.wait().with_context(|| format!("waiting for {cmd:?}"));
-    let failures = reader.join().unwrap_or_default();
+    let (failures, tests) = reader.join().unwrap_or_default();
     let timings = timer.join().unwrap_or_default();
     let result = match status {
         Ok(s) if s.success() => Ok(()),
         Ok(s) => Err(anyhow::anyhow!("{cmd:?} failed: {s}")),
         Err(e) => Err(e),
     };
-    Outcome { result, failures, timings }
+    Outcome { result, failures, timings, tests }
 }
 
 #[cfg(test)]
@@ -163,6 +200,18 @@ mod tests {
         let done = t.end(t0 + Duration::from_secs(10));
         let names: Vec<(&str, u64)> = done.iter().map(|(n, d)| (n.as_str(), d.as_secs())).collect();
         assert_eq!(names, [("building", 5), ("unittests src/lib.rs", 2), ("tests/netns.rs", 3)]);
+    }
+
+    #[test]
+    fn times_each_test_from_the_result_before() {
+        let mut t = TestTimes::default();
+        let t0 = Instant::now();
+        t.line("running 2 tests", t0);
+        t.line("test a::b ... ok", t0 + Duration::from_secs(3));
+        t.line("test c ... FAILED", t0 + Duration::from_secs(4));
+        t.line("test d ... ignored", t0 + Duration::from_secs(5));
+        let got: Vec<(&str, u64)> = t.done.iter().map(|(n, d)| (n.as_str(), d.as_secs())).collect();
+        assert_eq!(got, [("a::b", 3), ("c", 1)]);
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::{
         netlink::{Link, Netlink},
         sys::monotonic_ns,
     },
-    reseq::Resequencer,
+    reseq::{Lags, Resequencer},
 };
 
 /// The longest a map edit waits to be seen by the watcher (peers are
@@ -94,6 +94,8 @@ struct Watcher<'a> {
     /// Each striping peer's spread: its slowest path's round trip less its
     /// fastest's (ns), among the paths in the rotation.
     spread: BTreeMap<u32, u64>,
+    /// What the resequencer was last told of each peer's path lags.
+    lags: BTreeMap<u32, Lags>,
     reseq: Option<&'a Resequencer>,
     announce: Option<Announce>,
 }
@@ -123,6 +125,7 @@ impl<'a> Watcher<'a> {
             logged: BTreeMap::new(),
             rtt: BTreeMap::new(),
             spread: BTreeMap::new(),
+            lags: BTreeMap::new(),
             reseq,
             announce: None,
         })
@@ -199,6 +202,28 @@ impl<'a> Watcher<'a> {
         Ok(())
     }
 
+    /// Have the resequencer hold what `id`'s faster paths deliver for half
+    /// their round trip's lead on the slowest of `striped` (path, round
+    /// trip), or nothing when the paths do not differ enough to number.
+    fn follow_lags(&mut self, id: u32, striped: Option<&[(usize, u64)]>) {
+        let Some(r) = self.reseq else { return };
+        let lags = striped.map(|s| {
+            let slowest = s.iter().map(|x| x.1).max().unwrap_or(0);
+            let mut lags = Lags::default();
+            for &(j, rtt) in s {
+                lags[j] = Duration::from_nanos((slowest - rtt) / 2);
+            }
+            lags
+        });
+        if self.lags.get(&id) != lags.as_ref() {
+            r.set_lags(id, lags);
+            match lags {
+                Some(l) => self.lags.insert(id, l),
+                None => self.lags.remove(&id),
+            };
+        }
+    }
+
     /// Send `p`'s keepalives (`probe`), judge each path and write the peer
     /// back if anything changed.
     fn judge_peer(&mut self, id: u32, mut p: Peer, all: &BTreeMap<u32, Link>, probe: bool, now: u64) -> Result<()> {
@@ -240,12 +265,27 @@ impl<'a> Watcher<'a> {
             }
         }
         let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
-        let striped: Vec<u64> =
-            (0..n).filter(|&j| healthy[j] && !standby[j]).filter_map(|j| self.rtt.get(&(id, j)).and_then(RttWindow::min)).collect();
-        match (striped.iter().min(), striped.iter().max()) {
-            (Some(lo), Some(hi)) if striped.len() > 1 => self.spread.insert(id, hi - lo),
-            _ => self.spread.remove(&id),
+        let striped: Vec<(usize, u64)> = (0..n)
+            .filter(|&j| healthy[j] && !standby[j])
+            .filter_map(|j| self.rtt.get(&(id, j)).and_then(RttWindow::min).map(|r| (j, r)))
+            .collect();
+        let fastest = match (striped.iter().min_by_key(|s| s.1), striped.iter().map(|s| s.1).max()) {
+            (Some(&(j, lo)), Some(hi)) if striped.len() > 1 => {
+                self.spread.insert(id, hi - lo);
+                (hi - lo > NUMBER_ABOVE_NS).then_some(j)
+            }
+            _ => {
+                self.spread.remove(&id);
+                None
+            }
         };
+        for (j, path) in p.paths[..n].iter_mut().enumerate() {
+            if (fastest == Some(j)) != path.flags.intersects(PathFlags::FASTEST) {
+                path.flags ^= PathFlags::FASTEST;
+                changed = true;
+            }
+        }
+        self.follow_lags(id, fastest.map(|_| &striped[..]));
         for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
             if carry != (p.paths[j].flags.intersects(PathFlags::UP)) {
                 p.paths[j].flags ^= PathFlags::UP;

@@ -245,6 +245,7 @@ async fn path_status(snap: &Snapshot, links: &mut Links<'_>, p: &Peer, j: usize)
         healthy: !path.flags.intersects(PathFlags::UNHEALTHY),
         pmtu: Pmtu::of(link_mtu, &learnt, snap.now),
         rtt_ms: snap.path_rtt.get(&slot, 0).ok().filter(|&ns| ns != 0).map(|ns| ns as f64 / 1e6),
+        fastest: path.flags.intersects(PathFlags::FASTEST),
         counters,
     })
 }

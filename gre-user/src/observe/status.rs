@@ -36,6 +36,9 @@ pub struct PathStatus {
     /// The last round trip a keepalive measured, in ms (none yet: no
     /// `xgre run`, or a peer that does not reflect keepalives).
     pub rtt_ms: Option<f64>,
+    /// The peer's fastest path by more than 2 ms of round trip: pure TCP
+    /// ACKs take it.
+    pub fastest: bool,
     pub counters: Counters,
 }
 

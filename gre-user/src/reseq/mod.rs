@@ -45,11 +45,24 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 pub struct Resequencer {
     tunnel_ifindex: u32,
     tap: String,
-    /// How long a gap is waited for, ns; `set_hold` changes it live.
-    hold: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    stats: Arc<Mutex<WindowStats>>,
+    shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
+}
+
+/// Each path's lag: how much sooner than the peer's slowest path it
+/// delivers, by path index.
+pub type Lags = [Duration; gre_common::MAX_PATHS];
+
+/// What the thread and `xgre run` share.
+#[derive(Default)]
+struct Shared {
+    /// How long a gap is waited for, ns; `set_hold` changes it live.
+    hold: AtomicU64,
+    stop: AtomicBool,
+    stats: Mutex<WindowStats>,
+    /// By peer id; swapped whole by `set_lags`, so the thread takes a
+    /// reference per round instead of a copy.
+    lags: Mutex<Arc<HashMap<u32, Lags>>>,
 }
 
 /// A tap device of this process's (gone when the descriptor closes).
@@ -143,23 +156,17 @@ fn realtime() -> std::io::Result<()> {
     }
 }
 
-fn serve(
-    mut tap: File,
-    out_fd: OwnedFd,
-    sa: libc::sockaddr_ll,
-    hold_ns: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    shared: Arc<Mutex<WindowStats>>,
-) {
+fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, shared: Arc<Shared>) {
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
     let mut buf = vec![0u8; 65536];
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut busy = false;
-    while !stop.load(Ordering::Relaxed) {
-        let hold = Duration::from_nanos(hold_ns.load(Ordering::Relaxed));
+    while !shared.stop.load(Ordering::Relaxed) {
+        let hold = Duration::from_nanos(shared.hold.load(Ordering::Relaxed));
+        let lags = shared.lags.lock().map(|l| l.clone()).unwrap_or_default();
         let now = Instant::now();
-        let deadline = windows.values().filter_map(Window::oldest).min().map(|t| t + hold);
+        let deadline = windows.values().filter_map(|w| w.deadline(hold)).min();
         let timeout = deadline.map_or(IDLE, |d| d.saturating_duration_since(now).min(IDLE));
         if busy {
             // Frames are coming: let a few gather instead of waking for
@@ -178,14 +185,16 @@ fn serve(
             busy = true;
             let Some(h) = ReseqHdr::parse(&buf[..n]) else { continue };
             let frame = buf[ReseqHdr::LEN..n].to_vec();
-            windows.entry(h.peer_id()).or_default().push(h.seq(), frame, Instant::now(), &mut stats, &mut out);
+            let lag = lags.get(&h.peer_id()).and_then(|l| l.get(h.path() as usize)).copied().unwrap_or_default();
+            let now = Instant::now();
+            windows.entry(h.peer_id()).or_default().push(h.seq(), frame, now, now + lag, &mut stats, &mut out);
         }
         let now = Instant::now();
         for w in windows.values_mut() {
             w.expire(now, hold, &mut stats, &mut out);
         }
         send_all(&out_fd, &sa, &mut out);
-        if let Ok(mut s) = shared.lock() {
+        if let Ok(mut s) = shared.stats.lock() {
             *s = stats;
         }
     }
@@ -202,10 +211,8 @@ impl Resequencer {
         let link = nl.link(&name).await?.with_context(|| format!("tap {name} vanished"))?;
         nl.set_up_quiet(link.index, TAP_QUEUE).await?;
         let (out_fd, sa) = sender(hidden_ifindex)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stats = Arc::new(Mutex::new(WindowStats::default()));
-        let hold = Arc::new(AtomicU64::new(hold.as_nanos() as u64));
-        let (s, st, h) = (stop.clone(), stats.clone(), hold.clone());
+        let shared = Arc::new(Shared { hold: AtomicU64::new(hold.as_nanos() as u64), ..Default::default() });
+        let theirs = shared.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("xgre-reseq".into())
@@ -214,23 +221,41 @@ impl Resequencer {
                     tracing::warn!("resequencer: staying at normal priority ({e})");
                 }
                 let _ = ready_tx.send(());
-                serve(tap, out_fd, sa, h, s, st)
+                serve(tap, out_fd, sa, theirs)
             })
             .context("starting the resequencer thread")?;
         // Back only once the thread runs as it will, so that what `run`
         // says next (it resequences) is already true of its priority.
         let _ = ready_rx.recv_timeout(Duration::from_secs(1));
         dp.reseq_tap()?.insert(tunnel_ifindex, link.index, 0).context("pointing the datapath at the resequencer")?;
-        Ok(Resequencer { tunnel_ifindex, tap: name, hold, stop, stats, thread: Some(thread) })
+        Ok(Resequencer { tunnel_ifindex, tap: name, shared, thread: Some(thread) })
     }
 
     pub fn hold(&self) -> Duration {
-        Duration::from_nanos(self.hold.load(Ordering::Relaxed))
+        Duration::from_nanos(self.shared.hold.load(Ordering::Relaxed))
     }
 
     /// Wait this long for a gap from now on.
     pub fn set_hold(&self, hold: Duration) {
-        self.hold.store(hold.as_nanos() as u64, Ordering::Relaxed);
+        self.shared.hold.store(hold.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Hold what each path of `peer_id` delivers for its lag behind the
+    /// slowest (none: deliver as it comes), so that every packet of the
+    /// peer's takes as long as over the slowest path. Waiting only for
+    /// gaps let a packet through the fast path whenever nothing before it
+    /// was still on its way: TCP then measured the fast path's round trip
+    /// now and then and the slow one's otherwise, and BBR, sizing its
+    /// window by the least, sent a fifth of what the paths carry.
+    pub fn set_lags(&self, peer_id: u32, lags: Option<Lags>) {
+        if let Ok(mut l) = self.shared.lags.lock() {
+            let mut m = HashMap::clone(&l);
+            match lags {
+                Some(v) => m.insert(peer_id, v),
+                None => m.remove(&peer_id),
+            };
+            *l = Arc::new(m);
+        }
     }
 
     pub fn tap(&self) -> &str {
@@ -238,7 +263,7 @@ impl Resequencer {
     }
 
     pub fn stats(&self) -> WindowStats {
-        self.stats.lock().map(|s| *s).unwrap_or_default()
+        self.shared.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
     /// Deliver as they arrive again, then end the thread (its tap goes
@@ -249,7 +274,7 @@ impl Resequencer {
                 let _ = m.remove(&self.tunnel_ifindex);
             }
         }
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -4,7 +4,8 @@
 //! dropped for arriving late: a packet whose number was already passed
 //! (its gap given up on) is delivered at once, because TCP would rather
 //! have it late than resend it. Only a repeat of a number still waiting
-//! is dropped.
+//! is dropped. Pure TCP ACKs never wait (gre-common's `ack`): they leave
+//! at once and their number counts as filled.
 
 use std::{
     collections::BTreeMap,
@@ -31,6 +32,8 @@ pub struct WindowStats {
     pub late: u64,
     /// Repeats of a number already waiting: dropped.
     pub duplicate: u64,
+    /// Pure TCP ACKs delivered ahead of a gap, without waiting.
+    pub early: u64,
 }
 
 #[derive(Default)]
@@ -38,7 +41,18 @@ pub struct Window {
     /// The next number to deliver, extended to 64 bits so that waiting
     /// frames sort across the 32-bit wrap. None until the first frame.
     next: Option<u64>,
-    held: BTreeMap<u64, (Instant, Vec<u8>)>,
+    /// Frames waiting, by number.
+    held: BTreeMap<u64, Held>,
+}
+
+struct Held {
+    arrived: Instant,
+    /// Not before: a frame from a faster path waits out the difference
+    /// in delay (`Resequencer::set_lags`).
+    ready: Instant,
+    /// Empty: a number already delivered early, kept so the gap in front
+    /// of it is known filled.
+    frame: Vec<u8>,
 }
 
 impl Window {
@@ -49,8 +63,9 @@ impl Window {
         next.wrapping_add(d as u64)
     }
 
-    /// Take a frame; `out` gets what may leave now, in order.
-    pub fn push(&mut self, seq: u32, frame: Vec<u8>, now: Instant, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    /// Take a frame that arrived `now` and may not leave before `ready`;
+    /// `out` gets what may leave now, in order.
+    pub fn push(&mut self, seq: u32, frame: Vec<u8>, now: Instant, ready: Instant, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
         // Start well above 0 so numbers before the first one still extend
         // below it without wrapping.
         let next = *self.next.get_or_insert((1u64 << 32) | seq as u64);
@@ -60,54 +75,68 @@ impl Window {
             out.push(frame);
             return;
         }
-        if e == next {
-            stats.in_order += 1;
-            out.push(frame);
-            self.next = Some(next + 1);
-            self.drain(stats, out);
-            return;
-        }
         if e - next > MAX_GAP {
             // A restart: flush what waits, then carry on from here.
             self.release_all(stats, out);
-            stats.in_order += 1;
-            out.push(frame);
-            self.next = Some(e + 1);
-            return;
+            self.next = Some(e);
         }
         if self.held.contains_key(&e) {
             stats.duplicate += 1;
             return;
         }
-        self.held.insert(e, (now, frame));
+        let (ready, frame) = if gre_common::ack::frame_is_pure_ack(&frame) {
+            stats.early += 1;
+            out.push(frame);
+            (now, Vec::new())
+        } else {
+            (ready, frame)
+        };
+        self.held.insert(e, Held { arrived: now, ready, frame });
+        self.drain(Some(now), Some(e), stats, out);
         if self.held.len() > MAX_HELD {
             self.skip_gap(stats, out);
         }
     }
 
-    /// Give up on gaps whose waiting frames have waited `hold`.
+    /// Deliver what is next in order and ready, and give up on gaps whose
+    /// waiting frames have waited `hold`.
     pub fn expire(&mut self, now: Instant, hold: Duration, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
-        while let Some(oldest) = self.oldest() {
-            if now.duration_since(oldest) < hold {
-                break;
+        loop {
+            self.drain(Some(now), None, stats, out);
+            match (self.gap(), self.oldest()) {
+                (true, Some(oldest)) if now.duration_since(oldest) >= hold => self.skip_gap(stats, out),
+                _ => break,
             }
-            self.skip_gap(stats, out);
         }
     }
 
-    /// When the longest-waiting frame arrived, if any waits.
-    pub fn oldest(&self) -> Option<Instant> {
-        self.held.values().map(|(t, _)| *t).min()
+    /// When `expire` has something to do next, if anything waits.
+    pub fn deadline(&self, hold: Duration) -> Option<Instant> {
+        if self.gap() {
+            self.oldest().map(|t| t + hold)
+        } else {
+            self.held.values().next().map(|h| h.ready)
+        }
     }
 
-    /// Give up on the first gap: deliver from the first waiting frame on.
+    /// Whether the first waiting frame is behind a missing number.
+    fn gap(&self) -> bool {
+        matches!((self.next, self.held.keys().next()), (Some(n), Some(&k)) if k != n)
+    }
+
+    /// When the longest-waiting frame arrived, if any waits.
+    fn oldest(&self) -> Option<Instant> {
+        self.held.values().map(|h| h.arrived).min()
+    }
+
+    /// Give up on the first gap: go on from the first waiting frame.
     fn skip_gap(&mut self, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
         let (Some(next), Some(&first)) = (self.next, self.held.keys().next()) else {
             return;
         };
         stats.skipped += first - next;
         self.next = Some(first);
-        self.drain(stats, out);
+        self.drain(None, None, stats, out);
     }
 
     fn release_all(&mut self, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
@@ -116,14 +145,24 @@ impl Window {
         }
     }
 
-    fn drain(&mut self, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    /// Deliver from `next` on while the numbers follow (and, given `now`,
+    /// are ready; given none, whether ready or not: a gap was given up).
+    /// `pushed`: the number just taken, which did not wait if it leaves.
+    fn drain(&mut self, now: Option<Instant>, pushed: Option<u64>, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
         let Some(mut next) = self.next else { return };
         while let Some(entry) = self.held.first_entry() {
-            if *entry.key() != next {
+            if *entry.key() != next || now.is_some_and(|t| entry.get().ready > t) {
                 break;
             }
-            out.push(entry.remove().1);
-            stats.held += 1;
+            let (k, h) = entry.remove_entry();
+            if !h.frame.is_empty() {
+                if pushed == Some(k) {
+                    stats.in_order += 1;
+                } else {
+                    stats.held += 1;
+                }
+                out.push(h.frame);
+            }
             next += 1;
         }
         self.next = Some(next);
@@ -137,7 +176,7 @@ mod tests {
     fn run(seqs: &[u32], w: &mut Window, st: &mut WindowStats, now: Instant) -> Vec<u32> {
         let mut out = Vec::new();
         for &s in seqs {
-            w.push(s, s.to_be_bytes().to_vec(), now, st, &mut out);
+            w.push(s, s.to_be_bytes().to_vec(), now, now, st, &mut out);
         }
         out.iter().map(|f| u32::from_be_bytes(f[..4].try_into().unwrap())).collect()
     }
@@ -161,6 +200,53 @@ mod tests {
         assert_eq!(st.skipped, 1);
         assert_eq!(run(&[2, 5], &mut w, &mut st, t0), [2, 5]);
         assert_eq!(st.late, 1);
+    }
+
+    /// An IPv4 TCP segment in an Ethernet frame: `data` bytes of payload,
+    /// TCP flags `flags`, and the frame's first four bytes set to `tag`
+    /// (where a MAC would be) so `run` can tell frames apart.
+    fn tcp_frame(tag: u32, flags: u8, data: usize) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + data];
+        f[..4].copy_from_slice(&tag.to_be_bytes());
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((20 + 20 + data) as u16).to_be_bytes());
+        f[23] = 6;
+        f[14 + 20 + 12] = 5 << 4;
+        f[14 + 20 + 13] = flags;
+        f
+    }
+
+    #[test]
+    fn pure_acks_leave_at_once_and_fill_their_number() {
+        let (mut w, mut st, now) = (Window::default(), WindowStats::default(), Instant::now());
+        let mut out = Vec::new();
+        let tags = |out: &Vec<Vec<u8>>| out.iter().map(|f| u32::from_be_bytes(f[..4].try_into().unwrap())).collect::<Vec<_>>();
+        w.push(1, tcp_frame(1, 0x10, 100), now, now, &mut st, &mut out);
+        // 2 is late; 3 a pure ACK, 4 data, 5 a FIN (no data, but more than an ACK).
+        w.push(3, tcp_frame(3, 0x10, 0), now, now, &mut st, &mut out);
+        w.push(4, tcp_frame(4, 0x10, 1), now, now, &mut st, &mut out);
+        w.push(5, tcp_frame(5, 0x11, 0), now, now, &mut st, &mut out);
+        assert_eq!(tags(&out), [1, 3], "only the pure ACK passes the gap");
+        w.push(2, tcp_frame(2, 0x18, 1000), now, now, &mut st, &mut out);
+        assert_eq!(tags(&out), [1, 3, 2, 4, 5], "3 is not delivered twice");
+        assert_eq!((st.early, st.held, st.skipped), (1, 2, 0));
+    }
+
+    #[test]
+    fn a_frame_from_a_faster_path_waits_out_its_lag_and_holds_what_follows() {
+        let (mut w, mut st, t0) = (Window::default(), WindowStats::default(), Instant::now());
+        let lag = Duration::from_millis(35);
+        let mut out = Vec::new();
+        w.push(1, vec![1], t0, t0 + lag, &mut st, &mut out);
+        w.push(2, vec![2], t0, t0, &mut st, &mut out);
+        assert!(out.is_empty(), "in order, but not ready");
+        assert_eq!(w.deadline(Duration::from_millis(50)), Some(t0 + lag));
+        w.expire(t0 + lag - Duration::from_micros(1), Duration::from_millis(50), &mut st, &mut out);
+        assert!(out.is_empty(), "released before its lag");
+        w.expire(t0 + lag, Duration::from_millis(50), &mut st, &mut out);
+        assert_eq!(out, [vec![1], vec![2]]);
+        assert_eq!((st.held, st.skipped), (2, 0));
     }
 
     #[test]

@@ -118,6 +118,12 @@ pub struct AggArgs {
     /// end of every EVERY (`--flap 10 2`).
     #[arg(long, num_args = 2, value_names = ["EVERY", "DOWN"])]
     pub flap: Vec<u64>,
+    /// xgre: before the stream, wait up to this many seconds for the
+    /// sender's `xgre run` to say it numbers its packets, as a tunnel up
+    /// for a while does over a path that loses (it judges loss over its
+    /// last 300 keepalives, 30 s).
+    #[arg(long, default_value_t = 0)]
+    pub settle: u64,
     /// Parallel TCP streams per run (iperf3 -P): the table then also shows
     /// the slowest stream's share of a fair split.
     #[arg(long, default_value_t = 1)]
@@ -311,7 +317,7 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
 
 /// Configure a method on a fresh topology; returns the address to connect
 /// to and extra iperf3 client arguments.
-fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path) -> Result<(String, String, bool)> {
+fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path, settle_secs: u64) -> Result<(String, String, bool)> {
     let n = rates.len() as u32;
     match m.name.as_str() {
         "single link" => Ok(("198.18.0.20".into(), "-B 198.18.0.10".into(), false)),
@@ -375,9 +381,26 @@ fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path) -> Resu
             }
             // The keepalives that announce numbering go every 100 ms.
             std::thread::sleep(std::time::Duration::from_millis(300));
+            settle(&dir.join("a-run.log"), settle_secs);
             Ok(("198.19.100.2".into(), String::new(), false))
         }
     }
+}
+
+/// Wait up to `secs` for the log of `xgre run` to say it numbers.
+fn settle(log: &std::path::Path, secs: u64) {
+    if secs == 0 {
+        return;
+    }
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(secs) {
+        if std::fs::read_to_string(log).unwrap_or_default().contains("numbering packets") {
+            println!("    xgre run numbered its packets after {:.1} s", start.elapsed().as_secs_f64());
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("    xgre run did not number its packets within {secs} s");
 }
 
 /// `xgre run -c cfg` in `host`, in the background (the namespace's
@@ -561,7 +584,7 @@ fn agg(args: AggArgs) -> Result<()> {
                 } else {
                     (Vec::new(), topology(rates, !args.one_end, args.burst_ms, &xgre)?)
                 };
-                let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir)?;
+                let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir, args.settle)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
                 }

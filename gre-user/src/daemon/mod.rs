@@ -1,6 +1,7 @@
 //! `xgre run`: the watcher, keepalives and outer-fragment reassembly.
 
 pub(crate) mod keepalive;
+mod measure;
 pub(crate) mod reassemble;
 pub(crate) mod run;
 mod watch;

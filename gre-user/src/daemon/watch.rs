@@ -6,14 +6,11 @@
 //! again. Every change replaces the peer's map value whole, so the
 //! datapath never sees half an update.
 
-use gre_common::{reseq::DEFAULT_RESEQUENCE_MS, PathFlags, TunnelFlags};
-use std::{
-    collections::{BTreeMap, VecDeque},
-    time::Duration,
-};
+use gre_common::{PathFlags, PathStats, TunnelFlags};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{anyhow, Result};
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use futures::StreamExt;
 use gre_common::{names::*, path_slot, Announce, Peer, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
 
@@ -31,6 +28,8 @@ use crate::{
     },
     reseq::{Lags, Resequencer},
 };
+
+use super::measure::{hold_for, ProbeLoss, RttWindow, NUMBER_ABOVE_NS};
 
 /// The longest a map edit waits to be seen by the watcher (peers are
 /// rescanned at least this often, and on every keepalive tick).
@@ -87,6 +86,7 @@ struct Watcher<'a> {
     peers: HashMap<MapData, u32, Peer>,
     seen: Array<MapData, u64>,
     rtts: Array<MapData, u64>,
+    stats: PerCpuArray<MapData, PathStats>,
     /// Each path's last logged state, by (peer id, path).
     logged: BTreeMap<(u32, usize), String>,
     /// Each path's recent round trips, by (peer id, path).
@@ -96,6 +96,12 @@ struct Watcher<'a> {
     spread: BTreeMap<u32, u64>,
     /// What the resequencer was last told of each peer's path lags.
     lags: BTreeMap<u32, Lags>,
+    /// Keepalives sent on each path, by (peer id, path), and what came of
+    /// them.
+    sent: BTreeMap<(u32, usize), u64>,
+    loss: BTreeMap<(u32, usize), ProbeLoss>,
+    /// Striping peers with a path that loses: (keepalives lost, sent).
+    lossy: BTreeMap<u32, (u64, u64)>,
     reseq: Option<&'a Resequencer>,
     announce: Option<Announce>,
 }
@@ -121,11 +127,15 @@ impl<'a> Watcher<'a> {
             peers: dp.peers()?,
             seen: dp.path_seen()?,
             rtts: dp.path_rtt()?,
+            stats: dp.path_stats()?,
             dp,
             logged: BTreeMap::new(),
             rtt: BTreeMap::new(),
             spread: BTreeMap::new(),
             lags: BTreeMap::new(),
+            sent: BTreeMap::new(),
+            loss: BTreeMap::new(),
+            lossy: BTreeMap::new(),
             reseq,
             announce: None,
         })
@@ -170,12 +180,18 @@ impl<'a> Watcher<'a> {
     }
 
     /// Paths that differ in delay deliver a striped peer's packets out of
-    /// order. Once a peer's spread is measured: number this end's packets
-    /// (so the peer can put them back in order), and wait for gaps as long
-    /// as the spread makes them last.
+    /// order, and a path that loses turns the reordering TCP tolerates
+    /// into more loss than there is. Once either shows: number this end's
+    /// packets (so the peer can put them back in order), and wait for
+    /// gaps as long as the spread makes them last.
     fn follow_delays(&mut self) -> Result<()> {
-        let Some(&spread) = self.spread.values().max() else { return Ok(()) };
-        if spread > NUMBER_ABOVE_NS && !self.t.sequence && !self.t.ip_id_sequence {
+        let spread = self.spread.values().max().copied().unwrap_or(0);
+        let why = match self.lossy.values().next() {
+            _ if spread > NUMBER_ABOVE_NS => format!("paths to a peer differ by {:.1} ms in round trip", spread as f64 / 1e6),
+            Some((lost, sent)) => format!("a path to a peer lost {lost} of {sent} keepalives"),
+            None => String::new(),
+        };
+        if !why.is_empty() && !self.t.sequence && !self.t.ip_id_sequence {
             // The entry, not a note of ours: a reload rewrites it from the
             // file, which numbers by default only for unequal paths.
             let mut tunnels = self.dp.tunnels()?;
@@ -185,11 +201,7 @@ impl<'a> Watcher<'a> {
                 crate::net::sys::set_tso(&self.t.name, false)?;
                 v.flags |= TunnelFlags::IPID_SEQ_TX;
                 tunnels.insert(self.tidx, v, 0)?;
-                println!(
-                    "{}: paths to a peer differ by {:.1} ms in round trip: numbering packets in the outer IPv4 ID, so it can put them back in order",
-                    self.t.name,
-                    spread as f64 / 1e6
-                );
+                println!("{}: {why}: numbering packets in the outer IPv4 ID, so it can put them back in order", self.t.name);
             }
         }
         if let Some(r) = self.reseq {
@@ -224,47 +236,13 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// Send `p`'s keepalives (`probe`), judge each path and write the peer
-    /// back if anything changed.
-    fn judge_peer(&mut self, id: u32, mut p: Peer, all: &BTreeMap<u32, Link>, probe: bool, now: u64) -> Result<()> {
-        let n = (p.npaths as usize).min(p.paths.len());
-        let mut healthy = vec![false; n];
+    /// From what keepalives measured of `p`'s striped paths: its spread
+    /// of round trips, its fastest path (`PathFlags::FASTEST`) and what
+    /// the resequencer waits out for the others, and whether a path
+    /// loses. Whether `p` changed.
+    fn judge_measures(&mut self, id: u32, p: &mut Peer, healthy: &[bool], standby: &[bool]) -> bool {
+        let n = healthy.len();
         let mut changed = false;
-        for (j, ok) in healthy.iter_mut().enumerate() {
-            let path = p.paths[j];
-            let link = all.get(&path.ifindex);
-            let link_bad = match link {
-                None => Some("link device gone"),
-                Some(l) if !l.up => Some("link set down"),
-                Some(l) if !l.lower_up => Some("no carrier"),
-                _ => None,
-            };
-            if probe && link_bad.is_none() && !path.flags.intersects(PathFlags::KA_OFF) {
-                if let Some(s) = &self.sender {
-                    s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), self.key, self.announce);
-                }
-            }
-            if probe {
-                let rtt = self.rtts.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
-                self.rtt.entry((id, j)).or_default().add(rtt);
-            }
-            let answered = self.seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
-            let probe_ok = probe_verdict(path.flags, self.sender.is_some(), answered, now, self.started, self.window_ns);
-            let unwell = link_bad.is_some() || !probe_ok;
-            *ok = !unwell && !path.flags.intersects(PathFlags::ADMIN_DOWN);
-            if unwell != (path.flags.intersects(PathFlags::UNHEALTHY)) {
-                p.paths[j].flags ^= PathFlags::UNHEALTHY;
-                changed = true;
-            }
-            let why = reason(link_bad, probe_ok);
-            let prev = self.logged.insert((id, j), why.clone());
-            if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !*ok) {
-                let dev = link.map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
-                let state = if *ok { "up".to_string() } else { format!("down ({why})") };
-                println!("{}: peer {} path {j} ({dev} -> {}): {state}", self.t.name, cstr(&p.name), ip16(path.remote));
-            }
-        }
-        let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
         let striped: Vec<(usize, u64)> = (0..n)
             .filter(|&j| healthy[j] && !standby[j])
             .filter_map(|j| self.rtt.get(&(id, j)).and_then(RttWindow::min).map(|r| (j, r)))
@@ -286,6 +264,69 @@ impl<'a> Watcher<'a> {
             }
         }
         self.follow_lags(id, fastest.map(|_| &striped[..]));
+        // Replies to the probes of the last round trip are still coming.
+        let interval = (self.interval.as_nanos() as u64).max(1);
+        let lossy = striped
+            .iter()
+            .filter(|_| striped.len() > 1)
+            .filter_map(|&(j, rtt)| self.loss.get(&(id, j))?.lossy(rtt / interval + 1))
+            .max_by_key(|&(lost, sent)| lost * 1_000_000 / sent.max(1));
+        match lossy {
+            Some(l) => self.lossy.insert(id, l),
+            None => self.lossy.remove(&id),
+        };
+        changed
+    }
+
+    /// Send `p`'s keepalives (`probe`), judge each path and write the peer
+    /// back if anything changed.
+    fn judge_peer(&mut self, id: u32, mut p: Peer, all: &BTreeMap<u32, Link>, probe: bool, now: u64) -> Result<()> {
+        let n = (p.npaths as usize).min(p.paths.len());
+        let mut healthy = vec![false; n];
+        let mut changed = false;
+        for (j, ok) in healthy.iter_mut().enumerate() {
+            let path = p.paths[j];
+            let link = all.get(&path.ifindex);
+            let link_bad = match link {
+                None => Some("link device gone"),
+                Some(l) if !l.up => Some("link set down"),
+                Some(l) if !l.lower_up => Some("no carrier"),
+                _ => None,
+            };
+            if probe && link_bad.is_none() && !path.flags.intersects(PathFlags::KA_OFF) {
+                if let Some(s) = &self.sender {
+                    s.send(path.ifindex, &path, ip16(path.local), ip16(path.remote), self.key, self.announce);
+                    *self.sent.entry((id, j)).or_default() += 1;
+                }
+            }
+            if probe {
+                let slot = path_slot(p.id, j as u32);
+                self.rtt.entry((id, j)).or_default().add(self.rtts.get(&slot, 0).unwrap_or(0));
+                // Counted from the first reply on: probes sent before the
+                // peer ran were not lost.
+                let replies: u64 = self.stats.get(&slot, 0).map(|v| v.iter().map(|s| s.keepalive_replies).sum()).unwrap_or(0);
+                if replies > 0 {
+                    self.loss.entry((id, j)).or_default().add(self.sent.get(&(id, j)).copied().unwrap_or(0), replies);
+                }
+            }
+            let answered = self.seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
+            let probe_ok = probe_verdict(path.flags, self.sender.is_some(), answered, now, self.started, self.window_ns);
+            let unwell = link_bad.is_some() || !probe_ok;
+            *ok = !unwell && !path.flags.intersects(PathFlags::ADMIN_DOWN);
+            if unwell != (path.flags.intersects(PathFlags::UNHEALTHY)) {
+                p.paths[j].flags ^= PathFlags::UNHEALTHY;
+                changed = true;
+            }
+            let why = reason(link_bad, probe_ok);
+            let prev = self.logged.insert((id, j), why.clone());
+            if prev.as_deref() != Some(why.as_str()) && (prev.is_some() || !*ok) {
+                let dev = link.map(|l| l.name.clone()).unwrap_or_else(|| format!("#{}", path.ifindex));
+                let state = if *ok { "up".to_string() } else { format!("down ({why})") };
+                println!("{}: peer {} path {j} ({dev} -> {}): {state}", self.t.name, cstr(&p.name), ip16(path.remote));
+            }
+        }
+        let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
+        changed |= self.judge_measures(id, &mut p, &healthy, &standby);
         for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
             if carry != (p.paths[j].flags.intersects(PathFlags::UP)) {
                 p.paths[j].flags ^= PathFlags::UP;
@@ -301,45 +342,6 @@ impl<'a> Watcher<'a> {
         }
         Ok(())
     }
-}
-
-/// A spread of round trips above this turns numbering on (ns): below it,
-/// what arrives out of order TCP's own reordering tolerance absorbs.
-const NUMBER_ABOVE_NS: u64 = 2_000_000;
-
-/// Round trips a path's delay is judged by: one a probe round.
-const RTT_SAMPLES: usize = 32;
-
-/// A path's recent round trips; the least of them is its delay without
-/// the queues.
-#[derive(Default)]
-struct RttWindow(VecDeque<u64>);
-
-impl RttWindow {
-    fn add(&mut self, ns: u64) {
-        if ns == 0 {
-            return;
-        }
-        if self.0.len() == RTT_SAMPLES {
-            self.0.pop_front();
-        }
-        self.0.push_back(ns);
-    }
-
-    fn min(&self) -> Option<u64> {
-        self.0.iter().min().copied()
-    }
-}
-
-/// How long to wait for a gap, given the spread of round trips among a
-/// peer's paths: half of it is how much later the slow path delivers (the
-/// way back is assumed as long as the way out), and a quarter more and
-/// 2 ms cover its jitter. Never below the default hold, never above the
-/// most `resequence` may be.
-fn hold_for(spread_ns: u64) -> Duration {
-    let ns = spread_ns / 2 + spread_ns / 8 + 2_000_000;
-    Duration::from_nanos(ns)
-        .clamp(Duration::from_millis(DEFAULT_RESEQUENCE_MS as u64), Duration::from_millis(gre_common::reseq::MAX_RESEQUENCE_MS as u64))
 }
 
 /// Why a path is down, for the log.
@@ -414,29 +416,5 @@ mod tests {
         // off, or no keepalives at all: never judged.
         assert!(probe_verdict(PathFlags::KA_OFF | PathFlags::KA_REQUIRED, true, late - 2 * W, late, start, W));
         assert!(probe_verdict(PathFlags::KA_REQUIRED, false, 0, late, start, W));
-    }
-
-    #[test]
-    fn the_hold_covers_the_one_way_spread_and_a_margin() {
-        // 5 ms and 40 ms each way: 70 ms apart in round trip, 35 ms one way.
-        assert_eq!(hold_for(70_000_000), Duration::from_micros(45_750));
-        assert_eq!(hold_for(0), Duration::from_millis(5), "never below the default");
-        assert_eq!(hold_for(600_000_000), Duration::from_millis(100), "never above the most `resequence` may be");
-    }
-
-    #[test]
-    fn a_paths_delay_is_its_least_recent_round_trip() {
-        let mut w = RttWindow::default();
-        assert_eq!(w.min(), None);
-        w.add(0);
-        assert_eq!(w.min(), None, "0: no reply measured yet");
-        for ns in [12, 10, 30, 11] {
-            w.add(ns);
-        }
-        assert_eq!(w.min(), Some(10), "queues only ever add delay");
-        for _ in 0..RTT_SAMPLES {
-            w.add(20);
-        }
-        assert_eq!(w.min(), Some(20), "an old sample ages out");
     }
 }

@@ -92,7 +92,7 @@ fn render_tunnel(o: &mut String, t: &TunnelStatus) {
         opts.push("seq in ip id".into());
     }
     if t.ip_id_sequence_auto {
-        opts.push("seq in ip id (unequal paths)".into());
+        opts.push("seq in ip id (auto)".into());
     }
     if t.checksum {
         opts.push("csum".into());

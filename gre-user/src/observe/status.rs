@@ -202,7 +202,8 @@ pub struct TunnelStatus {
     /// Numbered in the outer IPv4 ID (`ip_id_sequence`).
     pub ip_id_sequence: bool,
     /// Numbered in the outer IPv4 ID without `ip_id_sequence`, because a
-    /// peer stripes over unequal paths (`Config::auto_ip_id_sequence`).
+    /// peer stripes over unequal paths (`Config::auto_ip_id_sequence`), or
+    /// `xgre run` found its paths to differ in delay or one to lose.
     pub ip_id_sequence_auto: bool,
     pub checksum: bool,
     /// Whether `ip -s link` counts the tunnel's traffic.

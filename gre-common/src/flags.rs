@@ -88,6 +88,10 @@ bitflags::bitflags! {
         /// take it: their order means nothing to TCP, and over the slow
         /// path they would add its delay to every round trip.
         const FASTEST = 1 << 8;
+        /// `xgre run` measured this path's round trip as more above its
+        /// peer's fastest than resequencing can wait for: it is used as a
+        /// backup (as `STANDBY`) while a faster path is up.
+        const SLOW = 1 << 9;
     }
 
     /// `Peer::flags`.

@@ -606,6 +606,11 @@ fn agg(args: AggArgs) -> Result<()> {
                     "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}",
                     100.0 * mbps / capacity as f64
                 );
+                if !args.flap.is_empty() {
+                    // The first second is the stream's start, not an outage.
+                    let worst = stream.seconds.iter().skip(1).copied().reduce(f64::min).unwrap_or(0.0);
+                    println!("    slowest second after the first: {worst:.0} Mbit/s (one link: {} Mbit/s)", rates[0]);
+                }
                 let fairest = fair_share(&stream.flows);
                 if let Some(f) = fairest {
                     println!("    {} streams: the slowest at {f:.0}% of a fair share ({})", stream.flows.len(), flows_text(&stream.flows));

@@ -61,6 +61,8 @@ pub struct Stream {
     pub rtt_us: Option<[u64; 3]>,
     /// Each parallel stream's Mbit/s received (`iperf3 -P`).
     pub flows: Vec<f64>,
+    /// Each second's Mbit/s, as the sender counted it.
+    pub seconds: Vec<f64>,
 }
 
 impl Stream {
@@ -76,6 +78,10 @@ impl Stream {
             flows: end["streams"]
                 .as_array()
                 .map(|a| a.iter().filter_map(|s| s["receiver"]["bits_per_second"].as_f64()).map(|b| b / 1e6).collect())
+                .unwrap_or_default(),
+            seconds: j["intervals"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|i| i["sum"]["bits_per_second"].as_f64()).map(|b| b / 1e6).collect())
                 .unwrap_or_default(),
         })
     }

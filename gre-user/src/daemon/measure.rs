@@ -10,6 +10,13 @@ use gre_common::reseq::{DEFAULT_RESEQUENCE_MS, MAX_RESEQUENCE_MS};
 /// what arrives out of order TCP's own reordering tolerance absorbs.
 pub(super) const NUMBER_ABOVE_NS: u64 = 2_000_000;
 
+/// A path whose round trip exceeds its peer's fastest by more than this
+/// (ns) is not striped over but kept as a backup: the resequencer would
+/// have to hold the others' packets longer than `MAX_RESEQUENCE_MS` for
+/// its (the hold `hold_for` gives this spread). Over 100 Mbit/s at 10 ms
+/// and 20 Mbit/s at 300 ms each way, striping by rate ran at 5 Mbit/s.
+pub(super) const TOO_SLOW_NS: u64 = (MAX_RESEQUENCE_MS as u64 * 1_000_000 - 2_000_000) * 8 / 5;
+
 /// Round trips a path's delay is judged by: one a probe round.
 const RTT_SAMPLES: usize = 32;
 

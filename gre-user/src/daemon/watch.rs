@@ -29,7 +29,7 @@ use crate::{
     reseq::{Lags, Resequencer},
 };
 
-use super::measure::{hold_for, ProbeLoss, RttWindow, NUMBER_ABOVE_NS};
+use super::measure::{hold_for, ProbeLoss, RttWindow, NUMBER_ABOVE_NS, TOO_SLOW_NS};
 
 /// The longest a map edit waits to be seen by the watcher (peers are
 /// rescanned at least this often, and on every keepalive tick).
@@ -236,17 +236,36 @@ impl<'a> Watcher<'a> {
         }
     }
 
-    /// From what keepalives measured of `p`'s striped paths: its spread
-    /// of round trips, its fastest path (`PathFlags::FASTEST`) and what
-    /// the resequencer waits out for the others, and whether a path
-    /// loses. Whether `p` changed.
+    /// From what keepalives measured of `p`'s striped paths: which are too
+    /// slow to stripe over (`PathFlags::SLOW`), the others' spread of
+    /// round trips, their fastest (`PathFlags::FASTEST`) and what the
+    /// resequencer waits out for the rest, and whether a path loses.
+    /// Whether `p` changed.
     fn judge_measures(&mut self, id: u32, p: &mut Peer, healthy: &[bool], standby: &[bool]) -> bool {
         let n = healthy.len();
         let mut changed = false;
-        let striped: Vec<(usize, u64)> = (0..n)
+        let measured: Vec<(usize, u64)> = (0..n)
             .filter(|&j| healthy[j] && !standby[j])
             .filter_map(|j| self.rtt.get(&(id, j)).and_then(RttWindow::min).map(|r| (j, r)))
             .collect();
+        let least = measured.iter().map(|m| m.1).min().unwrap_or(0);
+        let slow = |rtt: u64| rtt - least > TOO_SLOW_NS;
+        for (j, path) in p.paths[..n].iter_mut().enumerate() {
+            let is_slow = measured.iter().any(|&(k, rtt)| k == j && slow(rtt));
+            if is_slow != path.flags.intersects(PathFlags::SLOW) {
+                path.flags ^= PathFlags::SLOW;
+                changed = true;
+                let rtt = measured.iter().find(|m| m.0 == j).map_or(0, |m| m.1);
+                let how = if is_slow { "a backup" } else { "striped again" };
+                println!(
+                    "{}: peer {} path {j}: {:.0} ms more round trip than the fastest, beyond what resequencing holds: {how}",
+                    self.t.name,
+                    cstr(&p.name),
+                    rtt.saturating_sub(least) as f64 / 1e6
+                );
+            }
+        }
+        let striped: Vec<(usize, u64)> = measured.into_iter().filter(|&(_, rtt)| !slow(rtt)).collect();
         let fastest = match (striped.iter().min_by_key(|s| s.1), striped.iter().map(|s| s.1).max()) {
             (Some(&(j, lo)), Some(hi)) if striped.len() > 1 => {
                 self.spread.insert(id, hi - lo);
@@ -302,16 +321,20 @@ impl<'a> Watcher<'a> {
             if probe {
                 let slot = path_slot(p.id, j as u32);
                 self.rtt.entry((id, j)).or_default().add(self.rtts.get(&slot, 0).unwrap_or(0));
-                // Counted from the first reply on: probes sent before the
-                // peer ran were not lost.
+                // Counted from the first reply on (probes sent before the
+                // peer ran were not lost), and while the path is well.
                 let replies: u64 = self.stats.get(&slot, 0).map(|v| v.iter().map(|s| s.keepalive_replies).sum()).unwrap_or(0);
-                if replies > 0 {
+                if replies > 0 && !path.flags.intersects(PathFlags::UNHEALTHY) {
                     self.loss.entry((id, j)).or_default().add(self.sent.get(&(id, j)).copied().unwrap_or(0), replies);
                 }
             }
             let answered = self.seen.get(&path_slot(p.id, j as u32), 0).unwrap_or(0);
             let probe_ok = probe_verdict(path.flags, self.sender.is_some(), answered, now, self.started, self.window_ns);
             let unwell = link_bad.is_some() || !probe_ok;
+            if unwell {
+                // An outage, not loss: the misses that found it go too.
+                self.loss.remove(&(id, j));
+            }
             *ok = !unwell && !path.flags.intersects(PathFlags::ADMIN_DOWN);
             if unwell != (path.flags.intersects(PathFlags::UNHEALTHY)) {
                 p.paths[j].flags ^= PathFlags::UNHEALTHY;
@@ -325,8 +348,12 @@ impl<'a> Watcher<'a> {
                 println!("{}: peer {} path {j} ({dev} -> {}): {state}", self.t.name, cstr(&p.name), ip16(path.remote));
             }
         }
-        let standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
+        let mut standby: Vec<bool> = p.paths[..n].iter().map(|q| q.flags.intersects(PathFlags::STANDBY)).collect();
         changed |= self.judge_measures(id, &mut p, &healthy, &standby);
+        // Too slow to stripe over: a backup while a faster path is up.
+        for (s, q) in standby.iter_mut().zip(&p.paths[..n]) {
+            *s |= q.flags.intersects(PathFlags::SLOW);
+        }
         for (j, carry) in in_rotation(&healthy, &standby).into_iter().enumerate() {
             if carry != (p.paths[j].flags.intersects(PathFlags::UP)) {
                 p.paths[j].flags ^= PathFlags::UP;

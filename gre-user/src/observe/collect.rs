@@ -246,6 +246,7 @@ async fn path_status(snap: &Snapshot, links: &mut Links<'_>, p: &Peer, j: usize)
         pmtu: Pmtu::of(link_mtu, &learnt, snap.now),
         rtt_ms: snap.path_rtt.get(&slot, 0).ok().filter(|&ns| ns != 0).map(|ns| ns as f64 / 1e6),
         fastest: path.flags.intersects(PathFlags::FASTEST),
+        slow: path.flags.intersects(PathFlags::SLOW),
         counters,
     })
 }

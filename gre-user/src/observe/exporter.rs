@@ -307,6 +307,7 @@ mod tests {
             pmtu: observe::Pmtu { mtu: 1500, source: observe::PmtuSource::Link, from: None, expires_in_s: None },
             rtt_ms: Some(40.5),
             fastest: false,
+            slow: false,
             counters: Counters { tx_packets: 7, ..Default::default() },
         };
         let mac = |m: &str, p: &str, stale: bool| FdbStatus { mac: m.into(), peer: p.into(), age_s: 1.0, stale, fixed: false, vid: 0 };

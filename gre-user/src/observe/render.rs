@@ -210,7 +210,8 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
                 Some(k) => crate::config::rate::Rate { kbps: k }.to_string(),
                 None => format!("w{}", path.weight),
             },
-            match (path.up, path.standby, path.healthy) {
+            match (path.up, path.standby || path.slow, path.healthy) {
+                (false, _, true) if path.slow => "idle slow",
                 (true, false, _) => "up",
                 (true, true, _) => "up standby",
                 (false, false, _) => "DOWN",

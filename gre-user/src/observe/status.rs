@@ -39,6 +39,8 @@ pub struct PathStatus {
     /// The peer's fastest path by more than 2 ms of round trip: pure TCP
     /// ACKs take it.
     pub fastest: bool,
+    /// Too slow to stripe over: a backup while a faster path is up.
+    pub slow: bool,
     pub counters: Counters,
 }
 

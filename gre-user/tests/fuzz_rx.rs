@@ -266,10 +266,11 @@ fn receive_programs_agree_with_the_reference_model() {
                 Err(e) => panic!("seed {seed}, frame {n}: BPF_PROG_RUN refused it ({e}): {}", hexdump(&f)),
             };
             let meta = |target: u32| [HandoffMeta::MAGIC.to_ne_bytes(), target.to_ne_bytes(), HIDDEN.to_ne_bytes()].concat();
-            // A numbered frame's peer (0 here) and number follow, for the
-            // hand-off to resequence it.
-            let seq_meta =
-                |seq: Option<u32>| seq.map_or(vec![], |s| [HandoffSeq::MAGIC.to_ne_bytes(), 0u32.to_ne_bytes(), s.to_ne_bytes()].concat());
+            // A numbered frame's peer (0 here), number and path (0) follow,
+            // for the hand-off to resequence it.
+            let seq_meta = |seq: Option<u32>| {
+                seq.map_or(vec![], |s| [HandoffSeq::MAGIC.to_ne_bytes(), 0u32.to_ne_bytes(), s.to_ne_bytes(), 0u32.to_ne_bytes()].concat())
+            };
             let ok = match (&want, hook) {
                 (Want::Pass | Want::Reassemble, Hook::Tc) => ret == TC_ACT_OK && out == f,
                 (Want::Pass | Want::Reassemble, Hook::Xdp) => ret == XDP_PASS && out == f,

@@ -343,6 +343,9 @@ pub fn multi_config(me: char, n: u32, extra_tunnel: &str) -> String {
 /// on" a moment before it is). Those frames are left out of the result.
 pub struct Capture {
     child: Child,
+    /// Where it captures, and the command that sends a closing sentinel.
+    host: Host,
+    close: String,
     lines: std::sync::mpsc::Receiver<String>,
     /// What arrived while waiting for the sentinel.
     early: Vec<String>,
@@ -350,8 +353,11 @@ pub struct Capture {
     until: Instant,
 }
 
-/// IEEE 802's "local experimental" EtherType: no stack or switch acts on it.
+/// IEEE 802's "local experimental" EtherTypes: no stack or switch acts on
+/// them. One says the capture has started, the other that it has seen
+/// everything sent before it (`finish_now`).
 const SENTINEL: u16 = 0x88b5;
+const CLOSING: u16 = 0x88b6;
 
 impl Capture {
     /// tshark with a capture filter and the given fields (first occurrence:
@@ -372,7 +378,7 @@ impl Capture {
         let f: Vec<String> = fields.iter().map(|f| format!("-e {f}")).collect();
         // `-e eth.type` first: it tells the sentinel frames from the rest.
         let mut child = host.spawn(&format!(
-            "tshark -l -n -i {dev} -f '({filter}) or ether proto {SENTINEL:#x}' -a duration:{secs} -T fields -E separator=, {opts} -e eth.type {}",
+            "tshark -l -n -i {dev} -f '({filter}) or ether proto {SENTINEL:#x} or ether proto {CLOSING:#x}' -a duration:{secs} -T fields -E separator=, {opts} -e eth.type {}",
             f.join(" ")
         ));
         let until = Instant::now() + Duration::from_secs(secs as u64);
@@ -388,14 +394,14 @@ impl Capture {
         // Keep draining stderr so tshark never blocks on it.
         let mut err = child.stderr.take().unwrap();
         std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-        let mut cap = Capture { child, lines, early: Vec::new(), count, until };
-        let frame = format!("b'\\xff'*6 + b'\\x02'*6 + b'\\x{:02x}\\x{:02x}' + bytes(46)", SENTINEL >> 8, SENTINEL & 0xff);
-        let send = format!(
-            "/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('{dev}', 0)); s.send({frame})\""
-        );
+        let send = |ty: u16| {
+            let frame = format!("b'\\xff'*6 + b'\\x02'*6 + b'\\x{:02x}\\x{:02x}' + bytes(46)", ty >> 8, ty & 0xff);
+            format!("/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('{dev}', 0)); s.send({frame})\"")
+        };
+        let mut cap = Capture { child, host: Host { ns: host.ns.clone() }, close: send(CLOSING), lines, early: Vec::new(), count, until };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            host.run(&send);
+            host.run(&send(SENTINEL));
             let wait = Instant::now() + Duration::from_millis(100);
             while let Ok(l) = cap.lines.recv_timeout(wait.saturating_duration_since(Instant::now())) {
                 if Self::is_sentinel(&l) {
@@ -413,7 +419,27 @@ impl Capture {
     /// prints a field asked for twice in the last column only, and no
     /// other frame carries this EtherType anywhere).
     fn is_sentinel(line: &str) -> bool {
-        line.split([',', ';']).any(|t| t == format!("{SENTINEL:#06x}"))
+        Self::has_type(line, SENTINEL) || Self::has_type(line, CLOSING)
+    }
+
+    fn has_type(line: &str, ty: u16) -> bool {
+        line.split([',', ';']).any(|t| t == format!("{ty:#06x}"))
+    }
+
+    /// Everything captured so far (up to `count` packets): a sentinel sent
+    /// now comes back behind every frame that passed before it, so a test
+    /// that checks what did not go by need not wait out the capture's time.
+    pub fn finish_now(mut self) -> Vec<Vec<String>> {
+        self.host.run(&self.close);
+        let mut got: Vec<String> = std::mem::take(&mut self.early);
+        while let Ok(l) = self.lines.recv_timeout(self.until.saturating_duration_since(Instant::now())) {
+            if Self::has_type(&l, CLOSING) {
+                break;
+            }
+            got.push(l);
+        }
+        got.retain(|l| !Self::is_sentinel(l));
+        self.end(got)
     }
 
     /// Wait for the capture to end (`count` packets, or its time); one Vec
@@ -428,6 +454,11 @@ impl Capture {
                 Err(_) => break,
             }
         }
+        self.end(got)
+    }
+
+    /// Stop tshark; one Vec of fields per captured line, up to `count`.
+    fn end(mut self, got: Vec<String>) -> Vec<Vec<String>> {
         let _ = self.child.kill();
         let _ = self.child.wait();
         got.iter()

@@ -44,7 +44,7 @@ fn ping(vm: &Host, ip: &str) -> bool {
 /// ARP requests and Neighbour Solicitations host 1 sends into the tunnel:
 /// "arp <target>" or "ns <target>" per frame.
 fn requests(cap: Capture) -> Vec<String> {
-    cap.finish()
+    cap.finish_now()
         .into_iter()
         .filter_map(|f| {
             if f[0] == "1" {

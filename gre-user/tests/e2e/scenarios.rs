@@ -100,7 +100,7 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
     let vm11 = &t.hosts[vms[&(1, 1)]];
     vm11.run("ping -c 3 -i 0.2 -W 2 198.19.0.2");
     vm11.run("ping -c 2 -i 0.2 -W 2 198.19.0.3");
-    let frames = cap.finish();
+    let frames = cap.finish_now();
     let arp_req: Vec<&Vec<String>> = frames.iter().filter(|f| f[3] == "1").collect();
     let to = |f: &Vec<String>| f[0].split(';').next().unwrap().to_string();
     let mut arp_dsts: Vec<String> = arp_req.iter().map(|f| to(f)).collect();
@@ -121,7 +121,7 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
         assert_eq!(eth.split(';').nth(1), Some(want_mac.as_str()), "echo {i}");
     }
     for (spy, k) in spies.into_iter().zip([2, 3]) {
-        let seen = spy.finish();
+        let seen = spy.finish_now();
         assert!(seen.is_empty(), "tenant 2 on host {k} saw tenant 1's frames: {seen:?}");
     }
     // The same addresses in tenant 2 reach tenant 2's VMs.
@@ -154,6 +154,8 @@ fn three_host_mesh_keeps_two_tenants_apart_and_floods_arp_once() {
         let cap = Capture::start(h1, "e0", "ip proto 47 and src host 198.18.0.10", &["ip.dst", "gre.key", "arp.dst.proto_ipv4"], 40, 4);
         // Nobody has .9: its ARP requests, flooded, are what to count.
         let _ = sh_out(&vm.cmd(Enter::Nsenter, "ping -c 1 -W 1 198.19.0.9"));
+        // Waits out the capture: the kernel repeats an unanswered ARP
+        // request after the ping has given up.
         let frames = cap.finish();
         let mut d: Vec<String> =
             frames.into_iter().filter(|f| f[1] == "0x00000001" && f[2] == "198.19.0.9").map(|f| f[0].clone()).collect();

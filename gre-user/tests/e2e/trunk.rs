@@ -100,7 +100,7 @@ fn one_trunk_carries_each_vlan_under_its_own_key_and_keeps_them_apart() {
             assert!(ping(vm(1, vid), &vm_ip(other, vid)), "VLAN {vid}: host 1 cannot reach host {other}");
         }
     }
-    let frames = cap.finish();
+    let frames = cap.finish_now();
     let echo: Vec<&Vec<String>> = frames.iter().filter(|f| f[3].split(';').next() == Some("8")).collect();
     assert_eq!(echo.len(), 4, "{frames:?}");
     let mut keys: Vec<&str> = echo.iter().map(|f| f[0].as_str()).collect();
@@ -134,13 +134,13 @@ fn one_trunk_carries_each_vlan_under_its_own_key_and_keeps_them_apart() {
     let spy100 = Capture::start(vm(2, 100), "eth0", &format!("ether dst {unknown}"), &["eth.dst"], 10, 5);
     let spy200 = Capture::start(vm(2, 200), "eth0", &format!("ether dst {unknown}"), &["eth.dst"], 10, 5);
     let _ = sh_out(&vm(1, 100).cmd(Enter::Nsenter, "ping -c 1 -W 1 198.19.1.99"));
-    let flooded: Vec<Vec<String>> = cap.finish().into_iter().filter(|f| f[3].contains(unknown)).collect();
+    let flooded: Vec<Vec<String>> = cap.finish_now().into_iter().filter(|f| f[3].contains(unknown)).collect();
     let outer = |f: &str| f.split(';').next().unwrap_or_default().to_string();
     let mut to: Vec<String> = flooded.iter().map(|f| format!("{}>{} {}", outer(&f[0]), outer(&f[1]), f[2])).collect();
     to.sort();
     assert_eq!(to, ["198.18.0.10>198.18.0.20 0x000013ec", "198.18.0.10>198.18.0.30 0x000013ec"], "flooded: {flooded:?}");
-    assert_eq!(spy100.finish().len(), 1, "VLAN 100 on host 2 did not get the flooded frame");
-    assert!(spy200.finish().is_empty(), "VLAN 200 on host 2 got VLAN 100's flood");
+    assert_eq!(spy100.finish_now().len(), 1, "VLAN 100 on host 2 did not get the flooded frame");
+    assert!(spy200.finish_now().is_empty(), "VLAN 200 on host 2 got VLAN 100's flood");
 
     // Untagged frames: dropped and counted without a native key; with one
     // (a live edit), carried under it.
@@ -159,7 +159,7 @@ fn one_trunk_carries_each_vlan_under_its_own_key_and_keeps_them_apart() {
     h1.xgre_ok(Enter::Nsenter, "map-edit gre0 vlan native 5000");
     let cap = Capture::start(h1, "e0", "ip proto 47 and src host 198.18.0.10", &["gre.key"], 10, 4);
     send_untagged();
-    let keys: Vec<String> = cap.finish().into_iter().map(|f| f[0].clone()).collect();
+    let keys: Vec<String> = cap.finish_now().into_iter().map(|f| f[0].clone()).collect();
     assert_eq!(keys, ["0x00001388", "0x00001388"], "untagged frames under the native key 5000, flooded to both");
 
     // Live: VLAN 200 no longer carried from host 1 (dropped, counted).

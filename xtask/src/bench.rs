@@ -617,6 +617,10 @@ fn agg(args: AggArgs) -> Result<()> {
                 }
                 if m.name.starts_with("xgre") {
                     println!("    resequencer: {}", resequencer_said(&dir));
+                    let sender = std::fs::read_to_string(dir.join("a-run.log")).unwrap_or_default();
+                    if let Some(l) = sender.lines().find(|l| l.contains("numbering packets")) {
+                        println!("    sender: {}", l.split_once(": ").map_or(l, |(_, r)| r));
+                    }
                 }
                 let cost = before.filter(|_| m.name.starts_with("xgre")).map(|before| {
                     let c = crate::progcost::describe(&crate::progcost::between(&before, &crate::progcost::snapshot()));

@@ -65,11 +65,11 @@ fn tunnel_over(rx: &str) {
     // TCP many times the MTU, GSO on: hashes match at both ends. With XDP
     // on the receiving veth, the sender's veth must segment our GSO packets
     // in software, so every frame on the wire is a real MTU-sized packet.
-    let cap = Capture::start(t.a(), "va", "ip proto 47 and src host 198.18.0.10", &["frame.len"], 200, 30);
+    let cap = Capture::start(t.a(), "va", "ip proto 47 and src host 198.18.0.10", &["frame.len"], 10_000, 30);
     let x = transfer(t.a(), t.b(), "198.19.100.2", 12);
     assert_eq!(x.sent, x.got, "bytes/sha256 sent vs received");
     assert!(x.sent.starts_with(&(12u64 << 20).to_string()), "{}", x.sent);
-    let sizes: Vec<u32> = cap.finish().iter().filter_map(|p| p[0].parse().ok()).collect();
+    let sizes: Vec<u32> = cap.finish_now().iter().filter_map(|p| p[0].parse().ok()).collect();
     assert!(!sizes.is_empty(), "no GRE seen during the transfer");
     if rx == "xdp" {
         let max = sizes.iter().max().unwrap();

@@ -4,8 +4,8 @@
 send GROUP PORT LOCAL_ADDR COUNT: COUNT datagrams of 1000 bytes, 20 ms apart
 (TTL 16); prints COUNT.
 recv GROUP PORT LOCAL_ADDR SECS: joins GROUP on LOCAL_ADDR's interface,
-prints "ready", then "RECEIVED SIZE" (count, size of the last) after SECS seconds or once
-nothing arrived for 5 s after the first datagram.
+prints "ready", then "RECEIVED SIZE" (count, size of the last) after SECS seconds,
+once nothing arrived for 5 s after the first datagram, or on SIGTERM.
 
 send-seq GROUP PORT LOCAL_ADDR COUNT INTERVAL_MS: numbered datagrams.
 recv-seq GROUP PORT LOCAL_ADDR SECS: prints "ready" once it has joined,
@@ -83,20 +83,32 @@ if mode == "send":
         time.sleep(0.02)
     print(n)
 else:
+    import signal
+
+    class Stop(Exception):
+        pass
+
+    def stop(*_):
+        raise Stop()
+
+    signal.signal(signal.SIGTERM, stop)
     secs = float(sys.argv[5])
     s = join()
     print("ready", flush=True)
     s.settimeout(0.5)
     end = time.time() + secs
     count, size, last = 0, 0, None
-    while time.time() < end:
-        try:
-            data = s.recv(2000)
-        except socket.timeout:
-            if last is not None and time.time() - last > 5:
-                break
-            continue
-        count += 1
-        size = len(data)
-        last = time.time()
-    print(count, size)
+    try:
+        while time.time() < end:
+            try:
+                data = s.recv(2000)
+            except socket.timeout:
+                if last is not None and time.time() - last > 5:
+                    break
+                continue
+            count += 1
+            size = len(data)
+            last = time.time()
+    except Stop:
+        pass
+    print(count, size, flush=True)

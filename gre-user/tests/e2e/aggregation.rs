@@ -500,6 +500,31 @@ fn delayed(tag: &str, lines: &[delayline::Line], mbit: u32) -> (Topo, Vec<delayl
     (t, relays)
 }
 
+/// What one iperf3 transfer with BBR from host a to host b through the
+/// tunnel came to.
+struct Bulk {
+    mbps: f64,
+    retrans: f64,
+    /// Segments sent, counting 1400 bytes each.
+    segments: f64,
+    /// The sender's mean smoothed RTT.
+    rtt_ms: f64,
+}
+
+fn bulk(t: &Topo, mib: u32) -> Bulk {
+    t.b().run("iperf3 -s -1 -D -B 198.19.100.2");
+    within(Duration::from_secs(5), || t.b().run("ss -ltn").contains(":5201")).expect("iperf3 server");
+    let out = t.a().run(&format!("timeout 60 iperf3 -c 198.19.100.2 -B 198.19.100.1 -n {mib}M -C bbr -J"));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let sent = &v["end"]["sum_sent"];
+    Bulk {
+        mbps: v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6,
+        retrans: sent["retransmits"].as_f64().unwrap(),
+        segments: sent["bytes"].as_f64().unwrap() / 1400.0,
+        rtt_ms: v["end"]["streams"][0]["sender"]["mean_rtt"].as_f64().unwrap() / 1e3,
+    }
+}
+
 /// Two paths of equal rate whose delays differ by 35 ms (5 ms and 40 ms
 /// each way), and the defaults: `xgre run` measures each path's round
 /// trip from its keepalives, numbers its packets once the spread shows,
@@ -539,25 +564,14 @@ fn paths_of_different_delay_are_put_back_in_order_by_default() {
     assert_eq!(fastest, [true, false], "{status}");
     assert!(status.contains("(fastest: ACKs)"), "{status}");
 
-    t.b().run("iperf3 -s -1 -D -B 198.19.100.2");
-    within(Duration::from_secs(5), || t.b().run("ss -ltn").contains(":5201")).expect("iperf3 server");
-    let out = t.a().run("timeout 60 iperf3 -c 198.19.100.2 -B 198.19.100.1 -n 16M -C bbr -J");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let sent = &v["end"]["sum_sent"];
-    let (bytes, retrans) = (sent["bytes"].as_f64().unwrap(), sent["retransmits"].as_f64().unwrap());
-    let segments = bytes / 1400.0;
-    let rtt_ms = v["end"]["streams"][0]["sender"]["mean_rtt"].as_f64().unwrap() / 1e3;
-    println!(
-        "16 MiB over 5 ms + 40 ms paths: {:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments, mean RTT {rtt_ms:.1} ms",
-        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6
-    );
+    let Bulk { mbps, retrans, segments, rtt_ms } = bulk(&t, 16);
+    println!("16 MiB over 5 ms + 40 ms paths: {mbps:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments, mean RTT {rtt_ms:.1} ms");
     assert!(retrans / segments < 0.01, "{retrans} retransmits of {segments:.0} segments");
     // The ACKs come back over the fast path, and every data packet takes
     // the slow path's time: 45 ms, steadily. Held only for gaps, the data
     // sometimes came in 5 ms, BBR sized its window by that, and the
     // transfer ran at 6 Mbit/s.
     assert!(rtt_ms < 65.0, "mean RTT {rtt_ms:.1} ms: the ACKs wait for the slow path");
-    let mbps = v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6;
     assert!(mbps > 30.0, "{mbps:.1} Mbit/s of 100");
     for r in relays {
         let s = r.stop().unwrap();
@@ -589,17 +603,8 @@ fn a_path_that_loses_turns_numbering_on() {
     println!("a: {}", seen.join(" | "));
     let status = t.a().xgre_ok(Enter::Nsenter, "status");
     assert!(status.contains("seq in ip id"), "{status}");
-    t.b().run("iperf3 -s -1 -D -B 198.19.100.2");
-    within(Duration::from_secs(5), || t.b().run("ss -ltn").contains(":5201")).expect("iperf3 server");
-    let out = t.a().run("timeout 60 iperf3 -c 198.19.100.2 -B 198.19.100.1 -n 32M -C bbr -J");
-    let v: Value = serde_json::from_str(&out).unwrap();
-    let sent = &v["end"]["sum_sent"];
-    let (bytes, retrans) = (sent["bytes"].as_f64().unwrap(), sent["retransmits"].as_f64().unwrap());
-    let segments = bytes / 1400.0;
-    println!(
-        "32 MiB over 2 x 100 Mbit/s, 2% lost on one: {:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments",
-        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap() / 1e6
-    );
+    let Bulk { mbps, retrans, segments, .. } = bulk(&t, 32);
+    println!("32 MiB over 2 x 100 Mbit/s, 2% lost on one: {mbps:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments");
     // 2% of the frames of half the packets: 1% must be resent. Unnumbered,
     // the bench's 1% case resent twice its loss (`bench agg --loss 0,1`).
     assert!(retrans / segments < 0.02, "{retrans} retransmits of {segments:.0} segments");

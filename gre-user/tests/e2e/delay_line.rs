@@ -44,11 +44,19 @@ fn the_delay_line_holds_loses_and_carries_as_told() {
     let relay = Relay::start(&ns, "la", "lb", Line { delay: Duration::from_millis(5), ..Default::default() }).unwrap();
     // ARP first: its exchange crosses the line too.
     ping_ms(t.a(), 1, "0.02");
-    let (min, avg, got) = ping_ms(t.a(), 50, "0.02");
+    // Up to three rounds of 50: a machine whose CPUs are taken away for a
+    // while (a guest's steal) wakes the relay late for all of one round,
+    // as it would any program; a line that is off is off every round.
+    let on_time = |(min, avg, got): (f64, f64, u32)| got == 50 && (min - 10.0).abs() <= 0.2 && (avg - 10.0).abs() <= 0.2;
+    let mut rounds = vec![ping_ms(t.a(), 50, "0.02")];
+    while !on_time(rounds[rounds.len() - 1]) && rounds.len() < 3 {
+        rounds.push(ping_ms(t.a(), 50, "0.02"));
+    }
     let stats = relay.stop().unwrap();
-    println!("5 ms each way: ping min {min} ms, avg {avg} ms, {got}/50; relay {stats:?}");
+    let (min, avg, got) = rounds[rounds.len() - 1];
+    println!("5 ms each way: ping min {min} ms, avg {avg} ms, {got}/50 (rounds {rounds:?}); relay {stats:?}");
     assert_eq!(got, 50);
-    assert!((min - 10.0).abs() <= 0.2 && (avg - 10.0).abs() <= 0.2, "ping over a 2 x 5 ms line: min {min}, avg {avg}");
+    assert!(on_time(rounds[rounds.len() - 1]), "ping over a 2 x 5 ms line, min / avg / received per round: {rounds:?}");
     assert!(stats.iter().all(|s| s.failed == 0 && s.lost == 0), "{stats:?}");
 
     // 20% lost each way: 36% of the round trips, within sampling.

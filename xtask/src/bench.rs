@@ -128,6 +128,10 @@ pub struct AggArgs {
     /// the slowest stream's share of a fair split.
     #[arg(long, default_value_t = 1)]
     pub streams: u32,
+    /// Also run xgre with the resequencer's hand-off through a tap
+    /// (`XGRE_RESEQ_HANDOFF=tap`) instead of AF_XDP.
+    #[arg(long)]
+    pub tap_handoff: bool,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -163,6 +167,8 @@ struct Method {
     reordering: Option<u32>,
     /// For xgre: `resequence` (ms) under `xgre run`, if set.
     resequence: Option<u32>,
+    /// For xgre: the resequencer hands off through a tap.
+    tap: bool,
 }
 
 /// A busy loop pinned to CPU 0 for as long as it lives.
@@ -377,7 +383,7 @@ fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path, settle_
                 std::fs::write(&f, xgre_config(me, rates, m))?;
                 // Under `xgre run`, as striped tunnels are run: path
                 // health, and the resequencing a config gets by default.
-                start_run(host, xgre, &f, &dir.join(format!("{me}-run.log")))?;
+                start_run(host, xgre, &f, &dir.join(format!("{me}-run.log")), m.tap)?;
             }
             // The keepalives that announce numbering go every 100 ms.
             std::thread::sleep(std::time::Duration::from_millis(300));
@@ -405,9 +411,10 @@ fn settle(log: &std::path::Path, secs: u64) {
 
 /// `xgre run -c cfg` in `host`, in the background (the namespace's
 /// teardown kills it), once it says it resequences.
-fn start_run(host: &str, xgre: &str, cfg: &std::path::Path, log: &std::path::Path) -> Result<()> {
+fn start_run(host: &str, xgre: &str, cfg: &std::path::Path, log: &std::path::Path, tap: bool) -> Result<()> {
     let out = std::fs::File::create(log)?;
     std::process::Command::new("nsenter")
+        .env("XGRE_RESEQ_HANDOFF", if tap { "tap" } else { "xsk" })
         .arg(format!("--net=/run/netns/{host}"))
         .args([xgre, "run", "-c"])
         .arg(cfg)
@@ -516,6 +523,7 @@ fn agg(args: AggArgs) -> Result<()> {
         by_rate: false,
         reordering: None,
         resequence: None,
+        tap: false,
     };
     let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
     if args.seq {
@@ -544,12 +552,17 @@ fn agg(args: AggArgs) -> Result<()> {
             methods.push(Method { name: format!("xgre reseq {ms} ms ip id"), ip_id: true, resequence: Some(ms), ..plain("") });
         }
     }
+    if args.tap_handoff {
+        methods.push(Method { name: "xgre tap hand-off".into(), tap: true, ..plain("") });
+    }
     if !args.only.is_empty() {
-        // Variants asked for by --units, --reordering and --resequence stay.
+        // Variants asked for by --units, --reordering, --resequence and
+        // --tap-handoff stay.
         methods.retain(|m| {
             m.burst.is_some()
                 || m.reordering.is_some()
                 || m.resequence.is_some()
+                || m.tap
                 || args.only.iter().any(|o| o.eq_ignore_ascii_case(&m.name))
         });
         if methods.is_empty() {
@@ -603,8 +616,9 @@ fn agg(args: AggArgs) -> Result<()> {
                 let rtt =
                     stream.rtt_us.map(|[lo, mean, hi]| format!("; RTT {lo} / {mean} / {hi} µs (min / mean / max)")).unwrap_or_default();
                 println!(
-                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}",
-                    100.0 * mbps / capacity as f64
+                    "    {mbps:.0} Mbit/s ({:.0}% of {capacity}), {retr} retransmits ({dsack} proven spurious by DSACK: reordering; {dropped} dropped by the links' queues){rtt}; CPU: {cpu}; {}",
+                    100.0 * mbps / capacity as f64,
+                    cpu.per_packet(mbps, secs)
                 );
                 if !args.flap.is_empty() {
                     // The first second is the stream's start, not an outage.
@@ -671,6 +685,28 @@ impl CpuTimes {
 
     fn since(&self, before: &CpuTimes) -> CpuTimes {
         CpuTimes(self.0.iter().zip(&before.0).map(|(a, b)| [a[0] - b[0], a[1] - b[1], a[2] - b[2]]).collect())
+    }
+}
+
+impl CpuTimes {
+    /// Busy CPU (both cores, everything: senders, receivers, links) per
+    /// full-sized TCP segment carried, in µs and in cycles at the clock
+    /// /proc/cpuinfo gives (this machine has no cycle counters for perf).
+    fn per_packet(&self, mbps: f64, secs: u32) -> String {
+        // USER_HZ: /proc/stat counts hundredths of a second.
+        let busy: u64 = self.0.iter().map(|[total, idle, steal]| total - idle - steal).sum();
+        let busy_s = busy as f64 / 100.0;
+        let packets = mbps * 1e6 * secs as f64 / 8.0 / 1448.0;
+        let mhz = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("cpu MHz").and_then(|v| v.trim_start_matches([' ', '\t', ':']).trim().parse::<f64>().ok()))
+            .unwrap_or(0.0);
+        if packets < 1.0 {
+            return "no packets".into();
+        }
+        let us = busy_s * 1e6 / packets;
+        format!("{us:.2} µs of busy CPU per segment (~{:.0} cycles at {mhz:.0} MHz)", us * mhz)
     }
 }
 

@@ -12,4 +12,4 @@ pub(crate) mod upgrade;
 pub use links::resolve_links;
 pub use peers::apply_edits;
 pub use state::{apply, check_routes, show, tunnel_mtu, Running};
-pub use tunnel::{down, up, UpOutcome};
+pub use tunnel::{clear_resequencer, down, up, UpOutcome};

@@ -223,6 +223,23 @@ pub async fn down(name: &str) -> Result<bool> {
     down_by_name(&nl, dp.as_ref(), name).await
 }
 
+/// Take away what a resequencer of tunnel `tidx` left: the datapath's
+/// entries for it and its veth pair (a killed `xgre run` leaves both; the
+/// receive programs deliver past them, since its socket is gone).
+pub async fn clear_resequencer(nl: &Netlink, dp: &Datapath, tidx: u32) -> Result<()> {
+    let (entry, far) = codec::reseq_names(tidx);
+    datapath::removed(dp.reseq_tap()?.remove(&tidx))?;
+    let mut slots = dp.reseq_slot()?;
+    datapath::removed(slots.remove(&tidx))?;
+    if let Some(l) = nl.link(&far).await? {
+        datapath::removed(slots.remove(&l.index))?;
+    }
+    if let Some(l) = nl.link(&entry).await? {
+        nl.del_link(l.index).await?;
+    }
+    Ok(())
+}
+
 async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result<bool> {
     let Some(dp) = dp else {
         if nl.link(name).await?.is_some() {
@@ -244,6 +261,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     if tunnel.peer_ifindex != 0 {
         nl.del_link(tunnel.peer_ifindex).await?;
     }
+    clear_resequencer(nl, dp, tidx).await?;
 
     remove_where(&mut dp.peers()?, |_, p| p.tunnel_ifindex == tidx)?;
     for (t, r, _) in state::all_routes(dp)? {

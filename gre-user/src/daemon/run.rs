@@ -66,10 +66,10 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     let result = super::watch::watch(&t, mesh.as_mut(), adapt).await;
     println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {
-        let s = r.stop(Datapath::find().ok().flatten().as_ref());
+        let s = r.stop(Netlink::new().ok().as_ref(), Datapath::find().ok().flatten().as_ref()).await;
         println!(
-            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once",
-            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early
+            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off",
+            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost
         );
     }
     drop(log);
@@ -90,7 +90,7 @@ async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result
     let (_, tun) = dp.tunnel_named(&t.name)?.ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
     let r = Resequencer::start(&Netlink::new()?, &dp, tun.ifindex, tun.peer_ifindex, Duration::from_millis(ms as u64)).await?;
     let whose = if announced { "the packets of peers that announce numbers" } else { "numbered packets" };
-    println!("{}: resequencing {whose} through {} (hold {ms} ms)", t.name, r.tap());
+    println!("{}: resequencing {whose} through {} (hold {ms} ms)", t.name, r.handoff());
     Ok(r)
 }
 

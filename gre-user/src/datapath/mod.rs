@@ -22,7 +22,7 @@ use crate::net::sys;
 /// The compiled datapath, built by build.rs from `gre-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
 
-const PROGS: [&str; 7] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN];
+const PROGS: [&str; 8] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN, PROG_RESEQ_XSK];
 
 /// This build's id: the first 8 bytes of the SHA-256 of its compiled
 /// datapath, so two builds with the same programs agree.
@@ -64,7 +64,8 @@ fn map_data(m: &Map) -> Option<&MapData> {
         | Map::PerCpuArray(d)
         | Map::PerCpuHashMap(d)
         | Map::PerfEventArray(d)
-        | Map::RingBuf(d) => Some(d),
+        | Map::RingBuf(d)
+        | Map::XskMap(d) => Some(d),
         _ => None,
     }
 }
@@ -311,10 +312,17 @@ typed_maps! {
     rx_seq: Array<u64> = MAP_RX_SEQ;
     reorder: PerCpuArray<ReorderStats> = MAP_REORDER;
     reseq_tap: HashMap<u32, u32> = MAP_RESEQ_TAP;
+    reseq_slot: HashMap<u32, u32> = MAP_RESEQ_SLOT;
     drops: PerCpuArray<u64> = MAP_DROPS;
     path_mtu: Array<PathMtu> = MAP_PATH_MTU;
     outer_pairs: HashMap<OuterPair, u32> = MAP_OUTER_PAIRS;
     pmtu_events: PerCpuArray<u64> = MAP_PMTU_EVENTS;
+}
+
+impl Datapath {
+    pub fn reseq_xsk(&self) -> Result<aya::maps::XskMap<MapData>> {
+        self.typed(MAP_RESEQ_XSK)
+    }
 }
 
 /// Every item a map iterator yields, or the error that stopped reading
@@ -395,7 +403,7 @@ pub fn unpin_maps() -> Result<()> {
 /// never printed).
 fn verify(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramInfo> {
     let prog = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name} in the BPF object"))?;
-    let r = if name == PROG_RX_XDP {
+    let r = if name == PROG_RX_XDP || name == PROG_RESEQ_XSK {
         let p: &mut Xdp = prog.try_into()?;
         p.load().and_then(|_| p.info())
     } else {

@@ -1,17 +1,17 @@
 //! `resequence` under `xgre run`: the receive programs hand numbered
-//! packets to a tap device this process reads (see gre-common's `reseq`);
-//! a thread puts each peer's packets back in sequence-number order
+//! packets to this process (see gre-common's `reseq`), over AF_XDP
+//! (`xsk`) or, where that cannot be set up, through a tap (`tap`); a
+//! thread puts each peer's packets back in sequence-number order
 //! (`reseq_window`) and sends them out of the tunnel's hidden veth end,
 //! the way the programs deliver everything else, so the tunnel device
 //! receives and counts them. BPF cannot hold a packet; this can.
 
+mod tap;
 pub(crate) mod window;
+mod xsk;
 
 use std::{
     collections::HashMap,
-    fs::File,
-    io::Read,
-    os::fd::{AsRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
@@ -20,18 +20,16 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use gre_common::ReseqHdr;
 
 use crate::{
-    datapath::Datapath,
+    control,
+    datapath::{codec, Datapath},
     net::netlink::Netlink,
     reseq::window::{Window, WindowStats},
 };
 
-/// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread
-/// that falls briefly behind does not lose any.
-const TAP_QUEUE: u32 = 2000;
 /// Longest sleep without a frame or a deadline, to notice `stop`.
 const IDLE: Duration = Duration::from_millis(50);
 /// While frames keep coming, read them this often rather than per frame:
@@ -40,11 +38,32 @@ const NAP: Duration = Duration::from_micros(100);
 /// Most frames read before the deadlines are looked at again.
 const BATCH: usize = 256;
 
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// How frames reach the resequencer and leave it.
+trait Handoff: Send {
+    /// Sleep until a frame waits or `timeout` passes (µs precision: holds
+    /// are a millisecond or two).
+    fn wait(&mut self, timeout: Duration);
+    /// Give up to `max` waiting frames to `f`, each a `ReseqHdr` and the
+    /// frame; how many there were.
+    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
+    /// Deliver `frames` to the tunnel device, in order, and empty it.
+    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>);
+    /// Frames lost on the way in so far.
+    fn lost(&self) -> u64 {
+        0
+    }
+}
+
+/// Which hand-off a resequencer runs over.
+enum Kind {
+    Xsk { slot: u32 },
+    Tap,
+}
 
 pub struct Resequencer {
     tunnel_ifindex: u32,
     tap: String,
+    kind: Kind,
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -65,83 +84,6 @@ struct Shared {
     lags: Mutex<Arc<HashMap<u32, Lags>>>,
 }
 
-/// A tap device of this process's (gone when the descriptor closes).
-fn open_tap(name: &str) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/net/tun")
-        .context("opening /dev/net/tun for the resequencer's tap")?;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReq { name: [0; 16], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
-    if name.len() > 15 {
-        bail!("tap name {name} is longer than 15 bytes");
-    }
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: TUNSETIFF reads and writes one struct ifreq, which IfReq is.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("creating tap {name}"));
-    }
-    Ok(file)
-}
-
-/// A packet socket that sends frames out of `ifindex` and receives nothing.
-fn sender(ifindex: u32) -> Result<(OwnedFd, libc::sockaddr_ll)> {
-    // Protocol 0: a packet socket that joins no tap, so it receives nothing.
-    let sock = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(socket2::Protocol::from(0)))
-        .context("opening the resequencer's packet socket")?;
-    let fd = OwnedFd::from(sock);
-    // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
-    let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sa.sll_family = libc::AF_PACKET as u16;
-    sa.sll_ifindex = ifindex as i32;
-    sa.sll_halen = 6;
-    Ok((fd, sa))
-}
-
-/// Send `frames` out in as few calls as sendmmsg takes. A frame the
-/// kernel refuses is lost, as it would be on a full device queue.
-fn send_all(fd: &OwnedFd, sa: &libc::sockaddr_ll, frames: &mut Vec<Vec<u8>>) {
-    let mut iov: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
-    let mut msgs: Vec<libc::mmsghdr> = iov
-        .iter_mut()
-        .map(|v| {
-            // SAFETY: msghdr is plain data; all zeros is a valid value.
-            let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-            h.msg_name = (sa as *const libc::sockaddr_ll).cast_mut().cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            h.msg_iov = v;
-            h.msg_iovlen = 1;
-            libc::mmsghdr { msg_hdr: h, msg_len: 0 }
-        })
-        .collect();
-    let mut done = 0;
-    while done < msgs.len() {
-        // SAFETY: every header points at an iovec and a frame that live
-        // until this function returns.
-        let n = unsafe { libc::sendmmsg(fd.as_raw_fd(), msgs[done..].as_mut_ptr(), (msgs.len() - done) as u32, 0) };
-        // A refused frame: skip it and go on with the rest.
-        done += if n > 0 { n as usize } else { 1 };
-    }
-    frames.clear();
-}
-
-/// Sleep until the tap has a frame or `timeout` passes (µs precision:
-/// holds are a millisecond or two).
-fn wait(tap: &File, timeout: Duration) {
-    let mut pfd = libc::pollfd { fd: tap.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-    let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
-    // SAFETY: one pollfd, a valid timespec, no signal mask.
-    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-}
-
 /// Run the calling thread under SCHED_FIFO at the lowest real-time
 /// priority, so that a busy process on its CPU cannot keep the receive
 /// path waiting for a time slice: without resequencing the stack receives
@@ -156,12 +98,12 @@ fn realtime() -> std::io::Result<()> {
     }
 }
 
-fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, shared: Arc<Shared>) {
+fn serve(mut handoff: Box<dyn Handoff>, shared: Arc<Shared>) {
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
-    let mut buf = vec![0u8; 65536];
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut busy = false;
+    let mut counted = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         let hold = Duration::from_nanos(shared.hold.load(Ordering::Relaxed));
         let lags = shared.lags.lock().map(|l| l.clone()).unwrap_or_default();
@@ -173,27 +115,31 @@ fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, shared: Arc<Shar
             // each, which costs more than the frame.
             std::thread::sleep(timeout.min(NAP));
         } else if !timeout.is_zero() {
-            wait(&tap, timeout);
+            handoff.wait(timeout);
         }
-        busy = false;
         // A bounded batch, so deadlines are seen to under a steady stream.
-        for _ in 0..BATCH {
-            let n = match tap.read(&mut buf) {
-                Ok(n) => n,
-                Err(_) => break,
-            };
-            busy = true;
-            let Some(h) = ReseqHdr::parse(&buf[..n]) else { continue };
-            let frame = buf[ReseqHdr::LEN..n].to_vec();
+        let n = handoff.receive(BATCH, &mut |buf| {
+            let Some(h) = ReseqHdr::parse(buf) else { return };
+            let frame = buf[ReseqHdr::LEN..].to_vec();
             let lag = lags.get(&h.peer_id()).and_then(|l| l.get(h.path() as usize)).copied().unwrap_or_default();
             let now = Instant::now();
             windows.entry(h.peer_id()).or_default().push(h.seq(), frame, now, now + lag, &mut stats, &mut out);
-        }
+        });
+        busy = n > 0;
         let now = Instant::now();
         for w in windows.values_mut() {
             w.expire(now, hold, &mut stats, &mut out);
         }
-        send_all(&out_fd, &sa, &mut out);
+        if !out.is_empty() {
+            handoff.deliver(&mut out);
+        }
+        // The hand-off's count costs a system call: once a second, and
+        // at the end.
+        let ending = shared.stop.load(Ordering::Relaxed);
+        if ending || now.duration_since(counted) >= Duration::from_secs(1) {
+            stats.handoff_lost = handoff.lost();
+            counted = now;
+        }
         if let Ok(mut s) = shared.stats.lock() {
             *s = stats;
         }
@@ -203,14 +149,26 @@ fn serve(mut tap: File, out_fd: OwnedFd, sa: libc::sockaddr_ll, shared: Arc<Shar
 impl Resequencer {
     /// Resequence what tunnel `tunnel_ifindex` receives, delivering
     /// through its hidden veth end `hidden_ifindex`.
+    ///
+    /// Over AF_XDP unless `XGRE_RESEQ_HANDOFF=tap` is set (benchmarks
+    /// compare the two) or its setup fails (a tunnel MTU beyond what veth
+    /// takes with XDP, a kernel without AF_XDP): then through a tap.
     pub async fn start(nl: &Netlink, dp: &Datapath, tunnel_ifindex: u32, hidden_ifindex: u32, hold: Duration) -> Result<Resequencer> {
-        let name = format!("xrsq{tunnel_ifindex}");
-        let tap = open_tap(&name)?;
-        // Nothing but our frames may enter the tap: no IPv6 of its own.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-        let link = nl.link(&name).await?.with_context(|| format!("tap {name} vanished"))?;
-        nl.set_up_quiet(link.index, TAP_QUEUE).await?;
-        let (out_fd, sa) = sender(hidden_ifindex)?;
+        let (name, _) = codec::reseq_names(tunnel_ifindex);
+        // What a killed `xgre run` left.
+        control::clear_resequencer(nl, dp, tunnel_ifindex).await?;
+        let want_tap = std::env::var("XGRE_RESEQ_HANDOFF").is_ok_and(|v| v == "tap");
+        let xsk = if want_tap { None } else { Some(xsk::open(nl, dp, tunnel_ifindex, hidden_ifindex).await) };
+        let (handoff, entry, kind): (Box<dyn Handoff>, u32, Kind) = match xsk {
+            Some(Ok(o)) => (Box::new(o.handoff), o.entry, Kind::Xsk { slot: o.slot }),
+            other => {
+                if let Some(Err(e)) = other {
+                    tracing::warn!("resequencer: AF_XDP hand-off unavailable, using a tap ({e:#})");
+                }
+                let (t, index) = tap::TapHandoff::open(nl, &name, hidden_ifindex).await?;
+                (Box::new(t), index, Kind::Tap)
+            }
+        };
         let shared = Arc::new(Shared { hold: AtomicU64::new(hold.as_nanos() as u64), ..Default::default() });
         let theirs = shared.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -221,14 +179,14 @@ impl Resequencer {
                     tracing::warn!("resequencer: staying at normal priority ({e})");
                 }
                 let _ = ready_tx.send(());
-                serve(tap, out_fd, sa, theirs)
+                serve(handoff, theirs)
             })
             .context("starting the resequencer thread")?;
         // Back only once the thread runs as it will, so that what `run`
         // says next (it resequences) is already true of its priority.
         let _ = ready_rx.recv_timeout(Duration::from_secs(1));
-        dp.reseq_tap()?.insert(tunnel_ifindex, link.index, 0).context("pointing the datapath at the resequencer")?;
-        Ok(Resequencer { tunnel_ifindex, tap: name, shared, thread: Some(thread) })
+        dp.reseq_tap()?.insert(tunnel_ifindex, entry, 0).context("pointing the datapath at the resequencer")?;
+        Ok(Resequencer { tunnel_ifindex, tap: name, kind, shared, thread: Some(thread) })
     }
 
     pub fn hold(&self) -> Duration {
@@ -258,17 +216,21 @@ impl Resequencer {
         }
     }
 
-    pub fn tap(&self) -> &str {
-        &self.tap
+    /// What the receive programs hand frames to, for `run` to say.
+    pub fn handoff(&self) -> String {
+        match self.kind {
+            Kind::Xsk { slot, .. } => format!("AF_XDP (via {}, slot {slot})", self.tap),
+            Kind::Tap => format!("tap {}", self.tap),
+        }
     }
 
     pub fn stats(&self) -> WindowStats {
         self.shared.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    /// Deliver as they arrive again, then end the thread (its tap goes
-    /// with it).
-    pub fn stop(mut self, dp: Option<&Datapath>) -> WindowStats {
+    /// Deliver as they arrive again, then end the thread (its tap or
+    /// sockets go with it) and remove the veth pair and slot entries.
+    pub async fn stop(mut self, nl: Option<&Netlink>, dp: Option<&Datapath>) -> WindowStats {
         if let Some(dp) = dp {
             if let Ok(mut m) = dp.reseq_tap() {
                 let _ = m.remove(&self.tunnel_ifindex);
@@ -277,6 +239,9 @@ impl Resequencer {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let (Some(nl), Some(dp)) = (nl, dp) {
+            let _ = control::clear_resequencer(nl, dp, self.tunnel_ifindex).await;
         }
         self.stats()
     }

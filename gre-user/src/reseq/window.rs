@@ -34,6 +34,9 @@ pub struct WindowStats {
     pub duplicate: u64,
     /// Pure TCP ACKs delivered ahead of a gap, without waiting.
     pub early: u64,
+    /// Frames the hand-off lost before the window saw them (AF_XDP: no
+    /// free frame for the kernel to fill).
+    pub handoff_lost: u64,
 }
 
 #[derive(Default)]

@@ -12,7 +12,12 @@ use serde_json::Value;
 
 /// Start `xgre run` on a host; returns once it is watching its paths.
 fn run_daemon(t: &mut Topo, host: usize, config: &str) -> std::sync::mpsc::Receiver<String> {
-    let mut child = t.hosts[host].spawn(&format!("{XGRE} run -c {config}"));
+    run_daemon_env(t, host, config, "")
+}
+
+/// `run_daemon` with `env` (`NAME=value ...`) in its environment.
+fn run_daemon_env(t: &mut Topo, host: usize, config: &str, env: &str) -> std::sync::mpsc::Receiver<String> {
+    let mut child = t.hosts[host].spawn(&format!("env {env} {XGRE} run -c {config}"));
     let out = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -372,20 +377,26 @@ fn thread_policies(comm: &str) -> Vec<u32> {
 /// `resequence`: packets a peer numbered reach the tunnel in number order
 /// however they arrive; a gap that does not fill is given up on after the
 /// hold, and the packet that was missing is still delivered when it comes.
-/// Through TC and through XDP receive (which hands over in metadata), and
-/// with the numbers in the outer IPv4 ID (`ip_id_sequence`) across their
-/// 16-bit wrap.
+/// Through TC and through XDP receive (which hands over in metadata), with
+/// the numbers in the outer IPv4 ID (`ip_id_sequence`) across their
+/// 16-bit wrap, and over either hand-off (AF_XDP, or the tap it falls
+/// back to).
 #[test]
 fn resequencing_delivers_in_number_order_and_gives_up_on_a_gap_after_the_hold() {
     let _s = serial();
-    for (rx, ip_id) in [("tc", false), ("xdp", false), ("xdp", true)] {
+    for (rx, ip_id, tap) in [("tc", false, false), ("xdp", false, false), ("xdp", true, false), ("xdp", false, true)] {
         let mut t = Topo::pair("q");
         let extra = if ip_id { "keepalive = 0\nresequence = 50\nip_id_sequence = true" } else { "keepalive = 0\nresequence = 50" };
         let cb = t.write("b.toml", &p2p_config('b', extra, rx));
-        let rx = if ip_id { "xdp, ip id" } else { rx };
-        let log = run_daemon(&mut t, 1, &cb);
+        let rx = match (ip_id, tap) {
+            (true, _) => "xdp, ip id",
+            (_, true) => "xdp, tap",
+            _ => rx,
+        };
+        let log = run_daemon_env(&mut t, 1, &cb, if tap { "XGRE_RESEQ_HANDOFF=tap" } else { "" });
         let first = log.recv_timeout(Duration::from_secs(5)).expect("run says it resequences");
-        assert!(first.contains("resequencing numbered packets through xrsq"), "{first}");
+        let via = if tap { "through tap xrsq" } else { "through AF_XDP (via xrsq" };
+        assert!(first.contains(&format!("resequencing numbered packets {via}")), "{first}");
         // A busy process on its CPU must not keep the window waiting
         // (`ps -eLo comm,cls` shows FF).
         assert_eq!(thread_policies("xgre-reseq"), [libc::SCHED_FIFO as u32], "{rx}: the resequencer's scheduling policy");
@@ -418,6 +429,53 @@ fn resequencing_delivers_in_number_order_and_gives_up_on_a_gap_after_the_hold() 
     }
 }
 
+/// A resequencer killed with SIGKILL leaves its veth pair and its map
+/// entries behind, but its AF_XDP socket goes with it: numbered packets
+/// are then delivered as they come, not handed to nobody. The next `run`
+/// clears what was left and resequences again; `down` clears it too.
+#[test]
+fn a_killed_resequencer_leaves_no_black_hole() {
+    let _s = serial();
+    let mut t = Topo::pair("k");
+    let cb = t.write("b.toml", &p2p_config('b', "keepalive = 0\nresequence = 50", "xdp"));
+    let numbered = |t: &Topo, order: &[u32]| -> Vec<u32> {
+        let mut recv = receive_numbered(t.b(), order.len(), 3);
+        let mut out = ready(&mut recv);
+        send_numbered(t, order, 0.0, &[], false);
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let _ = recv.wait();
+        let got: Vec<(u32, f64)> = serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("{e}: {line}"));
+        got.iter().map(|g| g.0).collect()
+    };
+    // `[r]un`: a pattern the shell that asks does not match itself.
+    let kill = |t: &Topo| {
+        t.b().run(&format!("pkill -KILL -f '[r]un -c {cb}'"));
+        let start = Instant::now();
+        while !t.b().run(&format!("pgrep -f '[r]un -c {cb}' || true")).trim().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(5), "xgre run outlived SIGKILL");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let log = run_daemon(&mut t, 1, &cb);
+    let first = log.recv_timeout(Duration::from_secs(5)).expect("run says it resequences");
+    assert!(first.contains("through AF_XDP"), "{first}");
+    assert_eq!(numbered(&t, &[1, 3, 2]), [1, 2, 3], "resequenced while run lives");
+    kill(&t);
+    let links = t.b().run("ip -br link show");
+    assert!(links.contains("xrsq"), "the pair a killed run leaves: {links}");
+    assert_eq!(numbered(&t, &[4, 6, 5]), [4, 6, 5], "delivered as they came once the socket is gone");
+
+    let log = run_daemon(&mut t, 1, &cb);
+    let again = log.recv_timeout(Duration::from_secs(5)).expect("run says it resequences");
+    assert!(again.contains("through AF_XDP"), "{again}");
+    assert_eq!(numbered(&t, &[7, 9, 8]), [7, 8, 9], "resequenced by the next run");
+    kill(&t);
+    t.b().xgre_ok(Enter::Nsenter, "down gre0");
+    let links = t.b().run("ip -br link show");
+    assert!(!links.contains("xrsq"), "down leaves the resequencer's devices: {links}");
+}
+
 /// Paths of unequal weight, and nothing about numbering in either config:
 /// the sender numbers its packets in the outer IPv4 ID and says so with
 /// its keepalives, and the receiver's `xgre run` resequences them. One TCP
@@ -439,7 +497,7 @@ fn unequal_paths_are_resequenced_by_default_between_xgre_peers() {
     let _la = run_daemon(&mut t, 0, &ca);
     let lb = run_daemon(&mut t, 1, &cb);
     let second = lb.recv_timeout(Duration::from_secs(5)).expect("run says it resequences");
-    assert!(second.contains("resequencing the packets of peers that announce numbers through xrsq"), "{second}");
+    assert!(second.contains("resequencing the packets of peers that announce numbers through AF_XDP (via xrsq"), "{second}");
     let a_status = t.a().xgre_ok(Enter::Nsenter, "status");
     assert!(a_status.contains("seq in ip id (auto)"), "{a_status}");
     // The first keepalive round carries the announcement (100 ms apart).

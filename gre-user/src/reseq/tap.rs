@@ -1,0 +1,139 @@
+//! The hand-off through a tap: the receive programs send each numbered
+//! frame to a tap device of `xgre run`'s, which reads it one `read` at a
+//! time and delivers with `sendmmsg` on a packet socket. The fallback when
+//! AF_XDP cannot be set up (`xsk`), and what `XGRE_RESEQ_HANDOFF=tap`
+//! asks for.
+
+use std::{
+    fs::File,
+    io::Read,
+    os::fd::{AsRawFd, OwnedFd},
+    time::Duration,
+};
+
+use anyhow::{bail, Context, Result};
+
+use super::Handoff;
+use crate::net::netlink::Netlink;
+
+/// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread
+/// that falls briefly behind does not lose any.
+const TAP_QUEUE: u32 = 2000;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+pub(crate) struct TapHandoff {
+    tap: File,
+    out: Sender,
+    buf: Vec<u8>,
+}
+
+impl TapHandoff {
+    /// Tap `name` (gone when this closes it), delivering through
+    /// `hidden_ifindex`. Returns the tap's ifindex, for the datapath.
+    pub(crate) async fn open(nl: &Netlink, name: &str, hidden_ifindex: u32) -> Result<(TapHandoff, u32)> {
+        let tap = open_tap(name)?;
+        // Nothing but our frames may enter the tap: no IPv6 of its own.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
+        let link = nl.link(name).await?.with_context(|| format!("tap {name} vanished"))?;
+        nl.set_up_quiet(link.index, TAP_QUEUE).await?;
+        Ok((TapHandoff { tap, out: Sender::new(hidden_ifindex)?, buf: vec![0; 65536] }, link.index))
+    }
+}
+
+impl Handoff for TapHandoff {
+    fn wait(&mut self, timeout: Duration) {
+        let mut pfd = libc::pollfd { fd: self.tap.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        // SAFETY: one pollfd, a valid timespec, no signal mask.
+        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+    }
+
+    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Ok(len) = self.tap.read(&mut self.buf) else { break };
+            f(&self.buf[..len]);
+            n += 1;
+        }
+        n
+    }
+
+    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
+        self.out.send_all(frames);
+    }
+}
+
+/// A tap device of this process's (gone when the descriptor closes).
+fn open_tap(name: &str) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/net/tun")
+        .context("opening /dev/net/tun for the resequencer's tap")?;
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        _pad: [u8; 22],
+    }
+    let mut req = IfReq { name: [0; 16], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
+    if name.len() > 15 {
+        bail!("tap name {name} is longer than 15 bytes");
+    }
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes one struct ifreq, which IfReq is.
+    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("creating tap {name}"));
+    }
+    Ok(file)
+}
+
+/// A packet socket that sends frames out of a device and receives nothing.
+struct Sender {
+    fd: OwnedFd,
+    sa: libc::sockaddr_ll,
+}
+
+impl Sender {
+    fn new(ifindex: u32) -> Result<Sender> {
+        // Protocol 0: a packet socket that joins no tap, so it receives nothing.
+        let sock = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(socket2::Protocol::from(0)))
+            .context("opening the resequencer's packet socket")?;
+        // SAFETY: sockaddr_ll is plain data; all zeros is a valid value.
+        let mut sa: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sa.sll_family = libc::AF_PACKET as u16;
+        sa.sll_ifindex = ifindex as i32;
+        sa.sll_halen = 6;
+        Ok(Sender { fd: OwnedFd::from(sock), sa })
+    }
+
+    /// Send `frames` out in as few calls as sendmmsg takes. A frame the
+    /// kernel refuses is lost, as it would be on a full device queue.
+    fn send_all(&self, frames: &mut Vec<Vec<u8>>) {
+        let mut iov: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+        let mut msgs: Vec<libc::mmsghdr> = iov
+            .iter_mut()
+            .map(|v| {
+                // SAFETY: msghdr is plain data; all zeros is a valid value.
+                let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
+                h.msg_name = (&self.sa as *const libc::sockaddr_ll).cast_mut().cast();
+                h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                h.msg_iov = v;
+                h.msg_iovlen = 1;
+                libc::mmsghdr { msg_hdr: h, msg_len: 0 }
+            })
+            .collect();
+        let mut done = 0;
+        while done < msgs.len() {
+            // SAFETY: every header points at an iovec and a frame that live
+            // until this function returns.
+            let n = unsafe { libc::sendmmsg(self.fd.as_raw_fd(), msgs[done..].as_mut_ptr(), (msgs.len() - done) as u32, 0) };
+            // A refused frame: skip it and go on with the rest.
+            done += if n > 0 { n as usize } else { 1 };
+        }
+        frames.clear();
+    }
+}

@@ -23,7 +23,7 @@ pub use gre::GreHdr;
 pub use handoff::{HandoffMeta, HandoffSeq, TxDecision};
 pub use maps::*;
 pub use pmtu::{OuterPair, PathMtu, PmtuEvent};
-pub use reseq::ReseqHdr;
+pub use reseq::{ReseqHdr, ReseqLink};
 
 /// An enum whose values are the slots of a per-CPU counter array
 /// (`DropReason`, `PmtuEvent`): its stable snake-case names, used by

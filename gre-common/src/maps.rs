@@ -18,8 +18,9 @@ pub const MAX_PATHS: usize = 8;
 pub const MAX_PEERS: u32 = 16384;
 /// Most tunnels in one network namespace.
 pub const MAX_TUNNELS: u32 = 256;
-/// AF_XDP sockets of resequencers, one per resequenced tunnel.
-pub const RESEQ_XSK_SLOTS: u32 = 64;
+/// AF_XDP sockets of resequencers, one per receive queue of each link a
+/// resequenced tunnel receives on.
+pub const RESEQ_XSK_SLOTS: u32 = 256;
 /// Most inner routes in one network namespace.
 pub const MAX_ROUTES: u32 = 65536;
 /// Most links in one network namespace.

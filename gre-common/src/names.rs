@@ -15,10 +15,6 @@ pub const PROG_RX_TC: &str = "xgre_rx_tc";
 /// the tunnel device.
 pub const PROG_RX_HANDOFF: &str = "xgre_rx_handoff";
 
-/// XDP on the resequencer's own veth end (`xgre run`): hands what the
-/// receive programs send it to the resequencer's AF_XDP socket.
-pub const PROG_RESEQ_XSK: &str = "xgre_reseq_xsk";
-
 /// TC egress on a `gretap` tunnel device, before `xgre_tx`: ARP/ND
 /// suppression (answer, keep local, learn what this host's side says).
 pub const PROG_NEIGH_OUT: &str = "xgre_neigh_out";
@@ -43,10 +39,10 @@ pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
 pub const MAP_REORDER: &str = "XGRE_REORDER";
 /// Tunnel ifindex -> the tap `xgre run` resequences through (`resequence`).
 pub const MAP_RESEQ_TAP: &str = "XGRE_RESEQ_TAP";
-/// Ifindex (a tunnel, or the resequencer's veth end) -> its slot in
-/// `XGRE_RESEQ_XSK`.
-pub const MAP_RESEQ_SLOT: &str = "XGRE_RESEQ_SLOT";
-/// Slot -> the AF_XDP socket of a tunnel's resequencer.
+/// Link ifindex -> the tunnel whose resequencer takes its numbered frames
+/// over AF_XDP, and their slots (`reseq::ReseqLink`).
+pub const MAP_RESEQ_LINK: &str = "XGRE_RESEQ_LINK";
+/// Slot -> an AF_XDP socket of a resequencer, on one link's queue.
 pub const MAP_RESEQ_XSK: &str = "XGRE_RESEQ_XSK";
 pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
 /// Each path's last round trip, measured by keepalive (ns).

@@ -1,9 +1,26 @@
 //! Resequencing (`resequence` under `xgre run`): the receive programs hand
-//! numbered packets from a peer to `xgre run` through a tap device instead
-//! of the tunnel device, and `xgre run` delivers them in sequence-number
-//! order. BPF cannot hold a packet; a process reading a tap can.
+//! numbered packets from a peer to `xgre run` instead of the tunnel device
+//! (XDP into an AF_XDP socket of the link's, TC through a tap device), and
+//! `xgre run` delivers them in sequence-number order. BPF cannot hold a
+//! packet; a process can.
 
-/// In front of each frame handed to the resequencer's tap: whose packet it
+/// `XGRE_RESEQ_LINK`, by link ifindex: the link's XDP receive hands
+/// `tunnel_ifindex`'s numbered frames straight to its resequencer's AF_XDP
+/// sockets, one per receive queue, in slots `base..base + queues` of
+/// `XGRE_RESEQ_XSK`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct ReseqLink {
+    pub tunnel_ifindex: u32,
+    pub base: u32,
+    pub queues: u32,
+    pub _pad: u32,
+}
+
+#[cfg(feature = "user")]
+crate::aya_pod!(ReseqLink);
+
+/// In front of each frame handed to the resequencer: whose packet it
 /// is, its RFC 2890 sequence number and the path it came over. The inner
 /// Ethernet frame follows.
 /// In front, not behind: the tap completes a partial TCP/UDP checksum up to

@@ -85,7 +85,7 @@ fn keep_maps(data: usize) {
         let _ = maps::FLOOD.lookup(FloodKey::default());
         let _ = maps::VLANS.lookup(gre_common::VlanMapKey::default());
         let _ = maps::NEIGH.lookup(gre_common::NeighKey::default());
-        let _ = maps::RESEQ_SLOT.lookup(0);
+        let _ = maps::RESEQ_LINK.lookup(0);
         let _ = maps::RESEQ_XSK.get(0);
         let _ = maps::NEIGH_STATS.lookup(0);
         let _ = maps::HDR_SCRATCH.get(0);
@@ -180,11 +180,6 @@ pub fn xgre_rx_handoff(ctx: TcContext) -> i32 {
         count_drop(reason);
         TC_ACT_SHOT
     })
-}
-
-#[xdp]
-pub fn xgre_reseq_xsk(ctx: XdpContext) -> u32 {
-    reseq::to_socket(&ctx)
 }
 
 #[xdp]

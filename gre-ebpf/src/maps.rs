@@ -8,8 +8,8 @@ use aya_ebpf::{
 };
 use gre_common::{
     drop::DROP_SLOTS, FdbEntry, FdbKey, FloodKey, FloodList, KeyLookup, LinkUse, LinkUseKey, LocalAddr, Meta, NeighEntry, NeighKey,
-    NeighStats, PathStats, Peer, PeerAnnounce, ReorderStats, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB, MAX_LINKS,
-    MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS, RESEQ_XSK_SLOTS,
+    NeighStats, PathStats, Peer, PeerAnnounce, ReorderStats, ReseqLink, Route4, Route6, RxKey, RxPath, Tunnel, VlanMapKey, MAX_FDB,
+    MAX_LINKS, MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS, RESEQ_XSK_SLOTS,
 };
 
 use gre_common::pmtu::{OuterPair, PathMtu, PMTU_EVENT_SLOTS};
@@ -91,14 +91,14 @@ pub static REORDER: PerCpuArray<ReorderStats> = PerCpuArray::with_max_entries(MA
 #[map(name = "XGRE_RESEQ_TAP")]
 pub static RESEQ_TAP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
-/// Ifindex -> slot in `RESEQ_XSK`, for both ends of a hand-off over
-/// AF_XDP: the tunnel (whose resequencer must still be there) and the
-/// resequencer's veth end (whose socket takes the frame).
-#[map(name = "XGRE_RESEQ_SLOT")]
-pub static RESEQ_SLOT: HashMap<u32, u32> = HashMap::with_max_entries(2 * RESEQ_XSK_SLOTS, 0);
+/// Link ifindex -> the tunnel whose resequencer takes the link's numbered
+/// frames over AF_XDP, and the slots of its sockets in `RESEQ_XSK`.
+#[map(name = "XGRE_RESEQ_LINK")]
+pub static RESEQ_LINK: HashMap<u32, ReseqLink> = HashMap::with_max_entries(MAX_LINKS, 0);
 
-/// Slot -> a resequencer's AF_XDP socket. The kernel removes a socket's
-/// entry when it closes, however `xgre run` ends.
+/// Slot -> a resequencer's AF_XDP socket on one queue of one link. The
+/// kernel removes a socket's entry when it closes, however `xgre run`
+/// ends.
 #[map(name = "XGRE_RESEQ_XSK")]
 pub static RESEQ_XSK: XskMap = XskMap::with_max_entries(RESEQ_XSK_SLOTS, 0);
 

@@ -4,34 +4,30 @@
 //! device. `xgre run` delivers it in order, through the same hidden veth
 //! end, so the device still counts it.
 //!
-//! The tap is a veth end of `xgre run`'s when it takes frames over AF_XDP
-//! (`RESEQ_SLOT` has the tunnel): `xgre_reseq_xsk` on the other end hands
-//! them to its socket.
+//! XDP receive hands them over AF_XDP instead where `xgre run` has a
+//! socket on the link's queue for the tunnel (`to_socket`): no skb, no
+//! system call per packet.
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::generated::{bpf_check_mtu, bpf_skb_change_head},
+    helpers::generated::{bpf_check_mtu, bpf_skb_change_head, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
 };
 use gre_common::{DropReason, ReseqHdr};
 
 use crate::kernel::{redirect, skb_of, Lookup};
-use crate::maps::{RESEQ_SLOT, RESEQ_TAP, RESEQ_XSK};
+use crate::maps::{RESEQ_LINK, RESEQ_TAP, RESEQ_XSK};
 
 /// Hand the packet (its inner frame at the start) to the tunnel's
 /// resequencer. None: deliver it as usual, because nothing resequences
-/// this tunnel, its tap or socket is gone (`xgre run` ended without
-/// clearing the entry), or the packet is a GSO one, which the tap would segment with
+/// this tunnel, its tap is gone (`xgre run` ended without clearing the
+/// entry), or the packet is a GSO one, which the tap would segment with
 /// our header taken for the MAC header.
 #[inline(always)]
 pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<i32, DropReason>> {
     let tap = *RESEQ_TAP.lookup(tunnel_ifindex)?;
     if tap == 0 || skb_of(ctx).gso_segs > 1 {
         return None;
-    }
-    // Over AF_XDP: the socket closes with its process, the veth does not.
-    if let Some(&slot) = RESEQ_SLOT.lookup(tunnel_ifindex) {
-        RESEQ_XSK.get(slot)?;
     }
     // Only to see whether the device is still there (-ENODEV when not).
     let mut mtu = 0u32;
@@ -52,16 +48,32 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, p
     Some(Ok(redirect(tap, 0)))
 }
 
-/// XDP on the resequencer's veth end: everything that arrives there is a
-/// frame `hand_over` sent, for the socket in this end's slot. Without one
-/// (between `xgre run`'s steps) the frame is dropped: the veth's own
-/// stack has no use for it.
+/// XDP: hand the decapsulated frame (at `data`) to the socket `xgre run`
+/// has on this link's queue for `tunnel_ifindex`, with our header in
+/// front. None: no such socket (none asked for, another tunnel's, or
+/// closed with its process), and the frame goes on as before.
 #[inline(always)]
-pub fn to_socket(ctx: &XdpContext) -> u32 {
-    // SAFETY: a field of the context the kernel passed to this run.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match RESEQ_SLOT.lookup(ifindex) {
-        Some(&slot) => RESEQ_XSK.redirect(slot, xdp_action::XDP_DROP as u64).unwrap_or(xdp_action::XDP_DROP),
-        None => xdp_action::XDP_DROP,
+pub fn to_socket(ctx: &XdpContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<u32, DropReason>> {
+    // SAFETY: fields of the context the kernel passed to this run.
+    let (ifindex, queue) = unsafe { ((*ctx.ctx).ingress_ifindex, (*ctx.ctx).rx_queue_index) };
+    let link = RESEQ_LINK.lookup(ifindex)?;
+    if link.tunnel_ifindex != tunnel_ifindex || queue >= link.queues {
+        return None;
     }
+    let slot = link.base + queue;
+    RESEQ_XSK.get(slot)?;
+    // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ReseqHdr::LEN as i32)) } != 0 {
+        return None;
+    }
+    // adjust_head invalidated every packet pointer: reload and re-check.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + ReseqHdr::LEN > end {
+        return Some(Err(DropReason::Truncated));
+    }
+    // SAFETY: `data + ReseqHdr::LEN <= end`, checked just above.
+    unsafe { (data as *mut ReseqHdr).write_unaligned(ReseqHdr::new(peer_id, seq, path)) };
+    // Our header is in front now: to the socket or nowhere (a socket that
+    // closed since the lookup).
+    Some(Ok(RESEQ_XSK.redirect(slot, xdp_action::XDP_DROP as u64).unwrap_or(xdp_action::XDP_DROP)))
 }

@@ -119,12 +119,18 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
         }
         delivered(ctx, &rx, 1);
     }
+    // A numbered frame goes to the resequencer: over AF_XDP where it has
+    // a socket here, else through the hand-off, told its number. Not a
+    // trunk's tagged one: the tag is in the skb's metadata by the hand-off,
+    // and the tap would write it in where our header is.
+    let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0 && rx.resequence);
+    if let Some(seq) = numbered {
+        if let Some(r) = reseq::to_socket(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path) {
+            return r;
+        }
+    }
     // Tunnel 0 tells the handoff to send the frame back out of the link.
     let target = if reflect { 0 } else { rx.tunnel.ifindex };
-    // A numbered frame also tells the hand-off its number, to resequence
-    // it. Not a trunk's tagged one: the tag is in the skb's metadata by
-    // the hand-off, and the tap would write it in where our header is.
-    let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0 && rx.resequence);
     let meta_len = if numbered.is_some() { HandoffMeta::LEN + HandoffSeq::LEN } else { HandoffMeta::LEN };
     // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -(meta_len as i32)) } == 0 {

@@ -132,6 +132,11 @@ pub struct AggArgs {
     /// (`XGRE_RESEQ_HANDOFF=tap`) instead of AF_XDP.
     #[arg(long)]
     pub tap_handoff: bool,
+    /// xgre's receive hook on every link (`rx` in the config): `auto`
+    /// takes TC on veth, `xdp` native XDP (whose resequencer takes frames
+    /// over AF_XDP).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "tc"])]
+    pub rx: String,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -275,7 +280,7 @@ fn topology(rates: &[u32], both_ends: bool, burst_ms: Option<f64>, xgre: &str) -
     Ok(ns)
 }
 
-fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
+fn xgre_config(me: char, rates: &[u32], m: &Method, rx: &str) -> String {
     let n = rates.len() as u32;
     let burst = m.burst;
     // Weights are shares: the rates, in tens of Mbit/s (at least 1).
@@ -307,7 +312,7 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
         writeln!(c, "resequence = {ms}\nkeepalive = 0").unwrap();
     }
     for i in 0..n {
-        write!(c, "\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{my_oct}\"\n").unwrap();
+        write!(c, "\n[[link]]\ndev = \"{my}{i}\"\naddress = \"198.18.{i}.{my_oct}\"\nrx = \"{rx}\"\n").unwrap();
     }
     write!(c, "\n[[peer]]\nname = \"{pname}\"\nroutes = [\"{inner_peer}/32\"]\n").unwrap();
     for i in 0..n {
@@ -323,7 +328,7 @@ fn xgre_config(me: char, rates: &[u32], m: &Method) -> String {
 
 /// Configure a method on a fresh topology; returns the address to connect
 /// to and extra iperf3 client arguments.
-fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path, settle_secs: u64) -> Result<(String, String, bool)> {
+fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path, settle_secs: u64, rx: &str) -> Result<(String, String, bool)> {
     let n = rates.len() as u32;
     match m.name.as_str() {
         "single link" => Ok(("198.18.0.20".into(), "-B 198.18.0.10".into(), false)),
@@ -380,7 +385,7 @@ fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path, settle_
         _ => {
             for (me, host) in [('a', A), ('b', B)] {
                 let f = dir.join(format!("{me}.toml"));
-                std::fs::write(&f, xgre_config(me, rates, m))?;
+                std::fs::write(&f, xgre_config(me, rates, m, rx))?;
                 // Under `xgre run`, as striped tunnels are run: path
                 // health, and the resequencing a config gets by default.
                 start_run(host, xgre, &f, &dir.join(format!("{me}-run.log")), m.tap)?;
@@ -597,7 +602,7 @@ fn agg(args: AggArgs) -> Result<()> {
                 } else {
                     (Vec::new(), topology(rates, !args.one_end, args.burst_ms, &xgre)?)
                 };
-                let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir, args.settle)?;
+                let (addr, mut extra, mptcp) = prepare(m, rates, &xgre, &dir, args.settle, &args.rx)?;
                 if let Some(cc) = &args.cc {
                     extra.push_str(&format!(" -C {cc}"));
                 }

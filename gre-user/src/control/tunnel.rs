@@ -223,20 +223,12 @@ pub async fn down(name: &str) -> Result<bool> {
     down_by_name(&nl, dp.as_ref(), name).await
 }
 
-/// Take away what a resequencer of tunnel `tidx` left: the datapath's
-/// entries for it and its veth pair (a killed `xgre run` leaves both; the
-/// receive programs deliver past them, since its socket is gone).
-pub async fn clear_resequencer(nl: &Netlink, dp: &Datapath, tidx: u32) -> Result<()> {
-    let (entry, far) = codec::reseq_names(tidx);
+/// Take away what a resequencer of tunnel `tidx` left in the datapath
+/// (a killed `xgre run` leaves its entries; the receive programs deliver
+/// past them, since its sockets and tap are gone).
+pub fn clear_resequencer(dp: &Datapath, tidx: u32) -> Result<()> {
     datapath::removed(dp.reseq_tap()?.remove(&tidx))?;
-    let mut slots = dp.reseq_slot()?;
-    datapath::removed(slots.remove(&tidx))?;
-    if let Some(l) = nl.link(&far).await? {
-        datapath::removed(slots.remove(&l.index))?;
-    }
-    if let Some(l) = nl.link(&entry).await? {
-        nl.del_link(l.index).await?;
-    }
+    remove_where(&mut dp.reseq_link()?, |_, l| l.tunnel_ifindex == tidx)?;
     Ok(())
 }
 
@@ -261,7 +253,7 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
     if tunnel.peer_ifindex != 0 {
         nl.del_link(tunnel.peer_ifindex).await?;
     }
-    clear_resequencer(nl, dp, tidx).await?;
+    clear_resequencer(dp, tidx)?;
 
     remove_where(&mut dp.peers()?, |_, p| p.tunnel_ifindex == tidx)?;
     for (t, r, _) in state::all_routes(dp)? {

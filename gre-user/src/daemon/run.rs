@@ -5,13 +5,13 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use gre_common::reseq::DEFAULT_RESEQUENCE_MS;
+use gre_common::{names::MAP_LINK_USERS, reseq::DEFAULT_RESEQUENCE_MS};
 
 use crate::{
     config::{Config, TunnelConfig},
     control::tunnel::{self, UpOutcome},
     daemon::reassemble::Reassembler,
-    datapath::Datapath,
+    datapath::{entries, Datapath},
     mesh::Mesh,
     net::netlink::Netlink,
     reseq::Resequencer,
@@ -66,7 +66,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     let result = super::watch::watch(&t, mesh.as_mut(), adapt).await;
     println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {
-        let s = r.stop(Netlink::new().ok().as_ref(), Datapath::find().ok().flatten().as_ref()).await;
+        let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
             "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off",
             t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost
@@ -88,7 +88,13 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
 async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result<Resequencer> {
     let dp = Datapath::running()?;
     let (_, tun) = dp.tunnel_named(&t.name)?.ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
-    let r = Resequencer::start(&Netlink::new()?, &dp, tun.ifindex, tun.peer_ifindex, Duration::from_millis(ms as u64)).await?;
+    // The links the tunnel receives on, for sockets on their queues.
+    let links: Vec<u32> = entries(MAP_LINK_USERS, dp.link_users()?.iter())?
+        .into_iter()
+        .filter(|(k, _)| k.tunnel_ifindex == tun.ifindex)
+        .map(|(k, _)| k.link_ifindex)
+        .collect();
+    let r = Resequencer::start(&Netlink::new()?, &dp, tun.ifindex, tun.peer_ifindex, &links, Duration::from_millis(ms as u64)).await?;
     let whose = if announced { "the packets of peers that announce numbers" } else { "numbered packets" };
     println!("{}: resequencing {whose} through {} (hold {ms} ms)", t.name, r.handoff());
     Ok(r)

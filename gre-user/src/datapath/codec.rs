@@ -51,13 +51,6 @@ pub fn hidden_mtu(mtu: u32) -> u32 {
     (mtu + 128).min(65535)
 }
 
-/// Names of the veth pair a resequencer of tunnel `tunnel_ifindex` takes
-/// frames over: the end the receive programs send into, and the end
-/// whose XDP hands them to its socket. Tap hand-offs use the first alone.
-pub fn reseq_names(tunnel_ifindex: u32) -> (String, String) {
-    (format!("xrsq{tunnel_ifindex}"), format!("xrsq{tunnel_ifindex}x"))
-}
-
 /// Name of the hidden veth end behind tunnel `name`.
 pub fn hidden_name(name: &str) -> String {
     if name.len() <= 12 {

@@ -22,7 +22,7 @@ use crate::net::sys;
 /// The compiled datapath, built by build.rs from `gre-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
 
-const PROGS: [&str; 8] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN, PROG_RESEQ_XSK];
+const PROGS: [&str; 7] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN];
 
 /// This build's id: the first 8 bytes of the SHA-256 of its compiled
 /// datapath, so two builds with the same programs agree.
@@ -312,7 +312,7 @@ typed_maps! {
     rx_seq: Array<u64> = MAP_RX_SEQ;
     reorder: PerCpuArray<ReorderStats> = MAP_REORDER;
     reseq_tap: HashMap<u32, u32> = MAP_RESEQ_TAP;
-    reseq_slot: HashMap<u32, u32> = MAP_RESEQ_SLOT;
+    reseq_link: HashMap<u32, ReseqLink> = MAP_RESEQ_LINK;
     drops: PerCpuArray<u64> = MAP_DROPS;
     path_mtu: Array<PathMtu> = MAP_PATH_MTU;
     outer_pairs: HashMap<OuterPair, u32> = MAP_OUTER_PAIRS;
@@ -403,7 +403,7 @@ pub fn unpin_maps() -> Result<()> {
 /// never printed).
 fn verify(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramInfo> {
     let prog = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name} in the BPF object"))?;
-    let r = if name == PROG_RX_XDP || name == PROG_RESEQ_XSK {
+    let r = if name == PROG_RX_XDP {
         let p: &mut Xdp = prog.try_into()?;
         p.load().and_then(|_| p.info())
     } else {

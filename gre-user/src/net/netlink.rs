@@ -48,6 +48,8 @@ pub struct Link {
     pub up: bool,
     pub lower_up: bool,
     pub xdp_prog_id: Option<u32>,
+    /// Receive queues the device has (allocated; some may be unused).
+    pub rx_queues: u32,
 }
 
 impl Link {
@@ -61,11 +63,13 @@ impl Link {
             up: m.header.flags.contains(LinkFlags::Up),
             lower_up: m.header.flags.contains(LinkFlags::LowerUp),
             xdp_prog_id: None,
+            rx_queues: 1,
         };
         for a in &m.attributes {
             match a {
                 LinkAttribute::IfName(n) => l.name = n.clone(),
                 LinkAttribute::Mtu(v) => l.mtu = *v,
+                LinkAttribute::NumRxQueues(n) => l.rx_queues = *n,
                 LinkAttribute::Address(a) if a.len() == 6 => l.mac.copy_from_slice(a),
                 LinkAttribute::LinkInfo(infos) => {
                     for i in infos {

@@ -76,15 +76,6 @@ pub fn set_tso(name: &str, on: bool) -> Result<()> {
     ethtool_set(name, ETHTOOL_STSO, on as u32).with_context(|| format!("turning TSO {} for {name}", if on { "on" } else { "off" }))
 }
 
-/// Transmit checksum offload on or off for device `name` (ETHTOOL_STXCSUM).
-/// Off, the stack completes a checksum left for offload before the device
-/// sees the frame.
-pub fn set_tx_csum(name: &str, on: bool) -> Result<()> {
-    const ETHTOOL_STXCSUM: u32 = 0x17;
-    ethtool_set(name, ETHTOOL_STXCSUM, on as u32)
-        .with_context(|| format!("turning transmit checksumming {} for {name}", if on { "on" } else { "off" }))
-}
-
 /// One `struct ethtool_value` set command.
 fn ethtool_set(name: &str, cmd: u32, data: u32) -> Result<()> {
     const SIOCETHTOOL: libc::c_ulong = 0x8946;

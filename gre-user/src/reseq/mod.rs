@@ -1,11 +1,12 @@
 //! `resequence` under `xgre run`: the receive programs hand numbered
-//! packets to this process (see gre-common's `reseq`), over AF_XDP
-//! (`xsk`) or, where that cannot be set up, through a tap (`tap`); a
-//! thread puts each peer's packets back in sequence-number order
+//! packets to this process (see gre-common's `reseq`): XDP receive over
+//! AF_XDP (`xsk`), TC receive and anything without a socket through a
+//! tap (`tap`). A thread puts each peer's packets back in sequence-number order
 //! (`reseq_window`) and sends them out of the tunnel's hidden veth end,
 //! the way the programs deliver everything else, so the tunnel device
 //! receives and counts them. BPF cannot hold a packet; this can.
 
+mod csum;
 mod tap;
 pub(crate) mod window;
 mod xsk;
@@ -25,7 +26,7 @@ use gre_common::ReseqHdr;
 
 use crate::{
     control,
-    datapath::{codec, Datapath},
+    datapath::{entries, Datapath},
     net::netlink::Netlink,
     reseq::window::{Window, WindowStats},
 };
@@ -39,31 +40,68 @@ const NAP: Duration = Duration::from_micros(100);
 const BATCH: usize = 256;
 
 /// How frames reach the resequencer and leave it.
-trait Handoff: Send {
-    /// Sleep until a frame waits or `timeout` passes (µs precision: holds
-    /// are a millisecond or two).
-    fn wait(&mut self, timeout: Duration);
-    /// Give up to `max` waiting frames to `f`, each a `ReseqHdr` and the
-    /// frame; how many there were.
-    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize;
-    /// Deliver `frames` to the tunnel device, in order, and empty it.
-    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>);
-    /// Frames lost on the way in so far.
-    fn lost(&self) -> u64 {
-        0
-    }
+struct Handoff {
+    sockets: Vec<xsk::RxSocket>,
+    tap: tap::TapIn,
+    out: Out,
 }
 
-/// Which hand-off a resequencer runs over.
-enum Kind {
-    Xsk { slot: u32 },
-    Tap,
+enum Out {
+    Xsk(Box<xsk::TxSocket>),
+    Packets(tap::PacketOut),
+}
+
+impl Handoff {
+    /// Sleep until a frame waits or `timeout` passes (µs precision: holds
+    /// are a millisecond or two).
+    fn wait(&mut self, timeout: Duration) {
+        let mut fds: Vec<libc::pollfd> = self
+            .sockets
+            .iter()
+            .map(|s| s.fd())
+            .chain([self.tap.fd()])
+            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+            .collect();
+        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
+        // SAFETY: `fds` holds fds.len() pollfds; a valid timespec, no mask.
+        unsafe { libc::ppoll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, &ts, std::ptr::null()) };
+    }
+
+    /// Give up to `max` waiting frames to `f`, each a `ReseqHdr` and the
+    /// frame; how many there were.
+    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        for s in &mut self.sockets {
+            n += s.receive(max - n, &mut |frame| {
+                if let Some(inner) = frame.get_mut(ReseqHdr::LEN..) {
+                    csum::complete(inner);
+                }
+                f(frame)
+            });
+        }
+        // The tap's frames had their checksums completed on the way in.
+        n + self.tap.receive(max - n, &mut |frame| f(frame))
+    }
+
+    /// Deliver `frames` to the tunnel device, in order, and empty it.
+    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
+        match &mut self.out {
+            Out::Xsk(s) => s.deliver(frames),
+            Out::Packets(p) => p.send_all(frames),
+        }
+    }
+
+    /// Frames lost on the way in so far.
+    fn lost(&self) -> u64 {
+        self.sockets.iter().map(xsk::RxSocket::lost).sum()
+    }
 }
 
 pub struct Resequencer {
     tunnel_ifindex: u32,
     tap: String,
-    kind: Kind,
+    /// Sockets, and the links they are on.
+    sockets: (usize, usize),
     shared: Arc<Shared>,
     thread: Option<JoinHandle<()>>,
 }
@@ -98,7 +136,7 @@ fn realtime() -> std::io::Result<()> {
     }
 }
 
-fn serve(mut handoff: Box<dyn Handoff>, shared: Arc<Shared>) {
+fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
     let mut out: Vec<Vec<u8>> = Vec::new();
@@ -147,28 +185,49 @@ fn serve(mut handoff: Box<dyn Handoff>, shared: Arc<Shared>) {
 }
 
 impl Resequencer {
-    /// Resequence what tunnel `tunnel_ifindex` receives, delivering
-    /// through its hidden veth end `hidden_ifindex`.
+    /// Resequence what tunnel `tunnel_ifindex` receives over `links`,
+    /// delivering through its hidden veth end `hidden_ifindex`.
     ///
-    /// Over AF_XDP unless `XGRE_RESEQ_HANDOFF=tap` is set (benchmarks
-    /// compare the two) or its setup fails (a tunnel MTU beyond what veth
-    /// takes with XDP, a kernel without AF_XDP): then through a tap.
-    pub async fn start(nl: &Netlink, dp: &Datapath, tunnel_ifindex: u32, hidden_ifindex: u32, hold: Duration) -> Result<Resequencer> {
-        let (name, _) = codec::reseq_names(tunnel_ifindex);
+    /// `XGRE_RESEQ_HANDOFF=tap` in the environment takes everything
+    /// through the tap and `sendmmsg`, as before AF_XDP (benchmarks compare
+    /// the two).
+    pub async fn start(
+        nl: &Netlink,
+        dp: &Datapath,
+        tunnel_ifindex: u32,
+        hidden_ifindex: u32,
+        links: &[u32],
+        hold: Duration,
+    ) -> Result<Resequencer> {
+        let name = format!("xrsq{tunnel_ifindex}");
         // What a killed `xgre run` left.
-        control::clear_resequencer(nl, dp, tunnel_ifindex).await?;
-        let want_tap = std::env::var("XGRE_RESEQ_HANDOFF").is_ok_and(|v| v == "tap");
-        let xsk = if want_tap { None } else { Some(xsk::open(nl, dp, tunnel_ifindex, hidden_ifindex).await) };
-        let (handoff, entry, kind): (Box<dyn Handoff>, u32, Kind) = match xsk {
-            Some(Ok(o)) => (Box::new(o.handoff), o.entry, Kind::Xsk { slot: o.slot }),
-            other => {
-                if let Some(Err(e)) = other {
-                    tracing::warn!("resequencer: AF_XDP hand-off unavailable, using a tap ({e:#})");
-                }
-                let (t, index) = tap::TapHandoff::open(nl, &name, hidden_ifindex).await?;
-                (Box::new(t), index, Kind::Tap)
+        control::clear_resequencer(dp, tunnel_ifindex)?;
+        let (tap, tap_index) = tap::TapIn::open(nl, &name).await?;
+        let want_xsk = !std::env::var("XGRE_RESEQ_HANDOFF").is_ok_and(|v| v == "tap");
+        let (sockets, out, on_links) = if want_xsk {
+            let mut found = Vec::new();
+            for &l in links {
+                found.extend(nl.link_by_index(l).await?);
             }
+            let (sockets, notes) = xsk::open_links(dp, tunnel_ifindex, &found)?;
+            for n in notes {
+                tracing::warn!("resequencer: no AF_XDP socket on {n}; its packets come through the tap");
+            }
+            let out = match xsk::TxSocket::open(hidden_ifindex) {
+                Ok(s) => Out::Xsk(Box::new(s)),
+                Err(e) => {
+                    tracing::warn!("resequencer: delivering with sendmmsg ({e:#})");
+                    Out::Packets(tap::PacketOut::new(hidden_ifindex)?)
+                }
+            };
+            let on: std::collections::BTreeSet<u32> =
+                entries_of(dp)?.into_iter().filter(|(_, l)| l.tunnel_ifindex == tunnel_ifindex).map(|(k, _)| k).collect();
+            (sockets, out, on.len())
+        } else {
+            (Vec::new(), Out::Packets(tap::PacketOut::new(hidden_ifindex)?), 0)
         };
+        let counts = (sockets.len(), on_links);
+        let handoff = Handoff { sockets, tap, out };
         let shared = Arc::new(Shared { hold: AtomicU64::new(hold.as_nanos() as u64), ..Default::default() });
         let theirs = shared.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -185,8 +244,8 @@ impl Resequencer {
         // Back only once the thread runs as it will, so that what `run`
         // says next (it resequences) is already true of its priority.
         let _ = ready_rx.recv_timeout(Duration::from_secs(1));
-        dp.reseq_tap()?.insert(tunnel_ifindex, entry, 0).context("pointing the datapath at the resequencer")?;
-        Ok(Resequencer { tunnel_ifindex, tap: name, kind, shared, thread: Some(thread) })
+        dp.reseq_tap()?.insert(tunnel_ifindex, tap_index, 0).context("pointing the datapath at the resequencer")?;
+        Ok(Resequencer { tunnel_ifindex, tap: name, sockets: counts, shared, thread: Some(thread) })
     }
 
     pub fn hold(&self) -> Duration {
@@ -218,9 +277,9 @@ impl Resequencer {
 
     /// What the receive programs hand frames to, for `run` to say.
     pub fn handoff(&self) -> String {
-        match self.kind {
-            Kind::Xsk { slot, .. } => format!("AF_XDP (via {}, slot {slot})", self.tap),
-            Kind::Tap => format!("tap {}", self.tap),
+        match self.sockets {
+            (0, _) => format!("tap {}", self.tap),
+            (s, l) => format!("AF_XDP ({s} sockets on {l} links; tap {} for the rest)", self.tap),
         }
     }
 
@@ -228,21 +287,20 @@ impl Resequencer {
         self.shared.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
-    /// Deliver as they arrive again, then end the thread (its tap or
-    /// sockets go with it) and remove the veth pair and slot entries.
-    pub async fn stop(mut self, nl: Option<&Netlink>, dp: Option<&Datapath>) -> WindowStats {
+    /// Deliver as they arrive again, then end the thread (its tap and
+    /// sockets go with it).
+    pub fn stop(mut self, dp: Option<&Datapath>) -> WindowStats {
         if let Some(dp) = dp {
-            if let Ok(mut m) = dp.reseq_tap() {
-                let _ = m.remove(&self.tunnel_ifindex);
-            }
+            let _ = control::clear_resequencer(dp, self.tunnel_ifindex);
         }
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let (Some(nl), Some(dp)) = (nl, dp) {
-            let _ = control::clear_resequencer(nl, dp, self.tunnel_ifindex).await;
-        }
         self.stats()
     }
+}
+
+fn entries_of(dp: &Datapath) -> Result<Vec<(u32, gre_common::ReseqLink)>> {
+    entries(gre_common::names::MAP_RESEQ_LINK, dp.reseq_link()?.iter())
 }

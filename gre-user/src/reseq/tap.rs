@@ -1,19 +1,17 @@
 //! The hand-off through a tap: the receive programs send each numbered
-//! frame to a tap device of `xgre run`'s, which reads it one `read` at a
-//! time and delivers with `sendmmsg` on a packet socket. The fallback when
-//! AF_XDP cannot be set up (`xsk`), and what `XGRE_RESEQ_HANDOFF=tap`
-//! asks for.
+//! frame a socket does not take (TC receive, and whatever AF_XDP cannot
+//! have: `xsk`) to a tap device of `xgre run`'s, read one `read` at a
+//! time. And the way out where AF_XDP cannot send: `sendmmsg` on a packet
+//! socket.
 
 use std::{
     fs::File,
     io::Read,
-    os::fd::{AsRawFd, OwnedFd},
-    time::Duration,
+    os::fd::{AsRawFd, OwnedFd, RawFd},
 };
 
 use anyhow::{bail, Context, Result};
 
-use super::Handoff;
 use crate::net::netlink::Netlink;
 
 /// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread
@@ -22,45 +20,36 @@ const TAP_QUEUE: u32 = 2000;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
-pub(crate) struct TapHandoff {
+pub(crate) struct TapIn {
     tap: File,
-    out: Sender,
     buf: Vec<u8>,
 }
 
-impl TapHandoff {
-    /// Tap `name` (gone when this closes it), delivering through
-    /// `hidden_ifindex`. Returns the tap's ifindex, for the datapath.
-    pub(crate) async fn open(nl: &Netlink, name: &str, hidden_ifindex: u32) -> Result<(TapHandoff, u32)> {
+impl TapIn {
+    /// Tap `name`, gone when this closes it. Returns its ifindex too, for
+    /// the datapath.
+    pub(crate) async fn open(nl: &Netlink, name: &str) -> Result<(TapIn, u32)> {
         let tap = open_tap(name)?;
         // Nothing but our frames may enter the tap: no IPv6 of its own.
         let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
         let link = nl.link(name).await?.with_context(|| format!("tap {name} vanished"))?;
         nl.set_up_quiet(link.index, TAP_QUEUE).await?;
-        Ok((TapHandoff { tap, out: Sender::new(hidden_ifindex)?, buf: vec![0; 65536] }, link.index))
-    }
-}
-
-impl Handoff for TapHandoff {
-    fn wait(&mut self, timeout: Duration) {
-        let mut pfd = libc::pollfd { fd: self.tap.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
-        // SAFETY: one pollfd, a valid timespec, no signal mask.
-        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        Ok((TapIn { tap, buf: vec![0; 65536] }, link.index))
     }
 
-    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+    pub(crate) fn fd(&self) -> RawFd {
+        self.tap.as_raw_fd()
+    }
+
+    /// Give up to `max` waiting frames to `f`; how many there were.
+    pub(crate) fn receive(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8])) -> usize {
         let mut n = 0;
         while n < max {
             let Ok(len) = self.tap.read(&mut self.buf) else { break };
-            f(&self.buf[..len]);
+            f(&mut self.buf[..len]);
             n += 1;
         }
         n
-    }
-
-    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
-        self.out.send_all(frames);
     }
 }
 
@@ -92,13 +81,13 @@ fn open_tap(name: &str) -> Result<File> {
 }
 
 /// A packet socket that sends frames out of a device and receives nothing.
-struct Sender {
+pub(crate) struct PacketOut {
     fd: OwnedFd,
     sa: libc::sockaddr_ll,
 }
 
-impl Sender {
-    fn new(ifindex: u32) -> Result<Sender> {
+impl PacketOut {
+    pub(crate) fn new(ifindex: u32) -> Result<PacketOut> {
         // Protocol 0: a packet socket that joins no tap, so it receives nothing.
         let sock = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(socket2::Protocol::from(0)))
             .context("opening the resequencer's packet socket")?;
@@ -107,12 +96,12 @@ impl Sender {
         sa.sll_family = libc::AF_PACKET as u16;
         sa.sll_ifindex = ifindex as i32;
         sa.sll_halen = 6;
-        Ok(Sender { fd: OwnedFd::from(sock), sa })
+        Ok(PacketOut { fd: OwnedFd::from(sock), sa })
     }
 
     /// Send `frames` out in as few calls as sendmmsg takes. A frame the
     /// kernel refuses is lost, as it would be on a full device queue.
-    fn send_all(&self, frames: &mut Vec<Vec<u8>>) {
+    pub(crate) fn send_all(&self, frames: &mut Vec<Vec<u8>>) {
         let mut iov: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
         let mut msgs: Vec<libc::mmsghdr> = iov
             .iter_mut()

@@ -1,40 +1,31 @@
-//! The hand-off over AF_XDP. The receive programs send each numbered frame
-//! out of a veth end of `xgre run`'s (`xrsq<ifindex>`); `xgre_reseq_xsk`,
-//! XDP on the other end (`xrsq<ifindex>x`), puts it in the ring of this
-//! process's socket, with no system call per frame; frames go back out
-//! through a second socket's ring on the tunnel's hidden veth end, one
-//! `sendto` per batch the kernel takes (32).
+//! The hand-off over AF_XDP. On each link whose receive hook is XDP,
+//! `xgre run` binds a socket to every receive queue; the receive program
+//! puts a numbered frame of the tunnel's straight into the ring of the
+//! queue's socket (`to_socket` in the datapath): no skb, no system call per
+//! frame. Frames go back out through a socket on the tunnel's hidden veth
+//! end, one `sendto` per batch the kernel takes (32).
 //!
-//! Both sockets run in copy mode (veth has no zero-copy). The entry end's
-//! transmit checksumming is off: the stack completes a checksum a veth
-//! peer left for offload as the frame leaves, since XDP cannot.
+//! Copy mode (veth has no zero-copy; it works on every driver): the
+//! resequencer's window keeps copies, and each frame goes back to the
+//! kernel as soon as it is read.
 
-use std::{
-    num::NonZeroU32,
-    os::fd::{AsFd, AsRawFd},
-    ptr::NonNull,
-    time::Duration,
-};
+use std::{num::NonZeroU32, os::fd::RawFd, ptr::NonNull};
 
 use anyhow::{anyhow, bail, Context, Result};
-use gre_common::{names::PROG_RESEQ_XSK, ReseqHdr, RESEQ_XSK_SLOTS};
+use gre_common::{names::MAP_RESEQ_LINK, ReseqLink, RESEQ_XSK_SLOTS};
 use xdpilone::{xdp::XdpDesc, DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
 
-use super::Handoff;
 use crate::{
-    datapath::{codec, entries, Datapath},
-    net::{
-        netlink::{Netlink, XDP_FLAGS_DRV_MODE},
-        sys,
-    },
+    datapath::{entries, Datapath},
+    net::netlink::Link,
 };
 
-/// Bytes per frame in both areas: a tunnel MTU of up to 3,500 bytes (veth
-/// with XDP takes no more anyway).
+/// Bytes per frame in both areas: the kernel's 256 bytes of headroom and
+/// a frame of up to 3,840 (XDP without fragments takes a page at most).
 const FRAME: u32 = 4096;
-/// Frames the kernel can fill before this process reads: 16 ms at
-/// 1.5 Gbit/s of 1500-byte frames (the tap held 2000).
-const RX_FRAMES: u32 = 2048;
+/// Frames the kernel can fill on one queue before this process reads:
+/// 8 ms at 1 Gbit/s of 1500-byte frames.
+const RX_FRAMES: u32 = 1024;
 /// Frames on their way out: more than one batch of the window's.
 const TX_FRAMES: u32 = 1024;
 
@@ -65,17 +56,11 @@ impl Area {
     }
 
     /// The bytes at `addr..addr + len`, if they lie in the area.
-    fn at(&self, addr: u64, len: u32) -> Option<&[u8]> {
-        let end = (addr as usize).checked_add(len as usize)?;
-        // SAFETY: within the mapping, checked; the kernel does not write a
-        // frame between handing it over and getting it back.
-        (end <= self.len).then(|| unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().add(addr as usize), len as usize) })
-    }
-
-    /// `at`, to write: a frame the kernel does not hold.
     fn at_mut(&mut self, addr: u64, len: u32) -> Option<&mut [u8]> {
         let end = (addr as usize).checked_add(len as usize)?;
-        // SAFETY: as in `at`; `&mut self` makes this the only reference.
+        // SAFETY: within the mapping, checked; the kernel does not write a
+        // frame between handing it over and getting it back, and
+        // `&mut self` makes this the only reference.
         (end <= self.len).then(|| unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(addr as usize), len as usize) })
     }
 }
@@ -88,8 +73,8 @@ impl Drop for Area {
     }
 }
 
-/// One socket on queue 0 of `ifindex`, with its own area.
-fn socket(ifindex: u32, frames: u32, rx: bool) -> Result<(Umem, DeviceQueue, xdpilone::User, Area)> {
+/// One socket on queue `queue` of `ifindex`, with its own area.
+fn socket(ifindex: u32, queue: u32, frames: u32, rx: bool) -> Result<(Umem, DeviceQueue, xdpilone::User, Area)> {
     let area = Area::new(frames)?;
     let cfg = UmemConfig { fill_size: frames, complete_size: frames, frame_size: FRAME, headroom: 0, flags: 0 };
     // SAFETY: the area is page-aligned and outlives the Umem (the caller
@@ -97,7 +82,7 @@ fn socket(ifindex: u32, frames: u32, rx: bool) -> Result<(Umem, DeviceQueue, xdp
     let umem = unsafe { Umem::new(cfg, area.slice()) }.map_err(|e| anyhow!("registering AF_XDP memory: {e}"))?;
     let mut info = IfInfo::invalid();
     info.from_ifindex(ifindex).map_err(|e| anyhow!("device #{ifindex}: {e}"))?;
-    info.set_queue(0);
+    info.set_queue(queue);
     let sock = Socket::with_shared(&info, &umem).map_err(|e| anyhow!("opening an AF_XDP socket: {e}"))?;
     let device = umem.fq_cq(&sock).map_err(|e| anyhow!("AF_XDP fill and completion rings: {e}"))?;
     let ring = NonZeroU32::new(frames);
@@ -108,128 +93,45 @@ fn socket(ifindex: u32, frames: u32, rx: bool) -> Result<(Umem, DeviceQueue, xdp
     Ok((umem, device, user, area))
 }
 
-pub(crate) struct XskHandoff {
-    // Rings first: fields drop in order, and the areas must go last.
-    rx: RingRx,
+/// A socket on one receive queue of one link.
+pub(crate) struct RxSocket {
+    // Rings first: fields drop in order, and the area must go last.
+    ring: RingRx,
     fill: DeviceQueue,
-    tx: RingTx,
-    complete: DeviceQueue,
-    /// Frames of the transmit area the kernel has given back.
-    free: Vec<u64>,
-    /// Frames of the receive area read, for the fill ring.
+    /// Frames read, for the fill ring.
     refill: Vec<u64>,
-    _rx_umem: Umem,
-    _tx_umem: Umem,
-    rx_area: Area,
-    tx_area: Area,
+    _umem: Umem,
+    area: Area,
 }
 
-// SAFETY: the Umems point at areas the handoff owns, and one thread at a
+// SAFETY: the Umem points at the area the socket owns, and one thread at a
 // time uses the whole (it moves into the resequencer's thread once).
-unsafe impl Send for XskHandoff {}
+unsafe impl Send for RxSocket {}
 
-/// What `open` set up, for the datapath's maps and for tearing down.
-pub(crate) struct Opened {
-    pub handoff: XskHandoff,
-    /// The end the receive programs send into.
-    pub entry: u32,
-    pub slot: u32,
-}
-
-/// The veth pair `xrsq<ifindex>` / `xrsq<ifindex>x` and both sockets; the datapath's slot
-/// maps point at them, but not yet `XGRE_RESEQ_TAP` (the caller's last
-/// step). On failure nothing is left behind.
-pub(crate) async fn open(nl: &Netlink, dp: &Datapath, tunnel_ifindex: u32, hidden_ifindex: u32) -> Result<Opened> {
-    let (name, far_name) = codec::reseq_names(tunnel_ifindex);
-    let name = name.as_str();
-    let tunnel = nl.link_by_index(tunnel_ifindex).await?.with_context(|| format!("tunnel #{tunnel_ifindex} vanished"))?;
-    nl.create_veth(name, &far_name, tunnel.mtu + ReseqHdr::LEN as u32, None).await?;
-    let entry = nl.link(name).await?.with_context(|| format!("{name} vanished"))?;
-    let r = set_up(nl, dp, name, &far_name, entry.index, tunnel_ifindex, hidden_ifindex).await;
-    if r.is_err() {
-        let _ = nl.del_link(entry.index).await;
-    }
-    r
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn set_up(
-    nl: &Netlink,
-    dp: &Datapath,
-    name: &str,
-    far_name: &str,
-    entry: u32,
-    tunnel_ifindex: u32,
-    hidden_ifindex: u32,
-) -> Result<Opened> {
-    let far = nl.link(far_name).await?.with_context(|| format!("{far_name} vanished"))?.index;
-    for n in [name, far_name] {
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{n}/disable_ipv6"), "1");
-    }
-    sys::set_tx_csum(name, false)?;
-    nl.xdp_set(far, dp.prog(PROG_RESEQ_XSK)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE)
-        .await
-        .with_context(|| format!("attaching {PROG_RESEQ_XSK} to {far_name}"))?;
-    nl.set_up_quiet(far, 1000).await?;
-    nl.set_up_quiet(entry, 1000).await?;
-
-    let (rx_umem, mut fill, rx_user, rx_area) = socket(far, RX_FRAMES, true)?;
-    let rx = rx_user.map_rx().map_err(|e| anyhow!("mapping the AF_XDP receive ring: {e}"))?;
-    rx_umem.bind(&rx_user).map_err(|e| anyhow!("binding an AF_XDP socket to {far_name}: {e}"))?;
-    let mut w = fill.fill(RX_FRAMES);
-    if w.insert((0..RX_FRAMES as u64).map(|i| i * FRAME as u64)) != RX_FRAMES {
-        bail!("the AF_XDP fill ring took fewer than its {RX_FRAMES} frames");
-    }
-    w.commit();
-    drop(w);
-
-    let (tx_umem, complete, tx_user, tx_area) = socket(hidden_ifindex, TX_FRAMES, false)?;
-    let tx = tx_user.map_tx().map_err(|e| anyhow!("mapping the AF_XDP transmit ring: {e}"))?;
-    tx_umem.bind(&tx_user).map_err(|e| anyhow!("binding an AF_XDP socket to the hidden end #{hidden_ifindex}: {e}"))?;
-
-    let slot = free_slot(dp)?;
-    dp.reseq_xsk()?.set(slot, rx.as_raw_fd(), 0).context("adding the resequencer's socket to the datapath")?;
-    let mut slots = dp.reseq_slot()?;
-    slots.insert(far, slot, 0)?;
-    slots.insert(tunnel_ifindex, slot, 0)?;
-    let free = (0..TX_FRAMES as u64).map(|i| i * FRAME as u64).collect();
-    let handoff = XskHandoff { rx, fill, tx, complete, free, refill: Vec::new(), _rx_umem: rx_umem, _tx_umem: tx_umem, rx_area, tx_area };
-    Ok(Opened { handoff, entry, slot })
-}
-
-/// The least slot no resequencer of this namespace holds.
-fn free_slot(dp: &Datapath) -> Result<u32> {
-    let used: Vec<u32> = entries(gre_common::names::MAP_RESEQ_SLOT, dp.reseq_slot()?.iter())?.into_iter().map(|(_, s)| s).collect();
-    match (0..RESEQ_XSK_SLOTS).find(|s| !used.contains(s)) {
-        Some(s) => Ok(s),
-        None => bail!("all {RESEQ_XSK_SLOTS} resequencer slots are taken"),
-    }
-}
-
-impl XskHandoff {
-    /// Take back the transmit frames the kernel is done with.
-    fn reclaim(&mut self) {
-        let mut r = self.complete.complete(TX_FRAMES);
-        while let Some(addr) = r.read() {
-            self.free.push(addr);
+impl RxSocket {
+    fn open(ifindex: u32, queue: u32) -> Result<RxSocket> {
+        let (umem, mut fill, user, area) = socket(ifindex, queue, RX_FRAMES, true)?;
+        let ring = user.map_rx().map_err(|e| anyhow!("mapping the AF_XDP receive ring: {e}"))?;
+        umem.bind(&user).map_err(|e| anyhow!("binding an AF_XDP socket to queue {queue} of #{ifindex}: {e}"))?;
+        let mut w = fill.fill(RX_FRAMES);
+        if w.insert((0..RX_FRAMES as u64).map(|i| i * FRAME as u64)) != RX_FRAMES {
+            bail!("the AF_XDP fill ring took fewer than its {RX_FRAMES} frames");
         }
-        r.release();
-    }
-}
-
-impl Handoff for XskHandoff {
-    fn wait(&mut self, timeout: Duration) {
-        let mut pfd = libc::pollfd { fd: self.rx.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        let ts = libc::timespec { tv_sec: timeout.as_secs() as libc::time_t, tv_nsec: timeout.subsec_nanos() as libc::c_long };
-        // SAFETY: one pollfd, a valid timespec, no signal mask.
-        unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+        w.commit();
+        drop(w);
+        Ok(RxSocket { ring, fill, refill: Vec::new(), _umem: umem, area })
     }
 
-    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
-        let mut read = self.rx.receive(max as u32);
+    pub(crate) fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    /// Give up to `max` waiting frames to `f`; how many there were.
+    pub(crate) fn receive(&mut self, max: usize, f: &mut dyn FnMut(&mut [u8])) -> usize {
+        let mut read = self.ring.receive(max as u32);
         let mut n = 0;
         while let Some(d) = read.read() {
-            if let Some(frame) = self.rx_area.at(d.addr, d.len) {
+            if let Some(frame) = self.area.at_mut(d.addr, d.len) {
                 f(frame);
             }
             self.refill.push(d.addr);
@@ -237,9 +139,9 @@ impl Handoff for XskHandoff {
         }
         read.release();
         drop(read);
-        // Each frame back to the kernel at once: the window keeps copies.
-        // The ring may offer fewer slots than asked (its cached view of the
-        // kernel's side): what does not fit waits for the next round.
+        // Each frame back to the kernel at once. The ring may offer fewer
+        // slots than asked (its cached view of the kernel's side): what
+        // does not fit waits for the next round.
         while !self.refill.is_empty() {
             let mut w = self.fill.fill(self.refill.len() as u32);
             let room = w.capacity() as usize;
@@ -255,7 +157,92 @@ impl Handoff for XskHandoff {
         n
     }
 
-    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
+    /// Frames the kernel had no room for (a fill ring run dry).
+    pub(crate) fn lost(&self) -> u64 {
+        self.fill.statistics_v2().map_or(0, |s| s.rx_dropped)
+    }
+}
+
+/// Sockets on every receive queue of each of `links` that receives by
+/// XDP, entered in the datapath for `tunnel_ifindex`; and what could not
+/// be had, said. A queue another tunnel's resequencer holds is left to
+/// the tap.
+pub(crate) fn open_links(dp: &Datapath, tunnel_ifindex: u32, links: &[Link]) -> Result<(Vec<RxSocket>, Vec<String>)> {
+    let mut sockets = Vec::new();
+    let mut notes = Vec::new();
+    let mut map = dp.reseq_link()?;
+    let mut xsk = dp.reseq_xsk()?;
+    for link in links.iter().filter(|l| l.xdp_prog_id.is_some()) {
+        let mut here = Vec::new();
+        for q in 0..link.rx_queues.max(1) {
+            match RxSocket::open(link.index, q) {
+                Ok(s) => here.push(s),
+                // A queue past those the device uses refuses the bind.
+                Err(_) if q > 0 => break,
+                Err(e) => {
+                    notes.push(format!("{}: {e:#}", link.name));
+                    break;
+                }
+            }
+        }
+        if here.is_empty() {
+            continue;
+        }
+        let used: Vec<(u32, ReseqLink)> = entries(MAP_RESEQ_LINK, map.iter())?;
+        let queues = here.len() as u32;
+        let Some(base) = free_slots(&used, link.index, queues) else {
+            notes.push(format!("{}: all {RESEQ_XSK_SLOTS} socket slots are taken", link.name));
+            continue;
+        };
+        for (i, s) in here.iter().enumerate() {
+            xsk.set(base + i as u32, s.fd(), 0).context("adding a resequencer socket to the datapath")?;
+        }
+        map.insert(link.index, ReseqLink { tunnel_ifindex, base, queues, _pad: 0 }, 0)?;
+        sockets.extend(here);
+    }
+    Ok((sockets, notes))
+}
+
+/// The first of `n` consecutive slots no other link's entry holds.
+fn free_slots(used: &[(u32, ReseqLink)], link: u32, n: u32) -> Option<u32> {
+    let taken = |s: u32| used.iter().any(|(l, e)| *l != link && (e.base..e.base + e.queues).contains(&s));
+    (0..=RESEQ_XSK_SLOTS.checked_sub(n)?).find(|&b| (b..b + n).all(|s| !taken(s)))
+}
+
+/// A socket on the tunnel's hidden veth end, to deliver.
+pub(crate) struct TxSocket {
+    // Rings first: fields drop in order, and the area must go last.
+    tx: RingTx,
+    complete: DeviceQueue,
+    /// Frames of the area the kernel has given back.
+    free: Vec<u64>,
+    _umem: Umem,
+    area: Area,
+}
+
+// SAFETY: as for RxSocket.
+unsafe impl Send for TxSocket {}
+
+impl TxSocket {
+    pub(crate) fn open(hidden_ifindex: u32) -> Result<TxSocket> {
+        let (umem, complete, user, area) = socket(hidden_ifindex, 0, TX_FRAMES, false)?;
+        let tx = user.map_tx().map_err(|e| anyhow!("mapping the AF_XDP transmit ring: {e}"))?;
+        umem.bind(&user).map_err(|e| anyhow!("binding an AF_XDP socket to the hidden end #{hidden_ifindex}: {e}"))?;
+        let free = (0..TX_FRAMES as u64).map(|i| i * FRAME as u64).collect();
+        Ok(TxSocket { tx, complete, free, _umem: umem, area })
+    }
+
+    /// Take back the frames the kernel is done with.
+    fn reclaim(&mut self) {
+        let mut r = self.complete.complete(TX_FRAMES);
+        while let Some(addr) = r.read() {
+            self.free.push(addr);
+        }
+        r.release();
+    }
+
+    /// Send `frames` out, in order, and empty it.
+    pub(crate) fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
         let mut next = 0;
         // Bounded: each round either queues frames or the kernel sends some.
         for _ in 0..4 * TX_FRAMES {
@@ -269,7 +256,7 @@ impl Handoff for XskHandoff {
                 let mut descs = Vec::with_capacity(room);
                 for frame in &frames[next..next + room] {
                     let addr = self.free.pop().expect("want <= free");
-                    match self.tx_area.at_mut(addr, frame.len() as u32).filter(|_| frame.len() <= FRAME as usize) {
+                    match self.area.at_mut(addr, frame.len() as u32).filter(|_| frame.len() <= FRAME as usize) {
                         Some(buf) => {
                             buf.copy_from_slice(frame);
                             descs.push(XdpDesc { addr, len: frame.len() as u32, options: 0 });
@@ -279,9 +266,7 @@ impl Handoff for XskHandoff {
                         None => self.free.push(addr),
                     }
                 }
-                let queued = descs.len();
-                let n = w.insert(descs.into_iter()) as usize;
-                debug_assert_eq!(n, queued);
+                w.insert(descs.into_iter());
                 w.commit();
                 next += room;
             }
@@ -294,8 +279,24 @@ impl Handoff for XskHandoff {
         self.reclaim();
         frames.clear();
     }
+}
 
-    fn lost(&self) -> u64 {
-        self.fill.statistics_v2().map_or(0, |s| s.rx_dropped)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base: u32, queues: u32) -> ReseqLink {
+        ReseqLink { tunnel_ifindex: 9, base, queues, _pad: 0 }
+    }
+
+    #[test]
+    fn slots_are_found_between_other_links_and_a_links_own_are_reused() {
+        let used = [(2, entry(0, 2)), (3, entry(4, 4))];
+        assert_eq!(free_slots(&used, 5, 2), Some(2));
+        assert_eq!(free_slots(&used, 5, 3), Some(8));
+        // Link 3's own entry, from a run that was killed, is no obstacle.
+        assert_eq!(free_slots(&used, 3, 4), Some(2));
+        assert_eq!(free_slots(&used, 5, RESEQ_XSK_SLOTS), None);
+        assert_eq!(free_slots(&[], 5, RESEQ_XSK_SLOTS), Some(0));
     }
 }

@@ -71,7 +71,7 @@ pub fn package(bin: &Path, out_dir: &Path, compression: &str) -> Result<PathBuf>
         write(&doc.join("examples").join(e.file_name().unwrap_or_default()), &std::fs::read(&e)?)?;
     }
     write(&doc.join("README.md"), &std::fs::read(root.join("README.md"))?)?;
-    write(&doc.join("copyright"), b"xgre: GRE tunnels and link aggregation in eBPF.\nLicense: MIT OR Apache-2.0\n")?;
+    write(&doc.join("copyright"), b"xgre: GRE tunnels and link aggregation in eBPF.\nLicense: MIT OR Apache-2.0\n\nThe binary includes, unmodified, the Rust crate xdpilone (AF_XDP rings),\nlicensed under the EUPL-1.2: https://github.com/197g/xdpilone\n")?;
     let size_kb = du_kb(&stage)?;
     let control = format!(
         "Package: xgre\nVersion: {VERSION}\nSection: net\nPriority: optional\nArchitecture: amd64\n\

@@ -38,6 +38,8 @@ const IDLE: Duration = Duration::from_millis(50);
 const NAP: Duration = Duration::from_micros(100);
 /// Most frames read before the deadlines are looked at again.
 const BATCH: usize = 256;
+/// Frames read from one socket before the next socket's turn.
+const TURN: usize = 16;
 
 /// How frames reach the resequencer and leave it.
 struct Handoff {
@@ -71,13 +73,25 @@ impl Handoff {
     /// frame; how many there were.
     fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
         let mut n = 0;
-        for s in &mut self.sockets {
-            n += s.receive(max - n, &mut |frame| {
-                if let Some(inner) = frame.get_mut(ReseqHdr::LEN..) {
-                    csum::complete(inner);
+        // The links' sockets in turns of a few frames, close to the order
+        // frames came in: the first socket taking the whole batch would
+        // leave another's frames waiting past the hold.
+        loop {
+            let before = n;
+            for s in &mut self.sockets {
+                if n >= max {
+                    break;
                 }
-                f(frame)
-            });
+                n += s.receive(TURN.min(max - n), &mut |frame| {
+                    if let Some(inner) = frame.get_mut(ReseqHdr::LEN..) {
+                        csum::complete(inner);
+                    }
+                    f(frame)
+                });
+            }
+            if n == before || n >= max {
+                break;
+            }
         }
         // The tap's frames had their checksums completed on the way in.
         n + self.tap.receive(max - n, &mut |frame| f(frame))

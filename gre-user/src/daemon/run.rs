@@ -68,8 +68,8 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
-            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off",
-            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost
+            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off; delivered {} TCP segments merged into {} packets",
+            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost, s.merged, s.merged_into
         );
     }
     drop(log);

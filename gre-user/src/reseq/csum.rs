@@ -19,7 +19,7 @@ pub(crate) enum Csum {
 
 /// One's-complement sum of `b` (big-endian 16-bit words, an odd last
 /// byte padded), not folded.
-fn sum(b: &[u8]) -> u64 {
+pub(super) fn sum(b: &[u8]) -> u64 {
     let mut chunks = b.chunks_exact(8);
     let mut s: u64 = 0;
     for c in &mut chunks {
@@ -37,7 +37,7 @@ fn sum(b: &[u8]) -> u64 {
     s
 }
 
-fn fold(mut s: u64) -> u16 {
+pub(super) fn fold(mut s: u64) -> u16 {
     while s > 0xffff {
         s = (s & 0xffff) + (s >> 16);
     }

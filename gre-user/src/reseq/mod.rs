@@ -6,6 +6,7 @@
 //! the way the programs deliver everything else, so the tunnel device
 //! receives and counts them. BPF cannot hold a packet; this can.
 
+mod coalesce;
 mod csum;
 mod tap;
 pub(crate) mod window;
@@ -45,12 +46,10 @@ const TURN: usize = 16;
 struct Handoff {
     sockets: Vec<xsk::RxSocket>,
     tap: tap::TapIn,
-    out: Out,
-}
-
-enum Out {
-    Xsk(Box<xsk::TxSocket>),
-    Packets(tap::PacketOut),
+    /// Out through the hidden veth end, runs of TCP segments merged.
+    out: tap::PacketOut,
+    merged: Vec<(coalesce::VnetHdr, Vec<u8>)>,
+    counts: coalesce::Counts,
 }
 
 impl Handoff {
@@ -99,10 +98,8 @@ impl Handoff {
 
     /// Deliver `frames` to the tunnel device, in order, and empty it.
     fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
-        match &mut self.out {
-            Out::Xsk(s) => s.deliver(frames),
-            Out::Packets(p) => p.send_all(frames),
-        }
+        coalesce::coalesce(frames, &mut self.merged, &mut self.counts);
+        self.out.send(&mut self.merged);
     }
 
     /// Frames lost on the way in so far.
@@ -192,6 +189,7 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
             stats.handoff_lost = handoff.lost();
             counted = now;
         }
+        (stats.merged, stats.merged_into) = (handoff.counts.segments, handoff.counts.packets);
         if let Ok(mut s) = shared.stats.lock() {
             *s = stats;
         }
@@ -218,7 +216,7 @@ impl Resequencer {
         control::clear_resequencer(dp, tunnel_ifindex)?;
         let (tap, tap_index) = tap::TapIn::open(nl, &name).await?;
         let want_xsk = !std::env::var("XGRE_RESEQ_HANDOFF").is_ok_and(|v| v == "tap");
-        let (sockets, out, on_links) = if want_xsk {
+        let (sockets, on_links) = if want_xsk {
             let mut found = Vec::new();
             for &l in links {
                 found.extend(nl.link_by_index(l).await?);
@@ -227,21 +225,15 @@ impl Resequencer {
             for n in notes {
                 tracing::warn!("resequencer: no AF_XDP socket on {n}; its packets come through the tap");
             }
-            let out = match xsk::TxSocket::open(hidden_ifindex) {
-                Ok(s) => Out::Xsk(Box::new(s)),
-                Err(e) => {
-                    tracing::warn!("resequencer: delivering with sendmmsg ({e:#})");
-                    Out::Packets(tap::PacketOut::new(hidden_ifindex)?)
-                }
-            };
             let on: std::collections::BTreeSet<u32> =
                 entries_of(dp)?.into_iter().filter(|(_, l)| l.tunnel_ifindex == tunnel_ifindex).map(|(k, _)| k).collect();
-            (sockets, out, on.len())
+            (sockets, on.len())
         } else {
-            (Vec::new(), Out::Packets(tap::PacketOut::new(hidden_ifindex)?), 0)
+            (Vec::new(), 0)
         };
         let counts = (sockets.len(), on_links);
-        let handoff = Handoff { sockets, tap, out };
+        let out = tap::PacketOut::new(hidden_ifindex)?;
+        let handoff = Handoff { sockets, tap, out, merged: Vec::new(), counts: Default::default() };
         let shared = Arc::new(Shared { hold: AtomicU64::new(hold.as_nanos() as u64), ..Default::default() });
         let theirs = shared.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -1,8 +1,7 @@
 //! The hand-off through a tap: the receive programs send each numbered
 //! frame a socket does not take (TC receive, and whatever AF_XDP cannot
 //! have: `xsk`) to a tap device of `xgre run`'s, read one `read` at a
-//! time. And the way out where AF_XDP cannot send: `sendmmsg` on a packet
-//! socket.
+//! time. And the way out: `sendmmsg` on a packet socket.
 
 use std::{
     fs::File,
@@ -12,6 +11,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 
+use super::coalesce::VnetHdr;
 use crate::net::netlink::Netlink;
 
 /// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread
@@ -87,7 +87,29 @@ pub(crate) struct PacketOut {
 }
 
 impl PacketOut {
+    /// A socket out of `ifindex` whose frames carry a `virtio_net_hdr` in
+    /// front (PACKET_VNET_HDR), for merged GSO packets (`coalesce`).
     pub(crate) fn new(ifindex: u32) -> Result<PacketOut> {
+        let out = PacketOut::plain(ifindex)?;
+        const PACKET_VNET_HDR: libc::c_int = 15;
+        let on: libc::c_int = 1;
+        // SAFETY: one c_int option value that outlives the call.
+        let r = unsafe {
+            libc::setsockopt(
+                out.fd.as_raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_VNET_HDR,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as u32,
+            )
+        };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error()).context("PACKET_VNET_HDR on the resequencer's packet socket");
+        }
+        Ok(out)
+    }
+
+    fn plain(ifindex: u32) -> Result<PacketOut> {
         // Protocol 0: a packet socket that joins no tap, so it receives nothing.
         let sock = socket2::Socket::new(socket2::Domain::PACKET, socket2::Type::RAW, Some(socket2::Protocol::from(0)))
             .context("opening the resequencer's packet socket")?;
@@ -99,10 +121,27 @@ impl PacketOut {
         Ok(PacketOut { fd: OwnedFd::from(sock), sa })
     }
 
-    /// Send `frames` out in as few calls as sendmmsg takes. A frame the
-    /// kernel refuses is lost, as it would be on a full device queue.
-    pub(crate) fn send_all(&self, frames: &mut Vec<Vec<u8>>) {
-        let mut iov: Vec<libc::iovec> = frames.iter().map(|f| libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() }).collect();
+    /// Send `packets`, each behind its header, in as few calls as sendmmsg
+    /// takes, and empty it. A packet the kernel refuses is lost, as it
+    /// would be on a full device queue.
+    pub(crate) fn send(&self, packets: &mut Vec<(VnetHdr, Vec<u8>)>) {
+        let hdrs: Vec<[u8; VnetHdr::LEN]> = packets.iter().map(|(h, _)| h.bytes()).collect();
+        let mut iov: Vec<[libc::iovec; 2]> = hdrs
+            .iter()
+            .zip(packets.iter())
+            .map(|(h, (_, f))| {
+                [
+                    libc::iovec { iov_base: h.as_ptr() as *mut _, iov_len: h.len() },
+                    libc::iovec { iov_base: f.as_ptr() as *mut _, iov_len: f.len() },
+                ]
+            })
+            .collect();
+        self.send_msgs(&mut iov);
+        packets.clear();
+    }
+
+    /// One message per entry of `iov`, each of its N pieces.
+    fn send_msgs<const N: usize>(&self, iov: &mut [[libc::iovec; N]]) {
         let mut msgs: Vec<libc::mmsghdr> = iov
             .iter_mut()
             .map(|v| {
@@ -110,8 +149,8 @@ impl PacketOut {
                 let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
                 h.msg_name = (&self.sa as *const libc::sockaddr_ll).cast_mut().cast();
                 h.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                h.msg_iov = v;
-                h.msg_iovlen = 1;
+                h.msg_iov = v.as_mut_ptr();
+                h.msg_iovlen = N;
                 libc::mmsghdr { msg_hdr: h, msg_len: 0 }
             })
             .collect();
@@ -123,6 +162,5 @@ impl PacketOut {
             // A refused frame: skip it and go on with the rest.
             done += if n > 0 { n as usize } else { 1 };
         }
-        frames.clear();
     }
 }

@@ -37,6 +37,9 @@ pub struct WindowStats {
     /// Frames the hand-off lost before the window saw them (AF_XDP: no
     /// free frame for the kernel to fill).
     pub handoff_lost: u64,
+    /// TCP segments delivered merged, and the GSO packets they made.
+    pub merged: u64,
+    pub merged_into: u64,
 }
 
 #[derive(Default)]

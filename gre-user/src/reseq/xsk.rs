@@ -2,8 +2,7 @@
 //! `xgre run` binds a socket to every receive queue; the receive program
 //! puts a numbered frame of the tunnel's straight into the ring of the
 //! queue's socket (`to_socket` in the datapath): no skb, no system call per
-//! frame. Frames go back out through a socket on the tunnel's hidden veth
-//! end, one `sendto` per batch the kernel takes (32).
+//! frame.
 //!
 //! Copy mode (veth has no zero-copy; it works on every driver): the
 //! resequencer's window keeps copies, and each frame goes back to the
@@ -13,21 +12,19 @@ use std::{num::NonZeroU32, os::fd::RawFd, ptr::NonNull};
 
 use anyhow::{anyhow, bail, Context, Result};
 use gre_common::{names::MAP_RESEQ_LINK, ReseqLink, RESEQ_XSK_SLOTS};
-use xdpilone::{xdp::XdpDesc, DeviceQueue, IfInfo, RingRx, RingTx, Socket, SocketConfig, Umem, UmemConfig};
+use xdpilone::{DeviceQueue, IfInfo, RingRx, Socket, SocketConfig, Umem, UmemConfig};
 
 use crate::{
     datapath::{entries, Datapath},
     net::netlink::Link,
 };
 
-/// Bytes per frame in both areas: the kernel's 256 bytes of headroom and
+/// Bytes per frame: the kernel's 256 bytes of headroom and
 /// a frame of up to 3,840 (XDP without fragments takes a page at most).
 const FRAME: u32 = 4096;
 /// Frames the kernel can fill on one queue before this process reads:
 /// 8 ms at 1 Gbit/s of 1500-byte frames.
 const RX_FRAMES: u32 = 1024;
-/// Frames on their way out: more than one batch of the window's.
-const TX_FRAMES: u32 = 1024;
 
 /// An anonymous mapping, page-aligned as a UMEM must be.
 struct Area {
@@ -73,8 +70,8 @@ impl Drop for Area {
     }
 }
 
-/// One socket on queue `queue` of `ifindex`, with its own area.
-fn socket(ifindex: u32, queue: u32, frames: u32, rx: bool) -> Result<(Umem, DeviceQueue, xdpilone::User, Area)> {
+/// A receiving socket on queue `queue` of `ifindex`, with its own area.
+fn socket(ifindex: u32, queue: u32, frames: u32) -> Result<(Umem, DeviceQueue, xdpilone::User, Area)> {
     let area = Area::new(frames)?;
     let cfg = UmemConfig { fill_size: frames, complete_size: frames, frame_size: FRAME, headroom: 0, flags: 0 };
     // SAFETY: the area is page-aligned and outlives the Umem (the caller
@@ -85,10 +82,8 @@ fn socket(ifindex: u32, queue: u32, frames: u32, rx: bool) -> Result<(Umem, Devi
     info.set_queue(queue);
     let sock = Socket::with_shared(&info, &umem).map_err(|e| anyhow!("opening an AF_XDP socket: {e}"))?;
     let device = umem.fq_cq(&sock).map_err(|e| anyhow!("AF_XDP fill and completion rings: {e}"))?;
-    let ring = NonZeroU32::new(frames);
-    let (rx_size, tx_size) = if rx { (ring, None) } else { (None, ring) };
     let user = umem
-        .rx_tx(&sock, &SocketConfig { rx_size, tx_size, bind_flags: SocketConfig::XDP_BIND_COPY })
+        .rx_tx(&sock, &SocketConfig { rx_size: NonZeroU32::new(frames), tx_size: None, bind_flags: SocketConfig::XDP_BIND_COPY })
         .map_err(|e| anyhow!("AF_XDP rings: {e}"))?;
     Ok((umem, device, user, area))
 }
@@ -110,7 +105,7 @@ unsafe impl Send for RxSocket {}
 
 impl RxSocket {
     fn open(ifindex: u32, queue: u32) -> Result<RxSocket> {
-        let (umem, mut fill, user, area) = socket(ifindex, queue, RX_FRAMES, true)?;
+        let (umem, mut fill, user, area) = socket(ifindex, queue, RX_FRAMES)?;
         let ring = user.map_rx().map_err(|e| anyhow!("mapping the AF_XDP receive ring: {e}"))?;
         umem.bind(&user).map_err(|e| anyhow!("binding an AF_XDP socket to queue {queue} of #{ifindex}: {e}"))?;
         let mut w = fill.fill(RX_FRAMES);
@@ -207,78 +202,6 @@ pub(crate) fn open_links(dp: &Datapath, tunnel_ifindex: u32, links: &[Link]) -> 
 fn free_slots(used: &[(u32, ReseqLink)], link: u32, n: u32) -> Option<u32> {
     let taken = |s: u32| used.iter().any(|(l, e)| *l != link && (e.base..e.base + e.queues).contains(&s));
     (0..=RESEQ_XSK_SLOTS.checked_sub(n)?).find(|&b| (b..b + n).all(|s| !taken(s)))
-}
-
-/// A socket on the tunnel's hidden veth end, to deliver.
-pub(crate) struct TxSocket {
-    // Rings first: fields drop in order, and the area must go last.
-    tx: RingTx,
-    complete: DeviceQueue,
-    /// Frames of the area the kernel has given back.
-    free: Vec<u64>,
-    _umem: Umem,
-    area: Area,
-}
-
-// SAFETY: as for RxSocket.
-unsafe impl Send for TxSocket {}
-
-impl TxSocket {
-    pub(crate) fn open(hidden_ifindex: u32) -> Result<TxSocket> {
-        let (umem, complete, user, area) = socket(hidden_ifindex, 0, TX_FRAMES, false)?;
-        let tx = user.map_tx().map_err(|e| anyhow!("mapping the AF_XDP transmit ring: {e}"))?;
-        umem.bind(&user).map_err(|e| anyhow!("binding an AF_XDP socket to the hidden end #{hidden_ifindex}: {e}"))?;
-        let free = (0..TX_FRAMES as u64).map(|i| i * FRAME as u64).collect();
-        Ok(TxSocket { tx, complete, free, _umem: umem, area })
-    }
-
-    /// Take back the frames the kernel is done with.
-    fn reclaim(&mut self) {
-        let mut r = self.complete.complete(TX_FRAMES);
-        while let Some(addr) = r.read() {
-            self.free.push(addr);
-        }
-        r.release();
-    }
-
-    /// Send `frames` out, in order, and empty it.
-    pub(crate) fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
-        let mut next = 0;
-        // Bounded: each round either queues frames or the kernel sends some.
-        for _ in 0..4 * TX_FRAMES {
-            self.reclaim();
-            let want = (frames.len() - next).min(self.free.len());
-            if want > 0 {
-                // The ring may offer fewer slots than asked (its cached view
-                // of the kernel's side): the rest go next round.
-                let mut w = self.tx.transmit(want as u32);
-                let room = w.capacity() as usize;
-                let mut descs = Vec::with_capacity(room);
-                for frame in &frames[next..next + room] {
-                    let addr = self.free.pop().expect("want <= free");
-                    match self.area.at_mut(addr, frame.len() as u32).filter(|_| frame.len() <= FRAME as usize) {
-                        Some(buf) => {
-                            buf.copy_from_slice(frame);
-                            descs.push(XdpDesc { addr, len: frame.len() as u32, options: 0 });
-                        }
-                        // Longer than a frame of ours: lost, as on a device
-                        // whose MTU it exceeds.
-                        None => self.free.push(addr),
-                    }
-                }
-                w.insert(descs.into_iter());
-                w.commit();
-                next += room;
-            }
-            // Copy mode sends in the system call, 32 frames per call.
-            self.tx.wake();
-            if next == frames.len() && self.tx.pending() == 0 {
-                break;
-            }
-        }
-        self.reclaim();
-        frames.clear();
-    }
 }
 
 #[cfg(test)]

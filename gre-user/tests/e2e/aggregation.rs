@@ -536,6 +536,10 @@ fn unequal_paths_resequenced(rx: RxHook) {
     let (in_order, held) = (count(" in order"), count(" held for a gap"));
     assert!(in_order + held > 5_000, "{stats}");
     assert!(held > 0, "{stats}");
+    // Delivered in runs the stack receives whole: consecutive segments
+    // merged into GSO packets (the transfer above arrived intact).
+    let (merged, into) = (count(" TCP segments merged"), count(" packets"));
+    assert!(into > 0 && merged > 2 * into, "{stats}");
 }
 
 /// Hosts a and b with one link per entry of `lines`, each through a

@@ -174,7 +174,7 @@ impl<'a> Watcher<'a> {
             }
         }
         if probe {
-            self.follow_delays()?;
+            self.follow_spread_and_loss()?;
         }
         Ok(())
     }
@@ -184,7 +184,7 @@ impl<'a> Watcher<'a> {
     /// into more loss than there is. Once either shows: number this end's
     /// packets (so the peer can put them back in order), and wait for
     /// gaps as long as the spread makes them last.
-    fn follow_delays(&mut self) -> Result<()> {
+    fn follow_spread_and_loss(&mut self) -> Result<()> {
         let spread = self.spread.values().max().copied().unwrap_or(0);
         let why = match self.lossy.values().next() {
             _ if spread > NUMBER_ABOVE_NS => format!("paths to a peer differ by {:.1} ms in round trip", spread as f64 / 1e6),

@@ -5,6 +5,7 @@
 //! once per segment; delivered one by one, in a softirq pass each, GRO
 //! never merges them.
 //!
+//! Every frame's checksum left for offload is completed here (`csum`).
 //! Only segments whose checksums verified are merged (the merged packet is
 //! marked for checksum offload, which the stack trusts); any other frame
 //! goes alone, for the stack to check.
@@ -154,9 +155,16 @@ pub(crate) struct Counts {
 pub(crate) fn coalesce(frames: &mut Vec<Vec<u8>>, out: &mut Vec<(VnetHdr, Vec<u8>)>, counts: &mut Counts) {
     let mut i = 0;
     let mut rest = std::mem::take(frames);
-    // Which frames may be merged: TCP, with a checksum that verifies.
-    let segs: Vec<Option<Seg>> =
-        rest.iter_mut().map(|f| parse(f).filter(|_| matches!(csum::complete(f), Csum::Valid | Csum::Completed))).collect();
+    // Every frame's checksum completed if it was left for offload (AF_XDP
+    // hands a veth sender's frames over as they are); which frames may be
+    // merged: TCP, with a checksum that verifies.
+    let segs: Vec<Option<Seg>> = rest
+        .iter_mut()
+        .map(|f| {
+            let c = csum::complete(f);
+            parse(f).filter(|_| matches!(c, Csum::Valid | Csum::Completed))
+        })
+        .collect();
     while i < rest.len() {
         let mut n = 1;
         if let Some(fs) = segs[i] {

@@ -25,6 +25,9 @@ const FRAME: u32 = 4096;
 /// Frames the kernel can fill on one queue before this process reads:
 /// 8 ms at 1 Gbit/s of 1500-byte frames.
 const RX_FRAMES: u32 = 1024;
+/// Receive queues of one link given a socket (4 MiB each, pinned): the
+/// frames of a NIC's further queues come through the tap.
+const MAX_QUEUES: u32 = 16;
 
 /// An anonymous mapping, page-aligned as a UMEM must be.
 struct Area {
@@ -169,7 +172,7 @@ pub(crate) fn open_links(dp: &Datapath, tunnel_ifindex: u32, links: &[Link]) -> 
     let mut xsk = dp.reseq_xsk()?;
     for link in links.iter().filter(|l| l.xdp_prog_id.is_some()) {
         let mut here = Vec::new();
-        for q in 0..link.rx_queues.max(1) {
+        for q in 0..link.rx_queues.clamp(1, MAX_QUEUES) {
             match RxSocket::open(link.index, q) {
                 Ok(s) => here.push(s),
                 // A queue past those the device uses refuses the bind.

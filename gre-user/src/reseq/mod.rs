@@ -27,7 +27,7 @@ use gre_common::ReseqHdr;
 
 use crate::{
     control,
-    datapath::{entries, Datapath},
+    datapath::Datapath,
     net::netlink::Netlink,
     reseq::window::{Window, WindowStats},
 };
@@ -197,8 +197,7 @@ impl Resequencer {
     /// delivering through its hidden veth end `hidden_ifindex`.
     ///
     /// `XGRE_RESEQ_HANDOFF=tap` in the environment takes everything
-    /// through the tap and `sendmmsg`, as before AF_XDP (benchmarks compare
-    /// the two).
+    /// through the tap, as before AF_XDP (benchmarks compare the two).
     pub async fn start(
         nl: &Netlink,
         dp: &Datapath,
@@ -217,13 +216,11 @@ impl Resequencer {
             for &l in links {
                 found.extend(nl.link_by_index(l).await?);
             }
-            let (sockets, notes) = xsk::open_links(dp, tunnel_ifindex, &found)?;
+            let (sockets, on_links, notes) = xsk::open_links(dp, tunnel_ifindex, &found)?;
             for n in notes {
                 tracing::warn!("resequencer: no AF_XDP socket on {n}; its packets come through the tap");
             }
-            let on: std::collections::BTreeSet<u32> =
-                entries_of(dp)?.into_iter().filter(|(_, l)| l.tunnel_ifindex == tunnel_ifindex).map(|(k, _)| k).collect();
-            (sockets, on.len())
+            (sockets, on_links)
         } else {
             (Vec::new(), 0)
         };
@@ -301,8 +298,4 @@ impl Resequencer {
         }
         self.stats()
     }
-}
-
-fn entries_of(dp: &Datapath) -> Result<Vec<(u32, gre_common::ReseqLink)>> {
-    entries(gre_common::names::MAP_RESEQ_LINK, dp.reseq_link()?.iter())
 }

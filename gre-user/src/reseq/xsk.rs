@@ -162,11 +162,12 @@ impl RxSocket {
 }
 
 /// Sockets on every receive queue of each of `links` that receives by
-/// XDP, entered in the datapath for `tunnel_ifindex`; and what could not
-/// be had, said. A queue another tunnel's resequencer holds is left to
-/// the tap.
-pub(crate) fn open_links(dp: &Datapath, tunnel_ifindex: u32, links: &[Link]) -> Result<(Vec<RxSocket>, Vec<String>)> {
+/// XDP, entered in the datapath for `tunnel_ifindex`; how many links have
+/// them; and what could not be had, said. A queue another tunnel's
+/// resequencer holds is left to the tap.
+pub(crate) fn open_links(dp: &Datapath, tunnel_ifindex: u32, links: &[Link]) -> Result<(Vec<RxSocket>, usize, Vec<String>)> {
     let mut sockets = Vec::new();
+    let mut on_links = 0;
     let mut notes = Vec::new();
     let mut map = dp.reseq_link()?;
     let mut xsk = dp.reseq_xsk()?;
@@ -197,8 +198,9 @@ pub(crate) fn open_links(dp: &Datapath, tunnel_ifindex: u32, links: &[Link]) -> 
         }
         map.insert(link.index, ReseqLink { tunnel_ifindex, base, queues, _pad: 0 }, 0)?;
         sockets.extend(here);
+        on_links += 1;
     }
-    Ok((sockets, notes))
+    Ok((sockets, on_links, notes))
 }
 
 /// The first of `n` consecutive slots no other link's entry holds.

@@ -8,6 +8,7 @@
 
 mod coalesce;
 mod csum;
+mod out;
 mod tap;
 pub(crate) mod window;
 mod xsk;
@@ -47,7 +48,7 @@ struct Handoff {
     sockets: Vec<xsk::RxSocket>,
     tap: tap::TapIn,
     /// Out through the hidden veth end, runs of TCP segments merged.
-    out: tap::PacketOut,
+    out: out::PacketOut,
     merged: Vec<(coalesce::VnetHdr, Vec<u8>)>,
     counts: coalesce::Counts,
 }
@@ -225,7 +226,7 @@ impl Resequencer {
             (Vec::new(), 0)
         };
         let counts = (sockets.len(), on_links);
-        let out = tap::PacketOut::new(hidden_ifindex)?;
+        let out = out::PacketOut::new(hidden_ifindex)?;
         let handoff = Handoff { sockets, tap, out, merged: Vec::new(), counts: Default::default() };
         let shared = Arc::new(Shared { hold: AtomicU64::new(hold.as_nanos() as u64), ..Default::default() });
         let theirs = shared.clone();

@@ -33,6 +33,9 @@ pub const ANNOUNCE_IPID: u32 = 1 << 0;
 /// The sender numbers its packets with RFC 2890 sequence numbers
 /// (`sequence = true`).
 pub const ANNOUNCE_GRE_SEQ: u32 = 1 << 1;
+/// The sender keeps its recent numbered packets and sends one again when
+/// the receiver asks for it (`repair`).
+pub const ANNOUNCE_REPAIR: u32 = 1 << 2;
 
 impl Announce {
     pub const LEN: usize = core::mem::size_of::<Announce>();

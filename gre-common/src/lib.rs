@@ -14,9 +14,10 @@ pub mod handoff;
 pub mod maps;
 pub mod names;
 pub mod pmtu;
+pub mod repair;
 pub mod reseq;
 
-pub use announce::{Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
+pub use announce::{Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, MAX_ANNOUNCE_TTL_MS};
 pub use drop::DropReason;
 pub use flags::{PathFlags, PeerFlags, TunnelFlags};
 pub use gre::GreHdr;

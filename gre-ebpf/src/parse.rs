@@ -4,8 +4,8 @@
 
 use gre_common::TunnelFlags;
 use gre_common::{
-    pmtu::PmtuEvent, v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE, MODE_GRE, MODE_GRETAP,
-    NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
+    pmtu::PmtuEvent, repair::PROTO_REPAIR, v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE,
+    MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
 };
 use network_types::{
     eth::EthHdr,
@@ -176,6 +176,12 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
     };
     let rx_key = RxKey { tunnel_ifindex: tunnel.ifindex, remote: src, local };
     let path = *RX_PATHS.lookup(rx_key).ok_or(DropReason::UnknownPeer)?;
+    // A configured peer asking for a packet again (`gre_common::repair`):
+    // for `xgre run`'s raw GRE socket, before its IPv4 ID is taken for a
+    // number.
+    if gre.proto() == PROTO_REPAIR {
+        return Ok(Verdict::Pass);
+    }
     let announced = announce::in_force(path.peer_id);
     let seq = match gre_seq {
         None if v4 && (tunnel.flags.intersects(TunnelFlags::IPID_SEQ) || announced & ANNOUNCE_IPID != 0) => {

@@ -32,4 +32,6 @@ pub mod net;
 #[cfg(feature = "runtime")]
 pub mod observe;
 #[cfg(feature = "runtime")]
+mod repair;
+#[cfg(feature = "runtime")]
 mod reseq;

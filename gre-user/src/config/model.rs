@@ -170,6 +170,12 @@ pub struct TunnelConfig {
     /// number their packets, when some peer stripes (`auto_resequence`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resequence: Option<u32>,
+    /// `xgre run`, between xgre peers: while a path to a peer loses, keep
+    /// the packets sent to it for a moment and send one again when the
+    /// peer's resequencer asks (`gre_common::repair`); and ask peers that
+    /// keep theirs. False: neither.
+    #[serde(default = "default_true", skip_serializing_if = "is_true")]
+    pub repair: bool,
     /// `xgre run`: milliseconds between keepalives on each path (Cisco
     /// format, reflected by any GRE peer); 0 turns them off.
     #[serde(default = "default_keepalive")]
@@ -498,6 +504,7 @@ impl Config {
                 stripe_burst: None,
                 tcp_reordering: None,
                 resequence: None,
+                repair: true,
                 keepalive: default_keepalive(),
                 keepalive_misses: default_keepalive_misses(),
                 device_counters: true,

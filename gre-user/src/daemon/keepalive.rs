@@ -16,7 +16,7 @@ use socket2::{Domain, Socket, Type};
 
 const IPPROTO_GRE: u8 = 47;
 
-fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, ttl: u8) -> [u8; 20] {
+pub(crate) fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, ttl: u8) -> [u8; 20] {
     let mut h = [0u8; 20];
     h[0] = 0x45;
     h[2..4].copy_from_slice(&((20 + payload_len) as u16).to_be_bytes());
@@ -30,7 +30,7 @@ fn ipv4_header(src: Ipv4Addr, dst: Ipv4Addr, payload_len: usize, ttl: u8) -> [u8
     h
 }
 
-fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize, hops: u8) -> [u8; 40] {
+pub(crate) fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize, hops: u8) -> [u8; 40] {
     let mut h = [0u8; 40];
     h[0] = 0x60;
     h[4..6].copy_from_slice(&(payload_len as u16).to_be_bytes());
@@ -41,7 +41,7 @@ fn ipv6_header(src: Ipv6Addr, dst: Ipv6Addr, payload_len: usize, hops: u8) -> [u
     h
 }
 
-fn gre_header(proto: u16, key: Option<u32>) -> Vec<u8> {
+pub(crate) fn gre_header(proto: u16, key: Option<u32>) -> Vec<u8> {
     let flags: u16 = if key.is_some() { 0x2000 } else { 0 };
     let mut g = flags.to_be_bytes().to_vec();
     g.extend(proto.to_be_bytes());
@@ -108,18 +108,23 @@ impl Sender {
         frame.extend(path.src_mac);
         frame.extend(ethertype.to_be_bytes());
         frame.extend(build(local, remote, key, announce, Some(Stamp::new(crate::net::sys::monotonic_ns()))));
+        // A full queue or a link that is down right now is exactly what the
+        // probes are there to find out; not an error.
+        let _ = self.send_frame(ifindex, &frame);
+    }
+
+    /// Send a whole Ethernet frame out of link `ifindex` as it is.
+    pub fn send_frame(&self, ifindex: u32, frame: &[u8]) -> std::io::Result<()> {
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = ethertype.to_be();
+        sll.sll_protocol = u16::from_be_bytes([frame.get(12).copied().unwrap_or(0), frame.get(13).copied().unwrap_or(0)]).to_be();
         sll.sll_ifindex = ifindex as i32;
         sll.sll_halen = 6;
-        sll.sll_addr[..6].copy_from_slice(&path.dst_mac);
-        // A full queue or a link that is down right now is exactly what the
-        // probes are there to find out; not an error.
+        sll.sll_addr[..6].copy_from_slice(frame.get(..6).unwrap_or(&[0; 6]));
         // SAFETY: the frame and the address outlive the call, and the
         // lengths are theirs.
-        let _ = unsafe {
+        let r = unsafe {
             libc::sendto(
                 self.sock.as_raw_fd(),
                 frame.as_ptr().cast(),
@@ -129,6 +134,10 @@ impl Sender {
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             )
         };
+        match r < 0 {
+            true => Err(std::io::Error::last_os_error()),
+            false => Ok(()),
+        }
     }
 }
 

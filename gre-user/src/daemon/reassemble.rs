@@ -24,7 +24,7 @@ use aya::{
     maps::{HashMap, MapData},
     programs::ProgramFd,
 };
-use gre_common::{names::PROG_RX_XDP, v4_mapped, GreHdr, KeyLookup, LocalAddr, KEY_NVGRE, NVGRE_FLOWID_MASK};
+use gre_common::{names::PROG_RX_XDP, repair::PROTO_REPAIR, v4_mapped, GreHdr, KeyLookup, LocalAddr, KEY_NVGRE, NVGRE_FLOWID_MASK};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn6};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -75,7 +75,7 @@ impl Reassembler {
     }
 }
 
-fn raw_socket(v6: bool) -> Result<Socket> {
+pub(crate) fn raw_socket(v6: bool) -> Result<Socket> {
     let domain = if v6 { Domain::IPV6 } else { Domain::IPV4 };
     let s = Socket::new(domain, Type::RAW, Some(Protocol::from(IPPROTO_GRE))).context("opening a raw GRE socket")?;
     if v6 {
@@ -113,7 +113,7 @@ fn read(sock: Socket, v6: bool, mut r: Replay, stop: &AtomicBool, delivered: &At
 
 /// One packet: its length in `buf` (IPv4: with its IP header; IPv6: the
 /// GRE packet alone), the link it came in on, source and destination.
-fn receive(fd: i32, v6: bool, buf: &mut [u8]) -> Option<(usize, u32, IpAddr, IpAddr)> {
+pub(crate) fn receive(fd: i32, v6: bool, buf: &mut [u8]) -> Option<(usize, u32, IpAddr, IpAddr)> {
     let mut iov = [std::io::IoSliceMut::new(buf)];
     let mut space = nix::cmsg_space!(libc::in6_pktinfo);
     let msg = recvmsg::<SockaddrIn6>(fd, &mut iov, Some(&mut space), MsgFlags::empty()).ok()?;
@@ -155,6 +155,11 @@ impl Replay {
             None => ((*pkt.first()? & 0x0f) as usize) * 4,
         };
         if self.tunnel_of(pkt.get(gre_at..)?)? != self.tunnel_ifindex {
+            return None;
+        }
+        // A peer's repair request reaches every raw GRE socket; it is the
+        // repairer's (`crate::repair`), and replayed it would come back.
+        if pkt.get(gre_at + 2..gre_at + 4)? == PROTO_REPAIR.to_be_bytes() {
             return None;
         }
         let mut f = Vec::with_capacity(14 + 40 + pkt.len());

@@ -14,6 +14,7 @@ use crate::{
     datapath::{entries, Datapath},
     mesh::Mesh,
     net::netlink::Netlink,
+    repair::Repairer,
     reseq::Resequencer,
 };
 
@@ -61,16 +62,26 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
         },
         None => None,
     };
+    // Keeping what is sent, to send again what a lossy peer misses: for a
+    // tunnel whose data frames carry one key (not NVGRE's flow ids, not a
+    // trunk's keys), announced on keepalives.
+    let repair = match t.repair && t.keepalive > 0 && t.vsid.is_none() && t.vlans.is_empty() {
+        true => Some(Repairer::start()?),
+        false => None,
+    };
     // The hold follows the paths' measured delays unless the config set it.
-    let adapt = reseq.as_ref().filter(|_| t.resequence.is_none());
-    let result = super::watch::watch(&t, mesh.as_mut(), adapt).await;
+    let result = super::watch::watch(&t, mesh.as_mut(), reseq.as_ref(), t.resequence.is_none(), repair.as_ref()).await;
     println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
-            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off; delivered {} TCP segments merged into {} packets",
-            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost, s.merged, s.merged_into
+            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off; delivered {} TCP segments merged into {} packets; asked peers for {} again, {} came in time",
+            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost, s.merged, s.merged_into, s.asked, s.repaired
         );
+    }
+    if let Some(r) = repair {
+        let s = r.stop();
+        println!("{}: repair: kept {} packets sent, peers asked for {}, sent {} again", t.name, s.kept, s.asked, s.resent);
     }
     drop(log);
     if let Some(m) = mesh {

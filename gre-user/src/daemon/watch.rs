@@ -12,7 +12,9 @@ use std::{collections::BTreeMap, time::Duration};
 use anyhow::{anyhow, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use futures::StreamExt;
-use gre_common::{names::*, path_slot, Announce, Peer, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, MAX_ANNOUNCE_TTL_MS};
+use gre_common::{
+    names::*, path_slot, Announce, Peer, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, MAX_ANNOUNCE_TTL_MS,
+};
 
 use crate::{
     config::TunnelConfig,
@@ -26,7 +28,8 @@ use crate::{
         netlink::{Link, Netlink},
         sys::monotonic_ns,
     },
-    reseq::{Lags, Resequencer},
+    repair::{Repairer, Route, Table},
+    reseq::{Ask, Lags, Resequencer},
 };
 
 use super::measure::{hold_for, ProbeLoss, RttWindow, NUMBER_ABOVE_NS, TOO_SLOW_NS};
@@ -44,9 +47,17 @@ async fn mesh_event(mesh: &mut Option<&mut Mesh>) -> Option<Event> {
 }
 
 /// Watch tunnel `t`'s paths until SIGTERM, Ctrl-C or its device goes;
-/// `reseq`: a resequencer whose hold follows the paths' delays.
-pub async fn watch(t: &TunnelConfig, mut mesh: Option<&mut Mesh>, reseq: Option<&Resequencer>) -> Result<()> {
-    let mut w = Watcher::new(t, reseq)?;
+/// `reseq`: a resequencer whose hold follows the paths' delays (if
+/// `adapt`) and that asks peers for what their gaps miss; `repair`: what
+/// keeps this end's packets to lossy peers.
+pub async fn watch(
+    t: &TunnelConfig,
+    mut mesh: Option<&mut Mesh>,
+    reseq: Option<&Resequencer>,
+    adapt: bool,
+    repair: Option<&Repairer>,
+) -> Result<()> {
+    let mut w = Watcher::new(t, reseq, adapt, repair)?;
     let mut events = w.nl.link_events()?;
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
@@ -103,11 +114,19 @@ struct Watcher<'a> {
     /// Striping peers with a path that loses: (keepalives lost, sent).
     lossy: BTreeMap<u32, (u64, u64)>,
     reseq: Option<&'a Resequencer>,
+    /// Whether the resequencer's hold follows the spread (unset in the
+    /// config).
+    adapt: bool,
     announce: Option<Announce>,
+    repair: Option<&'a Repairer>,
+    /// Whether this end numbers its packets, and keeps those to some peer.
+    numbered: bool,
+    keeping: bool,
+    announced: Array<MapData, PeerAnnounce>,
 }
 
 impl<'a> Watcher<'a> {
-    fn new(t: &'a TunnelConfig, reseq: Option<&'a Resequencer>) -> Result<Watcher<'a>> {
+    fn new(t: &'a TunnelConfig, reseq: Option<&'a Resequencer>, adapt: bool, repair: Option<&'a Repairer>) -> Result<Watcher<'a>> {
         let dp = Datapath::running()?;
         let tidx = dp.tunnel_named(&t.name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {} vanished", t.name))?;
         let key = match t.vsid {
@@ -128,6 +147,7 @@ impl<'a> Watcher<'a> {
             seen: dp.path_seen()?,
             rtts: dp.path_rtt()?,
             stats: dp.path_stats()?,
+            announced: dp.announced()?,
             dp,
             logged: BTreeMap::new(),
             rtt: BTreeMap::new(),
@@ -137,7 +157,11 @@ impl<'a> Watcher<'a> {
             loss: BTreeMap::new(),
             lossy: BTreeMap::new(),
             reseq,
+            adapt,
             announce: None,
+            repair,
+            numbered: false,
+            keeping: false,
         })
     }
 
@@ -163,20 +187,78 @@ impl<'a> Watcher<'a> {
         if probe {
             self.last_probe = now;
             // Re-read each round: a reload may have changed the numbering.
-            self.announce = self.dp.tunnels()?.get(&self.tidx, 0).ok().and_then(|v| announcement(v.flags, self.t));
+            let flags = self.dp.tunnels()?.get(&self.tidx, 0).map(|v| v.flags).unwrap_or_default();
+            self.numbered = flags.intersects(TunnelFlags::NUMBERED);
+            self.announce = announcement(flags, self.t, self.keeping);
         }
+        let mut table = Table { key: self.key, ..Default::default() };
+        let mut asks = std::collections::HashMap::new();
         // One peer at a time: with 10,000 peers a copy of them all would be
         // 6 MB every round.
         for id in entries(MAP_PEERS, self.peers.keys())? {
             let Ok(p) = self.peers.get(&id, 0) else { continue };
             if p.tunnel_ifindex == self.tidx {
                 self.judge_peer(id, p, &all, probe, now)?;
+                if probe {
+                    self.follow_repair(id, &p, now, &mut table, &mut asks);
+                }
             }
         }
         if probe {
             self.follow_spread_and_loss()?;
+            if let Some(r) = self.reseq {
+                r.set_asks(asks);
+            }
+            if let Some(r) = self.repair {
+                let keeping = !table.paths.is_empty();
+                if keeping != self.keeping {
+                    let what = if keeping {
+                        "keeping what it sends for a second, to send again what the peer misses"
+                    } else {
+                        "no longer keeping what it sends"
+                    };
+                    println!("{}: repair: {what}", self.t.name);
+                    self.keeping = keeping;
+                }
+                r.set_table(table);
+            }
         }
         Ok(())
+    }
+
+    /// Repair for peer `id`: keep what goes to it while one of its paths
+    /// loses and this end numbers (the peer cannot see a gap otherwise);
+    /// ask it for what its gaps miss when it says it keeps its packets.
+    fn follow_repair(&self, id: u32, p: &Peer, now: u64, table: &mut Table, asks: &mut std::collections::HashMap<u32, Ask>) {
+        let paths = &p.paths[..(p.npaths as usize).min(p.paths.len())];
+        if self.repair.is_some() && self.numbered && self.lossy.contains_key(&id) {
+            table.paths.extend(paths.iter().map(|q| ((q.local, q.remote), Route::new(id, q))));
+        }
+        let keeps = self.announced.get(&id, 0).is_ok_and(|a| a.in_force(now) & ANNOUNCE_REPAIR != 0);
+        if self.reseq.is_none() || !self.t.repair || !keeps {
+            return;
+        }
+        // The request and the packet sent again take the path that loses
+        // least, then the fastest.
+        let interval = (self.interval.as_nanos() as u64).max(1);
+        let best = paths
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| q.flags.intersects(PathFlags::UP) && !q.flags.intersects(PathFlags::UNHEALTHY))
+            .map(|(j, q)| {
+                let rtt = self.rtt.get(&(id, j)).and_then(RttWindow::min).unwrap_or(0);
+                let (sent, lost) = self.loss.get(&(id, j)).map_or((0, 0), |l| l.lost(rtt / interval + 1));
+                (lost * 1_000_000 / sent.max(1), rtt, q)
+            })
+            .min_by_key(|&(loss, rtt, _)| (loss, rtt));
+        if let Some((_, rtt, q)) = best {
+            let spread = self.spread.get(&id).copied().unwrap_or(0);
+            // Losses show at once (every path past a missing number); the
+            // timer is for a path that fell silent behind one.
+            let after = Duration::from_nanos(5_000_000 + spread / 2 + spread / 8);
+            let base = Duration::from_nanos(2 * rtt + 3_000_000);
+            asks.insert(id, Ask { route: Route::new(id, q), key: self.key, after, base });
+        }
     }
 
     /// Paths that differ in delay deliver a striped peer's packets out of
@@ -204,7 +286,7 @@ impl<'a> Watcher<'a> {
                 println!("{}: {why}: numbering packets in the outer IPv4 ID, so it can put them back in order", self.t.name);
             }
         }
-        if let Some(r) = self.reseq {
+        if let Some(r) = self.reseq.filter(|_| self.adapt) {
             let want = hold_for(spread);
             if want.abs_diff(r.hold()) >= Duration::from_millis(1) {
                 r.set_hold(want);
@@ -218,7 +300,7 @@ impl<'a> Watcher<'a> {
     /// their round trip's lead on the slowest of `striped` (path, round
     /// trip), or nothing when the paths do not differ enough to number.
     fn follow_lags(&mut self, id: u32, striped: Option<&[(usize, u64)]>) {
-        let Some(r) = self.reseq else { return };
+        let Some(r) = self.reseq.filter(|_| self.adapt) else { return };
         let lags = striped.map(|s| {
             let slowest = s.iter().map(|x| x.1).max().unwrap_or(0);
             let mut lags = Lags::default();
@@ -398,8 +480,8 @@ fn probe_verdict(flags: PathFlags, probing: bool, answered: u64, now: u64, start
 /// What this end's keepalives announce, given its tunnel's flags: how its
 /// packets are numbered (nothing when they are not), valid for as long as
 /// the peer would take to miss `keepalive_misses` of them and one more.
-fn announcement(flags: TunnelFlags, t: &TunnelConfig) -> Option<Announce> {
-    let mut what = 0;
+fn announcement(flags: TunnelFlags, t: &TunnelConfig, keeping: bool) -> Option<Announce> {
+    let mut what = if keeping { ANNOUNCE_REPAIR } else { 0 };
     if flags.intersects(TunnelFlags::IPID_NUMBERED) {
         what |= ANNOUNCE_IPID;
     }
@@ -407,7 +489,8 @@ fn announcement(flags: TunnelFlags, t: &TunnelConfig) -> Option<Announce> {
         what |= ANNOUNCE_GRE_SEQ;
     }
     let ttl = (t.keepalive as u64 * (t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
-    (what != 0).then(|| Announce::new(what, ttl))
+    // Keeping packets means nothing to a peer that cannot number them.
+    (what & !ANNOUNCE_REPAIR != 0).then(|| Announce::new(what, ttl))
 }
 
 #[cfg(test)]

@@ -206,6 +206,7 @@ pub fn tunnel_config(name: &str, t: &Tunnel, address: Vec<IpNet>) -> TunnelConfi
         // A setting of `xgre run`'s, not of the datapath: the entry has no
         // room for it, and nothing resequences without `run` anyway.
         resequence: None,
+        repair: true,
         keepalive: t.keepalive,
         keepalive_misses: t.keepalive_misses,
         device_counters: !t.flags.intersects(TunnelFlags::NO_DEV_COUNTERS),

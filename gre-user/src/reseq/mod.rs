@@ -4,7 +4,9 @@
 //! tap (`tap`). A thread puts each peer's packets back in sequence-number order
 //! (`reseq_window`) and sends them out of the tunnel's hidden veth end,
 //! the way the programs deliver everything else, so the tunnel device
-//! receives and counts them. BPF cannot hold a packet; this can.
+//! receives and counts them. BPF cannot hold a packet; this can. A gap
+//! in the numbers of a peer that keeps what it sends is asked for again
+//! (`crate::repair`) before it is given up on.
 
 mod coalesce;
 mod csum;
@@ -24,12 +26,14 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use gre_common::ReseqHdr;
+use gre_common::{repair::MAX_ASK, reseq::MAX_RESEQUENCE_MS, ReseqHdr};
 
 use crate::{
     control,
+    daemon::keepalive,
     datapath::Datapath,
     net::netlink::Netlink,
+    repair::{frame, Route},
     reseq::window::{Window, WindowStats},
 };
 
@@ -42,6 +46,31 @@ const NAP: Duration = Duration::from_micros(100);
 const BATCH: usize = 256;
 /// Frames read from one socket before the next socket's turn.
 const TURN: usize = 16;
+/// While a gap waits to be asked for, look at it this often.
+const ASK_TICK: Duration = Duration::from_micros(500);
+
+/// Asking a peer that keeps what it sends for what a gap misses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ask {
+    /// The path the request goes by, and the packet comes back by.
+    pub route: Route,
+    /// The tunnel's key.
+    pub key: Option<u32>,
+    /// How long a frame waits behind a gap before the gap is asked for:
+    /// about as long as the paths' spread makes a packet late.
+    pub after: Duration,
+    /// How long a repair should take until some have been timed: the
+    /// route's round trip, and a margin.
+    pub base: Duration,
+}
+
+impl Ask {
+    /// How long the window waits for a gap: long enough for it to be
+    /// asked for and come, and never less than `hold`.
+    fn hold(&self, w: &Window, hold: Duration) -> Duration {
+        hold.max(self.after + w.repair_wait(self.base)).min(Duration::from_millis(MAX_RESEQUENCE_MS as u64))
+    }
+}
 
 /// How frames reach the resequencer and leave it.
 struct Handoff {
@@ -51,6 +80,8 @@ struct Handoff {
     out: out::PacketOut,
     merged: Vec<(coalesce::VnetHdr, Vec<u8>)>,
     counts: coalesce::Counts,
+    /// Requests out, as whole frames.
+    asker: keepalive::Sender,
 }
 
 impl Handoff {
@@ -128,6 +159,8 @@ struct Shared {
     /// By peer id; swapped whole by `set_lags`, so the thread takes a
     /// reference per round instead of a copy.
     lags: Mutex<Arc<HashMap<u32, Lags>>>,
+    /// Peers to ask for what their gaps miss, by id (`set_asks`).
+    asks: Mutex<Arc<HashMap<u32, Ask>>>,
 }
 
 /// Run the calling thread under SCHED_FIFO at the lowest real-time
@@ -150,11 +183,20 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
     let mut out: Vec<Vec<u8>> = Vec::new();
     let mut busy = false;
     let mut counted = Instant::now();
+    let mut seqs: Vec<u32> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let hold = Duration::from_nanos(shared.hold.load(Ordering::Relaxed));
         let lags = shared.lags.lock().map(|l| l.clone()).unwrap_or_default();
+        let asks = shared.asks.lock().map(|a| a.clone()).unwrap_or_default();
         let now = Instant::now();
-        let deadline = windows.values().filter_map(|w| w.deadline(hold)).min();
+        let deadline = windows
+            .iter()
+            .filter_map(|(peer, w)| match asks.get(peer) {
+                Some(a) if w.gap() => w.deadline(a.hold(w, hold)).map(|d| d.min(now + ASK_TICK)),
+                Some(a) => w.deadline(a.hold(w, hold)),
+                None => w.deadline(hold),
+            })
+            .min();
         let timeout = deadline.map_or(IDLE, |d| d.saturating_duration_since(now).min(IDLE));
         if busy {
             // Frames are coming: let a few gather instead of waking for
@@ -169,11 +211,22 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
             let frame = buf[ReseqHdr::LEN..].to_vec();
             let lag = lags.get(&h.peer_id()).and_then(|l| l.get(h.path() as usize)).copied().unwrap_or_default();
             let now = Instant::now();
-            windows.entry(h.peer_id()).or_default().push(h.seq(), frame, now, now + lag, &mut stats, &mut out);
+            windows.entry(h.peer_id()).or_default().push(h.seq(), h.path() as usize, frame, now, now + lag, &mut stats, &mut out);
         });
         busy = n > 0;
         let now = Instant::now();
-        for w in windows.values_mut() {
+        for (peer, w) in windows.iter_mut() {
+            let hold = match asks.get(peer) {
+                Some(a) => {
+                    w.due(now, a.after, MAX_ASK, &mut stats, &mut seqs);
+                    if !seqs.is_empty() {
+                        let _ = handoff.asker.send_frame(a.route.ifindex, &frame::ask(&a.route, a.key, &seqs));
+                        seqs.clear();
+                    }
+                    a.hold(w, hold)
+                }
+                None => hold,
+            };
             w.expire(now, hold, &mut stats, &mut out);
         }
         if !out.is_empty() {
@@ -227,7 +280,8 @@ impl Resequencer {
         };
         let counts = (sockets.len(), on_links);
         let out = out::PacketOut::new(hidden_ifindex)?;
-        let handoff = Handoff { sockets, tap, out, merged: Vec::new(), counts: Default::default() };
+        let asker = keepalive::Sender::new()?;
+        let handoff = Handoff { sockets, tap, out, merged: Vec::new(), counts: Default::default(), asker };
         let shared = Arc::new(Shared { hold: AtomicU64::new(hold.as_nanos() as u64), ..Default::default() });
         let theirs = shared.clone();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -272,6 +326,15 @@ impl Resequencer {
                 None => m.remove(&peer_id),
             };
             *l = Arc::new(m);
+        }
+    }
+
+    /// Ask these peers for what their gaps miss (by id; the others not).
+    pub fn set_asks(&self, asks: HashMap<u32, Ask>) {
+        if let Ok(mut a) = self.shared.asks.lock() {
+            if **a != asks {
+                *a = Arc::new(asks);
+            }
         }
     }
 

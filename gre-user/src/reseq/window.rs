@@ -8,7 +8,7 @@
 //! at once and their number counts as filled.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, VecDeque},
     time::{Duration, Instant},
 };
 
@@ -40,7 +40,19 @@ pub struct WindowStats {
     /// TCP segments delivered merged, and the GSO packets they made.
     pub merged: u64,
     pub merged_into: u64,
+    /// Numbers asked of the peer again (`repair`), and those of them that
+    /// came before their gap was given up on.
+    pub asked: u64,
+    pub repaired: u64,
 }
+
+/// Repair times a window's hold follows.
+const REPAIR_SAMPLES: usize = 16;
+/// A path that delivered within this long counts for `due`'s frontier.
+const ACTIVE: Duration = Duration::from_millis(20);
+/// Ranges of numbers given up on that are remembered, to tell a late
+/// packet from a second copy of one delivered.
+const SKIPPED_RANGES: usize = 1024;
 
 #[derive(Default)]
 pub struct Window {
@@ -49,6 +61,18 @@ pub struct Window {
     next: Option<u64>,
     /// Frames waiting, by number.
     held: BTreeMap<u64, Held>,
+    /// Numbers below this were looked at for asking (`due`).
+    ask_from: u64,
+    /// Numbers asked for and not yet come, and when they were asked.
+    asked: BTreeMap<u64, Instant>,
+    /// How long the last few numbers asked for took to come.
+    repair_times: VecDeque<Duration>,
+    /// Each path's highest number so far, and when it came.
+    path_high: [Option<(u64, Instant)>; gre_common::MAX_PATHS],
+    /// Numbers given up on, as ranges start → end (exclusive): one that
+    /// comes later is delivered late; any other number below `next` is a
+    /// second copy and dropped.
+    skipped: BTreeMap<u64, u64>,
 }
 
 struct Held {
@@ -69,26 +93,51 @@ impl Window {
         next.wrapping_add(d as u64)
     }
 
-    /// Take a frame that arrived `now` and may not leave before `ready`;
-    /// `out` gets what may leave now, in order.
-    pub fn push(&mut self, seq: u32, frame: Vec<u8>, now: Instant, ready: Instant, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    /// Take a frame that arrived `now` over `path` and may not leave
+    /// before `ready`; `out` gets what may leave now, in order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn push(
+        &mut self,
+        seq: u32,
+        path: usize,
+        frame: Vec<u8>,
+        now: Instant,
+        ready: Instant,
+        stats: &mut WindowStats,
+        out: &mut Vec<Vec<u8>>,
+    ) {
         // Start well above 0 so numbers before the first one still extend
         // below it without wrapping.
         let next = *self.next.get_or_insert((1u64 << 32) | seq as u64);
         let e = Self::extend(next, seq);
+        if let Some(h) = self.path_high.get_mut(path) {
+            *h = Some((h.map_or(e, |(high, _)| high.max(e)), now));
+        }
         if e < next {
-            stats.late += 1;
-            out.push(frame);
+            if self.take_skipped(e) {
+                stats.late += 1;
+                out.push(frame);
+            } else {
+                stats.duplicate += 1;
+            }
             return;
         }
         if e - next > MAX_GAP {
             // A restart: flush what waits, then carry on from here.
             self.release_all(stats, out);
+            self.note_skipped(self.next.unwrap_or(e), e);
             self.next = Some(e);
         }
         if self.held.contains_key(&e) {
             stats.duplicate += 1;
             return;
+        }
+        if let Some(t) = self.asked.remove(&e) {
+            stats.repaired += 1;
+            if self.repair_times.len() == REPAIR_SAMPLES {
+                self.repair_times.pop_front();
+            }
+            self.repair_times.push_back(now.duration_since(t));
         }
         let (ready, frame) = if gre_common::ack::frame_is_pure_ack(&frame) {
             stats.early += 1;
@@ -116,6 +165,78 @@ impl Window {
         }
     }
 
+    /// The missing numbers that are lost, not asked for before, into
+    /// `out` (as the peer numbered them: the low 32 bits); at most `max`.
+    /// Lost: every path that delivers has delivered a higher number (a
+    /// path keeps its packets' order, so the number is not on its way),
+    /// or a frame behind it has waited `after`.
+    pub fn due(&mut self, now: Instant, after: Duration, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
+        let Some(next) = self.next else { return };
+        let frontier = self
+            .path_high
+            .iter()
+            .flatten()
+            .filter(|(_, seen)| now.duration_since(*seen) <= ACTIVE)
+            .map(|(high, _)| *high)
+            .min()
+            .unwrap_or(0);
+        let mut expected = self.ask_from.max(next);
+        for (&k, h) in self.held.range(expected..) {
+            if k > expected {
+                let end = match now.duration_since(h.arrived) >= after {
+                    true => k,
+                    false => k.min(frontier),
+                };
+                let end = end.min(expected + max.saturating_sub(out.len()) as u64);
+                if end <= expected {
+                    break;
+                }
+                for m in expected..end {
+                    out.push(m as u32);
+                    self.asked.insert(m, now);
+                    stats.asked += 1;
+                }
+                if end < k {
+                    expected = end;
+                    break;
+                }
+            }
+            expected = k + 1;
+        }
+        self.ask_from = expected;
+    }
+
+    /// Remember `start..end` as given up on.
+    fn note_skipped(&mut self, start: u64, end: u64) {
+        if start < end {
+            self.skipped.insert(start, end);
+            while self.skipped.len() > SKIPPED_RANGES {
+                self.skipped.pop_first();
+            }
+        }
+    }
+
+    /// Whether `e` was given up on and has not come since.
+    fn take_skipped(&mut self, e: u64) -> bool {
+        let Some((&start, &end)) = self.skipped.range(..=e).next_back() else { return false };
+        if e >= end {
+            return false;
+        }
+        self.skipped.remove(&start);
+        self.note_skipped(start, e);
+        self.note_skipped(e + 1, end);
+        true
+    }
+
+    /// How long a gap asked for is worth waiting for: `base` until repairs
+    /// have been timed, then the longest of the recent ones and a quarter.
+    pub fn repair_wait(&self, base: Duration) -> Duration {
+        match self.repair_times.iter().max() {
+            Some(&t) => t + t / 4,
+            None => base,
+        }
+    }
+
     /// When `expire` has something to do next, if anything waits.
     pub fn deadline(&self, hold: Duration) -> Option<Instant> {
         if self.gap() {
@@ -126,7 +247,7 @@ impl Window {
     }
 
     /// Whether the first waiting frame is behind a missing number.
-    fn gap(&self) -> bool {
+    pub fn gap(&self) -> bool {
         matches!((self.next, self.held.keys().next()), (Some(n), Some(&k)) if k != n)
     }
 
@@ -141,7 +262,10 @@ impl Window {
             return;
         };
         stats.skipped += first - next;
+        self.note_skipped(next, first);
         self.next = Some(first);
+        // What was asked for in the gap comes late now, if at all.
+        self.asked = self.asked.split_off(&first);
         self.drain(None, None, stats, out);
     }
 
@@ -182,7 +306,7 @@ mod tests {
     fn run(seqs: &[u32], w: &mut Window, st: &mut WindowStats, now: Instant) -> Vec<u32> {
         let mut out = Vec::new();
         for &s in seqs {
-            w.push(s, s.to_be_bytes().to_vec(), now, now, st, &mut out);
+            w.push(s, 0, s.to_be_bytes().to_vec(), now, now, st, &mut out);
         }
         out.iter().map(|f| u32::from_be_bytes(f[..4].try_into().unwrap())).collect()
     }
@@ -228,13 +352,13 @@ mod tests {
         let (mut w, mut st, now) = (Window::default(), WindowStats::default(), Instant::now());
         let mut out = Vec::new();
         let tags = |out: &Vec<Vec<u8>>| out.iter().map(|f| u32::from_be_bytes(f[..4].try_into().unwrap())).collect::<Vec<_>>();
-        w.push(1, tcp_frame(1, 0x10, 100), now, now, &mut st, &mut out);
+        w.push(1, 0, tcp_frame(1, 0x10, 100), now, now, &mut st, &mut out);
         // 2 is late; 3 a pure ACK, 4 data, 5 a FIN (no data, but more than an ACK).
-        w.push(3, tcp_frame(3, 0x10, 0), now, now, &mut st, &mut out);
-        w.push(4, tcp_frame(4, 0x10, 1), now, now, &mut st, &mut out);
-        w.push(5, tcp_frame(5, 0x11, 0), now, now, &mut st, &mut out);
+        w.push(3, 0, tcp_frame(3, 0x10, 0), now, now, &mut st, &mut out);
+        w.push(4, 0, tcp_frame(4, 0x10, 1), now, now, &mut st, &mut out);
+        w.push(5, 0, tcp_frame(5, 0x11, 0), now, now, &mut st, &mut out);
         assert_eq!(tags(&out), [1, 3], "only the pure ACK passes the gap");
-        w.push(2, tcp_frame(2, 0x18, 1000), now, now, &mut st, &mut out);
+        w.push(2, 0, tcp_frame(2, 0x18, 1000), now, now, &mut st, &mut out);
         assert_eq!(tags(&out), [1, 3, 2, 4, 5], "3 is not delivered twice");
         assert_eq!((st.early, st.held, st.skipped), (1, 2, 0));
     }
@@ -244,8 +368,8 @@ mod tests {
         let (mut w, mut st, t0) = (Window::default(), WindowStats::default(), Instant::now());
         let lag = Duration::from_millis(35);
         let mut out = Vec::new();
-        w.push(1, vec![1], t0, t0 + lag, &mut st, &mut out);
-        w.push(2, vec![2], t0, t0, &mut st, &mut out);
+        w.push(1, 0, vec![1], t0, t0 + lag, &mut st, &mut out);
+        w.push(2, 0, vec![2], t0, t0, &mut st, &mut out);
         assert!(out.is_empty(), "in order, but not ready");
         assert_eq!(w.deadline(Duration::from_millis(50)), Some(t0 + lag));
         w.expire(t0 + lag - Duration::from_micros(1), Duration::from_millis(50), &mut st, &mut out);
@@ -253,6 +377,60 @@ mod tests {
         w.expire(t0 + lag, Duration::from_millis(50), &mut st, &mut out);
         assert_eq!(out, [vec![1], vec![2]]);
         assert_eq!((st.held, st.skipped), (2, 0));
+    }
+
+    #[test]
+    fn a_gap_is_asked_for_once_when_every_path_has_passed_it_or_a_frame_behind_has_waited() {
+        let (mut w, mut st, t0) = (Window::default(), WindowStats::default(), Instant::now());
+        let after = Duration::from_millis(1);
+        let mut out = Vec::new();
+        // 1, 2, 5 and 9 come over path 0, 6 over path 1: 3 and 4 are lost
+        // (both paths are past them), 7 and 8 may still be on path 1.
+        for (seq, path) in [(1, 0), (2, 0), (5, 0), (6, 1), (9, 0)] {
+            w.push(seq, path, vec![seq as u8], t0, t0, &mut st, &mut out);
+        }
+        assert_eq!(out, [vec![1], vec![2]]);
+        let mut asks = Vec::new();
+        w.due(t0, after, 64, &mut st, &mut asks);
+        assert_eq!(asks, [3, 4], "what every path has passed, at once");
+        asks.clear();
+        w.due(t0 + after / 2, after, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "asked twice, or before a frame behind the gap waited");
+        w.due(t0 + after, after, 64, &mut st, &mut asks);
+        assert_eq!(asks, [7, 8], "what a frame behind has waited for");
+        asks.clear();
+        w.due(t0 + 2 * after, after, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "asked twice");
+        out.clear();
+        // 3 and 4 come 3 ms after they were asked for, in time.
+        let mut out = Vec::new();
+        let t1 = t0 + 3 * after;
+        for s in [3, 4] {
+            w.push(s, 1, vec![s as u8], t1, t1, &mut st, &mut out);
+        }
+        assert_eq!(out.len(), 4, "3 and 4, then the 5 and 6 that waited for them");
+        assert_eq!(&out[..2], &[vec![3], vec![4]]);
+        assert_eq!((st.asked, st.repaired), (4, 2));
+        assert_eq!(w.repair_wait(Duration::from_millis(9)), Duration::from_micros(3750), "the repair took 3 ms");
+        // The rest is given up on; a number asked for comes after that:
+        // late, and delivered once.
+        w.expire(t1 + Duration::from_secs(1), Duration::from_millis(5), &mut st, &mut out);
+        let n = out.len();
+        w.push(7, 0, vec![7], t1, t1, &mut st, &mut out);
+        w.push(7, 1, vec![7], t1, t1, &mut st, &mut out);
+        w.push(6, 1, vec![6], t1, t1, &mut st, &mut out);
+        assert_eq!(out.len(), n + 1, "a second copy of 7, or of 6, which was delivered in order");
+        assert_eq!((st.repaired, st.late, st.duplicate), (2, 1, 2));
+        // A long gap is asked for `max` numbers at a time.
+        let mut w = Window::default();
+        run(&[100, 200], &mut w, &mut st, t0);
+        asks.clear();
+        w.due(t0 + after, after, 64, &mut st, &mut asks);
+        assert_eq!(asks.len(), 64);
+        asks.clear();
+        w.due(t0 + after, after, 64, &mut st, &mut asks);
+        assert_eq!(asks.len(), 35);
+        assert_eq!(asks.last(), Some(&199));
     }
 
     #[test]

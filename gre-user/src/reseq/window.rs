@@ -48,6 +48,8 @@ pub struct WindowStats {
 
 /// Repair times a window's hold follows.
 const REPAIR_SAMPLES: usize = 16;
+/// How long a number asked for is looked out for (its repair timed).
+const ASKED_FOR: Duration = Duration::from_secs(1);
 /// A path that delivered within this long counts for `due`'s frontier.
 const ACTIVE: Duration = Duration::from_millis(20);
 /// Ranges of numbers given up on that are remembered, to tell a late
@@ -115,6 +117,10 @@ impl Window {
         }
         if e < next {
             if self.take_skipped(e) {
+                // Asked for, and came too late: the hold learns from it.
+                if let Some(t) = self.asked.remove(&e) {
+                    self.time_repair(now.duration_since(t));
+                }
                 stats.late += 1;
                 out.push(frame);
             } else {
@@ -134,10 +140,7 @@ impl Window {
         }
         if let Some(t) = self.asked.remove(&e) {
             stats.repaired += 1;
-            if self.repair_times.len() == REPAIR_SAMPLES {
-                self.repair_times.pop_front();
-            }
-            self.repair_times.push_back(now.duration_since(t));
+            self.time_repair(now.duration_since(t));
         }
         let (ready, frame) = if gre_common::ack::frame_is_pure_ack(&frame) {
             stats.early += 1;
@@ -172,6 +175,10 @@ impl Window {
     /// or a frame behind it has waited `after`.
     pub fn due(&mut self, now: Instant, after: Duration, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
         let Some(next) = self.next else { return };
+        // What was asked for long ago is not coming.
+        while self.asked.first_key_value().is_some_and(|(_, &t)| now.duration_since(t) > ASKED_FOR) {
+            self.asked.pop_first();
+        }
         let frontier = self
             .path_high
             .iter()
@@ -204,6 +211,13 @@ impl Window {
             expected = k + 1;
         }
         self.ask_from = expected;
+    }
+
+    fn time_repair(&mut self, took: Duration) {
+        if self.repair_times.len() == REPAIR_SAMPLES {
+            self.repair_times.pop_front();
+        }
+        self.repair_times.push_back(took);
     }
 
     /// Remember `start..end` as given up on.
@@ -264,8 +278,6 @@ impl Window {
         stats.skipped += first - next;
         self.note_skipped(next, first);
         self.next = Some(first);
-        // What was asked for in the gap comes late now, if at all.
-        self.asked = self.asked.split_off(&first);
         self.drain(None, None, stats, out);
     }
 
@@ -416,11 +428,15 @@ mod tests {
         // late, and delivered once.
         w.expire(t1 + Duration::from_secs(1), Duration::from_millis(5), &mut st, &mut out);
         let n = out.len();
-        w.push(7, 0, vec![7], t1, t1, &mut st, &mut out);
-        w.push(7, 1, vec![7], t1, t1, &mut st, &mut out);
+        let t2 = t0 + Duration::from_millis(13);
+        w.push(7, 0, vec![7], t2, t2, &mut st, &mut out);
+        w.push(7, 1, vec![7], t2, t2, &mut st, &mut out);
         w.push(6, 1, vec![6], t1, t1, &mut st, &mut out);
         assert_eq!(out.len(), n + 1, "a second copy of 7, or of 6, which was delivered in order");
         assert_eq!((st.repaired, st.late, st.duplicate), (2, 1, 2));
+        // 7 came 12 ms after it was asked for, after its gap was given up:
+        // the hold learns from it all the same.
+        assert_eq!(w.repair_wait(Duration::ZERO), Duration::from_millis(15));
         // A long gap is asked for `max` numbers at a time.
         let mut w = Window::default();
         run(&[100, 200], &mut w, &mut st, t0);

@@ -2,8 +2,8 @@
 //! waited a while for a number asks the sender for it, over its least
 //! lossy path, and a sender that keeps its recent numbered packets (it
 //! says so in its keepalives, `ANNOUNCE_REPAIR`) sends that one again over
-//! the path the request came by. A loss on one path is then mended within
-//! a round trip of another, before TCP sees a gap.
+//! its own least lossy path. A loss on one path is then mended within a
+//! round trip of another, before TCP sees a gap.
 //!
 //! The request is GRE from the receiver's outer address to the sender's,
 //! with the tunnel's key and protocol type `PROTO_REPAIR`; the sender's

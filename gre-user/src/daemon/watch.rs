@@ -34,6 +34,10 @@ use crate::{
 
 use super::measure::{hold_for, ProbeLoss, RttWindow, NUMBER_ABOVE_NS, TOO_SLOW_NS};
 
+/// How long this end keeps what it sends to a peer after the peer's last
+/// lossy judgement.
+const KEEP_AFTER_LOSS: Duration = Duration::from_secs(60);
+
 /// The longest a map edit waits to be seen by the watcher (peers are
 /// rescanned at least this often, and on every keepalive tick).
 const RESCAN: Duration = Duration::from_millis(100);
@@ -113,6 +117,10 @@ struct Watcher<'a> {
     loss: BTreeMap<(u32, usize), ProbeLoss>,
     /// Striping peers with a path that loses: (keepalives lost, sent).
     lossy: BTreeMap<u32, (u64, u64)>,
+    /// Until when (monotonic ns) this end keeps what it sends to a peer:
+    /// `KEEP_AFTER_LOSS` past the last round its path was found lossy, so
+    /// that a judgement near its threshold does not turn repair on and off.
+    keep_until: BTreeMap<u32, u64>,
     reseq: Option<&'a Resequencer>,
     /// Whether the resequencer's hold follows the spread (unset in the
     /// config).
@@ -156,6 +164,7 @@ impl<'a> Watcher<'a> {
             sent: BTreeMap::new(),
             loss: BTreeMap::new(),
             lossy: BTreeMap::new(),
+            keep_until: BTreeMap::new(),
             reseq,
             adapt,
             announce: None,
@@ -229,36 +238,54 @@ impl<'a> Watcher<'a> {
     /// Repair for peer `id`: keep what goes to it while one of its paths
     /// loses and this end numbers (the peer cannot see a gap otherwise);
     /// ask it for what its gaps miss when it says it keeps its packets.
-    fn follow_repair(&self, id: u32, p: &Peer, now: u64, table: &mut Table, asks: &mut std::collections::HashMap<u32, Ask>) {
+    /// Requests, and packets sent again, take the path that loses least.
+    fn follow_repair(&mut self, id: u32, p: &Peer, now: u64, table: &mut Table, asks: &mut std::collections::HashMap<u32, Ask>) {
         let paths = &p.paths[..(p.npaths as usize).min(p.paths.len())];
-        if self.repair.is_some() && self.numbered && self.lossy.contains_key(&id) {
+        let ranked = self.least_lossy(id, paths);
+        if self.lossy.contains_key(&id) {
+            self.keep_until.insert(id, now + KEEP_AFTER_LOSS.as_nanos() as u64);
+        }
+        let keep = self.keep_until.get(&id).is_some_and(|&t| now < t);
+        if self.repair.is_some() && self.numbered && keep {
             table.paths.extend(paths.iter().map(|q| ((q.local, q.remote), Route::new(id, q))));
+            if let Some(&(_, _, j)) = ranked.first() {
+                table.best.insert(id, Route::new(id, &paths[j]));
+            }
         }
         let keeps = self.announced.get(&id, 0).is_ok_and(|a| a.in_force(now) & ANNOUNCE_REPAIR != 0);
         if self.reseq.is_none() || !self.t.repair || !keeps {
             return;
         }
-        // The request and the packet sent again take the path that loses
-        // least, then the fastest.
+        if let Some(&(loss, rtt, j)) = ranked.first() {
+            // Losses show at once (every path past a missing number); the
+            // timer is for a path that fell silent behind one.
+            let spread = self.spread.get(&id).copied().unwrap_or(0);
+            let after = Duration::from_nanos(5_000_000 + spread / 2 + spread / 8);
+            let base = Duration::from_nanos(2 * rtt + 3_000_000);
+            // Not yet told apart by loss: ask over the next one too (the
+            // peer sends again once, whichever request comes first).
+            let spare = ranked.get(1).filter(|r| r.0 == loss).map(|r| Route::new(id, &paths[r.2]));
+            asks.insert(id, Ask { route: Route::new(id, &paths[j]), spare, key: self.key, after, base });
+        }
+    }
+
+    /// `paths` of peer `id` that carry traffic, as (lost per million
+    /// keepalives, least round trip, index), least lossy and then fastest
+    /// first.
+    fn least_lossy(&self, id: u32, paths: &[gre_common::Path]) -> Vec<(u64, u64, usize)> {
         let interval = (self.interval.as_nanos() as u64).max(1);
-        let best = paths
+        let mut ranked: Vec<(u64, u64, usize)> = paths
             .iter()
             .enumerate()
             .filter(|(_, q)| q.flags.intersects(PathFlags::UP) && !q.flags.intersects(PathFlags::UNHEALTHY))
-            .map(|(j, q)| {
+            .map(|(j, _)| {
                 let rtt = self.rtt.get(&(id, j)).and_then(RttWindow::min).unwrap_or(0);
                 let (sent, lost) = self.loss.get(&(id, j)).map_or((0, 0), |l| l.lost(rtt / interval + 1));
-                (lost * 1_000_000 / sent.max(1), rtt, q)
+                (lost * 1_000_000 / sent.max(1), rtt, j)
             })
-            .min_by_key(|&(loss, rtt, _)| (loss, rtt));
-        if let Some((_, rtt, q)) = best {
-            let spread = self.spread.get(&id).copied().unwrap_or(0);
-            // Losses show at once (every path past a missing number); the
-            // timer is for a path that fell silent behind one.
-            let after = Duration::from_nanos(5_000_000 + spread / 2 + spread / 8);
-            let base = Duration::from_nanos(2 * rtt + 3_000_000);
-            asks.insert(id, Ask { route: Route::new(id, q), key: self.key, after, base });
-        }
+            .collect();
+        ranked.sort_unstable();
+        ranked
     }
 
     /// Paths that differ in delay deliver a striped peer's packets out of

@@ -8,8 +8,8 @@ use anyhow::{bail, Result};
 use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use gre_common::{
     names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, NeighStats, PathMtu,
-    PathStats, Peer, PeerAnnounce, PmtuEvent, ReorderStats, Slots, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, FDB_STATIC,
-    LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, VLAN_TO_KEY,
+    PathStats, Peer, PeerAnnounce, PmtuEvent, ReorderStats, Slots, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR,
+    FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
@@ -220,6 +220,7 @@ async fn peer_status(snap: &Snapshot, links: &mut Links<'_>, t: &Tunnel, p: &Pee
         keepalive: keepalive_mode(p.paths[0].flags),
         reorder,
         announces,
+        resends: announced & ANNOUNCE_REPAIR != 0,
         origin: if p.flags.intersects(PeerFlags::MESH) { Origin::Mesh } else { Origin::File },
     })
 }

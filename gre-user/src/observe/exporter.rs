@@ -292,6 +292,7 @@ mod tests {
             keepalive: KeepaliveMode::Auto,
             reorder: None,
             announces: None,
+            resends: false,
             origin: Origin::File,
         };
         let path = PathStatus {

@@ -184,7 +184,8 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
     };
     let routes = if p.routes.is_empty() { "-".into() } else { p.routes.join(", ") };
     let from = if p.origin == Origin::Mesh { "  (mesh)" } else { "" };
-    let numbers = p.announces.map(|a| format!("  numbers its packets ({a})")).unwrap_or_default();
+    let resends = if p.resends { ", resends what is missed" } else { "" };
+    let numbers = p.announces.map(|a| format!("  numbers its packets ({a}){resends}")).unwrap_or_default();
     let _ = writeln!(o, "    {}{from}  routes {routes}  {ka}{numbers}", p.name);
     if let Some(r) = &p.reorder {
         let total = (r.in_order + r.out_of_order).max(1);

@@ -126,6 +126,9 @@ pub struct PeerStatus {
     /// to us: "ip id", "gre seq", or nothing. Its numbered packets are
     /// resequenced under `xgre run` unless `resequence = 0`.
     pub announces: Option<&'static str>,
+    /// The peer says it keeps what it sends and sends again what this
+    /// end's resequencer asks for (`repair`).
+    pub resends: bool,
     /// "file" (the config file or `map-edit`) or "mesh" (etcd).
     pub origin: Origin,
 }

@@ -1,8 +1,7 @@
 //! Repair (`gre_common::repair`), the sender's side: while a peer's path
 //! loses, `xgre run` keeps a copy of every numbered packet the tunnel
 //! sends (`capture`, `store`), says so in its keepalives, and sends one
-//! again when the peer asks, over the path the request came by, which
-//! the peer picked for losing least. The asking side is the resequencer's
+//! again when the peer asks, over the path that loses least. The asking side is the resequencer's
 //! (`crate::reseq`).
 
 mod capture;
@@ -63,6 +62,9 @@ pub struct Table {
     /// The peers whose packets are kept, every path of theirs by (local,
     /// remote) address; empty: keep nothing.
     pub paths: HashMap<([u8; 16], [u8; 16]), Route>,
+    /// By peer id, the path that loses least, which packets are sent again
+    /// by (absent: the path the request came by).
+    pub best: HashMap<u32, Route>,
 }
 
 /// What repair did, for `run` to say when it stops.
@@ -181,7 +183,8 @@ fn serve(socks: [Socket; 2], out: Sender, shared: &Shared) {
             while let Some((len, _, src, dst)) = reassemble::receive(s.as_raw_fd(), v6 == 1, &mut buf) {
                 let gre_at = if v6 == 1 { 0 } else { ((buf[0] & 0x0f) as usize) * 4 };
                 let Some((key, seqs)) = buf.get(gre_at..len).and_then(frame::parse_ask) else { continue };
-                let Some(route) = table.paths.get(&(ip16(dst), ip16(src))).filter(|_| key == table.key) else { continue };
+                let Some(came) = table.paths.get(&(ip16(dst), ip16(src))).filter(|_| key == table.key) else { continue };
+                let route = table.best.get(&came.peer_id).unwrap_or(came);
                 for seq in seqs {
                     stats.asked += 1;
                     if stats.resent - resent_then >= budget {

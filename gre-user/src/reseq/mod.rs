@@ -52,8 +52,11 @@ const ASK_TICK: Duration = Duration::from_micros(500);
 /// Asking a peer that keeps what it sends for what a gap misses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ask {
-    /// The path the request goes by, and the packet comes back by.
+    /// The path the request goes by.
     pub route: Route,
+    /// Another the request also goes by, while the paths are not yet told
+    /// apart by loss.
+    pub spare: Option<Route>,
     /// The tunnel's key.
     pub key: Option<u32>,
     /// How long a frame waits behind a gap before the gap is asked for:
@@ -220,7 +223,9 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
                 Some(a) => {
                     w.due(now, a.after, MAX_ASK, &mut stats, &mut seqs);
                     if !seqs.is_empty() {
-                        let _ = handoff.asker.send_frame(a.route.ifindex, &frame::ask(&a.route, a.key, &seqs));
+                        for r in std::iter::once(&a.route).chain(&a.spare) {
+                            let _ = handoff.asker.send_frame(r.ifindex, &frame::ask(r, a.key, &seqs));
+                        }
                         seqs.clear();
                     }
                     a.hold(w, hold)

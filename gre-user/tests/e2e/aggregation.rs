@@ -685,7 +685,8 @@ fn a_path_that_loses_turns_numbering_on_and_its_losses_are_repaired() {
     let status = t.a().xgre_ok(Enter::Nsenter, "status");
     assert!(status.contains("seq in ip id"), "{status}");
     // b hears that a keeps its packets with a's next keepalive.
-    std::thread::sleep(Duration::from_millis(200));
+    let heard = within(Duration::from_secs(2), || t.b().xgre_ok(Enter::Nsenter, "status").contains("resends what is missed"));
+    assert!(heard.is_some(), "{}", t.b().xgre_ok(Enter::Nsenter, "status"));
     let Bulk { mbps, retrans, segments, .. } = bulk(&t, 32);
     println!("32 MiB over 2 x 100 Mbit/s, 2% lost on one: {mbps:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments");
     for (host, cfg) in [(1, &cb), (0, &ca)] {

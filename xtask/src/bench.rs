@@ -137,6 +137,12 @@ pub struct AggArgs {
     /// over AF_XDP).
     #[arg(long, default_value = "auto", value_parser = ["auto", "xdp", "tc"])]
     pub rx: String,
+    /// After each stream, a second one of 10 s that measures how late its
+    /// bytes reach the application (`xtask/latency_probe.py`: stamped
+    /// blocks, one-way, the clock every namespace shares): iperf3's round
+    /// trip is TCP_INFO, which on an MPTCP socket is its first subflow's.
+    #[arg(long)]
+    pub latency: bool,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -592,6 +598,7 @@ fn agg(args: AggArgs) -> Result<()> {
         // Methods take turns run by run, so a slow minute on a shared
         // machine hits all of them alike.
         let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); methods.len()];
+        let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
         for _ in 0..runs {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
@@ -630,6 +637,18 @@ fn agg(args: AggArgs) -> Result<()> {
                     let worst = stream.seconds.iter().skip(1).copied().reduce(f64::min).unwrap_or(0.0);
                     println!("    slowest second after the first: {worst:.0} Mbit/s (one link: {} Mbit/s)", rates[0]);
                 }
+                if args.latency {
+                    match latency(&ns, &addr, mptcp, args.cc.as_deref()) {
+                        Ok(l) => {
+                            println!(
+                                "    latency: its bytes reached the application {} / {} / {} / {} ms after they were written (min / median / p90 / max) at {} Mbit/s",
+                                l["min"], l["median"], l["p90"], l["max"], l["mbps"]
+                            );
+                            latencies[mi].push(l["median"].as_f64().unwrap_or(f64::NAN));
+                        }
+                        Err(e) => println!("    latency: not measured ({e:#})"),
+                    }
+                }
                 let fairest = fair_share(&stream.flows);
                 if let Some(f) = fairest {
                     println!("    {} streams: the slowest at {f:.0}% of a fair share ({})", stream.flows.len(), flows_text(&stream.flows));
@@ -654,6 +673,16 @@ fn agg(args: AggArgs) -> Result<()> {
                 }
                 drop(ns);
             }
+        }
+        for (m, l) in methods.iter().zip(&mut latencies).filter(|(_, l)| !l.is_empty()) {
+            l.sort_by(f64::total_cmp);
+            println!(
+                "    {label} {}: median latency {:.1} / {:.1} / {:.1} ms (min / median / max of the runs)",
+                m.name,
+                l[0],
+                l[l.len() / 2],
+                l[l.len() - 1]
+            );
         }
         for (m, mut r) in methods.iter().zip(results) {
             r.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -755,6 +784,29 @@ fn why_retransmitted(ns: &Namespaces) -> Result<(u64, u64)> {
         }
     }
     Ok((dsack, dropped))
+}
+
+/// One latency probe (`xtask/latency_probe.py`) from A to `addr` in B:
+/// what the server said, as JSON.
+fn latency(ns: &Namespaces, addr: &str, mptcp: bool, cc: Option<&str>) -> Result<serde_json::Value> {
+    const SECS: u32 = 10;
+    let probe = crate::workspace_root().join("xtask/latency_probe.py");
+    let out = std::env::temp_dir().join("xgre-bench-latency.json");
+    let _ = std::fs::remove_file(&out);
+    let wrap = if mptcp { "mptcpize run " } else { "" };
+    sh(&format!("nsenter --net=/run/netns/{B} {wrap}/usr/bin/python3 {} server 5202 {SECS} > {} 2>&1 &", probe.display(), out.display()))?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ns.exec(
+        A,
+        &format!("timeout {} {wrap}/usr/bin/python3 {} client {addr} 5202 {SECS} {}", SECS + 20, probe.display(), cc.unwrap_or("")),
+    )?;
+    for _ in 0..100 {
+        if let Ok(v) = serde_json::from_str(std::fs::read_to_string(&out).unwrap_or_default().trim()) {
+            return Ok(v);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    bail!("the probe's server said: {}", std::fs::read_to_string(&out).unwrap_or_default())
 }
 
 fn mptcp_iperf(ns: &Namespaces, addr: &str, secs: u32, extra: &str) -> Result<Stream> {

@@ -132,40 +132,48 @@ impl Repairer {
 
 fn serve(socks: [Socket; 2], out: Sender, shared: &Shared) {
     let mut store = Store::default();
-    let mut captures: Vec<(u32, Capture)> = Vec::new();
+    let mut captures: Vec<Capture> = Vec::new();
     let mut stats = RepairStats::default();
     let mut buf = vec![0u8; 65536];
     // The budget for sending again: what was kept in the last second.
     let (mut second, mut kept_then, mut resent_then) = (Instant::now(), 0u64, 0u64);
+    let mut table: Arc<Table> = Arc::default();
+    let mut by_remote: HashMap<[u8; 16], u32> = HashMap::new();
+    // The links captures were opened for (some may have failed).
+    let mut links: Vec<u32> = Vec::new();
     while !shared.stop.load(Ordering::Relaxed) {
-        let table = shared.table.lock().map(|t| t.clone()).unwrap_or_default();
-        // Copies of what the peers' links send, while there are peers.
-        let mut links: Vec<u32> = table.paths.values().map(|r| r.ifindex).collect();
-        links.sort_unstable();
-        links.dedup();
-        if captures.iter().map(|c| c.0).ne(links.iter().copied()) {
-            captures = links
-                .iter()
-                .filter_map(|&l| match Capture::open(l) {
-                    Ok(c) => Some((l, c)),
-                    Err(e) => {
-                        tracing::warn!("repair: not keeping what link {l} sends: {e:#}");
-                        None
-                    }
-                })
-                .collect();
+        let now_table = shared.table.lock().map(|t| t.clone()).unwrap_or_default();
+        if !Arc::ptr_eq(&now_table, &table) {
+            table = now_table;
+            by_remote = table.paths.values().map(|r| (r.remote, r.peer_id)).collect();
+            // Copies of what the peers' links send, while there are peers.
+            let mut want: Vec<u32> = table.paths.values().map(|r| r.ifindex).collect();
+            want.sort_unstable();
+            want.dedup();
+            if want != links {
+                captures = want
+                    .iter()
+                    .filter_map(|&l| match Capture::open(l) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            tracing::warn!("repair: not keeping what link {l} sends: {e:#}");
+                            None
+                        }
+                    })
+                    .collect();
+                links = want;
+            }
         }
         let mut fds: Vec<libc::pollfd> = captures
             .iter()
-            .map(|c| c.1.fd())
+            .map(Capture::fd)
             .chain(socks.iter().map(|s| s.as_raw_fd()))
             .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
             .collect();
         // SAFETY: `fds` holds fds.len() pollfds.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, IDLE.as_millis() as i32) };
         let now = Instant::now();
-        let by_remote: HashMap<[u8; 16], u32> = table.paths.values().map(|r| (r.remote, r.peer_id)).collect();
-        for (_, c) in &mut captures {
+        for c in &mut captures {
             c.drain(&mut |f| {
                 let Some(o) = Outer::parse(f) else { return };
                 let (Some((seq, how)), Some(&peer)) = (o.number, by_remote.get(&o.dst)) else { return };

@@ -317,6 +317,30 @@ fn receive_passes_what_is_not_ours_untouched() {
     assert!(dp.drops().is_empty(), "{:?}", dp.drops());
 }
 
+/// A peer's repair request (`gre_common::repair`) is for `xgre run`'s raw
+/// GRE socket: handed to the stack as it came, on both hooks, and only
+/// from a configured peer's path; from anyone else it is GRE from an
+/// unknown peer, dropped.
+#[test]
+fn a_repair_request_from_a_peer_goes_to_the_stack_and_from_anyone_else_is_dropped() {
+    let ask = [0x78, 0x67, 0x72, 0x72, 0, 1, 0, 0, 0, 0, 0, 7];
+    let from_peer = gre_frame(REMOTE, LOCAL, 0, Gre { proto: gre_common::repair::PROTO_REPAIR, ..valid(Some(42)) }, &ask);
+    let from_stranger = gre_frame([198, 18, 0, 66], LOCAL, 0, Gre { proto: gre_common::repair::PROTO_REPAIR, ..valid(Some(42)) }, &ask);
+    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
+        dp.peer(0, &[1]);
+        let (ret, out) = dp.run(prog, &from_peer, None);
+        let pass = if prog == PROG_RX_TC { TC_ACT_OK } else { XDP_PASS };
+        assert_eq!((ret, &out), (pass, &from_peer), "{prog}: the request was not handed to the stack as it came");
+        assert!(dp.drops().is_empty(), "{prog}: {:?}", dp.drops());
+        assert_eq!(dp.path_stats(0, 0).rx_packets, 0, "{prog}: a request counted as delivered");
+        let (ret, _) = dp.run(prog, &from_stranger, None);
+        assert_eq!(ret, if prog == PROG_RX_TC { TC_ACT_SHOT } else { XDP_DROP }, "{prog}: a stranger's request");
+        assert_eq!(dp.drops(), BTreeMap::from([("unknown_peer", 1)]), "{prog}");
+    }
+}
+
 #[test]
 fn every_malformed_packet_is_dropped_and_counted_under_its_reason() {
     let inner = inner_packet(64, 0);

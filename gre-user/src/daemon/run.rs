@@ -71,6 +71,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     };
     // The hold follows the paths' measured delays unless the config set it.
     let result = super::watch::watch(&t, mesh.as_mut(), reseq.as_ref(), t.resequence.is_none(), repair.as_ref()).await;
+    super::status::remove(&t.name);
     println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());

@@ -18,7 +18,7 @@ use gre_common::{
 
 use crate::{
     config::TunnelConfig,
-    daemon::keepalive,
+    daemon::{keepalive, status::RunStatus},
     datapath::{
         codec::{cstr, in_rotation, ip16},
         entries, Datapath,
@@ -121,6 +121,8 @@ struct Watcher<'a> {
     /// `KEEP_AFTER_LOSS` past the last round its path was found lossy, so
     /// that a judgement near its threshold does not turn repair on and off.
     keep_until: BTreeMap<u32, u64>,
+    /// When `status` was last told what the resequencer and repair did.
+    said: u64,
     reseq: Option<&'a Resequencer>,
     /// Whether the resequencer's hold follows the spread (unset in the
     /// config).
@@ -165,6 +167,7 @@ impl<'a> Watcher<'a> {
             loss: BTreeMap::new(),
             lossy: BTreeMap::new(),
             keep_until: BTreeMap::new(),
+            said: 0,
             reseq,
             adapt,
             announce: None,
@@ -230,6 +233,17 @@ impl<'a> Watcher<'a> {
                     self.keeping = keeping;
                 }
                 r.set_table(table);
+            }
+            if (self.reseq.is_some() || self.repair.is_some()) && now.saturating_sub(self.said) >= 1_000_000_000 {
+                self.said = now;
+                let s = RunStatus {
+                    pid: std::process::id(),
+                    resequencer: self.reseq.map(Resequencer::stats),
+                    repair: self.repair.map(Repairer::stats),
+                    keeping: self.keeping,
+                    running: true,
+                };
+                super::status::write(&self.t.name, &s);
             }
         }
         Ok(())

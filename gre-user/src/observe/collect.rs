@@ -164,6 +164,7 @@ async fn tunnel_status(snap: &Snapshot, links: &mut Links<'_>, tidx: u32, t: &Tu
         neigh: tc.arp_suppress.then(|| neigh_status(snap, tidx, &tc)),
         fdb: fdb_status(snap, tidx, &tc),
         mesh: crate::mesh::status::read_status(&tname),
+        run: crate::daemon::status::read(&tname),
         name: tname,
         ifindex: tidx,
         device_present: dev.is_some(),

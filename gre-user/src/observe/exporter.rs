@@ -334,6 +334,7 @@ mod tests {
             peers: vec![PeerStatus { paths: vec![path], ..peer("h2") }, peer("h3")],
             counters: Counters::default(),
             mesh: None,
+            run: None,
         };
         let body = render(Status {
             tunnels: vec![t],

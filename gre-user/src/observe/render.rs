@@ -5,8 +5,26 @@ use std::fmt::Write as _;
 use super::status::*;
 use crate::{
     config::{KeepaliveMode, Mode, Origin},
+    daemon::status::RunStatus,
     mesh::status::{ConnState, MeshStatus},
 };
+
+/// What `xgre run` resequenced and repaired since it started, a line each.
+fn run_lines(r: &RunStatus) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(w) = &r.resequencer {
+        let asked = match w.asked {
+            0 => String::new(),
+            n => format!("; asked peers for {n} again, {} came in time", w.repaired),
+        };
+        v.push(format!("reseq   {} in order, {} held for a gap, {} given up on, {} late{asked}", w.in_order, w.held, w.skipped, w.late));
+    }
+    if let Some(p) = r.repair.filter(|p| r.keeping || p.kept > 0) {
+        let now = if r.keeping { "keeping what it sends" } else { "not keeping now" };
+        v.push(format!("repair  {now}: kept {}, peers asked for {}, sent {} again", p.kept, p.asked, p.resent));
+    }
+    v
+}
 
 /// One line on the mesh connection: readable at a glance, the problem
 /// first when there is one.
@@ -117,6 +135,11 @@ fn render_tunnel(o: &mut String, t: &TunnelStatus) {
         let _ = writeln!(o, "  {}", mesh_line(m));
         for (k, why) in &m.refused {
             let _ = writeln!(o, "    refused {k}: {why}");
+        }
+    }
+    if let Some(r) = t.run.as_ref().filter(|r| r.running) {
+        for line in run_lines(r) {
+            let _ = writeln!(o, "  {line}");
         }
     }
     let _ = writeln!(o, "  links");

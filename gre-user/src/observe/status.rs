@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     config::{KeepaliveMode, Mode, Origin, VlanConfig},
+    daemon::status::RunStatus,
     datapath::codec::ip16,
     mesh::status::MeshStatus,
 };
@@ -219,6 +220,8 @@ pub struct TunnelStatus {
     pub counters: Counters,
     /// `[mesh]`: the etcd connection as `xgre run` last saw it.
     pub mesh: Option<MeshStatus>,
+    /// What `xgre run` resequenced and repaired, as it last said.
+    pub run: Option<RunStatus>,
 }
 
 #[derive(Debug, Serialize)]

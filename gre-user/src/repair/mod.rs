@@ -68,7 +68,7 @@ pub struct Table {
 }
 
 /// What repair did, for `run` to say when it stops.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RepairStats {
     /// Packets kept.
     pub kept: u64,

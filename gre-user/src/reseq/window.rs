@@ -20,7 +20,7 @@ pub const MAX_HELD: usize = 4096;
 pub const MAX_GAP: u64 = 1 << 16;
 
 /// What the windows did, summed over peers.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
     /// Delivered in order without waiting.
     pub in_order: u64,

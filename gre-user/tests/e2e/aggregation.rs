@@ -689,6 +689,10 @@ fn a_path_that_loses_turns_numbering_on_and_its_losses_are_repaired() {
     assert!(heard.is_some(), "{}", t.b().xgre_ok(Enter::Nsenter, "status"));
     let Bulk { mbps, retrans, segments, .. } = bulk(&t, 32);
     println!("32 MiB over 2 x 100 Mbit/s, 2% lost on one: {mbps:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments");
+    // `status` says so while it runs: what b asked for, and what a keeps.
+    let said = |h: &Host, what: &str| within(Duration::from_secs(3), || h.xgre_ok(Enter::Nsenter, "status").contains(what)).is_some();
+    assert!(said(t.b(), " came in time"), "{}", t.b().xgre_ok(Enter::Nsenter, "status"));
+    assert!(said(t.a(), "repair  keeping what it sends"), "{}", t.a().xgre_ok(Enter::Nsenter, "status"));
     for (host, cfg) in [(1, &cb), (0, &ca)] {
         t.hosts[host].run(&format!("pkill -TERM -f 'run -c {cfg}'"));
     }

@@ -261,9 +261,9 @@ impl<'a> Watcher<'a> {
         }
         let keep = self.keep_until.get(&id).is_some_and(|&t| now < t);
         if self.repair.is_some() && self.numbered && keep {
-            table.paths.extend(paths.iter().map(|q| ((q.local, q.remote), Route::new(id, q))));
+            table.paths.extend(paths.iter().enumerate().map(|(j, q)| ((q.local, q.remote), Route::new(id, j, q))));
             if let Some(&(_, _, j)) = ranked.first() {
-                table.best.insert(id, Route::new(id, &paths[j]));
+                table.best.insert(id, Route::new(id, j, &paths[j]));
             }
         }
         let keeps = self.announced.get(&id, 0).is_ok_and(|a| a.in_force(now) & ANNOUNCE_REPAIR != 0);
@@ -278,8 +278,8 @@ impl<'a> Watcher<'a> {
             let base = Duration::from_nanos(2 * rtt + 3_000_000);
             // Not yet told apart by loss: ask over the next one too (the
             // peer sends again once, whichever request comes first).
-            let spare = ranked.get(1).filter(|r| r.0 == loss).map(|r| Route::new(id, &paths[r.2]));
-            asks.insert(id, Ask { route: Route::new(id, &paths[j]), spare, key: self.key, after, base });
+            let spare = ranked.get(1).filter(|r| r.0 == loss).map(|r| Route::new(id, r.2, &paths[r.2]));
+            asks.insert(id, Ask { route: Route::new(id, j, &paths[j]), spare, key: self.key, after, base });
         }
     }
 

@@ -142,7 +142,15 @@ mod tests {
             }
             false => v4_mapped([198, 18, last, b]),
         };
-        Route { peer_id: 3, ifindex: 9, src_mac: [2, 0, 0, 0, 0, last], dst_mac: [2, 0, 0, 0, 1, last], local: addr(10), remote: addr(20) }
+        Route {
+            peer_id: 3,
+            path: 1,
+            ifindex: 9,
+            src_mac: [2, 0, 0, 0, 0, last],
+            dst_mac: [2, 0, 0, 0, 1, last],
+            local: addr(10),
+            remote: addr(20),
+        }
     }
 
     #[test]

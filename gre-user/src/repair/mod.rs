@@ -20,9 +20,14 @@ use std::{
 };
 
 use anyhow::{Context, Result};
+use aya::maps::{Array, MapData};
+use gre_common::path_slot;
 use socket2::Socket;
 
-use crate::daemon::{keepalive::Sender, reassemble};
+use crate::{
+    daemon::{keepalive::Sender, reassemble},
+    datapath::Datapath,
+};
 
 use self::{capture::Capture, frame::Outer, store::Store};
 
@@ -36,6 +41,8 @@ const MIN_BUDGET: u64 = 200;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
     pub peer_id: u32,
+    /// The path's index among the peer's.
+    pub path: u32,
     pub ifindex: u32,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
@@ -45,8 +52,8 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(peer_id: u32, p: &gre_common::Path) -> Route {
-        Route { peer_id, ifindex: p.ifindex, src_mac: p.src_mac, dst_mac: p.dst_mac, local: p.local, remote: p.remote }
+    pub fn new(peer_id: u32, path: usize, p: &gre_common::Path) -> Route {
+        Route { peer_id, path: path as u32, ifindex: p.ifindex, src_mac: p.src_mac, dst_mac: p.dst_mac, local: p.local, remote: p.remote }
     }
 
     pub fn v6(&self) -> bool {
@@ -93,17 +100,18 @@ pub struct Repairer {
 impl Repairer {
     /// Read peers' requests (and keep packets once `set_table` names
     /// peers) for as long as this runs.
-    pub fn start() -> Result<Repairer> {
+    pub fn start(dp: &Datapath) -> Result<Repairer> {
         let socks = [reassemble::raw_socket(false)?, reassemble::raw_socket(true)?];
         for s in &socks {
             s.set_nonblocking(true)?;
         }
         let out = Sender::new()?;
+        let bytes = dp.path_bytes()?;
         let shared = Arc::new(Shared::default());
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("xgre-repair".into())
-            .spawn(move || serve(socks, out, &theirs))
+            .spawn(move || serve(socks, out, bytes, &theirs))
             .context("starting the repair thread")?;
         Ok(Repairer { shared, thread: Some(thread) })
     }
@@ -130,7 +138,12 @@ impl Repairer {
     }
 }
 
-fn serve(socks: [Socket; 2], out: Sender, shared: &Shared) {
+/// `bytes`: what the transmit program has given each path
+/// (`XGRE_PATH_BYTES`), to which what is sent again is added: the path
+/// carries it like the rest, and the program's fewest-bytes choice then
+/// gives the other paths that much more. Unaccounted, the clean path
+/// carried its share and every resend, and filled first.
+fn serve(socks: [Socket; 2], out: Sender, mut bytes: Array<MapData, u64>, shared: &Shared) {
     let mut store = Store::default();
     let mut captures: Vec<Capture> = Vec::new();
     let mut stats = RepairStats::default();
@@ -141,6 +154,8 @@ fn serve(socks: [Socket; 2], out: Sender, shared: &Shared) {
     let mut by_remote: HashMap<[u8; 16], u32> = HashMap::new();
     // The links captures were opened for (some may have failed).
     let mut links: Vec<u32> = Vec::new();
+    // Bytes sent again, by path slot, this round.
+    let mut sent: HashMap<u32, u64> = HashMap::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let now_table = shared.table.lock().map(|t| t.clone()).unwrap_or_default();
         if !Arc::ptr_eq(&now_table, &table) {
@@ -201,10 +216,17 @@ fn serve(socks: [Socket; 2], out: Sender, shared: &Shared) {
                     if let Some(f) = store.take(route.peer_id, seq, now) {
                         if frame::readdress(f, route) && out.send_frame(route.ifindex, f).is_ok() {
                             stats.resent += 1;
+                            *sent.entry(path_slot(route.peer_id, route.path)).or_default() += f.len() as u64;
                         }
                     }
                 }
             }
+        }
+        // A read and a write: an add of the program's in between is lost,
+        // a few bytes of one path's count now and then.
+        for (slot, n) in sent.drain() {
+            let v = bytes.get(&slot, 0).unwrap_or(0);
+            let _ = bytes.set(slot, v + n, 0);
         }
         if let Ok(mut s) = shared.stats.lock() {
             *s = stats;

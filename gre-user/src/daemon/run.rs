@@ -66,7 +66,14 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // tunnel whose data frames carry one key (not NVGRE's flow ids, not a
     // trunk's keys), announced on keepalives.
     let repair = match t.repair && t.keepalive > 0 && t.vsid.is_none() && t.vlans.is_empty() {
-        true => Some(Repairer::start(&Datapath::running()?)?),
+        // Unasked for by name: a tunnel that cannot have it still runs.
+        true => match Datapath::running().and_then(|dp| Repairer::start(&dp)) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!("{}: not repairing: {e:#}", t.name);
+                None
+            }
+        },
         false => None,
     };
     // The hold follows the paths' measured delays unless the config set it.

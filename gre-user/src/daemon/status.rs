@@ -23,19 +23,12 @@ pub struct RunStatus {
 }
 
 fn path(name: &str) -> Result<PathBuf> {
-    Ok(PathBuf::from(format!("/run/xgre/net{}/{name}.run.json", sys::netns_ino()?)))
+    sys::state_file(name, "run")
 }
 
-/// Write tunnel `name`'s status (atomically: a reader sees the old or the
-/// new file whole).
+/// Write tunnel `name`'s status.
 pub fn write(name: &str, s: &RunStatus) {
-    let r = path(name).and_then(|p| {
-        let tmp = p.with_extension("tmp");
-        std::fs::create_dir_all(p.parent().expect("a directory"))?;
-        std::fs::write(&tmp, serde_json::to_string(s)?)?;
-        std::fs::rename(&tmp, &p)?;
-        Ok(())
-    });
+    let r = path(name).and_then(|p| Ok(sys::write_state(&p, &serde_json::to_string(s)?)?));
     if let Err(e) = r {
         tracing::warn!("{name}: cannot write the run status: {e:#}");
     }
@@ -44,14 +37,13 @@ pub fn write(name: &str, s: &RunStatus) {
 /// Tunnel `name`'s status as its `xgre run` last wrote it, if any.
 pub fn read(name: &str) -> Option<RunStatus> {
     let mut s: RunStatus = serde_json::from_str(&std::fs::read_to_string(path(name).ok()?).ok()?).ok()?;
-    s.running = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid as i32), None).is_ok();
+    s.running = sys::pid_alive(s.pid);
     Some(s)
 }
 
 /// Forget it (`run` stopping).
 pub fn remove(name: &str) {
     if let Ok(p) = path(name) {
-        let _ = std::fs::remove_file(&p);
-        let _ = p.parent().map(std::fs::remove_dir);
+        sys::remove_state(&p);
     }
 }

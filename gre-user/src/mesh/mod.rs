@@ -382,11 +382,7 @@ impl Applier {
 
     fn write_status(&self) {
         let text = serde_json::to_string(&self.status).expect("status serializes");
-        let dir = self.status_file.parent().expect("a directory");
-        let tmp = self.status_file.with_extension("tmp");
-        let r =
-            std::fs::create_dir_all(dir).and_then(|_| std::fs::write(&tmp, text)).and_then(|_| std::fs::rename(&tmp, &self.status_file));
-        if let Err(e) = r {
+        if let Err(e) = crate::net::sys::write_state(&self.status_file, &text) {
             tracing::warn!("{}: mesh: cannot write {}: {e}", self.tunnel(), self.status_file.display());
         }
     }

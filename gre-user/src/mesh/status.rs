@@ -51,27 +51,23 @@ pub struct MeshStatus {
     pub running: bool,
 }
 
-/// Where `xgre run` keeps tunnel `name`'s mesh status, per namespace like
-/// the pins.
+/// Where `xgre run` keeps tunnel `name`'s mesh status.
 pub fn status_path(name: &str) -> Result<PathBuf> {
-    Ok(PathBuf::from(format!("/run/xgre/net{}/{name}.mesh.json", sys::netns_ino()?)))
+    sys::state_file(name, "mesh")
 }
 
 /// The mesh status of tunnel `name`, if it has a mesh.
 pub fn read_status(name: &str) -> Option<MeshStatus> {
     let text = std::fs::read_to_string(status_path(name).ok()?).ok()?;
     let mut s: MeshStatus = serde_json::from_str(&text).ok()?;
-    // No signal: only whether the process exists.
-    s.running = nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.pid as i32), None).is_ok();
+    s.running = sys::pid_alive(s.pid);
     Some(s)
 }
 
 /// Forget tunnel `name`'s mesh status (`down`, or `run` stopping).
 pub fn remove_status(name: &str) {
     if let Ok(p) = status_path(name) {
-        let _ = std::fs::remove_file(&p);
-        // Only when empty: other tunnels of the namespace may have one.
-        let _ = p.parent().map(std::fs::remove_dir);
+        sys::remove_state(&p);
     }
 }
 

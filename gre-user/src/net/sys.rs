@@ -24,6 +24,32 @@ pub fn netns_ino() -> Result<u64> {
     Ok(std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?.ino())
 }
 
+/// Where `xgre run` leaves tunnel `name`'s `kind` of state for `status`
+/// and the exporter, per namespace like the pins.
+pub fn state_file(name: &str, kind: &str) -> Result<std::path::PathBuf> {
+    Ok(std::path::PathBuf::from(format!("/run/xgre/net{}/{name}.{kind}.json", netns_ino()?)))
+}
+
+/// Write a state file whole: a reader sees the old one or the new one.
+pub fn write_state(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::create_dir_all(path.parent().unwrap_or(Path::new("/")))?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Remove a state file, and its directory once the namespace has none.
+pub fn remove_state(path: &Path) {
+    let _ = std::fs::remove_file(path);
+    let _ = path.parent().map(std::fs::remove_dir);
+}
+
+/// Whether the process that wrote a state file still runs (no signal
+/// sent: only whether it exists).
+pub fn pid_alive(pid: u32) -> bool {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None).is_ok()
+}
+
 fn is_bpffs(p: &Path) -> bool {
     const BPF_FS_MAGIC: i64 = 0xcafe4a11;
     nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)

@@ -89,7 +89,10 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     }
     if let Some(r) = repair {
         let s = r.stop();
-        println!("{}: repair: kept {} packets sent, peers asked for {}, sent {} again", t.name, s.kept, s.asked, s.resent);
+        println!(
+            "{}: repair: kept {} packets sent, peers asked for {} ({} of them before anything was kept), sent {} again",
+            t.name, s.kept, s.asked, s.reported, s.resent
+        );
     }
     drop(log);
     if let Some(m) = mesh {

@@ -121,6 +121,8 @@ struct Watcher<'a> {
     /// `KEEP_AFTER_LOSS` past the last round its path was found lossy, so
     /// that a judgement near its threshold does not turn repair on and off.
     keep_until: BTreeMap<u32, u64>,
+    /// By peer id, the lost numbers it had reported by the last round.
+    reported: BTreeMap<u32, u64>,
     /// When `status` was last told what the resequencer and repair did.
     said: u64,
     reseq: Option<&'a Resequencer>,
@@ -166,6 +168,7 @@ impl<'a> Watcher<'a> {
             sent: BTreeMap::new(),
             loss: BTreeMap::new(),
             lossy: BTreeMap::new(),
+            reported: BTreeMap::new(),
             keep_until: BTreeMap::new(),
             said: 0,
             reseq,
@@ -205,6 +208,7 @@ impl<'a> Watcher<'a> {
         }
         let mut table = Table { key: self.key, ..Default::default() };
         let mut asks = std::collections::HashMap::new();
+        let reported = self.repair.filter(|_| probe).map(Repairer::reported).unwrap_or_default();
         // One peer at a time: with 10,000 peers a copy of them all would be
         // 6 MB every round.
         for id in entries(MAP_PEERS, self.peers.keys())? {
@@ -212,7 +216,7 @@ impl<'a> Watcher<'a> {
             if p.tunnel_ifindex == self.tidx {
                 self.judge_peer(id, p, &all, probe, now)?;
                 if probe {
-                    self.follow_repair(id, &p, now, &mut table, &mut asks);
+                    self.follow_repair(id, &p, now, &reported, &mut table, &mut asks);
                 }
             }
         }
@@ -222,7 +226,7 @@ impl<'a> Watcher<'a> {
                 r.set_asks(asks);
             }
             if let Some(r) = self.repair {
-                let keeping = !table.paths.is_empty();
+                let keeping = !table.keep.is_empty();
                 if keeping != self.keeping {
                     let what = if keeping {
                         "keeping what it sends for a second, to send again what the peer misses"
@@ -250,26 +254,46 @@ impl<'a> Watcher<'a> {
     }
 
     /// Repair for peer `id`: keep what goes to it while one of its paths
-    /// loses and this end numbers (the peer cannot see a gap otherwise);
-    /// ask it for what its gaps miss when it says it keeps its packets.
-    /// Requests, and packets sent again, take the path that loses least.
-    fn follow_repair(&mut self, id: u32, p: &Peer, now: u64, table: &mut Table, asks: &mut std::collections::HashMap<u32, Ask>) {
+    /// loses and this end numbers (the peer cannot see a gap otherwise):
+    /// lost keepalives say so, and so does the peer, asking for what was
+    /// not kept. Ask it for what its gaps miss when it numbers what it
+    /// sends: again if it keeps it, else to have it keep. Requests, and
+    /// packets sent again, take the path that loses least.
+    fn follow_repair(
+        &mut self,
+        id: u32,
+        p: &Peer,
+        now: u64,
+        reported: &std::collections::HashMap<u32, u64>,
+        table: &mut Table,
+        asks: &mut std::collections::HashMap<u32, Ask>,
+    ) {
         let paths = &p.paths[..(p.npaths as usize).min(p.paths.len())];
         let ranked = self.least_lossy(id, paths);
-        if self.lossy.contains_key(&id) {
+        let lost = reported.get(&id).copied().unwrap_or(0);
+        let new = lost.saturating_sub(self.reported.insert(id, lost).unwrap_or(0));
+        let kept = self.keep_until.get(&id).is_some_and(|&t| now < t);
+        if new > 0 && !kept {
+            println!("{}: peer {} reports {new} packets lost", self.t.name, cstr(&p.name));
+        }
+        if self.lossy.contains_key(&id) || new > 0 {
             self.keep_until.insert(id, now + KEEP_AFTER_LOSS.as_nanos() as u64);
         }
         let keep = self.keep_until.get(&id).is_some_and(|&t| now < t);
-        if self.repair.is_some() && self.numbered && keep {
+        if self.repair.is_some() && self.numbered {
             table.paths.extend(paths.iter().enumerate().map(|(j, q)| ((q.local, q.remote), Route::new(id, j, q))));
-            if let Some(&(_, _, j)) = ranked.first() {
-                table.best.insert(id, Route::new(id, j, &paths[j]));
+            if keep {
+                table.keep.insert(id);
+                if let Some(&(_, _, j)) = ranked.first() {
+                    table.best.insert(id, Route::new(id, j, &paths[j]));
+                }
             }
         }
-        let keeps = self.announced.get(&id, 0).is_ok_and(|a| a.in_force(now) & ANNOUNCE_REPAIR != 0);
-        if self.reseq.is_none() || !self.t.repair || !keeps {
+        let announced = self.announced.get(&id, 0).map_or(0, |a| a.in_force(now));
+        if self.reseq.is_none() || !self.t.repair || announced & (ANNOUNCE_IPID | ANNOUNCE_GRE_SEQ) == 0 {
             return;
         }
+        let keeps = announced & ANNOUNCE_REPAIR != 0;
         if let Some(&(loss, rtt, j)) = ranked.first() {
             // Losses show at once (every path past a missing number); the
             // timer is for a path that fell silent behind one.
@@ -279,7 +303,7 @@ impl<'a> Watcher<'a> {
             // Not yet told apart by loss: ask over the next one too (the
             // peer sends again once, whichever request comes first).
             let spare = ranked.get(1).filter(|r| r.0 == loss).map(|r| Route::new(id, r.2, &paths[r.2]));
-            asks.insert(id, Ask { route: Route::new(id, j, &paths[j]), spare, key: self.key, after, base });
+            asks.insert(id, Ask { route: Route::new(id, j, &paths[j]), spare, key: self.key, after, base, keeps });
         }
     }
 

@@ -19,9 +19,13 @@ fn run_lines(r: &RunStatus) -> Vec<String> {
         };
         v.push(format!("reseq   {} in order, {} held for a gap, {} given up on, {} late{asked}", w.in_order, w.held, w.skipped, w.late));
     }
-    if let Some(p) = r.repair.filter(|p| r.keeping || p.kept > 0) {
+    if let Some(p) = r.repair.filter(|p| r.keeping || p.kept > 0 || p.reported > 0) {
         let now = if r.keeping { "keeping what it sends" } else { "not keeping now" };
-        v.push(format!("repair  {now}: kept {}, peers asked for {}, sent {} again", p.kept, p.asked, p.resent));
+        let reported = match p.reported {
+            0 => String::new(),
+            n => format!(" ({n} of them lost before anything was kept)"),
+        };
+        v.push(format!("repair  {now}: kept {}, peers asked for {}{reported}, sent {} again", p.kept, p.asked, p.resent));
     }
     v
 }

@@ -1,7 +1,9 @@
 //! Repair (`gre_common::repair`), the sender's side: while a peer's path
 //! loses, `xgre run` keeps a copy of every numbered packet the tunnel
 //! sends (`capture`, `store`), says so in its keepalives, and sends one
-//! again when the peer asks, over the path that loses least. The asking side is the resequencer's
+//! again when the peer asks, over the path that loses least. A peer's
+//! request for what was not kept is a report of loss all the same, and
+//! `run` starts keeping on it. The asking side is the resequencer's
 //! (`crate::reseq`).
 
 mod capture;
@@ -9,7 +11,7 @@ pub(crate) mod frame;
 mod store;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     os::fd::AsRawFd,
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -66,9 +68,11 @@ impl Route {
 pub struct Table {
     /// The tunnel's GRE key: frames with another belong to another tunnel.
     pub key: Option<u32>,
-    /// The peers whose packets are kept, every path of theirs by (local,
-    /// remote) address; empty: keep nothing.
+    /// The peers this end numbers its packets to, every path of theirs by
+    /// (local, remote) address: whose requests are heard.
     pub paths: HashMap<([u8; 16], [u8; 16]), Route>,
+    /// The peers among them whose packets are kept; empty: keep nothing.
+    pub keep: HashSet<u32>,
     /// By peer id, the path that loses least, which packets are sent again
     /// by (absent: the path the request came by).
     pub best: HashMap<u32, Route>,
@@ -83,6 +87,10 @@ pub struct RepairStats {
     pub asked: u64,
     /// Packets sent again.
     pub resent: u64,
+    /// Numbers peers asked for while nothing was kept for them: losses
+    /// they reported.
+    #[serde(default)]
+    pub reported: u64,
 }
 
 #[derive(Default)]
@@ -90,6 +98,8 @@ struct Shared {
     stop: AtomicBool,
     table: Mutex<Arc<Table>>,
     stats: Mutex<RepairStats>,
+    /// By peer id, the numbers it asked for that were not kept.
+    reported: Mutex<HashMap<u32, u64>>,
 }
 
 pub struct Repairer {
@@ -129,6 +139,12 @@ impl Repairer {
         self.shared.stats.lock().map(|s| *s).unwrap_or_default()
     }
 
+    /// By peer id, how many lost numbers each peer has reported so far
+    /// (asked for while nothing was kept for it).
+    pub fn reported(&self) -> HashMap<u32, u64> {
+        self.shared.reported.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
     pub fn stop(mut self) -> RepairStats {
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -160,9 +176,9 @@ fn serve(socks: [Socket; 2], out: Sender, mut bytes: Array<MapData, u64>, shared
         let now_table = shared.table.lock().map(|t| t.clone()).unwrap_or_default();
         if !Arc::ptr_eq(&now_table, &table) {
             table = now_table;
-            by_remote = table.paths.values().map(|r| (r.remote, r.peer_id)).collect();
-            // Copies of what the peers' links send, while there are peers.
-            let mut want: Vec<u32> = table.paths.values().map(|r| r.ifindex).collect();
+            by_remote = table.paths.values().filter(|r| table.keep.contains(&r.peer_id)).map(|r| (r.remote, r.peer_id)).collect();
+            // Copies of what the kept peers' links send, while there are any.
+            let mut want: Vec<u32> = table.paths.values().filter(|r| table.keep.contains(&r.peer_id)).map(|r| r.ifindex).collect();
             want.sort_unstable();
             want.dedup();
             if want != links {
@@ -207,6 +223,14 @@ fn serve(socks: [Socket; 2], out: Sender, mut bytes: Array<MapData, u64>, shared
                 let gre_at = if v6 == 1 { 0 } else { ((buf[0] & 0x0f) as usize) * 4 };
                 let Some((key, seqs)) = buf.get(gre_at..len).and_then(frame::parse_ask) else { continue };
                 let Some(came) = table.paths.get(&(ip16(dst), ip16(src))).filter(|_| key == table.key) else { continue };
+                if !table.keep.contains(&came.peer_id) {
+                    stats.asked += seqs.len() as u64;
+                    stats.reported += seqs.len() as u64;
+                    if let Ok(mut r) = shared.reported.lock() {
+                        *r.entry(came.peer_id).or_default() += seqs.len() as u64;
+                    }
+                    continue;
+                }
                 let route = table.best.get(&came.peer_id).unwrap_or(came);
                 for seq in seqs {
                     stats.asked += 1;

@@ -6,7 +6,8 @@
 //! the way the programs deliver everything else, so the tunnel device
 //! receives and counts them. BPF cannot hold a packet; this can. A gap
 //! in the numbers of a peer that keeps what it sends is asked for again
-//! (`crate::repair`) before it is given up on.
+//! (`crate::repair`) before it is given up on; one of a peer that does
+//! not is asked for all the same, as a report that makes it keep.
 
 mod coalesce;
 mod csum;
@@ -65,12 +66,30 @@ pub struct Ask {
     /// How long a repair should take until some have been timed: the
     /// route's round trip, and a margin.
     pub base: Duration,
+    /// Whether the peer keeps what it sends (says so): else a request is
+    /// only a report of the loss, and the gap is not waited for longer.
+    pub keeps: bool,
 }
 
 impl Ask {
+    /// How long a frame waits behind a gap before the gap is asked for
+    /// although a path may still carry it. Only to a peer that keeps: a
+    /// report must be of a packet surely lost (every path past it), or a
+    /// queue that grew would start the peer keeping.
+    fn wait(&self) -> Duration {
+        if self.keeps {
+            self.after
+        } else {
+            Duration::MAX
+        }
+    }
+
     /// How long the window waits for a gap: long enough for it to be
     /// asked for and come, and never less than `hold`.
     fn hold(&self, w: &Window, hold: Duration) -> Duration {
+        if !self.keeps {
+            return hold;
+        }
         hold.max(self.after + w.repair_wait(self.base)).min(Duration::from_millis(MAX_RESEQUENCE_MS as u64))
     }
 }
@@ -195,7 +214,7 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
         let deadline = windows
             .iter()
             .filter_map(|(peer, w)| match asks.get(peer) {
-                Some(a) if w.gap() => w.deadline(a.hold(w, hold)).map(|d| d.min(now + ASK_TICK)),
+                Some(a) if a.keeps && w.gap() => w.deadline(a.hold(w, hold)).map(|d| d.min(now + ASK_TICK)),
                 Some(a) => w.deadline(a.hold(w, hold)),
                 None => w.deadline(hold),
             })
@@ -221,9 +240,10 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
         for (peer, w) in windows.iter_mut() {
             let hold = match asks.get(peer) {
                 Some(a) => {
-                    w.due(now, a.after, MAX_ASK, &mut stats, &mut seqs);
+                    w.due(now, a.wait(), MAX_ASK, &mut stats, &mut seqs);
                     if !seqs.is_empty() {
-                        for r in std::iter::once(&a.route).chain(&a.spare) {
+                        // A report needs to arrive only once: not over the spare.
+                        for r in std::iter::once(&a.route).chain(a.spare.iter().filter(|_| a.keeps)) {
                             let _ = handoff.asker.send_frame(r.ifindex, &frame::ask(r, a.key, &seqs));
                         }
                         seqs.clear();

@@ -36,6 +36,11 @@ pub const ANNOUNCE_GRE_SEQ: u32 = 1 << 1;
 /// The sender keeps its recent numbered packets and sends one again when
 /// the receiver asks for it (`repair`).
 pub const ANNOUNCE_REPAIR: u32 = 1 << 2;
+/// The sender runs repair: it hears requests, and one for a packet it did
+/// not keep, a report of loss, starts it keeping. A receiver asks such a
+/// sender for what its gaps miss before `ANNOUNCE_REPAIR`; another not at
+/// all (it would only drop the requests).
+pub const ANNOUNCE_REPAIR_READY: u32 = 1 << 3;
 
 impl Announce {
     pub const LEN: usize = core::mem::size_of::<Announce>();

@@ -17,7 +17,9 @@ pub mod pmtu;
 pub mod repair;
 pub mod reseq;
 
-pub use announce::{Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, MAX_ANNOUNCE_TTL_MS};
+pub use announce::{
+    Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, ANNOUNCE_REPAIR_READY, MAX_ANNOUNCE_TTL_MS,
+};
 pub use drop::DropReason;
 pub use flags::{PathFlags, PeerFlags, TunnelFlags};
 pub use gre::GreHdr;

@@ -13,7 +13,8 @@ use anyhow::{anyhow, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use futures::StreamExt;
 use gre_common::{
-    names::*, path_slot, Announce, Peer, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, MAX_ANNOUNCE_TTL_MS,
+    names::*, path_slot, Announce, Peer, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, ANNOUNCE_REPAIR_READY,
+    MAX_ANNOUNCE_TTL_MS,
 };
 
 use crate::{
@@ -204,7 +205,10 @@ impl<'a> Watcher<'a> {
             // Re-read each round: a reload may have changed the numbering.
             let flags = self.dp.tunnels()?.get(&self.tidx, 0).map(|v| v.flags).unwrap_or_default();
             self.numbered = flags.intersects(TunnelFlags::NUMBERED);
-            self.announce = announcement(flags, self.t, self.keeping);
+            // Valid for as long as the peer would take to miss
+            // `keepalive_misses` of them and one more.
+            let ttl = (self.t.keepalive as u64 * (self.t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
+            self.announce = announcement(flags, self.repair.is_some(), self.keeping, ttl);
         }
         let mut table = Table { key: self.key, ..Default::default() };
         let mut asks = std::collections::HashMap::new();
@@ -257,8 +261,8 @@ impl<'a> Watcher<'a> {
     /// loses and this end numbers (the peer cannot see a gap otherwise):
     /// lost keepalives say so, and so does the peer, asking for what was
     /// not kept. Ask it for what its gaps miss when it numbers what it
-    /// sends: again if it keeps it, else to have it keep. Requests, and
-    /// packets sent again, take the path that loses least.
+    /// sends and runs repair: again if it keeps it, else to have it keep.
+    /// Requests, and packets sent again, take the path that loses least.
     fn follow_repair(
         &mut self,
         id: u32,
@@ -290,7 +294,8 @@ impl<'a> Watcher<'a> {
             }
         }
         let announced = self.announced.get(&id, 0).map_or(0, |a| a.in_force(now));
-        if self.reseq.is_none() || !self.t.repair || announced & (ANNOUNCE_IPID | ANNOUNCE_GRE_SEQ) == 0 {
+        let repairs = announced & (ANNOUNCE_REPAIR | ANNOUNCE_REPAIR_READY) != 0;
+        if self.reseq.is_none() || !self.t.repair || announced & (ANNOUNCE_IPID | ANNOUNCE_GRE_SEQ) == 0 || !repairs {
             return;
         }
         let keeps = announced & ANNOUNCE_REPAIR != 0;
@@ -543,19 +548,24 @@ fn probe_verdict(flags: PathFlags, probing: bool, answered: u64, now: u64, start
 }
 
 /// What this end's keepalives announce, given its tunnel's flags: how its
-/// packets are numbered (nothing when they are not), valid for as long as
-/// the peer would take to miss `keepalive_misses` of them and one more.
-fn announcement(flags: TunnelFlags, t: &TunnelConfig, keeping: bool) -> Option<Announce> {
-    let mut what = if keeping { ANNOUNCE_REPAIR } else { 0 };
+/// packets are numbered (nothing when they are not), whether it runs
+/// repair (`repairs`) and keeps them now; valid for `ttl_ms`.
+fn announcement(flags: TunnelFlags, repairs: bool, keeping: bool, ttl_ms: u32) -> Option<Announce> {
+    let mut what = 0;
     if flags.intersects(TunnelFlags::IPID_NUMBERED) {
         what |= ANNOUNCE_IPID;
     }
     if flags.intersects(TunnelFlags::SEQ) {
         what |= ANNOUNCE_GRE_SEQ;
     }
-    let ttl = (t.keepalive as u64 * (t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
-    // Keeping packets means nothing to a peer that cannot number them.
-    (what & !ANNOUNCE_REPAIR != 0).then(|| Announce::new(what, ttl))
+    if repairs {
+        what |= ANNOUNCE_REPAIR_READY;
+    }
+    if keeping {
+        what |= ANNOUNCE_REPAIR;
+    }
+    // Repair means nothing to a peer that cannot see numbers.
+    (what & (ANNOUNCE_IPID | ANNOUNCE_GRE_SEQ) != 0).then(|| Announce::new(what, ttl_ms))
 }
 
 #[cfg(test)]
@@ -563,6 +573,20 @@ mod tests {
     use super::*;
 
     const W: u64 = 300_000_000;
+
+    #[test]
+    fn keepalives_say_how_packets_are_numbered_and_whether_lost_ones_can_be_asked_for() {
+        let flags = |a: Option<Announce>| a.map(|a| a.flags());
+        assert_eq!(flags(announcement(TunnelFlags::empty(), true, false, 400)), None, "nothing numbered: nothing to say");
+        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, false, false, 400)), Some(ANNOUNCE_IPID));
+        // Runs repair: a receiver may report losses (ask) before it keeps.
+        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, true, false, 400)), Some(ANNOUNCE_IPID | ANNOUNCE_REPAIR_READY));
+        assert_eq!(
+            flags(announcement(TunnelFlags::SEQ, true, true, 400)),
+            Some(ANNOUNCE_GRE_SEQ | ANNOUNCE_REPAIR_READY | ANNOUNCE_REPAIR)
+        );
+        assert_eq!(announcement(TunnelFlags::SEQ, true, true, 400).map(|a| a.ttl_ms()), Some(400));
+    }
 
     #[test]
     fn a_standby_path_carries_only_while_no_other_path_is_healthy() {

@@ -771,7 +771,9 @@ fn a_path_that_loses_turns_numbering_on_and_its_losses_are_repaired() {
     // fraction of that.
     assert!(retrans / segments < 0.003, "{retrans} retransmits of {segments:.0} segments");
     assert!(came > 50, "{asked}");
-    assert!(sent_again >= came, "{resent} / {asked}");
+    // What came in time was sent again (now and then one asked for by the
+    // timer comes late as the original instead).
+    assert!(sent_again * 20 >= came * 19, "{resent} / {asked}");
     for r in relays {
         let s = r.stop().unwrap();
         assert!(s.iter().all(|s| s.failed == 0), "the delay line dropped frames of its own: {s:?}");

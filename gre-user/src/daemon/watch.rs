@@ -300,8 +300,8 @@ impl<'a> Watcher<'a> {
         }
         let keeps = announced & ANNOUNCE_REPAIR != 0;
         if let Some(&(loss, rtt, j)) = ranked.first() {
-            // Losses show at once (every path past a missing number); the
-            // timer is for a path that fell silent behind one.
+            // A loss shows once every path is past its number: at once
+            // on the slow path, the spread later on a fast one.
             let spread = self.spread.get(&id).copied().unwrap_or(0);
             let after = Duration::from_nanos(5_000_000 + spread / 2 + spread / 8);
             let base = Duration::from_nanos(2 * rtt + 3_000_000);

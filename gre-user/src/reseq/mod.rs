@@ -60,8 +60,9 @@ pub struct Ask {
     pub spare: Option<Route>,
     /// The tunnel's key.
     pub key: Option<u32>,
-    /// How long a frame waits behind a gap before the gap is asked for:
-    /// about as long as the paths' spread makes a packet late.
+    /// How long a lost packet may take to be known lost: about as long
+    /// as the paths' spread makes a packet late (the slow path passing
+    /// its number), which the hold adds to a repair's time.
     pub after: Duration,
     /// How long a repair should take until some have been timed: the
     /// route's round trip, and a margin.
@@ -72,18 +73,6 @@ pub struct Ask {
 }
 
 impl Ask {
-    /// How long a frame waits behind a gap before the gap is asked for
-    /// although a path may still carry it. Only to a peer that keeps: a
-    /// report must be of a packet surely lost (every path past it), or a
-    /// queue that grew would start the peer keeping.
-    fn wait(&self) -> Duration {
-        if self.keeps {
-            self.after
-        } else {
-            Duration::MAX
-        }
-    }
-
     /// How long the window waits for a gap: long enough for it to be
     /// asked for and come, and never less than `hold`.
     fn hold(&self, w: &Window, hold: Duration) -> Duration {
@@ -240,7 +229,7 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
         for (peer, w) in windows.iter_mut() {
             let hold = match asks.get(peer) {
                 Some(a) => {
-                    w.due(now, a.wait(), MAX_ASK, &mut stats, &mut seqs);
+                    w.due(now, MAX_ASK, &mut stats, &mut seqs);
                     if !seqs.is_empty() {
                         // A report needs to arrive only once: not over the spare.
                         for r in std::iter::once(&a.route).chain(a.spare.iter().filter(|_| a.keeps)) {

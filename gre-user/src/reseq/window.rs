@@ -171,9 +171,12 @@ impl Window {
     /// The missing numbers that are lost, not asked for before, into
     /// `out` (as the peer numbered them: the low 32 bits); at most `max`.
     /// Lost: every path that delivers has delivered a higher number (a
-    /// path keeps its packets' order, so the number is not on its way),
-    /// or a frame behind it has waited `after`.
-    pub fn due(&mut self, now: Instant, after: Duration, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
+    /// path keeps its packets' order, so the number is not on its way); a
+    /// path silent for `ACTIVE` delivers nothing more, and when all are,
+    /// whatever is missing is lost. Not by how long a frame behind has
+    /// waited: a path's queue can hold a packet longer than any wait
+    /// worth setting, and asking for it is a second copy on the wire.
+    pub fn due(&mut self, now: Instant, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
         let Some(next) = self.next else { return };
         // What was asked for long ago is not coming.
         while self.asked.first_key_value().is_some_and(|(_, &t)| now.duration_since(t) > ASKED_FOR) {
@@ -186,15 +189,11 @@ impl Window {
             .filter(|(_, seen)| now.duration_since(*seen) <= ACTIVE)
             .map(|(high, _)| *high)
             .min()
-            .unwrap_or(0);
+            .unwrap_or(u64::MAX);
         let mut expected = self.ask_from.max(next);
-        for (&k, h) in self.held.range(expected..) {
+        for &k in self.held.range(expected..).map(|(k, _)| k) {
             if k > expected {
-                let end = match now.duration_since(h.arrived) >= after {
-                    true => k,
-                    false => k.min(frontier),
-                };
-                let end = end.min(expected + max.saturating_sub(out.len()) as u64);
+                let end = k.min(frontier).min(expected + max.saturating_sub(out.len()) as u64);
                 if end <= expected {
                     break;
                 }
@@ -392,9 +391,9 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_is_asked_for_once_when_every_path_has_passed_it_or_a_frame_behind_has_waited() {
+    fn a_gap_is_asked_for_once_when_every_path_has_passed_it_or_the_paths_before_it_fell_silent() {
         let (mut w, mut st, t0) = (Window::default(), WindowStats::default(), Instant::now());
-        let after = Duration::from_millis(1);
+        let ms = Duration::from_millis(1);
         let mut out = Vec::new();
         // 1, 2, 5 and 9 come over path 0, 6 over path 1: 3 and 4 are lost
         // (both paths are past them), 7 and 8 may still be on path 1.
@@ -403,20 +402,22 @@ mod tests {
         }
         assert_eq!(out, [vec![1], vec![2]]);
         let mut asks = Vec::new();
-        w.due(t0, after, 64, &mut st, &mut asks);
+        w.due(t0, 64, &mut st, &mut asks);
         assert_eq!(asks, [3, 4], "what every path has passed, at once");
         asks.clear();
-        w.due(t0 + after / 2, after, 64, &mut st, &mut asks);
-        assert!(asks.is_empty(), "asked twice, or before a frame behind the gap waited");
-        w.due(t0 + after, after, 64, &mut st, &mut asks);
-        assert_eq!(asks, [7, 8], "what a frame behind has waited for");
+        // Path 0 goes on delivering; path 1, its queue full, not for a while.
+        w.push(10, 0, vec![10], t0 + 15 * ms, t0 + 15 * ms, &mut st, &mut out);
+        w.due(t0 + 15 * ms, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "asked twice, or what path 1 may still bring: {asks:?}");
+        w.due(t0 + ACTIVE + ms, 64, &mut st, &mut asks);
+        assert_eq!(asks, [7, 8], "path 1 silent for {ACTIVE:?}: not coming");
         asks.clear();
-        w.due(t0 + 2 * after, after, 64, &mut st, &mut asks);
+        w.due(t0 + 2 * ACTIVE, 64, &mut st, &mut asks);
         assert!(asks.is_empty(), "asked twice");
         out.clear();
         // 3 and 4 come 3 ms after they were asked for, in time.
         let mut out = Vec::new();
-        let t1 = t0 + 3 * after;
+        let t1 = t0 + 3 * ms;
         for s in [3, 4] {
             w.push(s, 1, vec![s as u8], t1, t1, &mut st, &mut out);
         }
@@ -428,7 +429,7 @@ mod tests {
         // late, and delivered once.
         w.expire(t1 + Duration::from_secs(1), Duration::from_millis(5), &mut st, &mut out);
         let n = out.len();
-        let t2 = t0 + Duration::from_millis(13);
+        let t2 = t0 + ACTIVE + 13 * ms;
         w.push(7, 0, vec![7], t2, t2, &mut st, &mut out);
         w.push(7, 1, vec![7], t2, t2, &mut st, &mut out);
         w.push(6, 1, vec![6], t1, t1, &mut st, &mut out);
@@ -441,12 +442,22 @@ mod tests {
         let mut w = Window::default();
         run(&[100, 200], &mut w, &mut st, t0);
         asks.clear();
-        w.due(t0 + after, after, 64, &mut st, &mut asks);
+        w.due(t0 + ms, 64, &mut st, &mut asks);
         assert_eq!(asks.len(), 64);
         asks.clear();
-        w.due(t0 + after, after, 64, &mut st, &mut asks);
+        w.due(t0 + ms, 64, &mut st, &mut asks);
         assert_eq!(asks.len(), 35);
         assert_eq!(asks.last(), Some(&199));
+        // With every path silent, whatever is missing is lost.
+        let mut w = Window::default();
+        for (seq, path) in [(1, 0), (2, 0), (5, 1)] {
+            w.push(seq, path, vec![seq as u8], t0, t0, &mut st, &mut out);
+        }
+        asks.clear();
+        w.due(t0 + ms, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "3 and 4 may still be on path 0: {asks:?}");
+        w.due(t0 + ACTIVE + ms, 64, &mut st, &mut asks);
+        assert_eq!(asks, [3, 4]);
     }
 
     #[test]

@@ -62,7 +62,8 @@ pub struct Ask {
     pub key: Option<u32>,
     /// How long a lost packet may take to be known lost: about as long
     /// as the paths' spread makes a packet late (the slow path passing
-    /// its number), which the hold adds to a repair's time.
+    /// its number, or silent this long), which the hold adds to a
+    /// repair's time.
     pub after: Duration,
     /// How long a repair should take until some have been timed: the
     /// route's round trip, and a margin.
@@ -229,7 +230,7 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
         for (peer, w) in windows.iter_mut() {
             let hold = match asks.get(peer) {
                 Some(a) => {
-                    w.due(now, MAX_ASK, &mut stats, &mut seqs);
+                    w.due(now, a.after, MAX_ASK, &mut stats, &mut seqs);
                     if !seqs.is_empty() {
                         // A report needs to arrive only once: not over the spare.
                         for r in std::iter::once(&a.route).chain(a.spare.iter().filter(|_| a.keeps)) {

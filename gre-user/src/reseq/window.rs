@@ -176,12 +176,14 @@ impl Window {
     /// `out` (as the peer numbered them: the low 32 bits); at most `max`.
     /// Lost: every path that delivers has delivered a higher number (a
     /// path keeps its packets' order, so the number is not on its way); a
-    /// path silent for `ACTIVE` delivers nothing more, and when all are,
+    /// path silent for `silent` (at least `ACTIVE`: about as long as it
+    /// delivers later than the fastest) delivers nothing more, and when all are,
     /// whatever is missing is lost; once a frame behind it has waited
     /// `SETTLE`. Not by how long a frame behind has waited alone: a
     /// path's queue can hold a packet longer than any wait worth setting,
     /// and asking for it is a second copy on the wire.
-    pub fn due(&mut self, now: Instant, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
+    pub fn due(&mut self, now: Instant, silent: Duration, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
+        let silent = silent.max(ACTIVE);
         let Some(next) = self.next else { return };
         // What was asked for long ago is not coming.
         while self.asked.first_key_value().is_some_and(|(_, &t)| now.duration_since(t) > ASKED_FOR) {
@@ -191,7 +193,7 @@ impl Window {
             .path_high
             .iter()
             .flatten()
-            .filter(|(_, seen)| now.duration_since(*seen) <= ACTIVE)
+            .filter(|(_, seen)| now.duration_since(*seen) <= silent)
             .map(|(high, _)| *high)
             .min()
             .unwrap_or(u64::MAX);
@@ -410,19 +412,19 @@ mod tests {
         }
         assert_eq!(out, [vec![1], vec![2]]);
         let mut asks = Vec::new();
-        w.due(t0, 64, &mut st, &mut asks);
+        w.due(t0, ms, 64, &mut st, &mut asks);
         assert!(asks.is_empty(), "a path may reorder by a hair: {asks:?}");
-        w.due(t0 + SETTLE, 64, &mut st, &mut asks);
+        w.due(t0 + SETTLE, ms, 64, &mut st, &mut asks);
         assert_eq!(asks, [3, 4], "what every path has passed, once it stood {SETTLE:?}");
         asks.clear();
         // Path 0 goes on delivering; path 1, its queue full, not for a while.
         w.push(10, 0, vec![10], t0 + 15 * ms, t0 + 15 * ms, &mut st, &mut out);
-        w.due(t0 + 15 * ms, 64, &mut st, &mut asks);
+        w.due(t0 + 15 * ms, ms, 64, &mut st, &mut asks);
         assert!(asks.is_empty(), "asked twice, or what path 1 may still bring: {asks:?}");
-        w.due(t0 + ACTIVE + ms, 64, &mut st, &mut asks);
+        w.due(t0 + ACTIVE + ms, ms, 64, &mut st, &mut asks);
         assert_eq!(asks, [7, 8], "path 1 silent for {ACTIVE:?}: not coming");
         asks.clear();
-        w.due(t0 + 2 * ACTIVE, 64, &mut st, &mut asks);
+        w.due(t0 + 2 * ACTIVE, ms, 64, &mut st, &mut asks);
         assert!(asks.is_empty(), "asked twice");
         out.clear();
         // 3 and 4 come 3 ms after they were asked for, in time.
@@ -452,10 +454,10 @@ mod tests {
         let mut w = Window::default();
         run(&[100, 200], &mut w, &mut st, t0);
         asks.clear();
-        w.due(t0 + ms, 64, &mut st, &mut asks);
+        w.due(t0 + ms, ms, 64, &mut st, &mut asks);
         assert_eq!(asks.len(), 64);
         asks.clear();
-        w.due(t0 + ms, 64, &mut st, &mut asks);
+        w.due(t0 + ms, ms, 64, &mut st, &mut asks);
         assert_eq!(asks.len(), 35);
         assert_eq!(asks.last(), Some(&199));
         // With every path silent, whatever is missing is lost.
@@ -464,9 +466,14 @@ mod tests {
             w.push(seq, path, vec![seq as u8], t0, t0, &mut st, &mut out);
         }
         asks.clear();
-        w.due(t0 + ms, 64, &mut st, &mut asks);
+        w.due(t0 + ms, ms, 64, &mut st, &mut asks);
         assert!(asks.is_empty(), "3 and 4 may still be on path 0: {asks:?}");
-        w.due(t0 + ACTIVE + ms, 64, &mut st, &mut asks);
+        // A path that delivers 50 ms after the fastest is silent only
+        // past that.
+        let late = 50 * ms;
+        w.due(t0 + ACTIVE + ms, late, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "3 and 4 may still be on path 0, {late:?} behind: {asks:?}");
+        w.due(t0 + late + ms, late, 64, &mut st, &mut asks);
         assert_eq!(asks, [3, 4]);
     }
 

@@ -174,14 +174,14 @@ impl Window {
 
     /// The missing numbers that are lost, not asked for before, into
     /// `out` (as the peer numbered them: the low 32 bits); at most `max`.
-    /// Lost: every path that delivers has delivered a higher number (a
-    /// path keeps its packets' order, so the number is not on its way); a
-    /// path silent for `silent` (at least `ACTIVE`: about as long as it
-    /// delivers later than the fastest) delivers nothing more, and when all are,
-    /// whatever is missing is lost; once a frame behind it has waited
-    /// `SETTLE`. Not by how long a frame behind has waited alone: a
+    /// Lost: every path still delivering has delivered a higher number (a
+    /// path keeps its packets' order, so the number is not on its way). A
+    /// path silent for `silent` (at least `ACTIVE`; about as long as it
+    /// delivers behind the fastest) delivers no more; when none does,
+    /// whatever is missing is lost. A gap is judged once it has stood
+    /// `SETTLE`. How long frames behind it have waited decides nothing: a
     /// path's queue can hold a packet longer than any wait worth setting,
-    /// and asking for it is a second copy on the wire.
+    /// and asking for it puts a second copy on the wire.
     pub fn due(&mut self, now: Instant, silent: Duration, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
         let silent = silent.max(ACTIVE);
         let Some(next) = self.next else { return };

@@ -1,9 +1,10 @@
 //! Pure TCP ACKs: segments with no data and none of SYN, FIN or RST. Each
 //! acknowledges everything before it, so their order means nothing to TCP.
 //! Where a peer's paths differ in delay, the transmit side sends them over
-//! the fastest path (`PathFlags::FASTEST`) and the resequencer delivers
-//! them at once: held behind the slow path, they would add its delay to
-//! every round trip of the stream they acknowledge.
+//! the fastest path (`PathFlags::FASTEST`), unnumbered to a peer that
+//! takes them so (as other light packets, `crate::light`), and the
+//! receiver delivers them at once: held behind the slow path, they would
+//! add its delay to every round trip of the stream they acknowledge.
 
 /// TCP's ACK flag, and the flags that make a segment more than an ACK.
 const ACK: u8 = 0x10;

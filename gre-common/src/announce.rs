@@ -41,6 +41,13 @@ pub const ANNOUNCE_REPAIR: u32 = 1 << 2;
 /// sender for what its gaps miss before `ANNOUNCE_REPAIR`; another not at
 /// all (it would only drop the requests).
 pub const ANNOUNCE_REPAIR_READY: u32 = 1 << 3;
+/// The sender's receive side takes light packets unnumbered (pure TCP
+/// ACKs, `crate::light`; `crate::reseq::is_number`): the receiver may
+/// send them so, and they reach the sender's stack at once, without
+/// passing through its resequencer.
+pub const ANNOUNCE_UNNUMBERED: u32 = 1 << 4;
+/// The bits that say the sender numbers its packets.
+pub const ANNOUNCE_NUMBERS: u32 = ANNOUNCE_IPID | ANNOUNCE_GRE_SEQ;
 
 impl Announce {
     pub const LEN: usize = core::mem::size_of::<Announce>();

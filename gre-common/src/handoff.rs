@@ -65,7 +65,7 @@ pub struct TxDecision {
     pub peer: u32,
     /// Unicast: the path index chosen by striping.
     pub path: u32,
-    /// The GRE protocol type (high 16 bits), `TX_CLEAR_DF`, and the
+    /// The GRE protocol type (high 16 bits), `TX_CLEAR_DF`, `TX_UNNUMBERED`, and the
     /// DSCP/ECN byte to copy (low 8).
     pub proto_tos: u32,
 }
@@ -83,6 +83,10 @@ pub const TX_DROP: u32 = 3;
 /// In `TxDecision::proto_tos`: too big for its path, the packet leaves
 /// with DF clear, for the underlay to fragment.
 pub const TX_CLEAR_DF: u32 = 1 << 8;
+/// In `TxDecision::proto_tos`: a light packet (a pure TCP ACK, ICMP, a
+/// small UDP datagram: `crate::light`) to a peer that takes them
+/// unnumbered; it leaves without a number (`crate::reseq::is_number`).
+pub const TX_UNNUMBERED: u32 = 1 << 9;
 
 impl TxDecision {
     /// "xt" in the high half; the kind in the low.
@@ -114,6 +118,11 @@ impl TxDecision {
     #[inline(always)]
     pub fn clear_df(&self) -> bool {
         self.proto_tos & TX_CLEAR_DF != 0
+    }
+
+    #[inline(always)]
+    pub fn unnumbered(&self) -> bool {
+        self.proto_tos & TX_UNNUMBERED != 0
     }
 
     #[inline(always)]

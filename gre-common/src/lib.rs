@@ -11,6 +11,7 @@ pub mod drop;
 pub mod flags;
 pub mod gre;
 pub mod handoff;
+pub mod light;
 pub mod maps;
 pub mod names;
 pub mod pmtu;
@@ -18,7 +19,8 @@ pub mod repair;
 pub mod reseq;
 
 pub use announce::{
-    Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, ANNOUNCE_REPAIR_READY, MAX_ANNOUNCE_TTL_MS,
+    Announce, PeerAnnounce, Stamp, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_NUMBERS, ANNOUNCE_REPAIR, ANNOUNCE_REPAIR_READY,
+    ANNOUNCE_UNNUMBERED, MAX_ANNOUNCE_TTL_MS,
 };
 pub use drop::DropReason;
 pub use flags::{PathFlags, PeerFlags, TunnelFlags};

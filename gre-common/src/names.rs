@@ -49,6 +49,9 @@ pub const MAP_PATH_SEEN: &str = "XGRE_PATH_SEEN";
 pub const MAP_PATH_RTT: &str = "XGRE_PATH_RTT";
 /// Peer id -> what it last announced about numbering, until when.
 pub const MAP_ANNOUNCED: &str = "XGRE_ANNOUNCED";
+/// Flow hash -> when the flow last sent a datagram too big to be light
+/// (`light`), ns since boot.
+pub const MAP_BULK_FLOWS: &str = "XGRE_BULK_FLOWS";
 pub const MAP_FDB: &str = "XGRE_FDB";
 pub const MAP_VLANS: &str = "XGRE_VLANS";
 pub const MAP_NEIGH: &str = "XGRE_NEIGH";

@@ -69,6 +69,17 @@ impl ReseqHdr {
     }
 }
 
+/// Numbers whose low 16 bits are 0 are never given (the transmit side
+/// skips them): one of them marks a packet as not numbered, a light one
+/// (a pure TCP ACK, `crate::light`) to a peer that announced
+/// `ANNOUNCE_UNNUMBERED`. 16 bits, because that is all the outer IPv4 ID
+/// holds. Such a packet needs no place in the order and must not wait for
+/// the slow path.
+#[inline(always)]
+pub const fn is_number(seq: u32) -> bool {
+    seq as u16 != 0
+}
+
 /// Largest `resequence` hold, in milliseconds: TCP's own timers start near
 /// 200 ms, and a buffer holding longer only delays what it cannot save.
 pub const MAX_RESEQUENCE_MS: u32 = 100;

@@ -45,6 +45,9 @@ pub struct Fields {
     pub proto: u16,
     /// IPv6 underlay: the outer flow label (from the inner flow's hash).
     pub flow: u32,
+    /// Not 0: leave without a number (`TX_UNNUMBERED`), in a numbered
+    /// tunnel's number field all the same.
+    pub unnumbered: u32,
 }
 
 /// Bytes of outer IP header: the tunnel's links are all of one family.
@@ -124,7 +127,7 @@ fn put(ctx: &TcContext, f: &Fields, room: &Room, peer_id: u32, path_idx: u32) ->
         return Err(DropReason::NoPath);
     }
     let p = &peer.paths[path_idx as usize & (MAX_PATHS - 1)];
-    let seq = next_seq(f.flags, peer_id)?;
+    let seq = if f.unnumbered != 0 { 0 } else { next_seq(f.flags, peer_id)? };
     write(ctx, room, header(ctx, f, room, p, seq)?)?;
     Ok(p.ifindex as i32)
 }

@@ -24,6 +24,7 @@ mod global;
 mod icmp;
 mod kernel;
 mod lco;
+mod light;
 mod maps;
 mod neigh;
 mod packet;
@@ -80,6 +81,7 @@ fn keep_maps(data: usize) {
         let _ = maps::PATH_SEEN.get(0);
         let _ = maps::PATH_RTT.get(0);
         let _ = maps::ANNOUNCED.get(0);
+        let _ = maps::BULK_FLOWS.lookup(0);
         let _ = maps::PATH_BYTES.get(0);
         let _ = maps::FDB.lookup(FdbKey::default());
         let _ = maps::FLOOD.lookup(FloodKey::default());

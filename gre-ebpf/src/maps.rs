@@ -12,6 +12,7 @@ use gre_common::{
     MAX_LINKS, MAX_NEIGH, MAX_PATHS, MAX_PEERS, MAX_ROUTES, MAX_TUNNELS, RESEQ_XSK_SLOTS,
 };
 
+use gre_common::light::MAX_BULK_FLOWS;
 use gre_common::pmtu::{OuterPair, PathMtu, PMTU_EVENT_SLOTS};
 
 use crate::structs::{InnerIpHdr, OuterHdr, Scratch};
@@ -116,6 +117,11 @@ pub static PATH_RTT: Array<u64> = Array::with_max_entries(MAX_PEERS * MAX_PATHS 
 /// when (`announce.rs`).
 #[map(name = "XGRE_ANNOUNCED")]
 pub static ANNOUNCED: Array<PeerAnnounce> = Array::with_max_entries(MAX_PEERS, 0);
+
+/// Flows that sent a datagram too big to be light, by flow hash: when
+/// last (`light.rs`).
+#[map(name = "XGRE_BULK_FLOWS")]
+pub static BULK_FLOWS: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_BULK_FLOWS, 0);
 
 /// Bytes each path has been given, shared by all CPUs (atomic add): what
 /// path selection balances by weight.

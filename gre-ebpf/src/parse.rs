@@ -4,8 +4,8 @@
 
 use gre_common::TunnelFlags;
 use gre_common::{
-    pmtu::PmtuEvent, repair::PROTO_REPAIR, v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel, ANNOUNCE_IPID, KEY_NVGRE,
-    MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
+    pmtu::PmtuEvent, repair::PROTO_REPAIR, reseq::is_number, v4_mapped, DropReason, GreHdr, KeyLookup, RxKey, RxPath, Tunnel,
+    ANNOUNCE_IPID, ANNOUNCE_NUMBERS, KEY_NVGRE, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK, PROTO_KEEPALIVE,
 };
 use network_types::{
     eth::EthHdr,
@@ -188,8 +188,9 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
             Some(seq::widen(path.peer_id, ip_id))
         }
         s => s,
-    };
-    let resequence = seq.is_some() && (!tunnel.flags.intersects(TunnelFlags::RESEQ_ANNOUNCED) || announced != 0);
+    }
+    .filter(|&s| is_number(s));
+    let resequence = seq.is_some() && (!tunnel.flags.intersects(TunnelFlags::RESEQ_ANNOUNCED) || announced & ANNOUNCE_NUMBERS != 0);
 
     let proto = gre.proto();
     if proto == PROTO_KEEPALIVE {

@@ -6,7 +6,7 @@
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use gre_common::TunnelFlags;
-use gre_common::{DropReason, LATE_DISPLACEMENT};
+use gre_common::{reseq::is_number, DropReason, LATE_DISPLACEMENT};
 
 use crate::maps::{REORDER, RX_SEQ, TX_SEQ};
 
@@ -64,7 +64,7 @@ pub fn widen(peer_id: u32, id: u16) -> u32 {
 
 /// The next number to `peer_id`, when the tunnel numbers its packets
 /// (RFC 2890's sequence number, or its low 16 bits as the outer IPv4 ID),
-/// else 0.
+/// else 0. Never one that `is_number` refuses.
 #[inline(always)]
 pub fn next_seq(tunnel_flags: TunnelFlags, peer_id: u32) -> Result<u32, DropReason> {
     if !tunnel_flags.intersects(TunnelFlags::NUMBERED) {
@@ -78,5 +78,8 @@ pub fn next_seq(tunnel_flags: TunnelFlags, peer_id: u32) -> Result<u32, DropReas
     // plain locked add and returns a stale value.
     // SAFETY: an array value stays mapped, 8-byte aligned; the add is
     // atomic.
-    Ok(unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1))
+    let take = || unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, 1) as u32 }.wrapping_add(1);
+    // One number in 65,536 marks a packet as not numbered: never given.
+    let n = take();
+    Ok(if is_number(n) { n } else { take() })
 }

@@ -13,9 +13,9 @@ use aya_ebpf::{
 };
 use gre_common::TunnelFlags;
 use gre_common::{
-    handoff::{TX_CLEAR_DF, TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST},
-    tx_crosses_pair, v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, MAX_PATHS, MODE_GRE,
-    MODE_GRETAP, NVGRE_FLOWID_MASK,
+    handoff::{TX_CLEAR_DF, TX_DECISION_WORDS, TX_DROP, TX_FLOOD, TX_UNICAST, TX_UNNUMBERED},
+    tx_crosses_pair, v4_mapped, DropReason, FloodKey, FloodList, GreHdr, Route4, Route6, Tunnel, TxDecision, ANNOUNCE_UNNUMBERED,
+    MAX_PATHS, MODE_GRE, MODE_GRETAP, NVGRE_FLOWID_MASK,
 };
 use network_types::{
     eth::EthHdr,
@@ -24,13 +24,13 @@ use network_types::{
 
 use crate::kernel::{redirect, skb_of, Lookup};
 use crate::{
-    ack,
+    ack, announce,
     consts::{ETH_P_IP, ETH_P_IPV6},
     counters::count_tx,
     encap::{self, Fields},
     fdb, fit,
     flood::{self, NO_PEER},
-    global, icmp,
+    global, icmp, light,
     maps::{FLOOD, ROUTES4, ROUTES6, TUNNELS},
     packet::Packet,
     path, trunk,
@@ -116,8 +116,20 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
         }
         // Only a numbered tunnel's peers have paths marked fastest.
         let ether_type = u16::from_be(eth.ether_type);
-        let ack = tunnel.flags.intersects(TunnelFlags::NUMBERED) && ack::is_pure_ack(ctx, ether_type);
-        let fast = if ack { path::xgre_fastest_path(target.peer, ifindex) } else { path::NO_PATH };
+        let numbered = tunnel.flags.intersects(TunnelFlags::NUMBERED);
+        let ack = numbered && ack::is_pure_ack(ctx, ether_type);
+        let light = numbered && !ack && light::is_light(ctx, ether_type);
+        let takes = (ack || light) && announce::in_force(target.peer) & ANNOUNCE_UNNUMBERED != 0;
+        // ACKs take the fastest path numbered or not; other light packets
+        // only where they skip the peer's resequencer, which would hold
+        // them for the slow path anyway.
+        let fast = if ack || (light && takes) { path::xgre_fastest_path(target.peer, ifindex) } else { path::NO_PATH };
+        // Neither needs a place in the order: to a peer that takes them
+        // so, they leave unnumbered (a light one only by the fastest path:
+        // striped, a flow's small datagrams could overtake each other).
+        if takes && (ack || fast != path::NO_PATH) {
+            proto_tos |= TX_UNNUMBERED;
+        }
         let path = if fast != path::NO_PATH { fast } else { path::xgre_select_path(target.peer, ifindex, ctx.len() as u64) };
         let path = match path {
             path::PEER_GONE => return Err(DropReason::NoRoute),
@@ -228,7 +240,7 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
     // The outer IPv6 flow label, for the same reason (RFC 6438).
     // Too big for its path and not to be answered: DF clear, this once.
     let flags = if d.clear_df() { tunnel.flags | TunnelFlags::NO_PMTUDISC } else { tunnel.flags };
-    let fields = Fields { flags, key, tos: d.tos(), proto: d.proto(), flow: hash };
+    let fields = Fields { flags, key, tos: d.tos(), proto: d.proto(), flow: hash, unnumbered: d.unnumbered() as u32 };
     let tap = tunnel.mode == MODE_GRETAP;
     // Counters count inner bytes: the IP packet, or the whole frame (gretap).
     let inner_len = if tap { ctx.len() as u64 } else { ctx.len() as u64 - EthHdr::LEN as u64 };

@@ -125,16 +125,16 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
     dp.peer(3, &[1]);
-    // 65534, 65535, then 0 is 65536 and 1 is 65537; 65533 arriving late
-    // stays below the wrap.
-    for (id, want) in [(65534u16, 65534u32), (65535, 65535), (0, 65536), (65533, 65533), (1, 65537), (3, 65539), (2, 65538)] {
+    // 65534, 65535, then 1 is 65537 (0 is never a number); 65533 arriving
+    // late stays below the wrap.
+    for (id, want) in [(65534u16, 65534u32), (65535, 65535), (65533, 65533), (1, 65537), (3, 65539), (2, 65538)] {
         let (ret, out) = dp.run(PROG_RX_XDP, &with_id(id), None);
         assert_eq!(ret, XDP_PASS, "id {id}: drops {:?}", dp.drops());
         assert_eq!(handed(&out), Some((3, want)), "id {id}: peer and number handed on");
         assert_eq!(&out[HandoffMeta::LEN + HandoffSeq::LEN..], eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id {id}: inner frame");
     }
     let r = reorder_stats(&dp, 3);
-    assert_eq!((r.in_order, r.out_of_order, r.max_displacement), (5, 2, 3), "reorder telemetry across the wrap: {r:?}");
+    assert_eq!((r.in_order, r.out_of_order, r.max_displacement), (4, 2, 2), "reorder telemetry across the wrap: {r:?}");
     let mut plain = Dp::new();
     plain.tunnel(Some(42), TunnelFlags::empty());
     plain.peer(3, &[1]);
@@ -421,6 +421,114 @@ fn weights_are_honoured_within_five_percent_over_10000_packets() {
             assert!(err <= 0.05, "weights {weights:?}: path {j} got {} packets, want {want:.0} (off by {:.1}%)", counts[j], err * 100.0);
         }
     }
+}
+
+/// A peer that announces `ANNOUNCE_UNNUMBERED` gets pure ACKs without a
+/// number (0 where the number goes), and no data packet ever carries one
+/// whose low 16 bits are 0; such a packet received is delivered at once
+/// instead of through the resequencer.
+#[test]
+fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_resequencer() {
+    let ack = tunnel_frame(&tcp_packet(false, 0, true));
+    let data = tunnel_frame(&tcp_packet(false, 100, true));
+    let announce = |dp: &mut Dp, flags: u32| {
+        let mut m: Array<&mut MapData, PeerAnnounce> = dp.ebpf.map_mut(MAP_ANNOUNCED).unwrap().try_into().unwrap();
+        m.set(5, PeerAnnounce { expires_ns: u64::MAX, flags, _pad: 0 }, 0).unwrap();
+    };
+    let id = |out: &[u8]| u16::from_be_bytes([out[18], out[19]]);
+    // Outer IPv4 ID numbering, and RFC 2890 numbers (key, then sequence).
+    for (flags, number) in [
+        (TunnelFlags::IPID_SEQ_TX, &id as &dyn Fn(&[u8]) -> u16),
+        (TunnelFlags::SEQ, &|out: &[u8]| u32::from_be_bytes(out[42..46].try_into().unwrap()) as u16),
+    ] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), flags);
+        dp.peer(5, &[1]);
+        let send = |dp: &Dp, frame: &[u8]| {
+            let (ret, out) = dp.tx(frame, 1);
+            assert_eq!(ret, TC_ACT_REDIRECT, "{flags:?}: drops {:?}", dp.drops());
+            number(&out)
+        };
+        assert_eq!([send(&dp, &ack), send(&dp, &data)], [1, 2], "{flags:?}: a peer that never said so numbers ACKs");
+        announce(&mut dp, ANNOUNCE_IPID);
+        assert_eq!(send(&dp, &ack), 3, "{flags:?}: announcing other things is not saying so");
+        announce(&mut dp, ANNOUNCE_UNNUMBERED);
+        assert_eq!([send(&dp, &ack), send(&dp, &data), send(&dp, &ack)], [0, 4, 0], "{flags:?}");
+        // The counter at 65,535: the next number, 65,536, is never given.
+        let mut seqs: Array<&mut MapData, u64> = dp.ebpf.map_mut(MAP_TX_SEQ).unwrap().try_into().unwrap();
+        seqs.set(5, 0xfffe, 0).unwrap();
+        assert_eq!([send(&dp, &data), send(&dp, &data)], [0xffff, 1], "{flags:?}");
+    }
+    // Received: an IPv4 ID of 0 from a numbering peer is no number.
+    let inner = inner_packet(40, 0);
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
+    dp.peer(3, &[1]);
+    for (id, want) in [(7u16, Some((3, 7))), (0, None), (8, Some((3, 8)))] {
+        let (ret, out) = dp.run(PROG_RX_XDP, &frame_with_ip_id(id, valid(Some(42)), &inner), None);
+        assert_eq!(ret, XDP_PASS, "id {id}: drops {:?}", dp.drops());
+        assert_eq!(handed_number(&out), want, "id {id}");
+        if want.is_none() {
+            assert_eq!(&out[HandoffMeta::LEN..], eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id 0: to the tunnel as it is");
+        }
+    }
+    assert_eq!(reorder_stats(&dp, 3).in_order, 2, "nor counted among the numbers");
+}
+
+/// Light packets (ICMP, small UDP datagrams) to a peer that takes them
+/// unnumbered leave by the fastest path without a number; a datagram
+/// bigger than `LIGHT_MAX` is numbered and striped and makes its flow
+/// bulk, whose small datagrams are then numbered too. Without a fastest
+/// path, or to a peer that never said it takes them, all are numbered.
+#[test]
+fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_flow_bulk() {
+    let mut dp = Dp::new();
+    dp.tunnel(None, TunnelFlags::IPID_SEQ_TX);
+    dp.peer(5, &[1, 1]);
+    let fastest = |dp: &mut Dp, on: bool| {
+        let mut p = dp.peers().get(&5, 0).unwrap();
+        p.paths[1].flags.set(PathFlags::FASTEST, on);
+        dp.peers().insert(5, p, 0).unwrap();
+    };
+    fastest(&mut dp, true);
+    let announce = |dp: &mut Dp, flags: u32| {
+        let mut m: Array<&mut MapData, PeerAnnounce> = dp.ebpf.map_mut(MAP_ANNOUNCED).unwrap().try_into().unwrap();
+        m.set(5, PeerAnnounce { expires_ns: u64::MAX, flags, _pad: 0 }, 0).unwrap();
+    };
+    let udp = |port: u16, len: usize| {
+        let mut d = [&4000u16.to_be_bytes()[..], &port.to_be_bytes(), &((8 + len) as u16).to_be_bytes(), &[0, 0]].concat();
+        d.extend(std::iter::repeat_n(7u8, len));
+        tunnel_frame(&ipv4(INNER_SRC, INNER_DST, 17, 0, 0x4000, &d))
+    };
+    let ping = tunnel_frame(&ipv4(INNER_SRC, INNER_DST, 1, 0, 0, &[8, 0, 0, 0, 0, 1, 0, 1]));
+    let ping6 = eth(TUN_MAC, TUN_MAC, 0x86dd, &{
+        let mut h = ipv6(INNER6_SRC, INNER6_DST, 0, &[128, 0, 0, 0, 0, 1, 0, 1]);
+        h[6] = 58;
+        h
+    });
+    // (path, outer IPv4 ID: 0 is no number) of each frame sent.
+    let send = |dp: &Dp, frame: &[u8]| {
+        let before: Vec<u64> = (0..2).map(|j| dp.path_stats(5, j).tx_packets).collect();
+        let (ret, out) = dp.tx(frame, 1);
+        assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+        let path = (0..2).find(|&j| dp.path_stats(5, j).tx_packets > before[j as usize]).unwrap();
+        (path, u16::from_be_bytes([out[18], out[19]]))
+    };
+    let numbered = |(_, id): (u32, u16)| id != 0;
+    // A peer that never said it takes them: numbered, and striped.
+    assert!(numbered(send(&dp, &ping)) && numbered(send(&dp, &udp(53, 60))), "numbered for a peer that did not say");
+    announce(&mut dp, ANNOUNCE_IPID | ANNOUNCE_UNNUMBERED);
+    for (what, frame) in [("ping", &ping), ("ping6", &ping6), ("DNS query", &udp(53, 60)), ("voice", &udp(5004, 172))] {
+        assert_eq!(send(&dp, frame), (1, 0), "{what}: by the fastest path, unnumbered");
+    }
+    assert!(numbered(send(&dp, &tunnel_frame(&ipv4(INNER_SRC, INNER_DST, 1, 0, 0x2000, &[8; 8])))), "a fragment is numbered");
+    // A QUIC-sized datagram: numbered, striped; its flow's small ones then too.
+    let big: Vec<(u32, u16)> = (0..4).map(|_| send(&dp, &udp(443, 1200))).collect();
+    assert!(big.iter().all(|&b| numbered(b)) && big.iter().any(|b| b.0 == 0), "big datagrams numbered and striped: {big:?}");
+    assert!(numbered(send(&dp, &udp(443, 40))), "a bulk flow's small datagram is numbered");
+    assert_eq!(send(&dp, &udp(53, 60)), (1, 0), "another flow stays light");
+    fastest(&mut dp, false);
+    assert!(numbered(send(&dp, &udp(53, 60))) && numbered(send(&dp, &ping)), "no fastest path: numbered, striped");
 }
 
 /// Pure TCP ACKs take the path `xgre run` marked fastest, over IPv4 and

@@ -143,6 +143,12 @@ pub struct AggArgs {
     /// trip is TCP_INFO, which on an MPTCP socket is its first subflow's.
     #[arg(long)]
     pub latency: bool,
+    /// Ping across (ICMP, 5 a second) while each stream runs, from its
+    /// second second on: what interactive traffic waits beside a bulk
+    /// stream (over MPTCP the ping takes the first path, as any non-MPTCP
+    /// traffic does).
+    #[arg(long)]
+    pub ping: bool,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -599,6 +605,7 @@ fn agg(args: AggArgs) -> Result<()> {
         // machine hits all of them alike.
         let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); methods.len()];
         let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+        let mut pings: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
         for _ in 0..runs {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
@@ -618,7 +625,17 @@ fn agg(args: AggArgs) -> Result<()> {
                 }
                 let before = args.prog_cost.then(crate::progcost::snapshot);
                 let cpu_before = CpuTimes::read();
+                let ping = args.ping.then(|| Ping::start(&addr, secs)).transpose()?;
                 let stream = if mptcp { mptcp_iperf(&ns, &addr, secs, &extra)? } else { iperf_stream(&ns, B, A, &addr, secs, &extra)? };
+                if let Some(p) = ping {
+                    match p.finish() {
+                        Ok([lo, avg, hi]) => {
+                            println!("    ping during the stream: {lo:.1} / {avg:.1} / {hi:.1} ms (min / mean / max)");
+                            pings[mi].push(avg);
+                        }
+                        Err(e) => println!("    ping: not measured ({e:#})"),
+                    }
+                }
                 let (mbps, retr) = (stream.mbps, stream.retransmits);
                 let cpu = CpuTimes::read().since(&cpu_before);
                 let (dsack, dropped) = why_retransmitted(&ns)?;
@@ -673,6 +690,16 @@ fn agg(args: AggArgs) -> Result<()> {
                 }
                 drop(ns);
             }
+        }
+        for (m, l) in methods.iter().zip(&mut pings).filter(|(_, l)| !l.is_empty()) {
+            l.sort_by(f64::total_cmp);
+            println!(
+                "    {label} {}: mean ping beside the stream {:.1} / {:.1} / {:.1} ms (min / median / max of the runs)",
+                m.name,
+                l[0],
+                l[l.len() / 2],
+                l[l.len() - 1]
+            );
         }
         for (m, l) in methods.iter().zip(&mut latencies).filter(|(_, l)| !l.is_empty()) {
             l.sort_by(f64::total_cmp);
@@ -784,6 +811,39 @@ fn why_retransmitted(ns: &Namespaces) -> Result<(u64, u64)> {
         }
     }
     Ok((dsack, dropped))
+}
+
+/// A ping from A to `addr` beside a stream of `secs`: it starts a second
+/// in (past the stream's start) and ends a second before the stream.
+struct Ping(std::process::Child);
+
+impl Ping {
+    fn start(addr: &str, secs: u32) -> Result<Ping> {
+        let count = (secs.saturating_sub(2) * 5).max(1);
+        let child = std::process::Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{A}"))
+            .args(["timeout", &(secs + 5).to_string(), "sh", "-c", &format!("sleep 1; exec ping -q -i 0.2 -c {count} {addr}")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("starting ping")?;
+        Ok(Ping(child))
+    }
+
+    /// Round trips: min, mean and max, ms.
+    fn finish(self) -> Result<[f64; 3]> {
+        let out = self.0.wait_with_output()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let v: Vec<f64> = text
+            .lines()
+            .find_map(|l| l.split_once(" = "))
+            .map(|(_, v)| v.split(['/', ' ']).filter_map(|x| x.parse().ok()).collect())
+            .unwrap_or_default();
+        match v[..] {
+            [lo, avg, hi, ..] => Ok([lo, avg, hi]),
+            _ => bail!("ping said: {text}"),
+        }
+    }
 }
 
 /// One latency probe (`xtask/latency_probe.py`) from A to `addr` in B:

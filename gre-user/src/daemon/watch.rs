@@ -14,7 +14,7 @@ use aya::maps::{Array, HashMap, MapData, PerCpuArray};
 use futures::StreamExt;
 use gre_common::{
     names::*, path_slot, Announce, Peer, PeerAnnounce, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR, ANNOUNCE_REPAIR_READY,
-    MAX_ANNOUNCE_TTL_MS,
+    ANNOUNCE_UNNUMBERED, MAX_ANNOUNCE_TTL_MS,
 };
 
 use crate::{
@@ -548,10 +548,11 @@ fn probe_verdict(flags: PathFlags, probing: bool, answered: u64, now: u64, start
 }
 
 /// What this end's keepalives announce, given its tunnel's flags: how its
-/// packets are numbered (nothing when they are not), whether it runs
-/// repair (`repairs`) and keeps them now; valid for `ttl_ms`.
+/// packets are numbered (nothing when they are not), that it takes light
+/// packets unnumbered, whether it runs repair (`repairs`) and keeps them
+/// now; valid for `ttl_ms`.
 fn announcement(flags: TunnelFlags, repairs: bool, keeping: bool, ttl_ms: u32) -> Option<Announce> {
-    let mut what = 0;
+    let mut what = ANNOUNCE_UNNUMBERED;
     if flags.intersects(TunnelFlags::IPID_NUMBERED) {
         what |= ANNOUNCE_IPID;
     }
@@ -578,12 +579,14 @@ mod tests {
     fn keepalives_say_how_packets_are_numbered_and_whether_lost_ones_can_be_asked_for() {
         let flags = |a: Option<Announce>| a.map(|a| a.flags());
         assert_eq!(flags(announcement(TunnelFlags::empty(), true, false, 400)), None, "nothing numbered: nothing to say");
-        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, false, false, 400)), Some(ANNOUNCE_IPID));
+        // Numbered: the peer may send light packets unnumbered.
+        let u = ANNOUNCE_UNNUMBERED;
+        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, false, false, 400)), Some(ANNOUNCE_IPID | u));
         // Runs repair: a receiver may report losses (ask) before it keeps.
-        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, true, false, 400)), Some(ANNOUNCE_IPID | ANNOUNCE_REPAIR_READY));
+        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, true, false, 400)), Some(ANNOUNCE_IPID | ANNOUNCE_REPAIR_READY | u));
         assert_eq!(
             flags(announcement(TunnelFlags::SEQ, true, true, 400)),
-            Some(ANNOUNCE_GRE_SEQ | ANNOUNCE_REPAIR_READY | ANNOUNCE_REPAIR)
+            Some(ANNOUNCE_GRE_SEQ | ANNOUNCE_REPAIR_READY | ANNOUNCE_REPAIR | u)
         );
         assert_eq!(announcement(TunnelFlags::SEQ, true, true, 400).map(|a| a.ttl_ms()), Some(400));
     }

@@ -251,7 +251,9 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
             path.counters.rx_packets,
             human_bytes(path.counters.rx_bytes),
             path.counters.keepalive_replies,
-            path.rtt_ms.map(|r| format!("  rtt {r:.1} ms{}", if path.fastest { " (fastest: ACKs)" } else { "" })).unwrap_or_default(),
+            path.rtt_ms
+                .map(|r| format!("  rtt {r:.1} ms{}", if path.fastest { " (fastest: ACKs, ICMP, small UDP)" } else { "" }))
+                .unwrap_or_default(),
             path.pmtu.describe()
         );
     }

@@ -1,7 +1,7 @@
 //! Repair's frames on the wire: what a kept packet's outer headers say,
 //! the same packet readdressed to another path, and a request.
 
-use gre_common::{repair::RepairAsk, repair::PROTO_REPAIR, v4_mapped, GreHdr};
+use gre_common::{repair::RepairAsk, repair::PROTO_REPAIR, reseq::is_number, v4_mapped, GreHdr};
 
 use crate::daemon::keepalive::{gre_header, ipv4_header, ipv6_header};
 
@@ -21,7 +21,8 @@ pub struct Outer {
     pub dst: [u8; 16],
     pub key: Option<u32>,
     pub proto: u16,
-    /// The packet's number and how it is carried, if it has one.
+    /// The packet's number and how it is carried, if it has one (an
+    /// unnumbered light packet has none: `is_number`).
     pub number: Option<(u32, Numbered)>,
 }
 
@@ -56,7 +57,8 @@ impl Outer {
         let number = match flags & GreHdr::S != 0 {
             true => Some((word(at)?, Numbered::GreSeq)),
             false => id.map(|id| (id as u32, Numbered::IpId)),
-        };
+        }
+        .filter(|(n, _)| is_number(*n));
         Some(Outer { v6, src, dst, key, proto, number })
     }
 

@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use gre_common::reseq::is_number;
+
 /// Most frames one peer may have waiting; one more releases the oldest
 /// gap at once, so a lost packet never costs more than this much memory.
 pub const MAX_HELD: usize = 4096;
@@ -59,6 +61,22 @@ const SETTLE: Duration = Duration::from_millis(1);
 /// Ranges of numbers given up on that are remembered, to tell a late
 /// packet from a second copy of one delivered.
 const SKIPPED_RANGES: usize = 1024;
+
+/// The number after `n`, past those never given (`is_number`).
+fn after(n: u64) -> u64 {
+    if is_number((n + 1) as u32) {
+        n + 1
+    } else {
+        n + 2
+    }
+}
+
+/// How many numbers are given in `start..end`.
+fn numbers(start: u64, end: u64) -> u64 {
+    const SPAN: u64 = 1 << 16;
+    let never = end.div_ceil(SPAN).saturating_sub(start.div_ceil(SPAN));
+    end.saturating_sub(start).saturating_sub(never)
+}
 
 #[derive(Default)]
 pub struct Window {
@@ -112,6 +130,11 @@ impl Window {
         stats: &mut WindowStats,
         out: &mut Vec<Vec<u8>>,
     ) {
+        if !is_number(seq) {
+            // Not numbered: nothing to put it in order with.
+            out.push(frame);
+            return;
+        }
         // Start well above 0 so numbers before the first one still extend
         // below it without wrapping.
         let next = *self.next.get_or_insert((1u64 << 32) | seq as u64);
@@ -207,7 +230,7 @@ impl Window {
                 if end <= expected {
                     break;
                 }
-                for m in expected..end {
+                for m in (expected..end).filter(|&m| is_number(m as u32)) {
                     out.push(m as u32);
                     self.asked.insert(m, now);
                     stats.asked += 1;
@@ -284,7 +307,7 @@ impl Window {
         let (Some(next), Some(&first)) = (self.next, self.held.keys().next()) else {
             return;
         };
-        stats.skipped += first - next;
+        stats.skipped += numbers(next, first);
         self.note_skipped(next, first);
         self.next = Some(first);
         self.drain(None, None, stats, out);
@@ -314,7 +337,7 @@ impl Window {
                 }
                 out.push(h.frame);
             }
-            next += 1;
+            next = after(next);
         }
         self.next = Some(next);
     }
@@ -481,8 +504,28 @@ mod tests {
     fn numbers_wrap_and_repeats_of_waiting_ones_are_dropped() {
         let (mut w, mut st, now) = (Window::default(), WindowStats::default(), Instant::now());
         let m = u32::MAX;
-        assert_eq!(run(&[m - 1, 0, 0, 1, m, 2], &mut w, &mut st, now), [m - 1, m, 0, 1, 2]);
+        assert_eq!(run(&[m - 1, 1, 1, 2, m, 3], &mut w, &mut st, now), [m - 1, m, 1, 2, 3]);
         assert_eq!(st.duplicate, 1);
+    }
+
+    #[test]
+    fn numbers_never_given_are_neither_waited_for_nor_asked_for() {
+        let (mut w, mut st, t0) = (Window::default(), WindowStats::default(), Instant::now());
+        // 0x1_0000 is never given: 0xffff is followed by 0x1_0001.
+        assert_eq!(run(&[0xfffe, 0x1_0001, 0xffff, 0x1_0002], &mut w, &mut st, t0), [0xfffe, 0xffff, 0x1_0001, 0x1_0002]);
+        assert_eq!((st.skipped, st.held), (0, 1));
+        // A gap across one is asked for without it, and counted without it.
+        let mut w = Window::default();
+        run(&[0x1_fffe, 0x2_0003], &mut w, &mut st, t0);
+        let mut asks = Vec::new();
+        w.due(t0 + Duration::from_millis(1), Duration::from_millis(1), 64, &mut st, &mut asks);
+        assert_eq!(asks, [0x1_ffff, 0x2_0001, 0x2_0002]);
+        let mut out = Vec::new();
+        w.expire(t0 + Duration::from_secs(1), Duration::from_millis(5), &mut st, &mut out);
+        assert_eq!(st.skipped, 3);
+        // What carries one (an unnumbered light packet) leaves at once, whatever waits.
+        run(&[0x2_0005], &mut w, &mut st, t0);
+        assert_eq!(run(&[0x3_0000], &mut w, &mut st, t0), [0x3_0000]);
     }
 
     #[test]

@@ -222,6 +222,7 @@ impl Dp {
             MAP_RESEQ_TAP => u32, u32;
             MAP_RESEQ_LINK => u32, ReseqLink;
             MAP_FDB => FdbKey, FdbEntry;
+            MAP_BULK_FLOWS => u32, u64;
             MAP_VLANS => VlanMapKey, u32;
             MAP_NEIGH => NeighKey, NeighEntry;
             MAP_FLOOD => FloodKey, FloodList;

@@ -327,7 +327,8 @@ fn striped_routes_tell_tcp_to_expect_reordering() {
 /// separated by `pause` goes out in two bursts `pause` seconds apart.
 /// `ip_id`: numbered as `ip_id_sequence` numbers them, in the outer IPv4
 /// ID, counting from 65530 so that the 16-bit number wraps between 5 and
-/// 6; else in the GRE sequence number.
+/// 6 (past 0, which marks a packet unnumbered and is never given); else
+/// in the GRE sequence number.
 fn send_numbered(t: &Topo, first: &[u32], pause: f64, second: &[u32], ip_id: bool) {
     let link = t.b().run("ip -br link show vb");
     let mac = link.split_whitespace().nth(2).expect("vb's MAC").to_string();
@@ -339,7 +340,7 @@ fn send_numbered(t: &Topo, first: &[u32], pause: f64, second: &[u32], ip_id: boo
          s=conf.L2socket(iface='va'); [s.send(mk(n)) for n in [{}]]; time.sleep({pause}); [s.send(mk(n)) for n in [{}]]\"",
         list(first),
         list(second),
-        id = if ip_id { "(65530 + n) % 65536" } else { "0" },
+        id = if ip_id { "(65530 + n + (n >= 6)) % 65536" } else { "0" },
         gre = if ip_id { "GRE()" } else { "GRE(seqnum_present=1, sequence_number=n)" },
     ));
 }
@@ -642,7 +643,31 @@ fn paths_of_different_delay_are_put_back_in_order_by_default() {
     let j: Value = serde_json::from_str(&t.a().xgre_ok(Enter::Nsenter, "status --json")).unwrap();
     let fastest: Vec<bool> = (0..2).map(|p| j["tunnels"][0]["peers"][0]["paths"][p]["fastest"].as_bool().unwrap()).collect();
     assert_eq!(fastest, [true, false], "{status}");
-    assert!(status.contains("(fastest: ACKs)"), "{status}");
+    assert!(status.contains("(fastest: ACKs, ICMP, small UDP)"), "{status}");
+
+    // Light traffic keeps the fast path's 10 ms: numbered, it waited for
+    // the slow path like the rest, and a ping took 80 ms. A flow of big
+    // datagrams is bulk, spread and put back in order: the slow path's.
+    // Each end says it takes them so with its next keepalives once it
+    // numbers: within a second or two.
+    let once = || t.a().run("ping -c 1 -W 1 198.19.100.2 | grep -o 'time=[0-9.]*'").trim_start_matches("time=").trim().parse::<f64>();
+    within(Duration::from_secs(5), || once().is_ok_and(|ms| ms < 20.0)).expect("a ping at the fast path's round trip within 5 s");
+    let ping = t.a().run("ping -c 10 -i 0.2 -q 198.19.100.2");
+    let avg: f64 = ping.split(" = ").nth(1).and_then(|v| v.split('/').nth(1)).and_then(|v| v.parse().ok()).expect(&ping);
+    assert!(avg < 20.0, "ping over the tunnel: {avg} ms, the fast path's round trip is 10 ms:\n{ping}");
+    let tool = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/udp_rtt.py");
+    t.b().run(&format!("/usr/bin/python3 {tool} echo 198.19.100.2 7007 20 >/dev/null 2>&1 &"));
+    std::thread::sleep(Duration::from_millis(500));
+    let udp = |size: u32| {
+        let out = t.a().run(&format!("/usr/bin/python3 {tool} ask 198.19.100.2 7007 {size} 10"));
+        let ms: f64 = out.split_whitespace().next().and_then(|v| v.parse().ok()).expect(&out);
+        assert!(out.trim().ends_with("lost 0"), "{size}-byte datagrams: {out}");
+        ms
+    };
+    let (small, big) = (udp(100), udp(1200));
+    println!("round trips over the tunnel: ping {avg:.1} ms, 100-byte UDP {small:.1} ms, 1200-byte UDP {big:.1} ms");
+    assert!(small < 20.0, "100-byte datagrams: {small} ms");
+    assert!(big > 70.0, "1200-byte datagrams are bulk, numbered and held for the slow path: {big} ms");
 
     let Bulk { mbps, retrans, segments, rtt_ms } = bulk(&t, 16);
     println!("16 MiB over 5 ms + 40 ms paths: {mbps:.1} Mbit/s, {retrans} retransmits of {segments:.0} segments, mean RTT {rtt_ms:.1} ms");

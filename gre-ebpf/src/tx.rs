@@ -125,9 +125,12 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
         // them for the slow path anyway.
         let fast = if ack || (light && takes) { path::xgre_fastest_path(target.peer, ifindex) } else { path::NO_PATH };
         // Neither needs a place in the order: to a peer that takes them
-        // so, they leave unnumbered (a light one only by the fastest path:
-        // striped, a flow's small datagrams could overtake each other).
-        if takes && (ack || fast != path::NO_PATH) {
+        // so, they leave unnumbered by the fastest path. Striped (paths
+        // alike in delay), they stay numbered: a flow's small datagrams
+        // would overtake each other, and at 1000 + 500 Mbit/s ACKs handed
+        // to TCP one by one instead of in the resequencer's batches saved
+        // no CPU and gave runs as slow as 76% (docs/design.md).
+        if takes && fast != path::NO_PATH {
             proto_tos |= TX_UNNUMBERED;
         }
         let path = if fast != path::NO_PATH { fast } else { path::xgre_select_path(target.peer, ifindex, ctx.len() as u64) };

@@ -424,9 +424,10 @@ fn weights_are_honoured_within_five_percent_over_10000_packets() {
 }
 
 /// A peer that announces `ANNOUNCE_UNNUMBERED` gets pure ACKs without a
-/// number (0 where the number goes), and no data packet ever carries one
-/// whose low 16 bits are 0; such a packet received is delivered at once
-/// instead of through the resequencer.
+/// number (0 where the number goes) by its fastest path, and numbered
+/// where it has none; no data packet ever carries a number whose low 16
+/// bits are 0; such a packet received is delivered at once instead of
+/// through the resequencer.
 #[test]
 fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_resequencer() {
     let ack = tunnel_frame(&tcp_packet(false, 0, true));
@@ -443,7 +444,13 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
     ] {
         let mut dp = Dp::new();
         dp.tunnel(Some(42), flags);
-        dp.peer(5, &[1]);
+        dp.peer(5, &[1, 1]);
+        let fastest = |dp: &mut Dp, on: bool| {
+            let mut p = dp.peers().get(&5, 0).unwrap();
+            p.paths[1].flags.set(PathFlags::FASTEST, on);
+            dp.peers().insert(5, p, 0).unwrap();
+        };
+        fastest(&mut dp, true);
         let send = |dp: &Dp, frame: &[u8]| {
             let (ret, out) = dp.tx(frame, 1);
             assert_eq!(ret, TC_ACT_REDIRECT, "{flags:?}: drops {:?}", dp.drops());
@@ -454,6 +461,8 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
         assert_eq!(send(&dp, &ack), 3, "{flags:?}: announcing other things is not saying so");
         announce(&mut dp, ANNOUNCE_UNNUMBERED);
         assert_eq!([send(&dp, &ack), send(&dp, &data), send(&dp, &ack)], [0, 4, 0], "{flags:?}");
+        fastest(&mut dp, false);
+        assert_eq!(send(&dp, &ack), 5, "{flags:?}: striped, an ACK is numbered");
         // The counter at 65,535: the next number, 65,536, is never given.
         let mut seqs: Array<&mut MapData, u64> = dp.ebpf.map_mut(MAP_TX_SEQ).unwrap().try_into().unwrap();
         seqs.set(5, 0xfffe, 0).unwrap();

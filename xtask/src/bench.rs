@@ -149,6 +149,10 @@ pub struct AggArgs {
     /// traffic does).
     #[arg(long)]
     pub ping: bool,
+    /// Print each run's Mbit/s second by second (as the sender counted):
+    /// a second that stands out (an outage, BBR's ProbeRTT) shows.
+    #[arg(long)]
+    pub seconds: bool,
     /// Where the JSON and the chart go.
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
@@ -649,6 +653,10 @@ fn agg(args: AggArgs) -> Result<()> {
                     100.0 * mbps / capacity as f64,
                     cpu.per_packet(mbps, secs)
                 );
+                if args.seconds {
+                    let each: Vec<String> = stream.seconds.iter().map(|v| format!("{v:.0}")).collect();
+                    println!("    each second: {} Mbit/s", each.join(" "));
+                }
                 if !args.flap.is_empty() {
                     // The first second is the stream's start, not an outage.
                     let worst = stream.seconds.iter().skip(1).copied().reduce(f64::min).unwrap_or(0.0);

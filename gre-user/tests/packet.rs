@@ -432,10 +432,6 @@ fn weights_are_honoured_within_five_percent_over_10000_packets() {
 fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_resequencer() {
     let ack = tunnel_frame(&tcp_packet(false, 0, true));
     let data = tunnel_frame(&tcp_packet(false, 100, true));
-    let announce = |dp: &mut Dp, flags: u32| {
-        let mut m: Array<&mut MapData, PeerAnnounce> = dp.ebpf.map_mut(MAP_ANNOUNCED).unwrap().try_into().unwrap();
-        m.set(5, PeerAnnounce { expires_ns: u64::MAX, flags, _pad: 0 }, 0).unwrap();
-    };
     let id = |out: &[u8]| u16::from_be_bytes([out[18], out[19]]);
     // Outer IPv4 ID numbering, and RFC 2890 numbers (key, then sequence).
     for (flags, number) in [
@@ -445,23 +441,18 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
         let mut dp = Dp::new();
         dp.tunnel(Some(42), flags);
         dp.peer(5, &[1, 1]);
-        let fastest = |dp: &mut Dp, on: bool| {
-            let mut p = dp.peers().get(&5, 0).unwrap();
-            p.paths[1].flags.set(PathFlags::FASTEST, on);
-            dp.peers().insert(5, p, 0).unwrap();
-        };
-        fastest(&mut dp, true);
+        fastest(&mut dp, 5, 1, true);
         let send = |dp: &Dp, frame: &[u8]| {
             let (ret, out) = dp.tx(frame, 1);
             assert_eq!(ret, TC_ACT_REDIRECT, "{flags:?}: drops {:?}", dp.drops());
             number(&out)
         };
         assert_eq!([send(&dp, &ack), send(&dp, &data)], [1, 2], "{flags:?}: a peer that never said so numbers ACKs");
-        announce(&mut dp, ANNOUNCE_IPID);
+        announce(&mut dp, 5, ANNOUNCE_IPID);
         assert_eq!(send(&dp, &ack), 3, "{flags:?}: announcing other things is not saying so");
-        announce(&mut dp, ANNOUNCE_UNNUMBERED);
+        announce(&mut dp, 5, ANNOUNCE_UNNUMBERED);
         assert_eq!([send(&dp, &ack), send(&dp, &data), send(&dp, &ack)], [0, 4, 0], "{flags:?}");
-        fastest(&mut dp, false);
+        fastest(&mut dp, 5, 1, false);
         assert_eq!(send(&dp, &ack), 5, "{flags:?}: striped, an ACK is numbered");
         // The counter at 65,535: the next number, 65,536, is never given.
         let mut seqs: Array<&mut MapData, u64> = dp.ebpf.map_mut(MAP_TX_SEQ).unwrap().try_into().unwrap();
@@ -494,16 +485,7 @@ fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_f
     let mut dp = Dp::new();
     dp.tunnel(None, TunnelFlags::IPID_SEQ_TX);
     dp.peer(5, &[1, 1]);
-    let fastest = |dp: &mut Dp, on: bool| {
-        let mut p = dp.peers().get(&5, 0).unwrap();
-        p.paths[1].flags.set(PathFlags::FASTEST, on);
-        dp.peers().insert(5, p, 0).unwrap();
-    };
-    fastest(&mut dp, true);
-    let announce = |dp: &mut Dp, flags: u32| {
-        let mut m: Array<&mut MapData, PeerAnnounce> = dp.ebpf.map_mut(MAP_ANNOUNCED).unwrap().try_into().unwrap();
-        m.set(5, PeerAnnounce { expires_ns: u64::MAX, flags, _pad: 0 }, 0).unwrap();
-    };
+    fastest(&mut dp, 5, 1, true);
     let udp = |port: u16, len: usize| {
         let mut d = [&4000u16.to_be_bytes()[..], &port.to_be_bytes(), &((8 + len) as u16).to_be_bytes(), &[0, 0]].concat();
         d.extend(std::iter::repeat_n(7u8, len));
@@ -526,7 +508,7 @@ fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_f
     let numbered = |(_, id): (u32, u16)| id != 0;
     // A peer that never said it takes them: numbered, and striped.
     assert!(numbered(send(&dp, &ping)) && numbered(send(&dp, &udp(53, 60))), "numbered for a peer that did not say");
-    announce(&mut dp, ANNOUNCE_IPID | ANNOUNCE_UNNUMBERED);
+    announce(&mut dp, 5, ANNOUNCE_IPID | ANNOUNCE_UNNUMBERED);
     for (what, frame) in [("ping", &ping), ("ping6", &ping6), ("DNS query", &udp(53, 60)), ("voice", &udp(5004, 172))] {
         assert_eq!(send(&dp, frame), (1, 0), "{what}: by the fastest path, unnumbered");
     }
@@ -536,7 +518,7 @@ fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_f
     assert!(big.iter().all(|&b| numbered(b)) && big.iter().any(|b| b.0 == 0), "big datagrams numbered and striped: {big:?}");
     assert!(numbered(send(&dp, &udp(443, 40))), "a bulk flow's small datagram is numbered");
     assert_eq!(send(&dp, &udp(53, 60)), (1, 0), "another flow stays light");
-    fastest(&mut dp, false);
+    fastest(&mut dp, 5, 1, false);
     assert!(numbered(send(&dp, &udp(53, 60))) && numbered(send(&dp, &ping)), "no fastest path: numbered, striped");
 }
 
@@ -548,9 +530,7 @@ fn pure_acks_take_the_fastest_path_and_data_keeps_its_shares() {
     let mut dp = Dp::new();
     dp.tunnel(None, TunnelFlags::IPID_SEQ_TX);
     dp.peer(5, &[1, 1]);
-    let mut p = dp.peers().get(&5, 0).unwrap();
-    p.paths[1].flags |= PathFlags::FASTEST;
-    dp.peers().insert(5, p, 0).unwrap();
+    fastest(&mut dp, 5, 1, true);
     let sent = |dp: &Dp| (0..2).map(|j| dp.path_stats(5, j).tx_packets).collect::<Vec<_>>();
     let send = |dp: &Dp, frame: &[u8]| assert_eq!(dp.tx(frame, 1).0, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     let ack4 = tunnel_frame(&tcp_packet(false, 0, true));
@@ -595,6 +575,20 @@ fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
     assert_eq!(meta.netns_ino, gre_user::net::netns_ino().unwrap());
     assert_eq!(meta.layout, LAYOUT_VERSION);
     assert_eq!(meta.build, gre_user::datapath::build_id());
+}
+
+/// Mark path `j` of `peer` fastest (as `xgre run` does where its paths
+/// differ in delay), or not.
+fn fastest(dp: &mut Dp, peer: u32, j: usize, on: bool) {
+    let mut p = dp.peers().get(&peer, 0).unwrap();
+    p.paths[j].flags.set(PathFlags::FASTEST, on);
+    dp.peers().insert(peer, p, 0).unwrap();
+}
+
+/// What `peer`'s keepalives announce from now on, for good.
+fn announce(dp: &mut Dp, peer: u32, flags: u32) {
+    let mut m: Array<&mut MapData, PeerAnnounce> = dp.ebpf.map_mut(MAP_ANNOUNCED).unwrap().try_into().unwrap();
+    m.set(peer, PeerAnnounce { expires_ns: u64::MAX, flags, _pad: 0 }, 0).unwrap();
 }
 
 fn reorder_stats(dp: &Dp, peer: u32) -> ReorderStats {

@@ -699,25 +699,17 @@ fn agg(args: AggArgs) -> Result<()> {
                 drop(ns);
             }
         }
-        for (m, l) in methods.iter().zip(&mut pings).filter(|(_, l)| !l.is_empty()) {
-            l.sort_by(f64::total_cmp);
-            println!(
-                "    {label} {}: mean ping beside the stream {:.1} / {:.1} / {:.1} ms (min / median / max of the runs)",
-                m.name,
-                l[0],
-                l[l.len() / 2],
-                l[l.len() - 1]
-            );
-        }
-        for (m, l) in methods.iter().zip(&mut latencies).filter(|(_, l)| !l.is_empty()) {
-            l.sort_by(f64::total_cmp);
-            println!(
-                "    {label} {}: median latency {:.1} / {:.1} / {:.1} ms (min / median / max of the runs)",
-                m.name,
-                l[0],
-                l[l.len() / 2],
-                l[l.len() - 1]
-            );
+        for (what, runs) in [("mean ping beside the stream", &mut pings), ("median latency", &mut latencies)] {
+            for (m, l) in methods.iter().zip(runs).filter(|(_, l)| !l.is_empty()) {
+                l.sort_by(f64::total_cmp);
+                println!(
+                    "    {label} {}: {what} {:.1} / {:.1} / {:.1} ms (min / median / max of the runs)",
+                    m.name,
+                    l[0],
+                    l[l.len() / 2],
+                    l[l.len() - 1]
+                );
+            }
         }
         for (m, mut r) in methods.iter().zip(results) {
             r.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -54,6 +54,9 @@ const REPAIR_SAMPLES: usize = 16;
 const ASKED_FOR: Duration = Duration::from_secs(1);
 /// A path that delivered within this long counts for `due`'s frontier.
 const ACTIVE: Duration = Duration::from_millis(20);
+/// A path silent this long is down or not striped over: whatever it last
+/// brought holds no gap back.
+const DEAD: Duration = Duration::from_secs(1);
 /// How long a gap stands before `due` takes it for a loss: a path keeps
 /// its order only up to the hand-off's receive queues, which `run` reads
 /// in turns, and the sender's CPUs, which number and send in parallel.
@@ -200,11 +203,14 @@ impl Window {
     /// Lost: every path still delivering has delivered a higher number (a
     /// path keeps its packets' order, so the number is not on its way). A
     /// path silent for `silent` (at least `ACTIVE`; about as long as it
-    /// delivers behind the fastest) delivers no more; when none does,
-    /// whatever is missing is lost. A gap is judged once it has stood
-    /// `SETTLE`. How long frames behind it have waited decides nothing: a
-    /// path's queue can hold a packet longer than any wait worth setting,
-    /// and asking for it puts a second copy on the wire.
+    /// delivers behind the fastest) delivers no more, once the first frame
+    /// past the gap has also waited that long: the missing number left
+    /// before that frame, so a path idle until then (BBR's ProbeRTT, a
+    /// stream starting again) may still bring it for as long. When no path
+    /// delivers, whatever is missing is lost. A gap is judged once it has
+    /// stood `SETTLE`. How long frames behind it have waited decides
+    /// nothing else: a path's queue can hold a packet longer than any wait
+    /// worth setting, and asking for it puts a second copy on the wire.
     pub fn due(&mut self, now: Instant, silent: Duration, max: usize, stats: &mut WindowStats, out: &mut Vec<u32>) {
         let silent = silent.max(ACTIVE);
         let Some(next) = self.next else { return };
@@ -212,20 +218,26 @@ impl Window {
         while self.asked.first_key_value().is_some_and(|(_, &t)| now.duration_since(t) > ASKED_FOR) {
             self.asked.pop_first();
         }
-        let frontier = self
-            .path_high
-            .iter()
-            .flatten()
-            .filter(|(_, seen)| now.duration_since(*seen) <= silent)
-            .map(|(high, _)| *high)
-            .min()
-            .unwrap_or(u64::MAX);
+        // The least number the paths delivering now have passed, and the
+        // least the paths not yet down have.
+        let (mut active, mut alive) = (u64::MAX, u64::MAX);
+        for &(high, seen) in self.path_high.iter().flatten() {
+            let quiet = now.duration_since(seen);
+            if quiet <= silent {
+                active = active.min(high);
+            }
+            if quiet <= DEAD {
+                alive = alive.min(high);
+            }
+        }
         let mut expected = self.ask_from.max(next);
         for (&k, h) in self.held.range(expected..) {
             if k > expected {
-                if now.duration_since(h.arrived) < SETTLE {
+                let waited = now.duration_since(h.arrived);
+                if waited < SETTLE {
                     break;
                 }
+                let frontier = if waited >= silent { active } else { alive };
                 let end = k.min(frontier).min(expected + max.saturating_sub(out.len()) as u64);
                 if end <= expected {
                     break;
@@ -421,6 +433,36 @@ mod tests {
         w.expire(t0 + lag, Duration::from_millis(50), &mut st, &mut out);
         assert_eq!(out, [vec![1], vec![2]]);
         assert_eq!((st.held, st.skipped), (2, 0));
+    }
+
+    #[test]
+    fn a_path_idle_until_the_next_frame_came_may_still_bring_the_gap_for_as_long_as_it_lags() {
+        let (mut w, mut st, t0) = (Window::default(), WindowStats::default(), Instant::now());
+        let ms = Duration::from_millis(1);
+        let mut out = Vec::new();
+        // 1 over the slow path 1, 2 over path 0; then nothing for 100 ms
+        // (BBR's ProbeRTT): 3 leaves on path 1, 4 just after on path 0,
+        // which delivers it first.
+        w.push(1, 1, vec![1], t0, t0, &mut st, &mut out);
+        w.push(2, 0, vec![2], t0, t0, &mut st, &mut out);
+        let t1 = t0 + 100 * ms;
+        w.push(4, 0, vec![4], t1, t1, &mut st, &mut out);
+        let mut asks = Vec::new();
+        w.due(t1 + SETTLE, ms, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "path 1, quiet since before 4 came, may bring 3 yet: {asks:?}");
+        w.due(t1 + ACTIVE - ms, ms, 64, &mut st, &mut asks);
+        assert!(asks.is_empty(), "{asks:?}");
+        w.due(t1 + ACTIVE, ms, 64, &mut st, &mut asks);
+        assert_eq!(asks, [3], "path 1 silent for {ACTIVE:?} after 4 came: 3 is lost");
+        // A path silent past DEAD (down, or a backup) holds nothing back.
+        let (mut w, mut asks) = (Window::default(), Vec::new());
+        w.push(1, 1, vec![1], t0, t0, &mut st, &mut out);
+        let t2 = t0 + DEAD + ms;
+        for s in [2, 4] {
+            w.push(s, 0, vec![s as u8], t2, t2, &mut st, &mut out);
+        }
+        w.due(t2 + SETTLE, ms, 64, &mut st, &mut asks);
+        assert_eq!(asks, [3]);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use aya::maps::{Array, MapData, PerCpuArray, PerCpuHashMap};
 use gre_common::{
     names::*, path_slot, DropReason, FdbEntry, FdbKey, FloodKey, FloodList, LinkUse, LinkUseKey, NeighEntry, NeighKey, NeighStats, PathMtu,
     PathStats, Peer, PeerAnnounce, PmtuEvent, ReorderStats, Slots, Tunnel, VlanMapKey, ANNOUNCE_GRE_SEQ, ANNOUNCE_IPID, ANNOUNCE_REPAIR,
-    FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, VLAN_TO_KEY,
+    ANNOUNCE_UNNUMBERED, FDB_STATIC, LATE_DISPLACEMENT, MAX_FLOOD, NEIGH_REMOTE, VLAN_TO_KEY,
 };
 use ipnet::IpNet;
 
@@ -222,6 +222,7 @@ async fn peer_status(snap: &Snapshot, links: &mut Links<'_>, t: &Tunnel, p: &Pee
         reorder,
         announces,
         resends: announced & ANNOUNCE_REPAIR != 0,
+        light: announced & ANNOUNCE_UNNUMBERED != 0,
         origin: if p.flags.intersects(PeerFlags::MESH) { Origin::Mesh } else { Origin::File },
     })
 }

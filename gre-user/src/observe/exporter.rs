@@ -293,6 +293,7 @@ mod tests {
             reorder: None,
             announces: None,
             resends: false,
+            light: false,
             origin: Origin::File,
         };
         let path = PathStatus {

@@ -252,7 +252,14 @@ fn render_peer(o: &mut String, p: &PeerStatus) {
             human_bytes(path.counters.rx_bytes),
             path.counters.keepalive_replies,
             path.rtt_ms
-                .map(|r| format!("  rtt {r:.1} ms{}", if path.fastest { " (fastest: ACKs, ICMP, small UDP)" } else { "" }))
+                .map(|r| format!(
+                    "  rtt {r:.1} ms{}",
+                    match (path.fastest, p.light) {
+                        (true, true) => " (fastest: ACKs, ICMP, small UDP)",
+                        (true, false) => " (fastest: ACKs)",
+                        _ => "",
+                    }
+                ))
                 .unwrap_or_default(),
             path.pmtu.describe()
         );

@@ -38,7 +38,8 @@ pub struct PathStatus {
     /// `xgre run`, or a peer that does not reflect keepalives).
     pub rtt_ms: Option<f64>,
     /// The peer's fastest path by more than 2 ms of round trip: pure TCP
-    /// ACKs take it.
+    /// ACKs take it, and light packets if the peer takes them unnumbered
+    /// (`PeerStatus::light`).
     pub fastest: bool,
     /// Too slow to stripe over: a backup while a faster path is up.
     pub slow: bool,
@@ -130,6 +131,10 @@ pub struct PeerStatus {
     /// The peer says it keeps what it sends and sends again what this
     /// end's resequencer asks for (`repair`).
     pub resends: bool,
+    /// The peer says it takes light packets unnumbered (ICMP, small UDP
+    /// datagrams, pure ACKs): they take its fastest path and skip its
+    /// resequencer.
+    pub light: bool,
     /// "file" (the config file or `map-edit`) or "mesh" (etcd).
     pub origin: Origin,
 }

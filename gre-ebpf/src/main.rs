@@ -11,7 +11,6 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
-mod ack;
 mod announce;
 mod consts;
 mod counters;

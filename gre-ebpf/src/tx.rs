@@ -24,7 +24,7 @@ use network_types::{
 
 use crate::kernel::{redirect, skb_of, Lookup};
 use crate::{
-    ack, announce,
+    announce,
     consts::{ETH_P_IP, ETH_P_IPV6},
     counters::count_tx,
     encap::{self, Fields},
@@ -117,8 +117,8 @@ fn decide(ctx: &TcContext) -> Result<i32, DropReason> {
         // Only a numbered tunnel's peers have paths marked fastest.
         let ether_type = u16::from_be(eth.ether_type);
         let numbered = tunnel.flags.intersects(TunnelFlags::NUMBERED);
-        let ack = numbered && ack::is_pure_ack(ctx, ether_type);
-        let light = numbered && !ack && light::is_light(ctx, ether_type);
+        let kind = if numbered { light::classify(ctx, ether_type) } else { light::Kind::Bulk };
+        let (ack, light) = (kind == light::Kind::Ack, kind == light::Kind::Light);
         let takes = (ack || light) && announce::in_force(target.peer) & ANNOUNCE_UNNUMBERED != 0;
         // ACKs take the fastest path numbered or not; other light packets
         // only where they skip the peer's resequencer, which would hold

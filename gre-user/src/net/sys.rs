@@ -181,3 +181,17 @@ impl RunLock {
         Ok(RunLock { _held: held })
     }
 }
+
+/// Run the calling thread under SCHED_FIFO at the lowest real-time
+/// priority, so that a busy process on its CPU cannot keep a packet path
+/// (the resequencer, repair) waiting for a time slice: the stack moves
+/// packets in softirq, which pre-empts any process. The thread sleeps between
+/// batches, and the kernel's real-time throttling bounds it anyway.
+pub fn realtime() -> std::io::Result<()> {
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: a valid sched_param for the calling thread.
+    match unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) } {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}

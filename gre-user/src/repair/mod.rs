@@ -121,7 +121,14 @@ impl Repairer {
         let theirs = shared.clone();
         let thread = std::thread::Builder::new()
             .name("xgre-repair".into())
-            .spawn(move || serve(socks, out, bytes, &theirs))
+            .spawn(move || {
+                // A request waits for this thread: at a process's priority a
+                // busy CPU made repairs miss the peer's hold.
+                if let Err(e) = crate::net::sys::realtime() {
+                    tracing::warn!("repair: staying at normal priority ({e})");
+                }
+                serve(socks, out, bytes, &theirs)
+            })
             .context("starting the repair thread")?;
         Ok(Repairer { shared, thread: Some(thread) })
     }

@@ -175,20 +175,6 @@ struct Shared {
     asks: Mutex<Arc<HashMap<u32, Ask>>>,
 }
 
-/// Run the calling thread under SCHED_FIFO at the lowest real-time
-/// priority, so that a busy process on its CPU cannot keep the receive
-/// path waiting for a time slice: without resequencing the stack receives
-/// in softirq, which pre-empts any process. The thread sleeps between
-/// batches, and the kernel's real-time throttling bounds it anyway.
-fn realtime() -> std::io::Result<()> {
-    let p = libc::sched_param { sched_priority: 1 };
-    // SAFETY: a valid sched_param for the calling thread.
-    match unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) } {
-        0 => Ok(()),
-        e => Err(std::io::Error::from_raw_os_error(e)),
-    }
-}
-
 fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
     let mut windows: HashMap<u32, Window> = HashMap::new();
     let mut stats = WindowStats::default();
@@ -303,7 +289,7 @@ impl Resequencer {
         let thread = std::thread::Builder::new()
             .name("xgre-reseq".into())
             .spawn(move || {
-                if let Err(e) = realtime() {
+                if let Err(e) = crate::net::sys::realtime() {
                     tracing::warn!("resequencer: staying at normal priority ({e})");
                 }
                 let _ = ready_tx.send(());

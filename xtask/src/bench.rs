@@ -692,9 +692,13 @@ fn agg(args: AggArgs) -> Result<()> {
                 });
                 results[mi].push((mbps, retr, cost, fairest));
                 // The relays' threads live in the namespaces: they go first.
-                let failed: u64 = relays.into_iter().map(|r| r.stop().map_or(0, |s| s.iter().map(|s| s.failed).sum())).sum();
+                let lines: Vec<delayline::Stats> = relays.into_iter().flat_map(|r| r.stop().unwrap_or_default()).collect();
+                let failed: u64 = lines.iter().map(|s| s.failed).sum();
                 if failed > 0 {
                     println!("    the delay line dropped {failed} frames of its own: this run's figure is not to be trusted");
+                }
+                if let Some(late) = lines.iter().map(|s| s.worst_late).max().filter(|l| *l > std::time::Duration::from_millis(1)) {
+                    println!("    the delay line let a frame leave {:.1} ms late (kept from running)", late.as_secs_f64() * 1e3);
                 }
                 drop(ns);
             }

@@ -63,6 +63,10 @@ pub struct Stats {
     /// to send (a frame larger than the link: GRO left on). Zero on a line
     /// that can be trusted.
     pub failed: u64,
+    /// The longest a frame left after its time: how long the relay itself
+    /// was kept from running. Under a millisecond on a line that can be
+    /// trusted.
+    pub worst_late: Duration,
 }
 
 /// Frames held at most, per direction: 100 ms at 10 Gbit/s of full frames.
@@ -234,6 +238,13 @@ fn forward(rx: &OwnedFd, tx: &OwnedFd, line: Line, start: Instant, seed: u64, st
     // frame, would show in every round trip.
     // SAFETY: prctl(2) with integer arguments, for this thread.
     unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1u64, 0u64, 0u64, 0u64) };
+    // A wire is served in softirq, which pre-empts every process: as a
+    // real-time thread the line is not kept waiting by the processes it
+    // carries traffic for (xgre's resequencer runs at priority 1). Best
+    // effort: without the right to, the line runs as it is.
+    let p = libc::sched_param { sched_priority: 2 };
+    // SAFETY: a valid sched_param for the calling thread.
+    unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) };
     let one: i32 = 1;
     // SAFETY: an int option, its address and size.
     if unsafe { libc::setsockopt(rx.as_raw_fd(), libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, (&one as *const i32).cast(), 4) } != 0 {
@@ -279,9 +290,11 @@ fn forward(rx: &OwnedFd, tx: &OwnedFd, line: Line, start: Instant, seed: u64, st
             last_release = release;
             queue.push_back((release, buf[..n].to_vec()));
         }
-        let due = clock_ns(libc::CLOCK_MONOTONIC) + lateness;
+        let now = clock_ns(libc::CLOCK_MONOTONIC);
+        let due = now + lateness;
         while queue.front().is_some_and(|(t, _)| *t <= due) {
-            let (_, frame) = queue.pop_front().expect("checked non-empty");
+            let (t, frame) = queue.pop_front().expect("checked non-empty");
+            stats.worst_late = stats.worst_late.max(Duration::from_nanos(now.saturating_sub(t)));
             // SAFETY: the frame and its length.
             let n = unsafe { libc::send(tx.as_raw_fd(), frame.as_ptr().cast(), frame.len(), 0) };
             if n == frame.len() as isize {

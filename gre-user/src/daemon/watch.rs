@@ -208,7 +208,7 @@ impl<'a> Watcher<'a> {
             // Valid for as long as the peer would take to miss
             // `keepalive_misses` of them and one more.
             let ttl = (self.t.keepalive as u64 * (self.t.keepalive_misses as u64 + 1)).min(MAX_ANNOUNCE_TTL_MS as u64) as u32;
-            self.announce = announcement(flags, self.repair.is_some(), self.keeping, ttl);
+            self.announce = Some(announcement(flags, self.repair.is_some(), self.keeping, ttl));
         }
         let mut table = Table { key: self.key, ..Default::default() };
         let mut asks = std::collections::HashMap::new();
@@ -547,26 +547,29 @@ fn probe_verdict(flags: PathFlags, probing: bool, answered: u64, now: u64, start
     now.saturating_sub(answered) < window_ns
 }
 
-/// What this end's keepalives announce, given its tunnel's flags: how its
-/// packets are numbered (nothing when they are not), that it takes light
-/// packets unnumbered, whether it runs repair (`repairs`) and keeps them
-/// now; valid for `ttl_ms`.
-fn announcement(flags: TunnelFlags, repairs: bool, keeping: bool, ttl_ms: u32) -> Option<Announce> {
-    let mut what = ANNOUNCE_UNNUMBERED;
+/// What this end's keepalives announce, given its tunnel's flags: that it
+/// takes light packets unnumbered (always: a peer that starts numbering
+/// may send them so from its first numbered packet, not from this end's
+/// first numbered keepalive), and when its packets are numbered, how,
+/// whether it runs repair (`repairs`) and keeps them now; valid for
+/// `ttl_ms`.
+fn announcement(flags: TunnelFlags, repairs: bool, keeping: bool, ttl_ms: u32) -> Announce {
+    let mut numbers = 0;
     if flags.intersects(TunnelFlags::IPID_NUMBERED) {
-        what |= ANNOUNCE_IPID;
+        numbers |= ANNOUNCE_IPID;
     }
     if flags.intersects(TunnelFlags::SEQ) {
-        what |= ANNOUNCE_GRE_SEQ;
+        numbers |= ANNOUNCE_GRE_SEQ;
     }
-    if repairs {
+    let mut what = ANNOUNCE_UNNUMBERED | numbers;
+    // Repair means nothing to a peer that cannot see numbers.
+    if repairs && numbers != 0 {
         what |= ANNOUNCE_REPAIR_READY;
     }
-    if keeping {
+    if keeping && numbers != 0 {
         what |= ANNOUNCE_REPAIR;
     }
-    // Repair means nothing to a peer that cannot see numbers.
-    (what & (ANNOUNCE_IPID | ANNOUNCE_GRE_SEQ) != 0).then(|| Announce::new(what, ttl_ms))
+    Announce::new(what, ttl_ms)
 }
 
 #[cfg(test)]
@@ -577,18 +580,16 @@ mod tests {
 
     #[test]
     fn keepalives_say_how_packets_are_numbered_and_whether_lost_ones_can_be_asked_for() {
-        let flags = |a: Option<Announce>| a.map(|a| a.flags());
-        assert_eq!(flags(announcement(TunnelFlags::empty(), true, false, 400)), None, "nothing numbered: nothing to say");
-        // Numbered: the peer may send light packets unnumbered.
+        let flags = |a: Announce| a.flags();
+        // Nothing numbered: only that a peer may send light packets
+        // unnumbered, and nothing of repair, which needs numbers.
         let u = ANNOUNCE_UNNUMBERED;
-        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, false, false, 400)), Some(ANNOUNCE_IPID | u));
+        assert_eq!(flags(announcement(TunnelFlags::empty(), true, true, 400)), u);
+        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, false, false, 400)), ANNOUNCE_IPID | u);
         // Runs repair: a receiver may report losses (ask) before it keeps.
-        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, true, false, 400)), Some(ANNOUNCE_IPID | ANNOUNCE_REPAIR_READY | u));
-        assert_eq!(
-            flags(announcement(TunnelFlags::SEQ, true, true, 400)),
-            Some(ANNOUNCE_GRE_SEQ | ANNOUNCE_REPAIR_READY | ANNOUNCE_REPAIR | u)
-        );
-        assert_eq!(announcement(TunnelFlags::SEQ, true, true, 400).map(|a| a.ttl_ms()), Some(400));
+        assert_eq!(flags(announcement(TunnelFlags::IPID_SEQ_TX, true, false, 400)), ANNOUNCE_IPID | ANNOUNCE_REPAIR_READY | u);
+        assert_eq!(flags(announcement(TunnelFlags::SEQ, true, true, 400)), ANNOUNCE_GRE_SEQ | ANNOUNCE_REPAIR_READY | ANNOUNCE_REPAIR | u);
+        assert_eq!(announcement(TunnelFlags::SEQ, true, true, 400).ttl_ms(), 400);
     }
 
     #[test]

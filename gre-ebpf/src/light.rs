@@ -68,7 +68,18 @@ pub fn classify(ctx: &TcContext, ether_type: u16) -> Kind {
             let flow = unsafe { bpf_get_hash_recalc(ctx.skb.skb) };
             let now = now_ns();
             if len > LIGHT_MAX {
-                let _ = BULK_FLOWS.insert(flow, now, 0);
+                // A bulk flow sends many: its stamp is moved where it lies,
+                // and only a new flow takes the LRU's update (a fresh
+                // element, its locks) per datagram.
+                match BULK_FLOWS.get_ptr_mut(flow) {
+                    // SAFETY: the kernel keeps a looked-up value alive until
+                    // the program returns; an aligned 8-byte store, and any
+                    // CPU's stamp of the same moment will do.
+                    Some(stamp) => unsafe { *stamp = now },
+                    None => {
+                        let _ = BULK_FLOWS.insert(flow, now, 0);
+                    }
+                }
                 return Kind::Bulk;
             }
             if light_udp(len, BULK_FLOWS.lookup(flow).copied(), now) {

@@ -10,7 +10,7 @@ mod common;
 #[path = "packet/pmtu.rs"]
 mod pmtu;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use common::bpf::*;
 
@@ -518,6 +518,11 @@ fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_f
     assert!(big.iter().all(|&b| numbered(b)) && big.iter().any(|b| b.0 == 0), "big datagrams numbered and striped: {big:?}");
     assert!(numbered(send(&dp, &udp(443, 40))), "a bulk flow's small datagram is numbered");
     assert_eq!(send(&dp, &udp(53, 60)), (1, 0), "another flow stays light");
+    // Ten seconds past its last big datagram the flow is light again; its
+    // next big one stamps it anew.
+    age_bulk_flows(&mut dp, Duration::from_secs(11));
+    assert_eq!(send(&dp, &udp(443, 40)), (1, 0), "light 11 s past the flow's last big datagram");
+    assert!(numbered(send(&dp, &udp(443, 1200))) && numbered(send(&dp, &udp(443, 40))), "bulk again from its next big one");
     fastest(&mut dp, 5, 1, false);
     assert!(numbered(send(&dp, &udp(53, 60))) && numbered(send(&dp, &ping)), "no fastest path: numbered, striped");
 }
@@ -583,6 +588,16 @@ fn fastest(dp: &mut Dp, peer: u32, j: usize, on: bool) {
     let mut p = dp.peers().get(&peer, 0).unwrap();
     p.paths[j].flags.set(PathFlags::FASTEST, on);
     dp.peers().insert(peer, p, 0).unwrap();
+}
+
+/// Move every flow's last big datagram `by` into the past.
+fn age_bulk_flows(dp: &mut Dp, by: Duration) {
+    let mut m: aya::maps::HashMap<&mut MapData, u32, u64> = dp.ebpf.map_mut(MAP_BULK_FLOWS).unwrap().try_into().unwrap();
+    let flows: Vec<(u32, u64)> = m.iter().map(Result::unwrap).collect();
+    assert!(!flows.is_empty(), "no flow stamped");
+    for (flow, stamp) in flows {
+        m.insert(flow, stamp - by.as_nanos() as u64, 0).unwrap();
+    }
 }
 
 /// What `peer`'s keepalives announce from now on, for good.

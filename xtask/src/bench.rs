@@ -697,7 +697,7 @@ fn agg(args: AggArgs) -> Result<()> {
                 if failed > 0 {
                     println!("    the delay line dropped {failed} frames of its own: this run's figure is not to be trusted");
                 }
-                if let Some(late) = lines.iter().map(|s| s.worst_late).max().filter(|l| *l > std::time::Duration::from_millis(1)) {
+                if let Some(late) = lines.iter().map(|s| s.worst_late).max().filter(|l| *l > std::time::Duration::from_millis(5)) {
                     println!("    the delay line let a frame leave {:.1} ms late (kept from running)", late.as_secs_f64() * 1e3);
                 }
                 drop(ns);

@@ -85,7 +85,7 @@ pub(crate) fn raw_socket(v6: bool) -> Result<Socket> {
     }
     s.set_read_timeout(Some(TICK))?;
     // Room for a burst of whole packets while the reader replays.
-    let _ = s.set_recv_buffer_size(4 << 20);
+    crate::net::sys::big_recv_buffer(&s, 4 << 20);
     Ok(s)
 }
 

@@ -90,8 +90,8 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     if let Some(r) = repair {
         let s = r.stop();
         println!(
-            "{}: repair: kept {} packets sent, peers asked for {} ({} of them before anything was kept), sent {} again",
-            t.name, s.kept, s.asked, s.reported, s.resent
+            "{}: repair: kept {} packets sent, missed {} (its copy's buffer full), peers asked for {} ({} of them before anything was kept), sent {} again",
+            t.name, s.kept, s.missed, s.asked, s.reported, s.resent
         );
     }
     drop(log);

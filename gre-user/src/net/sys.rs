@@ -1,8 +1,9 @@
-//! The process's surroundings: privileges, network namespace identity and
-//! the BPF filesystem.
+//! The process's surroundings: privileges, network namespace identity,
+//! the BPF filesystem, and what the kernel gives a packet path (priority,
+//! buffers).
 
 use std::{
-    os::unix::fs::MetadataExt,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
     path::{Path, PathBuf},
 };
 
@@ -193,5 +194,19 @@ pub fn realtime() -> std::io::Result<()> {
     match unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) } {
         0 => Ok(()),
         e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Give `sock` a receive buffer of `bytes`, past `net.core.rmem_max`
+/// where this process may (CAP_NET_ADMIN: SO_RCVBUFFORCE): that limit's
+/// default, 208 KiB, holds a couple of milliseconds of a gigabit link, and
+/// what overflows a copy of the sent packets cannot be sent again.
+pub fn big_recv_buffer(sock: &socket2::Socket, bytes: usize) {
+    let n = bytes as libc::c_int;
+    // SAFETY: an int option, its address and size.
+    let forced =
+        unsafe { libc::setsockopt(sock.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&n as *const libc::c_int).cast(), 4) };
+    if forced != 0 {
+        let _ = sock.set_recv_buffer_size(bytes);
     }
 }

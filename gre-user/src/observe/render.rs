@@ -25,7 +25,11 @@ fn run_lines(r: &RunStatus) -> Vec<String> {
             0 => String::new(),
             n => format!(" ({n} of them lost before anything was kept)"),
         };
-        v.push(format!("repair  {now}: kept {}, peers asked for {}{reported}, sent {} again", p.kept, p.asked, p.resent));
+        let missed = match p.missed {
+            0 => String::new(),
+            n => format!(" ({n} missed: its copy's buffer was full)"),
+        };
+        v.push(format!("repair  {now}: kept {}{missed}, peers asked for {}{reported}, sent {} again", p.kept, p.asked, p.resent));
     }
     v
 }

@@ -68,7 +68,7 @@ impl Capture {
         if r != 0 {
             return Err(std::io::Error::last_os_error()).context("filtering the packet socket to sent GRE");
         }
-        let _ = sock.set_recv_buffer_size(8 << 20);
+        crate::net::sys::big_recv_buffer(&sock, 8 << 20);
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -87,6 +87,29 @@ impl Capture {
 
     pub fn fd(&self) -> RawFd {
         self.sock.as_raw_fd()
+    }
+
+    /// Frames the kernel could not copy here since the last call (the
+    /// buffer full): sent, and not kept.
+    pub fn missed(&self) -> u64 {
+        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+        // SAFETY: PACKET_STATISTICS fills a tpacket_stats of `len` bytes
+        // (and zeroes the socket's counts).
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_PACKET,
+                libc::PACKET_STATISTICS,
+                (&mut st as *mut libc::tpacket_stats).cast(),
+                &mut len,
+            )
+        };
+        if r == 0 {
+            st.tp_drops as u64
+        } else {
+            0
+        }
     }
 
     /// Give every frame waiting to `f`; how many there were.
@@ -122,5 +145,71 @@ impl Capture {
                 return total;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Run `f` on a thread of its own in a network namespace of its own,
+    /// its loopback up: nothing it sends leaves it.
+    fn in_own_netns<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::spawn(move || {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).expect("a network namespace (root)");
+            let up = Command::new("ip").args(["link", "set", "lo", "up"]).status().expect("ip");
+            assert!(up.success());
+            f()
+        })
+        .join()
+        .unwrap()
+    }
+
+    /// A GRE frame to 198.18.0.2 out of lo, on a packet socket.
+    fn send_gre(out: &Socket, n: usize) {
+        let mut f = vec![0u8; 14 + 20 + 4 + 1000];
+        f[12..14].copy_from_slice(&(libc::ETH_P_IP as u16).to_be_bytes());
+        f[14] = 0x45;
+        f[14 + 9] = 47;
+        f[14 + 16..14 + 20].copy_from_slice(&[198, 18, 0, 2]);
+        for _ in 0..n {
+            out.send(&f).unwrap();
+        }
+    }
+
+    fn packet_socket_on_lo() -> Socket {
+        let s = Socket::new(Domain::PACKET, Type::RAW, Some(0.into())).unwrap();
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = 1;
+        // SAFETY: a valid sockaddr_ll and its size.
+        let r = unsafe {
+            libc::bind(s.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
+        };
+        assert_eq!(r, 0);
+        s
+    }
+
+    #[test]
+    fn the_copy_holds_8_mib_whatever_rmem_max_says_and_counts_what_overflows() {
+        let (buffer, copied, missed, sent) = in_own_netns(|| {
+            let mut c = Capture::open(1).unwrap();
+            let buffer = c.sock.recv_buffer_size().unwrap();
+            // Room for a few frames only: the rest overflow.
+            let small: libc::c_int = 64 << 10;
+            // SAFETY: an int option, its address and size.
+            unsafe { libc::setsockopt(c.fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, (&small as *const libc::c_int).cast(), 4) };
+            let sent = 500;
+            send_gre(&packet_socket_on_lo(), sent);
+            let copied = c.drain(&mut |_| {});
+            (buffer, copied, c.missed(), sent)
+        });
+        // The kernel doubles what it is given; rmem_max is 208 KiB by
+        // default, 4 MiB on some.
+        assert!(buffer >= 16 << 20, "a receive buffer of {buffer} bytes");
+        assert!(missed > 0 && copied as u64 + missed == sent as u64, "{copied} copied and {missed} missed of {sent}");
     }
 }

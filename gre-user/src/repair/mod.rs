@@ -87,6 +87,9 @@ pub struct RepairStats {
     pub asked: u64,
     /// Packets sent again.
     pub resent: u64,
+    /// Packets sent that were not kept: the copy's buffer was full.
+    #[serde(default)]
+    pub missed: u64,
     /// Numbers peers asked for while nothing was kept for them: losses
     /// they reported.
     #[serde(default)]
@@ -223,6 +226,8 @@ fn serve(socks: [Socket; 2], out: Sender, mut bytes: Array<MapData, u64>, shared
         }
         if now.duration_since(second) >= Duration::from_secs(1) {
             (second, kept_then, resent_then) = (now, stats.kept, stats.resent);
+            // A system call each: once a second, and at the end.
+            stats.missed += captures.iter().map(Capture::missed).sum::<u64>();
         }
         let budget = ((stats.kept - kept_then) / 10).max(MIN_BUDGET);
         for (v6, s) in socks.iter().enumerate() {
@@ -262,6 +267,10 @@ fn serve(socks: [Socket; 2], out: Sender, mut bytes: Array<MapData, u64>, shared
         if let Ok(mut s) = shared.stats.lock() {
             *s = stats;
         }
+    }
+    stats.missed += captures.iter().map(Capture::missed).sum::<u64>();
+    if let Ok(mut s) = shared.stats.lock() {
+        *s = stats;
     }
 }
 

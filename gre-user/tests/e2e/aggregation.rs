@@ -797,7 +797,7 @@ fn a_path_that_loses_turns_numbering_on_and_its_losses_are_repaired() {
     let num = |l: &str, after: &str| -> u64 {
         l.split(after).nth(1).and_then(|r| r.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap()
     };
-    let (came, sent_again) = (num(asked, "again, "), num(resent, "sent "));
+    let (came, sent_again, missed) = (num(asked, "again, "), num(resent, ", sent "), num(resent, "missed "));
     let lines: Vec<_> = relays.into_iter().map(|r| r.stop().unwrap()).collect();
     println!("the delay lines: {lines:?}");
     assert!(lines.iter().flatten().all(|s| s.failed == 0), "the delay line dropped frames of its own: {lines:?}");
@@ -806,6 +806,7 @@ fn a_path_that_loses_turns_numbering_on_and_its_losses_are_repaired() {
     // fraction of that.
     assert!(retrans / segments < 0.003, "{retrans} retransmits of {segments:.0} segments\nb: {asked}\nthe delay lines: {lines:?}");
     assert!(came > 50, "{asked}");
+    assert_eq!(missed, 0, "the sender's copy missed packets: {resent}");
     // What came in time was sent again (now and then one asked for by the
     // timer comes late as the original instead).
     assert!(sent_again * 20 >= came * 19, "{resent} / {asked}");

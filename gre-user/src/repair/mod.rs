@@ -192,6 +192,8 @@ fn serve(socks: [Socket; 2], out: Sender, mut bytes: Array<MapData, u64>, shared
             want.sort_unstable();
             want.dedup();
             if want != links {
+                // What the copies being closed missed, before they go.
+                stats.missed += captures.iter().map(Capture::missed).sum::<u64>();
                 captures = want
                     .iter()
                     .filter_map(|&l| match Capture::open(l) {

@@ -438,10 +438,7 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
         (TunnelFlags::IPID_SEQ_TX, &id as &dyn Fn(&[u8]) -> u16),
         (TunnelFlags::SEQ, &|out: &[u8]| u32::from_be_bytes(out[42..46].try_into().unwrap()) as u16),
     ] {
-        let mut dp = Dp::new();
-        dp.tunnel(Some(42), flags);
-        dp.peer(5, &[1, 1]);
-        fastest(&mut dp, 5, 1, true);
+        let mut dp = two_paths_the_second_fastest(Some(42), flags);
         let send = |dp: &Dp, frame: &[u8]| {
             let (ret, out) = dp.tx(frame, 1);
             assert_eq!(ret, TC_ACT_REDIRECT, "{flags:?}: drops {:?}", dp.drops());
@@ -482,10 +479,7 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
 /// path, or to a peer that never said it takes them, all are numbered.
 #[test]
 fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_flow_bulk() {
-    let mut dp = Dp::new();
-    dp.tunnel(None, TunnelFlags::IPID_SEQ_TX);
-    dp.peer(5, &[1, 1]);
-    fastest(&mut dp, 5, 1, true);
+    let mut dp = two_paths_the_second_fastest(None, TunnelFlags::IPID_SEQ_TX);
     let udp = |port: u16, len: usize| {
         let mut d = [&4000u16.to_be_bytes()[..], &port.to_be_bytes(), &((8 + len) as u16).to_be_bytes(), &[0, 0]].concat();
         d.extend(std::iter::repeat_n(7u8, len));
@@ -532,10 +526,7 @@ fn light_packets_take_the_fastest_path_unnumbered_and_a_big_datagram_makes_its_f
 /// of a tunnel that does not number are striped like everything else.
 #[test]
 fn pure_acks_take_the_fastest_path_and_data_keeps_its_shares() {
-    let mut dp = Dp::new();
-    dp.tunnel(None, TunnelFlags::IPID_SEQ_TX);
-    dp.peer(5, &[1, 1]);
-    fastest(&mut dp, 5, 1, true);
+    let mut dp = two_paths_the_second_fastest(None, TunnelFlags::IPID_SEQ_TX);
     let sent = |dp: &Dp| (0..2).map(|j| dp.path_stats(5, j).tx_packets).collect::<Vec<_>>();
     let send = |dp: &Dp, frame: &[u8]| assert_eq!(dp.tx(frame, 1).0, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
     let ack4 = tunnel_frame(&tcp_packet(false, 0, true));
@@ -580,6 +571,16 @@ fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
     assert_eq!(meta.netns_ino, gre_user::net::netns_ino().unwrap());
     assert_eq!(meta.layout, LAYOUT_VERSION);
     assert_eq!(meta.build, gre_user::datapath::build_id());
+}
+
+/// A tunnel (`key`, `flags`) to peer 5 over two paths, the second marked
+/// fastest as `xgre run` marks it.
+fn two_paths_the_second_fastest(key: Option<u32>, flags: TunnelFlags) -> Dp {
+    let mut dp = Dp::new();
+    dp.tunnel(key, flags);
+    dp.peer(5, &[1, 1]);
+    fastest(&mut dp, 5, 1, true);
+    dp
 }
 
 /// Mark path `j` of `peer` fastest (as `xgre run` does where its paths

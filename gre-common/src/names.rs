@@ -9,6 +9,10 @@ pub const PROG_TX: &str = "xgre_tx";
 pub const PROG_TX_SEND: &str = "xgre_tx_send";
 /// XDP receive on a link.
 pub const PROG_RX_XDP: &str = "xgre_rx_xdp";
+/// XDP receive on a link where the kernel refuses XDP programs metadata
+/// (`bpf_xdp_adjust_meta`): hands `xgre run` its AF_XDP frames and passes
+/// everything else to `xgre_rx_tc` on the same link.
+pub const PROG_RX_XDP_NM: &str = "xgre_rx_xdp_nm";
 /// TC ingress receive on a link.
 pub const PROG_RX_TC: &str = "xgre_rx_tc";
 /// TC ingress on a link received by XDP: hands frames XDP decapsulated to

@@ -186,10 +186,24 @@ pub fn xgre_rx_handoff(ctx: TcContext) -> i32 {
 #[xdp]
 pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
     keep_maps(ctx.data());
-    match global::decode(rx::xgre_rx_xdp_body(ctx.ctx)) {
+    let v = rx::xgre_rx_xdp_body(ctx.ctx);
+    xdp_verdict(&ctx, v, "xgre_rx_xdp")
+}
+
+/// XDP receive where the kernel refuses XDP metadata (`rx.rs`).
+#[xdp]
+pub fn xgre_rx_xdp_nm(ctx: XdpContext) -> u32 {
+    keep_maps(ctx.data());
+    let v = rx::xgre_rx_xdp_nm_body(ctx.ctx);
+    xdp_verdict(&ctx, v, "xgre_rx_xdp_nm")
+}
+
+#[inline(always)]
+fn xdp_verdict(ctx: &XdpContext, v: i64, name: &str) -> u32 {
+    match global::decode(v) {
         Ok(v) => match pmtu::learn_requested(v) {
             Some((at, v4)) => {
-                pmtu::learn_from(&ctx, at, v4);
+                pmtu::learn_from(ctx, at, v4);
                 xdp_action::XDP_PASS
             }
             None => v as u32,
@@ -197,7 +211,7 @@ pub fn xgre_rx_xdp(ctx: XdpContext) -> u32 {
         Err(reason) => {
             count_drop(reason);
             if debug_on() {
-                debug!(&ctx, "xgre_rx_xdp: drop reason {}", reason as u32);
+                debug!(ctx, "{}: drop reason {}", name, reason as u32);
             }
             xdp_action::XDP_DROP
         }

@@ -48,12 +48,20 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, p
     Some(Ok(redirect(tap, 0)))
 }
 
-/// XDP: hand the decapsulated frame (at `data`) to the socket `xgre run`
-/// has on this link's queue for `tunnel_ifindex`, with our header in
-/// front. None: no such socket (none asked for, another tunnel's, or
-/// closed with its process), and the frame goes on as before.
+/// Whether `xgre run` has AF_XDP sockets on the link this frame came in
+/// by, for any tunnel.
 #[inline(always)]
-pub fn to_socket(ctx: &XdpContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<u32, DropReason>> {
+pub fn link_has_sockets(ctx: &XdpContext) -> bool {
+    // SAFETY: a field of the context the kernel passed to this run.
+    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+    RESEQ_LINK.lookup(ifindex).is_some()
+}
+
+/// The slot of the socket `xgre run` has on this frame's link and queue
+/// for `tunnel_ifindex`. None: no such socket (none asked for, another
+/// tunnel's, or closed with its process).
+#[inline(always)]
+pub fn socket_slot(ctx: &XdpContext, tunnel_ifindex: u32) -> Option<u32> {
     // SAFETY: fields of the context the kernel passed to this run.
     let (ifindex, queue) = unsafe { ((*ctx.ctx).ingress_ifindex, (*ctx.ctx).rx_queue_index) };
     let link = RESEQ_LINK.lookup(ifindex)?;
@@ -62,6 +70,16 @@ pub fn to_socket(ctx: &XdpContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, 
     }
     let slot = link.base + queue;
     RESEQ_XSK.get(slot)?;
+    Some(slot)
+}
+
+/// XDP: hand the decapsulated frame (at `data`) to the socket `xgre run`
+/// has on this link's queue for `tunnel_ifindex`, with our header in
+/// front. None: no such socket (`socket_slot`), and the frame goes on as
+/// before.
+#[inline(always)]
+pub fn to_socket(ctx: &XdpContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<u32, DropReason>> {
+    let slot = socket_slot(ctx, tunnel_ifindex)?;
     // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ReseqHdr::LEN as i32)) } != 0 {
         return None;

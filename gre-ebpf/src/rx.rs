@@ -9,7 +9,9 @@
 //! its checksum state: a veth peer sends TCP with CHECKSUM_PARTIAL, and an
 //! XDP redirect would turn that into a packet with a bad checksum. Drivers
 //! without XDP metadata get a redirect into the hidden veth end instead,
-//! which is right for NICs, whose frames carry full checksums.
+//! which is right for NICs, whose frames carry full checksums. A kernel
+//! whose verifier refuses XDP programs metadata altogether gets
+//! `xgre_rx_xdp_nm` and the full TC receive program beside it.
 
 use aya_ebpf::{
     bindings::{
@@ -94,19 +96,9 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     let outer: EthHdr = ctx.read(0)?;
     let tap = rx.tunnel.mode == MODE_GRETAP && !reflect;
-    // gretap: the inner frame has its own Ethernet header; drop ours too.
-    let delta = if tap { rx.outer_len + EthHdr::LEN } else { rx.outer_len };
-    // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
-    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta as i32) } != 0 {
-        return Err(DropReason::HelperFailed);
-    }
-    // adjust_head invalidated every packet pointer: reload and re-check.
-    let (data, end) = (ctx.data(), ctx.data_end());
-    if data + EthHdr::LEN > end {
-        return Err(DropReason::Truncated);
-    }
+    let data = strip_outer(ctx, &rx, tap)?;
     if reflect {
-        // SAFETY: `data + EthHdr::LEN <= end` was checked after the adjust.
+        // SAFETY: `strip_outer` checked an Ethernet header's room at `data`.
         unsafe { (data as *mut EthHdr).write_unaligned(reflect_eth(&outer, &rx)) };
         keepalive_reflected(rx.path.peer_id, rx.path.path);
     } else {
@@ -156,6 +148,61 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     let r = redirect(rx.tunnel.peer_ifindex, 0) as i64;
     Ok(r as u32)
+}
+
+/// Remove the outer headers (for gretap with `tap`, our Ethernet header
+/// too: the inner frame has its own). Returns where the frame now starts,
+/// with at least an Ethernet header's room checked.
+#[inline(always)]
+fn strip_outer(ctx: &XdpContext, rx: &Rx, tap: bool) -> Result<usize, DropReason> {
+    let delta = if tap { rx.outer_len + EthHdr::LEN } else { rx.outer_len };
+    // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta as i32) } != 0 {
+        return Err(DropReason::HelperFailed);
+    }
+    // adjust_head invalidated every packet pointer: reload and re-check.
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + EthHdr::LEN > end {
+        return Err(DropReason::Truncated);
+    }
+    Ok(data)
+}
+
+/// XDP receive for a kernel whose verifier refuses XDP metadata
+/// (`bpf_xdp_adjust_meta`) to XDP programs: the link's TC ingress is then
+/// the full TC receive program, and this one hands it every frame as it
+/// came (the skb the driver builds keeps its checksum state, see above)
+/// but the numbered frames `xgre run` has an AF_XDP socket for, which it
+/// decapsulates and hands over as `xgre_rx_xdp` does. A link without
+/// such sockets costs one lookup per frame.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn xgre_rx_xdp_nm_body(ctx: *mut xdp_md) -> i64 {
+    global::encode(try_rx_xdp_nm(&XdpContext::new(ctx)).map(|v| v as i32))
+}
+
+fn try_rx_xdp_nm(ctx: &XdpContext) -> Result<u32, DropReason> {
+    if !reseq::link_has_sockets(ctx) {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let Verdict::Decap(rx) = classify(ctx)? else { return Ok(xdp_action::XDP_PASS) };
+    let Some(seq) = rx.seq.filter(|_| rx.vid == 0 && rx.resequence) else { return Ok(xdp_action::XDP_PASS) };
+    if reseq::socket_slot(ctx, rx.tunnel.ifindex).is_none() {
+        return Ok(xdp_action::XDP_PASS);
+    }
+    let outer: EthHdr = ctx.read(0)?;
+    let tap = rx.tunnel.mode == MODE_GRETAP;
+    let data = strip_outer(ctx, &rx, tap)?;
+    if !tap {
+        // SAFETY: `strip_outer` checked an Ethernet header's room at `data`.
+        unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
+    }
+    delivered(ctx, &rx, 1);
+    if let Some(r) = reseq::to_socket(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path) {
+        return r;
+    }
+    // The socket closed since the lookup: deliver it unordered.
+    Ok(redirect(rx.tunnel.peer_ifindex, 0) as u32)
 }
 
 /// Trunk: tag a decapsulated frame (at `data`) with its VLAN, in the

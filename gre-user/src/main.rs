@@ -306,10 +306,18 @@ fn check_kernel() -> Result<()> {
     let kernel = nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default();
     let costs = Datapath::verifier_costs()?;
     println!("{:<18} {:>10}  of the verifier's 1,000,000", "program", "verified");
-    for (name, n) in &costs {
-        println!("{name:<18} {n:>10}  {:>5.1}%", *n as f64 / 1e4);
+    let mut loaded = 0;
+    for c in &costs {
+        match &c.verified {
+            Ok(n) => {
+                loaded += 1;
+                println!("{:<18} {n:>10}  {:>5.1}%", c.name, *n as f64 / 1e4);
+            }
+            Err(e) => println!("{:<18} {:>10}  {e}", c.name, "refused"),
+        }
     }
-    println!("Linux {kernel} accepts the datapath ({} programs)", costs.len());
+    let stand_in = if loaded < costs.len() { format!("; XDP receive takes {}", gre_common::names::PROG_RX_XDP_NM) } else { String::new() };
+    println!("Linux {kernel} accepts the datapath ({loaded} of {} programs{stand_in})", costs.len());
     Ok(())
 }
 

@@ -114,6 +114,27 @@ fn handed_number(out: &[u8]) -> Option<(u32, u32)> {
     (word(0) == HandoffSeq::MAGIC).then(|| (word(4), word(8)))
 }
 
+/// Receive `frame` on a link for what goes to the resequencer: the (peer,
+/// number) handed on, if any, and the inner frame. Through `xgre_rx_xdp`'s
+/// metadata where this kernel takes that program, else through the TC
+/// program's hand-over to the resequencer's tap (`lo` stands in for it).
+fn receive_handed(dp: &mut Dp, frame: &[u8]) -> (Option<(u32, u32)>, Vec<u8>) {
+    if let Some(xdp) = xdp_meta() {
+        let (ret, out) = dp.run(xdp, frame, None);
+        assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
+        let handed = handed_number(&out);
+        let at = HandoffMeta::LEN + if handed.is_some() { HandoffSeq::LEN } else { 0 };
+        return (handed, out[at..].to_vec());
+    }
+    dp.hash::<u32, u32>(MAP_RESEQ_TAP).insert(TUN, TUN, 0).unwrap();
+    let (ret, out) = dp.run(PROG_RX_TC, frame, None);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    match ReseqHdr::parse(&out) {
+        Some(h) => (Some((h.peer_id(), h.seq())), out[ReseqHdr::LEN..].to_vec()),
+        None => (None, out),
+    }
+}
+
 /// Receive takes an `ip_id_sequence` peer's IPv4 ID as its number,
 /// widened across the 16-bit wrap, and hands it on like an RFC 2890 one;
 /// a tunnel without the setting ignores the ID.
@@ -121,26 +142,23 @@ fn handed_number(out: &[u8]) -> Option<(u32, u32)> {
 fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
     let inner = inner_packet(40, 0);
     let with_id = |id: u16| frame_with_ip_id(id, valid(Some(42)), &inner);
-    let handed = handed_number;
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
     dp.peer(3, &[1]);
     // 65534, 65535, then 1 is 65537 (0 is never a number); 65533 arriving
     // late stays below the wrap.
     for (id, want) in [(65534u16, 65534u32), (65535, 65535), (65533, 65533), (1, 65537), (3, 65539), (2, 65538)] {
-        let (ret, out) = dp.run(PROG_RX_XDP, &with_id(id), None);
-        assert_eq!(ret, XDP_PASS, "id {id}: drops {:?}", dp.drops());
-        assert_eq!(handed(&out), Some((3, want)), "id {id}: peer and number handed on");
-        assert_eq!(&out[HandoffMeta::LEN + HandoffSeq::LEN..], eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id {id}: inner frame");
+        let (handed, out) = receive_handed(&mut dp, &with_id(id));
+        assert_eq!(handed, Some((3, want)), "id {id}: peer and number handed on");
+        assert_eq!(out, eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id {id}: inner frame");
     }
     let r = reorder_stats(&dp, 3);
     assert_eq!((r.in_order, r.out_of_order, r.max_displacement), (4, 2, 2), "reorder telemetry across the wrap: {r:?}");
     let mut plain = Dp::new();
     plain.tunnel(Some(42), TunnelFlags::empty());
     plain.peer(3, &[1]);
-    let (ret, out) = plain.run(PROG_RX_XDP, &with_id(7), None);
-    assert_eq!(ret, XDP_PASS);
-    assert_eq!(handed(&out), None, "a tunnel without ip_id_sequence hands on no number");
+    let (handed, _) = receive_handed(&mut plain, &with_id(7));
+    assert_eq!(handed, None, "a tunnel without ip_id_sequence hands on no number");
 }
 
 /// `resequence` unset (`TunnelFlags::RESEQ_ANNOUNCED`): a peer's IPv4 IDs are
@@ -151,7 +169,6 @@ fn ip_id_numbers_are_widened_across_the_wrap_and_handed_on() {
 fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     let inner = inner_packet(40, 0);
     let with_id = |id: u16, g: Gre| frame_with_ip_id(id, g, &inner);
-    let handed = handed_number;
     let keepalive = |a: Option<Announce>| {
         eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), a, None))
     };
@@ -162,50 +179,51 @@ fn a_peers_numbers_count_only_while_its_keepalives_announce_them() {
     let mut dp = Dp::new();
     dp.tunnel(Some(42), TunnelFlags::RESEQ_ANNOUNCED);
     dp.peer(3, &[1]);
-    let (ret, out) = dp.run(PROG_RX_XDP, &with_id(7, valid(Some(42))), None);
-    assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
-    assert_eq!(handed(&out), None, "an IPv4 ID nobody announced is no number");
+    let handed = |dp: &mut Dp, frame: &[u8]| receive_handed(dp, frame).0;
+    assert_eq!(handed(&mut dp, &with_id(7, valid(Some(42)))), None, "an IPv4 ID nobody announced is no number");
     // The peer announces: its keepalive is reflected as ever, the
     // announcement carried back untouched, and noted.
     let ka = keepalive(Some(Announce::new(ANNOUNCE_IPID, 400)));
-    let (ret, out) = dp.run(PROG_RX_XDP, &ka, None);
-    assert_eq!(ret, XDP_PASS);
-    assert_eq!(&out[4..8], &0u32.to_ne_bytes(), "reflected: back out of the link");
+    let out = match xdp_meta() {
+        Some(xdp) => {
+            let (ret, out) = dp.run(xdp, &ka, None);
+            assert_eq!(ret, XDP_PASS);
+            assert_eq!(&out[4..8], &0u32.to_ne_bytes(), "reflected: back out of the link");
+            out
+        }
+        None => {
+            let (ret, out) = dp.run(PROG_RX_TC, &ka, None);
+            assert_eq!(ret, TC_ACT_REDIRECT, "reflected: back out of the link");
+            out
+        }
+    };
     assert_eq!(&out[out.len() - Announce::LEN..], &Announce::new(ANNOUNCE_IPID, 400).to_bytes(), "the announcement goes back as it came");
     let a = announced(&dp);
     assert_eq!(a.flags, ANNOUNCE_IPID);
     assert!(a.expires_ns > 0, "{a:?}");
     for (id, want) in [(8u16, 8u32), (10, 10), (9, 9)] {
-        let (ret, out) = dp.run(PROG_RX_XDP, &with_id(id, valid(Some(42))), None);
-        assert_eq!(ret, XDP_PASS);
-        assert_eq!(handed(&out), Some((3, want)), "id {id}: announced, so a number, handed on");
+        assert_eq!(handed(&mut dp, &with_id(id, valid(Some(42)))), Some((3, want)), "id {id}: announced, so a number, handed on");
     }
     assert_eq!(reorder_stats(&dp, 3).out_of_order, 1, "9 after 10");
     // RFC 2890 numbers too are taken only from a peer that announces them.
     let gre_seq = |n: u32| with_id(0, Gre { seq: Some(n), ..valid(Some(42)) });
-    let (_, out) = dp.run(PROG_RX_XDP, &gre_seq(11), None);
-    assert_eq!(handed(&out), Some((3, 11)), "any number of an announcing peer");
+    assert_eq!(handed(&mut dp, &gre_seq(11)), Some((3, 11)), "any number of an announcing peer");
     // A keepalive without the announcement ends it at once.
-    dp.run(PROG_RX_XDP, &keepalive(None), None);
+    dp.run(PROG_RX_TC, &keepalive(None), None);
     assert_eq!(announced(&dp).flags & ANNOUNCE_IPID, 0);
-    let (_, out) = dp.run(PROG_RX_XDP, &with_id(12, valid(Some(42))), None);
-    assert_eq!(handed(&out), None, "no longer announced");
-    let (_, out) = dp.run(PROG_RX_XDP, &gre_seq(13), None);
-    assert_eq!(handed(&out), None, "sequence numbers of a peer that does not announce are not resequenced by default");
+    assert_eq!(handed(&mut dp, &with_id(12, valid(Some(42)))), None, "no longer announced");
+    assert_eq!(handed(&mut dp, &gre_seq(13)), None, "sequence numbers of a peer that does not announce are not resequenced by default");
     // And it lapses when not renewed.
-    dp.run(PROG_RX_XDP, &keepalive(Some(Announce::new(ANNOUNCE_IPID, 1))), None);
-    let (_, out) = dp.run(PROG_RX_XDP, &with_id(14, valid(Some(42))), None);
-    assert_eq!(handed(&out), Some((3, 14)), "in force for 1 ms");
-    std::thread::sleep(std::time::Duration::from_millis(5));
-    let (_, out) = dp.run(PROG_RX_XDP, &with_id(15, valid(Some(42))), None);
-    assert_eq!(handed(&out), None, "lapsed after 1 ms");
+    dp.run(PROG_RX_TC, &keepalive(Some(Announce::new(ANNOUNCE_IPID, 50))), None);
+    assert_eq!(handed(&mut dp, &with_id(14, valid(Some(42)))), Some((3, 14)), "in force for 50 ms");
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    assert_eq!(handed(&mut dp, &with_id(15, valid(Some(42)))), None, "lapsed after 50 ms");
     // With `resequence` set (no TunnelFlags::RESEQ_ANNOUNCED), every numbered
     // packet goes, announced or not, as before.
     let mut set = Dp::new();
     set.tunnel(Some(42), TunnelFlags::empty());
     set.peer(3, &[1]);
-    let (_, out) = set.run(PROG_RX_XDP, &gre_seq(5), None);
-    assert_eq!(handed(&out), Some((3, 5)));
+    assert_eq!(handed(&mut set, &gre_seq(5)), Some((3, 5)));
 }
 
 #[test]
@@ -274,8 +292,13 @@ fn decapsulation_yields_the_exact_inner_packet_on_both_hooks() {
         assert_eq!(hexdump(&out), hexdump(&want), "tc output");
 
         // XDP hands the frame on with the tunnel's and its hidden end's
-        // ifindexes in metadata in front of it, for the link's TC handoff.
-        let (ret, out) = dp.run(PROG_RX_XDP, &frame, None);
+        // ifindexes in metadata in front of it, for the link's TC handoff
+        // (where this kernel gives XDP programs metadata).
+        let Some(xdp) = xdp_meta() else {
+            assert_eq!(dp.path_stats(3, 0).rx_packets, 1);
+            continue;
+        };
+        let (ret, out) = dp.run(xdp, &frame, None);
         assert_eq!(ret, XDP_PASS, "xdp: drops {:?}", dp.drops());
         assert_eq!(&out[..4], &HandoffMeta::MAGIC.to_ne_bytes(), "xdp metadata magic");
         assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
@@ -311,8 +334,10 @@ fn receive_passes_what_is_not_ours_untouched() {
     for f in &frames {
         let (ret, out) = dp.run(PROG_RX_TC, f, None);
         assert_eq!((ret, &out), (TC_ACT_OK, f), "tc changed or dropped a frame that is not ours");
-        let (ret, out) = dp.run(PROG_RX_XDP, f, None);
-        assert_eq!((ret, &out), (XDP_PASS, f), "xdp changed or dropped a frame that is not ours");
+        for xdp in xdp_meta().into_iter().chain([PROG_RX_XDP_NM]) {
+            let (ret, out) = dp.run(xdp, f, None);
+            assert_eq!((ret, &out), (XDP_PASS, f), "{xdp} changed or dropped a frame that is not ours");
+        }
     }
     assert!(dp.drops().is_empty(), "{:?}", dp.drops());
 }
@@ -326,7 +351,7 @@ fn a_repair_request_from_a_peer_goes_to_the_stack_and_from_anyone_else_is_droppe
     let ask = [0x78, 0x67, 0x72, 0x72, 0, 1, 0, 0, 0, 0, 0, 7];
     let from_peer = gre_frame(REMOTE, LOCAL, 0, Gre { proto: gre_common::repair::PROTO_REPAIR, ..valid(Some(42)) }, &ask);
     let from_stranger = gre_frame([198, 18, 0, 66], LOCAL, 0, Gre { proto: gre_common::repair::PROTO_REPAIR, ..valid(Some(42)) }, &ask);
-    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+    for prog in rx_hooks() {
         let mut dp = Dp::new();
         dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
         dp.peer(0, &[1]);
@@ -380,10 +405,13 @@ fn every_malformed_packet_is_dropped_and_counted_under_its_reason() {
         ("fragment", gre_frame(REMOTE, LOCAL, 0x0010, valid(Some(42)), &inner)),
     ];
     for (reason, frame) in &cases {
-        for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        for prog in rx_hooks().into_iter().chain([PROG_RX_XDP_NM]) {
             let mut dp = Dp::new();
             dp.tunnel(Some(42), TunnelFlags::empty());
             dp.peer(0, &[1]);
+            // Where `xgre run` has AF_XDP sockets on the link, the XDP
+            // program without metadata judges every frame.
+            sockets_on_lo(&mut dp);
             let (ret, _) = dp.run(prog, frame, None);
             let want = if prog == PROG_RX_TC { TC_ACT_SHOT } else { XDP_DROP };
             assert_eq!(ret, want, "{prog}: a `{reason}` frame was not dropped");
@@ -462,11 +490,10 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
     dp.tunnel(Some(42), TunnelFlags::IPID_SEQ);
     dp.peer(3, &[1]);
     for (id, want) in [(7u16, Some((3, 7))), (0, None), (8, Some((3, 8)))] {
-        let (ret, out) = dp.run(PROG_RX_XDP, &frame_with_ip_id(id, valid(Some(42)), &inner), None);
-        assert_eq!(ret, XDP_PASS, "id {id}: drops {:?}", dp.drops());
-        assert_eq!(handed_number(&out), want, "id {id}");
+        let (handed, out) = receive_handed(&mut dp, &frame_with_ip_id(id, valid(Some(42)), &inner));
+        assert_eq!(handed, want, "id {id}");
         if want.is_none() {
-            assert_eq!(&out[HandoffMeta::LEN..], eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id 0: to the tunnel as it is");
+            assert_eq!(out, eth(TUN_MAC, PEER_MAC, 0x0800, &inner), "id 0: to the tunnel as it is");
         }
     }
     assert_eq!(reorder_stats(&dp, 3).in_order, 2, "nor counted among the numbers");
@@ -557,7 +584,7 @@ fn every_program_holds_every_map_and_the_loader_tags_the_namespace() {
     // link's receive programs go with the link, the rest must not.
     let dp = Dp::new();
     let all: std::collections::BTreeSet<String> = dp.ebpf.maps().map(|(n, _)| n.to_string()).filter(|n| !n.starts_with('.')).collect();
-    for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_XDP, PROG_RX_HANDOFF] {
+    for name in [PROG_TX, PROG_TX_SEND, PROG_RX_TC, PROG_RX_XDP_NM, PROG_RX_HANDOFF].into_iter().chain(xdp_meta()) {
         let info = dp.ebpf.program(name).unwrap().info().unwrap();
         let ids = info.map_ids().unwrap().unwrap();
         let names: std::collections::BTreeSet<String> =
@@ -620,7 +647,7 @@ fn reorder_stats(dp: &Dp, peer: u32) -> ReorderStats {
 
 #[test]
 fn out_of_order_packets_are_delivered_and_measured() {
-    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+    for prog in rx_hooks() {
         let mut dp = Dp::new();
         dp.tunnel(Some(42), TunnelFlags::SEQ);
         dp.peer(2, &[1]);
@@ -643,7 +670,7 @@ fn out_of_order_packets_are_delivered_and_measured() {
 
 #[test]
 fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
-    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+    for prog in rx_hooks() {
         let mut dp = Dp::new();
         dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(4, &[1]);
@@ -664,9 +691,7 @@ fn keepalive_replies_mark_the_path_alive_and_are_consumed() {
 /// announcement, or alone): the path's round trip is the time since.
 #[test]
 fn keepalive_replies_measure_the_round_trip() {
-    for (prog, announce) in
-        [(PROG_RX_TC, None), (PROG_RX_XDP, None), (PROG_RX_TC, Some(Announce::new(1, 400))), (PROG_RX_XDP, Some(Announce::new(1, 400)))]
-    {
+    for (prog, announce) in rx_hooks().into_iter().flat_map(|p| [(p, None), (p, Some(Announce::new(1, 400)))]) {
         let mut dp = Dp::new();
         dp.tunnel(Some(42), TunnelFlags::empty());
         dp.peer(4, &[1]);
@@ -698,7 +723,7 @@ fn the_peers_keepalives_are_sent_back_out_of_the_link() {
     assert_eq!(&inner[12..20], &[LOCAL, REMOTE].concat()[..], "inner: us -> peer");
     // Whatever the tunnel carries: a gretap peer running `xgre run` probes
     // with the same IPv4-in-GRE keepalives.
-    for (prog, mode) in [(PROG_RX_TC, MODE_GRE), (PROG_RX_XDP, MODE_GRE), (PROG_RX_TC, MODE_GRETAP), (PROG_RX_XDP, MODE_GRETAP)] {
+    for (prog, mode) in rx_hooks().into_iter().flat_map(|p| [(p, MODE_GRE), (p, MODE_GRETAP)]) {
         let mut dp = Dp::new();
         dp.tunnel_mode(mode, Some(42), TunnelFlags::empty());
         dp.peer(1, &[1]);
@@ -728,7 +753,7 @@ fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
         dp.peer(0, &[1]);
         let l = LocalAddr { ifindex: owner, mac: LINK_MAC, _pad: [0; 2] };
         dp.local_addrs().insert(v4_mapped(LOCAL), l, 0).unwrap();
-        for prog in [PROG_RX_TC, PROG_RX_XDP] {
+        for prog in rx_hooks() {
             let (ret, out) = dp.run(prog, frame, None);
             let pass = if prog == PROG_RX_TC { TC_ACT_OK } else { XDP_PASS };
             assert_eq!((ret, &out), (pass, frame), "{prog}: {what}");
@@ -803,10 +828,12 @@ fn gretap_carries_whole_ethernet_frames_both_ways_and_learns_macs() {
     let learned = dp.fdb([0x02, 0xcc, 0, 0, 0, 3]).expect("source MAC learned");
     assert_eq!(learned.peer_id, 2);
     assert!(boot_ns() - learned.seen_ns < 5_000_000_000, "learned just now");
-    let (ret, out) = dp.run(PROG_RX_XDP, &gre_in, None);
-    assert_eq!(ret, XDP_PASS);
-    assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
-    assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&back), "xdp delivers the inner frame as it was sent");
+    if let Some(xdp) = xdp_meta() {
+        let (ret, out) = dp.run(xdp, &gre_in, None);
+        assert_eq!(ret, XDP_PASS);
+        assert_eq!(&out[4..8], &TUN.to_ne_bytes(), "xdp metadata tunnel");
+        assert_eq!(hexdump(&out[HandoffMeta::LEN..]), hexdump(&back), "xdp delivers the inner frame as it was sent");
+    }
     // A gretap tunnel takes no IP-in-GRE, and a gre one no Ethernet.
     let ip_in = gre_frame(REMOTE, LOCAL, 0, valid(Some(7)), &inner_packet(10, 0));
     assert_eq!(dp.run(PROG_RX_TC, &ip_in, None).0, TC_ACT_SHOT);
@@ -946,10 +973,12 @@ fn an_ipv6_underlay_carries_gre_after_next_header_47() {
     let (ret, got) = dp.run(PROG_RX_TC, &frame, None);
     assert_eq!(ret, TC_ACT_REDIRECT, "tc: drops {:?}", dp.drops());
     assert_eq!(hexdump(&got), hexdump(&expect));
-    let (ret, got) = dp.run(PROG_RX_XDP, &frame, None);
-    assert_eq!(ret, XDP_PASS);
-    assert_eq!(hexdump(&got[HandoffMeta::LEN..]), hexdump(&expect));
-    assert_eq!(dp.path_stats(1, 0).rx_packets, 2);
+    if let Some(xdp) = xdp_meta() {
+        let (ret, got) = dp.run(xdp, &frame, None);
+        assert_eq!(ret, XDP_PASS);
+        assert_eq!(hexdump(&got[HandoffMeta::LEN..]), hexdump(&expect));
+    }
+    assert_eq!(dp.path_stats(1, 0).rx_packets, rx_hooks().len() as u64);
     // A payload length past the frame's end is malformed.
     let mut bad = frame.clone();
     bad[18..20].copy_from_slice(&2000u16.to_be_bytes());
@@ -986,7 +1015,7 @@ fn a_small_frame_behind_a_40_byte_ipv6_header_is_decapsulated() {
     ip6.extend(LOCAL6);
     ip6.extend(&g);
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ip6);
-    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+    for prog in rx_hooks() {
         let (ret, out) = dp.run(prog, &frame, None);
         let (want_ret, skip) = if prog == PROG_RX_TC { (TC_ACT_REDIRECT, 0) } else { (XDP_PASS, HandoffMeta::LEN) };
         assert_eq!(ret, want_ret, "{prog}: drops {:?}", dp.drops());
@@ -1005,13 +1034,13 @@ fn keepalives_over_an_ipv6_underlay_and_nvgre_come_and_go() {
     let ka = gre_user::daemon::keepalive_packet(r6.into(), l6.into(), Some(42), None, None);
     let frame = eth(LINK_MAC, PEER_MAC, 0x86DD, &ka);
     let want = eth(PEER_MAC, LINK_MAC, 0x86DD, &ka[40 + 8..]);
-    for prog in [PROG_RX_TC, PROG_RX_XDP] {
+    for prog in rx_hooks() {
         let (ret, out) = dp.run(prog, &frame, None);
         let skip = if prog == PROG_RX_TC { 0 } else { HandoffMeta::LEN };
         assert!(ret == TC_ACT_REDIRECT || ret == XDP_PASS, "{prog}: {ret}, drops {:?}", dp.drops());
         assert_eq!(hexdump(&out[skip..]), hexdump(&want), "{prog}");
     }
-    assert_eq!(dp.path_stats(1, 0).keepalives_reflected, 2);
+    assert_eq!(dp.path_stats(1, 0).keepalives_reflected, rx_hooks().len() as u64);
     // Ours, come back: the inner part of what we sent, as the peer returns it.
     let ours = gre_user::daemon::keepalive_packet(l6.into(), r6.into(), Some(42), None, None);
     let back = eth(LINK_MAC, PEER_MAC, 0x86DD, &ours[40 + 8..]);
@@ -1080,7 +1109,7 @@ fn ipv4_mapped_ipv6_frames_never_reach_an_ipv4_tunnel() {
     };
     for payload in [inner.clone(), keepalive] {
         let frame = gre6_frame(v4_mapped(REMOTE), v4_mapped(LOCAL), valid(Some(42)), &payload);
-        for (prog, want) in [(PROG_RX_TC, TC_ACT_SHOT), (PROG_RX_XDP, XDP_DROP)] {
+        for (prog, want) in rx_hooks().into_iter().map(|p| (p, if p == PROG_RX_TC { TC_ACT_SHOT } else { XDP_DROP })) {
             let mut dp = Dp::new();
             dp.tunnel(Some(42), TunnelFlags::empty());
             dp.peer(0, &[1]);
@@ -1118,7 +1147,9 @@ fn a_bad_outer_ipv4_header_checksum_is_dropped_options_included() {
     let with_opts = eth(LINK_MAC, PEER_MAC, 0x0800, &ipv4_with_options(REMOTE, LOCAL, &gre(valid(Some(42)), &inner)));
     let mut bad_opts = with_opts.clone();
     bad_opts[14 + 21] ^= 0x40; // an option byte: only the options' sum sees it
-    for (prog, drop, deliver) in [(PROG_RX_TC, TC_ACT_SHOT, TC_ACT_REDIRECT), (PROG_RX_XDP, XDP_DROP, XDP_PASS)] {
+    let hooks = rx_hooks();
+    let verdicts = |p| if p == PROG_RX_TC { (p, TC_ACT_SHOT, TC_ACT_REDIRECT) } else { (p, XDP_DROP, XDP_PASS) };
+    for (prog, drop, deliver) in hooks.into_iter().map(verdicts) {
         for frame in [&bad, &bad_opts] {
             let mut dp = Dp::new();
             dp.tunnel(Some(42), TunnelFlags::empty());
@@ -1163,14 +1194,16 @@ fn gre_on_a_vlan_is_not_ours_but_a_priority_tag_is() {
         let dp = new();
         let (ret, out) = dp.run(PROG_RX_TC, &frame, None);
         assert_eq!((ret, &out), (TC_ACT_OK, &frame), "tc took a tagged frame");
-        let (ret, out) = dp.run(PROG_RX_XDP, &frame, None);
-        assert_eq!((ret, &out), (XDP_PASS, &frame), "xdp took a tagged frame");
+        for xdp in xdp_meta().into_iter().chain([PROG_RX_XDP_NM]) {
+            let (ret, out) = dp.run(xdp, &frame, None);
+            assert_eq!((ret, &out), (XDP_PASS, &frame), "{xdp} took a tagged frame");
+        }
         assert!(dp.drops().is_empty() && dp.path_stats(0, 0).rx_packets == 0);
     }
     // A priority tag (VID 0) is no VLAN (802.1Q): XDP sees it in the frame
     // and decapsulates. (TC sees it already taken off by the kernel; the
     // namespace test covers that.)
-    for tpid in [0x8100, 0x88a8] {
+    for tpid in xdp_meta().map_or(vec![], |_| vec![0x8100, 0x88a8]) {
         let dp = new();
         let (ret, out) = dp.run(PROG_RX_XDP, &tagged(&plain, tpid, 0), None);
         assert_eq!(ret, XDP_PASS, "drops {:?}", dp.drops());
@@ -1263,5 +1296,53 @@ fn the_gre_checksum_covers_the_inner_checksum_the_stack_fills_later() {
             fill_tcp_checksum(&mut out, inner_ip);
         }
         assert_eq!(sum16(&out[gre_at..]), 0, "{what}: the GRE checksum does not verify over the bytes on the wire");
+    }
+}
+
+/// Tell the datapath `xgre run` has AF_XDP sockets on `lo` (the link of
+/// every XDP test run) for the tunnel, none of them open: the XDP program
+/// without metadata then judges every frame, and hands none over.
+fn sockets_on_lo(dp: &mut Dp) {
+    let link = ReseqLink { tunnel_ifindex: TUN, base: 0, queues: 1, _pad: 0 };
+    dp.hash::<u32, ReseqLink>(MAP_RESEQ_LINK).insert(TUN, link, 0).unwrap();
+}
+
+/// Where the kernel refuses XDP programs metadata, `xgre_rx_xdp_nm` is
+/// the XDP receive program, with the full TC program beside it: it hands
+/// TC every frame exactly as it came, uncounted (TC counts it), and drops
+/// only what it judged, under its reason, on a link where `xgre run`
+/// takes frames over AF_XDP. It loads on every kernel, so this runs on
+/// every kernel.
+#[test]
+fn xdp_without_metadata_leaves_every_frame_to_tc_but_the_resequencers() {
+    let inner = inner_packet(40, 0);
+    let plain = gre_frame(REMOTE, LOCAL, 0, valid(Some(42)), &inner);
+    let numbered = gre_frame(REMOTE, LOCAL, 0, Gre { seq: Some(9), ..valid(Some(42)) }, &inner);
+    let keepalive = eth(LINK_MAC, PEER_MAC, 0x0800, &gre_user::daemon::keepalive_packet(REMOTE.into(), LOCAL.into(), Some(42), None, None));
+    let hostile = gre_frame([198, 18, 0, 66], LOCAL, 0, valid(Some(42)), &inner);
+    for sockets in [false, true] {
+        let mut dp = Dp::new();
+        dp.tunnel(Some(42), TunnelFlags::SEQ);
+        dp.peer(3, &[1]);
+        if sockets {
+            sockets_on_lo(&mut dp);
+        }
+        for f in [&plain, &numbered, &keepalive] {
+            let (ret, out) = dp.run(PROG_RX_XDP_NM, f, None);
+            assert_eq!((ret, &out), (XDP_PASS, f), "sockets {sockets}: not handed to TC as it came");
+        }
+        let s = dp.path_stats(3, 0);
+        assert_eq!((s.rx_packets, s.keepalives_reflected), (0, 0), "sockets {sockets}: counted here, and again by TC");
+        let (ret, out) = dp.run(PROG_RX_XDP_NM, &hostile, None);
+        if sockets {
+            assert_eq!(ret, XDP_DROP, "a stranger's GRE, judged");
+            assert_eq!(dp.drops(), BTreeMap::from([("unknown_peer", 1)]));
+        } else {
+            assert_eq!((ret, &out), (XDP_PASS, &hostile), "no sockets: not even looked at");
+            assert!(dp.drops().is_empty(), "{:?}", dp.drops());
+            // TC, beside it, judges it as on any TC link.
+            assert_eq!(dp.run(PROG_RX_TC, &hostile, None).0, TC_ACT_SHOT);
+            assert_eq!(dp.drops(), BTreeMap::from([("unknown_peer", 1)]));
+        }
     }
 }

@@ -53,7 +53,9 @@ pub async fn detach_rx(nl: &Netlink, link_ifindex: u32, u: &LinkUse) -> Result<(
         // Ours by name, not by id: programs may have been loaded again
         // since this one was attached.
         let ours = link.xdp_prog_id.is_some_and(|id| {
-            aya::programs::loaded_programs().filter_map(Result::ok).any(|p| p.id() == id && p.name_as_str() == Some(PROG_RX_XDP))
+            aya::programs::loaded_programs()
+                .filter_map(Result::ok)
+                .any(|p| p.id() == id && p.name_as_str().is_some_and(|n| [PROG_RX_XDP, PROG_RX_XDP_NM].contains(&n)))
         });
         if ours {
             nl.xdp_set(link_ifindex, -1, XDP_FLAGS_DRV_MODE).await?;
@@ -107,11 +109,22 @@ pub async fn resolve_macs(nl: &Netlink, cfg: &Config, i: usize, links: &BTreeMap
 /// Attach a receive program to a link by the configured hook. Returns the
 /// hook used and whether we added the clsact qdisc.
 pub async fn attach_rx(nl: &Netlink, dp: &Datapath, link: &Link, rx: RxHook) -> Result<(u32, bool)> {
-    // XDP decapsulates; a TC handoff on the same link delivers what it tagged.
+    // XDP decapsulates; a TC handoff on the same link delivers what it
+    // tagged. Where the kernel refuses XDP metadata, TC decapsulates what
+    // XDP passes it, and is attached first so that it finds every frame.
     let xdp = || async {
-        nl.xdp_set(link.index, dp.prog(PROG_RX_XDP)?.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await?;
+        let rx = dp.rx_xdp()?;
+        let tc_first = rx.beside == PROG_RX_TC;
+        let own = if tc_first { nl.clsact_add(link.index).await? } else { false };
+        if tc_first {
+            nl.bpf_filter_add(link.index, false, dp.prog(rx.beside)?.as_fd().as_raw_fd(), rx.beside).await?;
+        }
+        nl.xdp_set(link.index, rx.fd.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await?;
+        if tc_first {
+            return Ok::<_, anyhow::Error>(own);
+        }
         let own = nl.clsact_add(link.index).await?;
-        nl.bpf_filter_add(link.index, false, dp.prog(PROG_RX_HANDOFF)?.as_fd().as_raw_fd(), PROG_RX_HANDOFF).await?;
+        nl.bpf_filter_add(link.index, false, dp.prog(rx.beside)?.as_fd().as_raw_fd(), rx.beside).await?;
         Ok::<_, anyhow::Error>(own)
     };
     let tc = || async {

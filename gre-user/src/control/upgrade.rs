@@ -31,11 +31,11 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
     }
     dp.load_this_build();
     // Each program's fd stays open until its attach call has returned.
-    let progs: BTreeMap<&str, aya::programs::ProgramFd> =
-        [PROG_TX, PROG_TX_SEND, PROG_NEIGH_OUT, PROG_NEIGH_IN, PROG_RX_XDP, PROG_RX_HANDOFF, PROG_RX_TC]
-            .into_iter()
-            .map(|name| Ok((name, dp.prog(name)?)))
-            .collect::<Result<_>>()?;
+    let rx_xdp = dp.rx_xdp()?;
+    let progs: BTreeMap<&str, aya::programs::ProgramFd> = [PROG_TX, PROG_TX_SEND, PROG_NEIGH_OUT, PROG_NEIGH_IN, PROG_RX_TC, rx_xdp.beside]
+        .into_iter()
+        .map(|name| Ok((name, dp.prog(name)?)))
+        .collect::<Result<_>>()?;
     let fd = |name: &str| -> Result<i32> { Ok(progs[name].as_fd().as_raw_fd()) };
     let tunnels: Vec<(u32, u32, u32)> =
         entries(MAP_TUNNELS, dp.tunnels()?.iter())?.into_iter().map(|(t, v)| (t, v.peer_ifindex, v.mode)).collect();
@@ -63,8 +63,15 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
             continue;
         }
         if hook == HOOK_XDP {
-            nl.xdp_set(link, fd(PROG_RX_XDP)?, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("replacing {PROG_RX_XDP} on #{link}"))?;
-            nl.bpf_filter_add(link, false, fd(PROG_RX_HANDOFF)?, PROG_RX_HANDOFF).await?;
+            // TC first where it decapsulates what XDP passes (see attach_rx).
+            if rx_xdp.beside == PROG_RX_TC {
+                nl.bpf_filter_add(link, false, fd(PROG_RX_TC)?, PROG_RX_TC).await?;
+            }
+            let xdp = rx_xdp.fd.as_fd().as_raw_fd();
+            nl.xdp_set(link, xdp, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("replacing {} on #{link}", rx_xdp.name))?;
+            if rx_xdp.beside == PROG_RX_HANDOFF {
+                nl.bpf_filter_add(link, false, fd(PROG_RX_HANDOFF)?, PROG_RX_HANDOFF).await?;
+            }
         } else {
             nl.bpf_filter_add(link, false, fd(PROG_RX_TC)?, PROG_RX_TC).await?;
         }

@@ -24,7 +24,7 @@ use aya::{
     maps::{HashMap, MapData},
     programs::ProgramFd,
 };
-use gre_common::{names::PROG_RX_XDP, repair::PROTO_REPAIR, v4_mapped, GreHdr, KeyLookup, LocalAddr, KEY_NVGRE, NVGRE_FLOWID_MASK};
+use gre_common::{repair::PROTO_REPAIR, v4_mapped, GreHdr, KeyLookup, LocalAddr, KEY_NVGRE, NVGRE_FLOWID_MASK};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn6};
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -56,7 +56,7 @@ impl Reassembler {
         let delivered = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
         for v6 in [false, true] {
-            let prog = dp.prog(PROG_RX_XDP)?;
+            let prog = dp.rx_xdp()?.fd;
             let r = Replay { tunnel_ifindex, local: dp.local_addrs()?, by_key: dp.tunnel_by_key()?, prog };
             let sock = raw_socket(v6)?;
             let (stop, delivered) = (stop.clone(), delivered.clone());

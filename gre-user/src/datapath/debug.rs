@@ -26,8 +26,10 @@ fn set_debug(meta: &mut Array<aya::maps::MapData, Meta>, on: bool) -> Result<()>
 
 /// Turn datapath logging on and print its messages until dropped.
 pub fn listen(dp: &Datapath) -> Result<Listening> {
-    let id =
-        [PROG_TX, PROG_RX_TC, PROG_RX_XDP].iter().find_map(|p| dp.prog_id(p)).ok_or_else(|| anyhow!("no datapath program to listen to"))?;
+    let id = [PROG_TX, PROG_RX_TC, PROG_RX_XDP, PROG_RX_XDP_NM]
+        .iter()
+        .find_map(|p| dp.prog_id(p))
+        .ok_or_else(|| anyhow!("no datapath program to listen to"))?;
     let logger = aya_log::EbpfLogger::init_from_id_with_logger(id, DropNames).context("opening the datapath's log ring buffer")?;
     // SAFETY: the logger owns the ring buffer's fd and lives in the AsyncFd
     // for as long as it is registered; nothing else closes it.

@@ -22,7 +22,23 @@ use crate::net::sys;
 /// The compiled datapath, built by build.rs from `gre-ebpf`.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/xgre.bpf.o"));
 
-const PROGS: [&str; 7] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN];
+const PROGS: [&str; 8] = [PROG_TX, PROG_TX_SEND, PROG_RX_XDP, PROG_RX_XDP_NM, PROG_RX_TC, PROG_RX_HANDOFF, PROG_NEIGH_OUT, PROG_NEIGH_IN];
+
+/// The XDP receive program this kernel takes, and the TC ingress program
+/// that goes beside it on the same link.
+pub struct RxXdp {
+    pub name: &'static str,
+    pub fd: ProgramFd,
+    /// `xgre_rx_handoff` beside `xgre_rx_xdp`; the full `xgre_rx_tc`
+    /// beside `xgre_rx_xdp_nm`, which leaves it the decapsulating.
+    pub beside: &'static str,
+}
+
+/// One program's verifier cost, or why this kernel refused it.
+pub struct Cost {
+    pub name: &'static str,
+    pub verified: Result<u32, String>,
+}
 
 /// This build's id: the first 8 bytes of the SHA-256 of its compiled
 /// datapath, so two builds with the same programs agree.
@@ -185,12 +201,48 @@ impl Datapath {
         Ok(fd)
     }
 
+    /// The XDP receive program: the one attached or loaded, else
+    /// `xgre_rx_xdp` verified now, else, where this kernel refuses it (a
+    /// verifier that does not give XDP programs metadata, as some builds
+    /// do not), `xgre_rx_xdp_nm`.
+    pub fn rx_xdp(&self) -> Result<RxXdp> {
+        let beside = |name| if name == PROG_RX_XDP { PROG_RX_HANDOFF } else { PROG_RX_TC };
+        let have = self.progs.lock().unwrap().keys().copied().find(|n| [PROG_RX_XDP, PROG_RX_XDP_NM].contains(n));
+        if let Some(name) = have {
+            return Ok(RxXdp { name, fd: self.prog(name)?, beside: beside(name) });
+        }
+        match self.prog(PROG_RX_XDP) {
+            Ok(fd) => Ok(RxXdp { name: PROG_RX_XDP, fd, beside: PROG_RX_HANDOFF }),
+            Err(refused) => {
+                let fd = self.prog(PROG_RX_XDP_NM).with_context(|| format!("{refused:#}; and then"))?;
+                tracing::info!("{refused:#}; XDP receive takes {PROG_RX_XDP_NM} instead (TC decapsulates; the resequencer still takes its frames over AF_XDP)");
+                Ok(RxXdp { name: PROG_RX_XDP_NM, fd, beside: PROG_RX_TC })
+            }
+        }
+    }
+
     /// Verified instructions of each of this build's programs, loaded
-    /// fresh (against fresh maps) and freed again: what `xgre check
-    /// --datapath` and the verifier test report.
-    pub fn verifier_costs() -> Result<Vec<(&'static str, u32)>> {
+    /// fresh (against fresh maps) and freed again, or the kernel's reason
+    /// for refusing one: what `xgre check --kernel` and the verifier test
+    /// report. An error only when the datapath cannot run here: a program
+    /// refused that has no stand-in (`xgre_rx_xdp` has `xgre_rx_xdp_nm`).
+    pub fn verifier_costs() -> Result<Vec<Cost>> {
         let mut ebpf = EbpfLoader::new().load(OBJECT).context("loading the BPF object (is this kernel new enough, with BTF?)")?;
-        PROGS.iter().map(|&name| Ok((name, verify(&mut ebpf, name)?.verified_instruction_count().unwrap_or(0)))).collect()
+        let costs: Vec<Cost> = PROGS
+            .iter()
+            .map(|&name| Cost {
+                name,
+                verified: verify(&mut ebpf, name).map(|i| i.verified_instruction_count().unwrap_or(0)).map_err(|e| format!("{e:#}")),
+            })
+            .collect();
+        let refused = |name: &str| costs.iter().any(|c| c.name == name && c.verified.is_err());
+        for c in &costs {
+            let stand_in = c.name == PROG_RX_XDP && !refused(PROG_RX_XDP_NM);
+            if let (Err(e), false) = (&c.verified, stand_in) {
+                bail!("{e}");
+            }
+        }
+        Ok(costs)
     }
 
     /// The build whose programs the running datapath has attached.
@@ -403,7 +455,7 @@ pub fn unpin_maps() -> Result<()> {
 /// never printed).
 fn verify(ebpf: &mut Ebpf, name: &'static str) -> Result<ProgramInfo> {
     let prog = ebpf.program_mut(name).ok_or_else(|| anyhow!("no program {name} in the BPF object"))?;
-    let r = if name == PROG_RX_XDP {
+    let r = if name == PROG_RX_XDP || name == PROG_RX_XDP_NM {
         let p: &mut Xdp = prog.try_into()?;
         p.load().and_then(|_| p.info())
     } else {

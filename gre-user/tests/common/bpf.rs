@@ -301,9 +301,36 @@ fn load() -> Ebpf {
         let p: &mut SchedClassifier = ebpf.program_mut(name).unwrap().try_into().unwrap();
         p.load().unwrap_or_else(|e| panic!("verifier rejected {name}: {e}"));
     }
+    let p: &mut Xdp = ebpf.program_mut(PROG_RX_XDP_NM).unwrap().try_into().unwrap();
+    p.load().unwrap_or_else(|e| panic!("verifier rejected {PROG_RX_XDP_NM}: {e}"));
+    // Where the kernel refuses XDP metadata, `xgre_rx_xdp_nm` stands in
+    // for it (`xdp_meta`).
     let p: &mut Xdp = ebpf.program_mut(PROG_RX_XDP).unwrap().try_into().unwrap();
-    p.load().unwrap_or_else(|e| panic!("verifier rejected {PROG_RX_XDP}: {e}"));
+    if let Err(e) = p.load() {
+        let mut said = XDP_REFUSED.lock().unwrap_or_else(|e| e.into_inner());
+        if said.is_none() {
+            eprintln!("this kernel refuses {PROG_RX_XDP} ({e}): its tests run {PROG_RX_XDP_NM} and the TC programs only");
+            *said = Some(format!("{e}"));
+        }
+    }
     ebpf
+}
+
+/// Why this kernel refused `xgre_rx_xdp`, once it has.
+static XDP_REFUSED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// The XDP receive program that hands frames on in metadata, where this
+/// kernel takes it (`xgre_rx_xdp`); None where it refuses XDP programs
+/// metadata, and `xgre_rx_xdp_nm` runs instead.
+pub fn xdp_meta() -> Option<&'static str> {
+    drop(Dp::new());
+    XDP_REFUSED.lock().unwrap_or_else(|e| e.into_inner()).is_none().then_some(PROG_RX_XDP)
+}
+
+/// The receive programs a test of what both hooks do runs: TC, and XDP
+/// where this kernel takes `xgre_rx_xdp`.
+pub fn rx_hooks() -> Vec<&'static str> {
+    [Some(PROG_RX_TC), xdp_meta()].into_iter().flatten().collect()
 }
 
 impl Dp {
@@ -422,7 +449,7 @@ impl Dp {
         };
         let prog_ref = self.ebpf.program(prog).unwrap();
         let r = match prog {
-            PROG_RX_XDP => <&Xdp>::try_from(prog_ref).unwrap().test_run(opts),
+            PROG_RX_XDP | PROG_RX_XDP_NM => <&Xdp>::try_from(prog_ref).unwrap().test_run(opts),
             _ => <&SchedClassifier>::try_from(prog_ref).unwrap().test_run(opts),
         }
         .map_err(|e| format!("{e:?}"))?;

@@ -43,6 +43,7 @@ pub const MAP_RX_SEQ: &str = "XGRE_RX_SEQ";
 pub const MAP_REORDER: &str = "XGRE_REORDER";
 /// Tunnel ifindex -> the tap `xgre run` resequences through (`resequence`).
 pub const MAP_RESEQ_TAP: &str = "XGRE_RESEQ_TAP";
+pub const MAP_REASM_TAP: &str = "XGRE_REASM_TAP";
 /// Link ifindex -> the tunnel whose resequencer takes its numbered frames
 /// over AF_XDP, and their slots (`reseq::ReseqLink`).
 pub const MAP_RESEQ_LINK: &str = "XGRE_RESEQ_LINK";

@@ -92,6 +92,7 @@ fn keep_maps(data: usize) {
         let _ = maps::HDR_SCRATCH.get(0);
         let _ = maps::LCO_HDR.get(0);
         let _ = maps::RESEQ_TAP.lookup(0);
+        let _ = maps::REASM_TAP.lookup(0);
         let _ = maps::PATH_MTU.get(0);
         let _ = maps::OUTER_PAIRS.lookup(gre_common::OuterPair::default());
         let _ = maps::PMTU_EVENTS.get(0);

@@ -92,6 +92,12 @@ pub static REORDER: PerCpuArray<ReorderStats> = PerCpuArray::with_max_entries(MA
 #[map(name = "XGRE_RESEQ_TAP")]
 pub static RESEQ_TAP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TUNNELS, 0);
 
+/// Tap ifindex -> the tunnel whose `xgre run` writes into it the GRE
+/// packets the kernel reassembled from outer fragments, each as it came
+/// by its link (`xgre run` checked which): taken as if they had.
+#[map(name = "XGRE_REASM_TAP")]
+pub static REASM_TAP: HashMap<u32, u32> = HashMap::with_max_entries(MAX_TUNNELS, 0);
+
 /// Link ifindex -> the tunnel whose resequencer takes the link's numbered
 /// frames over AF_XDP, and the slots of its sockets in `RESEQ_XSK`.
 #[map(name = "XGRE_RESEQ_LINK")]

@@ -18,7 +18,7 @@ use crate::{
     announce,
     consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IP_MF},
     csum,
-    maps::{LOCAL_ADDRS, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
+    maps::{LOCAL_ADDRS, REASM_TAP, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
     pmtu, seq, trunk,
 };
@@ -276,11 +276,12 @@ struct Outer {
 /// ours to judge, and neither is GRE for one of our addresses arriving on
 /// another of our links (a switch flooding after a port went down): it did
 /// not come by the path it names, and taking it would make a dead path look
-/// alive.
+/// alive. A packet `xgre run` reassembled comes by its tap
+/// (`REASM_TAP`), once it has checked the link the fragments came by.
 #[inline(always)]
 fn ours<P: Packet>(pkt: &P, eth: &EthHdr, local: &[u8; 16]) -> bool {
     match LOCAL_ADDRS.lookup(local) {
-        Some(l) => l.mac == eth.dst_addr && l.ifindex == pkt.ifindex(),
+        Some(l) => l.mac == eth.dst_addr && (l.ifindex == pkt.ifindex() || REASM_TAP.lookup(pkt.ifindex()).is_some()),
         None => false,
     }
 }

@@ -233,6 +233,8 @@ fn datapath() -> Dp {
     let mut pairs: HashMap<&mut MapData, OuterPair, u32> = dp.ebpf.map_mut(MAP_OUTER_PAIRS).unwrap().try_into().unwrap();
     pairs.insert(OuterPair { local: v4_mapped(LOCAL), remote: v4_mapped(REMOTE) }, 1, 0).unwrap();
     pairs.insert(OuterPair { local: LOCAL6, remote: REMOTE6 }, 1, 0).unwrap();
+    let link = ReseqLink { tunnel_ifindex: TUN, base: 0, queues: 1, _pad: 0 };
+    dp.hash::<u32, ReseqLink>(MAP_RESEQ_LINK).insert(1, link, 0).unwrap();
     dp
 }
 
@@ -242,14 +244,20 @@ fn receive_programs_agree_with_the_reference_model() {
     let frames: usize = std::env::var("XGRE_FUZZ_FRAMES").ok().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let dp = datapath();
     let drops: PerCpuArray<&MapData, u64> = dp.ebpf.map(MAP_DROPS).unwrap().try_into().unwrap();
+    // Each program against the model of its hook: the XDP program that
+    // hands on metadata where this kernel takes it, and the one without
+    // (on a link where `xgre run` has AF_XDP sockets, so that it judges).
+    let progs: Vec<(Hook, &str)> = [Some((Hook::Tc, PROG_RX_TC)), xdp_meta().map(|p| (Hook::Xdp, p)), Some((Hook::Xdp, PROG_RX_XDP_NM))]
+        .into_iter()
+        .flatten()
+        .collect();
     let mut r = Rng(seed | 1);
     let mut seen: BTreeMap<String, u64> = BTreeMap::new();
     for n in 0..frames {
         let mut f = frame(&mut r, &ENV);
         mutate(&mut r, &mut f);
-        for hook in [Hook::Tc, Hook::Xdp] {
+        for &(hook, prog) in &progs {
             let want = model(&ENV, hook, &f);
-            let prog = if hook == Hook::Tc { PROG_RX_TC } else { PROG_RX_XDP };
             let slot = match &want {
                 Want::Drop(reason) => Some(reason_slot(reason)),
                 _ => None,
@@ -271,7 +279,12 @@ fn receive_programs_agree_with_the_reference_model() {
             let seq_meta = |seq: Option<u32>| {
                 seq.map_or(vec![], |s| [HandoffSeq::MAGIC.to_ne_bytes(), 0u32.to_ne_bytes(), s.to_ne_bytes(), 0u32.to_ne_bytes()].concat())
             };
+            // Without metadata XDP judges (a link with sockets) and drops
+            // what the model drops; everything else goes on to TC as it came.
+            let nm = prog == PROG_RX_XDP_NM;
             let ok = match (&want, hook) {
+                (Want::Drop(_), _) if nm => ret == XDP_DROP,
+                _ if nm => ret == XDP_PASS && out == f,
                 (Want::Pass | Want::Reassemble, Hook::Tc) => ret == TC_ACT_OK && out == f,
                 (Want::Pass | Want::Reassemble, Hook::Xdp) => ret == XDP_PASS && out == f,
                 (Want::Drop(_) | Want::Consumed, Hook::Tc) => ret == TC_ACT_SHOT,

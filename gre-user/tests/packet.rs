@@ -762,6 +762,29 @@ fn gre_for_our_address_on_the_wrong_link_or_mac_is_not_taken() {
     }
 }
 
+/// A packet `xgre run` reassembled from outer fragments comes in by its
+/// tap (`XGRE_REASM_TAP`; `lo`, ifindex 1, stands for it here), once it
+/// has checked the link the fragments came by: taken there as if it had
+/// come by that link, and from no other device than such a tap.
+#[test]
+fn a_reassembled_packet_is_taken_from_runs_tap_as_from_its_link() {
+    let inner = inner_packet(20, 0);
+    let frame = gre_frame(REMOTE, LOCAL, 0, valid(Some(42)), &inner);
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TunnelFlags::empty());
+    dp.peer(0, &[1]);
+    let l = LocalAddr { ifindex: LINK, mac: LINK_MAC, _pad: [0; 2] };
+    dp.local_addrs().insert(v4_mapped(LOCAL), l, 0).unwrap();
+    let on_tap = skb_ctx(1, 1);
+    let (ret, out) = dp.run(PROG_RX_TC, &frame, Some(&on_tap));
+    assert_eq!((ret, &out), (TC_ACT_OK, &frame), "not by its link, and no tap of run's: not ours");
+    dp.hash::<u32, u32>(MAP_REASM_TAP).insert(1, TUN, 0).unwrap();
+    let (ret, out) = dp.run(PROG_RX_TC, &frame, Some(&on_tap));
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    assert_eq!(hexdump(&out), hexdump(&eth(TUN_MAC, PEER_MAC, 0x0800, &inner)));
+    assert_eq!(dp.path_stats(0, 0).rx_packets, 1);
+}
+
 #[test]
 fn inner_ipv6_is_carried_both_ways() {
     let mut dp = Dp::new();

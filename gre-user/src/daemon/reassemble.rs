@@ -3,12 +3,17 @@
 //! kernel, whose IP reassembly is bounded in memory
 //! (`net.ipv4.ipfrag_high_thresh`, `net.ipv6.ip6frag_high_thresh`), times
 //! out what never completes, and drops overlapping IPv6 fragments (RFC
-//! 5722). The whole packet reaches a raw GRE socket here and is run
-//! through the receive program (`BPF_PROG_RUN` with live frames) as if it
-//! had arrived whole on its link: the same checks, counters, learning and
-//! delivery as every other packet.
+//! 5722). The whole packet reaches a raw GRE socket here and is written
+//! into a tap of this process's whose ingress runs the TC receive program,
+//! which takes what arrives there as if it had come whole by its link
+//! (`XGRE_REASM_TAP`; the link is checked here): the same checks,
+//! counters, learning, resequencing and delivery as every other packet.
+//! (Run through the receive program with `BPF_PROG_RUN`'s live frames
+//! instead, as this did before, the packet was lost on kernels that refuse
+//! live frames: some builds answer EPERM.)
 
 use std::{
+    fs::File,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd, AsRawFd},
     sync::{
@@ -20,24 +25,29 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use aya::{
-    maps::{HashMap, MapData},
-    programs::ProgramFd,
-};
-use gre_common::{repair::PROTO_REPAIR, v4_mapped, GreHdr, KeyLookup, LocalAddr, KEY_NVGRE, NVGRE_FLOWID_MASK};
+use aya::maps::{HashMap, MapData};
+use gre_common::{names::PROG_RX_TC, repair::PROTO_REPAIR, v4_mapped, GreHdr, KeyLookup, LocalAddr, KEY_NVGRE, NVGRE_FLOWID_MASK};
 use nix::sys::socket::{recvmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, SockaddrIn6};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::datapath::Datapath;
+use crate::{
+    datapath::{self, Datapath},
+    net::netlink::Netlink,
+};
 
 const IPPROTO_GRE: i32 = 47;
 /// How often a reader looks up from its socket to see whether to stop.
 const TICK: Duration = Duration::from_millis(200);
 
+/// The tap's queue: a burst of reassembled packets while TC takes them.
+const TAP_QUEUE: u32 = 1000;
+
 pub struct Reassembler {
     stop: Arc<AtomicBool>,
     delivered: Arc<AtomicU64>,
     threads: Vec<JoinHandle<()>>,
+    /// The tap's ifindex, to take out of the datapath again.
+    tap: u32,
 }
 
 /// What a reader needs to judge and replay a packet.
@@ -45,31 +55,43 @@ struct Replay {
     tunnel_ifindex: u32,
     local: HashMap<MapData, [u8; 16], LocalAddr>,
     by_key: HashMap<MapData, KeyLookup, u32>,
-    prog: ProgramFd,
+    /// The way in: the tap whose ingress runs the TC receive program.
+    tap: Arc<File>,
 }
 
 impl Reassembler {
     /// Take the reassembled GRE packets of tunnel `tunnel_ifindex` (both
     /// families) for as long as this runs.
-    pub fn start(dp: &Datapath, tunnel_ifindex: u32) -> Result<Reassembler> {
+    pub async fn start(nl: &Netlink, dp: &Datapath, tunnel_ifindex: u32) -> Result<Reassembler> {
+        let mut taps = dp.reasm_tap()?;
+        // What a killed `xgre run` left (its tap went with it).
+        datapath::remove_where(&mut taps, |_, &t| t == tunnel_ifindex)?;
+        let (tap, index) = crate::net::tap::open(nl, &format!("xrsm{tunnel_ifindex}"), TAP_QUEUE).await?;
+        nl.clsact_add(index).await?;
+        nl.bpf_filter_add(index, false, dp.prog(PROG_RX_TC)?.as_fd().as_raw_fd(), PROG_RX_TC).await?;
+        taps.insert(index, tunnel_ifindex, 0).context("telling the datapath of the reassembled packets' tap")?;
+        let tap = Arc::new(tap);
         let stop = Arc::new(AtomicBool::new(false));
         let delivered = Arc::new(AtomicU64::new(0));
         let mut threads = Vec::new();
         for v6 in [false, true] {
-            let prog = dp.rx_xdp()?.fd;
-            let r = Replay { tunnel_ifindex, local: dp.local_addrs()?, by_key: dp.tunnel_by_key()?, prog };
+            let r = Replay { tunnel_ifindex, local: dp.local_addrs()?, by_key: dp.tunnel_by_key()?, tap: tap.clone() };
             let sock = raw_socket(v6)?;
             let (stop, delivered) = (stop.clone(), delivered.clone());
             threads.push(std::thread::spawn(move || read(sock, v6, r, &stop, &delivered)));
         }
-        Ok(Reassembler { stop, delivered, threads })
+        Ok(Reassembler { stop, delivered, threads, tap: index })
     }
 
-    /// Stop; returns how many packets were delivered.
-    pub fn stop(self) -> u64 {
+    /// Stop; returns how many packets were delivered. The tap goes with
+    /// the last of its descriptors.
+    pub fn stop(self, dp: Option<&Datapath>) -> u64 {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(mut taps) = dp.and_then(|d| d.reasm_tap().ok()) {
+            let _ = taps.remove(&self.tap);
         }
         self.delivered.load(Ordering::Relaxed)
     }
@@ -101,7 +123,7 @@ fn read(sock: Socket, v6: bool, mut r: Replay, stop: &AtomicBool, delivered: &At
             _ => None,
         };
         if let Some(f) = frame {
-            match r.replay(&f, ifindex) {
+            match r.replay(&f) {
                 Ok(()) => {
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
@@ -195,59 +217,12 @@ impl Replay {
         })
     }
 
-    /// Run the frame through the receive program as if it had arrived on
-    /// link `ifindex`: live (`BPF_F_TEST_XDP_LIVE_FRAMES`, Linux 5.18), so
-    /// its verdict (deliver to the tunnel device) is carried out.
-    fn replay(&mut self, frame: &[u8], ifindex: u32) -> Result<()> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
-        // rx_queue_index, egress_ifindex.
-        let md: [u32; 6] = [0, frame.len() as u32, 0, ifindex, 0, 0];
-        let mut attr = TestRunAttr {
-            prog_fd: self.prog.as_fd().as_raw_fd() as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            repeat: 1,
-            ctx_size_in: std::mem::size_of_val(&md) as u32,
-            ctx_in: md.as_ptr() as u64,
-            flags: BPF_F_TEST_XDP_LIVE_FRAMES,
-            batch_size: 1,
-            ..Default::default()
-        };
-        // SAFETY: `attr` is the BPF_PROG_TEST_RUN member of union bpf_attr,
-        // its size passed along; the buffers it points to outlive the call
-        // and the kernel only reads them (no data or context out).
-        let r =
-            unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, &mut attr as *mut TestRunAttr, std::mem::size_of::<TestRunAttr>()) };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error()).context("BPF_PROG_RUN of the receive program");
-        }
+    /// Hand the frame to the TC receive program on the tap, which takes
+    /// it as if it had come whole by its link.
+    fn replay(&mut self, frame: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let n = (&*self.tap).write(frame).context("writing a reassembled packet into the tap")?;
+        anyhow::ensure!(n == frame.len(), "the tap took {n} of {} bytes", frame.len());
         Ok(())
     }
-}
-
-const BPF_PROG_TEST_RUN: libc::c_long = 10;
-const BPF_F_TEST_XDP_LIVE_FRAMES: u32 = 1 << 1;
-
-/// `union bpf_attr`'s `test` member (include/uapi/linux/bpf.h). aya's own
-/// test run wants an `Xdp` handle, and builds one from a loaded program
-/// only with an attach type it does not export.
-#[repr(C)]
-#[derive(Default)]
-struct TestRunAttr {
-    prog_fd: u32,
-    retval: u32,
-    data_size_in: u32,
-    data_size_out: u32,
-    data_in: u64,
-    data_out: u64,
-    repeat: u32,
-    duration: u32,
-    ctx_size_in: u32,
-    ctx_size_out: u32,
-    ctx_in: u64,
-    ctx_out: u64,
-    flags: u32,
-    cpu: u32,
-    batch_size: u32,
-    _pad: u32,
 }

@@ -25,7 +25,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     let outcome = tunnel::up(&cfg, file, false).await?;
     // Taking fragments before saying so: whoever waits for the line below
     // may send them at once.
-    let reasm = start_reassembler(&cfg.tunnel.name)?;
+    let reasm = start_reassembler(&cfg.tunnel.name).await?;
     match outcome {
         UpOutcome::AlreadyUp => println!("{}: already up; watching its paths", cfg.tunnel.name),
         UpOutcome::Created { ifindex, mtu, .. } => println!("{}: up (ifindex {ifindex}, mtu {mtu}); watching its paths", cfg.tunnel.name),
@@ -79,7 +79,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     // The hold follows the paths' measured delays unless the config set it.
     let result = super::watch::watch(&t, mesh.as_mut(), reseq.as_ref(), t.resequence.is_none(), repair.as_ref()).await;
     super::status::remove(&t.name);
-    println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop());
+    println!("{}: delivered {} packets that came in outer fragments", t.name, reasm.stop(Datapath::find().ok().flatten().as_ref()));
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
@@ -124,8 +124,8 @@ async fn start_resequencer(t: &TunnelConfig, ms: u32, announced: bool) -> Result
 
 /// Deliver the tunnel's packets that arrive in outer fragments, which the
 /// kernel reassembles.
-fn start_reassembler(name: &str) -> Result<Reassembler> {
+async fn start_reassembler(name: &str) -> Result<Reassembler> {
     let dp = Datapath::running()?;
     let tidx = dp.tunnel_named(name)?.map(|(k, _)| k).ok_or_else(|| anyhow!("tunnel {name} vanished"))?;
-    Reassembler::start(&dp, tidx)
+    Reassembler::start(&Netlink::new()?, &dp, tidx).await
 }

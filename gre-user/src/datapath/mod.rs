@@ -364,6 +364,7 @@ typed_maps! {
     rx_seq: Array<u64> = MAP_RX_SEQ;
     reorder: PerCpuArray<ReorderStats> = MAP_REORDER;
     reseq_tap: HashMap<u32, u32> = MAP_RESEQ_TAP;
+    reasm_tap: HashMap<u32, u32> = MAP_REASM_TAP;
     reseq_link: HashMap<u32, ReseqLink> = MAP_RESEQ_LINK;
     drops: PerCpuArray<u64> = MAP_DROPS;
     path_mtu: Array<PathMtu> = MAP_PATH_MTU;

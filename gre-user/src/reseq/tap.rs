@@ -9,15 +9,13 @@ use std::{
     os::fd::{AsRawFd, RawFd},
 };
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use crate::net::netlink::Netlink;
 
 /// The tap's queue: 20 ms of 1500-byte frames at 1 Gbit/s, so a thread
 /// that falls briefly behind does not lose any.
 const TAP_QUEUE: u32 = 2000;
-
-const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 
 pub(crate) struct TapIn {
     tap: File,
@@ -28,12 +26,8 @@ impl TapIn {
     /// Tap `name`, gone when this closes it. Returns its ifindex too, for
     /// the datapath.
     pub(crate) async fn open(nl: &Netlink, name: &str) -> Result<(TapIn, u32)> {
-        let tap = open_tap(name)?;
-        // Nothing but our frames may enter the tap: no IPv6 of its own.
-        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
-        let link = nl.link(name).await?.with_context(|| format!("tap {name} vanished"))?;
-        nl.set_up_quiet(link.index, TAP_QUEUE).await?;
-        Ok((TapIn { tap, buf: vec![0; 65536] }, link.index))
+        let (tap, index) = crate::net::tap::open(nl, name, TAP_QUEUE).await?;
+        Ok((TapIn { tap, buf: vec![0; 65536] }, index))
     }
 
     pub(crate) fn fd(&self) -> RawFd {
@@ -50,31 +44,4 @@ impl TapIn {
         }
         n
     }
-}
-
-/// A tap device of this process's (gone when the descriptor closes).
-fn open_tap(name: &str) -> Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/net/tun")
-        .context("opening /dev/net/tun for the resequencer's tap")?;
-    #[repr(C)]
-    struct IfReq {
-        name: [u8; 16],
-        flags: libc::c_short,
-        _pad: [u8; 22],
-    }
-    let mut req = IfReq { name: [0; 16], flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short, _pad: [0; 22] };
-    if name.len() > 15 {
-        bail!("tap name {name} is longer than 15 bytes");
-    }
-    req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: TUNSETIFF reads and writes one struct ifreq, which IfReq is.
-    if unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) } < 0 {
-        return Err(std::io::Error::last_os_error()).with_context(|| format!("creating tap {name}"));
-    }
-    Ok(file)
 }

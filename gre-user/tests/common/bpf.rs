@@ -220,6 +220,7 @@ impl Dp {
             MAP_LOCAL_ADDRS => [u8; 16], LocalAddr;
             MAP_LINK_USERS => LinkUseKey, LinkUse;
             MAP_RESEQ_TAP => u32, u32;
+            MAP_REASM_TAP => u32, u32;
             MAP_RESEQ_LINK => u32, ReseqLink;
             MAP_FDB => FdbKey, FdbEntry;
             MAP_BULK_FLOWS => u32, u64;

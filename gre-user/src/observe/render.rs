@@ -77,8 +77,11 @@ pub fn render(s: &Status) -> String {
     if s.tunnels.is_empty() {
         o.push_str("no xgre tunnels in this network namespace\n");
     }
+    // Where the kernel refused XDP metadata, XDP receive leaves TC the
+    // decapsulating: say so on every XDP link.
+    let xdp_nm = s.programs.iter().any(|p| p.name == gre_common::names::PROG_RX_XDP_NM);
     for t in &s.tunnels {
-        render_tunnel(&mut o, t);
+        render_tunnel(&mut o, t, xdp_nm);
     }
     let nonzero: Vec<String> = s.drops.iter().filter(|(_, &v)| v > 0).map(|(k, v)| format!("{k} {v}")).collect();
     if !s.tunnels.is_empty() {
@@ -103,7 +106,7 @@ pub fn render(s: &Status) -> String {
 }
 
 /// A tunnel's header, links, groups, trunk and peers.
-fn render_tunnel(o: &mut String, t: &TunnelStatus) {
+fn render_tunnel(o: &mut String, t: &TunnelStatus, xdp_nm: bool) {
     let mut opts = vec![format!("mode {}", t.mode.as_str())];
     if let Some(k) = t.key {
         opts.push(format!("key {k}"));
@@ -152,7 +155,9 @@ fn render_tunnel(o: &mut String, t: &TunnelStatus) {
     }
     let _ = writeln!(o, "  links");
     for l in &t.links {
-        let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{}", l.dev, l.address, l.rx, if l.present { "" } else { "  (device gone)" });
+        let gone = if l.present { "" } else { "  (device gone)" };
+        let nm = if xdp_nm && l.rx == "xdp" { "  (this kernel gives XDP no metadata: TC decapsulates)" } else { "" };
+        let _ = writeln!(o, "    {:<15} {:<16} rx {:<4}{gone}{nm}", l.dev, l.address, l.rx);
     }
     if !t.groups.is_empty() {
         let _ = writeln!(o, "  groups");

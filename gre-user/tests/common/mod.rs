@@ -514,3 +514,32 @@ pub fn xgre_programs() -> Vec<String> {
         .filter(|n| n.starts_with("xgre_"))
         .collect()
 }
+
+/// Whether this kernel's verifier lets XDP programs use metadata
+/// (`bpf_xdp_adjust_meta`), asked of the kernel directly: a program of
+/// three instructions that calls it (arguments unchecked, so the only
+/// refusal that names the helper is that it may not be used).
+pub fn verifies_xdp_metadata() -> bool {
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const XDP: u32 = 6;
+    // call bpf_xdp_adjust_meta (54); r0 = 0; exit
+    let insns: [u64; 3] = [0x0000_0036_0000_0085, 0x0000_0000_0000_00b7, 0x0000_0000_0000_0095];
+    let license = b"GPL\0";
+    let mut log = vec![0u8; 4096];
+    let mut attr = [0u8; 128];
+    attr[0..4].copy_from_slice(&XDP.to_ne_bytes());
+    attr[4..8].copy_from_slice(&(insns.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
+    attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
+    attr[24..28].copy_from_slice(&1u32.to_ne_bytes());
+    attr[28..32].copy_from_slice(&(log.len() as u32).to_ne_bytes());
+    attr[32..40].copy_from_slice(&(log.as_mut_ptr() as u64).to_ne_bytes());
+    // SAFETY: a BPF_PROG_LOAD attr whose pointers outlive the call.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), attr.len()) };
+    if fd >= 0 {
+        // SAFETY: the program's descriptor, ours to close.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    !String::from_utf8_lossy(&log).contains("cannot use helper")
+}

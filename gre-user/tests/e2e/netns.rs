@@ -87,6 +87,10 @@ fn tunnel_over(rx: &str) {
     assert_eq!(drops, 0, "drops: {}", s["drops"]);
     let text = t.a().xgre_ok(Enter::Nsenter, "status gre0");
     assert!(text.contains("site-b") && text.contains("198.18.0.20") && text.contains("drops   none"), "{text}");
+    // Which XDP program a kernel takes shows where it matters.
+    let nm = s["programs"].as_array().unwrap().iter().any(|p| p["name"] == "xgre_rx_xdp_nm");
+    assert_eq!(nm, rx == "xdp" && !verifies_xdp_metadata(), "{}", s["programs"]);
+    assert_eq!(text.contains("TC decapsulates"), nm, "{text}");
 
     // `up` again with the same file: a no-op, not a second attachment.
     let filters_before = t.b().run("tc filter show dev vb ingress");

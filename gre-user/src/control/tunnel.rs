@@ -254,6 +254,8 @@ async fn down_by_name(nl: &Netlink, dp: Option<&Datapath>, name: &str) -> Result
         nl.del_link(tunnel.peer_ifindex).await?;
     }
     clear_resequencer(dp, tidx)?;
+    // A killed `run`'s reassembly tap went with it; its entry goes here.
+    remove_where(&mut dp.reasm_tap()?, |_, &t| t == tidx)?;
 
     remove_where(&mut dp.peers()?, |_, p| p.tunnel_ifindex == tidx)?;
     for (t, r, _) in state::all_routes(dp)? {

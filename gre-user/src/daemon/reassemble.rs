@@ -8,9 +8,8 @@
 //! which takes what arrives there as if it had come whole by its link
 //! (`XGRE_REASM_TAP`; the link is checked here): the same checks,
 //! counters, learning, resequencing and delivery as every other packet.
-//! (Run through the receive program with `BPF_PROG_RUN`'s live frames
-//! instead, as this did before, the packet was lost on kernels that refuse
-//! live frames: some builds answer EPERM.)
+//! Not `BPF_PROG_RUN` with live frames, which would spare the tap: some
+//! kernel builds refuse live frames (EPERM).
 
 use std::{
     fs::File,
@@ -112,7 +111,7 @@ pub(crate) fn raw_socket(v6: bool) -> Result<Socket> {
 }
 
 /// One family's reader: receive, judge, replay, until told to stop.
-fn read(sock: Socket, v6: bool, mut r: Replay, stop: &AtomicBool, delivered: &AtomicU64) {
+fn read(sock: Socket, v6: bool, r: Replay, stop: &AtomicBool, delivered: &AtomicU64) {
     let mut buf = vec![0u8; 65536];
     let fd = sock.as_raw_fd();
     while !stop.load(Ordering::Relaxed) {
@@ -219,7 +218,7 @@ impl Replay {
 
     /// Hand the frame to the TC receive program on the tap, which takes
     /// it as if it had come whole by its link.
-    fn replay(&mut self, frame: &[u8]) -> Result<()> {
+    fn replay(&self, frame: &[u8]) -> Result<()> {
         use std::io::Write;
         let n = (&*self.tap).write(frame).context("writing a reassembled packet into the tap")?;
         anyhow::ensure!(n == frame.len(), "the tap took {n} of {} bytes", frame.len());

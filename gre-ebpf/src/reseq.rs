@@ -73,13 +73,11 @@ pub fn socket_slot(ctx: &XdpContext, tunnel_ifindex: u32) -> Option<u32> {
     Some(slot)
 }
 
-/// XDP: hand the decapsulated frame (at `data`) to the socket `xgre run`
-/// has on this link's queue for `tunnel_ifindex`, with our header in
-/// front. None: no such socket (`socket_slot`), and the frame goes on as
-/// before.
+/// XDP: hand the decapsulated frame (at `data`) to the socket in `slot`
+/// (`socket_slot`), with our header in front. None: there was no room for
+/// it, and the frame goes on as before.
 #[inline(always)]
-pub fn to_socket(ctx: &XdpContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<u32, DropReason>> {
-    let slot = socket_slot(ctx, tunnel_ifindex)?;
+pub fn to_socket(ctx: &XdpContext, slot: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<u32, DropReason>> {
     // SAFETY: `ctx.ctx` is the context the kernel passed to this run.
     if unsafe { bpf_xdp_adjust_head(ctx.ctx, -(ReseqHdr::LEN as i32)) } != 0 {
         return None;

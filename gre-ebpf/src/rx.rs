@@ -117,8 +117,10 @@ fn try_rx_xdp(ctx: &XdpContext) -> Result<u32, DropReason> {
     // and the tap would write it in where our header is.
     let numbered = rx.seq.filter(|_| !reflect && rx.vid == 0 && rx.resequence);
     if let Some(seq) = numbered {
-        if let Some(r) = reseq::to_socket(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path) {
-            return r;
+        if let Some(slot) = reseq::socket_slot(ctx, rx.tunnel.ifindex) {
+            if let Some(r) = reseq::to_socket(ctx, slot, rx.path.peer_id, seq, rx.path.path) {
+                return r;
+            }
         }
     }
     // Tunnel 0 tells the handoff to send the frame back out of the link.
@@ -187,9 +189,7 @@ fn try_rx_xdp_nm(ctx: &XdpContext) -> Result<u32, DropReason> {
     }
     let Verdict::Decap(rx) = classify(ctx)? else { return Ok(xdp_action::XDP_PASS) };
     let Some(seq) = rx.seq.filter(|_| rx.vid == 0 && rx.resequence) else { return Ok(xdp_action::XDP_PASS) };
-    if reseq::socket_slot(ctx, rx.tunnel.ifindex).is_none() {
-        return Ok(xdp_action::XDP_PASS);
-    }
+    let Some(slot) = reseq::socket_slot(ctx, rx.tunnel.ifindex) else { return Ok(xdp_action::XDP_PASS) };
     let outer: EthHdr = ctx.read(0)?;
     let tap = rx.tunnel.mode == MODE_GRETAP;
     let data = strip_outer(ctx, &rx, tap)?;
@@ -198,10 +198,10 @@ fn try_rx_xdp_nm(ctx: &XdpContext) -> Result<u32, DropReason> {
         unsafe { (data as *mut EthHdr).write_unaligned(inner_eth(&rx, &outer)) };
     }
     delivered(ctx, &rx, 1);
-    if let Some(r) = reseq::to_socket(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path) {
+    if let Some(r) = reseq::to_socket(ctx, slot, rx.path.peer_id, seq, rx.path.path) {
         return r;
     }
-    // The socket closed since the lookup: deliver it unordered.
+    // No room for our header: deliver it unordered.
     Ok(redirect(rx.tunnel.peer_ifindex, 0) as u32)
 }
 

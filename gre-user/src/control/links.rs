@@ -8,14 +8,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, Context, Result};
 use gre_common::{names::*, *};
 
 use crate::datapath::entries;
 use crate::{
     config::{Config, LinkConfig, RxHook},
     datapath::codec::{addr16, hook_cfg},
-    datapath::Datapath,
+    datapath::{Datapath, RxXdp},
     net::netlink::{self, Link, Netlink, XDP_FLAGS_DRV_MODE},
 };
 
@@ -106,25 +106,30 @@ pub async fn resolve_macs(nl: &Netlink, cfg: &Config, i: usize, links: &BTreeMap
     Ok(v)
 }
 
+/// Put XDP receive program `rx` on link `link`, and `beside` (the fd of
+/// `rx.beside`) on its TC ingress, whose clsact exists, in the order that
+/// loses no frame: XDP decapsulates and a TC handoff delivers what it
+/// tagged, so XDP first; where the kernel refuses XDP metadata, TC
+/// decapsulates what XDP passes it, so TC first.
+pub async fn set_xdp(nl: &Netlink, link: u32, rx: &RxXdp, beside: i32) -> Result<()> {
+    let tc_first = rx.beside == PROG_RX_TC;
+    if tc_first {
+        nl.bpf_filter_add(link, false, beside, rx.beside).await?;
+    }
+    nl.xdp_set(link, rx.fd.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await.with_context(|| format!("attaching {} to #{link}", rx.name))?;
+    if !tc_first {
+        nl.bpf_filter_add(link, false, beside, rx.beside).await?;
+    }
+    Ok(())
+}
+
 /// Attach a receive program to a link by the configured hook. Returns the
 /// hook used and whether we added the clsact qdisc.
 pub async fn attach_rx(nl: &Netlink, dp: &Datapath, link: &Link, rx: RxHook) -> Result<(u32, bool)> {
-    // XDP decapsulates; a TC handoff on the same link delivers what it
-    // tagged. Where the kernel refuses XDP metadata, TC decapsulates what
-    // XDP passes it, and is attached first so that it finds every frame.
     let xdp = || async {
         let rx = dp.rx_xdp()?;
-        let tc_first = rx.beside == PROG_RX_TC;
-        let own = if tc_first { nl.clsact_add(link.index).await? } else { false };
-        if tc_first {
-            nl.bpf_filter_add(link.index, false, dp.prog(rx.beside)?.as_fd().as_raw_fd(), rx.beside).await?;
-        }
-        nl.xdp_set(link.index, rx.fd.as_fd().as_raw_fd(), XDP_FLAGS_DRV_MODE).await?;
-        if tc_first {
-            return Ok::<_, anyhow::Error>(own);
-        }
         let own = nl.clsact_add(link.index).await?;
-        nl.bpf_filter_add(link.index, false, dp.prog(rx.beside)?.as_fd().as_raw_fd(), rx.beside).await?;
+        set_xdp(nl, link.index, &rx, dp.prog(rx.beside)?.as_fd().as_raw_fd()).await?;
         Ok::<_, anyhow::Error>(own)
     };
     let tc = || async {

@@ -63,15 +63,7 @@ pub async fn replace_programs_of_other_build(nl: &Netlink) -> Result<Option<(u64
             continue;
         }
         if hook == HOOK_XDP {
-            // TC first where it decapsulates what XDP passes (see attach_rx).
-            if rx_xdp.beside == PROG_RX_TC {
-                nl.bpf_filter_add(link, false, fd(PROG_RX_TC)?, PROG_RX_TC).await?;
-            }
-            let xdp = rx_xdp.fd.as_fd().as_raw_fd();
-            nl.xdp_set(link, xdp, XDP_FLAGS_DRV_MODE).await.with_context(|| format!("replacing {} on #{link}", rx_xdp.name))?;
-            if rx_xdp.beside == PROG_RX_HANDOFF {
-                nl.bpf_filter_add(link, false, fd(PROG_RX_HANDOFF)?, PROG_RX_HANDOFF).await?;
-            }
+            super::links::set_xdp(nl, link, &rx_xdp, fd(rx_xdp.beside)?).await?;
         } else {
             nl.bpf_filter_add(link, false, fd(PROG_RX_TC)?, PROG_RX_TC).await?;
         }

@@ -211,14 +211,15 @@ impl Datapath {
         if let Some(name) = have {
             return Ok(RxXdp { name, fd: self.prog(name)?, beside: beside(name) });
         }
-        match self.prog(PROG_RX_XDP) {
-            Ok(fd) => Ok(RxXdp { name: PROG_RX_XDP, fd, beside: PROG_RX_HANDOFF }),
+        let (name, fd) = match self.prog(PROG_RX_XDP) {
+            Ok(fd) => (PROG_RX_XDP, fd),
             Err(refused) => {
                 let fd = self.prog(PROG_RX_XDP_NM).with_context(|| format!("{refused:#}; and then"))?;
                 tracing::info!("{refused:#}; XDP receive takes {PROG_RX_XDP_NM} instead (TC decapsulates; the resequencer still takes its frames over AF_XDP)");
-                Ok(RxXdp { name: PROG_RX_XDP_NM, fd, beside: PROG_RX_TC })
+                (PROG_RX_XDP_NM, fd)
             }
-        }
+        };
+        Ok(RxXdp { name, fd, beside: beside(name) })
     }
 
     /// Verified instructions of each of this build's programs, loaded

@@ -48,6 +48,9 @@ pub struct Fields {
     /// Not 0: leave without a number (`TX_UNNUMBERED`), in a numbered
     /// tunnel's number field all the same.
     pub unnumbered: u32,
+    /// The wire packets the packet leaves as (a GSO packet's segments),
+    /// each taking a number of its own.
+    pub numbers: u32,
 }
 
 /// Bytes of outer IP header: the tunnel's links are all of one family.
@@ -127,7 +130,7 @@ fn put(ctx: &TcContext, f: &Fields, room: &Room, peer_id: u32, path_idx: u32) ->
         return Err(DropReason::NoPath);
     }
     let p = &peer.paths[path_idx as usize & (MAX_PATHS - 1)];
-    let seq = if f.unnumbered != 0 { 0 } else { next_seq(f.flags, peer_id)? };
+    let seq = if f.unnumbered != 0 { 0 } else { next_seq(f.flags, peer_id, f.numbers)? };
     write(ctx, room, header(ctx, f, room, p, seq)?)?;
     Ok(p.ifindex as i32)
 }

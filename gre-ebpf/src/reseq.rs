@@ -1,32 +1,40 @@
 //! Resequencing: under `xgre run` with `resequence`, a decapsulated packet
-//! that carries a sequence number goes to the tap `xgre run` reads, with
+//! that carries a sequence number goes into a tap of `xgre run`'s, with
 //! its peer and number in front (`ReseqHdr`), instead of to the tunnel
 //! device. `xgre run` delivers it in order, through the same hidden veth
 //! end, so the device still counts it.
+//!
+//! Into the tap's receive side, where `xgre run` reads it with a packet
+//! socket, not out of the tap: a device segments on its way out what it
+//! cannot take whole, and a GSO packet decapsulated here still asks for
+//! GRE segmentation, which no tap offers.
 //!
 //! XDP receive hands them over AF_XDP instead where `xgre run` has a
 //! socket on the link's queue for the tunnel (`to_socket`): no skb, no
 //! system call per packet.
 
 use aya_ebpf::{
-    bindings::xdp_action,
+    bindings::{xdp_action, BPF_F_INGRESS},
     helpers::generated::{bpf_check_mtu, bpf_skb_change_head, bpf_xdp_adjust_head},
     programs::{TcContext, XdpContext},
 };
 use gre_common::{DropReason, ReseqHdr};
+use network_types::{eth::EthHdr, ip::IpProto};
 
-use crate::kernel::{redirect, skb_of, Lookup};
+use crate::consts::{ETH_P_IP, ETH_P_IPV6};
+use crate::kernel::{redirect, Lookup};
 use crate::maps::{RESEQ_LINK, RESEQ_TAP, RESEQ_XSK};
 
 /// Hand the packet (its inner frame at the start) to the tunnel's
-/// resequencer. None: deliver it as usual, because nothing resequences
-/// this tunnel, its tap is gone (`xgre run` ended without clearing the
-/// entry), or the packet is a GSO one, which the tap would segment with
-/// our header taken for the MAC header.
+/// resequencer; `segs`: the wire packets it stands for (a GSO packet's
+/// segments, each numbered). None: deliver it as usual, because nothing
+/// resequences this tunnel, its tap is gone (`xgre run` ended without
+/// clearing the entry), or the packet is a GSO one but not TCP, whose
+/// numbers the resequencer would not know to count.
 #[inline(always)]
-pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32) -> Option<Result<i32, DropReason>> {
+pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, path: u32, segs: u32) -> Option<Result<i32, DropReason>> {
     let tap = *RESEQ_TAP.lookup(tunnel_ifindex)?;
-    if tap == 0 || skb_of(ctx).gso_segs > 1 {
+    if tap == 0 || (segs > 1 && !inner_tcp(ctx)) {
         return None;
     }
     // Only to see whether the device is still there (-ENODEV when not).
@@ -45,7 +53,20 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, p
         return Some(Err(DropReason::HelperFailed));
     }
     // TC_ACT_REDIRECT, or TC_ACT_SHOT for a bad flag: a verdict either way.
-    Some(Ok(redirect(tap, 0)))
+    Some(Ok(redirect(tap, BPF_F_INGRESS as u64)))
+}
+
+/// Whether the decapsulated frame carries TCP (IPv4, or IPv6 without
+/// extension headers).
+#[inline(always)]
+fn inner_tcp(ctx: &TcContext) -> bool {
+    let Ok(ether_type) = ctx.load::<u16>(12) else { return false };
+    let at = match u16::from_be(ether_type) {
+        ETH_P_IP => EthHdr::LEN + 9,
+        ETH_P_IPV6 => EthHdr::LEN + 6,
+        _ => return false,
+    };
+    ctx.load::<u8>(at).is_ok_and(|p| p == IpProto::Tcp as u8)
 }
 
 /// Whether `xgre run` has AF_XDP sockets on the link this frame came in

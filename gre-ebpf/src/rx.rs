@@ -56,7 +56,9 @@ fn delivered<P: Packet>(pkt: &P, rx: &Rx, packets: u64) {
         }
     }
     if let Some(seq) = rx.seq {
-        seq::observe(rx.path.peer_id, seq);
+        // A GSO packet's segments were numbered one by one: its last
+        // number is the highest seen.
+        seq::observe(rx.path.peer_id, seq.wrapping_add(packets.max(1) as u32 - 1));
     }
 }
 
@@ -263,7 +265,7 @@ fn handed_off(ctx: &TcContext) -> Result<Option<i32>, DropReason> {
         // SAFETY: checked against `data` just above.
         let s = unsafe { ((meta + HandoffMeta::LEN) as *const HandoffSeq).read_unaligned() };
         if s.magic == HandoffSeq::MAGIC {
-            if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq, s.path) {
+            if let Some(r) = reseq::hand_over(ctx, m.tunnel_ifindex, s.peer_id, s.seq, s.path, 1) {
                 return r.map(Some);
             }
         }
@@ -332,7 +334,7 @@ fn try_rx_tc(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     delivered(ctx, &rx, segs as u64);
     if let (Some(seq), 0, true) = (rx.seq, rx.vid, rx.resequence) {
-        if let Some(r) = reseq::hand_over(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path) {
+        if let Some(r) = reseq::hand_over(ctx, rx.tunnel.ifindex, rx.path.peer_id, seq, rx.path.path, segs) {
             return r;
         }
     }

@@ -4,7 +4,7 @@
 //! held or dropped for arriving out of order (Linux's ip_gre drops them,
 //! and that kills aggregation): receive only measures.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
+use core::intrinsics::{atomic_cxchg, atomic_xadd, AtomicOrdering};
 use gre_common::TunnelFlags;
 use gre_common::{reseq::is_number, DropReason, LATE_DISPLACEMENT};
 
@@ -62,15 +62,46 @@ pub fn widen(peer_id: u32, id: u16) -> u32 {
     cur.wrapping_add(id.wrapping_sub(cur as u16) as i16 as i32 as u32)
 }
 
+/// Tries at taking a GSO packet's numbers before taking them as they come.
+const TRIES: usize = 4;
+
 /// The next number to `peer_id`, when the tunnel numbers its packets
 /// (RFC 2890's sequence number, or its low 16 bits as the outer IPv4 ID),
-/// else 0. Never one that `is_number` refuses.
+/// else 0. Never one that `is_number` refuses. A GSO packet that leaves
+/// as `n` wire packets takes `n` numbers, the first returned: GSO counts
+/// the outer ID up from it segment by segment.
 #[inline(always)]
-pub fn next_seq(tunnel_flags: TunnelFlags, peer_id: u32) -> Result<u32, DropReason> {
+pub fn next_seq(tunnel_flags: TunnelFlags, peer_id: u32, n: u32) -> Result<u32, DropReason> {
     if !tunnel_flags.intersects(TunnelFlags::NUMBERED) {
         return Ok(0);
     }
     let p = TX_SEQ.get_ptr_mut(peer_id).ok_or(DropReason::HelperFailed)?;
+    if n > 1 {
+        // The first of the numbers must be one `is_number` takes: a packet
+        // whose first (and, received whole, only) ID says "not numbered"
+        // would leave the rest of its numbers a gap the receiver waits
+        // for. A number inside the run may be such a one: its segment is
+        // taken unnumbered, and the receiver never waits for it.
+        for _ in 0..TRIES {
+            // SAFETY: an array value stays mapped, 8-byte aligned; read
+            // whole, then swapped only if no CPU took numbers since.
+            let cur = unsafe { core::ptr::read_volatile(p) };
+            let mut first = cur.wrapping_add(1);
+            if !is_number(first as u32) {
+                first = first.wrapping_add(1);
+            }
+            let last = first.wrapping_add(n as u64 - 1);
+            // SAFETY: as above; the exchange is atomic.
+            if unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, cur, last) }.1 {
+                return Ok(first as u32);
+            }
+        }
+        // Other CPUs kept taking numbers: take them as they come, which
+        // starts on a refused number once in 65,536 packets at worst.
+        // SAFETY: as below.
+        let first = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, n as u64) as u32 }.wrapping_add(1);
+        return Ok(first);
+    }
     // Unique across CPUs; RFC 2890 sequence numbers are 32 bits. The first
     // packet carries 1 (Linux 6.1's ip_gre starts at 0; both are fine with
     // RFC 2890 and with each other). SeqCst, not Relaxed: LLVM

@@ -221,11 +221,14 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
         return Ok(TC_ACT_SHOT);
     }
     let tunnel: &Tunnel = TUNNELS.lookup(d.tunnel_ifindex).ok_or(DropReason::TxUnsupported)?;
-    if tunnel.flags.intersects(TunnelFlags::PER_PACKET) && skb_of(ctx).gso_segs > 1 {
-        // GSO would copy one sequence number or checksum to every segment.
-        // The device segments what it sends (its TSO is off), so that
-        // the stack can hand it bursts and each segment reaches us here
-        // on its own; only a device with TSO turned back on gets here.
+    // A GSO packet leaves as gso_segs wire packets (read before the
+    // headroom grows: adjust_room zeroes it).
+    let segs = skb_of(ctx).gso_segs;
+    if segs > 1 && tunnel.flags.intersects(TunnelFlags::PER_PACKET) && !counts_up(tunnel.flags) {
+        // GSO would copy one RFC 2890 sequence number or checksum to every
+        // segment. The device segments what it sends then (its TSO is
+        // off), so that each segment reaches us here on its own; only a
+        // device with TSO turned back on gets here.
         return Err(DropReason::TxGsoPerPacket);
     }
     let mut key = tunnel.key;
@@ -243,12 +246,12 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
     // The outer IPv6 flow label, for the same reason (RFC 6438).
     // Too big for its path and not to be answered: DF clear, this once.
     let flags = if d.clear_df() { tunnel.flags | TunnelFlags::NO_PMTUDISC } else { tunnel.flags };
-    let fields = Fields { flags, key, tos: d.tos(), proto: d.proto(), flow: hash, unnumbered: d.unnumbered() as u32 };
+    let wire = segs.max(1);
+    let fields = Fields { flags, key, tos: d.tos(), proto: d.proto(), flow: hash, unnumbered: d.unnumbered() as u32, numbers: wire };
     let tap = tunnel.mode == MODE_GRETAP;
     // Counters count inner bytes: the IP packet, or the whole frame (gretap).
     let inner_len = if tap { ctx.len() as u64 } else { ctx.len() as u64 - EthHdr::LEN as u64 };
-    // A GSO packet leaves as gso_segs wire packets.
-    let wire = skb_of(ctx).gso_segs.max(1) as u64;
+    let wire = wire as u64;
     if kind == TX_UNICAST {
         let room = global::decode(encap::xgre_encap_grow(skb, &fields, tap as u32))?;
         let ifindex = global::decode(encap::xgre_encap_put(skb, &fields, room as i64, d.peer, d.path))?;
@@ -264,6 +267,18 @@ fn send(ctx: &TcContext) -> Result<i32, DropReason> {
     }
     // Every copy is on its way; the original is done with.
     Ok(TC_ACT_STOLEN)
+}
+
+/// Whether a GSO packet of this tunnel's may leave numbered whole: its
+/// numbers are outer IPv4 IDs, which GSO counts up segment by segment
+/// from the one we write, so the wire packets carry consecutive numbers
+/// (`seq::next_seq` takes as many). Not so for a GSO packet whose IDs GRO
+/// found fixed (SKB_GSO_TCP_FIXEDID): the device lacks
+/// `tx-tcp-mangleid-segmentation`, so the veth crossing segments those.
+/// RFC 2890 sequence numbers and GRE checksums GSO would copy.
+#[inline(always)]
+fn counts_up(flags: TunnelFlags) -> bool {
+    flags.intersects(TunnelFlags::IPID_NUMBERED) && !flags.intersects(TunnelFlags::SEQ | TunnelFlags::CSUM)
 }
 
 /// `gre` mode's flood group: the inner destination, as `ip_target` chose it.

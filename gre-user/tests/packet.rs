@@ -89,7 +89,33 @@ fn ip_id_sequence_numbers_packets_in_the_outer_ipv4_id() {
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(hexdump(g), hexdump(w), "frame {i} differs from scapy's");
     }
-    // A GSO packet would give every segment one number.
+    // A GSO packet of 4 segments takes 4 numbers, the first in its
+    // header: GSO counts the ID up segment by segment (4, 5, 6, 7).
+    let id = |out: &[u8]| u16::from_be_bytes([out[18], out[19]]);
+    let (ret, out) = dp.tx(&tunnel_frame(&inner), 4);
+    assert_eq!(ret, TC_ACT_REDIRECT, "drops {:?}", dp.drops());
+    assert_eq!(id(&out), 4);
+    let (_, out) = dp.tx(&tunnel_frame(&inner), 1);
+    assert_eq!(id(&out), 8, "the next packet after the GSO packet's segments");
+    // Never starting on a number that says "unnumbered" (65,536): the
+    // whole packet would arrive as unnumbered, its other numbers a gap.
+    let set = |dp: &mut Dp, v: u64| {
+        let mut seqs: Array<&mut MapData, u64> = dp.ebpf.map_mut(MAP_TX_SEQ).unwrap().try_into().unwrap();
+        seqs.set(0, v, 0).unwrap();
+    };
+    set(&mut dp, 0xffff);
+    let (_, out) = dp.tx(&tunnel_frame(&inner), 3);
+    assert_eq!(id(&out), 1, "65,537 to 65,539");
+    // Its middle may hold one: that segment is taken unnumbered.
+    set(&mut dp, 0x1_fffe);
+    let (_, out) = dp.tx(&tunnel_frame(&inner), 3);
+    assert_eq!(id(&out), 0xffff);
+    let (_, out) = dp.tx(&tunnel_frame(&inner), 1);
+    assert_eq!(id(&out), 2, "0x1_ffff..=0x2_0001 went; 0x2_0002 is next");
+    // RFC 2890 sequence numbers GSO would copy to every segment.
+    let mut dp = Dp::new();
+    dp.tunnel(Some(42), TunnelFlags::SEQ);
+    dp.peer(0, &[1]);
     let (ret, _) = dp.tx(&tunnel_frame(&inner), 4);
     assert_eq!(ret, TC_ACT_SHOT);
     assert_eq!(dp.drops().get("tx_gso_per_packet"), Some(&1), "{:?}", dp.drops());

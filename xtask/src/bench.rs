@@ -69,7 +69,10 @@ pub struct AggArgs {
     /// in the outer IPv4 ID (`ip_id_sequence`) instead of the GRE header.
     #[arg(long, value_parser = ["both", "only"])]
     pub ip_id: Option<String>,
-    /// Run only these methods (for example `MPTCP,xgre`; default: all).
+    /// Run only these methods (for example `MPTCP,xgre`; default: all):
+    /// `single link`, `one link of the sum` (the machine's ceiling for
+    /// the case, not a method), `ECMP`, `iptables statistic`, `MPTCP`,
+    /// `xgre`, `xgre rate`.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// TCP congestion control for every method (default: the system's),
@@ -171,6 +174,11 @@ pub fn run(b: Bench) -> Result<()> {
 const A: &str = "xgb-a";
 const B: &str = "xgb-b";
 const SW: &str = "xgb-sw";
+/// The reference that is not a way to aggregate: one link as fast as the
+/// case's links together, over the same kind of veth and tbf. What it
+/// carries is as much as this machine moves in one TCP stream at that
+/// rate, the ceiling every method's figure is under.
+const SUM_LINK: &str = "one link of the sum";
 
 struct Method {
     name: String,
@@ -347,7 +355,7 @@ fn xgre_config(me: char, rates: &[u32], m: &Method, rx: &str) -> String {
 fn prepare(m: &Method, rates: &[u32], xgre: &str, dir: &std::path::Path, settle_secs: u64, rx: &str) -> Result<(String, String, bool)> {
     let n = rates.len() as u32;
     match m.name.as_str() {
-        "single link" => Ok(("198.18.0.20".into(), "-B 198.18.0.10".into(), false)),
+        "single link" | SUM_LINK => Ok(("198.18.0.20".into(), "-B 198.18.0.10".into(), false)),
         "ECMP" => {
             for (host, peer_oct, dst, h) in [(A, 20, "198.19.200.2", "a"), (B, 10, "198.19.200.1", "b")] {
                 let hops: Vec<String> = (0..n).map(|i| format!("nexthop via 198.18.{i}.{peer_oct} dev {h}{i}")).collect();
@@ -488,11 +496,22 @@ struct Row {
     cost: Option<String>,
     /// `--streams`: the slowest stream of any run, % of a fair share.
     slowest_flow: Option<f64>,
+    /// The median run's idle share of both cores, %.
+    idle: f64,
 }
 
-/// One run: Mbit/s, retransmits, the programs' cost (`--prog-cost`) and
-/// the slowest stream's share of a fair split (`--streams`).
-type RunResult = (f64, u64, Option<String>, Option<f64>);
+/// One run of one method.
+#[derive(Clone)]
+struct RunResult {
+    mbps: f64,
+    retransmits: u64,
+    /// `--prog-cost`: the programs' cost.
+    cost: Option<String>,
+    /// `--streams`: the slowest stream's share of a fair split, %.
+    fairest: Option<f64>,
+    /// Both cores' idle share, %.
+    idle: f64,
+}
 
 /// The slowest of parallel streams as a share of an even split of their
 /// sum, %; None for one stream.
@@ -546,7 +565,8 @@ fn agg(args: AggArgs) -> Result<()> {
         resequence: None,
         tap: false,
     };
-    let mut methods: Vec<Method> = ["single link", "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
+    let mut methods: Vec<Method> =
+        ["single link", SUM_LINK, "ECMP", "iptables statistic", "MPTCP", "xgre"].iter().map(|s| plain(s)).collect();
     if args.seq {
         methods.push(Method { name: "xgre seq".into(), seq: true, ..plain("") });
         // Whether the tunnel device's veth crossings (the price of its
@@ -610,13 +630,20 @@ fn agg(args: AggArgs) -> Result<()> {
         let mut results: Vec<Vec<RunResult>> = vec![Vec::new(); methods.len()];
         let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
         let mut pings: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+        let lines = !(args.delay.is_empty() && args.loss.is_empty() && args.flap.is_empty());
         for _ in 0..runs {
             for (mi, m) in methods.iter().enumerate() {
                 k += 1;
+                if m.name == SUM_LINK && (lines || rates.len() < 2) {
+                    // Paths that differ in delay or loss have no one
+                    // link that stands for them; one link is its own sum.
+                    continue;
+                }
                 step(&format!("[{k}/{total}] {label} Mbit/s: {} ({secs} s)", m.name));
-                let lines = !(args.delay.is_empty() && args.loss.is_empty() && args.flap.is_empty());
                 let (relays, ns) = if lines {
                     delayed_topology(rates, &args, &xgre)?
+                } else if m.name == SUM_LINK {
+                    (Vec::new(), topology(&[capacity], !args.one_end, args.burst_ms, &xgre)?)
                 } else {
                     (Vec::new(), topology(rates, !args.one_end, args.burst_ms, &xgre)?)
                 };
@@ -690,7 +717,7 @@ fn agg(args: AggArgs) -> Result<()> {
                     println!("    programs: {c}");
                     c
                 });
-                results[mi].push((mbps, retr, cost, fairest));
+                results[mi].push(RunResult { mbps, retransmits: retr, cost, fairest, idle: cpu.idle_percent() });
                 // The relays' threads live in the namespaces: they go first.
                 let lines: Vec<delayline::Stats> = relays.into_iter().flat_map(|r| r.stop().unwrap_or_default()).collect();
                 let failed: u64 = lines.iter().map(|s| s.failed).sum();
@@ -715,12 +742,22 @@ fn agg(args: AggArgs) -> Result<()> {
                 );
             }
         }
-        for (m, mut r) in methods.iter().zip(results) {
-            r.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let (mbps, retr, cost, _) = r[r.len() / 2].clone();
-            let slowest_flow = r.iter().filter_map(|x| x.3).reduce(f64::min);
-            let all = r.into_iter().map(|(m, t, _, _)| (m, t)).collect();
-            rows.push(Row { case: label.clone(), capacity: capacity as f64, method: m.name.clone(), mbps, retr, all, cost, slowest_flow });
+        for (m, mut r) in methods.iter().zip(results).filter(|(_, r)| !r.is_empty()) {
+            r.sort_by(|a, b| a.mbps.total_cmp(&b.mbps));
+            let median = r[r.len() / 2].clone();
+            let slowest_flow = r.iter().filter_map(|x| x.fairest).reduce(f64::min);
+            let all = r.iter().map(|x| (x.mbps, x.retransmits)).collect();
+            rows.push(Row {
+                case: label.clone(),
+                capacity: capacity as f64,
+                method: m.name.clone(),
+                mbps: median.mbps,
+                retr: median.retransmits,
+                all,
+                cost: median.cost,
+                slowest_flow,
+                idle: median.idle,
+            });
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -772,6 +809,15 @@ impl CpuTimes {
         }
         let us = busy_s * 1e6 / packets;
         format!("{us:.2} µs of busy CPU per segment (~{:.0} cycles at {mhz:.0} MHz)", us * mhz)
+    }
+}
+
+impl CpuTimes {
+    /// Idle time as a share of all the cores' time, %: stolen time is not
+    /// idle (the guest wanted the core).
+    fn idle_percent(&self) -> f64 {
+        let (total, idle) = self.0.iter().fold((0, 0), |(t, i), [total, idle, _]| (t + total, i + idle));
+        100.0 * idle as f64 / total.max(1) as f64
     }
 }
 
@@ -893,8 +939,8 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
     step(&format!("results: one TCP connection, same topology, same run ({} runs each: min, median, max)", args.runs.max(1)));
     let w = rows.iter().map(|r| r.method.len()).max().unwrap_or(0).max(20);
     println!(
-        "    {:<8} {:<w$} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9}  all runs (Mbit/s/retransmits)",
-        "links", "method", "min %", "median %", "max %", "median", "retrans", "worst rt%"
+        "    {:<8} {:<w$} {:>8} {:>8} {:>8} {:>10} {:>9} {:>9} {:>6}  all runs (Mbit/s/retransmits)",
+        "links", "method", "min %", "median %", "max %", "median", "retrans", "worst rt%", "idle"
     );
     let secs = args.secs.max(8) as f64;
     for r in rows {
@@ -902,7 +948,7 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
         let (min, max) = (r.all[0].0, r.all[r.all.len() - 1].0);
         let all: Vec<String> = r.all.iter().map(|(v, t)| format!("{v:.1}/{t}")).collect();
         println!(
-            "    {:<8} {:<w$} {:>7.1}% {:>7.1}% {:>7.1}% {:>10.0} {:>9} {:>8.2}%  {}",
+            "    {:<8} {:<w$} {:>7.1}% {:>7.1}% {:>7.1}% {:>10.0} {:>9} {:>8.2}% {:>5.0}%  {}",
             r.case,
             r.method,
             pct(min),
@@ -911,13 +957,17 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
             r.mbps,
             r.retr,
             r.worst_retransmitted(secs),
+            r.idle,
             all.join(" ")
         );
     }
     for rates in cases {
         let label = case_label(rates);
         let x = rows.iter().find(|r| r.case == label && r.method == "xgre");
-        let best = rows.iter().filter(|r| r.case == label && !r.method.starts_with("xgre")).max_by(|a, b| a.mbps.total_cmp(&b.mbps));
+        let best = rows
+            .iter()
+            .filter(|r| r.case == label && !r.method.starts_with("xgre") && r.method != SUM_LINK)
+            .max_by(|a, b| a.mbps.total_cmp(&b.mbps));
         if let (Some(x), Some(b)) = (x, best) {
             println!(
                 "    {label}: xgre median {:.1}% of capacity (worst run {:.1}%), {:.2}× the best other method ({}, median)",
@@ -925,6 +975,17 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
                 100.0 * x.all[0].0 / x.capacity,
                 x.mbps / b.mbps,
                 b.method
+            );
+        }
+        if let (Some(x), Some(one)) = (x, rows.iter().find(|r| r.case == label && r.method == SUM_LINK)) {
+            println!(
+                "    {label}: one link of {:.0} Mbit/s carried {:.1}% of it (median, {:.0}% idle); xgre {:.1}% ({:.0}% idle): {:.2}× the one link",
+                one.capacity,
+                100.0 * one.mbps / one.capacity,
+                one.idle,
+                100.0 * x.mbps / x.capacity,
+                x.idle,
+                x.mbps / one.mbps
             );
         }
     }
@@ -947,6 +1008,7 @@ fn report(args: &AggArgs, cases: &[Vec<u32>], rows: &[Row]) -> Result<()> {
             "links": r.case, "capacity_mbps": r.capacity, "method": r.method, "mbps": r.mbps,
             "percent_of_capacity": 100.0 * r.mbps / r.capacity, "retransmits": r.retr,
             "worst_retransmitted_percent": r.worst_retransmitted(secs),
+            "idle_percent_median_run": r.idle,
             "program_cost": r.cost,
             "streams": args.streams,
             "slowest_stream_percent_of_fair": r.slowest_flow,

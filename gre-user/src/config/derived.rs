@@ -155,13 +155,14 @@ impl Config {
         out
     }
 
-    /// Whether every wire packet needs a header of its own (a sequence
-    /// number, a checksum): the tunnel device then segments GSO packets
-    /// itself (TSO off) before they reach the transmit program, in the veth
-    /// crossing its transmit then makes whatever `device_counters` says
-    /// (`gre_common::tx_crosses_pair`).
+    /// Whether every wire packet needs a header of its own (an RFC 2890
+    /// sequence number, a checksum): the tunnel device then segments GSO
+    /// packets itself (TSO off) before they reach the transmit program, in
+    /// the veth crossing its transmit then makes whatever `device_counters`
+    /// says (`gre_common::tx_crosses_pair`). Numbers in the outer IPv4 ID
+    /// need not: GSO counts them up segment by segment.
     pub fn segments_per_packet(&self) -> bool {
-        self.tunnel.sequence || self.tunnel.ip_id_sequence || self.tunnel.checksum || self.auto_ip_id_sequence()
+        self.tunnel.sequence || self.tunnel.checksum
     }
 
     /// Bytes of outer header the tunnel adds on an IPv4 underlay (IP + GRE,

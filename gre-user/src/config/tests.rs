@@ -52,10 +52,11 @@ fn unequal_paths_are_numbered_and_resequenced_unless_turned_off() {
             + &format!("[[peer.path]]\nlink = \"eth0\"\nremote = \"198.18.0.21\"\n{w2}\n")
     };
     let cfg = |text: String| Config::parse(&text, "t.toml").unwrap();
-    // By default: numbered in the IPv4 ID, segmented per packet,
-    // resequenced for peers that announce, and nothing to warn about.
+    // By default: numbered in the IPv4 ID (GSO packets whole: GSO counts
+    // the ID up), resequenced for peers that announce, and nothing to
+    // warn about.
     let c = cfg(two("weight = 3", "weight = 1", ""));
-    assert!(c.auto_ip_id_sequence() && c.segments_per_packet() && c.auto_resequence());
+    assert!(c.auto_ip_id_sequence() && !c.segments_per_packet() && c.auto_resequence());
     assert!(c.advice("t.toml").is_empty());
     let flags = crate::datapath::codec::tunnel_value(&c, Default::default()).flags;
     assert_eq!(
@@ -200,7 +201,7 @@ fn every_validation_error_names_file_field_reason() {
     assert_eq!((nopmtud.tunnel.pmtu_discovery, nopmtud.tunnel.pmtu_age), (false, 60));
     assert!(Config::parse(GOOD, "t.toml").unwrap().tunnel.pmtu_discovery, "discovery is on by default, as with ip_gre");
     let by_id = Config::parse(&GOOD.replace("sequence = false", "ip_id_sequence = true"), "t.toml").expect("ip_id_sequence");
-    assert!(by_id.segments_per_packet(), "one number per wire packet");
+    assert!(!by_id.segments_per_packet(), "GSO numbers each segment in the IPv4 ID");
     assert_eq!(by_id.overhead(), 28, "no bytes for the number: the same as without it");
     expect(bad(|s| s.replace("address = \"198.18.0.10\"", "address = \"224.0.0.1\"")), "link[0].address", "unicast");
     expect(bad(|s| s.replace("dev = \"eth0\"", "dev = \"\"")), "link[0].dev", "1 to 15");

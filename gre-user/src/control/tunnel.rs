@@ -191,9 +191,7 @@ async fn fill_and_attach(
         nl.bpf_filter_add_first(tun.index, false, dp.prog(PROG_NEIGH_IN)?.as_fd().as_raw_fd(), PROG_NEIGH_IN).await?;
     }
     sys::enable_gro(&t.name)?;
-    if cfg.segments_per_packet() {
-        sys::set_tso(&t.name, false)?;
-    }
+    sys::set_tso(&t.name, !cfg.segments_per_packet())?;
 
     let mut hooks = Vec::new();
     for (i, lc) in cfg.links.iter().enumerate() {

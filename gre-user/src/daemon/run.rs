@@ -83,7 +83,7 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
-            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off; delivered {} TCP segments merged into {} packets; asked peers for {} again, {} came in time",
+            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off; delivered {} TCP segments merged into {} GSO packets; asked peers for {} again, {} came in time",
             t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost, s.merged, s.merged_into, s.asked, s.repaired
         );
     }

@@ -349,8 +349,7 @@ impl<'a> Watcher<'a> {
             let mut tunnels = self.dp.tunnels()?;
             let mut v = tunnels.get(&self.tidx, 0)?;
             if !v.flags.intersects(TunnelFlags::NUMBERED | TunnelFlags::UNDERLAY6) {
-                // Segmented per packet before the entry says numbered.
-                crate::net::sys::set_tso(&self.t.name, false)?;
+                // GSO packets stay whole: each takes a number per segment.
                 v.flags |= TunnelFlags::IPID_SEQ_TX;
                 tunnels.insert(self.tidx, v, 0)?;
                 println!("{}: {why}: numbering packets in the outer IPv4 ID, so it can put them back in order", self.t.name);

@@ -97,37 +97,100 @@ pub fn enable_gro(name: &str) -> Result<()> {
 /// TSO features). Off, the stack still builds GSO packets for the device
 /// (generic segmentation offload stays on) and segments them in software
 /// as it hands them to the device's driver: after the device's TC egress,
-/// before the veth crossing.
+/// before the veth crossing. On, but for GSO packets with fixed IPv4 IDs
+/// (`fixed_ids_segmented`).
 pub fn set_tso(name: &str, on: bool) -> Result<()> {
     const ETHTOOL_STSO: u32 = 0x1f;
-    ethtool_set(name, ETHTOOL_STSO, on as u32).with_context(|| format!("turning TSO {} for {name}", if on { "on" } else { "off" }))
+    ethtool_set(name, ETHTOOL_STSO, on as u32).with_context(|| format!("turning TSO {} for {name}", if on { "on" } else { "off" }))?;
+    if on {
+        fixed_ids_segmented(name)?;
+    }
+    Ok(())
+}
+
+/// `tx-tcp-mangleid-segmentation` off for device `name`: a GSO packet
+/// whose IPv4 IDs GRO found fixed (SKB_GSO_TCP_FIXEDID) is then segmented
+/// as the device takes it, and every GSO packet that passes has IDs that
+/// count up segment by segment. A tunnel that numbers in the outer ID
+/// keeps its TSO so (a GSO packet takes as many numbers as it has
+/// segments), where ETHTOOL_STSO would turn all of TSO off.
+pub fn fixed_ids_segmented(name: &str) -> Result<()> {
+    set_feature(name, "tx-tcp-mangleid-segmentation", false).with_context(|| format!("turning tx-tcp-mangleid-segmentation off for {name}"))
+}
+
+/// Set one of the device's features by its name (ETHTOOL_SFEATURES, the
+/// index found among ETH_SS_FEATURES' strings).
+fn set_feature(name: &str, feature: &str, on: bool) -> Result<()> {
+    const ETHTOOL_GSSET_INFO: u32 = 0x37;
+    const ETHTOOL_GSTRINGS: u32 = 0x1b;
+    const ETHTOOL_SFEATURES: u32 = 0x3b;
+    const ETH_SS_FEATURES: u32 = 4;
+    const ETH_GSTRING_LEN: usize = 32;
+    // struct ethtool_sset_info: cmd, reserved, sset_mask (u64), data[1].
+    let mut info = [0u32; 5];
+    info[0] = ETHTOOL_GSSET_INFO;
+    info[2] = 1 << ETH_SS_FEATURES;
+    ethtool_ioctl(name, info.as_mut_ptr().cast())?;
+    if info[2] & (1 << ETH_SS_FEATURES) == 0 {
+        bail!("the kernel names no features of {name}");
+    }
+    let count = info[4] as usize;
+    // struct ethtool_gstrings: cmd, string_set, len, then the strings.
+    let mut strings = vec![0u8; 12 + count * ETH_GSTRING_LEN];
+    strings[..4].copy_from_slice(&ETHTOOL_GSTRINGS.to_ne_bytes());
+    strings[4..8].copy_from_slice(&ETH_SS_FEATURES.to_ne_bytes());
+    strings[8..12].copy_from_slice(&(count as u32).to_ne_bytes());
+    ethtool_ioctl(name, strings.as_mut_ptr())?;
+    let index = strings[12..]
+        .chunks(ETH_GSTRING_LEN)
+        .position(|s| s.split(|&b| b == 0).next() == Some(feature.as_bytes()))
+        .with_context(|| format!("{name} has no feature {feature}"))?;
+    // struct ethtool_sfeatures: cmd, size, then {valid, requested} blocks
+    // of 32 features each.
+    let blocks = count.div_ceil(32);
+    let mut set = vec![0u32; 2 + 2 * blocks];
+    set[0] = ETHTOOL_SFEATURES;
+    set[1] = blocks as u32;
+    let (block, bit) = (index / 32, 1u32 << (index % 32));
+    set[2 + 2 * block] = bit;
+    if on {
+        set[3 + 2 * block] = bit;
+    }
+    ethtool_ioctl(name, set.as_mut_ptr().cast())
 }
 
 /// One `struct ethtool_value` set command.
 fn ethtool_set(name: &str, cmd: u32, data: u32) -> Result<()> {
-    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     #[repr(C)]
     struct EthtoolValue {
         cmd: u32,
         data: u32,
     }
+    let mut value = EthtoolValue { cmd, data };
+    ethtool_ioctl(name, (&mut value as *mut EthtoolValue).cast())
+}
+
+/// SIOCETHTOOL on device `name` with the command at `data`, which must be
+/// as long as its command makes the kernel read and write.
+fn ethtool_ioctl(name: &str, data: *mut u8) -> Result<()> {
+    const SIOCETHTOOL: libc::c_ulong = 0x8946;
     #[repr(C)]
     struct IfReq {
         name: [libc::c_char; libc::IFNAMSIZ],
-        data: *mut EthtoolValue,
+        data: *mut u8,
         _pad: [u8; 16],
     }
     if name.len() >= libc::IFNAMSIZ {
         bail!("device name {name} is too long");
     }
-    let mut value = EthtoolValue { cmd, data };
-    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data: &mut value, _pad: [0; 16] };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data, _pad: [0; 16] };
     for (d, s) in req.name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).context("opening a socket for the ethtool ioctl")?;
     // SAFETY: SIOCETHTOOL reads one struct ifreq, which `IfReq` is, whose
-    // data points at one struct ethtool_value that outlives the call.
+    // data points at a command the caller sized for it, which outlives
+    // the call.
     if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&sock), SIOCETHTOOL, &mut req) } < 0 {
         return Err(std::io::Error::last_os_error().into());
     }

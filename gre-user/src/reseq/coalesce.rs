@@ -8,9 +8,13 @@
 //! Every frame's checksum left for offload is completed here (`csum`).
 //! Only segments whose checksums verified are merged (the merged packet is
 //! marked for checksum offload, which the stack trusts); any other frame
-//! goes alone, for the stack to check.
+//! goes alone, for the stack to check. A GSO packet handed over whole goes
+//! alone, as the GSO packet it was.
 
-use super::csum::{self, Csum};
+use super::{
+    csum::{self, Csum},
+    unit::Unit,
+};
 
 /// `struct virtio_net_hdr` (legacy, 10 bytes), little-endian as the
 /// kernel reads it from a packet socket on little-endian hosts.
@@ -114,7 +118,17 @@ fn merge(frames: &[Vec<u8>], segs: &[Seg]) -> (VnetHdr, Vec<u8>) {
     for (f, s) in frames.iter().zip(segs) {
         m.extend_from_slice(&f[f.len() - s.payload..]);
     }
-    let l4_len = fs.tcp_len + payload;
+    // The last segment's PSH.
+    m[fs.l4 + 13] |= segs[segs.len() - 1].flags & PSH;
+    let vnet = gso_header(&mut m, &fs, fs.payload as u16);
+    (vnet, m)
+}
+
+/// Lengths and checksums of TCP GSO packet `m`, laid out as `fs` says and
+/// whole, set as a sending stack leaves them, and its `virtio_net_hdr`
+/// for segments of `gso_size`.
+fn gso_header(m: &mut [u8], fs: &Seg, gso_size: u16) -> VnetHdr {
+    let l4_len = m.len() - fs.l4;
     if fs.v6 {
         m[18..20].copy_from_slice(&(l4_len as u16).to_be_bytes());
     } else {
@@ -123,49 +137,67 @@ fn merge(frames: &[Vec<u8>], segs: &[Seg]) -> (VnetHdr, Vec<u8>) {
         let c = !csum::fold(csum::sum(&m[14..34]));
         m[24..26].copy_from_slice(&c.to_be_bytes());
     }
-    // The last segment's PSH.
-    m[fs.l4 + 13] |= segs[segs.len() - 1].flags & PSH;
-    // Left for offload: the pseudo-header's sum, as a sending stack
-    // leaves it.
+    // Left for offload: the pseudo-header's sum.
     let addrs = if fs.v6 { &m[22..54] } else { &m[26..34] };
     let pseudo = csum::fold(csum::sum(addrs) + 6 + l4_len as u64);
     m[fs.l4 + 16..fs.l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
-    let vnet = VnetHdr {
+    VnetHdr {
         flags: VnetHdr::NEEDS_CSUM,
         gso_type: if fs.v6 { VnetHdr::GSO_TCPV6 } else { VnetHdr::GSO_TCPV4 },
-        hdr_len: hdr as u16,
-        gso_size: fs.payload as u16,
+        hdr_len: (fs.l4 + fs.tcp_len) as u16,
+        gso_size,
         csum_start: fs.l4 as u16,
         csum_offset: 16,
-    };
-    (vnet, m)
+    }
 }
 
 /// How much merging there was.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Counts {
-    /// Segments that went into merged packets.
+    /// Segments delivered in GSO packets: merged here, or come whole.
     pub segments: u64,
-    /// The merged packets.
+    /// Those GSO packets.
     pub packets: u64,
 }
 
-/// `frames`, in order, as packets to deliver: runs merged, everything else
-/// as it was (with an empty header: the stack checks it as usual).
-pub(crate) fn coalesce(frames: &mut Vec<Vec<u8>>, out: &mut Vec<(VnetHdr, Vec<u8>)>, counts: &mut Counts) {
+/// `units`, in order, as packets to deliver: runs merged, GSO packets as
+/// GSO packets, everything else as it was (with an empty header: the stack
+/// checks it as usual).
+pub(crate) fn coalesce(units: &mut Vec<Unit>, out: &mut Vec<(VnetHdr, Vec<u8>)>, counts: &mut Counts) {
     let mut i = 0;
-    let mut rest = std::mem::take(frames);
+    let mut rest: Vec<Vec<u8>> = Vec::with_capacity(units.len());
+    let mut gso: Vec<u16> = Vec::with_capacity(units.len());
+    for u in units.drain(..) {
+        gso.push(u.gso_size);
+        rest.push(u.bytes);
+    }
     // Every frame's checksum completed if it was left for offload (AF_XDP
     // hands a veth sender's frames over as they are); which frames may be
-    // merged: TCP, with a checksum that verifies.
+    // merged: TCP, with a checksum that verifies. A GSO packet's checksum
+    // is left for offload as it came.
     let segs: Vec<Option<Seg>> = rest
         .iter_mut()
-        .map(|f| {
+        .zip(&gso)
+        .map(|(f, &g)| {
+            if g != 0 {
+                return None;
+            }
             let c = csum::complete(f);
             parse(f).filter(|_| matches!(c, Csum::Valid | Csum::Completed))
         })
         .collect();
     while i < rest.len() {
+        if gso[i] != 0 {
+            let mut m = std::mem::take(&mut rest[i]);
+            // `Unit::gso` found it TCP, else it would not be GSO here.
+            if let Some(fs) = parse(&m) {
+                counts.segments += (m.len() - fs.l4 - fs.tcp_len).div_ceil(gso[i] as usize) as u64;
+                counts.packets += 1;
+                out.push((gso_header(&mut m, &fs, gso[i]), m));
+            }
+            i += 1;
+            continue;
+        }
         let mut n = 1;
         if let Some(fs) = segs[i] {
             let mut len = fs.l4 - 14 + fs.tcp_len + fs.payload;
@@ -232,7 +264,7 @@ mod tests {
     }
 
     fn run(frames: Vec<Vec<u8>>) -> Vec<(VnetHdr, Vec<u8>)> {
-        let mut frames = frames;
+        let mut frames = frames.into_iter().map(Unit::one).collect();
         let mut out = Vec::new();
         coalesce(&mut frames, &mut out, &mut Counts::default());
         assert!(frames.is_empty());

@@ -13,6 +13,7 @@ mod coalesce;
 mod csum;
 mod out;
 mod tap;
+mod unit;
 pub(crate) mod window;
 mod xsk;
 
@@ -35,7 +36,10 @@ use crate::{
     datapath::Datapath,
     net::netlink::Netlink,
     repair::{frame, Route},
-    reseq::window::{Window, WindowStats},
+    reseq::{
+        unit::Unit,
+        window::{Window, WindowStats},
+    },
 };
 
 /// Longest sleep without a frame or a deadline, to notice `stop`.
@@ -76,7 +80,7 @@ pub struct Ask {
 impl Ask {
     /// How long the window waits for a gap: long enough for it to be
     /// asked for and come, and never less than `hold`.
-    fn hold(&self, w: &Window, hold: Duration) -> Duration {
+    fn hold(&self, w: &Window<Unit>, hold: Duration) -> Duration {
         if !self.keeps {
             return hold;
         }
@@ -113,8 +117,9 @@ impl Handoff {
     }
 
     /// Give up to `max` waiting frames to `f`, each a `ReseqHdr` and the
-    /// frame; how many there were.
-    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8])) -> usize {
+    /// frame, with its GSO segment size (0: one packet); how many there
+    /// were.
+    fn receive(&mut self, max: usize, f: &mut dyn FnMut(&[u8], u16)) -> usize {
         let mut n = 0;
         // The links' sockets in turns of a few frames, close to the order
         // frames came in: the first socket taking the whole batch would
@@ -127,24 +132,24 @@ impl Handoff {
                 }
                 // Checksums left for offload are completed as the window's
                 // frames go out (`coalesce`).
-                n += s.receive(TURN.min(max - n), &mut |frame| f(frame));
+                n += s.receive(TURN.min(max - n), &mut |frame| f(frame, 0));
             }
             if n == before || n >= max {
                 break;
             }
         }
-        n + self.tap.receive(max - n, &mut |frame| f(frame))
+        n + self.tap.receive(max - n, &mut |frame, gso| f(frame, gso))
     }
 
     /// Deliver `frames` to the tunnel device, in order, and empty it.
-    fn deliver(&mut self, frames: &mut Vec<Vec<u8>>) {
+    fn deliver(&mut self, frames: &mut Vec<Unit>) {
         coalesce::coalesce(frames, &mut self.merged, &mut self.counts);
         self.out.send(&mut self.merged);
     }
 
     /// Frames lost on the way in so far.
-    fn lost(&self) -> u64 {
-        self.sockets.iter().map(xsk::RxSocket::lost).sum()
+    fn lost(&mut self) -> u64 {
+        self.sockets.iter().map(xsk::RxSocket::lost).sum::<u64>() + self.tap.lost()
     }
 }
 
@@ -176,9 +181,9 @@ struct Shared {
 }
 
 fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
-    let mut windows: HashMap<u32, Window> = HashMap::new();
+    let mut windows: HashMap<u32, Window<Unit>> = HashMap::new();
     let mut stats = WindowStats::default();
-    let mut out: Vec<Vec<u8>> = Vec::new();
+    let mut out: Vec<Unit> = Vec::new();
     let mut busy = false;
     let mut counted = Instant::now();
     let mut seqs: Vec<u32> = Vec::new();
@@ -204,9 +209,9 @@ fn serve(mut handoff: Handoff, shared: Arc<Shared>) {
             handoff.wait(timeout);
         }
         // A bounded batch, so deadlines are seen to under a steady stream.
-        let n = handoff.receive(BATCH, &mut |buf| {
+        let n = handoff.receive(BATCH, &mut |buf, gso| {
             let Some(h) = ReseqHdr::parse(buf) else { return };
-            let frame = buf[ReseqHdr::LEN..].to_vec();
+            let frame = Unit::gso(buf[ReseqHdr::LEN..].to_vec(), gso);
             let lag = lags.get(&h.peer_id()).and_then(|l| l.get(h.path() as usize)).copied().unwrap_or_default();
             let now = Instant::now();
             windows.entry(h.peer_id()).or_default().push(h.seq(), h.path() as usize, frame, now, now + lag, &mut stats, &mut out);

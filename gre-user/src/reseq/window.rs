@@ -5,7 +5,8 @@
 //! (its gap given up on) is delivered at once, because TCP would rather
 //! have it late than resend it. Only a repeat of a number still waiting
 //! is dropped. Pure TCP ACKs never wait (gre-common's `ack`): they leave
-//! at once and their number counts as filled.
+//! at once and their number counts as filled. A GSO packet (a sender's,
+//! or GRO's) holds the numbers of the segments it stands for.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -24,7 +25,8 @@ pub const MAX_GAP: u64 = 1 << 16;
 /// What the windows did, summed over peers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowStats {
-    /// Delivered in order without waiting.
+    /// Delivered in order without waiting (wire packets: a GSO packet
+    /// counts its segments).
     pub in_order: u64,
     /// Delivered after waiting for an earlier number.
     pub held: u64,
@@ -39,7 +41,8 @@ pub struct WindowStats {
     /// Frames the hand-off lost before the window saw them (AF_XDP: no
     /// free frame for the kernel to fill).
     pub handoff_lost: u64,
-    /// TCP segments delivered merged, and the GSO packets they made.
+    /// TCP segments delivered in GSO packets (merged, or come whole), and
+    /// those packets.
     pub merged: u64,
     pub merged_into: u64,
     /// Numbers asked of the peer again (`repair`), and those of them that
@@ -65,6 +68,30 @@ const SETTLE: Duration = Duration::from_millis(1);
 /// packet from a second copy of one delivered.
 const SKIPPED_RANGES: usize = 1024;
 
+/// What the window holds: a frame's bytes, and how many numbers it takes.
+pub trait Frame: Default {
+    /// The consecutive numbers it stands for, from its own: a GSO
+    /// packet's segments each had one.
+    fn numbers(&self) -> u64 {
+        1
+    }
+    /// A pure TCP ACK, which never waits.
+    fn is_pure_ack(&self) -> bool;
+    /// The empty frame (`Default`): one delivered early, whose number is
+    /// kept so the gap in front of it is known filled.
+    fn is_none(&self) -> bool;
+}
+
+impl Frame for Vec<u8> {
+    fn is_pure_ack(&self) -> bool {
+        gre_common::ack::frame_is_pure_ack(self)
+    }
+
+    fn is_none(&self) -> bool {
+        self.is_empty()
+    }
+}
+
 /// The number after `n`, past those never given (`is_number`).
 fn after(n: u64) -> u64 {
     if is_number((n + 1) as u32) {
@@ -81,13 +108,12 @@ fn numbers(start: u64, end: u64) -> u64 {
     end.saturating_sub(start).saturating_sub(never)
 }
 
-#[derive(Default)]
-pub struct Window {
+pub struct Window<F: Frame = Vec<u8>> {
     /// The next number to deliver, extended to 64 bits so that waiting
     /// frames sort across the 32-bit wrap. None until the first frame.
     next: Option<u64>,
-    /// Frames waiting, by number.
-    held: BTreeMap<u64, Held>,
+    /// Frames waiting, by (first) number.
+    held: BTreeMap<u64, Held<F>>,
     /// Numbers below this were looked at for asking (`due`).
     ask_from: u64,
     /// Numbers asked for and not yet come, and when they were asked.
@@ -102,17 +128,33 @@ pub struct Window {
     skipped: BTreeMap<u64, u64>,
 }
 
-struct Held {
+impl<F: Frame> Default for Window<F> {
+    fn default() -> Self {
+        Window {
+            next: None,
+            held: BTreeMap::new(),
+            ask_from: 0,
+            asked: BTreeMap::new(),
+            repair_times: VecDeque::new(),
+            path_high: [None; gre_common::MAX_PATHS],
+            skipped: BTreeMap::new(),
+        }
+    }
+}
+
+struct Held<F> {
     arrived: Instant,
     /// Not before: a frame from a faster path waits out the difference
     /// in delay (`Resequencer::set_lags`).
     ready: Instant,
-    /// Empty: a number already delivered early, kept so the gap in front
-    /// of it is known filled.
-    frame: Vec<u8>,
+    /// None (`Frame::is_none`): a number already delivered early, kept so
+    /// the gap in front of it is known filled.
+    frame: F,
+    /// The numbers it holds, from its key on.
+    numbers: u64,
 }
 
-impl Window {
+impl<F: Frame> Window<F> {
     /// `seq` on the 64-bit line near `next`: the serial-number distance
     /// (RFC 1982) decides which side of it the number falls.
     fn extend(next: u64, seq: u32) -> u64 {
@@ -123,16 +165,7 @@ impl Window {
     /// Take a frame that arrived `now` over `path` and may not leave
     /// before `ready`; `out` gets what may leave now, in order.
     #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        seq: u32,
-        path: usize,
-        frame: Vec<u8>,
-        now: Instant,
-        ready: Instant,
-        stats: &mut WindowStats,
-        out: &mut Vec<Vec<u8>>,
-    ) {
+    pub fn push(&mut self, seq: u32, path: usize, frame: F, now: Instant, ready: Instant, stats: &mut WindowStats, out: &mut Vec<F>) {
         if !is_number(seq) {
             // Not numbered: nothing to put it in order with.
             out.push(frame);
@@ -142,8 +175,10 @@ impl Window {
         // below it without wrapping.
         let next = *self.next.get_or_insert((1u64 << 32) | seq as u64);
         let e = Self::extend(next, seq);
+        let numbers = frame.numbers().max(1);
+        let last = e + numbers - 1;
         if let Some(h) = self.path_high.get_mut(path) {
-            *h = Some((h.map_or(e, |(high, _)| high.max(e)), now));
+            *h = Some((h.map_or(last, |(high, _)| high.max(last)), now));
         }
         if e < next {
             if self.take_skipped(e) {
@@ -172,14 +207,14 @@ impl Window {
             stats.repaired += 1;
             self.time_repair(now.duration_since(t));
         }
-        let (ready, frame) = if gre_common::ack::frame_is_pure_ack(&frame) {
+        let (ready, frame) = if frame.is_pure_ack() {
             stats.early += 1;
             out.push(frame);
-            (now, Vec::new())
+            (now, F::default())
         } else {
             (ready, frame)
         };
-        self.held.insert(e, Held { arrived: now, ready, frame });
+        self.held.insert(e, Held { arrived: now, ready, frame, numbers });
         self.drain(Some(now), Some(e), stats, out);
         if self.held.len() > MAX_HELD {
             self.skip_gap(stats, out);
@@ -188,7 +223,7 @@ impl Window {
 
     /// Deliver what is next in order and ready, and give up on gaps whose
     /// waiting frames have waited `hold`.
-    pub fn expire(&mut self, now: Instant, hold: Duration, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    pub fn expire(&mut self, now: Instant, hold: Duration, stats: &mut WindowStats, out: &mut Vec<F>) {
         loop {
             self.drain(Some(now), None, stats, out);
             match (self.gap(), self.oldest()) {
@@ -252,7 +287,7 @@ impl Window {
                     break;
                 }
             }
-            expected = k + 1;
+            expected = expected.max(k + h.numbers);
         }
         self.ask_from = expected;
     }
@@ -315,7 +350,7 @@ impl Window {
     }
 
     /// Give up on the first gap: go on from the first waiting frame.
-    fn skip_gap(&mut self, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    fn skip_gap(&mut self, stats: &mut WindowStats, out: &mut Vec<F>) {
         let (Some(next), Some(&first)) = (self.next, self.held.keys().next()) else {
             return;
         };
@@ -325,7 +360,7 @@ impl Window {
         self.drain(None, None, stats, out);
     }
 
-    fn release_all(&mut self, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    fn release_all(&mut self, stats: &mut WindowStats, out: &mut Vec<F>) {
         while !self.held.is_empty() {
             self.skip_gap(stats, out);
         }
@@ -334,22 +369,28 @@ impl Window {
     /// Deliver from `next` on while the numbers follow (and, given `now`,
     /// are ready; given none, whether ready or not: a gap was given up).
     /// `pushed`: the number just taken, which did not wait if it leaves.
-    fn drain(&mut self, now: Option<Instant>, pushed: Option<u64>, stats: &mut WindowStats, out: &mut Vec<Vec<u8>>) {
+    fn drain(&mut self, now: Option<Instant>, pushed: Option<u64>, stats: &mut WindowStats, out: &mut Vec<F>) {
         let Some(mut next) = self.next else { return };
         while let Some(entry) = self.held.first_entry() {
+            if *entry.key() < next {
+                // Its numbers came in a GSO packet that held them too.
+                entry.remove();
+                stats.duplicate += 1;
+                continue;
+            }
             if *entry.key() != next || now.is_some_and(|t| entry.get().ready > t) {
                 break;
             }
             let (k, h) = entry.remove_entry();
-            if !h.frame.is_empty() {
+            if !h.frame.is_none() {
                 if pushed == Some(k) {
-                    stats.in_order += 1;
+                    stats.in_order += h.numbers;
                 } else {
-                    stats.held += 1;
+                    stats.held += h.numbers;
                 }
                 out.push(h.frame);
             }
-            next = after(next);
+            next = after(k + h.numbers - 1);
         }
         self.next = Some(next);
     }
@@ -568,6 +609,55 @@ mod tests {
         // What carries one (an unnumbered light packet) leaves at once, whatever waits.
         run(&[0x2_0005], &mut w, &mut st, t0);
         assert_eq!(run(&[0x3_0000], &mut w, &mut st, t0), [0x3_0000]);
+    }
+
+    /// A frame standing for `.1` numbers, tagged `.0`.
+    #[derive(Default, Debug, PartialEq, Eq)]
+    struct Gso(u32, u64);
+
+    impl Frame for Gso {
+        fn numbers(&self) -> u64 {
+            self.1
+        }
+        fn is_pure_ack(&self) -> bool {
+            false
+        }
+        fn is_none(&self) -> bool {
+            self.1 == 0
+        }
+    }
+
+    #[test]
+    fn a_gso_packet_holds_the_numbers_of_its_segments() {
+        let (mut w, mut st, t0) = (Window::<Gso>::default(), WindowStats::default(), Instant::now());
+        let mut out = Vec::new();
+        // 1 alone; 2..=9 one GSO packet of 8, overtaken by 10..=11.
+        for (s, n) in [(1, 1), (10, 2), (2, 8)] {
+            w.push(s, 0, Gso(s, n), t0, t0, &mut st, &mut out);
+        }
+        assert_eq!(out, [Gso(1, 1), Gso(2, 8), Gso(10, 2)]);
+        assert_eq!((st.in_order, st.held), (9, 2), "counted in wire packets");
+        // Next is 12: 14..=16 waits, and only what no packet holds is asked for.
+        out.clear();
+        for (s, n) in [(14, 3), (20, 1)] {
+            w.push(s, 0, Gso(s, n), t0, t0, &mut st, &mut out);
+        }
+        let mut asks = Vec::new();
+        w.due(t0 + SETTLE, Duration::from_millis(1), 64, &mut st, &mut asks);
+        assert_eq!(asks, [12, 13, 17, 18, 19]);
+        // A number a GSO packet delivered comes again alone: a repeat.
+        w.push(12, 0, Gso(12, 2), t0, t0, &mut st, &mut out);
+        w.push(13, 1, Gso(113, 1), t0, t0, &mut st, &mut out);
+        assert_eq!(out, [Gso(12, 2), Gso(14, 3)]);
+        assert_eq!(st.duplicate, 1);
+        // One across a number never given (0x1_0000) ends past it.
+        let mut w = Window::<Gso>::default();
+        out.clear();
+        for (s, n) in [(0xfffe, 4), (0x1_0002, 1)] {
+            w.push(s, 0, Gso(s, n), t0, t0, &mut st, &mut out);
+        }
+        assert_eq!(out, [Gso(0xfffe, 4), Gso(0x1_0002, 1)], "0xfffe..=0x1_0001 holds the 4");
+        assert!(!w.gap());
     }
 
     #[test]

@@ -16,12 +16,46 @@ use network_types::{
 use crate::kernel::Lookup;
 use crate::{
     announce,
-    consts::{ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IP_MF},
+    consts::{
+        ETH_P_8021AD, ETH_P_8021Q, ETH_P_IP, ETH_P_IPV6, IPPROTO_FRAGMENT, IPPROTO_GRE, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IP_MF,
+    },
     csum,
     maps::{LOCAL_ADDRS, REASM_TAP, RX_PATHS, TUNNELS, TUNNEL_BY_KEY},
     packet::Packet,
     pmtu, seq, trunk,
 };
+
+/// Whether the packet GRE carries at `at` (of GRE protocol `proto`) is a
+/// TCP segment with data: IPv4 or IPv6 without extension headers, bare
+/// or in an Ethernet frame (gretap).
+#[inline(always)]
+fn tcp_data<P: Packet>(pkt: &P, at: usize, proto: u16) -> bool {
+    let (at, ether_type) = if proto == GreHdr::PROTO_TEB {
+        let Ok(eth) = pkt.read::<EthHdr>(at) else { return false };
+        (at + EthHdr::LEN, u16::from_be(eth.ether_type))
+    } else {
+        (at, proto)
+    };
+    let (l4, payload) = match ether_type {
+        ETH_P_IP => {
+            let Ok(ip) = pkt.read::<Ipv4Hdr>(at) else { return false };
+            if ip.proto != IPPROTO_TCP {
+                return false;
+            }
+            (at + ip.ihl() as usize, ip.tot_len().wrapping_sub(ip.ihl() as u16))
+        }
+        ETH_P_IPV6 => {
+            let Ok(ip) = pkt.read::<Ipv6Hdr>(at) else { return false };
+            if ip.next_hdr != IPPROTO_TCP {
+                return false;
+            }
+            (at + Ipv6Hdr::LEN, ip.payload_len())
+        }
+        _ => return false,
+    };
+    let Ok(off_flags) = pkt.read::<[u8; 2]>(l4 + 12) else { return false };
+    payload > (off_flags[0] >> 4) as u16 * 4
+}
 
 /// A GRE packet of ours, ready to decapsulate.
 pub struct Rx {
@@ -183,13 +217,18 @@ pub fn classify<P: Packet>(pkt: &P) -> Result<Verdict, DropReason> {
         return Ok(Verdict::Pass);
     }
     let announced = announce::in_force(path.peer_id);
+    let inner_at = EthHdr::LEN + tag + ihl + gre_len;
     let seq = match gre_seq {
         None if v4 && (tunnel.flags.intersects(TunnelFlags::IPID_SEQ) || announced & ANNOUNCE_IPID != 0) => {
-            Some(seq::widen(path.peer_id, ip_id))
+            // ID 0 says "no number" on the light packets it is given to
+            // (`TX_UNNUMBERED`), and nothing else of a single packet's;
+            // a GSO packet's segments count up through it: one carrying
+            // TCP data has the number ID 0 stands for there.
+            let counted_through = ip_id == 0 && tcp_data(pkt, inner_at, gre.proto());
+            Some(seq::widen(path.peer_id, ip_id)).filter(|&s| is_number(s) || counted_through)
         }
-        s => s,
-    }
-    .filter(|&s| is_number(s));
+        s => s.filter(|&s| is_number(s)),
+    };
     let resequence = seq.is_some() && (!tunnel.flags.intersects(TunnelFlags::RESEQ_ANNOUNCED) || announced & ANNOUNCE_NUMBERS != 0);
 
     let proto = gre.proto();

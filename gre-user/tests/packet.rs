@@ -523,6 +523,22 @@ fn pure_acks_to_a_peer_that_takes_them_so_leave_unnumbered_and_arrive_past_the_r
         }
     }
     assert_eq!(reorder_stats(&dp, 3).in_order, 2, "nor counted among the numbers");
+    // A TCP segment with data and ID 0 is a GSO packet's segment whose
+    // number ends in 16 zero bits (the sender gives ID 0 to no other):
+    // numbered, next to the highest number seen. A pure ACK is not.
+    let tcp = |flags: u8, data: usize| {
+        let mut seg = vec![0u8; 20 + data];
+        seg[12] = 5 << 4;
+        seg[13] = flags;
+        ipv4(INNER_SRC, INNER_DST, 6, 0, 0, &seg)
+    };
+    for id in [0x4000, 0x8000, 0xc000, 0xfffe] {
+        receive_handed(&mut dp, &frame_with_ip_id(id, valid(Some(42)), &inner));
+    }
+    let (handed, _) = receive_handed(&mut dp, &frame_with_ip_id(0, valid(Some(42)), &tcp(0x18, 100)));
+    assert_eq!(handed, Some((3, 0x1_0000)), "a segment of a GSO packet's run");
+    let (handed, _) = receive_handed(&mut dp, &frame_with_ip_id(0, valid(Some(42)), &tcp(0x10, 0)));
+    assert_eq!(handed, None, "a pure ACK sent unnumbered");
 }
 
 /// Light packets (ICMP, small UDP datagrams) to a peer that takes them

@@ -146,6 +146,10 @@ impl<'a> Watcher<'a> {
             Some(v) => Some(v << 8),
             None => t.key.or(t.native_key).or(t.vlans.first().map(|v| v.key)),
         };
+        if repair.is_some() && !t.sequence && !t.checksum {
+            // What a `run` killed while it kept (below) left off.
+            crate::net::sys::set_tso(&t.name, true)?;
+        }
         Ok(Watcher {
             t,
             nl: Netlink::new()?,
@@ -239,6 +243,13 @@ impl<'a> Watcher<'a> {
                     };
                     println!("{}: repair: {what}", self.t.name);
                     self.keeping = keeping;
+                    if !self.t.sequence && !self.t.checksum {
+                        // A GSO packet leaves whole to a link that cuts it
+                        // itself (veth, a NIC with GRE segmentation), and
+                        // the copy kept would be one frame for many
+                        // numbers: while keeping, each leaves on its own.
+                        crate::net::sys::set_tso(&self.t.name, !keeping)?;
+                    }
                 }
                 r.set_table(table);
             }

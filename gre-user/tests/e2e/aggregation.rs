@@ -776,6 +776,11 @@ fn a_path_that_loses_turns_numbering_on_and_its_losses_are_repaired() {
     println!("a: {}", seen.join(" | "));
     let status = t.a().xgre_ok(Enter::Nsenter, "status");
     assert!(status.contains("seq in ip id"), "{status}");
+    // While a keeps, every packet leaves on its own, so that each number
+    // has a copy of its own (a GSO packet a link cuts itself would be one
+    // frame for many).
+    let tso = t.a().run("ethtool -k gre0");
+    assert!(tso.lines().any(|l| l.trim() == "tx-tcp-segmentation: off"), "a keeps what it sends with TSO on:\n{tso}");
     // b hears that a keeps its packets with a's next keepalive.
     let heard = within(Duration::from_secs(2), || t.b().xgre_ok(Enter::Nsenter, "status").contains("resends what is missed"));
     assert!(heard.is_some(), "{}", t.b().xgre_ok(Enter::Nsenter, "status"));

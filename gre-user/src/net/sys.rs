@@ -273,3 +273,42 @@ pub fn big_recv_buffer(sock: &socket2::Socket, bytes: usize) {
         let _ = sock.set_recv_buffer_size(bytes);
     }
 }
+
+/// Bind packet socket `sock` to device `ifindex`, for every protocol.
+pub fn bind_packet(sock: &socket2::Socket, ifindex: u32) -> std::io::Result<()> {
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: a valid sockaddr_ll and its size.
+    let r =
+        unsafe { libc::bind(sock.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Frames packet socket `sock` had no room for since the last call
+/// (PACKET_STATISTICS, which zeroes the socket's counts).
+pub fn packet_drops(sock: &socket2::Socket) -> u64 {
+    let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
+    let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
+    // SAFETY: PACKET_STATISTICS fills a tpacket_stats of `len` bytes.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_STATISTICS,
+            (&mut st as *mut libc::tpacket_stats).cast(),
+            &mut len,
+        )
+    };
+    if r == 0 {
+        st.tp_drops as u64
+    } else {
+        0
+    }
+}

@@ -69,18 +69,7 @@ impl Capture {
             return Err(std::io::Error::last_os_error()).context("filtering the packet socket to sent GRE");
         }
         crate::net::sys::big_recv_buffer(&sock, 8 << 20);
-        // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: a valid sockaddr_ll and its size.
-        let r = unsafe {
-            libc::bind(sock.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32)
-        };
-        if r != 0 {
-            return Err(std::io::Error::last_os_error()).with_context(|| format!("binding a packet socket to link {ifindex}"));
-        }
+        crate::net::sys::bind_packet(&sock, ifindex).with_context(|| format!("binding a packet socket to link {ifindex}"))?;
         sock.set_nonblocking(true)?;
         Ok(Capture { sock, bufs: vec![[0u8; FRAME]; BATCH] })
     }
@@ -92,24 +81,7 @@ impl Capture {
     /// Frames the kernel could not copy here since the last call (the
     /// buffer full): sent, and not kept.
     pub fn missed(&self) -> u64 {
-        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
-        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: PACKET_STATISTICS fills a tpacket_stats of `len` bytes
-        // (and zeroes the socket's counts).
-        let r = unsafe {
-            libc::getsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        if r == 0 {
-            st.tp_drops as u64
-        } else {
-            0
-        }
+        crate::net::sys::packet_drops(&self.sock)
     }
 
     /// Give every frame waiting to `f`; how many there were.

@@ -76,22 +76,7 @@ impl TapIn {
 
     /// Frames the socket had no room for so far.
     pub(crate) fn lost(&mut self) -> u64 {
-        let mut st = libc::tpacket_stats { tp_packets: 0, tp_drops: 0 };
-        let mut len = std::mem::size_of::<libc::tpacket_stats>() as libc::socklen_t;
-        // SAFETY: PACKET_STATISTICS fills a tpacket_stats of `len` bytes
-        // (and zeroes the socket's counts).
-        let r = unsafe {
-            libc::getsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_PACKET,
-                libc::PACKET_STATISTICS,
-                (&mut st as *mut libc::tpacket_stats).cast(),
-                &mut len,
-            )
-        };
-        if r == 0 {
-            self.lost += st.tp_drops as u64;
-        }
+        self.lost += crate::net::sys::packet_drops(&self.sock);
         self.lost
     }
 }
@@ -118,17 +103,7 @@ fn packet_socket(ifindex: u32) -> Result<Socket> {
         }
     }
     crate::net::sys::big_recv_buffer(&sock, RECV_BUFFER);
-    // SAFETY: sockaddr_ll is plain data; all-zero is a valid start.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex as i32;
-    // SAFETY: a valid sockaddr_ll and its size.
-    let r =
-        unsafe { libc::bind(sock.as_raw_fd(), (&sll as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as u32) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error()).context("binding it");
-    }
+    crate::net::sys::bind_packet(&sock, ifindex).context("binding it")?;
     sock.set_nonblocking(true)?;
     Ok(sock)
 }

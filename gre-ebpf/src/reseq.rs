@@ -56,13 +56,14 @@ pub fn hand_over(ctx: &TcContext, tunnel_ifindex: u32, peer_id: u32, seq: u32, p
     Some(Ok(redirect(tap, BPF_F_INGRESS as u64)))
 }
 
-/// Whether the decapsulated frame carries TCP (IPv4, or IPv6 without
-/// extension headers).
+/// Whether the decapsulated frame carries TCP as the resequencer counts
+/// a GSO packet's segments: IPv4 without options, or IPv6 without
+/// extension headers.
 #[inline(always)]
 fn inner_tcp(ctx: &TcContext) -> bool {
     let Ok(ether_type) = ctx.load::<u16>(12) else { return false };
     let at = match u16::from_be(ether_type) {
-        ETH_P_IP => EthHdr::LEN + 9,
+        ETH_P_IP if ctx.load::<u8>(EthHdr::LEN).is_ok_and(|v| v == 0x45) => EthHdr::LEN + 9,
         ETH_P_IPV6 => EthHdr::LEN + 6,
         _ => return false,
     };

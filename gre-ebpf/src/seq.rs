@@ -80,8 +80,9 @@ pub fn next_seq(tunnel_flags: TunnelFlags, peer_id: u32, n: u32) -> Result<u32, 
         // The first of the numbers must be one `is_number` takes: a packet
         // whose first (and, received whole, only) ID says "not numbered"
         // would leave the rest of its numbers a gap the receiver waits
-        // for. A number inside the run may be such a one: its segment is
-        // taken unnumbered, and the receiver never waits for it.
+        // for. A number inside the run may be such a one: its segment
+        // leaves with ID 0, which receive takes for that number when it
+        // carries TCP data (`parse.rs`), and the window never waits for.
         for _ in 0..TRIES {
             // SAFETY: an array value stays mapped, 8-byte aligned; read
             // whole, then swapped only if no CPU took numbers since.

@@ -83,8 +83,8 @@ pub async fn run(cfg: Config, file: &str, debug: bool) -> Result<()> {
     if let Some(r) = reseq {
         let s = r.stop(Datapath::find().ok().flatten().as_ref());
         println!(
-            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} lost in the hand-off; delivered {} TCP segments merged into {} GSO packets; asked peers for {} again, {} came in time",
-            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.handoff_lost, s.merged, s.merged_into, s.asked, s.repaired
+            "{}: resequenced {} in order, {} held for a gap, {} given up on, {} late, {} repeats dropped, {} pure ACKs passed at once, {} GSO packets came whole, {} lost in the hand-off; delivered {} TCP segments merged into {} GSO packets; asked peers for {} again, {} came in time",
+            t.name, s.in_order, s.held, s.skipped, s.late, s.duplicate, s.early, s.whole, s.handoff_lost, s.merged, s.merged_into, s.asked, s.repaired
         );
     }
     if let Some(r) = repair {

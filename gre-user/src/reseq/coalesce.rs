@@ -92,6 +92,12 @@ fn parse(f: &[u8]) -> Option<Seg> {
     Some(Seg { v6, l4, tcp_len, payload: f.len() - l4 - tcp_len, seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]), flags: t[13] })
 }
 
+/// The TCP payload's length in frame `f`, if it is a TCP segment this
+/// module can merge or pass on as a GSO packet.
+pub(super) fn tcp_payload(f: &[u8]) -> Option<usize> {
+    parse(f).map(|s| s.payload)
+}
+
 /// Whether `next` continues the run that `first` starts and `ls` ends.
 fn continues(first: &[u8], fs: &Seg, ls: &Seg, next: &[u8], ns: &Seg) -> bool {
     if ns.v6 != fs.v6 || ns.tcp_len != fs.tcp_len || ls.flags != ACK || (ns.flags & !PSH) != ACK {
@@ -189,12 +195,11 @@ pub(crate) fn coalesce(units: &mut Vec<Unit>, out: &mut Vec<(VnetHdr, Vec<u8>)>,
     while i < rest.len() {
         if gso[i] != 0 {
             let mut m = std::mem::take(&mut rest[i]);
-            // `Unit::gso` found it TCP, else it would not be GSO here.
-            if let Some(fs) = parse(&m) {
-                counts.segments += (m.len() - fs.l4 - fs.tcp_len).div_ceil(gso[i] as usize) as u64;
-                counts.packets += 1;
-                out.push((gso_header(&mut m, &fs, gso[i]), m));
-            }
+            // `Unit::gso` parsed it so, else it would not be GSO here.
+            let fs = parse(&m).expect("a GSO unit parses");
+            counts.segments += fs.payload.div_ceil(gso[i] as usize) as u64;
+            counts.packets += 1;
+            out.push((gso_header(&mut m, &fs, gso[i]), m));
             i += 1;
             continue;
         }

@@ -4,7 +4,7 @@
 //! wire packets as it has segments, and so for as many numbers: the sender
 //! numbered them one by one in the outer IPv4 ID, which GSO counts up.
 
-use super::window::Frame;
+use super::{coalesce::tcp_payload, window::Frame};
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Unit {
@@ -22,7 +22,10 @@ impl Unit {
     }
 
     /// A packet the kernel handed over with `gso_size` (0: not GSO): as
-    /// many numbers as its TCP payload makes segments of that size.
+    /// many numbers as its TCP payload makes segments of that size. Only
+    /// a layout `coalesce` takes (IPv4 without options, IPv6 without
+    /// extension headers) counts so; the receive programs hand no other
+    /// GSO packet over.
     pub fn gso(bytes: Vec<u8>, gso_size: u16) -> Unit {
         let numbers = match (gso_size, tcp_payload(&bytes)) {
             (0, _) | (_, None) => 1,
@@ -30,27 +33,6 @@ impl Unit {
         };
         Unit { bytes, gso_size: if numbers > 1 { gso_size } else { 0 }, numbers }
     }
-}
-
-/// The TCP payload's length in Ethernet frame `f` (IPv4 without options'
-/// limits, or IPv6 without extension headers).
-fn tcp_payload(f: &[u8]) -> Option<usize> {
-    let (l4, l3_end) = match f.get(12..14)? {
-        [0x08, 0x00] => {
-            let h = f.get(14..34)?;
-            let ihl = (h[0] & 0x0f) as usize * 4;
-            (h[9] == 6).then_some(())?;
-            (14 + ihl, 14 + u16::from_be_bytes([h[2], h[3]]) as usize)
-        }
-        [0x86, 0xdd] => {
-            let h = f.get(14..54)?;
-            (h[6] == 6).then_some(())?;
-            (54, 54 + u16::from_be_bytes([h[4], h[5]]) as usize)
-        }
-        _ => return None,
-    };
-    let doff = (*f.get(l4 + 12)? >> 4) as usize * 4;
-    l3_end.min(f.len()).checked_sub(l4 + doff)
 }
 
 impl Frame for Unit {

@@ -38,6 +38,10 @@ pub struct WindowStats {
     pub duplicate: u64,
     /// Pure TCP ACKs delivered ahead of a gap, without waiting.
     pub early: u64,
+    /// GSO packets that came whole (a veth peer's, or GRO's), each
+    /// holding its segments' numbers.
+    #[serde(default)]
+    pub whole: u64,
     /// Frames the hand-off lost before the window saw them (AF_XDP: no
     /// free frame for the kernel to fill).
     pub handoff_lost: u64,
@@ -166,6 +170,9 @@ impl<F: Frame> Window<F> {
         let next = *self.next.get_or_insert((1u64 << 32) | seq as u64);
         let e = Self::extend(next, seq);
         let numbers = frame.numbers().max(1);
+        if numbers > 1 {
+            stats.whole += 1;
+        }
         let last = e + numbers - 1;
         if let Some(h) = self.path_high.get_mut(path) {
             *h = Some((h.map_or(last, |(high, _)| high.max(last)), now));
@@ -638,6 +645,7 @@ mod tests {
         }
         assert_eq!(out, [Gso(1, 1), Gso(2, 8), Gso(10, 2)]);
         assert_eq!((st.in_order, st.held), (9, 2), "counted in wire packets");
+        assert_eq!(st.whole, 2);
         // Next is 12: 14..=16 waits, and only what no packet holds is asked for.
         out.clear();
         for (s, n) in [(14, 3), (20, 1)] {

@@ -122,6 +122,9 @@ struct Watcher<'a> {
     /// `KEEP_AFTER_LOSS` past the last round its path was found lossy, so
     /// that a judgement near its threshold does not turn repair on and off.
     keep_until: BTreeMap<u32, u64>,
+    /// The same, for a path found lossy by its keepalives (not a peer's
+    /// report alone): while any runs, every packet leaves on its own.
+    lossy_until: BTreeMap<u32, u64>,
     /// By peer id, the lost numbers it had reported by the last round.
     reported: BTreeMap<u32, u64>,
     /// When `status` was last told what the resequencer and repair did.
@@ -178,6 +181,7 @@ impl<'a> Watcher<'a> {
             lossy: BTreeMap::new(),
             reported: BTreeMap::new(),
             keep_until: BTreeMap::new(),
+            lossy_until: BTreeMap::new(),
             said: 0,
             reseq,
             adapt,
@@ -255,7 +259,7 @@ impl<'a> Watcher<'a> {
                 // peer's report alone: at 1000 + 300 Mbit/s a few requests
                 // for packets that came late had it segment one run of
                 // three from the start (88% against 92-94%).
-                let one_by_one = self.numbered && !self.lossy.is_empty();
+                let one_by_one = self.numbered && self.lossy_until.values().any(|&t| now < t);
                 if one_by_one != self.one_by_one && !self.t.sequence && !self.t.checksum {
                     crate::net::sys::set_tso(&self.t.name, !one_by_one)?;
                     self.one_by_one = one_by_one;
@@ -302,6 +306,9 @@ impl<'a> Watcher<'a> {
         }
         if self.lossy.contains_key(&id) || new > 0 {
             self.keep_until.insert(id, now + KEEP_AFTER_LOSS.as_nanos() as u64);
+        }
+        if self.lossy.contains_key(&id) {
+            self.lossy_until.insert(id, now + KEEP_AFTER_LOSS.as_nanos() as u64);
         }
         let keep = self.keep_until.get(&id).is_some_and(|&t| now < t);
         if self.repair.is_some() && self.numbered {

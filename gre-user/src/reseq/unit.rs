@@ -27,10 +27,9 @@ impl Unit {
     /// extension headers) counts so; the receive programs hand no other
     /// GSO packet over.
     pub fn gso(bytes: Vec<u8>, gso_size: u16) -> Unit {
-        let numbers = match (gso_size, tcp_payload(&bytes)) {
-            (0, _) | (_, None) => 1,
-            (mss, Some(payload)) => payload.div_ceil(mss as usize).max(1) as u32,
-        };
+        // Parsed only for a GSO packet: every other frame is one number.
+        let payload = if gso_size == 0 { None } else { tcp_payload(&bytes) };
+        let numbers = payload.map_or(1, |p| p.div_ceil(gso_size as usize).max(1) as u32);
         Unit { bytes, gso_size: if numbers > 1 { gso_size } else { 0 }, numbers }
     }
 }
